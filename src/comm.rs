@@ -1,0 +1,379 @@
+//! Communicators and point-to-point messaging on typed slices.
+//!
+//! A [`Communicator`] is a group of ranks with private matching contexts:
+//! context `c` carries point-to-point traffic and `c + 1` is reserved for the
+//! collectives built on top, so traffic on one communicator never matches a
+//! receive on another (MPI 4.1 §6.1).
+
+use crate::engine::MsgInfo;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::request::{self, OwnedRecv, OwnedSend, Request, Scope};
+use bytemuck::Pod;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// A message tag. Valid tags are `0..=TAG_UB`.
+pub type Tag = u32;
+
+/// The largest valid tag (MPI's `MPI_TAG_UB` guarantees at least 32767; we allow `i32::MAX`).
+pub const TAG_UB: Tag = i32::MAX as u32;
+
+/// Which sender a receive accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Only this rank of the communicator.
+    Rank(usize),
+    /// Any rank (`MPI_ANY_SOURCE`).
+    Any,
+}
+
+impl From<usize> for Source {
+    fn from(r: usize) -> Self {
+        Source::Rank(r)
+    }
+}
+
+/// Which tag a receive accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagMatch {
+    /// Only this tag.
+    Tag(Tag),
+    /// Any tag (`MPI_ANY_TAG`).
+    Any,
+}
+
+impl From<Tag> for TagMatch {
+    fn from(t: Tag) -> Self {
+        TagMatch::Tag(t)
+    }
+}
+
+/// Shorthand for [`Source::Any`].
+pub const ANY_SOURCE: Source = Source::Any;
+/// Shorthand for [`TagMatch::Any`].
+pub const ANY_TAG: TagMatch = TagMatch::Any;
+
+/// What a completed receive or a probe tells about its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Sender's rank in the communicator.
+    pub source: usize,
+    /// The message's tag.
+    pub tag: Tag,
+    /// Number of elements of the receive type (for sends: 0).
+    pub count: usize,
+    /// Length in bytes.
+    pub bytes: usize,
+}
+
+impl Status {
+    pub(crate) fn for_send() -> Self {
+        Status {
+            source: 0,
+            tag: 0,
+            count: 0,
+            bytes: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Group {
+    /// Comm rank r is world rank r.
+    Identity(usize),
+}
+
+/// State shared by the handles of one communicator.
+#[derive(Debug)]
+pub(crate) struct CommShared {
+    pub(crate) progress: Rc<RefCell<Progress>>,
+    context: u32,
+    rank: usize,
+    group: Group,
+}
+
+impl CommShared {
+    pub(crate) fn p2p_context(&self) -> u32 {
+        self.context
+    }
+
+    fn size(&self) -> usize {
+        match self.group {
+            Group::Identity(n) => n,
+        }
+    }
+
+    fn world_rank(&self, r: usize) -> Result<u32> {
+        if r >= self.size() {
+            return Err(Error::InvalidRank {
+                rank: r,
+                size: self.size(),
+            });
+        }
+        match self.group {
+            Group::Identity(_) => Ok(r as u32),
+        }
+    }
+
+    fn comm_rank(&self, world: u32) -> usize {
+        match self.group {
+            Group::Identity(_) => world as usize,
+        }
+    }
+
+    /// Converts an engine result into a typed status for elements of `elem_size` bytes.
+    pub(crate) fn status(&self, info: MsgInfo, elem_size: usize) -> Result<Status> {
+        let elem = elem_size.max(1);
+        if info.len % elem != 0 {
+            return Err(Error::LengthMismatch {
+                bytes: info.len,
+                elem_size,
+            });
+        }
+        Ok(Status {
+            source: self.comm_rank(info.source),
+            tag: info.tag,
+            count: info.len / elem,
+            bytes: info.len,
+        })
+    }
+
+    fn source(&self, s: Source) -> Result<Option<u32>> {
+        match s {
+            Source::Any => Ok(None),
+            Source::Rank(r) => self.world_rank(r).map(Some),
+        }
+    }
+}
+
+fn check_tag(tag: Tag) -> Result<Tag> {
+    if tag > TAG_UB {
+        return Err(Error::InvalidTag { tag, max: TAG_UB });
+    }
+    Ok(tag)
+}
+
+fn tag_match(t: TagMatch) -> Result<Option<u32>> {
+    match t {
+        TagMatch::Any => Ok(None),
+        TagMatch::Tag(t) => check_tag(t).map(Some),
+    }
+}
+
+/// A group of ranks that exchange messages. Cheap to clone.
+///
+/// ```no_run
+/// let universe = courier::init()?;
+/// let world = universe.world();
+/// if world.rank() == 0 {
+///     world.send(&[1.5f64, 2.5], 1, 0)?;
+/// } else if world.rank() == 1 {
+///     let mut buf = [0f64; 2];
+///     let status = world.recv(&mut buf, 0, 0)?;
+///     assert_eq!((status.count, buf), (2, [1.5, 2.5]));
+/// }
+/// # Ok::<(), courier::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Communicator {
+    shared: Rc<CommShared>,
+}
+
+impl Communicator {
+    pub(crate) fn world(progress: Rc<RefCell<Progress>>, rank: usize, size: usize) -> Self {
+        Communicator {
+            shared: Rc::new(CommShared {
+                progress,
+                context: 0,
+                rank,
+                group: Group::Identity(size),
+            }),
+        }
+    }
+
+    /// This process's rank in the communicator.
+    pub fn rank(&self) -> usize {
+        self.shared.rank
+    }
+
+    /// Number of ranks in the communicator.
+    pub fn size(&self) -> usize {
+        self.shared.size()
+    }
+
+    fn dest(&self, dest: usize) -> Result<u32> {
+        self.shared.world_rank(dest)
+    }
+
+    /// Sends `buf` to `dest` (standard mode: small messages are buffered, so
+    /// this may return before the receiver has matched; large ones wait for
+    /// the receiver).
+    pub fn send<T: Pod>(&self, buf: &[T], dest: usize, tag: Tag) -> Result<()> {
+        let peer = self.dest(dest)?;
+        let tag = check_tag(tag)?;
+        request::send_blocking(
+            &self.shared.progress,
+            peer,
+            self.shared.p2p_context(),
+            tag,
+            bytemuck::cast_slice(buf),
+            false,
+        )
+    }
+
+    /// Synchronous send: returns once the receiver has matched the message.
+    pub fn ssend<T: Pod>(&self, buf: &[T], dest: usize, tag: Tag) -> Result<()> {
+        let peer = self.dest(dest)?;
+        let tag = check_tag(tag)?;
+        request::send_blocking(
+            &self.shared.progress,
+            peer,
+            self.shared.p2p_context(),
+            tag,
+            bytemuck::cast_slice(buf),
+            true,
+        )
+    }
+
+    /// Receives a message into `buf`. The message may be shorter than `buf`
+    /// (`status.count` says how long); a longer one fails with
+    /// [`Error::Truncated`] and stays queued for a later receive.
+    pub fn recv<T: Pod>(&self, buf: &mut [T], source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Status> {
+        let src = self.shared.source(source.into())?;
+        let tag = tag_match(tag.into())?;
+        let info = request::recv_blocking(
+            &self.shared.progress,
+            self.shared.p2p_context(),
+            src,
+            tag,
+            bytemuck::cast_slice_mut(buf),
+        )?;
+        self.shared.status(info, std::mem::size_of::<T>())
+    }
+
+    /// Receives a message of any length into a new vector of the right size.
+    pub fn recv_vec<T: Pod>(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<(Vec<T>, Status)> {
+        let st = self.probe(source, tag)?;
+        let elem = std::mem::size_of::<T>().max(1);
+        if st.bytes % elem != 0 {
+            return Err(Error::LengthMismatch {
+                bytes: st.bytes,
+                elem_size: std::mem::size_of::<T>(),
+            });
+        }
+        let mut v = vec![T::zeroed(); st.bytes / elem];
+        // The probed message is the first from its source with its tag, so
+        // this receive gets exactly it (messages from one source do not overtake).
+        let status = self.recv(&mut v, st.source, st.tag)?;
+        Ok((v, status))
+    }
+
+    /// Sends `send` to `dest` and receives into `recv` from `source`, without deadlock.
+    pub fn sendrecv<S: Pod, R: Pod>(
+        &self,
+        send: &[S],
+        dest: usize,
+        send_tag: Tag,
+        recv: &mut [R],
+        source: impl Into<Source>,
+        recv_tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
+        let source = source.into();
+        let recv_tag = recv_tag.into();
+        request::scope(|s| {
+            let r = self.irecv(s, recv, source, recv_tag)?;
+            self.send(send, dest, send_tag)?;
+            r.wait()
+        })
+    }
+
+    /// Waits for a matching message and describes it without receiving it.
+    pub fn probe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Status> {
+        let src = self.shared.source(source.into())?;
+        let tag = tag_match(tag.into())?;
+        let ctx = self.shared.p2p_context();
+        let mut p = self.shared.progress.borrow_mut();
+        let mut found = None;
+        p.wait_until(|p| {
+            found = p.engine.probe(ctx, src, tag);
+            found.is_some()
+        })?;
+        drop(p);
+        let info = found.ok_or_else(|| Error::InvalidArgument("probe ended without a message".into()))?;
+        self.shared.status(info, 1)
+    }
+
+    /// Describes a matching message if one has arrived, without receiving it.
+    pub fn iprobe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Option<Status>> {
+        let src = self.shared.source(source.into())?;
+        let tag = tag_match(tag.into())?;
+        let mut p = self.shared.progress.borrow_mut();
+        p.progress_once(Some(std::time::Duration::ZERO))?;
+        match p.engine.probe(self.shared.p2p_context(), src, tag) {
+            Some(info) => {
+                drop(p);
+                self.shared.status(info, 1).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a send of a borrowed buffer; see [`scope`](crate::scope).
+    pub fn isend<'s, 'env, T: Pod>(
+        &self,
+        scope: &'s Scope<'s, 'env>,
+        buf: &'s [T],
+        dest: usize,
+        tag: Tag,
+    ) -> Result<Request<'s>> {
+        let peer = self.dest(dest)?;
+        let tag = check_tag(tag)?;
+        Ok(Request::send(scope, self.shared.clone(), peer, tag, buf, false))
+    }
+
+    /// Starts a synchronous send of a borrowed buffer.
+    pub fn issend<'s, 'env, T: Pod>(
+        &self,
+        scope: &'s Scope<'s, 'env>,
+        buf: &'s [T],
+        dest: usize,
+        tag: Tag,
+    ) -> Result<Request<'s>> {
+        let peer = self.dest(dest)?;
+        let tag = check_tag(tag)?;
+        Ok(Request::send(scope, self.shared.clone(), peer, tag, buf, true))
+    }
+
+    /// Starts a receive into a borrowed buffer; see [`scope`](crate::scope).
+    pub fn irecv<'s, 'env, T: Pod>(
+        &self,
+        scope: &'s Scope<'s, 'env>,
+        buf: &'s mut [T],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Request<'s>> {
+        let src = self.shared.source(source.into())?;
+        let tag = tag_match(tag.into())?;
+        Ok(Request::recv(scope, self.shared.clone(), src, tag, buf))
+    }
+
+    /// Starts a send that owns its buffer; `wait` returns the buffer.
+    pub fn isend_owned<T: Pod>(&self, buf: Vec<T>, dest: usize, tag: Tag) -> Result<OwnedSend<T>> {
+        let peer = self.dest(dest)?;
+        let tag = check_tag(tag)?;
+        Ok(OwnedSend::new(self.shared.clone(), peer, tag, buf, false))
+    }
+
+    /// Starts a receive into an owned buffer; `wait` returns it with the status.
+    pub fn irecv_owned<T: Pod>(
+        &self,
+        buf: Vec<T>,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<OwnedRecv<T>> {
+        let src = self.shared.source(source.into())?;
+        let tag = tag_match(tag.into())?;
+        Ok(OwnedRecv::new(self.shared.clone(), src, tag, buf))
+    }
+}

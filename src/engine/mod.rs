@@ -1,0 +1,793 @@
+//! The point-to-point protocol engine: matching and the eager/rendezvous
+//! state machines, with no I/O at all (sans-IO, in the manner of quinn-proto).
+//!
+//! The engine never touches sockets, clocks, threads, raw pointers or user
+//! buffers. Requests are named by [`ReqId`]; the driver (`progress`) owns the
+//! buffers and moves bytes. The driver pushes input with `handle_*` calls and
+//! pulls output with `poll_*` calls:
+//!
+//! * [`Engine::post_send`] / [`Engine::post_recv`] start requests.
+//! * [`Engine::handle_frame`] takes one validated header from a peer and says
+//!   where its payload (if any) goes: into a request's buffer or into the
+//!   engine's staging buffer for an unexpected message.
+//! * [`Engine::handle_payload_done`] reports that the payload is all there.
+//! * [`Engine::handle_written`] reports that a frame carrying a send's payload
+//!   has left the sender's buffer (written to the link or copied away).
+//! * [`Engine::poll_transmit`] yields frames to send, in per-peer order.
+//! * [`Engine::poll_delivery`] yields buffered message bytes that the driver
+//!   must copy into a request's buffer (an unexpected eager message matched).
+//! * [`Engine::take_result`] collects a finished request.
+//!
+//! Ordering: each peer is one FIFO link and both queues are scanned in arrival
+//! order, so messages between one pair on one context never overtake.
+//!
+//! Truncation: a receive that matches a message larger than its buffer fails
+//! with [`ReqError::Truncated`] and the message stays queued for a later receive.
+
+pub(crate) mod matching;
+
+#[cfg(test)]
+mod tests;
+
+use crate::wire::Frame;
+use matching::{Envelope, OrderedQueue, Pattern};
+use std::collections::VecDeque;
+
+/// A world rank, as the engine sees peers.
+pub(crate) type Rank = u32;
+
+/// Names a request: slot index and generation, so stale ids from the wire are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ReqId(u64);
+
+impl ReqId {
+    fn new(index: u32, gen: u32) -> Self {
+        ReqId((u64::from(gen) << 32) | u64::from(index))
+    }
+    pub(crate) fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    pub(crate) fn to_wire(self) -> u64 {
+        self.0
+    }
+    fn from_wire(x: u64) -> Self {
+        ReqId(x)
+    }
+}
+
+/// What a completed receive (or probe) learned about its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MsgInfo {
+    pub(crate) source: Rank,
+    pub(crate) tag: u32,
+    pub(crate) len: usize,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReqError {
+    Truncated { capacity: usize, incoming: usize },
+    PeerLost { peer: Rank, reason: String },
+}
+
+/// A protocol violation by a peer; the driver closes that link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ProtocolError(pub(crate) String);
+
+/// Where the payload of the frame just handled goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dest {
+    /// Into the buffer of this receive request, from offset 0.
+    Req(ReqId),
+    /// Into the engine's staging buffer for this peer ([`Engine::staging_mut`]).
+    Staging,
+}
+
+/// The payload source of a frame to transmit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
+    None,
+    /// The whole buffer of this send request.
+    Send(ReqId),
+}
+
+/// One frame for the driver to put on the link to `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transmit {
+    pub(crate) peer: Rank,
+    pub(crate) frame: Frame,
+    pub(crate) payload: Payload,
+}
+
+#[derive(Debug)]
+struct SendState {
+    peer: Rank,
+    len: usize,
+    rendezvous: bool,
+    /// Rendezvous: the CTS arrived and DATA is queued.
+    cts: bool,
+    /// The payload has left the user's buffer.
+    written: bool,
+    /// Synchronous eager send still waiting for SYNC_ACK.
+    need_ack: bool,
+}
+
+#[derive(Debug)]
+enum RecvPhase {
+    Posted,
+    /// Matched; payload bytes are arriving from `info.source`.
+    Receiving { info: MsgInfo, rendezvous: bool },
+}
+
+#[derive(Debug)]
+struct RecvState {
+    pattern: Pattern,
+    capacity: usize,
+    phase: RecvPhase,
+}
+
+#[derive(Debug)]
+enum ReqKind {
+    Send(SendState),
+    Recv(RecvState),
+}
+
+#[derive(Debug)]
+struct ReqEntry {
+    kind: ReqKind,
+    result: Option<Result<MsgInfo, ReqError>>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    gen: u32,
+    entry: Option<ReqEntry>,
+}
+
+#[derive(Debug)]
+enum Body {
+    Eager { data: Vec<u8>, sync_sreq: Option<u64> },
+    Rts { sreq: u64 },
+}
+
+#[derive(Debug)]
+struct Unexpected {
+    env: Envelope,
+    len: usize,
+    body: Body,
+}
+
+/// What is arriving from one peer right now.
+#[derive(Debug)]
+enum Incoming {
+    /// Payload goes into this matched receive.
+    Recv(ReqId),
+    /// An unmatched eager message being staged.
+    Staged {
+        env: Envelope,
+        data: Vec<u8>,
+        sync_sreq: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PeerState {
+    Open,
+    Gone(String),
+}
+
+/// Counters for the debug report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EngineStats {
+    pub(crate) eager_sent: u64,
+    pub(crate) rendezvous_sent: u64,
+    pub(crate) unexpected_arrivals: u64,
+}
+
+/// The matching and protocol engine of one rank. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    me: Rank,
+    size: u32,
+    eager_limit: usize,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    posted: OrderedQueue<ReqId>,
+    unexpected: OrderedQueue<Unexpected>,
+    incoming: Vec<Option<Incoming>>,
+    peers: Vec<PeerState>,
+    transmits: VecDeque<Transmit>,
+    deliveries: VecDeque<(ReqId, Vec<u8>)>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// An engine for rank `me` of `size`; messages above `eager_limit` bytes use rendezvous.
+    pub(crate) fn new(me: Rank, size: u32, eager_limit: usize) -> Self {
+        let n = size as usize;
+        Engine {
+            me,
+            size,
+            eager_limit,
+            slots: Vec::new(),
+            free: Vec::new(),
+            posted: OrderedQueue::default(),
+            unexpected: OrderedQueue::default(),
+            incoming: (0..n).map(|_| None).collect(),
+            peers: vec![PeerState::Open; n],
+            transmits: VecDeque::new(),
+            deliveries: VecDeque::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    fn alloc(&mut self, kind: ReqKind) -> ReqId {
+        let entry = ReqEntry { kind, result: None };
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.entry = Some(entry);
+            ReqId::new(index, slot.gen)
+        } else {
+            let index = self.slots.len() as u32;
+            self.slots.push(Slot {
+                gen: 0,
+                entry: Some(entry),
+            });
+            ReqId::new(index, 0)
+        }
+    }
+
+    fn entry_mut(&mut self, id: ReqId) -> Option<&mut ReqEntry> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.gen != id.gen() {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    fn complete(&mut self, id: ReqId, result: Result<MsgInfo, ReqError>) {
+        if let Some(e) = self.entry_mut(id) {
+            e.result = Some(result);
+        }
+    }
+
+    /// Whether the request has finished (successfully or not).
+    pub(crate) fn is_done(&self, id: ReqId) -> bool {
+        self.slots
+            .get(id.index())
+            .filter(|s| s.gen == id.gen())
+            .and_then(|s| s.entry.as_ref())
+            .is_none_or(|e| e.result.is_some())
+    }
+
+    /// Whether `id` names a request not yet collected with `take_result`.
+    pub(crate) fn is_live(&self, id: ReqId) -> bool {
+        self.slots
+            .get(id.index())
+            .is_some_and(|s| s.gen == id.gen() && s.entry.is_some())
+    }
+
+    /// Removes a finished request and returns its outcome; `None` while it runs.
+    pub(crate) fn take_result(&mut self, id: ReqId) -> Option<Result<MsgInfo, ReqError>> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.gen != id.gen() || slot.entry.as_ref()?.result.is_none() {
+            return None;
+        }
+        let entry = slot.entry.take()?;
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(id.index() as u32);
+        entry.result
+    }
+
+    /// Starts a send of `len` bytes to `peer`. Sends to a peer that is gone fail at once.
+    pub(crate) fn post_send(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        len: usize,
+        sync: bool,
+    ) -> ReqId {
+        let rendezvous = len > self.eager_limit;
+        let id = self.alloc(ReqKind::Send(SendState {
+            peer,
+            len,
+            rendezvous,
+            cts: false,
+            written: false,
+            need_ack: sync && !rendezvous,
+        }));
+        if let Some(PeerState::Gone(reason)) = self.peers.get(peer as usize) {
+            let reason = reason.clone();
+            self.complete(id, Err(ReqError::PeerLost { peer, reason }));
+            return id;
+        }
+        let frame = if rendezvous {
+            self.stats.rendezvous_sent += 1;
+            Frame::Rts {
+                context,
+                tag,
+                len: len as u64,
+                sreq: id.to_wire(),
+            }
+        } else {
+            self.stats.eager_sent += 1;
+            Frame::Eager {
+                context,
+                tag,
+                len: len as u64,
+                sync,
+                sreq: if sync { id.to_wire() } else { 0 },
+            }
+        };
+        let payload = if rendezvous {
+            Payload::None
+        } else {
+            Payload::Send(id)
+        };
+        self.transmits.push_back(Transmit {
+            peer,
+            frame,
+            payload,
+        });
+        id
+    }
+
+    /// Posts a receive of at most `capacity` bytes. If a queued message
+    /// matches, it is taken now (its bytes come out of `poll_delivery`, or a
+    /// CTS goes out for a rendezvous message).
+    pub(crate) fn post_recv(
+        &mut self,
+        context: u32,
+        source: Option<Rank>,
+        tag: Option<u32>,
+        capacity: usize,
+    ) -> ReqId {
+        let pattern = Pattern {
+            context,
+            source,
+            tag,
+        };
+        let id = self.alloc(ReqKind::Recv(RecvState {
+            pattern,
+            capacity,
+            phase: RecvPhase::Posted,
+        }));
+        if let Some(i) = self.unexpected.position(|u| pattern.matches(&u.env)) {
+            let Some(u) = self.unexpected.get(i) else {
+                return id;
+            };
+            if u.len > capacity {
+                let incoming = u.len;
+                self.complete(
+                    id,
+                    Err(ReqError::Truncated {
+                        capacity,
+                        incoming,
+                    }),
+                );
+                return id;
+            }
+            let Some(u) = self.unexpected.remove(i) else {
+                return id;
+            };
+            let info = MsgInfo {
+                source: u.env.source,
+                tag: u.env.tag,
+                len: u.len,
+            };
+            match u.body {
+                Body::Eager { data, sync_sreq } => {
+                    if let Some(sreq) = sync_sreq {
+                        self.queue_control(u.env.source, Frame::SyncAck { sreq });
+                    }
+                    self.deliveries.push_back((id, data));
+                    self.complete(id, Ok(info));
+                }
+                Body::Rts { sreq } => {
+                    self.start_rendezvous_recv(id, info, sreq);
+                }
+            }
+            return id;
+        }
+        if let Some(src) = source {
+            if let Some(PeerState::Gone(reason)) = self.peers.get(src as usize) {
+                let reason = reason.clone();
+                self.complete(id, Err(ReqError::PeerLost { peer: src, reason }));
+                return id;
+            }
+        }
+        self.posted.push(id);
+        id
+    }
+
+    fn start_rendezvous_recv(&mut self, id: ReqId, info: MsgInfo, sreq: u64) {
+        if let Some(ReqEntry {
+            kind: ReqKind::Recv(r),
+            ..
+        }) = self.entry_mut(id)
+        {
+            r.phase = RecvPhase::Receiving {
+                info,
+                rendezvous: true,
+            };
+        }
+        self.queue_control(
+            info.source,
+            Frame::Cts {
+                sreq,
+                rreq: id.to_wire(),
+            },
+        );
+    }
+
+    fn queue_control(&mut self, peer: Rank, frame: Frame) {
+        self.transmits.push_back(Transmit {
+            peer,
+            frame,
+            payload: Payload::None,
+        });
+    }
+
+    /// First queued message matching the pattern, without taking it.
+    pub(crate) fn probe(&self, context: u32, source: Option<Rank>, tag: Option<u32>) -> Option<MsgInfo> {
+        let pattern = Pattern {
+            context,
+            source,
+            tag,
+        };
+        self.unexpected
+            .iter()
+            .find(|u| pattern.matches(&u.env))
+            .map(|u| MsgInfo {
+                source: u.env.source,
+                tag: u.env.tag,
+                len: u.len,
+            })
+    }
+
+    /// Finds the first posted receive matching `env`, failing (and removing)
+    /// those that match but are too small for `len` bytes.
+    fn match_posted(&mut self, env: &Envelope, len: usize) -> Option<ReqId> {
+        loop {
+            let slots = &self.slots;
+            let pos = self.posted.position(|id| {
+                slots
+                    .get(id.index())
+                    .and_then(|s| s.entry.as_ref())
+                    .is_some_and(|e| matches!(&e.kind, ReqKind::Recv(r) if r.pattern.matches(env)))
+            })?;
+            let id = self.posted.remove(pos)?;
+            let capacity = match self.entry_mut(id) {
+                Some(ReqEntry {
+                    kind: ReqKind::Recv(r),
+                    ..
+                }) => r.capacity,
+                _ => continue,
+            };
+            if len > capacity {
+                self.complete(
+                    id,
+                    Err(ReqError::Truncated {
+                        capacity,
+                        incoming: len,
+                    }),
+                );
+                continue;
+            }
+            return Some(id);
+        }
+    }
+
+    /// Handles one validated frame header from `peer`. Returns where its
+    /// payload goes (`None` when it has none). Any `Err` is a protocol
+    /// violation: the driver must drop the link and call `handle_peer_lost`.
+    pub(crate) fn handle_frame(&mut self, peer: Rank, frame: Frame) -> Result<Option<Dest>, ProtocolError> {
+        if peer >= self.size {
+            return Err(ProtocolError(format!("frame from unknown rank {peer}")));
+        }
+        if self.incoming[peer as usize].is_some() {
+            return Err(ProtocolError("header received while a payload was expected".into()));
+        }
+        match frame {
+            Frame::Eager {
+                context,
+                tag,
+                len,
+                sync,
+                sreq,
+            } => {
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|&l| l <= self.eager_limit)
+                    .ok_or_else(|| ProtocolError(format!("eager message of {len} bytes exceeds the eager limit")))?;
+                let env = Envelope {
+                    context,
+                    source: peer,
+                    tag,
+                };
+                let sync_sreq = sync.then_some(sreq);
+                if let Some(id) = self.match_posted(&env, len) {
+                    let info = MsgInfo {
+                        source: peer,
+                        tag,
+                        len,
+                    };
+                    if let Some(ReqEntry {
+                        kind: ReqKind::Recv(r),
+                        ..
+                    }) = self.entry_mut(id)
+                    {
+                        r.phase = RecvPhase::Receiving {
+                            info,
+                            rendezvous: false,
+                        };
+                    }
+                    if let Some(sreq) = sync_sreq {
+                        self.queue_control(peer, Frame::SyncAck { sreq });
+                    }
+                    self.incoming[peer as usize] = Some(Incoming::Recv(id));
+                    Ok(Some(Dest::Req(id)))
+                } else {
+                    self.stats.unexpected_arrivals += 1;
+                    self.incoming[peer as usize] = Some(Incoming::Staged {
+                        env,
+                        data: vec![0; len],
+                        sync_sreq,
+                    });
+                    Ok(Some(Dest::Staging))
+                }
+            }
+            Frame::Rts {
+                context,
+                tag,
+                len,
+                sreq,
+            } => {
+                let len = usize::try_from(len)
+                    .map_err(|_| ProtocolError(format!("message of {len} bytes is too large")))?;
+                let env = Envelope {
+                    context,
+                    source: peer,
+                    tag,
+                };
+                if let Some(id) = self.match_posted(&env, len) {
+                    let info = MsgInfo {
+                        source: peer,
+                        tag,
+                        len,
+                    };
+                    self.start_rendezvous_recv(id, info, sreq);
+                } else {
+                    self.stats.unexpected_arrivals += 1;
+                    self.unexpected.push(Unexpected {
+                        env,
+                        len,
+                        body: Body::Rts { sreq },
+                    });
+                }
+                Ok(None)
+            }
+            Frame::Cts { sreq, rreq } => {
+                let id = ReqId::from_wire(sreq);
+                let len = match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind: ReqKind::Send(s),
+                        result: None,
+                    }) if s.peer == peer && s.rendezvous && !s.cts => {
+                        s.cts = true;
+                        s.len as u64
+                    }
+                    _ => return Err(ProtocolError(format!("CTS for unknown send request {sreq:#x}"))),
+                };
+                self.transmits.push_back(Transmit {
+                    peer,
+                    frame: Frame::Data { rreq, len },
+                    payload: Payload::Send(id),
+                });
+                Ok(None)
+            }
+            Frame::Data { rreq, len } => {
+                let id = ReqId::from_wire(rreq);
+                match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind:
+                            ReqKind::Recv(RecvState {
+                                phase: RecvPhase::Receiving { info, rendezvous: true },
+                                ..
+                            }),
+                        result: None,
+                    }) if info.source == peer && info.len as u64 == len => {}
+                    _ => return Err(ProtocolError(format!("DATA for unknown receive request {rreq:#x}"))),
+                }
+                self.incoming[peer as usize] = Some(Incoming::Recv(id));
+                Ok(Some(Dest::Req(id)))
+            }
+            Frame::SyncAck { sreq } => {
+                let id = ReqId::from_wire(sreq);
+                match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind: ReqKind::Send(s),
+                        result: None,
+                    }) if s.peer == peer && s.need_ack => {
+                        s.need_ack = false;
+                    }
+                    _ => return Err(ProtocolError(format!("SYNC_ACK for unknown send request {sreq:#x}"))),
+                }
+                self.maybe_finish_send(id);
+                Ok(None)
+            }
+            Frame::Bye => {
+                self.handle_peer_lost(peer, "the peer finalized".into());
+                Ok(None)
+            }
+        }
+    }
+
+    /// The staging buffer of the unexpected eager message arriving from `peer`.
+    pub(crate) fn staging_mut(&mut self, peer: Rank) -> Option<&mut [u8]> {
+        match self.incoming.get_mut(peer as usize)? {
+            Some(Incoming::Staged { data, .. }) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// All payload bytes of the current frame from `peer` have arrived.
+    pub(crate) fn handle_payload_done(&mut self, peer: Rank) {
+        let Some(incoming) = self.incoming.get_mut(peer as usize).and_then(Option::take) else {
+            return;
+        };
+        match incoming {
+            Incoming::Recv(id) => {
+                let info = match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind:
+                            ReqKind::Recv(RecvState {
+                                phase: RecvPhase::Receiving { info, .. },
+                                ..
+                            }),
+                        ..
+                    }) => *info,
+                    _ => return,
+                };
+                self.complete(id, Ok(info));
+            }
+            Incoming::Staged {
+                env,
+                data,
+                sync_sreq,
+            } => {
+                // The message "arrives" now: a receive posted meanwhile may take it.
+                let len = data.len();
+                if let Some(id) = self.match_posted(&env, len) {
+                    if let Some(sreq) = sync_sreq {
+                        self.queue_control(peer, Frame::SyncAck { sreq });
+                    }
+                    self.deliveries.push_back((id, data));
+                    let info = MsgInfo {
+                        source: env.source,
+                        tag: env.tag,
+                        len,
+                    };
+                    self.complete(id, Ok(info));
+                } else {
+                    self.unexpected.push(Unexpected {
+                        env,
+                        len,
+                        body: Body::Eager { data, sync_sreq },
+                    });
+                }
+            }
+        }
+    }
+
+    /// The frame carrying send `id`'s payload has left the user's buffer.
+    pub(crate) fn handle_written(&mut self, id: ReqId) {
+        if let Some(ReqEntry {
+            kind: ReqKind::Send(s),
+            result: None,
+        }) = self.entry_mut(id)
+        {
+            s.written = true;
+        }
+        self.maybe_finish_send(id);
+    }
+
+    fn maybe_finish_send(&mut self, id: ReqId) {
+        let done = matches!(
+            self.entry_mut(id),
+            Some(ReqEntry { kind: ReqKind::Send(s), result: None }) if s.written && !s.need_ack
+        );
+        if done {
+            let peer = match self.entry_mut(id) {
+                Some(ReqEntry {
+                    kind: ReqKind::Send(s),
+                    ..
+                }) => s.peer,
+                _ => return,
+            };
+            self.complete(
+                id,
+                Ok(MsgInfo {
+                    source: peer,
+                    tag: 0,
+                    len: 0,
+                }),
+            );
+        }
+    }
+
+    /// The link to `peer` is gone: every request that needs it fails, and
+    /// later ones fail at once. Messages already queued from it stay receivable.
+    pub(crate) fn handle_peer_lost(&mut self, peer: Rank, reason: String) {
+        let Some(state) = self.peers.get_mut(peer as usize) else {
+            return;
+        };
+        if *state != PeerState::Open {
+            return;
+        }
+        *state = PeerState::Gone(reason.clone());
+        self.incoming[peer as usize] = None;
+        let err = || ReqError::PeerLost {
+            peer,
+            reason: reason.clone(),
+        };
+        let mut failed = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(e) = &slot.entry else { continue };
+            if e.result.is_some() {
+                continue;
+            }
+            let involved = match &e.kind {
+                ReqKind::Send(s) => s.peer == peer && !(s.written && !s.need_ack),
+                ReqKind::Recv(r) => match &r.phase {
+                    RecvPhase::Posted => r.pattern.source == Some(peer),
+                    RecvPhase::Receiving { info, .. } => info.source == peer,
+                },
+            };
+            if involved {
+                failed.push(ReqId::new(index as u32, slot.gen));
+            }
+        }
+        let slots = &self.slots;
+        self.posted
+            .drain_where(|id| failed.contains(id) || slots.get(id.index()).is_none_or(|s| s.gen != id.gen()));
+        for id in failed {
+            self.complete(id, Err(err()));
+        }
+        self.transmits.retain(|t| t.peer != peer);
+    }
+
+    /// Whether `peer` is still usable.
+    pub(crate) fn peer_open(&self, peer: Rank) -> bool {
+        matches!(self.peers.get(peer as usize), Some(PeerState::Open))
+    }
+
+    /// Next frame to transmit.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next buffered message to copy into a receive's buffer.
+    pub(crate) fn poll_delivery(&mut self) -> Option<(ReqId, Vec<u8>)> {
+        self.deliveries.pop_front()
+    }
+
+    /// Number of posted receives and queued unexpected messages.
+    pub(crate) fn queue_lengths(&self) -> (usize, usize) {
+        (self.posted.len(), self.unexpected.len())
+    }
+
+    /// This rank.
+    pub(crate) fn me(&self) -> Rank {
+        self.me
+    }
+}

@@ -1,0 +1,52 @@
+//! # Courier: MPI-style message passing in pure Rust
+//!
+//! A Courier program runs as N cooperating processes ("ranks") started by the
+//! `courier run` launcher. Each calls [`init`] and talks to the others through
+//! a [`Communicator`]: typed point-to-point messages on slices of
+//! [`bytemuck::Pod`] values, moved without serialization, with MPI's matching
+//! and ordering rules.
+//!
+//! ```no_run
+//! // courier run -n 2 target/release/examples/pingpong
+//! let universe = courier::init()?;
+//! let world = universe.world();
+//! let mut x = [0u64; 4];
+//! match world.rank() {
+//!     0 => {
+//!         world.send(&[1u64, 2, 3, 4], 1, 0)?;
+//!         world.recv(&mut x, 1, 0)?;
+//!         assert_eq!(x, [2, 4, 6, 8]);
+//!     }
+//!     1 => {
+//!         world.recv(&mut x, 0, 0)?;
+//!         let doubled: Vec<u64> = x.iter().map(|v| v * 2).collect();
+//!         world.send(&doubled, 0, 0)?;
+//!     }
+//!     _ => {}
+//! }
+//! # Ok::<(), courier::Error>(())
+//! ```
+//!
+//! Layers (see `ARCHITECTURE` in the repository): the public API
+//! (`universe`, `comm`, `request`) drives `progress`, which connects the
+//! sans-IO protocol `engine` to the `transport`s; `bootstrap` wires a job up.
+
+#![deny(unsafe_code)]
+
+pub mod bootstrap;
+mod comm;
+pub mod config;
+mod engine;
+mod error;
+mod progress;
+#[allow(unsafe_code)]
+mod request;
+mod transport;
+mod universe;
+pub mod wire;
+
+pub use comm::{Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, TAG_UB};
+pub use error::{Error, Result};
+pub use progress::LinkKind;
+pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};
+pub use universe::{init, Placement, Universe};

@@ -1,0 +1,597 @@
+//! The driver: connects the sans-IO [`Engine`] to the transports and the
+//! user's buffers, and decides how to wait.
+//!
+//! Data path: a send's header and payload go out in one vectored write,
+//! straight from the user's slice. Incoming bytes are read into a per-peer
+//! staging buffer; a large payload already matched to a receive is read
+//! directly into the receive buffer. An eager frame that the link cannot take
+//! right now is copied aside, so standard-mode sends of small messages never
+//! wait for the receiver (MPI's usual eager buffering); rendezvous DATA always
+//! goes from the user's buffer.
+//!
+//! Waiting: poll without blocking for a short spin, then yield the core for a
+//! while, then block in the poller. When the node runs more ranks than it has
+//! cores, the spin is cut short so waiting ranks give their cores away.
+
+use crate::bootstrap::protocol::{Deframer, Reply, MAX_REPLY};
+use crate::engine::{Dest, Engine, MsgInfo, Payload, Rank, ReqId};
+use crate::error::{Error, Result};
+use crate::request::BufTable;
+use crate::transport::selfloop::SelfLoop;
+use crate::transport::tcp::TcpTransport;
+use crate::transport::{LinkError, Transport};
+use crate::wire::{Frame, HEADER_LEN};
+use std::collections::VecDeque;
+use std::io::{IoSlice, Read};
+use std::time::{Duration, Instant};
+
+/// Payloads at least this large skip the staging buffer and are read in place.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+const STAGING: usize = 64 * 1024;
+
+#[derive(Debug)]
+enum OutPayload {
+    None,
+    Send(ReqId),
+    Owned(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct OutFrame {
+    header: [u8; HEADER_LEN],
+    payload: OutPayload,
+    eager: bool,
+    sent: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cur {
+    dest: Dest,
+    len: usize,
+    off: usize,
+}
+
+#[derive(Debug)]
+struct InState {
+    rx: Box<[u8]>,
+    start: usize,
+    end: usize,
+    cur: Option<Cur>,
+}
+
+impl InState {
+    fn new() -> Self {
+        InState {
+            rx: vec![0; STAGING].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            cur: None,
+        }
+    }
+}
+
+/// How long to spin and yield before blocking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitPolicy {
+    pub(crate) spin: Duration,
+    pub(crate) yield_for: Duration,
+    pub(crate) block: Duration,
+}
+
+impl WaitPolicy {
+    /// Spin long when every rank of the node has a core, briefly otherwise.
+    pub(crate) fn for_node(local_size: u32) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let oversubscribed = local_size > cores;
+        let (spin, yield_for) = if oversubscribed {
+            (Duration::from_micros(5), Duration::from_micros(200))
+        } else {
+            (Duration::from_micros(500), Duration::from_millis(2))
+        };
+        let spin = crate::config::duration_us("COURIER_SPIN_US").unwrap_or(spin);
+        let yield_for = crate::config::duration_us("COURIER_YIELD_US").unwrap_or(yield_for);
+        WaitPolicy {
+            spin,
+            yield_for,
+            block: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ServiceLink {
+    stream: mio::net::TcpStream,
+    deframer: Deframer,
+}
+
+/// Which transport carries a peer's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// The rank itself.
+    SelfLoop,
+    /// A TCP connection.
+    Tcp,
+}
+
+/// The per-rank driver.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub(crate) engine: Engine,
+    pub(crate) bufs: BufTable,
+    me: Rank,
+    max_len: u64,
+    tcp: TcpTransport,
+    selfloop: SelfLoop,
+    out: Vec<VecDeque<OutFrame>>,
+    inp: Vec<Option<Box<InState>>>,
+    pending_out: Vec<Rank>,
+    ready: Vec<Rank>,
+    lost: Vec<(Rank, String)>,
+    service: Option<ServiceLink>,
+    aborted: Option<i32>,
+    service_lost: bool,
+    policy: WaitPolicy,
+    bye_sent: bool,
+}
+
+impl Progress {
+    pub(crate) fn new(engine: Engine, size: u32, tcp: TcpTransport, policy: WaitPolicy) -> Self {
+        let me = engine.me();
+        Progress {
+            engine,
+            bufs: BufTable::default(),
+            me,
+            max_len: crate::config::max_message_len(),
+            tcp,
+            selfloop: SelfLoop::default(),
+            out: (0..size).map(|_| VecDeque::new()).collect(),
+            inp: (0..size).map(|_| None).collect(),
+            pending_out: Vec::new(),
+            ready: Vec::new(),
+            lost: Vec::new(),
+            service: None,
+            aborted: None,
+            service_lost: false,
+            policy,
+            bye_sent: false,
+        }
+    }
+
+    /// Watches the rendezvous-service connection for abort notices and EOF.
+    pub(crate) fn set_service(&mut self, stream: std::net::TcpStream) -> Result<()> {
+        stream.set_nonblocking(true).map_err(|e| Error::io(None, e))?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        self.tcp.register_service(&mut stream).map_err(|e| Error::io(None, e))?;
+        self.service = Some(ServiceLink {
+            stream,
+            deframer: Deframer::new(MAX_REPLY),
+        });
+        Ok(())
+    }
+
+    /// Sends a request to the rendezvous service (abort).
+    pub(crate) fn service_send(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        if let Some(s) = self.service.as_mut() {
+            s.stream.set_nodelay(true).ok();
+            let mut off = 0;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while off < bytes.len() && Instant::now() < deadline {
+                match s.stream.write(&bytes[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(None, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpTransport {
+        &self.tcp
+    }
+
+    /// Links this rank has open, with their transport.
+    pub(crate) fn links(&self) -> Vec<(Rank, LinkKind)> {
+        let mut v: Vec<_> = self
+            .tcp
+            .established_peers()
+            .into_iter()
+            .map(|p| (p, LinkKind::Tcp))
+            .collect();
+        if self.inp.get(self.me as usize).is_some_and(Option::is_some) {
+            v.push((self.me, LinkKind::SelfLoop));
+        }
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    fn check_job(&self) -> Result<()> {
+        if let Some(code) = self.aborted {
+            return Err(Error::Aborted { code });
+        }
+        if self.service_lost {
+            return Err(Error::Bootstrap("lost the connection to the launcher".into()));
+        }
+        Ok(())
+    }
+
+    /// Starts a send of the registered buffer of `id`.
+    pub(crate) fn post_send(&mut self, peer: Rank, context: u32, tag: u32, len: usize, sync: bool) -> ReqId {
+        self.engine.post_send(peer, context, tag, len, sync)
+    }
+
+    /// Moves the engine's output to the links and pushes what the links take.
+    pub(crate) fn pump(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            let peer = t.peer;
+            let eager = matches!(t.frame, Frame::Eager { .. });
+            let payload = match t.payload {
+                Payload::None => OutPayload::None,
+                Payload::Send(id) => OutPayload::Send(id),
+            };
+            let Some(q) = self.out.get_mut(peer as usize) else { continue };
+            q.push_back(OutFrame {
+                header: t.frame.encode(),
+                payload,
+                eager,
+                sent: 0,
+            });
+            if !self.pending_out.contains(&peer) {
+                self.pending_out.push(peer);
+            }
+            if peer != self.me {
+                if let Err(e) = self.tcp.connect(peer) {
+                    self.lost.push((peer, e.0));
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.pending_out.len() {
+            let peer = self.pending_out[i];
+            if let Err(e) = self.flush(peer) {
+                self.lost.push((peer, e.0));
+            }
+            if self.out[peer as usize].is_empty() {
+                self.pending_out.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.handle_lost();
+    }
+
+    fn flush(&mut self, peer: Rank) -> std::result::Result<(), LinkError> {
+        let q = &mut self.out[peer as usize];
+        while let Some(f) = q.front_mut() {
+            let payload: &[u8] = match &f.payload {
+                OutPayload::None => &[],
+                OutPayload::Send(id) => self.bufs.send_bytes(*id),
+                OutPayload::Owned(v) => v,
+            };
+            let total = HEADER_LEN + payload.len();
+            let n = {
+                let bufs;
+                let slices: &[IoSlice<'_>] = if f.sent < HEADER_LEN {
+                    bufs = [IoSlice::new(&f.header[f.sent..]), IoSlice::new(payload)];
+                    &bufs
+                } else {
+                    bufs = [IoSlice::new(&payload[f.sent - HEADER_LEN..]), IoSlice::new(&[])];
+                    &bufs[..1]
+                };
+                if peer == self.me {
+                    self.selfloop.try_write(peer, slices)?
+                } else {
+                    self.tcp.try_write(peer, slices)?
+                }
+            };
+            f.sent += n;
+            if f.sent == total {
+                if let Some(OutPayload::Send(id)) = q.pop_front().map(|f| f.payload) {
+                    self.engine.handle_written(id);
+                }
+                continue;
+            }
+            // The link is full: free the senders of eager frames by copying.
+            for f in q.iter_mut().filter(|f| f.eager) {
+                if let OutPayload::Send(id) = f.payload {
+                    f.payload = OutPayload::Owned(self.bufs.send_bytes(id).to_vec());
+                    self.engine.handle_written(id);
+                }
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    fn handle_lost(&mut self) {
+        while let Some((peer, reason)) = self.lost.pop() {
+            self.tcp.drop_peer(peer);
+            if let Some(q) = self.out.get_mut(peer as usize) {
+                q.clear();
+            }
+            if let Some(s) = self.inp.get_mut(peer as usize) {
+                *s = None;
+            }
+            if self.engine.peer_open(peer) && !self.bye_sent {
+                eprintln!("courier[rank {}]: lost rank {peer}: {reason}", self.me);
+            }
+            self.engine.handle_peer_lost(peer, reason);
+        }
+    }
+
+    /// Copies matched buffered messages into their receive buffers.
+    pub(crate) fn deliver_pending(&mut self) {
+        self.deliver();
+    }
+
+    /// Whether request `id` has not been collected yet.
+    pub(crate) fn bufs_has(&self, id: ReqId) -> bool {
+        self.engine.is_live(id)
+    }
+
+    fn reap_orphans(&mut self) {
+        let mut orphans = std::mem::take(self.bufs.orphans());
+        orphans.retain(|&id| {
+            if self.engine.is_done(id) {
+                self.bufs.remove(id);
+                let _ = self.engine.take_result(id);
+                false
+            } else {
+                true
+            }
+        });
+        *self.bufs.orphans() = orphans;
+    }
+
+    fn deliver(&mut self) {
+        while let Some((id, data)) = self.engine.poll_delivery() {
+            let dst = self.bufs.recv_bytes_mut(id);
+            if let Some(dst) = dst.get_mut(..data.len()) {
+                dst.copy_from_slice(&data);
+            }
+        }
+    }
+
+    /// Reads and handles everything available from `peer`.
+    fn read_peer(&mut self, peer: Rank) -> std::result::Result<bool, LinkError> {
+        let me = self.me;
+        let mut did = false;
+        let st = self.inp[peer as usize].get_or_insert_with(|| Box::new(InState::new()));
+        loop {
+            match st.cur {
+                None => {
+                    if st.end - st.start >= HEADER_LEN {
+                        let mut h = [0u8; HEADER_LEN];
+                        h.copy_from_slice(&st.rx[st.start..st.start + HEADER_LEN]);
+                        st.start += HEADER_LEN;
+                        did = true;
+                        let frame = Frame::decode(&h, self.max_len)
+                            .map_err(|e| LinkError(format!("invalid frame header: {e}")))?;
+                        let dest = self
+                            .engine
+                            .handle_frame(peer, frame)
+                            .map_err(|e| LinkError(format!("protocol violation: {e}")))?;
+                        let len = frame.payload_len() as usize;
+                        match dest {
+                            Some(dest) if len > 0 => st.cur = Some(Cur { dest, len, off: 0 }),
+                            Some(_) => self.engine.handle_payload_done(peer),
+                            None => {}
+                        }
+                        // Deliveries and transmits are handled by the caller.
+                        continue;
+                    }
+                    if st.start == st.end {
+                        st.start = 0;
+                        st.end = 0;
+                    } else if st.start > 0 {
+                        st.rx.copy_within(st.start..st.end, 0);
+                        st.end -= st.start;
+                        st.start = 0;
+                    }
+                    let n = read_link(&mut self.tcp, &mut self.selfloop, me, peer, &mut st.rx[st.end..])?;
+                    if n == 0 {
+                        return Ok(did);
+                    }
+                    st.end += n;
+                }
+                Some(mut cur) => {
+                    let dst: &mut [u8] = match cur.dest {
+                        Dest::Req(id) => self.bufs.recv_bytes_mut(id),
+                        Dest::Staging => self.engine.staging_mut(peer).unwrap_or(&mut []),
+                    };
+                    let Some(dst) = dst.get_mut(cur.off..cur.len) else {
+                        return Err(LinkError("payload destination vanished".into()));
+                    };
+                    let avail = st.end - st.start;
+                    if avail > 0 {
+                        let take = avail.min(dst.len());
+                        dst[..take].copy_from_slice(&st.rx[st.start..st.start + take]);
+                        st.start += take;
+                        cur.off += take;
+                    } else if dst.len() >= DIRECT_READ_MIN {
+                        let n = read_link(&mut self.tcp, &mut self.selfloop, me, peer, dst)?;
+                        if n == 0 {
+                            st.cur = Some(cur);
+                            return Ok(did);
+                        }
+                        cur.off += n;
+                    } else {
+                        st.start = 0;
+                        st.end = 0;
+                        let n = read_link(&mut self.tcp, &mut self.selfloop, me, peer, &mut st.rx)?;
+                        if n == 0 {
+                            st.cur = Some(cur);
+                            return Ok(did);
+                        }
+                        st.end = n;
+                        continue;
+                    }
+                    did = true;
+                    if cur.off == cur.len {
+                        st.cur = None;
+                        self.engine.handle_payload_done(peer);
+                    } else {
+                        st.cur = Some(cur);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: push output, poll links (waiting up to `timeout`), read input.
+    /// Returns whether anything happened.
+    pub(crate) fn progress_once(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.pump();
+        let mut did = false;
+        if self.selfloop.pending() > 0 {
+            did |= self.read_one(self.me);
+        }
+        let service = self
+            .tcp
+            .poll(if did { Some(Duration::ZERO) } else { timeout })
+            .map_err(|e| Error::io(None, e))?;
+        if service {
+            self.read_service();
+        }
+        self.tcp.take_lost(&mut self.lost);
+        self.handle_lost();
+        let mut ready = std::mem::take(&mut self.ready);
+        self.tcp.take_ready(&mut ready);
+        for &peer in &ready {
+            did |= self.read_one(peer);
+        }
+        ready.clear();
+        self.ready = ready;
+        self.pump();
+        if !self.bufs.orphans().is_empty() {
+            self.reap_orphans();
+        }
+        self.check_job()?;
+        Ok(did)
+    }
+
+    fn read_one(&mut self, peer: Rank) -> bool {
+        let r = self.read_peer(peer);
+        self.deliver();
+        match r {
+            Ok(did) => did,
+            Err(e) => {
+                self.lost.push((peer, e.0));
+                self.handle_lost();
+                true
+            }
+        }
+    }
+
+    fn read_service(&mut self) {
+        let Some(s) = self.service.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.service_lost = true;
+                    break;
+                }
+                Ok(n) => s.deframer.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.service_lost = true;
+                    break;
+                }
+            }
+        }
+        while let Ok(Some(body)) = s.deframer.next_message() {
+            if let Ok(Reply::Abort { code }) = Reply::decode(&body) {
+                self.aborted = Some(code);
+            }
+        }
+    }
+
+    /// Drives progress until `done` holds, spinning, then yielding, then blocking.
+    pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> Result<()> {
+        if done(self) {
+            return Ok(());
+        }
+        let mut idle_since = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let now_idle = idle_since.elapsed();
+            let timeout = if now_idle < self.policy.spin + self.policy.yield_for {
+                Some(Duration::ZERO)
+            } else {
+                Some(self.policy.block)
+            };
+            let did = self.progress_once(timeout)?;
+            if done(self) {
+                return Ok(());
+            }
+            if did {
+                idle_since = Instant::now();
+                spins = 0;
+            } else {
+                spins += 1;
+                if now_idle >= self.policy.spin && spins % 4 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Waits for request `id` and collects its outcome.
+    pub(crate) fn wait(&mut self, id: ReqId) -> Result<MsgInfo> {
+        self.wait_until(|p| p.engine.is_done(id))?;
+        self.finish(id)
+    }
+
+    /// Collects a finished request, releasing its buffer.
+    pub(crate) fn finish(&mut self, id: ReqId) -> Result<MsgInfo> {
+        self.bufs.remove(id);
+        match self.engine.take_result(id) {
+            Some(Ok(info)) => Ok(info),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(Error::InvalidArgument("request already completed".into())),
+        }
+    }
+
+    /// Finalize: flush every queue, say BYE on every open link, and wait for
+    /// each of those peers to say BYE (or close) too.
+    pub(crate) fn finalize(&mut self) -> Result<()> {
+        self.wait_until(|p| p.pending_out.is_empty())?;
+        let peers = self.tcp.established_peers();
+        for &p in &peers {
+            if let Some(q) = self.out.get_mut(p as usize) {
+                q.push_back(OutFrame {
+                    header: Frame::Bye.encode(),
+                    payload: OutPayload::None,
+                    eager: false,
+                    sent: 0,
+                });
+                self.pending_out.push(p);
+            }
+        }
+        self.bye_sent = true;
+        self.wait_until(|p| p.pending_out.is_empty())?;
+        for &p in &peers {
+            self.tcp.shutdown_write(p);
+        }
+        self.wait_until(|p| peers.iter().all(|&q| !p.engine.peer_open(q)))
+    }
+
+}
+
+fn read_link(
+    tcp: &mut TcpTransport,
+    selfloop: &mut SelfLoop,
+    me: Rank,
+    peer: Rank,
+    buf: &mut [u8],
+) -> std::result::Result<usize, LinkError> {
+    if peer == me {
+        selfloop.try_read(peer, buf)
+    } else {
+        tcp.try_read(peer, buf)
+    }
+}

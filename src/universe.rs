@@ -1,0 +1,214 @@
+//! Start-up and shut-down of a rank: [`init`], [`Universe`].
+
+use crate::bootstrap::protocol::Request as ServiceRequest;
+use crate::bootstrap::{auth::JobKey, JobEnv, PeerCard, ServiceClient};
+use crate::comm::Communicator;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::progress::{LinkKind, Progress, WaitPolicy};
+use crate::transport::tcp::TcpTransport;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Where this rank runs, as the launcher placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Host name of this machine.
+    pub host: String,
+    /// Node id given by the launcher (ranks on one node share it).
+    pub node: u32,
+    /// Rank among the ranks of this node.
+    pub local_rank: usize,
+    /// Number of ranks on this node.
+    pub local_size: usize,
+}
+
+/// The running job as seen by this rank. Dropping it finalizes: pending sends
+/// are flushed and every open link is closed cleanly.
+///
+/// A `Universe` (and every communicator and request made from it) belongs to
+/// the thread that created it: the runtime makes progress inside the calls
+/// of that thread, so no background thread competes for the cores.
+#[derive(Debug)]
+pub struct Universe {
+    progress: Rc<RefCell<Progress>>,
+    world: Communicator,
+    placement: Placement,
+    finalized: bool,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Starts this rank: reads the launcher's environment, publishes this rank's
+/// endpoint, learns its peers', and returns the [`Universe`]. A program
+/// started without `courier run` becomes a world of size 1 (MPI's singleton
+/// init), in which messages to itself work.
+///
+/// Start-up costs one round trip to the launcher (put own card, one fence that
+/// returns every card). Links to peers are opened lazily on first use.
+///
+/// ```no_run
+/// let universe = courier::init()?;
+/// let world = universe.world();
+/// println!("rank {} of {}", world.rank(), world.size());
+/// # Ok::<(), courier::Error>(())
+/// ```
+pub fn init() -> Result<Universe> {
+    let host = hostname();
+    let eager = crate::config::eager_limit();
+    match JobEnv::from_env()? {
+        None => {
+            let key = JobKey::generate().map_err(|e| Error::io(None, e))?;
+            let tcp = TcpTransport::new(0, 1, key, None).map_err(|e| Error::io(None, e))?;
+            let progress = Progress::new(Engine::new(0, 1, eager), 1, tcp, WaitPolicy::for_node(1));
+            Ok(Universe::new(
+                progress,
+                0,
+                1,
+                Placement {
+                    host,
+                    node: 0,
+                    local_rank: 0,
+                    local_size: 1,
+                },
+            ))
+        }
+        Some(env) => {
+            let mut tcp =
+                TcpTransport::new(env.rank, env.size, env.key.clone(), Some(env.bind)).map_err(|e| Error::io(None, e))?;
+            let tcp_addr = tcp
+                .local_addr()
+                .ok_or_else(|| Error::Bootstrap("no listening address".into()))?;
+            let card = PeerCard {
+                node: env.node,
+                tcp: tcp_addr,
+                host: host.clone(),
+            };
+            let mut client = ServiceClient::connect(&env)?;
+            let cards = client.exchange_cards(&env, &card)?;
+            for (r, c) in cards.iter().enumerate() {
+                tcp.set_addr(r as u32, c.tcp);
+            }
+            let engine = Engine::new(env.rank, env.size, eager);
+            let mut progress = Progress::new(engine, env.size, tcp, WaitPolicy::for_node(env.local_size));
+            progress.set_service(client.into_stream())?;
+            Ok(Universe::new(
+                progress,
+                env.rank as usize,
+                env.size as usize,
+                Placement {
+                    host,
+                    node: env.node,
+                    local_rank: env.local_rank as usize,
+                    local_size: env.local_size as usize,
+                },
+            ))
+        }
+    }
+}
+
+impl Universe {
+    fn new(progress: Progress, rank: usize, size: usize, placement: Placement) -> Self {
+        let progress = Rc::new(RefCell::new(progress));
+        let world = Communicator::world(progress.clone(), rank, size);
+        Universe {
+            progress,
+            world,
+            placement,
+            finalized: false,
+        }
+    }
+
+    /// The communicator of all ranks of the job.
+    pub fn world(&self) -> Communicator {
+        self.world.clone()
+    }
+
+    /// Host name of this rank's machine (`MPI_Get_processor_name`).
+    pub fn processor_name(&self) -> &str {
+        &self.placement.host
+    }
+
+    /// Where the launcher placed this rank.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The links this rank has open, by world rank and transport. Links are
+    /// opened lazily: a rank that never talked to a peer has no link to it.
+    pub fn links(&self) -> Vec<(usize, LinkKind)> {
+        self.progress
+            .borrow()
+            .links()
+            .into_iter()
+            .map(|(r, k)| (r as usize, k))
+            .collect()
+    }
+
+    /// A human-readable report of links and counters, for debugging.
+    pub fn debug_report(&self) -> String {
+        let p = self.progress.borrow();
+        let t = p.tcp().stats();
+        let e = p.engine.stats();
+        let (posted, unexpected) = p.engine.queue_lengths();
+        let links: Vec<String> = p.links().iter().map(|(r, k)| format!("{r}:{k:?}")).collect();
+        format!(
+            "rank {} links [{}] tcp connects={} accepts={} declined_duplicates={} rejected={} \
+             eager_sent={} rendezvous_sent={} unexpected_arrivals={} posted={} unexpected={}",
+            self.world.rank(),
+            links.join(" "),
+            t.connects,
+            t.accepts,
+            t.declined_duplicates,
+            t.rejected,
+            e.eager_sent,
+            e.rendezvous_sent,
+            e.unexpected_arrivals,
+            posted,
+            unexpected
+        )
+    }
+
+    /// Number of connection attempts rejected so far (wrong key, garbage).
+    pub fn rejected_connections(&self) -> u64 {
+        self.progress.borrow().tcp().stats().rejected
+    }
+
+    /// Ends the whole job with exit code `code` (`MPI_Abort`): the launcher
+    /// terminates every rank and exits with `code`. Never returns.
+    pub fn abort(&self, code: i32) -> ! {
+        let msg = ServiceRequest::Abort { code }.encode();
+        if let Ok(mut p) = self.progress.try_borrow_mut() {
+            let _ = p.service_send(&msg);
+        }
+        std::process::exit(code)
+    }
+
+    /// Finalizes explicitly, reporting errors (dropping the universe does the
+    /// same but can only print them).
+    pub fn finalize(mut self) -> Result<()> {
+        self.finalized = true;
+        self.progress.borrow_mut().finalize()
+    }
+}
+
+impl Drop for Universe {
+    fn drop(&mut self) {
+        if !self.finalized {
+            self.finalized = true;
+            if let Ok(mut p) = self.progress.try_borrow_mut() {
+                if let Err(e) = p.finalize() {
+                    if !matches!(e, Error::Aborted { .. }) {
+                        eprintln!("courier[rank {}]: finalize: {e}", self.world.rank());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The versioned frame header spoken between ranks.
+//!
+//! Every message between two ranks travels as one or more frames. A frame is a
+//! fixed 40-byte header, little-endian, optionally followed by a payload:
+//!
+//! ```text
+//! offset size field
+//!      0    2 magic    0xC0DE
+//!      2    1 version  1
+//!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE
+//!      4    4 flags    bit 0 SYNC (the sender waits for a match: ssend)
+//!      8    4 context  communicator context id
+//!     12    4 tag      message tag
+//!     16    8 len      EAGER/DATA: payload bytes that follow; RTS: message length
+//!     24    8 sreq     sender's request id (EAGER with SYNC, RTS, CTS, SYNC_ACK)
+//!     32    8 rreq     receiver's request id (CTS, DATA)
+//! ```
+//!
+//! Protocols: EAGER carries a whole small message. A large message goes as
+//! RTS (request to send) → CTS (clear to send, naming the receive request) →
+//! DATA (payload straight into the posted buffer). SYNC_ACK completes a
+//! synchronous eager send once it has matched. BYE announces a clean close.
+//!
+//! [`Frame::decode`] validates every field; it never panics on peer data.
+
+/// Length in bytes of every frame header.
+pub const HEADER_LEN: usize = 40;
+/// Magic number opening every header.
+pub const MAGIC: u16 = 0xC0DE;
+/// Wire protocol version.
+pub const VERSION: u8 = 1;
+
+const FLAG_SYNC: u32 = 1;
+
+const KIND_EAGER: u8 = 1;
+const KIND_RTS: u8 = 2;
+const KIND_CTS: u8 = 3;
+const KIND_DATA: u8 = 4;
+const KIND_SYNC_ACK: u8 = 5;
+const KIND_BYE: u8 = 6;
+
+/// A decoded, validated frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message; `len` payload bytes follow.
+    Eager {
+        /// Communicator context.
+        context: u32,
+        /// Message tag.
+        tag: u32,
+        /// Payload length.
+        len: u64,
+        /// Synchronous send: acknowledge with SYNC_ACK on match.
+        sync: bool,
+        /// Sender request id (meaningful when `sync`).
+        sreq: u64,
+    },
+    /// Request to send a large message of `len` bytes; no payload follows.
+    Rts {
+        /// Communicator context.
+        context: u32,
+        /// Message tag.
+        tag: u32,
+        /// Message length.
+        len: u64,
+        /// Sender request id, echoed by CTS.
+        sreq: u64,
+    },
+    /// Clear to send: the receive `rreq` matched the RTS of `sreq`.
+    Cts {
+        /// Sender request id from the RTS.
+        sreq: u64,
+        /// Receiver request id, echoed by DATA.
+        rreq: u64,
+    },
+    /// Payload of a rendezvous message; `len` bytes follow.
+    Data {
+        /// Receiver request id from the CTS.
+        rreq: u64,
+        /// Payload length.
+        len: u64,
+    },
+    /// A synchronous eager message was matched.
+    SyncAck {
+        /// Sender request id.
+        sreq: u64,
+    },
+    /// The peer is finalizing; no more frames follow.
+    Bye,
+}
+
+/// Why a header was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The magic number is wrong: not a Courier peer, or a desynchronized stream.
+    #[error("bad magic {0:#06x}")]
+    BadMagic(u16),
+    /// A different protocol version.
+    #[error("unsupported protocol version {0}")]
+    BadVersion(u8),
+    /// Unknown frame kind.
+    #[error("unknown frame kind {0}")]
+    BadKind(u8),
+    /// Unknown flag bits, or flags on a kind that takes none.
+    #[error("invalid flags {flags:#x} for frame kind {kind}")]
+    BadFlags {
+        /// Kind byte.
+        kind: u8,
+        /// Flags word.
+        flags: u32,
+    },
+    /// A length beyond the configured limit.
+    #[error("length {len} exceeds the limit of {max}")]
+    TooLong {
+        /// Announced length.
+        len: u64,
+        /// Limit.
+        max: u64,
+    },
+    /// A field that must be zero for this kind is not.
+    #[error("non-zero reserved field in frame kind {0}")]
+    Reserved(u8),
+}
+
+fn u32_at(b: &[u8; HEADER_LEN], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8; HEADER_LEN], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+impl Frame {
+    /// Number of payload bytes that follow this header on the wire.
+    pub fn payload_len(&self) -> u64 {
+        match *self {
+            Frame::Eager { len, .. } | Frame::Data { len, .. } => len,
+            _ => 0,
+        }
+    }
+
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let (kind, flags, context, tag, len, sreq, rreq) = match *self {
+            Frame::Eager {
+                context,
+                tag,
+                len,
+                sync,
+                sreq,
+            } => (
+                KIND_EAGER,
+                if sync { FLAG_SYNC } else { 0 },
+                context,
+                tag,
+                len,
+                sreq,
+                0,
+            ),
+            Frame::Rts {
+                context,
+                tag,
+                len,
+                sreq,
+            } => (KIND_RTS, 0, context, tag, len, sreq, 0),
+            Frame::Cts { sreq, rreq } => (KIND_CTS, 0, 0, 0, 0, sreq, rreq),
+            Frame::Data { rreq, len } => (KIND_DATA, 0, 0, 0, len, 0, rreq),
+            Frame::SyncAck { sreq } => (KIND_SYNC_ACK, 0, 0, 0, 0, sreq, 0),
+            Frame::Bye => (KIND_BYE, 0, 0, 0, 0, 0, 0),
+        };
+        let mut b = [0u8; HEADER_LEN];
+        b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        b[2] = VERSION;
+        b[3] = kind;
+        b[4..8].copy_from_slice(&flags.to_le_bytes());
+        b[8..12].copy_from_slice(&context.to_le_bytes());
+        b[12..16].copy_from_slice(&tag.to_le_bytes());
+        b[16..24].copy_from_slice(&len.to_le_bytes());
+        b[24..32].copy_from_slice(&sreq.to_le_bytes());
+        b[32..40].copy_from_slice(&rreq.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header. `max_len` bounds every length field
+    /// (payloads and announced message sizes).
+    pub fn decode(b: &[u8; HEADER_LEN], max_len: u64) -> Result<Frame, WireError> {
+        let magic = u16::from_le_bytes([b[0], b[1]]);
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        if b[2] != VERSION {
+            return Err(WireError::BadVersion(b[2]));
+        }
+        let kind = b[3];
+        let flags = u32_at(b, 4);
+        let context = u32_at(b, 8);
+        let tag = u32_at(b, 12);
+        let len = u64_at(b, 16);
+        let sreq = u64_at(b, 24);
+        let rreq = u64_at(b, 32);
+        let allowed_flags = if kind == KIND_EAGER { FLAG_SYNC } else { 0 };
+        if flags & !allowed_flags != 0 {
+            return Err(WireError::BadFlags { kind, flags });
+        }
+        if len > max_len {
+            return Err(WireError::TooLong { len, max: max_len });
+        }
+        let zero = |fields: &[u64]| {
+            if fields.iter().all(|&f| f == 0) {
+                Ok(())
+            } else {
+                Err(WireError::Reserved(kind))
+            }
+        };
+        let ctx_tag = [u64::from(context), u64::from(tag)];
+        match kind {
+            KIND_EAGER => {
+                zero(&[rreq])?;
+                let sync = flags & FLAG_SYNC != 0;
+                if !sync {
+                    zero(&[sreq])?;
+                }
+                Ok(Frame::Eager {
+                    context,
+                    tag,
+                    len,
+                    sync,
+                    sreq,
+                })
+            }
+            KIND_RTS => {
+                zero(&[rreq])?;
+                Ok(Frame::Rts {
+                    context,
+                    tag,
+                    len,
+                    sreq,
+                })
+            }
+            KIND_CTS => {
+                zero(&ctx_tag)?;
+                zero(&[len])?;
+                Ok(Frame::Cts { sreq, rreq })
+            }
+            KIND_DATA => {
+                zero(&ctx_tag)?;
+                zero(&[sreq])?;
+                Ok(Frame::Data { rreq, len })
+            }
+            KIND_SYNC_ACK => {
+                zero(&ctx_tag)?;
+                zero(&[len, rreq])?;
+                Ok(Frame::SyncAck { sreq })
+            }
+            KIND_BYE => {
+                zero(&ctx_tag)?;
+                zero(&[len, sreq, rreq])?;
+                Ok(Frame::Bye)
+            }
+            other => Err(WireError::BadKind(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_kinds() -> Vec<Frame> {
+        vec![
+            Frame::Eager {
+                context: 3,
+                tag: 77,
+                len: 12,
+                sync: false,
+                sreq: 0,
+            },
+            Frame::Eager {
+                context: 0,
+                tag: 0,
+                len: 0,
+                sync: true,
+                sreq: 9 << 32 | 4,
+            },
+            Frame::Rts {
+                context: 1,
+                tag: u32::MAX >> 1,
+                len: 1 << 30,
+                sreq: 5,
+            },
+            Frame::Cts { sreq: 5, rreq: 6 },
+            Frame::Data { rreq: 6, len: 1 << 30 },
+            Frame::SyncAck { sreq: 42 },
+            Frame::Bye,
+        ]
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        for f in all_kinds() {
+            let b = f.encode();
+            assert_eq!(Frame::decode(&b, u64::MAX), Ok(f));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_magic_version_kind() {
+        let mut b = Frame::Bye.encode();
+        b[0] ^= 1;
+        assert!(matches!(Frame::decode(&b, 10), Err(WireError::BadMagic(_))));
+        let mut b = Frame::Bye.encode();
+        b[2] = 2;
+        assert_eq!(Frame::decode(&b, 10), Err(WireError::BadVersion(2)));
+        let mut b = Frame::Bye.encode();
+        b[3] = 0;
+        assert_eq!(Frame::decode(&b, 10), Err(WireError::BadKind(0)));
+        b[3] = 200;
+        assert_eq!(Frame::decode(&b, 10), Err(WireError::BadKind(200)));
+    }
+
+    #[test]
+    fn rejects_flags_lengths_and_reserved_fields() {
+        let mut b = Frame::Cts { sreq: 1, rreq: 2 }.encode();
+        b[4] = 1;
+        assert!(matches!(Frame::decode(&b, 10), Err(WireError::BadFlags { .. })));
+        let b = Frame::Data { rreq: 1, len: 11 }.encode();
+        assert_eq!(
+            Frame::decode(&b, 10),
+            Err(WireError::TooLong { len: 11, max: 10 })
+        );
+        let mut b = Frame::Bye.encode();
+        b[20] = 1;
+        assert_eq!(Frame::decode(&b, u64::MAX), Err(WireError::Reserved(6)));
+    }
+
+    #[test]
+    fn every_single_byte_corruption_is_decoded_or_rejected_without_panic() {
+        for f in all_kinds() {
+            let good = f.encode();
+            for i in 0..HEADER_LEN {
+                for bit in 0..8 {
+                    let mut b = good;
+                    b[i] ^= 1 << bit;
+                    let _ = Frame::decode(&b, 1 << 20);
+                }
+            }
+        }
+    }
+}
