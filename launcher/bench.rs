@@ -1,0 +1,298 @@
+//! `courier bench`: OSU Micro-Benchmarks methodology on Courier.
+//!
+//! Started outside a job, `courier bench` launches itself as a job of `-n`
+//! ranks (through the same code as `courier run`); started as a rank (by
+//! `courier run`, or any launcher that set up `COURIER_RANK`), it runs the
+//! benchmark body. Rank 0 prints the table in OSU's format so the lines can
+//! be compared with `osu_latency`, `osu_bw` and `osu_bibw`.
+//!
+//! * latency: ping-pong between ranks 0 and 1; one-way latency = round trip / 2.
+//! * bw: rank 0 posts a window of 64 nonblocking sends, rank 1 64 receives,
+//!   then a 4-byte acknowledgement returns; bandwidth = bytes / time.
+//! * bibw: both ranks post 64 receives and 64 sends per window.
+//!
+//! Iterations and warm-up follow OSU: 10000/100 for sizes up to 8 KiB and
+//! 1000/10 above for latency; 100/10 and 20/2 for the windowed tests.
+
+use clap::{Args, ValueEnum};
+use courier::{Communicator, Error};
+use std::time::Instant;
+
+const WINDOW: usize = 64;
+const LARGE: usize = 8192;
+const TAG: u32 = 100;
+const ACK_TAG: u32 = 101;
+const SYNC_TAG: u32 = 102;
+
+/// Which benchmark.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One-way latency by ping-pong (osu_latency).
+    Latency,
+    /// Unidirectional bandwidth with a window of 64 messages (osu_bw).
+    Bw,
+    /// Bidirectional bandwidth (osu_bibw).
+    Bibw,
+}
+
+/// Options of `courier bench`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BenchArgs {
+    /// Benchmark to run; without one, latency then bw.
+    #[arg(value_enum)]
+    kind: Option<Kind>,
+    /// Number of ranks (point-to-point tests use ranks 0 and 1).
+    #[arg(short = 'n', long = "np", default_value_t = 2)]
+    np: usize,
+    /// Smallest message size in bytes.
+    #[arg(long, default_value_t = 1)]
+    min_size: usize,
+    /// Largest message size in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_size: usize,
+    /// Timed iterations per size (default: OSU's, by size).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Check every received byte and print "validation: passed".
+    #[arg(long)]
+    validate: bool,
+}
+
+/// Entry point: launch a job of ourselves, or run as a rank.
+pub(crate) fn main(args: BenchArgs) -> i32 {
+    if args.min_size > args.max_size {
+        eprintln!("courier: error: --min-size must not exceed --max-size");
+        return 2;
+    }
+    if std::env::var_os(courier::bootstrap::ENV_RANK).is_some() {
+        return match run_rank(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("courier bench: {e}");
+                1
+            }
+        };
+    }
+    if args.np < 2 {
+        eprintln!("courier: error: point-to-point benchmarks need -n 2 or more");
+        return 2;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("courier: cannot find my own executable: {e}");
+            return 1;
+        }
+    };
+    let mut rank_args: Vec<String> = std::env::args().skip(1).collect();
+    // The ranks inherit our arguments; `-n` is harmless there.
+    if rank_args.first().map(String::as_str) != Some("bench") {
+        rank_args.insert(0, "bench".into());
+    }
+    crate::run::run(&crate::run::JobSpec {
+        np: args.np,
+        program: exe,
+        args: rank_args,
+        env: Vec::new(),
+        tag_output: false,
+        timeout: None,
+    })
+}
+
+fn sizes(args: &BenchArgs) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut s = args.min_size.max(1);
+    while s <= args.max_size {
+        v.push(s);
+        s *= 2;
+    }
+    if args.min_size == 0 {
+        v.insert(0, 0);
+    }
+    v
+}
+
+/// The byte at index `i` of a message of `size` bytes in iteration `iter`.
+fn pattern(size: usize, iter: usize, i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ size.wrapping_add(iter.wrapping_mul(7))) as u8
+}
+
+fn fill(buf: &mut [u8], size: usize, iter: usize) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = pattern(size, iter, i);
+    }
+}
+
+fn check(buf: &[u8], size: usize, iter: usize) -> Result<(), String> {
+    match buf.iter().enumerate().find(|&(i, &b)| b != pattern(size, iter, i)) {
+        Some((i, b)) => Err(format!(
+            "validation failed: size {size}, iteration {iter}, byte {i}: got {b:#04x}, expected {:#04x}",
+            pattern(size, iter, i)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A dissemination barrier over point-to-point messages.
+fn sync(w: &Communicator) -> Result<(), Error> {
+    let (r, n) = (w.rank(), w.size());
+    let mut dist = 1;
+    while dist < n {
+        let to = (r + dist) % n;
+        let from = (r + n - dist) % n;
+        w.sendrecv::<u8, u8>(&[], to, SYNC_TAG, &mut [], from, SYNC_TAG)?;
+        dist *= 2;
+    }
+    Ok(())
+}
+
+fn run_rank(args: &BenchArgs) -> Result<(), String> {
+    let universe = courier::init().map_err(|e| e.to_string())?;
+    let world = universe.world();
+    let kinds = match args.kind {
+        Some(k) => vec![k],
+        None => vec![Kind::Latency, Kind::Bw],
+    };
+    let mut failure = None;
+    for k in kinds {
+        let r = match k {
+            Kind::Latency => latency(&world, args),
+            Kind::Bw => bandwidth(&world, args, false),
+            Kind::Bibw => bandwidth(&world, args, true),
+        };
+        if let Err(e) = r {
+            failure = Some(e);
+            break;
+        }
+    }
+    if args.validate && world.rank() == 0 {
+        match &failure {
+            None => println!("validation: passed"),
+            Some(_) => println!("validation: failed"),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => universe.finalize().map_err(|e| e.to_string()),
+    }
+}
+
+fn iters(args: &BenchArgs, size: usize, small: (usize, usize), large: (usize, usize)) -> (usize, usize) {
+    let (n, skip) = if size > LARGE { large } else { small };
+    (args.iterations.unwrap_or(n), skip)
+}
+
+fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let me = w.rank();
+    if me == 0 {
+        println!("# Courier Latency Test (TCP)");
+        println!("# Size          Latency (us)");
+    }
+    let max = args.max_size;
+    let mut sbuf = vec![0u8; max];
+    let mut rbuf = vec![0u8; max];
+    for size in sizes(args) {
+        let (n, skip) = iters(args, size, (10000, 100), (1000, 10));
+        sync(w).map_err(e)?;
+        if me > 1 {
+            continue;
+        }
+        let peer = 1 - me;
+        let mut t0 = Instant::now();
+        for i in 0..n + skip {
+            if i == skip {
+                t0 = Instant::now();
+            }
+            if args.validate {
+                fill(&mut sbuf[..size], size, i);
+            }
+            if me == 0 {
+                w.send(&sbuf[..size], peer, TAG).map_err(e)?;
+                w.recv(&mut rbuf[..size], peer, TAG).map_err(e)?;
+            } else {
+                w.recv(&mut rbuf[..size], peer, TAG).map_err(e)?;
+                w.send(&sbuf[..size], peer, TAG).map_err(e)?;
+            }
+            if args.validate {
+                check(&rbuf[..size], size, i)?;
+            }
+        }
+        let us = t0.elapsed().as_secs_f64() * 1e6 / (2.0 * n as f64);
+        if me == 0 {
+            println!("{size:<10}{us:>18.2}");
+        }
+    }
+    sync(w).map_err(e)
+}
+
+fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let me = w.rank();
+    if me == 0 {
+        if bidirectional {
+            println!("# Courier Bi-Directional Bandwidth Test (TCP)");
+        } else {
+            println!("# Courier Bandwidth Test (TCP)");
+        }
+        println!("# Size      Bandwidth (MB/s)");
+    }
+    let max = args.max_size;
+    let mut sbuf = vec![0u8; max];
+    let mut rbufs = vec![0u8; max * WINDOW];
+    for size in sizes(args) {
+        let (n, skip) = iters(args, size, (100, 10), (20, 2));
+        sync(w).map_err(e)?;
+        if me > 1 {
+            continue;
+        }
+        let peer = 1 - me;
+        let mut t0 = Instant::now();
+        for i in 0..n + skip {
+            if i == skip {
+                t0 = Instant::now();
+            }
+            if args.validate {
+                fill(&mut sbuf[..size], size, i);
+            }
+            let sender = me == 0 || bidirectional;
+            let receiver = me == 1 || bidirectional;
+            courier::scope(|s| -> Result<(), Error> {
+                let mut reqs = Vec::with_capacity(2 * WINDOW);
+                if receiver {
+                    for chunk in rbufs.chunks_mut(size.max(1)).take(WINDOW) {
+                        reqs.push(w.irecv(s, &mut chunk[..size], peer, TAG)?);
+                    }
+                }
+                if sender {
+                    for _ in 0..WINDOW {
+                        reqs.push(w.isend(s, &sbuf[..size], peer, TAG)?);
+                    }
+                }
+                courier::wait_all(reqs)?;
+                Ok(())
+            })
+            .map_err(e)?;
+            if !bidirectional {
+                let mut ack = [0u8; 4];
+                if me == 0 {
+                    w.recv(&mut ack, peer, ACK_TAG).map_err(e)?;
+                } else {
+                    w.send(&ack, peer, ACK_TAG).map_err(e)?;
+                }
+            }
+            if args.validate && (me == 1 || bidirectional) {
+                for chunk in rbufs.chunks(size.max(1)).take(WINDOW) {
+                    check(&chunk[..size], size, i)?;
+                }
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let factor = if bidirectional { 2.0 } else { 1.0 };
+        let mbps = factor * (size * n * WINDOW) as f64 / 1e6 / secs;
+        if me == 0 {
+            println!("{size:<10}{mbps:>18.2}");
+        }
+    }
+    sync(w).map_err(e)
+}

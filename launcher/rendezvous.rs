@@ -1,0 +1,292 @@
+//! The job's rendezvous service: key/value PUT, GET and a FENCE answered for
+//! all ranks at once (cf. Hydra's `pmiserv_kvs.c`). Speaks
+//! `courier::bootstrap::protocol` after the `auth` handshake; a connection
+//! that fails the handshake or sends garbage is logged and closed.
+
+use courier::bootstrap::auth::{self, Acceptor, JobKey, AUTH_LEN, HELLO_LEN, SERVICE};
+use courier::bootstrap::protocol::{Deframer, Reply, Request, MAX_REQUEST};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+#[derive(Debug)]
+enum Phase {
+    Hello,
+    Auth(Acceptor),
+    Ready(u32),
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    remote: SocketAddr,
+    phase: Phase,
+    hs: Vec<u8>,
+    deframer: Deframer,
+    out: Vec<u8>,
+}
+
+/// What the service asks the supervisor to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A rank called `abort(code)`.
+    Abort { rank: u32, code: i32 },
+}
+
+/// The rendezvous service of one job.
+#[derive(Debug)]
+pub(crate) struct Service {
+    listener: TcpListener,
+    base: usize,
+    key: JobKey,
+    size: u32,
+    conns: HashMap<usize, Conn>,
+    next: usize,
+    kv: Vec<(String, Vec<u8>)>,
+    index: HashMap<String, usize>,
+    fenced: Vec<usize>,
+    rank_conn: HashMap<u32, usize>,
+    /// Connections refused (bad handshake, garbage, duplicates).
+    pub(crate) rejected: u64,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Service {
+    /// Listens on `bind`; tokens `base` (listener) and above are ours.
+    pub(crate) fn new(registry: &Registry, bind: SocketAddr, base: usize, key: JobKey, size: u32) -> io::Result<Self> {
+        let mut listener = TcpListener::bind(bind)?;
+        registry.register(&mut listener, Token(base), Interest::READABLE)?;
+        Ok(Service {
+            listener,
+            base,
+            key,
+            size,
+            conns: HashMap::new(),
+            next: base + 1,
+            kv: Vec::new(),
+            index: HashMap::new(),
+            fenced: Vec::new(),
+            rank_conn: HashMap::new(),
+            rejected: 0,
+        })
+    }
+
+    /// The address ranks connect to.
+    pub(crate) fn addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Whether `t` is one of the service's tokens.
+    pub(crate) fn owns(&self, t: Token) -> bool {
+        t.0 == self.base || self.conns.contains_key(&t.0)
+    }
+
+    /// Handles readiness on token `t`; returns events for the supervisor.
+    pub(crate) fn handle(&mut self, registry: &Registry, t: Token, out: &mut Vec<Event>) {
+        if t.0 == self.base {
+            self.accept(registry);
+            return;
+        }
+        if let Err(why) = self.service_conn(t.0, out) {
+            self.drop_conn(registry, t.0, why.as_deref());
+        }
+    }
+
+    /// Tells every connected rank that the job is aborting.
+    pub(crate) fn broadcast_abort(&mut self, code: i32) {
+        let msg = Reply::Abort { code }.encode();
+        for c in self.conns.values_mut() {
+            if matches!(c.phase, Phase::Ready(_)) {
+                c.out.extend_from_slice(&msg);
+                let _ = flush(c);
+            }
+        }
+    }
+
+    fn accept(&mut self, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let id = self.next;
+                    self.next += 1;
+                    if registry
+                        .register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            stream,
+                            remote,
+                            phase: Phase::Hello,
+                            hs: Vec::new(),
+                            deframer: Deframer::new(MAX_REQUEST),
+                            out: Vec::new(),
+                        },
+                    );
+                    let mut ignored = Vec::new();
+                    if let Err(why) = self.service_conn(id, &mut ignored) {
+                        self.drop_conn(registry, id, why.as_deref());
+                    }
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("courier: rendezvous service: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, registry: &Registry, id: usize, why: Option<&str>) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            let _ = registry.deregister(&mut c.stream);
+            if let Some(why) = why {
+                self.rejected += 1;
+                eprintln!(
+                    "courier: rendezvous service: rejected connection from {}: {why}",
+                    c.remote
+                );
+            }
+            if let Phase::Ready(rank) = c.phase {
+                if self.rank_conn.get(&rank) == Some(&id) {
+                    self.rank_conn.remove(&rank);
+                }
+            }
+            self.fenced.retain(|&f| f != id);
+        }
+    }
+
+    /// Reads and handles what connection `id` sent. `Err(Some(why))` drops it
+    /// as a bad peer; `Err(None)` drops it quietly (EOF after a clean session).
+    fn service_conn(&mut self, id: usize, out: &mut Vec<Event>) -> Result<(), Option<String>> {
+        let Some(c) = self.conns.get_mut(&id) else { return Ok(()) };
+        flush(c).map_err(|e| Some(format!("write failed: {e}")))?;
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return Ok(()) };
+            let ready = matches!(c.phase, Phase::Ready(_));
+            let mut buf = [0u8; 8192];
+            let want = match c.phase {
+                Phase::Hello => HELLO_LEN - c.hs.len(),
+                Phase::Auth(_) => AUTH_LEN - c.hs.len(),
+                Phase::Ready(_) => buf.len(),
+            };
+            let n = match c.stream.read(&mut buf[..want]) {
+                Ok(0) if ready => return Err(None),
+                Ok(0) => return Err(Some("closed during the handshake".into())),
+                Ok(n) => n,
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A rank that dies resets its connection: not a stranger, no log.
+                Err(_) if ready => return Err(None),
+                Err(e) => return Err(Some(format!("read failed: {e}"))),
+            };
+            if ready {
+                c.deframer.push(&buf[..n]);
+                self.handle_messages(id, out).map_err(Some)?;
+                continue;
+            }
+            c.hs.extend_from_slice(&buf[..n]);
+            let need = if matches!(c.phase, Phase::Hello) { HELLO_LEN } else { AUTH_LEN };
+            if c.hs.len() < need {
+                continue;
+            }
+            let msg = std::mem::take(&mut c.hs);
+            match std::mem::replace(&mut c.phase, Phase::Hello) {
+                Phase::Hello => {
+                    let hello: [u8; HELLO_LEN] = msg.try_into().map_err(|_| Some("short hello".to_string()))?;
+                    let (a, ch) = Acceptor::handle_hello(self.key.clone(), SERVICE, self.size, &hello)
+                        .map_err(|e| Some(e.to_string()))?;
+                    c.out.extend_from_slice(&ch);
+                    c.phase = Phase::Auth(a);
+                }
+                Phase::Auth(a) => {
+                    let m: [u8; AUTH_LEN] = msg.try_into().map_err(|_| Some("short auth".to_string()))?;
+                    let rank = a.handle_auth(&m).map_err(|e| Some(e.to_string()))?;
+                    let fresh = !self.rank_conn.contains_key(&rank);
+                    c.out.extend_from_slice(&auth::verdict(fresh));
+                    flush(c).map_err(|e| Some(e.to_string()))?;
+                    if !fresh {
+                        return Err(Some(format!("rank {rank} is already connected")));
+                    }
+                    c.phase = Phase::Ready(rank);
+                    self.rank_conn.insert(rank, id);
+                }
+                Phase::Ready(_) => {}
+            }
+            if let Some(c) = self.conns.get_mut(&id) {
+                flush(c).map_err(|e| Some(e.to_string()))?;
+            }
+        }
+    }
+
+    fn handle_messages(&mut self, id: usize, out: &mut Vec<Event>) -> Result<(), String> {
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return Ok(()) };
+            let Phase::Ready(rank) = c.phase else { return Ok(()) };
+            let Some(body) = c.deframer.next_message().map_err(|e| e.to_string())? else {
+                return Ok(());
+            };
+            match Request::decode(&body).map_err(|e| e.to_string())? {
+                Request::Put { key, value } => match self.index.get(&key) {
+                    Some(&i) => self.kv[i].1 = value,
+                    None => {
+                        self.index.insert(key.clone(), self.kv.len());
+                        self.kv.push((key, value));
+                    }
+                },
+                Request::Get { key } => {
+                    let value = self.index.get(&key).map(|&i| self.kv[i].1.clone());
+                    c.out.extend_from_slice(&Reply::GetResult { value }.encode());
+                    flush(c).map_err(|e| e.to_string())?;
+                }
+                Request::Fence => {
+                    if !self.fenced.contains(&id) {
+                        self.fenced.push(id);
+                    }
+                    if self.fenced.len() == self.size as usize {
+                        let reply = Reply::FenceDone {
+                            entries: self.kv.clone(),
+                        }
+                        .encode();
+                        for f in std::mem::take(&mut self.fenced) {
+                            if let Some(c) = self.conns.get_mut(&f) {
+                                c.out.extend_from_slice(&reply);
+                                let _ = flush(c);
+                            }
+                        }
+                    }
+                }
+                Request::Abort { code } => out.push(Event::Abort { rank, code }),
+                Request::Finalize => {
+                    c.out.extend_from_slice(&Reply::FinalizeAck.encode());
+                    flush(c).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+}
+
+fn flush(c: &mut Conn) -> io::Result<()> {
+    while !c.out.is_empty() {
+        match c.stream.write(&c.out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
