@@ -101,6 +101,7 @@ pub(crate) struct TcpTransport {
     ready: Vec<Rank>,
     lost: Vec<(Rank, String)>,
     stats: TcpStats,
+    established_n: usize,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -134,6 +135,7 @@ impl TcpTransport {
             ready: Vec::new(),
             lost: Vec::new(),
             stats: TcpStats::default(),
+            established_n: 0,
         })
     }
 
@@ -163,6 +165,11 @@ impl TcpTransport {
         (0..self.size)
             .filter(|&p| self.established(p).is_some())
             .collect()
+    }
+
+    /// Number of established links.
+    pub(crate) fn established_count(&self) -> usize {
+        self.established_n
     }
 
     fn established(&self, peer: Rank) -> Option<usize> {
@@ -202,6 +209,9 @@ impl TcpTransport {
 
     fn close(&mut self, i: usize) {
         if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
+            if matches!(c.state, State::Established { .. }) {
+                self.established_n -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.free.push(i);
             for pc in self.peer_conn.iter_mut() {
@@ -441,6 +451,7 @@ impl TcpTransport {
                 c.hs_out.extend_from_slice(&auth::verdict(accept));
                 if accept {
                     c.state = State::Established { peer };
+                    self.established_n += 1;
                     // Our own pending attempt (if any) will be declined by the peer.
                     self.peer_conn[peer as usize] = Some(i);
                 } else {
@@ -464,6 +475,7 @@ impl TcpTransport {
                 let accepted = auth::parse_verdict(v).map_err(|e| e.to_string())?;
                 if accepted && self.peer_conn[peer as usize] == Some(i) {
                     self.conn(i)?.state = State::Established { peer };
+                    self.established_n += 1;
                 } else {
                     // Declined (or superseded by the peer's own connection): the
                     // peer's connection to us is, or will be, the link.
@@ -501,6 +513,20 @@ impl TcpTransport {
             self.close(i);
         }
         self.ready.retain(|&p| p != peer);
+    }
+
+    /// Marks every established link readable, so the next reads try the
+    /// socket without waiting for the poller (busy polling); returns how many.
+    pub(crate) fn assume_readable(&mut self, out: &mut Vec<Rank>) {
+        for (peer, pc) in self.peer_conn.iter().enumerate() {
+            let Some(i) = *pc else { continue };
+            if let Some(Some(c)) = self.conns.get_mut(i) {
+                if matches!(c.state, State::Established { .. }) && c.hs_out.is_empty() {
+                    c.readable = true;
+                    out.push(peer as Rank);
+                }
+            }
+        }
     }
 
     /// Half-closes our side of the link after the last frame (finalize).
@@ -551,7 +577,14 @@ impl Transport for TcpTransport {
         loop {
             match c.stream.read(buf) {
                 Ok(0) => return Err(self.lost_err(i, "connection closed".into())),
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    // A short read drained the socket: edge-triggered epoll
+                    // reports the next arrival, so skip the EAGAIN read.
+                    if n < buf.len() {
+                        c.readable = false;
+                    }
+                    return Ok(n);
+                }
                 Err(e) if would_block(&e) => {
                     c.readable = false;
                     return Ok(0);

@@ -1,0 +1,440 @@
+//! Point-to-point semantics through real multi-process jobs.
+
+mod common;
+
+use common::{message, rank_init, run_body, run_body_env};
+use courier::{Error, ANY_SOURCE, ANY_TAG};
+
+// ---------------------------------------------------------------- drivers
+
+#[test]
+fn ring_1_to_8_ranks() {
+    for np in [1, 2, 3, 4, 5, 8] {
+        run_body("body_ring", np);
+    }
+}
+
+#[test]
+fn pingpong_mixed_sizes() {
+    run_body("body_pingpong", 2);
+}
+
+#[test]
+fn wildcards_any_source_any_tag() {
+    run_body("body_wildcards", 5);
+}
+
+#[test]
+fn ordering_thousands_of_mixed_messages() {
+    run_body("body_ordering", 4);
+}
+
+#[test]
+fn truncation_and_bad_arguments_are_errors() {
+    run_body("body_errors", 2);
+}
+
+#[test]
+fn large_64mib_message_checksum() {
+    run_body("body_large", 2);
+}
+
+#[test]
+fn nonblocking_ring_exchange_beyond_buffers() {
+    for np in [2, 3, 8] {
+        run_body("body_isend_ring", np);
+    }
+}
+
+#[test]
+fn synchronous_send_waits_for_the_match() {
+    run_body("body_ssend", 2);
+}
+
+#[test]
+fn probe_and_recv_vec() {
+    run_body("body_probe", 3);
+}
+
+#[test]
+fn owned_requests_wait_any_and_test() {
+    run_body("body_owned", 2);
+}
+
+#[test]
+fn small_eager_limit_forces_rendezvous_everywhere() {
+    run_body_env("body_ordering", 4, &[("COURIER_EAGER_LIMIT", "64")], 120).assert_ranks_passed(4);
+    run_body_env("body_isend_ring", 3, &[("COURIER_EAGER_LIMIT", "0")], 120).assert_ranks_passed(3);
+}
+
+#[test]
+fn singleton_world_talks_to_itself() {
+    // Not started by the launcher: a world of size 1.
+    assert!(std::env::var_os("COURIER_RANK").is_none());
+    let u = courier::init().unwrap();
+    let w = u.world();
+    assert_eq!((w.rank(), w.size()), (0, 1));
+    self_messages(&w);
+}
+
+fn self_messages(w: &courier::Communicator) {
+    let me = w.rank();
+    w.send(&[1u8, 2, 3], me, 5).unwrap();
+    let mut b = [0u8; 3];
+    let st = w.recv(&mut b, me, 5).unwrap();
+    assert_eq!((b, st.source, st.tag, st.count), ([1, 2, 3], me, 5, 3));
+    // Larger than the eager limit: rendezvous to self needs a nonblocking send.
+    let big = message(me, 1, 300_000);
+    let mut got = vec![0u32; big.len()];
+    courier::scope(|s| {
+        let r = w.isend(s, &big, me, 6).unwrap();
+        w.recv(&mut got, me, 6).unwrap();
+        r.wait().unwrap();
+    });
+    assert_eq!(got, big);
+    w.send::<u64>(&[], me, 7).unwrap();
+    let st = w.recv::<u64>(&mut [], me, 7).unwrap();
+    assert_eq!(st.count, 0);
+}
+
+// ---------------------------------------------------------------- bodies
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_ring() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (r, n) = (w.rank(), w.size());
+    let next = (r + 1) % n;
+    let prev = (r + n - 1) % n;
+    let mut token = [0u64; 1];
+    for lap in 0..3u64 {
+        if r == 0 {
+            w.send(&[lap * 1000], next, 1).unwrap();
+            w.recv(&mut token, prev, 1).unwrap();
+            assert_eq!(token[0], lap * 1000 + (n * (n - 1) / 2) as u64);
+        } else {
+            w.recv(&mut token, prev, 1).unwrap();
+            w.send(&[token[0] + r as u64], next, 1).unwrap();
+        }
+    }
+    self_messages(&w);
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_pingpong() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    let mut sizes = vec![0usize, 1, 7, 64, 1000];
+    sizes.extend([16_383, 16_384, 16_385, 100_000, 1 << 20]);
+    for (seq, &len) in sizes.iter().enumerate() {
+        let mut buf = vec![0u32; len];
+        if me == 0 {
+            w.send(&message(0, seq, len), 1, seq as u32).unwrap();
+            let st = w.recv(&mut buf, 1, seq as u32).unwrap();
+            assert_eq!((st.source, st.count), (1, len));
+            assert_eq!(buf, message(1, seq, len));
+        } else {
+            let st = w.recv(&mut buf, 0, seq as u32).unwrap();
+            assert_eq!((st.source, st.tag, st.count), (0, seq as u32, len));
+            assert_eq!(buf, message(0, seq, len));
+            w.send(&message(1, seq, len), 0, seq as u32).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_wildcards() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (me, n) = (w.rank(), w.size());
+    if me == 0 {
+        let mut seen = vec![0usize; n];
+        for _ in 0..2 * (n - 1) {
+            let mut buf = [0u32; 64];
+            let st = w.recv(&mut buf, ANY_SOURCE, ANY_TAG).unwrap();
+            assert_eq!(st.tag as usize, 10 * st.source + seen[st.source]);
+            assert_eq!(&buf[..st.count], &message(st.source, seen[st.source], st.count)[..]);
+            seen[st.source] += 1;
+        }
+        assert!(seen[1..].iter().all(|&c| c == 2));
+        w.send(&[0u8], 1, 997).unwrap();
+        // Any source with a specific tag, then a specific source with any tag.
+        let mut b = [0u32; 1];
+        let st = w.recv(&mut b, ANY_SOURCE, 999).unwrap();
+        assert_eq!((b[0], st.tag), (st.source as u32, 999));
+        let st = w.recv(&mut b, 1, ANY_TAG).unwrap();
+        assert_eq!((st.source, st.tag), (1, 998));
+    } else {
+        for k in 0..2 {
+            w.send(&message(me, k, 10 + me), 0, (10 * me + k) as u32).unwrap();
+        }
+        if me == 1 {
+            w.recv(&mut [0u8], 0, 997).unwrap();
+            w.send(&[me as u32], 0, 998).unwrap();
+            w.send(&[me as u32], 0, 999).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_ordering() {
+    // Ranks pair up (0,1), (2,3): each sender sends 3000 messages of mixed
+    // sizes on two tags; the receiver takes them by tag and by ANY_TAG and
+    // checks sequence numbers never go backwards per tag.
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    let count = 3000;
+    let len_of = |seq: usize| match seq % 7 {
+        0 => 0,
+        1 => 1,
+        2 => 33,
+        3 => 1000,
+        4 => 20_000,
+        5 => 70_000,
+        _ => 5,
+    };
+    if me % 2 == 0 && me + 1 < w.size() {
+        for seq in 0..count {
+            let len = len_of(seq);
+            let mut m = message(me, seq, len);
+            if let Some(first) = m.first_mut() {
+                *first = seq as u32;
+            }
+            w.send(&m, me + 1, (seq % 2) as u32).unwrap();
+        }
+    } else if me % 2 == 1 {
+        let src = me - 1;
+        let mut next = [0usize, 1];
+        let mut buf = vec![0u32; 70_000];
+        for k in 0..count {
+            let st = if k % 3 == 0 {
+                w.recv(&mut buf, src, ANY_TAG).unwrap()
+            } else {
+                let want = if next[0] < count && (k % 2 == 0 || next[1] >= count) { 0 } else { 1 };
+                w.recv(&mut buf, src, want as u32).unwrap()
+            };
+            let tag = st.tag as usize;
+            let seq = next[tag];
+            assert_eq!(st.count, len_of(seq), "message {seq} on tag {tag}");
+            let mut expect = message(src, seq, st.count);
+            if let Some(first) = expect.first_mut() {
+                *first = seq as u32;
+            }
+            assert_eq!(&buf[..st.count], &expect[..], "message {seq} on tag {tag}");
+            next[tag] += 2;
+        }
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_errors() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    // Invalid ranks and tags fail before anything moves.
+    assert!(matches!(w.send(&[1u8], 7, 0), Err(Error::InvalidRank { rank: 7, size: 2 })));
+    assert!(matches!(w.recv(&mut [0u8], 2, 0), Err(Error::InvalidRank { .. })));
+    assert!(matches!(w.send(&[1u8], 0, u32::MAX), Err(Error::InvalidTag { .. })));
+    for (tag, len) in [(1u32, 100usize), (2, 300_000)] {
+        if me == 0 {
+            w.send(&message(0, tag as usize, len), 1, tag).unwrap();
+        } else {
+            let mut small = vec![0u32; 10];
+            match w.recv(&mut small, 0, tag) {
+                Err(Error::Truncated { capacity, incoming }) => {
+                    assert_eq!((capacity, incoming), (40, 4 * len));
+                }
+                other => panic!("expected truncation, got {other:?}"),
+            }
+            // The message is not lost.
+            let mut big = vec![0u32; len];
+            let st = w.recv(&mut big, 0, tag).unwrap();
+            assert_eq!(st.count, len);
+            assert_eq!(big, message(0, tag as usize, len));
+        }
+    }
+    // A byte length that is not a whole number of elements.
+    if me == 0 {
+        w.send(&[1u8, 2, 3], 1, 3).unwrap();
+    } else {
+        let mut b = [0u32; 4];
+        assert!(matches!(
+            w.recv(&mut b, 0, 3),
+            Err(Error::LengthMismatch { bytes: 3, elem_size: 4 })
+        ));
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_large() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let n = 64 << 20; // 64 MiB
+    let fill = |v: &mut [u8]| {
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8;
+        }
+    };
+    let checksum = |v: &[u8]| v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut buf = vec![0u8; n];
+    if w.rank() == 0 {
+        fill(&mut buf);
+        w.send(&buf, 1, 0).unwrap();
+        let mut sum = [0u64];
+        w.recv(&mut sum, 1, 1).unwrap();
+        assert_eq!(sum[0], checksum(&buf));
+    } else {
+        let st = w.recv(&mut buf, 0, 0).unwrap();
+        assert_eq!(st.count, n);
+        let mut expect = vec![0u8; n];
+        fill(&mut expect);
+        assert!(buf == expect, "64 MiB payload corrupted");
+        w.send(&[checksum(&buf)], 0, 1).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_isend_ring() {
+    // Everyone isends 4 MiB right and receives from the left: completes only
+    // if a rank blocked in recv keeps progressing its own send.
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (r, n) = (w.rank(), w.size());
+    let len = 1 << 20;
+    for round in 0..3 {
+        let out = message(r, round, len);
+        let mut inc = vec![0u32; len];
+        courier::scope(|s| {
+            let req = w.isend(s, &out, (r + 1) % n, 4).unwrap();
+            let st = w.recv(&mut inc, (r + n - 1) % n, 4).unwrap();
+            assert_eq!(st.count, len);
+            req.wait().unwrap();
+        });
+        assert_eq!(inc, message((r + n - 1) % n, round, len));
+    }
+    // sendrecv in the other direction.
+    let out = message(r, 9, 1000);
+    let mut inc = vec![0u32; 1000];
+    w.sendrecv(&out, (r + n - 1) % n, 5, &mut inc, (r + 1) % n, 5).unwrap();
+    assert_eq!(inc, message((r + 1) % n, 9, 1000));
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_ssend() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    for len in [4usize, 200_000] {
+        let data = message(0, len, len);
+        if w.rank() == 0 {
+            courier::scope(|s| {
+                let mut req = w.issend(s, &data, 1, 1).unwrap();
+                // Rank 1 posts no matching receive until it gets "go".
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(150);
+                while std::time::Instant::now() < until {
+                    assert!(req.test().is_none(), "ssend completed before the receive was posted");
+                }
+                w.send(&[1u8], 1, 2).unwrap();
+                req.wait().unwrap();
+            });
+            w.ssend(&data, 1, 3).unwrap();
+        } else {
+            w.recv(&mut [0u8], 0, 2).unwrap();
+            let mut buf = vec![0u32; len];
+            w.recv(&mut buf, 0, 1).unwrap();
+            assert_eq!(buf, data);
+            w.recv(&mut buf, 0, 3).unwrap();
+            assert_eq!(buf, data);
+        }
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_probe() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    if me == 0 {
+        assert!(w.iprobe(1, 77).unwrap().is_none(), "nobody sends tag 77");
+        for _ in 0..2 {
+            let st = w.probe(ANY_SOURCE, 5).unwrap();
+            let (v, st2) = w.recv_vec::<u32>(st.source, 5).unwrap();
+            assert_eq!((st.source, st.bytes), (st2.source, st2.bytes));
+            assert_eq!(v, message(st.source, 5, st.source * 50_000));
+        }
+        // iprobe eventually sees the tagged message without receiving it.
+        let st = loop {
+            if let Some(st) = w.iprobe(2, 6).unwrap() {
+                break st;
+            }
+        };
+        assert_eq!((st.source, st.tag, st.bytes), (2, 6, 8));
+        let (v, _) = w.recv_vec::<u64>(2, 6).unwrap();
+        assert_eq!(v, vec![42]);
+    } else {
+        w.send(&message(me, 5, me * 50_000), 0, 5).unwrap();
+        if me == 2 {
+            w.send(&[42u64], 0, 6).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_owned() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    let peer = 1 - me;
+    let sizes = [10usize, 100_000, 1000];
+    // Owned receives posted first, owned sends second.
+    let recvs: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| w.irecv_owned(vec![0u32; n], peer, k as u32).unwrap())
+        .collect();
+    let sends: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| w.isend_owned(message(me, k, n), peer, k as u32).unwrap())
+        .collect();
+    for (k, s) in sends.into_iter().enumerate() {
+        assert_eq!(s.wait().unwrap(), message(me, k, sizes[k]));
+    }
+    for (k, r) in recvs.into_iter().enumerate() {
+        let (v, st) = r.wait().unwrap();
+        assert_eq!((st.source, st.tag as usize, st.count), (peer, k, sizes[k]));
+        assert_eq!(v, message(peer, k, sizes[k]));
+    }
+    // wait_any over borrowed requests returns each exactly once.
+    let mut bufs = vec![vec![0u32; 500]; 4];
+    let outs: Vec<Vec<u32>> = (0..4).map(|k| message(me, 10 + k, 500)).collect();
+    courier::scope(|s| {
+        let mut reqs = Vec::new();
+        for (k, b) in bufs.iter_mut().enumerate() {
+            reqs.push(w.irecv(s, b, peer, 10 + k as u32).unwrap());
+        }
+        for (k, o) in outs.iter().enumerate().rev() {
+            w.send(o, peer, 10 + k as u32).unwrap();
+        }
+        let mut seen = 0;
+        while let Some((_, st)) = courier::wait_any(&mut reqs) {
+            st.unwrap();
+            seen += 1;
+        }
+        assert_eq!(seen, 4);
+    });
+    for (k, b) in bufs.iter().enumerate() {
+        assert_eq!(b, &message(peer, 10 + k, 500));
+    }
+}
