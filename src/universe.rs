@@ -175,6 +175,11 @@ impl Universe {
         )
     }
 
+    /// The address this rank accepts links on (`None` for a singleton).
+    pub fn local_endpoint(&self) -> Option<std::net::SocketAddr> {
+        self.progress.borrow().tcp().local_addr()
+    }
+
     /// Number of connection attempts rejected so far (wrong key, garbage).
     pub fn rejected_connections(&self) -> u64 {
         self.progress.borrow().tcp().stats().rejected
