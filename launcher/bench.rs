@@ -177,7 +177,12 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
     }
 }
 
-fn iters(args: &BenchArgs, size: usize, small: (usize, usize), large: (usize, usize)) -> (usize, usize) {
+fn iters(
+    args: &BenchArgs,
+    size: usize,
+    small: (usize, usize),
+    large: (usize, usize),
+) -> (usize, usize) {
     let (n, skip) = if size > LARGE { large } else { small };
     (args.iterations.unwrap_or(n), skip)
 }

@@ -59,7 +59,11 @@ struct RunArgs {
     #[arg(long)]
     oversubscribe: bool,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM [ARGS]...")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "PROGRAM [ARGS]..."
+    )]
     command: Vec<String>,
 }
 
@@ -71,7 +75,9 @@ fn usage_error(msg: &str) -> ! {
 fn parse_timeout(t: Option<f64>) -> Option<Duration> {
     t.map(|secs| {
         if !(secs.is_finite() && secs > 0.0) {
-            usage_error(&format!("--timeout {secs}: must be a positive number of seconds"));
+            usage_error(&format!(
+                "--timeout {secs}: must be a positive number of seconds"
+            ));
         }
         Duration::from_secs_f64(secs)
     })
@@ -105,7 +111,15 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
 /// mpiexec habits clap cannot express: `-np N` (one dash, two letters).
 /// Rewriting stops at the program name, so the program's own `-np` is untouched.
 fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    const TAKES_VALUE: [&str; 7] = ["-n", "--np", "-np", "-x", "--timeout", "--iterations", "--transport"];
+    const TAKES_VALUE: [&str; 7] = [
+        "-n",
+        "--np",
+        "-np",
+        "-x",
+        "--timeout",
+        "--iterations",
+        "--transport",
+    ];
     let mut out = Vec::new();
     let mut expect_value = false;
     let mut in_program = false;
@@ -142,6 +156,15 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
+fn main() {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    let code = match cli.cmd {
+        Cmd::Run(a) => run::run(&job_spec(&a)),
+        Cmd::Bench(b) => bench::main(b),
+    };
+    std::process::exit(code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize_args;
@@ -152,17 +175,17 @@ mod tests {
 
     #[test]
     fn np_is_rewritten_only_before_the_program() {
-        assert_eq!(norm("courier run -np 4 ./a -np 3"), "courier run --np 4 ./a -np 3");
-        assert_eq!(norm("courier run -x A=1 -np=2 ./a"), "courier run -x A=1 --np=2 ./a");
-        assert_eq!(norm("courier run -n 2 -- ./a -np"), "courier run -n 2 -- ./a -np");
+        assert_eq!(
+            norm("courier run -np 4 ./a -np 3"),
+            "courier run --np 4 ./a -np 3"
+        );
+        assert_eq!(
+            norm("courier run -x A=1 -np=2 ./a"),
+            "courier run -x A=1 --np=2 ./a"
+        );
+        assert_eq!(
+            norm("courier run -n 2 -- ./a -np"),
+            "courier run -n 2 -- ./a -np"
+        );
     }
-}
-
-fn main() {
-    let cli = Cli::parse_from(normalize_args(std::env::args()));
-    let code = match cli.cmd {
-        Cmd::Run(a) => run::run(&job_spec(&a)),
-        Cmd::Bench(b) => bench::main(b),
-    };
-    std::process::exit(code)
 }

@@ -58,7 +58,13 @@ fn would_block(e: &io::Error) -> bool {
 
 impl Service {
     /// Listens on `bind`; tokens `base` (listener) and above are ours.
-    pub(crate) fn new(registry: &Registry, bind: SocketAddr, base: usize, key: JobKey, size: u32) -> io::Result<Self> {
+    pub(crate) fn new(
+        registry: &Registry,
+        bind: SocketAddr,
+        base: usize,
+        key: JobKey,
+        size: u32,
+    ) -> io::Result<Self> {
         let mut listener = TcpListener::bind(bind)?;
         registry.register(&mut listener, Token(base), Interest::READABLE)?;
         Ok(Service {
@@ -116,7 +122,11 @@ impl Service {
                     let id = self.next;
                     self.next += 1;
                     if registry
-                        .register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut stream,
+                            Token(id),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .is_err()
                     {
                         continue;
@@ -169,10 +179,14 @@ impl Service {
     /// Reads and handles what connection `id` sent. `Err(Some(why))` drops it
     /// as a bad peer; `Err(None)` drops it quietly (EOF after a clean session).
     fn service_conn(&mut self, id: usize, out: &mut Vec<Event>) -> Result<(), Option<String>> {
-        let Some(c) = self.conns.get_mut(&id) else { return Ok(()) };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
         flush(c).map_err(|e| Some(format!("write failed: {e}")))?;
         loop {
-            let Some(c) = self.conns.get_mut(&id) else { return Ok(()) };
+            let Some(c) = self.conns.get_mut(&id) else {
+                return Ok(());
+            };
             let ready = matches!(c.phase, Phase::Ready(_));
             let mut buf = [0u8; 8192];
             let want = match c.phase {
@@ -196,21 +210,29 @@ impl Service {
                 continue;
             }
             c.hs.extend_from_slice(&buf[..n]);
-            let need = if matches!(c.phase, Phase::Hello) { HELLO_LEN } else { AUTH_LEN };
+            let need = if matches!(c.phase, Phase::Hello) {
+                HELLO_LEN
+            } else {
+                AUTH_LEN
+            };
             if c.hs.len() < need {
                 continue;
             }
             let msg = std::mem::take(&mut c.hs);
             match std::mem::replace(&mut c.phase, Phase::Hello) {
                 Phase::Hello => {
-                    let hello: [u8; HELLO_LEN] = msg.try_into().map_err(|_| Some("short hello".to_string()))?;
-                    let (a, ch) = Acceptor::handle_hello(self.key.clone(), SERVICE, self.size, &hello)
-                        .map_err(|e| Some(e.to_string()))?;
+                    let hello: [u8; HELLO_LEN] = msg
+                        .try_into()
+                        .map_err(|_| Some("short hello".to_string()))?;
+                    let (a, ch) =
+                        Acceptor::handle_hello(self.key.clone(), SERVICE, self.size, &hello)
+                            .map_err(|e| Some(e.to_string()))?;
                     c.out.extend_from_slice(&ch);
                     c.phase = Phase::Auth(a);
                 }
                 Phase::Auth(a) => {
-                    let m: [u8; AUTH_LEN] = msg.try_into().map_err(|_| Some("short auth".to_string()))?;
+                    let m: [u8; AUTH_LEN] =
+                        msg.try_into().map_err(|_| Some("short auth".to_string()))?;
                     let rank = a.handle_auth(&m).map_err(|e| Some(e.to_string()))?;
                     let fresh = !self.rank_conn.contains_key(&rank);
                     c.out.extend_from_slice(&auth::verdict(fresh));
@@ -231,8 +253,12 @@ impl Service {
 
     fn handle_messages(&mut self, id: usize, out: &mut Vec<Event>) -> Result<(), String> {
         loop {
-            let Some(c) = self.conns.get_mut(&id) else { return Ok(()) };
-            let Phase::Ready(rank) = c.phase else { return Ok(()) };
+            let Some(c) = self.conns.get_mut(&id) else {
+                return Ok(());
+            };
+            let Phase::Ready(rank) = c.phase else {
+                return Ok(());
+            };
             let Some(body) = c.deframer.next_message().map_err(|e| e.to_string())? else {
                 return Ok(());
             };
@@ -246,7 +272,8 @@ impl Service {
                 },
                 Request::Get { key } => {
                     let value = self.index.get(&key).map(|&i| self.kv[i].1.clone());
-                    c.out.extend_from_slice(&Reply::GetResult { value }.encode());
+                    c.out
+                        .extend_from_slice(&Reply::GetResult { value }.encode());
                     flush(c).map_err(|e| e.to_string())?;
                 }
                 Request::Fence => {

@@ -16,7 +16,10 @@ use crate::rendezvous::{Event as ServiceEvent, Service};
 use crate::stdio::{LineBuffer, Stream};
 use crate::sys;
 use courier::bootstrap::auth::JobKey;
-use courier::bootstrap::{ENV_BIND, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_RANK, ENV_SERVICE, ENV_SIZE};
+use courier::bootstrap::{
+    ENV_BIND, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_RANK, ENV_SERVICE,
+    ENV_SIZE,
+};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{IsTerminal, Read};
@@ -80,7 +83,8 @@ pub(crate) fn parse_export(x: &str) -> Result<(String, String), String> {
     let (name, value) = match x.split_once('=') {
         Some((n, v)) => (n.to_string(), v.to_string()),
         None => {
-            let v = std::env::var(x).map_err(|_| format!("-x {x}: no such variable in the environment"))?;
+            let v = std::env::var(x)
+                .map_err(|_| format!("-x {x}: no such variable in the environment"))?;
             (x.to_string(), v)
         }
     };
@@ -102,7 +106,10 @@ struct Rank {
 
 fn describe(status: ExitStatus) -> (i32, String) {
     if let Some(sig) = status.signal() {
-        (128 + sig, format!("was killed by signal {sig} ({})", sys::signal_name(sig)))
+        (
+            128 + sig,
+            format!("was killed by signal {sig} ({})", sys::signal_name(sig)),
+        )
     } else {
         let code = status.code().unwrap_or(1);
         (code, format!("exited with code {code}"))
@@ -136,12 +143,16 @@ struct Job {
 impl Job {
     fn start(spec: &JobSpec) -> Result<Job, String> {
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let (signal_rx, signal_tx) = mio::net::UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
+        let (signal_rx, signal_tx) =
+            mio::net::UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
         let last_signal = Arc::new(AtomicUsize::new(0));
         let signal_tx = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(signal_tx));
         for sig in [libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            let tx = signal_tx.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
-            signal_hook::low_level::pipe::register(sig, tx).map_err(|e| format!("signal handler: {e}"))?;
+            let tx = signal_tx
+                .try_clone()
+                .map_err(|e| format!("signal pipe: {e}"))?;
+            signal_hook::low_level::pipe::register(sig, tx)
+                .map_err(|e| format!("signal handler: {e}"))?;
             if sig != libc::SIGCHLD {
                 signal_hook::flag::register_usize(sig, last_signal.clone(), sig as usize)
                     .map_err(|e| format!("signal handler: {e}"))?;
@@ -162,7 +173,9 @@ impl Job {
             spec.np as u32,
         )
         .map_err(|e| format!("cannot start the rendezvous service: {e}"))?;
-        let service_addr = service.addr().map_err(|e| format!("rendezvous service: {e}"))?;
+        let service_addr = service
+            .addr()
+            .map_err(|e| format!("rendezvous service: {e}"))?;
 
         let stdin_tty = std::io::stdin().is_terminal();
         let mut job = Job {
@@ -189,7 +202,11 @@ impl Job {
                 .env(ENV_SERVICE, service_addr.to_string())
                 .env(ENV_JOB_KEY, key.to_hex())
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                .stdin(if rank == 0 { Stdio::inherit() } else { Stdio::null() })
+                .stdin(if rank == 0 {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let own_group = !(rank == 0 && stdin_tty);
@@ -216,7 +233,10 @@ impl Job {
                 let token = Token(STDIO_BASE + 2 * rank + i);
                 let entry = rx.and_then(|mut rx| {
                     rx.set_nonblocking(true).ok()?;
-                    job.poll.registry().register(&mut rx, token, Interest::READABLE).ok()?;
+                    job.poll
+                        .registry()
+                        .register(&mut rx, token, Interest::READABLE)
+                        .ok()?;
                     Some((rx, LineBuffer::new(rank, stream, spec.tag_output)))
                 });
                 job.pipes.push(entry);
@@ -260,7 +280,9 @@ impl Job {
     fn reap(&mut self) {
         for rank in 0..self.ranks.len() {
             let r = &mut self.ranks[rank];
-            let Some(child) = r.child.as_mut() else { continue };
+            let Some(child) = r.child.as_mut() else {
+                continue;
+            };
             match child.try_wait() {
                 Ok(Some(status)) => {
                     r.child = None;
@@ -289,7 +311,9 @@ impl Job {
     }
 
     fn read_pipe(&mut self, i: usize) {
-        let Some(Some((rx, lines))) = self.pipes.get_mut(i) else { return };
+        let Some(Some((rx, lines))) = self.pipes.get_mut(i) else {
+            return;
+        };
         let mut buf = [0u8; 64 * 1024];
         loop {
             match rx.read(&mut buf) {
@@ -382,7 +406,8 @@ impl Job {
                 if t == SIGNAL_TOKEN {
                     self.handle_signals();
                 } else if self.service.owns(t) {
-                    self.service.handle(self.poll.registry(), t, &mut service_events);
+                    self.service
+                        .handle(self.poll.registry(), t, &mut service_events);
                 } else if t.0 >= STDIO_BASE && t.0 < STDIO_BASE + self.pipes.len() {
                     self.read_pipe(t.0 - STDIO_BASE);
                 }
@@ -391,7 +416,9 @@ impl Job {
                 match ev {
                     ServiceEvent::Abort { rank, code } => {
                         if self.exit.is_none() {
-                            eprintln!("courier: rank {rank} called abort({code}); terminating the job");
+                            eprintln!(
+                                "courier: rank {rank} called abort({code}); terminating the job"
+                            );
                             self.service.broadcast_abort(code);
                             self.fail(code);
                         }

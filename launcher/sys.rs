@@ -8,9 +8,15 @@ use std::time::Duration;
 
 /// Sends `sig` to a rank: to its whole process group when it leads one.
 pub(crate) fn kill(pid: u32, own_group: bool, sig: i32) {
-    let Ok(signal) = Signal::try_from(sig) else { return };
+    let Ok(signal) = Signal::try_from(sig) else {
+        return;
+    };
     let Ok(pid) = i32::try_from(pid) else { return };
-    let target = if own_group { Pid::from_raw(-pid) } else { Pid::from_raw(pid) };
+    let target = if own_group {
+        Pid::from_raw(-pid)
+    } else {
+        Pid::from_raw(pid)
+    };
     // ESRCH (already gone) is fine.
     let _ = nix_kill(target, signal);
 }
@@ -44,5 +50,7 @@ pub(crate) fn kill_grace() -> Duration {
 
 /// The conventional name of a signal number.
 pub(crate) fn signal_name(sig: i32) -> &'static str {
-    Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal")
+    Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
 }

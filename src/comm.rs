@@ -239,7 +239,12 @@ impl Communicator {
     /// Receives a message into `buf`. The message may be shorter than `buf`
     /// (`status.count` says how long); a longer one fails with
     /// [`Error::Truncated`] and stays queued for a later receive.
-    pub fn recv<T: Pod>(&self, buf: &mut [T], source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Status> {
+    pub fn recv<T: Pod>(
+        &self,
+        buf: &mut [T],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
         let info = request::recv_blocking(
@@ -253,7 +258,11 @@ impl Communicator {
     }
 
     /// Receives a message of any length into a new vector of the right size.
-    pub fn recv_vec<T: Pod>(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<(Vec<T>, Status)> {
+    pub fn recv_vec<T: Pod>(
+        &self,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<(Vec<T>, Status)> {
         let st = self.probe(source, tag)?;
         let elem = std::mem::size_of::<T>().max(1);
         if st.bytes % elem != 0 {
@@ -300,12 +309,17 @@ impl Communicator {
             found.is_some()
         })?;
         drop(p);
-        let info = found.ok_or_else(|| Error::InvalidArgument("probe ended without a message".into()))?;
+        let info =
+            found.ok_or_else(|| Error::InvalidArgument("probe ended without a message".into()))?;
         self.shared.status(info, 1)
     }
 
     /// Describes a matching message if one has arrived, without receiving it.
-    pub fn iprobe(&self, source: impl Into<Source>, tag: impl Into<TagMatch>) -> Result<Option<Status>> {
+    pub fn iprobe(
+        &self,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Option<Status>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
         let mut p = self.shared.progress.borrow_mut();
@@ -329,7 +343,14 @@ impl Communicator {
     ) -> Result<Request<'s>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
-        Ok(Request::send(scope, self.shared.clone(), peer, tag, buf, false))
+        Ok(Request::send(
+            scope,
+            self.shared.clone(),
+            peer,
+            tag,
+            buf,
+            false,
+        ))
     }
 
     /// Starts a synchronous send of a borrowed buffer.
@@ -342,7 +363,14 @@ impl Communicator {
     ) -> Result<Request<'s>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
-        Ok(Request::send(scope, self.shared.clone(), peer, tag, buf, true))
+        Ok(Request::send(
+            scope,
+            self.shared.clone(),
+            peer,
+            tag,
+            buf,
+            true,
+        ))
     }
 
     /// Starts a receive into a borrowed buffer; see [`scope`](crate::scope).

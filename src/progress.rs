@@ -161,9 +161,13 @@ impl Progress {
 
     /// Watches the rendezvous-service connection for abort notices and EOF.
     pub(crate) fn set_service(&mut self, stream: std::net::TcpStream) -> Result<()> {
-        stream.set_nonblocking(true).map_err(|e| Error::io(None, e))?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(None, e))?;
         let mut stream = mio::net::TcpStream::from_std(stream);
-        self.tcp.register_service(&mut stream).map_err(|e| Error::io(None, e))?;
+        self.tcp
+            .register_service(&mut stream)
+            .map_err(|e| Error::io(None, e))?;
         self.service = Some(ServiceLink {
             stream,
             deframer: Deframer::new(MAX_REPLY),
@@ -181,7 +185,9 @@ impl Progress {
             while off < bytes.len() && Instant::now() < deadline {
                 match s.stream.write(&bytes[off..]) {
                     Ok(n) => off += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::yield_now()
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Error::io(None, e)),
                 }
@@ -214,13 +220,22 @@ impl Progress {
             return Err(Error::Aborted { code });
         }
         if self.service_lost {
-            return Err(Error::Bootstrap("lost the connection to the launcher".into()));
+            return Err(Error::Bootstrap(
+                "lost the connection to the launcher".into(),
+            ));
         }
         Ok(())
     }
 
     /// Starts a send of the registered buffer of `id`.
-    pub(crate) fn post_send(&mut self, peer: Rank, context: u32, tag: u32, len: usize, sync: bool) -> ReqId {
+    pub(crate) fn post_send(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        len: usize,
+        sync: bool,
+    ) -> ReqId {
         self.engine.post_send(peer, context, tag, len, sync)
     }
 
@@ -233,7 +248,9 @@ impl Progress {
                 Payload::None => OutPayload::None,
                 Payload::Send(id) => OutPayload::Send(id),
             };
-            let Some(q) = self.out.get_mut(peer as usize) else { continue };
+            let Some(q) = self.out.get_mut(peer as usize) else {
+                continue;
+            };
             q.push_back(OutFrame {
                 header: t.frame.encode(),
                 payload,
@@ -279,7 +296,10 @@ impl Progress {
                     bufs = [IoSlice::new(&f.header[f.sent..]), IoSlice::new(payload)];
                     &bufs
                 } else {
-                    bufs = [IoSlice::new(&payload[f.sent - HEADER_LEN..]), IoSlice::new(&[])];
+                    bufs = [
+                        IoSlice::new(&payload[f.sent - HEADER_LEN..]),
+                        IoSlice::new(&[]),
+                    ];
                     &bufs[..1]
                 };
                 if peer == self.me {
@@ -392,7 +412,13 @@ impl Progress {
                         st.end -= st.start;
                         st.start = 0;
                     }
-                    let n = read_link(&mut self.tcp, &mut self.selfloop, me, peer, &mut st.rx[st.end..])?;
+                    let n = read_link(
+                        &mut self.tcp,
+                        &mut self.selfloop,
+                        me,
+                        peer,
+                        &mut st.rx[st.end..],
+                    )?;
                     if n == 0 {
                         return Ok(did);
                     }
@@ -507,7 +533,9 @@ impl Progress {
     }
 
     fn read_service(&mut self) {
-        let Some(s) = self.service.as_mut() else { return };
+        let Some(s) = self.service.as_mut() else {
+            return;
+        };
         let mut buf = [0u8; 4096];
         loop {
             match s.stream.read(&mut buf) {
@@ -541,7 +569,10 @@ impl Progress {
         loop {
             let now_idle = idle_since.elapsed();
             let spinning = now_idle < self.policy.spin;
-            let did = if spinning && spins % 32 != 31 && self.tcp.established_count() <= DIRECT_SPIN_MAX_LINKS {
+            let did = if spinning
+                && spins % 32 != 31
+                && self.tcp.established_count() <= DIRECT_SPIN_MAX_LINKS
+            {
                 self.spin_once()?
             } else {
                 let timeout = if now_idle < self.policy.spin + self.policy.yield_for {
@@ -605,7 +636,6 @@ impl Progress {
         }
         self.wait_until(|p| peers.iter().all(|&q| !p.engine.peer_open(q)))
     }
-
 }
 
 fn read_link(

@@ -83,7 +83,9 @@ impl BufTable {
             // SAFETY: 1. `lend`'s contract keeps ptr..ptr+len valid for reads
             // until the loan ends; 2. the returned slice borrows `self`, so it
             // cannot outlive the loan (which only `&mut self` can end).
-            Some(Some(Loan::Borrowed { ptr, len })) => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Some(Some(Loan::Borrowed { ptr, len })) => unsafe {
+                std::slice::from_raw_parts(*ptr, *len)
+            },
             Some(Some(Loan::Detached(v))) => v,
             _ => &[],
         }
@@ -95,7 +97,9 @@ impl BufTable {
             // SAFETY: 1. `lend`'s contract makes ptr..ptr+len valid for writes
             // and unaliased for receives until the loan ends; 2. the slice
             // borrows `self` mutably, so no second slice of the loan can exist.
-            Some(Some(Loan::Borrowed { ptr, len })) => unsafe { std::slice::from_raw_parts_mut(*ptr, *len) },
+            Some(Some(Loan::Borrowed { ptr, len })) => unsafe {
+                std::slice::from_raw_parts_mut(*ptr, *len)
+            },
             Some(Some(Loan::Detached(v))) => v,
             _ => &mut [],
         }
@@ -106,7 +110,14 @@ impl BufTable {
 ///
 /// # Safety
 /// `bytes` must stay valid and unmodified until the request is finished or detached.
-unsafe fn post_send_raw(p: &mut Progress, peer: u32, context: u32, tag: u32, bytes: &[u8], sync: bool) -> ReqId {
+unsafe fn post_send_raw(
+    p: &mut Progress,
+    peer: u32,
+    context: u32,
+    tag: u32,
+    bytes: &[u8],
+    sync: bool,
+) -> ReqId {
     let id = p.post_send(peer, context, tag, bytes.len(), sync);
     // SAFETY: forwarded from this function's contract; sends only read.
     unsafe { p.bufs.lend(id, bytes.as_ptr().cast_mut(), bytes.len()) };
@@ -118,7 +129,13 @@ unsafe fn post_send_raw(p: &mut Progress, peer: u32, context: u32, tag: u32, byt
 ///
 /// # Safety
 /// `bytes` must stay valid and untouched by others until the request is finished or detached.
-unsafe fn post_recv_raw(p: &mut Progress, context: u32, source: Option<u32>, tag: Option<u32>, bytes: &mut [u8]) -> ReqId {
+unsafe fn post_recv_raw(
+    p: &mut Progress,
+    context: u32,
+    source: Option<u32>,
+    tag: Option<u32>,
+    bytes: &mut [u8],
+) -> ReqId {
     let id = p.engine.post_recv(context, source, tag, bytes.len());
     // SAFETY: forwarded from this function's contract.
     unsafe { p.bufs.lend(id, bytes.as_mut_ptr(), bytes.len()) };
@@ -142,7 +159,14 @@ fn wait_or_detach(p: &mut Progress, id: ReqId) -> Result<MsgInfo> {
 }
 
 /// Blocking send of `bytes`.
-pub(crate) fn send_blocking(p: &RefCell<Progress>, peer: u32, context: u32, tag: u32, bytes: &[u8], sync: bool) -> Result<()> {
+pub(crate) fn send_blocking(
+    p: &RefCell<Progress>,
+    peer: u32,
+    context: u32,
+    tag: u32,
+    bytes: &[u8],
+    sync: bool,
+) -> Result<()> {
     let mut p = p.borrow_mut();
     // SAFETY: `bytes` is borrowed for this whole call, and `wait_or_detach`
     // either finishes the request or detaches the loan before we return.
@@ -470,7 +494,12 @@ pub struct OwnedRecv<T: bytemuck::Pod> {
 }
 
 impl<T: bytemuck::Pod> OwnedRecv<T> {
-    pub(crate) fn new(comm: Rc<CommShared>, source: Option<u32>, tag: Option<u32>, mut buf: Vec<T>) -> Self {
+    pub(crate) fn new(
+        comm: Rc<CommShared>,
+        source: Option<u32>,
+        tag: Option<u32>,
+        mut buf: Vec<T>,
+    ) -> Self {
         let id = {
             let mut p = comm.progress.borrow_mut();
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
@@ -517,7 +546,9 @@ impl<T: bytemuck::Pod> Drop for OwnedRecv<T> {
 impl From<crate::engine::ReqError> for Error {
     fn from(e: crate::engine::ReqError) -> Self {
         match e {
-            crate::engine::ReqError::Truncated { capacity, incoming } => Error::Truncated { capacity, incoming },
+            crate::engine::ReqError::Truncated { capacity, incoming } => {
+                Error::Truncated { capacity, incoming }
+            }
             crate::engine::ReqError::PeerLost { peer, reason } => Error::PeerLost {
                 rank: peer as usize,
                 reason,

@@ -80,8 +80,8 @@ pub fn init() -> Result<Universe> {
             ))
         }
         Some(env) => {
-            let mut tcp =
-                TcpTransport::new(env.rank, env.size, env.key.clone(), Some(env.bind)).map_err(|e| Error::io(None, e))?;
+            let mut tcp = TcpTransport::new(env.rank, env.size, env.key.clone(), Some(env.bind))
+                .map_err(|e| Error::io(None, e))?;
             let tcp_addr = tcp
                 .local_addr()
                 .ok_or_else(|| Error::Bootstrap("no listening address".into()))?;
@@ -96,7 +96,8 @@ pub fn init() -> Result<Universe> {
                 tcp.set_addr(r as u32, c.tcp);
             }
             let engine = Engine::new(env.rank, env.size, eager);
-            let mut progress = Progress::new(engine, env.size, tcp, WaitPolicy::for_node(env.local_size));
+            let mut progress =
+                Progress::new(engine, env.size, tcp, WaitPolicy::for_node(env.local_size));
             progress.set_service(client.into_stream())?;
             Ok(Universe::new(
                 progress,
@@ -157,7 +158,11 @@ impl Universe {
         let t = p.tcp().stats();
         let e = p.engine.stats();
         let (posted, unexpected) = p.engine.queue_lengths();
-        let links: Vec<String> = p.links().iter().map(|(r, k)| format!("{r}:{k:?}")).collect();
+        let links: Vec<String> = p
+            .links()
+            .iter()
+            .map(|(r, k)| format!("{r}:{k:?}"))
+            .collect();
         format!(
             "rank {} links [{}] tcp connects={} accepts={} declined_duplicates={} rejected={} \
              eager_sent={} rendezvous_sent={} unexpected_arrivals={} posted={} unexpected={}",

@@ -291,7 +291,10 @@ mod tests {
                 sreq: 5,
             },
             Frame::Cts { sreq: 5, rreq: 6 },
-            Frame::Data { rreq: 6, len: 1 << 30 },
+            Frame::Data {
+                rreq: 6,
+                len: 1 << 30,
+            },
             Frame::SyncAck { sreq: 42 },
             Frame::Bye,
         ]
@@ -324,7 +327,10 @@ mod tests {
     fn rejects_flags_lengths_and_reserved_fields() {
         let mut b = Frame::Cts { sreq: 1, rreq: 2 }.encode();
         b[4] = 1;
-        assert!(matches!(Frame::decode(&b, 10), Err(WireError::BadFlags { .. })));
+        assert!(matches!(
+            Frame::decode(&b, 10),
+            Err(WireError::BadFlags { .. })
+        ));
         let b = Frame::Data { rreq: 1, len: 11 }.encode();
         assert_eq!(
             Frame::decode(&b, 10),

@@ -1,5 +1,7 @@
 //! The `courier run` launcher: exit codes, failures, output, signals, flags.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{alive, courier, launch, rank_init, run_body_env};
@@ -18,7 +20,13 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
 fn pids(dir: &std::path::Path) -> Vec<i32> {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()?.trim().parse().ok())
+        .filter_map(|e| {
+            std::fs::read_to_string(e.ok()?.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -30,18 +38,29 @@ fn assert_all_gone(dir: &std::path::Path, expect: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let survivors: Vec<_> = p.iter().filter(|&&pid| alive(pid)).collect();
-    assert!(survivors.is_empty(), "processes survived the job: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "processes survived the job: {survivors:?}"
+    );
 }
 
 #[test]
 fn all_ranks_get_their_environment() {
     let j = launch(
         &["-n", "3", "--tag-output"],
-        &["sh", "-c", "echo r=$COURIER_RANK s=$COURIER_SIZE lr=$COURIER_LOCAL_RANK ls=$COURIER_LOCAL_SIZE"],
+        &[
+            "sh",
+            "-c",
+            "echo r=$COURIER_RANK s=$COURIER_SIZE lr=$COURIER_LOCAL_RANK ls=$COURIER_LOCAL_SIZE",
+        ],
     );
     assert_eq!(j.code, Some(0), "{}", j.stderr);
     for r in 0..3 {
-        assert!(j.stdout.contains(&format!("[{r}] r={r} s=3 lr={r} ls=3")), "{}", j.stdout);
+        assert!(
+            j.stdout.contains(&format!("[{r}] r={r} s=3 lr={r} ls=3")),
+            "{}",
+            j.stdout
+        );
     }
 }
 
@@ -56,7 +75,11 @@ fn exit_code_of_the_failing_rank_and_no_survivors() {
     let j = launch(&["-n", "4"], &["sh", "-c", &script]);
     assert_eq!(j.code, Some(7), "{}", j.stderr);
     assert!(t0.elapsed() < Duration::from_secs(10));
-    assert!(j.stderr.contains("rank 1 (pid") && j.stderr.contains("exited with code 7"), "{}", j.stderr);
+    assert!(
+        j.stderr.contains("rank 1 (pid") && j.stderr.contains("exited with code 7"),
+        "{}",
+        j.stderr
+    );
     assert_all_gone(&d, 4);
 }
 
@@ -69,15 +92,29 @@ fn sigkilled_rank_aborts_the_job() {
     );
     let j = launch(&["-n", "3"], &["sh", "-c", &script]);
     assert_eq!(j.code, Some(128 + 9), "{}", j.stderr);
-    assert!(j.stderr.contains("rank 2") && j.stderr.contains("SIGKILL"), "{}", j.stderr);
+    assert!(
+        j.stderr.contains("rank 2") && j.stderr.contains("SIGKILL"),
+        "{}",
+        j.stderr
+    );
     assert_all_gone(&d, 3);
 }
 
 #[test]
 fn a_courier_job_aborts_when_a_rank_is_killed_mid_exchange() {
     let j = run_body_env("body_killed_mid_exchange", 4, &[], 60);
-    assert_eq!(j.code, Some(128 + 9), "stdout:\n{}\nstderr:\n{}", j.stdout, j.stderr);
-    assert!(j.stderr.contains("rank 3") && j.stderr.contains("SIGKILL"), "{}", j.stderr);
+    assert_eq!(
+        j.code,
+        Some(128 + 9),
+        "stdout:\n{}\nstderr:\n{}",
+        j.stdout,
+        j.stderr
+    );
+    assert!(
+        j.stderr.contains("rank 3") && j.stderr.contains("SIGKILL"),
+        "{}",
+        j.stderr
+    );
 }
 
 #[test]
@@ -90,7 +127,9 @@ fn body_killed_mid_exchange() {
     if w.rank() == 3 {
         // Receive part of a large message, then die without a trace.
         std::thread::sleep(Duration::from_millis(200));
-        let _ = Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
         std::thread::sleep(Duration::from_secs(30));
     }
     // Everyone else keeps sending to rank 3 and waiting for it.
@@ -102,7 +141,13 @@ fn body_killed_mid_exchange() {
 #[test]
 fn abort_ends_the_job_with_its_code() {
     let j = run_body_env("body_abort", 3, &[], 60);
-    assert_eq!(j.code, Some(42), "stdout:\n{}\nstderr:\n{}", j.stdout, j.stderr);
+    assert_eq!(
+        j.code,
+        Some(42),
+        "stdout:\n{}\nstderr:\n{}",
+        j.stdout,
+        j.stderr
+    );
     assert!(j.stderr.contains("rank 1 called abort(42)"), "{}", j.stderr);
 }
 
@@ -129,10 +174,16 @@ fn output_lines_are_never_mixed() {
     let mut per_rank = [0usize; 4];
     for line in j.stdout.lines() {
         let (tag, body) = line.split_once(' ').expect("tagged line");
-        let r: usize = tag.trim_matches(|c| c == '[' || c == ']').parse().expect("rank tag");
+        let r: usize = tag
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .expect("rank tag");
         let digit = char::from(b'0' + r as u8);
         assert!(
-            body.len() == 502 && body.starts_with('<') && body.ends_with('>') && body[1..501].chars().all(|c| c == digit),
+            body.len() == 502
+                && body.starts_with('<')
+                && body.ends_with('>')
+                && body[1..501].chars().all(|c| c == digit),
             "mixed or torn line: {line:.80}"
         );
         per_rank[r] += 1;
@@ -149,17 +200,36 @@ fn stdin_goes_to_rank_0_only() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\nworld\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nworld\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["[0] hello", "[0] world"]);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["[0] hello", "[0] world"]
+    );
 }
 
 #[test]
 fn export_flags_set_and_forward_variables() {
     let out = Command::new(courier())
-        .args(["run", "-n", "2", "-x", "FOO=bar baz", "-x", "FORWARDED", "sh", "-c", "echo \"$FOO|$FORWARDED\""])
+        .args([
+            "run",
+            "-n",
+            "2",
+            "-x",
+            "FOO=bar baz",
+            "-x",
+            "FORWARDED",
+            "sh",
+            "-c",
+            "echo \"$FOO|$FORWARDED\"",
+        ])
         .env("FORWARDED", "yes")
         .output()
         .unwrap();
@@ -191,7 +261,10 @@ fn sigterm_to_the_launcher_is_forwarded() {
     while pids(&d).len() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + 15));
     assert_all_gone(&d, 3);
@@ -203,11 +276,23 @@ fn bad_command_lines_fail_before_anything_starts() {
         (vec!["run", "-n", "0", "true"], "-n must be at least 1"),
         (vec!["run", "-n", "2", "/no/such/program"], "no such file"),
         (vec!["run", "-n", "2", "no-such-program-xyz"], "not found"),
-        (vec!["run", "-n", "2", "-x", "1BAD=2", "true"], "not a valid variable name"),
-        (vec!["run", "-n", "2", "-x", "COURIER_TEST_UNSET_VAR", "true"], "no such variable"),
-        (vec!["run", "-n", "2", "--timeout", "0", "true"], "must be a positive number"),
+        (
+            vec!["run", "-n", "2", "-x", "1BAD=2", "true"],
+            "not a valid variable name",
+        ),
+        (
+            vec!["run", "-n", "2", "-x", "COURIER_TEST_UNSET_VAR", "true"],
+            "no such variable",
+        ),
+        (
+            vec!["run", "-n", "2", "--timeout", "0", "true"],
+            "must be a positive number",
+        ),
         (vec!["run", "-n", "two", "true"], "invalid value"),
-        (vec!["run", "--bogus", "-n", "2", "true"], "unexpected argument"),
+        (
+            vec!["run", "--bogus", "-n", "2", "true"],
+            "unexpected argument",
+        ),
         (vec!["run", "-n", "2"], "required"),
     ] {
         let out = Command::new(courier()).args(&args).output().unwrap();
@@ -222,7 +307,10 @@ fn bad_command_lines_fail_before_anything_starts() {
 fn np_spelling_and_help() {
     let j = launch(&["-np", "2"], &["true"]);
     assert_eq!(j.code, Some(0), "{}", j.stderr);
-    let help = Command::new(courier()).args(["run", "--help"]).output().unwrap();
+    let help = Command::new(courier())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in ["--np", "-x", "--tag-output", "--timeout", "--oversubscribe"] {
         assert!(text.contains(flag), "run --help lacks {flag}");
@@ -263,17 +351,27 @@ fn body_strangers() {
             let _ = s.write_all(&[0x5a; 100]);
             let mut b = [0u8; 256];
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "garbage must be answered by a close");
+            assert!(
+                matches!(s.read(&mut b), Ok(0) | Err(_)),
+                "garbage must be answered by a close"
+            );
             // 2. A well-formed handshake with the wrong key.
             let key = courier::bootstrap::auth::JobKey::generate().unwrap();
-            let to = if target == service { courier::bootstrap::auth::SERVICE } else { 1 };
+            let to = if target == service {
+                courier::bootstrap::auth::SERVICE
+            } else {
+                1
+            };
             let c = courier::bootstrap::auth::Connector::new(key, 0, to).unwrap();
             let mut s = TcpStream::connect(target).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             s.write_all(c.hello()).unwrap();
             let mut ch = [0u8; courier::bootstrap::auth::CHALLENGE_LEN];
             s.read_exact(&mut ch).unwrap();
-            assert!(c.handle_challenge(&ch).is_err(), "a peer without the key cannot prove it");
+            assert!(
+                c.handle_challenge(&ch).is_err(),
+                "a peer without the key cannot prove it"
+            );
             let _ = s.write_all(&[0u8; courier::bootstrap::auth::AUTH_LEN]);
             assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
         }

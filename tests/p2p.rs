@@ -1,5 +1,7 @@
 //! Point-to-point semantics through real multi-process jobs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{message, rank_init, run_body, run_body_env};
@@ -157,7 +159,10 @@ fn body_wildcards() {
             let mut buf = [0u32; 64];
             let st = w.recv(&mut buf, ANY_SOURCE, ANY_TAG).unwrap();
             assert_eq!(st.tag as usize, 10 * st.source + seen[st.source]);
-            assert_eq!(&buf[..st.count], &message(st.source, seen[st.source], st.count)[..]);
+            assert_eq!(
+                &buf[..st.count],
+                &message(st.source, seen[st.source], st.count)[..]
+            );
             seen[st.source] += 1;
         }
         assert!(seen[1..].iter().all(|&c| c == 2));
@@ -170,7 +175,8 @@ fn body_wildcards() {
         assert_eq!((st.source, st.tag), (1, 998));
     } else {
         for k in 0..2 {
-            w.send(&message(me, k, 10 + me), 0, (10 * me + k) as u32).unwrap();
+            w.send(&message(me, k, 10 + me), 0, (10 * me + k) as u32)
+                .unwrap();
         }
         if me == 1 {
             w.recv(&mut [0u8], 0, 997).unwrap();
@@ -216,7 +222,11 @@ fn body_ordering() {
             let st = if k % 3 == 0 {
                 w.recv(&mut buf, src, ANY_TAG).unwrap()
             } else {
-                let want = if next[0] < count && (k % 2 == 0 || next[1] >= count) { 0 } else { 1 };
+                let want = if next[0] < count && (k % 2 == 0 || next[1] >= count) {
+                    0
+                } else {
+                    1
+                };
                 w.recv(&mut buf, src, want as u32).unwrap()
             };
             let tag = st.tag as usize;
@@ -239,9 +249,18 @@ fn body_errors() {
     let w = u.world();
     let me = w.rank();
     // Invalid ranks and tags fail before anything moves.
-    assert!(matches!(w.send(&[1u8], 7, 0), Err(Error::InvalidRank { rank: 7, size: 2 })));
-    assert!(matches!(w.recv(&mut [0u8], 2, 0), Err(Error::InvalidRank { .. })));
-    assert!(matches!(w.send(&[1u8], 0, u32::MAX), Err(Error::InvalidTag { .. })));
+    assert!(matches!(
+        w.send(&[1u8], 7, 0),
+        Err(Error::InvalidRank { rank: 7, size: 2 })
+    ));
+    assert!(matches!(
+        w.recv(&mut [0u8], 2, 0),
+        Err(Error::InvalidRank { .. })
+    ));
+    assert!(matches!(
+        w.send(&[1u8], 0, u32::MAX),
+        Err(Error::InvalidTag { .. })
+    ));
     for (tag, len) in [(1u32, 100usize), (2, 300_000)] {
         if me == 0 {
             w.send(&message(0, tag as usize, len), 1, tag).unwrap();
@@ -267,7 +286,10 @@ fn body_errors() {
         let mut b = [0u32; 4];
         assert!(matches!(
             w.recv(&mut b, 0, 3),
-            Err(Error::LengthMismatch { bytes: 3, elem_size: 4 })
+            Err(Error::LengthMismatch {
+                bytes: 3,
+                elem_size: 4
+            })
         ));
     }
 }
@@ -280,10 +302,16 @@ fn body_large() {
     let n = 64 << 20; // 64 MiB
     let fill = |v: &mut [u8]| {
         for (i, b) in v.iter_mut().enumerate() {
-            *b = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8;
+            *b = (i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(17) as u8;
         }
     };
-    let checksum = |v: &[u8]| v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let checksum = |v: &[u8]| {
+        v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
+    };
     let mut buf = vec![0u8; n];
     if w.rank() == 0 {
         fill(&mut buf);
@@ -324,7 +352,8 @@ fn body_isend_ring() {
     // sendrecv in the other direction.
     let out = message(r, 9, 1000);
     let mut inc = vec![0u32; 1000];
-    w.sendrecv(&out, (r + n - 1) % n, 5, &mut inc, (r + 1) % n, 5).unwrap();
+    w.sendrecv(&out, (r + n - 1) % n, 5, &mut inc, (r + 1) % n, 5)
+        .unwrap();
     assert_eq!(inc, message((r + 1) % n, 9, 1000));
 }
 
@@ -341,7 +370,10 @@ fn body_ssend() {
                 // Rank 1 posts no matching receive until it gets "go".
                 let until = std::time::Instant::now() + std::time::Duration::from_millis(150);
                 while std::time::Instant::now() < until {
-                    assert!(req.test().is_none(), "ssend completed before the receive was posted");
+                    assert!(
+                        req.test().is_none(),
+                        "ssend completed before the receive was posted"
+                    );
                 }
                 w.send(&[1u8], 1, 2).unwrap();
                 req.wait().unwrap();

@@ -138,7 +138,10 @@ impl Connector {
     }
 
     /// Checks the acceptor's proof and returns the AUTH message to send.
-    pub fn handle_challenge(&self, ch: &[u8; CHALLENGE_LEN]) -> Result<[u8; AUTH_LEN], HandshakeError> {
+    pub fn handle_challenge(
+        &self,
+        ch: &[u8; CHALLENGE_LEN],
+    ) -> Result<[u8; AUTH_LEN], HandshakeError> {
         let mut nonce_a = [0u8; 32];
         nonce_a.copy_from_slice(&ch[..32]);
         self.key
@@ -146,7 +149,13 @@ impl Connector {
             .verify_slice(&ch[32..])
             .map_err(|_| HandshakeError::BadMac)?;
         let mut auth = [0u8; AUTH_LEN];
-        auth.copy_from_slice(&self.key.mac(b"connector", &self.hello, &nonce_a).finalize().into_bytes());
+        auth.copy_from_slice(
+            &self
+                .key
+                .mac(b"connector", &self.hello, &nonce_a)
+                .finalize()
+                .into_bytes(),
+        );
         Ok(auth)
     }
 }
@@ -194,7 +203,11 @@ impl Acceptor {
         let nonce_a = nonce().map_err(|_| HandshakeError::BadHello)?;
         let mut ch = [0u8; CHALLENGE_LEN];
         ch[..32].copy_from_slice(&nonce_a);
-        ch[32..].copy_from_slice(&key.mac(b"acceptor", hello, &nonce_a).finalize().into_bytes());
+        ch[32..].copy_from_slice(
+            &key.mac(b"acceptor", hello, &nonce_a)
+                .finalize()
+                .into_bytes(),
+        );
         Ok((
             Acceptor {
                 key,

@@ -233,7 +233,8 @@ impl ServiceClient {
         loop {
             match self.deframer.next_message() {
                 Ok(Some(body)) => {
-                    return Reply::decode(&body).map_err(|e| BootstrapError::Protocol(e.to_string()))
+                    return Reply::decode(&body)
+                        .map_err(|e| BootstrapError::Protocol(e.to_string()))
                 }
                 Ok(None) => {}
                 Err(e) => return Err(BootstrapError::Protocol(e.to_string())),
@@ -247,7 +248,11 @@ impl ServiceClient {
     }
 
     /// PUT own card, FENCE, and return every card indexed by rank.
-    pub(crate) fn exchange_cards(&mut self, env: &JobEnv, card: &PeerCard) -> Result<Vec<PeerCard>, BootstrapError> {
+    pub(crate) fn exchange_cards(
+        &mut self,
+        env: &JobEnv,
+        card: &PeerCard,
+    ) -> Result<Vec<PeerCard>, BootstrapError> {
         self.send(&Request::Put {
             key: format!("card.{}", env.rank),
             value: card.encode(),
@@ -256,13 +261,22 @@ impl ServiceClient {
         let entries = match self.recv()? {
             Reply::FenceDone { entries } => entries,
             Reply::Abort { code } => {
-                return Err(BootstrapError::Protocol(format!("job aborted with code {code} during wire-up")))
+                return Err(BootstrapError::Protocol(format!(
+                    "job aborted with code {code} during wire-up"
+                )))
             }
-            other => return Err(BootstrapError::Protocol(format!("unexpected reply {other:?}"))),
+            other => {
+                return Err(BootstrapError::Protocol(format!(
+                    "unexpected reply {other:?}"
+                )))
+            }
         };
         let mut cards = vec![None; env.size as usize];
         for (k, v) in entries {
-            let Some(r) = k.strip_prefix("card.").and_then(|r| r.parse::<usize>().ok()) else {
+            let Some(r) = k
+                .strip_prefix("card.")
+                .and_then(|r| r.parse::<usize>().ok())
+            else {
                 continue;
             };
             if let Some(slot) = cards.get_mut(r) {
@@ -272,7 +286,9 @@ impl ServiceClient {
         cards
             .into_iter()
             .enumerate()
-            .map(|(r, c)| c.ok_or_else(|| BootstrapError::Protocol(format!("no valid card for rank {r}"))))
+            .map(|(r, c)| {
+                c.ok_or_else(|| BootstrapError::Protocol(format!("no valid card for rank {r}")))
+            })
             .collect()
     }
 

@@ -357,7 +357,10 @@ mod tests {
         assert_eq!(Request::decode(&[]), Err(CodecError::Truncated));
         assert_eq!(Request::decode(&[9]), Err(CodecError::BadOp(9)));
         assert_eq!(Request::decode(&[2, 0]), Err(CodecError::Trailing));
-        assert_eq!(Request::decode(&[1, 5, 0, b'a']), Err(CodecError::Truncated));
+        assert_eq!(
+            Request::decode(&[1, 5, 0, b'a']),
+            Err(CodecError::Truncated)
+        );
         assert_eq!(Request::decode(&[3, 1, 0, 0xff]), Err(CodecError::BadUtf8));
         assert!(Reply::decode(&[130, 255, 255, 255, 255]).is_err());
     }

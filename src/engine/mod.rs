@@ -120,7 +120,10 @@ struct SendState {
 enum RecvPhase {
     Posted,
     /// Matched; payload bytes are arriving from `info.source`.
-    Receiving { info: MsgInfo, rendezvous: bool },
+    Receiving {
+        info: MsgInfo,
+        rendezvous: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -150,8 +153,13 @@ struct Slot {
 
 #[derive(Debug)]
 enum Body {
-    Eager { data: Vec<u8>, sync_sreq: Option<u64> },
-    Rts { sreq: u64 },
+    Eager {
+        data: Vec<u8>,
+        sync_sreq: Option<u64>,
+    },
+    Rts {
+        sreq: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -367,13 +375,7 @@ impl Engine {
             };
             if u.len > capacity {
                 let incoming = u.len;
-                self.complete(
-                    id,
-                    Err(ReqError::Truncated {
-                        capacity,
-                        incoming,
-                    }),
-                );
+                self.complete(id, Err(ReqError::Truncated { capacity, incoming }));
                 return id;
             }
             let Some(u) = self.unexpected.remove(i) else {
@@ -438,7 +440,12 @@ impl Engine {
     }
 
     /// First queued message matching the pattern, without taking it.
-    pub(crate) fn probe(&self, context: u32, source: Option<Rank>, tag: Option<u32>) -> Option<MsgInfo> {
+    pub(crate) fn probe(
+        &self,
+        context: u32,
+        source: Option<Rank>,
+        tag: Option<u32>,
+    ) -> Option<MsgInfo> {
         let pattern = Pattern {
             context,
             source,
@@ -490,12 +497,18 @@ impl Engine {
     /// Handles one validated frame header from `peer`. Returns where its
     /// payload goes (`None` when it has none). Any `Err` is a protocol
     /// violation: the driver must drop the link and call `handle_peer_lost`.
-    pub(crate) fn handle_frame(&mut self, peer: Rank, frame: Frame) -> Result<Option<Dest>, ProtocolError> {
+    pub(crate) fn handle_frame(
+        &mut self,
+        peer: Rank,
+        frame: Frame,
+    ) -> Result<Option<Dest>, ProtocolError> {
         if peer >= self.size {
             return Err(ProtocolError(format!("frame from unknown rank {peer}")));
         }
         if self.incoming[peer as usize].is_some() {
-            return Err(ProtocolError("header received while a payload was expected".into()));
+            return Err(ProtocolError(
+                "header received while a payload was expected".into(),
+            ));
         }
         match frame {
             Frame::Eager {
@@ -508,7 +521,11 @@ impl Engine {
                 let len = usize::try_from(len)
                     .ok()
                     .filter(|&l| l <= self.eager_limit)
-                    .ok_or_else(|| ProtocolError(format!("eager message of {len} bytes exceeds the eager limit")))?;
+                    .ok_or_else(|| {
+                        ProtocolError(format!(
+                            "eager message of {len} bytes exceeds the eager limit"
+                        ))
+                    })?;
                 let env = Envelope {
                     context,
                     source: peer,
@@ -586,7 +603,11 @@ impl Engine {
                         s.cts = true;
                         s.len as u64
                     }
-                    _ => return Err(ProtocolError(format!("CTS for unknown send request {sreq:#x}"))),
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "CTS for unknown send request {sreq:#x}"
+                        )))
+                    }
                 };
                 self.transmits.push_back(Transmit {
                     peer,
@@ -601,12 +622,20 @@ impl Engine {
                     Some(ReqEntry {
                         kind:
                             ReqKind::Recv(RecvState {
-                                phase: RecvPhase::Receiving { info, rendezvous: true },
+                                phase:
+                                    RecvPhase::Receiving {
+                                        info,
+                                        rendezvous: true,
+                                    },
                                 ..
                             }),
                         result: None,
                     }) if info.source == peer && info.len as u64 == len => {}
-                    _ => return Err(ProtocolError(format!("DATA for unknown receive request {rreq:#x}"))),
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "DATA for unknown receive request {rreq:#x}"
+                        )))
+                    }
                 }
                 self.incoming[peer as usize] = Some(Incoming::Recv(id));
                 Ok(Some(Dest::Req(id)))
@@ -620,7 +649,11 @@ impl Engine {
                     }) if s.peer == peer && s.need_ack => {
                         s.need_ack = false;
                     }
-                    _ => return Err(ProtocolError(format!("SYNC_ACK for unknown send request {sreq:#x}"))),
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "SYNC_ACK for unknown send request {sreq:#x}"
+                        )))
+                    }
                 }
                 self.maybe_finish_send(id);
                 Ok(None)
@@ -747,7 +780,7 @@ impl Engine {
                 continue;
             }
             let involved = match &e.kind {
-                ReqKind::Send(s) => s.peer == peer && !(s.written && !s.need_ack),
+                ReqKind::Send(s) => s.peer == peer && (!s.written || s.need_ack),
                 ReqKind::Recv(r) => match &r.phase {
                     RecvPhase::Posted => r.pattern.source == Some(peer),
                     RecvPhase::Receiving { info, .. } => info.source == peer,
@@ -758,8 +791,9 @@ impl Engine {
             }
         }
         let slots = &self.slots;
-        self.posted
-            .drain_where(|id| failed.contains(id) || slots.get(id.index()).is_none_or(|s| s.gen != id.gen()));
+        self.posted.drain_where(|id| {
+            failed.contains(id) || slots.get(id.index()).is_none_or(|s| s.gen != id.gen())
+        });
         for id in failed {
             self.complete(id, Err(err()));
         }

@@ -1,0 +1,381 @@
+//! Engine scenarios on a simulated network: N engines joined by FIFO links,
+//! frames delivered in a seeded random interleaving (per-link order kept),
+//! with user buffers modelled as plain vectors. No I/O, no threads.
+
+use super::*;
+use std::collections::HashMap;
+
+/// A tiny deterministic generator (xorshift) so interleavings are reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Frames in flight on one link, each with its payload bytes.
+type Link = VecDeque<(Frame, Vec<u8>)>;
+
+struct SimNet {
+    engines: Vec<Engine>,
+    /// (from, to) → frames in flight.
+    links: HashMap<(u32, u32), Link>,
+    send_bufs: HashMap<(u32, ReqId), Vec<u8>>,
+    recv_bufs: HashMap<(u32, ReqId), Vec<u8>>,
+    rng: Rng,
+}
+
+impl SimNet {
+    fn new(n: u32, eager: usize, seed: u64) -> Self {
+        SimNet {
+            engines: (0..n).map(|r| Engine::new(r, n, eager)).collect(),
+            links: HashMap::new(),
+            send_bufs: HashMap::new(),
+            recv_bufs: HashMap::new(),
+            rng: Rng(seed | 1),
+        }
+    }
+
+    fn send(&mut self, from: u32, to: u32, tag: u32, data: &[u8], sync: bool) -> ReqId {
+        let id = self.engines[from as usize].post_send(to, 0, tag, data.len(), sync);
+        self.send_bufs.insert((from, id), data.to_vec());
+        self.pump(from);
+        id
+    }
+
+    fn recv(&mut self, at: u32, src: Option<u32>, tag: Option<u32>, cap: usize) -> ReqId {
+        let id = self.engines[at as usize].post_recv(0, src, tag, cap);
+        self.recv_bufs.insert((at, id), vec![0; cap]);
+        self.deliver(at);
+        self.pump(at);
+        id
+    }
+
+    /// Moves an engine's transmits onto links (the payload is written at once).
+    fn pump(&mut self, r: u32) {
+        while let Some(t) = self.engines[r as usize].poll_transmit() {
+            let payload = match t.payload {
+                Payload::None => Vec::new(),
+                Payload::Send(id) => {
+                    let p = self.send_bufs[&(r, id)].clone();
+                    self.engines[r as usize].handle_written(id);
+                    p
+                }
+            };
+            self.links
+                .entry((r, t.peer))
+                .or_default()
+                .push_back((t.frame, payload));
+        }
+    }
+
+    fn deliver(&mut self, r: u32) {
+        while let Some((id, data)) = self.engines[r as usize].poll_delivery() {
+            self.recv_bufs.get_mut(&(r, id)).unwrap()[..data.len()].copy_from_slice(&data);
+        }
+    }
+
+    /// Delivers one frame from a random non-empty link. Returns false when idle.
+    fn step(&mut self) -> bool {
+        let mut keys: Vec<_> = self
+            .links
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        if keys.is_empty() {
+            return false;
+        }
+        keys.sort();
+        let (from, to) = keys[self.rng.below(keys.len())];
+        let (frame, payload) = self
+            .links
+            .get_mut(&(from, to))
+            .unwrap()
+            .pop_front()
+            .unwrap();
+        let e = &mut self.engines[to as usize];
+        match e.handle_frame(from, frame).expect("valid frame") {
+            Some(Dest::Req(id)) => {
+                self.recv_bufs.get_mut(&(to, id)).unwrap()[..payload.len()]
+                    .copy_from_slice(&payload);
+                e.handle_payload_done(from);
+            }
+            Some(Dest::Staging) => {
+                e.staging_mut(from).unwrap().copy_from_slice(&payload);
+                e.handle_payload_done(from);
+            }
+            None => assert!(payload.is_empty()),
+        }
+        self.deliver(to);
+        self.pump(to);
+        true
+    }
+
+    fn run(&mut self) {
+        while self.step() {}
+    }
+
+    fn done(&self, r: u32, id: ReqId) -> bool {
+        self.engines[r as usize].is_done(id)
+    }
+
+    fn take_recv(&mut self, r: u32, id: ReqId) -> Result<(MsgInfo, Vec<u8>), ReqError> {
+        let res = self.engines[r as usize].take_result(id).expect("finished");
+        let buf = self.recv_bufs.remove(&(r, id)).unwrap();
+        res.map(|info| (info, buf[..info.len].to_vec()))
+    }
+}
+
+fn bytes(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + seed * 13) as u8).collect()
+}
+
+#[test]
+fn eager_expected_and_unexpected() {
+    let mut net = SimNet::new(2, 64, 1);
+    // Expected: receive posted first.
+    let r = net.recv(1, Some(0), Some(5), 10);
+    net.send(0, 1, 5, b"hello", false);
+    net.run();
+    let (info, data) = net.take_recv(1, r).unwrap();
+    assert_eq!(
+        (info.source, info.tag, info.len, &data[..]),
+        (0, 5, 5, &b"hello"[..])
+    );
+    // Unexpected: message first, then the receive copies it out.
+    net.send(0, 1, 6, b"world!", false);
+    net.run();
+    assert_eq!(net.engines[1].probe(0, None, None).map(|i| i.len), Some(6));
+    let r = net.recv(1, None, None, 10);
+    let (_, data) = net.take_recv(1, r).unwrap();
+    assert_eq!(data, b"world!");
+}
+
+#[test]
+fn rendezvous_both_orders() {
+    for recv_first in [true, false] {
+        let mut net = SimNet::new(2, 16, 2);
+        let msg = bytes(3, 1000);
+        let r = if recv_first {
+            Some(net.recv(1, Some(0), Some(1), 1000))
+        } else {
+            None
+        };
+        let s = net.send(0, 1, 1, &msg, false);
+        net.run();
+        assert!(
+            !net.done(0, s) || recv_first,
+            "a rendezvous send cannot finish before a match"
+        );
+        let r = r.unwrap_or_else(|| net.recv(1, Some(0), Some(1), 2000));
+        net.run();
+        assert!(net.done(0, s));
+        let (info, data) = net.take_recv(1, r).unwrap();
+        assert_eq!((info.len, data), (1000, msg));
+        assert_eq!(
+            net.engines[1].stats().unexpected_arrivals,
+            u64::from(!recv_first)
+        );
+    }
+}
+
+#[test]
+fn truncation_fails_the_receive_and_keeps_the_message() {
+    for len in [40usize, 400] {
+        let mut net = SimNet::new(2, 100, 3);
+        let msg = bytes(1, len);
+        net.send(0, 1, 9, &msg, false);
+        net.run();
+        let small = net.recv(1, Some(0), Some(9), 8);
+        assert_eq!(
+            net.take_recv(1, small).unwrap_err(),
+            ReqError::Truncated {
+                capacity: 8,
+                incoming: len
+            }
+        );
+        let big = net.recv(1, Some(0), Some(9), len);
+        net.run();
+        assert_eq!(net.take_recv(1, big).unwrap().1, msg);
+    }
+    // A posted receive that is too small is failed; the next posted one gets the message.
+    let mut net = SimNet::new(2, 100, 4);
+    let a = net.recv(1, None, None, 2);
+    let b = net.recv(1, None, None, 50);
+    net.send(0, 1, 1, &bytes(2, 30), false);
+    net.run();
+    assert!(matches!(
+        net.take_recv(1, a),
+        Err(ReqError::Truncated { .. })
+    ));
+    assert_eq!(net.take_recv(1, b).unwrap().1, bytes(2, 30));
+}
+
+#[test]
+fn non_overtaking_across_protocols_and_interleavings() {
+    // Eager and rendezvous messages from one sender on one tag arrive in
+    // order whatever the interleaving of the three links.
+    for seed in 1..40 {
+        let mut net = SimNet::new(3, 32, seed);
+        let lens = [0usize, 5, 100, 31, 33, 1, 64, 2000, 3];
+        for (k, &len) in lens.iter().enumerate() {
+            net.send(0, 2, 7, &bytes(k, len), false);
+            net.send(1, 2, 7, &bytes(100 + k, len), false);
+        }
+        let mut next = [0usize; 2];
+        for _ in 0..2 * lens.len() {
+            let r = net.recv(2, None, Some(7), 4096);
+            net.run();
+            let (info, data) = net.take_recv(2, r).unwrap();
+            let src = info.source as usize;
+            let k = next[src];
+            assert_eq!(
+                data,
+                bytes(100 * src + k, lens[k]),
+                "seed {seed}: message {k} from {src}"
+            );
+            next[src] += 1;
+        }
+    }
+}
+
+#[test]
+fn synchronous_eager_send_completes_only_after_the_match() {
+    let mut net = SimNet::new(2, 64, 5);
+    let s = net.send(0, 1, 1, b"sync", true);
+    net.run();
+    assert!(!net.done(0, s), "ssend finished with no receive posted");
+    let r = net.recv(1, Some(0), Some(1), 4);
+    net.run();
+    assert!(net.done(0, s));
+    assert_eq!(net.take_recv(1, r).unwrap().1, b"sync");
+}
+
+#[test]
+fn forged_or_stale_ids_are_protocol_errors() {
+    let mut e = Engine::new(0, 2, 64);
+    assert!(e
+        .handle_frame(
+            1,
+            Frame::Cts {
+                sreq: 12345,
+                rreq: 1
+            }
+        )
+        .is_err());
+    assert!(e.handle_frame(1, Frame::Data { rreq: 7, len: 4 }).is_err());
+    assert!(e.handle_frame(1, Frame::SyncAck { sreq: 0 }).is_err());
+    assert!(e.handle_frame(5, Frame::Bye).is_err(), "unknown rank");
+    // An eager frame above the eager limit is refused.
+    let big = Frame::Eager {
+        context: 0,
+        tag: 0,
+        len: 65,
+        sync: false,
+        sreq: 0,
+    };
+    assert!(e.handle_frame(1, big).is_err());
+    // A CTS for a finished request (stale generation) is refused.
+    let id = e.post_send(1, 0, 0, 1000, false);
+    let _ = e.poll_transmit();
+    e.handle_peer_lost(1, "test".into());
+    assert!(e.take_result(id).is_some());
+    assert!(e
+        .handle_frame(
+            1,
+            Frame::Cts {
+                sreq: id.to_wire(),
+                rreq: 1
+            }
+        )
+        .is_err());
+}
+
+#[test]
+fn peer_loss_fails_what_depends_on_it_and_keeps_the_rest() {
+    let mut net = SimNet::new(3, 64, 6);
+    net.send(1, 0, 1, b"kept", false);
+    net.run();
+    let from1 = net.recv(0, Some(1), Some(2), 10);
+    let any = net.recv(0, None, Some(3), 10);
+    let to1 = net.send(0, 1, 1, &bytes(0, 500), false);
+    net.engines[0].handle_peer_lost(1, "reset".into());
+    assert!(matches!(
+        net.take_recv(0, from1),
+        Err(ReqError::PeerLost { peer: 1, .. })
+    ));
+    assert!(matches!(
+        net.engines[0].take_result(to1),
+        Some(Err(ReqError::PeerLost { .. }))
+    ));
+    assert!(
+        !net.done(0, any),
+        "a wildcard receive may still be satisfied by rank 2"
+    );
+    // A message that already arrived from the lost peer is still receivable.
+    let r = net.recv(0, Some(1), Some(1), 10);
+    assert_eq!(net.take_recv(0, r).unwrap().1, b"kept");
+    // New operations on the lost peer fail at once.
+    let s = net.send(0, 1, 1, b"x", false);
+    assert!(matches!(
+        net.engines[0].take_result(s),
+        Some(Err(ReqError::PeerLost { .. }))
+    ));
+    net.send(2, 0, 3, b"ok", false);
+    net.run();
+    assert_eq!(net.take_recv(0, any).unwrap().1, b"ok");
+}
+
+#[test]
+fn random_traffic_matches_a_reference_model() {
+    // Random sizes, tags and wildcard receives from 3 senders to one
+    // receiver; the reference: per (source, tag) FIFO, and a receive takes
+    // the earliest-arrived message matching it. Since all messages are sent
+    // before any receive here, "earliest arrived" is per-source order.
+    for seed in 1..30u64 {
+        let mut rng = Rng(seed * 7919);
+        let mut net = SimNet::new(4, 48, seed);
+        let mut sent: Vec<Vec<(u32, Vec<u8>)>> = vec![Vec::new(); 4];
+        for i in 0..60 {
+            let src = 1 + rng.below(3) as u32;
+            let tag = rng.below(3) as u32;
+            let len = [0, 1, 17, 48, 49, 300][rng.below(6)];
+            let data = bytes(i, len);
+            net.send(src, 0, tag, &data, false);
+            sent[src as usize].push((tag, data));
+        }
+        net.run();
+        let mut taken = vec![vec![false; 60]; 4];
+        for _ in 0..60 {
+            // Wildcard source, specific tag, or both, chosen at random among remaining messages.
+            let src = 1 + rng.below(3);
+            let Some(pos) = taken[src].iter().zip(&sent[src]).position(|(t, _)| !t) else {
+                continue;
+            };
+            let tag = sent[src][pos].0;
+            let want_src = Some(src as u32);
+            let want_tag = if rng.below(2) == 0 { Some(tag) } else { None };
+            let r = net.recv(0, want_src, want_tag, 300);
+            net.run();
+            let (info, data) = net.take_recv(0, r).unwrap();
+            // Reference: first untaken message from src matching the tag pattern.
+            let k = (0..sent[src].len())
+                .find(|&k| !taken[src][k] && want_tag.is_none_or(|t| t == sent[src][k].0))
+                .unwrap();
+            taken[src][k] = true;
+            assert_eq!(
+                (info.source as usize, info.tag),
+                (src, sent[src][k].0),
+                "seed {seed}"
+            );
+            assert_eq!(data, sent[src][k].1, "seed {seed}");
+        }
+    }
+}

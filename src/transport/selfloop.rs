@@ -44,7 +44,10 @@ mod tests {
     #[test]
     fn bytes_come_back_in_order() {
         let mut s = SelfLoop::default();
-        assert_eq!(s.try_write(0, &[IoSlice::new(b"ab"), IoSlice::new(b"cde")]), Ok(5));
+        assert_eq!(
+            s.try_write(0, &[IoSlice::new(b"ab"), IoSlice::new(b"cde")]),
+            Ok(5)
+        );
         let mut out = [0u8; 4];
         assert_eq!(s.try_read(0, &mut out), Ok(4));
         assert_eq!(&out, b"abcd");

@@ -32,14 +32,26 @@ const FIRST_CONN: usize = 2;
 #[derive(Debug)]
 enum State {
     /// Our outgoing TCP connect is in progress.
-    Connecting { peer: Rank, c: Connector },
-    AwaitChallenge { peer: Rank, c: Connector },
-    AwaitVerdict { peer: Rank },
+    Connecting {
+        peer: Rank,
+        c: Connector,
+    },
+    AwaitChallenge {
+        peer: Rank,
+        c: Connector,
+    },
+    AwaitVerdict {
+        peer: Rank,
+    },
     /// An accepted connection waiting for its HELLO.
     AwaitHello,
-    AwaitAuth { a: Acceptor },
+    AwaitAuth {
+        a: Acceptor,
+    },
     /// Verdict being flushed; established once written.
-    Established { peer: Rank },
+    Established {
+        peer: Rank,
+    },
 }
 
 impl State {
@@ -55,9 +67,9 @@ impl State {
 
     fn outgoing_peer(&self) -> Option<Rank> {
         match self {
-            State::Connecting { peer, .. } | State::AwaitChallenge { peer, .. } | State::AwaitVerdict { peer } => {
-                Some(*peer)
-            }
+            State::Connecting { peer, .. }
+            | State::AwaitChallenge { peer, .. }
+            | State::AwaitVerdict { peer } => Some(*peer),
             _ => None,
         }
     }
@@ -110,13 +122,19 @@ fn would_block(e: &io::Error) -> bool {
 
 impl TcpTransport {
     /// A transport for rank `me` of `size`, listening on `bind` (port chosen by the OS).
-    pub(crate) fn new(me: Rank, size: u32, key: JobKey, bind: Option<std::net::IpAddr>) -> io::Result<Self> {
+    pub(crate) fn new(
+        me: Rank,
+        size: u32,
+        key: JobKey,
+        bind: Option<std::net::IpAddr>,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut listener = None;
         let mut local_addr = None;
         if let Some(ip) = bind {
             let mut l = TcpListener::bind(SocketAddr::new(ip, 0))?;
-            poll.registry().register(&mut l, LISTENER, Interest::READABLE)?;
+            poll.registry()
+                .register(&mut l, LISTENER, Interest::READABLE)?;
             local_addr = Some(l.local_addr()?);
             listener = Some(l);
         }
@@ -153,7 +171,9 @@ impl TcpTransport {
 
     /// Watches the rendezvous-service connection.
     pub(crate) fn register_service(&mut self, s: &mut TcpStream) -> io::Result<()> {
-        self.poll.registry().register(s, SERVICE, Interest::READABLE)
+        self.poll
+            .registry()
+            .register(s, SERVICE, Interest::READABLE)
     }
 
     pub(crate) fn stats(&self) -> TcpStats {
@@ -182,7 +202,9 @@ impl TcpTransport {
 
     /// Whether a link to `peer` exists or is being opened.
     pub(crate) fn has_link(&self, peer: Rank) -> bool {
-        self.peer_conn.get(peer as usize).is_some_and(Option::is_some)
+        self.peer_conn
+            .get(peer as usize)
+            .is_some_and(Option::is_some)
     }
 
     fn insert(&mut self, conn: Conn) -> io::Result<usize> {
@@ -309,7 +331,9 @@ impl TcpTransport {
 
     fn accept_all(&mut self) {
         loop {
-            let Some(l) = self.listener.as_ref() else { return };
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
             match l.accept() {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
@@ -327,7 +351,10 @@ impl TcpTransport {
                             self.stats.accepts += 1;
                             self.advance(i);
                         }
-                        Err(e) => eprintln!("courier[rank {}]: cannot watch a new connection: {e}", self.me),
+                        Err(e) => eprintln!(
+                            "courier[rank {}]: cannot watch a new connection: {e}",
+                            self.me
+                        ),
                     }
                 }
                 Err(e) if would_block(&e) => return,
@@ -346,7 +373,10 @@ impl TcpTransport {
             .as_ref()
             .and_then(|c| c.remote)
             .map_or_else(|| "?".to_string(), |a| a.to_string());
-        eprintln!("courier[rank {}]: rejected connection from {remote}: {why}", self.me);
+        eprintln!(
+            "courier[rank {}]: rejected connection from {remote}: {why}",
+            self.me
+        );
         self.stats.rejected += 1;
         self.close(i);
     }
@@ -354,7 +384,9 @@ impl TcpTransport {
     /// Drives connection `i`'s handshake as far as its socket allows.
     fn advance(&mut self, i: usize) {
         loop {
-            let Some(Some(c)) = self.conns.get_mut(i) else { return };
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                return;
+            };
             // Flush pending handshake bytes first.
             while !c.hs_out.is_empty() {
                 match c.stream.write(&c.hs_out) {
@@ -391,7 +423,9 @@ impl TcpTransport {
                     Err(e) => return self.fail(i, &format!("connect failed: {e}")),
                 }
                 let _ = c.stream.set_nodelay(true);
-                let State::Connecting { peer, c: conn } = std::mem::replace(&mut c.state, State::AwaitHello) else {
+                let State::Connecting { peer, c: conn } =
+                    std::mem::replace(&mut c.state, State::AwaitHello)
+                else {
                     return;
                 };
                 c.hs_out.extend_from_slice(conn.hello());
@@ -427,8 +461,8 @@ impl TcpTransport {
         match state {
             State::AwaitHello => {
                 let hello: &[u8; HELLO_LEN] = msg.try_into().map_err(|_| "short hello")?;
-                let (a, ch) =
-                    Acceptor::handle_hello(self.key.clone(), self.me, self.size, hello).map_err(|e| e.to_string())?;
+                let (a, ch) = Acceptor::handle_hello(self.key.clone(), self.me, self.size, hello)
+                    .map_err(|e| e.to_string())?;
                 let c = self.conn(i)?;
                 c.hs_out.extend_from_slice(&ch);
                 c.state = State::AwaitAuth { a };
@@ -465,7 +499,9 @@ impl TcpTransport {
             }
             State::AwaitChallenge { peer, c: conn } => {
                 let ch: &[u8; CHALLENGE_LEN] = msg.try_into().map_err(|_| "short challenge")?;
-                let reply = conn.handle_challenge(ch).map_err(|e| format!("rank {peer}: {e}"))?;
+                let reply = conn
+                    .handle_challenge(ch)
+                    .map_err(|e| format!("rank {peer}: {e}"))?;
                 let c = self.conn(i)?;
                 c.hs_out.extend_from_slice(&reply);
                 c.state = State::AwaitVerdict { peer };
@@ -496,7 +532,9 @@ impl TcpTransport {
     }
 
     fn fail(&mut self, i: usize, why: &str) {
-        let Some(Some(c)) = self.conns.get(i) else { return };
+        let Some(Some(c)) = self.conns.get(i) else {
+            return;
+        };
         match c.state.outgoing_peer() {
             Some(peer) if self.peer_conn[peer as usize] == Some(i) => {
                 self.lost.push((peer, format!("cannot connect: {why}")));
@@ -549,7 +587,9 @@ impl Transport for TcpTransport {
         let Some(i) = self.established(peer) else {
             return Ok(0);
         };
-        let Some(Some(c)) = self.conns.get_mut(i) else { return Ok(0) };
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return Ok(0);
+        };
         if !c.writable || !c.hs_out.is_empty() {
             return Ok(0);
         }
@@ -570,7 +610,9 @@ impl Transport for TcpTransport {
         let Some(i) = self.established(peer) else {
             return Ok(0);
         };
-        let Some(Some(c)) = self.conns.get_mut(i) else { return Ok(0) };
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return Ok(0);
+        };
         if !c.readable || buf.is_empty() {
             return Ok(0);
         }

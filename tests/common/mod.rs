@@ -6,7 +6,7 @@
 //! `cargo test -- --include-ignored`), and the driver checks that every rank
 //! really ran its body, so a body can never pass by not running.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output, Stdio};
 
@@ -77,7 +77,15 @@ pub fn run_body_env(body: &str, np: usize, env: &[(&str, &str)], timeout_secs: u
     let exe_s = exe.to_string_lossy().into_owned();
     launch(
         &flags,
-        &[&exe_s, "--exact", body, "--include-ignored", "--nocapture", "--test-threads", "1"],
+        &[
+            &exe_s,
+            "--exact",
+            body,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ],
     )
 }
 
@@ -88,7 +96,9 @@ pub fn run_body(body: &str, np: usize) {
 
 /// Deterministic test data: element `i` of message `seq` from `src`.
 pub fn datum(src: usize, seq: usize, i: usize) -> u32 {
-    (src as u32).wrapping_mul(0x9E37_79B9) ^ (seq as u32).wrapping_mul(0x85EB_CA6B) ^ (i as u32).wrapping_mul(0xC2B2_AE35)
+    (src as u32).wrapping_mul(0x9E37_79B9)
+        ^ (seq as u32).wrapping_mul(0x85EB_CA6B)
+        ^ (i as u32).wrapping_mul(0xC2B2_AE35)
 }
 
 pub fn message(src: usize, seq: usize, len: usize) -> Vec<u32> {

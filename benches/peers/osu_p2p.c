@@ -1,0 +1,80 @@
+/* OSU-style point-to-point benchmarks for MPI peers (Open MPI, MPICH), using
+ * the same methodology and output format as `courier bench`:
+ *   latency: ping-pong, one-way = round trip / 2; 10000/100 iterations up to
+ *            8 KiB, 1000/10 above.
+ *   bw:      window of 64 MPI_Isend, MPI_Waitall, 4-byte ack; 100/10 and 20/2.
+ *   bibw:    both sides post 64 Irecv + 64 Isend per window.
+ * Usage: osu_p2p latency|bw|bibw [min_size] [max_size]
+ * Build: mpicc.openmpi -O2 -o osu_p2p_ompi osu_p2p.c
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WINDOW 64
+#define LARGE 8192
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    const char *kind = argc > 1 ? argv[1] : "latency";
+    long min = argc > 2 ? atol(argv[2]) : 1, max = argc > 3 ? atol(argv[3]) : 4 << 20;
+    char *s = malloc(max), *r = malloc((size_t)max * WINDOW);
+    memset(s, 'a', max);
+    memset(r, 'b', (size_t)max * WINDOW);
+    MPI_Request req[2 * WINDOW];
+    int peer = 1 - rank;
+    if (rank == 0) {
+        if (!strcmp(kind, "latency")) printf("# Size          Latency (us)\n");
+        else printf("# Size      Bandwidth (MB/s)\n");
+        fflush(stdout);
+    }
+    for (long sz = min; sz <= max; sz *= 2) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (rank > 1) continue;
+        double t0 = 0;
+        if (!strcmp(kind, "latency")) {
+            int n = sz > LARGE ? 1000 : 10000, skip = sz > LARGE ? 10 : 100;
+            for (int i = 0; i < n + skip; i++) {
+                if (i == skip) t0 = MPI_Wtime();
+                if (rank == 0) {
+                    MPI_Send(s, sz, MPI_CHAR, peer, 1, MPI_COMM_WORLD);
+                    MPI_Recv(r, sz, MPI_CHAR, peer, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                } else {
+                    MPI_Recv(r, sz, MPI_CHAR, peer, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                    MPI_Send(s, sz, MPI_CHAR, peer, 1, MPI_COMM_WORLD);
+                }
+            }
+            double us = (MPI_Wtime() - t0) * 1e6 / (2.0 * n);
+            if (rank == 0) printf("%-10ld%18.2f\n", sz, us);
+        } else {
+            int bi = !strcmp(kind, "bibw");
+            int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10;
+            for (int i = 0; i < n + skip; i++) {
+                if (i == skip) t0 = MPI_Wtime();
+                int k = 0;
+                if (rank == 1 || bi)
+                    for (int w = 0; w < WINDOW; w++)
+                        MPI_Irecv(r + (size_t)w * sz, sz, MPI_CHAR, peer, 2, MPI_COMM_WORLD, &req[k++]);
+                if (rank == 0 || bi)
+                    for (int w = 0; w < WINDOW; w++)
+                        MPI_Isend(s, sz, MPI_CHAR, peer, 2, MPI_COMM_WORLD, &req[k++]);
+                MPI_Waitall(k, req, MPI_STATUSES_IGNORE);
+                if (!bi) {
+                    int ack = 0;
+                    if (rank == 0) MPI_Recv(&ack, 4, MPI_CHAR, peer, 3, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                    else MPI_Send(&ack, 4, MPI_CHAR, peer, 3, MPI_COMM_WORLD);
+                }
+            }
+            double secs = MPI_Wtime() - t0;
+            double mbps = (bi ? 2.0 : 1.0) * (double)sz * n * WINDOW / 1e6 / secs;
+            if (rank == 0) printf("%-10ld%18.2f\n", sz, mbps);
+        }
+        fflush(stdout);
+    }
+    MPI_Finalize();
+    return 0;
+}

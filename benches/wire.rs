@@ -1,0 +1,26 @@
+//! Frame header encode/decode: the per-message cost of the wire format.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use courier::wire::{Frame, HEADER_LEN};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+
+fn bench(c: &mut Criterion) {
+    let f = Frame::Eager {
+        context: 0,
+        tag: 42,
+        len: 8,
+        sync: false,
+        sreq: 0,
+    };
+    c.bench_function("frame_encode", |b| {
+        b.iter(|| black_box(black_box(f).encode()))
+    });
+    let bytes: [u8; HEADER_LEN] = f.encode();
+    c.bench_function("frame_decode", |b| {
+        b.iter(|| Frame::decode(black_box(&bytes), u64::MAX))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
