@@ -96,6 +96,7 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         env: Vec::new(),
         tag_output: false,
         timeout: None,
+        bind: crate::run::Binding::Auto,
     })
 }
 

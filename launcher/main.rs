@@ -55,6 +55,9 @@ struct RunArgs {
     /// End the job (non-zero exit) if it runs longer than SECS seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Bind ranks to cores: auto (when they fit), core, or none.
+    #[arg(long, value_enum, default_value_t = run::Binding::Auto, value_name = "POLICY")]
+    bind_to: run::Binding,
     /// Allow more ranks than cores (always allowed on one host; accepted for mpiexec compatibility).
     #[arg(long)]
     oversubscribe: bool,
@@ -105,6 +108,7 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
         env,
         tag_output: a.tag_output,
         timeout: parse_timeout(a.timeout),
+        bind: a.bind_to,
     }
 }
 

@@ -51,6 +51,19 @@ pub(crate) struct JobSpec {
     pub(crate) tag_output: bool,
     /// End the job after this long.
     pub(crate) timeout: Option<Duration>,
+    /// Bind each rank to one core.
+    pub(crate) bind: Binding,
+}
+
+/// Where ranks may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Binding {
+    /// One core per rank when the ranks fit the cores, else no binding (as Open MPI does).
+    Auto,
+    /// Rank i on the i-th usable core (round robin when oversubscribed).
+    Core,
+    /// Let the scheduler place ranks.
+    None,
 }
 
 /// Finds `program` like execvp would; an error message if it cannot be run.
@@ -178,6 +191,12 @@ impl Job {
             .map_err(|e| format!("rendezvous service: {e}"))?;
 
         let stdin_tty = std::io::stdin().is_terminal();
+        let cores = sys::usable_cores();
+        let bind = match spec.bind {
+            Binding::Core => !cores.is_empty(),
+            Binding::Auto => spec.np <= cores.len(),
+            Binding::None => false,
+        };
         let mut job = Job {
             poll,
             ranks: Vec::with_capacity(spec.np),
@@ -213,7 +232,7 @@ impl Job {
             if own_group {
                 cmd.process_group(0);
             }
-            sys::die_with_parent(&mut cmd);
+            sys::prepare_child(&mut cmd, bind.then(|| cores[rank % cores.len()]));
             let mut child = match cmd.spawn() {
                 Ok(c) => c,
                 Err(e) => {

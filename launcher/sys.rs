@@ -21,12 +21,15 @@ pub(crate) fn kill(pid: u32, own_group: bool, sig: i32) {
     let _ = nix_kill(target, signal);
 }
 
-/// The child gets SIGKILL if the launcher dies (PR_SET_PDEATHSIG).
-pub(crate) fn die_with_parent(cmd: &mut Command) {
+/// Prepares the child before exec: it gets SIGKILL if the launcher dies
+/// (PR_SET_PDEATHSIG), and is bound to `core` if one is given.
+pub(crate) fn prepare_child(cmd: &mut Command, core: Option<usize>) {
     let parent = std::process::id();
+    let mut cpus = nix::sched::CpuSet::new();
+    let bind = core.is_some_and(|c| cpus.set(c).is_ok());
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (prctl, getppid, _exit via the error path);
-    // it allocates nothing and touches no locks.
+    // async-signal-safe functions (prctl, getppid, sched_setaffinity); the
+    // CPU set is built before the fork, so it allocates nothing and touches no locks.
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
@@ -34,8 +37,22 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
             if nix::unistd::getppid().as_raw() as u32 != parent {
                 return Err(std::io::Error::other("launcher exited during start-up"));
             }
+            if bind {
+                // Binding is an optimisation: a refusal (cgroup limits) is not fatal.
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
+            }
             Ok(())
         });
+    }
+}
+
+/// The cores this process may run on, in order.
+pub(crate) fn usable_cores() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
     }
 }
 

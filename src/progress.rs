@@ -59,6 +59,9 @@ struct InState {
     start: usize,
     end: usize,
     cur: Option<Cur>,
+    /// The last payload was read in place: read only a header next, so the
+    /// following large payload also goes straight to its buffer (one copy).
+    header_only: bool,
 }
 
 impl InState {
@@ -68,6 +71,7 @@ impl InState {
             start: 0,
             end: 0,
             cur: None,
+            header_only: false,
         }
     }
 }
@@ -196,6 +200,10 @@ impl Progress {
         Ok(())
     }
 
+    pub(crate) fn eager_limit(&self) -> usize {
+        self.engine.eager_limit()
+    }
+
     pub(crate) fn tcp(&self) -> &TcpTransport {
         &self.tcp
     }
@@ -315,16 +323,25 @@ impl Progress {
                 }
                 continue;
             }
-            // The link is full: free the senders of eager frames by copying.
-            for f in q.iter_mut().filter(|f| f.eager) {
-                if let OutPayload::Send(id) = f.payload {
-                    f.payload = OutPayload::Owned(self.bufs.send_bytes(id).to_vec());
-                    self.engine.handle_written(id);
-                }
-            }
             break;
         }
         Ok(())
+    }
+
+    /// Copies the queued payload of eager send `id` aside and completes the
+    /// send, so a blocking standard-mode send of a small message never waits
+    /// for the receiver (MPI's eager buffering). Nonblocking sends keep
+    /// reading from the caller's buffer, which stays valid until they finish.
+    pub(crate) fn buffer_eager_send(&mut self, peer: Rank, id: ReqId) {
+        let Some(q) = self.out.get_mut(peer as usize) else {
+            return;
+        };
+        for f in q.iter_mut().filter(|f| f.eager) {
+            if matches!(f.payload, OutPayload::Send(x) if x == id) {
+                f.payload = OutPayload::Owned(self.bufs.send_bytes(id).to_vec());
+                self.engine.handle_written(id);
+            }
+        }
     }
 
     fn handle_lost(&mut self) {
@@ -412,12 +429,17 @@ impl Progress {
                         st.end -= st.start;
                         st.start = 0;
                     }
+                    let limit = if st.header_only {
+                        HEADER_LEN
+                    } else {
+                        st.rx.len()
+                    };
                     let n = read_link(
                         &mut self.tcp,
                         &mut self.selfloop,
                         me,
                         peer,
-                        &mut st.rx[st.end..],
+                        &mut st.rx[st.end..limit],
                     )?;
                     if n == 0 {
                         return Ok(did);
@@ -445,6 +467,7 @@ impl Progress {
                             return Ok(did);
                         }
                         cur.off += n;
+                        st.header_only = true;
                     } else {
                         st.start = 0;
                         st.end = 0;
@@ -459,6 +482,9 @@ impl Progress {
                     did = true;
                     if cur.off == cur.len {
                         st.cur = None;
+                        if cur.len < DIRECT_READ_MIN {
+                            st.header_only = false;
+                        }
                         self.engine.handle_payload_done(peer);
                     } else {
                         st.cur = Some(cur);
@@ -507,6 +533,9 @@ impl Progress {
         let mut did = false;
         if self.selfloop.pending() > 0 {
             did |= self.read_one(self.me);
+        }
+        for &peer in &self.pending_out {
+            self.tcp.assume_writable(peer);
         }
         let mut peers = std::mem::take(&mut self.ready);
         self.tcp.assume_readable(&mut peers);

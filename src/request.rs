@@ -171,6 +171,9 @@ pub(crate) fn send_blocking(
     // SAFETY: `bytes` is borrowed for this whole call, and `wait_or_detach`
     // either finishes the request or detaches the loan before we return.
     let id = unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) };
+    if !sync && bytes.len() <= p.eager_limit() && !p.engine.is_done(id) {
+        p.buffer_eager_send(peer, id);
+    }
     wait_or_detach(&mut p, id).map(|_| ())
 }
 

@@ -267,6 +267,11 @@ impl Engine {
         }
     }
 
+    /// Messages up to this many bytes are sent eagerly.
+    pub(crate) fn eager_limit(&self) -> usize {
+        self.eager_limit
+    }
+
     /// Whether the request has finished (successfully or not).
     pub(crate) fn is_done(&self, id: ReqId) -> bool {
         self.slots

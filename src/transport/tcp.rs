@@ -567,6 +567,16 @@ impl TcpTransport {
         }
     }
 
+    /// Marks `peer`'s established link writable, so the next write tries the
+    /// socket without waiting for the poller (busy polling).
+    pub(crate) fn assume_writable(&mut self, peer: Rank) {
+        if let Some(i) = self.established(peer) {
+            if let Some(Some(c)) = self.conns.get_mut(i) {
+                c.writable = true;
+            }
+        }
+    }
+
     /// Half-closes our side of the link after the last frame (finalize).
     pub(crate) fn shutdown_write(&mut self, peer: Rank) {
         if let Some(i) = self.established(peer) {
