@@ -33,6 +33,9 @@ pub(crate) enum Kind {
     Bw,
     /// Bidirectional bandwidth (osu_bibw).
     Bibw,
+    /// Job start-up: wall time of a job that only initializes and finalizes,
+    /// and the time spent in `courier::init()` (osu_init).
+    Startup,
 }
 
 /// Options of `courier bench`.
@@ -50,7 +53,7 @@ pub(crate) struct BenchArgs {
     /// Largest message size in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_size: usize,
-    /// Timed iterations per size (default: OSU's, by size).
+    /// Timed iterations per size (default: OSU's, by size); for startup, jobs to run (default 5).
     #[arg(long)]
     iterations: Option<usize>,
     /// Check every received byte and print "validation: passed".
@@ -65,6 +68,15 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         return 2;
     }
     if std::env::var_os(courier::bootstrap::ENV_RANK).is_some() {
+        if args.kind == Some(Kind::Startup) {
+            return match startup_rank() {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("courier bench: {e}");
+                    1
+                }
+            };
+        }
         return match run_rank(&args) {
             Ok(()) => 0,
             Err(e) => {
@@ -73,8 +85,12 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
             }
         };
     }
-    if args.np < 2 {
+    if args.np < 2 && args.kind != Some(Kind::Startup) {
         eprintln!("courier: error: point-to-point benchmarks need -n 2 or more");
+        return 2;
+    }
+    if args.np == 0 {
+        eprintln!("courier: error: -n must be at least 1");
         return 2;
     }
     let exe = match std::env::current_exe() {
@@ -89,7 +105,7 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
     if rank_args.first().map(String::as_str) != Some("bench") {
         rank_args.insert(0, "bench".into());
     }
-    crate::run::run(&crate::run::JobSpec {
+    let spec = crate::run::JobSpec {
         np: args.np,
         program: exe,
         args: rank_args,
@@ -97,7 +113,62 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         tag_output: false,
         timeout: None,
         bind: crate::run::Binding::Auto,
-    })
+    };
+    if args.kind == Some(Kind::Startup) {
+        return startup(&spec, args.iterations.unwrap_or(5));
+    }
+    crate::run::run(&spec)
+}
+
+/// Runs the start-up job `repeat` times; prints each wall time and the median.
+fn startup(spec: &crate::run::JobSpec, repeat: usize) -> i32 {
+    println!("# Courier Start-up Test: {} ranks, {repeat} jobs", spec.np);
+    let mut walls = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let t0 = Instant::now();
+        let code = crate::run::run(spec);
+        let wall = t0.elapsed().as_secs_f64() * 1e3;
+        if code != 0 {
+            return code;
+        }
+        println!("wall: {wall:.1} ms");
+        walls.push(wall);
+    }
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "nprocs: {}, median wall time: {:.1} ms",
+        spec.np,
+        walls[walls.len() / 2]
+    );
+    0
+}
+
+/// The rank side of the start-up test (cf. osu_init): time `init`, reduce
+/// min/max/avg to rank 0 over point-to-point, print, finalize.
+fn startup_rank() -> Result<(), String> {
+    let t0 = Instant::now();
+    let universe = courier::init().map_err(|e| e.to_string())?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let w = universe.world();
+    let e = |e: Error| e.to_string();
+    if w.rank() == 0 {
+        let (mut min, mut max, mut sum) = (ms, ms, ms);
+        let mut t = [0f64];
+        for _ in 1..w.size() {
+            w.recv(&mut t, courier::ANY_SOURCE, SYNC_TAG).map_err(e)?;
+            min = min.min(t[0]);
+            max = max.max(t[0]);
+            sum += t[0];
+        }
+        println!(
+            "nprocs: {}, min: {min:.2} ms, max: {max:.2} ms, avg: {:.2} ms",
+            w.size(),
+            sum / w.size() as f64
+        );
+    } else {
+        w.send(&[ms], 0, SYNC_TAG).map_err(e)?;
+    }
+    universe.finalize().map_err(|e| e.to_string())
 }
 
 fn sizes(args: &BenchArgs) -> Vec<usize> {
@@ -160,6 +231,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
             Kind::Latency => latency(&world, args),
             Kind::Bw => bandwidth(&world, args, false),
             Kind::Bibw => bandwidth(&world, args, true),
+            Kind::Startup => Ok(()),
         };
         if let Err(e) = r {
             failure = Some(e);

@@ -1,0 +1,124 @@
+//! Start-up at scale and lazy connections.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{rank_init, run_body, run_body_env};
+use courier::{Communicator, LinkKind};
+
+/// Exchanges an empty message with each of `peers` (over links that already
+/// exist), so nobody finalizes (and closes its links) before everyone got here.
+fn meet(w: &Communicator, peers: &[usize], tag: u32) {
+    courier::scope(|s| {
+        let mut reqs = Vec::new();
+        for &p in peers {
+            reqs.push(w.irecv::<u8>(s, &mut [], p, tag).unwrap());
+            reqs.push(w.isend::<u8>(s, &[], p, tag).unwrap());
+        }
+        courier::wait_all(reqs).unwrap();
+    });
+}
+
+#[test]
+fn sixty_four_ranks_wire_up_and_pass_a_ring() {
+    run_body_env("body_ring64", 64, &[], 300).assert_ranks_passed(64);
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_ring64() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (r, n) = (w.rank(), w.size());
+    assert_eq!(n, 64);
+    assert_eq!(r.to_string(), std::env::var("COURIER_RANK").unwrap());
+    let mut token = [0u64; 2];
+    if r == 0 {
+        w.send(&[0u64, 1], 1, 0).unwrap();
+        w.recv(&mut token, n - 1, 0).unwrap();
+        // Every rank added its rank (sum 0..64) and set its bit in a count.
+        assert_eq!(token, [(n * (n - 1) / 2) as u64, n as u64]);
+    } else {
+        w.recv(&mut token, r - 1, 0).unwrap();
+        w.send(&[token[0] + r as u64, token[1] + 1], (r + 1) % n, 0)
+            .unwrap();
+    }
+    // Only the two ring neighbours were ever linked.
+    let links = u.links();
+    assert!(links.len() <= 2, "rank {r}: {links:?}");
+}
+
+#[test]
+fn a_rank_that_talks_to_one_peer_opens_one_link() {
+    run_body("body_one_peer", 6);
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_one_peer() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let r = w.rank();
+    let peer = r ^ 1;
+    let mut x = [0u32];
+    if r % 2 == 0 {
+        w.send(&[r as u32], peer, 0).unwrap();
+        w.recv(&mut x, peer, 0).unwrap();
+    } else {
+        w.recv(&mut x, peer, 0).unwrap();
+        w.send(&[r as u32], peer, 0).unwrap();
+    }
+    assert_eq!(x[0] as usize, peer);
+    assert_eq!(
+        u.links(),
+        vec![(peer, LinkKind::Tcp)],
+        "{}",
+        u.debug_report()
+    );
+    meet(&w, &[peer], 9);
+}
+
+#[test]
+fn simultaneous_connects_leave_exactly_one_link_per_pair() {
+    for _ in 0..3 {
+        run_body("body_all_pairs_at_once", 6);
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_all_pairs_at_once() {
+    // Every rank sends to every other at the same moment, so both ends of
+    // each pair try to connect at once; the tie-break must keep one link.
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (r, n) = (w.rank(), w.size());
+    let outs: Vec<Vec<u32>> = (0..n).map(|d| vec![(r * 100 + d) as u32; 1000]).collect();
+    let mut ins = vec![vec![0u32; 1000]; n];
+    courier::scope(|s| {
+        let mut reqs = Vec::new();
+        for (src, b) in ins.iter_mut().enumerate() {
+            if src != r {
+                reqs.push(w.irecv(s, b, src, 0).unwrap());
+            }
+        }
+        for (d, o) in outs.iter().enumerate() {
+            if d != r {
+                reqs.push(w.isend(s, o, d, 0).unwrap());
+            }
+        }
+        courier::wait_all(reqs).unwrap();
+    });
+    for (src, b) in ins.iter().enumerate() {
+        if src != r {
+            assert!(b.iter().all(|&x| x as usize == src * 100 + r));
+        }
+    }
+    let others: Vec<usize> = (0..n).filter(|&p| p != r).collect();
+    meet(&w, &others, 8);
+    let links = u.links();
+    let expect: Vec<_> = others.iter().map(|&p| (p, LinkKind::Tcp)).collect();
+    assert_eq!(links, expect, "{}", u.debug_report());
+    meet(&w, &others, 9);
+}
