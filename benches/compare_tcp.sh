@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side point-to-point benchmark over TCP: Courier vs Open MPI's TCP BTL
 # (and MPICH, whose ch4:ofi/tcp path on one host also uses sockets).
-# Usage: benches/compare_tcp.sh [latency|bw|bibw ...]   (default: latency bw)
+# Usage: [ROUNDS=3] [MIN=1] [MAX=4194304] benches/compare_tcp.sh [latency|bw|bibw ...]   (default: latency bw)
 # Runs each system ROUNDS times (default 3) interleaved, reports the median per
 # size and the ratio Courier / peer (latency: lower is better; bandwidth: higher).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
-KINDS=("${@:-latency bw}")
+MIN=${MIN:-1}
+MAX=${MAX:-$((4 << 20))}
 [ $# -gt 0 ] && KINDS=("$@") || KINDS=(latency bw)
 if ! command -v mpicc.openmpi >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
@@ -18,9 +19,9 @@ mpicc.openmpi -O2 -o "$out/osu_p2p_ompi" benches/peers/osu_p2p.c
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 for kind in "${KINDS[@]}"; do
   for r in $(seq "$ROUNDS"); do
-    ./target/release/courier bench "$kind" | grep -v '^#' > "$out/courier.$kind.$r"
+    ./target/release/courier bench "$kind" --min-size "$MIN" --max-size "$MAX" | grep -v '^#' > "$out/courier.$kind.$r"
     mpirun.openmpi -n 2 --mca btl tcp,self --mca btl_tcp_if_include lo \
-      "$out/osu_p2p_ompi" "$kind" 1 $((4 << 20)) | grep -v '^#' > "$out/ompi.$kind.$r"
+      "$out/osu_p2p_ompi" "$kind" "$MIN" "$MAX" | grep -v '^#' > "$out/ompi.$kind.$r"
   done
   python3 - "$out" "$kind" "$ROUNDS" <<'PY'
 import sys, statistics

@@ -220,6 +220,8 @@ fn sync(w: &Communicator) -> Result<(), Error> {
 
 fn run_rank(args: &BenchArgs) -> Result<(), String> {
     let universe = courier::init().map_err(|e| e.to_string())?;
+        eprintln!("{}", universe.debug_report());
+    }
     let world = universe.world();
     let kinds = match args.kind {
         Some(k) => vec![k],

@@ -2,8 +2,13 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly; larger ones use rendezvous |
+//! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
+//! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
+//! | `COURIER_SHM_EAGER_LIMIT` | 32768 | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
+//! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
+//! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
 //! | `COURIER_SPIN_US` | 500 (5 when oversubscribed) | microseconds to busy-poll before yielding |
 //! | `COURIER_YIELD_US` | 2000 (200 when oversubscribed) | microseconds to poll-and-yield before blocking |
 
@@ -12,6 +17,9 @@ pub const DEFAULT_EAGER_LIMIT: usize = 64 * 1024;
 
 fn parse_env<T: std::str::FromStr>(name: &str) -> Option<T> {
     let v = std::env::var(name).ok()?;
+    if v.trim().is_empty() {
+        return None;
+    }
     match v.trim().parse() {
         Ok(x) => Some(x),
         Err(_) => {
@@ -29,6 +37,52 @@ pub(crate) fn eager_limit() -> usize {
 /// `COURIER_MAX_MESSAGE`.
 pub(crate) fn max_message_len() -> u64 {
     parse_env("COURIER_MAX_MESSAGE").unwrap_or(1 << 40)
+}
+
+/// Which transports a job may use (`COURIER_TRANSPORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportMode {
+    /// Shared memory between ranks of one node, TCP otherwise.
+    Auto,
+    /// Shared memory required between ranks of one node (an error if it cannot be set up).
+    Shm,
+    /// TCP for every peer.
+    Tcp,
+}
+
+/// `COURIER_TRANSPORT`: `auto` (default), `shm` or `tcp`.
+pub(crate) fn transport_mode() -> Result<TransportMode, String> {
+    match std::env::var("COURIER_TRANSPORT").as_deref().map(str::trim) {
+        Err(_) | Ok("") | Ok("auto") => Ok(TransportMode::Auto),
+        Ok("shm") => Ok(TransportMode::Shm),
+        Ok("tcp") => Ok(TransportMode::Tcp),
+        Ok(other) => Err(format!(
+            "COURIER_TRANSPORT={other:?}: expected auto, shm or tcp"
+        )),
+    }
+}
+
+/// `COURIER_SHM_BUDGET`: bytes of inbound ring space per rank.
+pub(crate) fn shm_budget() -> usize {
+    parse_env("COURIER_SHM_BUDGET").unwrap_or(4 << 20)
+}
+
+/// `COURIER_SHM_EAGER_LIMIT`: eager limit towards shared-memory peers.
+pub(crate) fn shm_eager_limit() -> usize {
+    parse_env("COURIER_SHM_EAGER_LIMIT").unwrap_or(DEFAULT_SHM_EAGER_LIMIT)
+}
+
+/// `COURIER_CMA`: 0 disables single-copy cross-memory attach.
+pub(crate) fn cma_enabled() -> bool {
+    parse_env::<u32>("COURIER_CMA") != Some(0)
+}
+
+/// Default eager limit between ranks of one node, in bytes.
+pub const DEFAULT_SHM_EAGER_LIMIT: usize = 32 * 1024;
+
+/// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
+pub(crate) fn tcp_buffer() -> Option<usize> {
+    parse_env("COURIER_TCP_BUFFER")
 }
 
 /// A duration given in microseconds.

@@ -41,6 +41,8 @@ mod error;
 mod progress;
 #[allow(unsafe_code)]
 mod request;
+#[allow(unsafe_code)]
+mod sys;
 mod transport;
 mod universe;
 pub mod wire;

@@ -18,6 +18,7 @@ use crate::engine::{Dest, Engine, MsgInfo, Payload, Rank, ReqId};
 use crate::error::{Error, Result};
 use crate::request::BufTable;
 use crate::transport::selfloop::SelfLoop;
+use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::TcpTransport;
 use crate::transport::{LinkError, Transport};
 use crate::wire::{Frame, HEADER_LEN};
@@ -115,6 +116,8 @@ struct ServiceLink {
 pub enum LinkKind {
     /// The rank itself.
     SelfLoop,
+    /// Shared memory (a peer on the same node).
+    Shm,
     /// A TCP connection.
     Tcp,
 }
@@ -128,6 +131,10 @@ pub(crate) struct Progress {
     max_len: u64,
     tcp: TcpTransport,
     selfloop: SelfLoop,
+    shm: Option<ShmTransport>,
+    /// Transport of each peer (`SelfLoop` for this rank).
+    kinds: Vec<LinkKind>,
+    cma_warned: bool,
     out: Vec<VecDeque<OutFrame>>,
     inp: Vec<Option<Box<InState>>>,
     pending_out: Vec<Rank>,
@@ -150,6 +157,17 @@ impl Progress {
             max_len: crate::config::max_message_len(),
             tcp,
             selfloop: SelfLoop::default(),
+            shm: None,
+            kinds: (0..size)
+                .map(|r| {
+                    if r == me {
+                        LinkKind::SelfLoop
+                    } else {
+                        LinkKind::Tcp
+                    }
+                })
+                .collect(),
+            cma_warned: false,
             out: (0..size).map(|_| VecDeque::new()).collect(),
             inp: (0..size).map(|_| None).collect(),
             pending_out: Vec::new(),
@@ -161,6 +179,16 @@ impl Progress {
             policy,
             bye_sent: false,
         }
+    }
+
+    /// Uses shared memory for the peers already added to `shm`.
+    pub(crate) fn set_shm(&mut self, shm: ShmTransport) {
+        for (r, kind) in self.kinds.iter_mut().enumerate() {
+            if shm.has_peer(r as Rank) {
+                *kind = LinkKind::Shm;
+            }
+        }
+        self.shm = Some(shm);
     }
 
     /// Watches the rendezvous-service connection for abort notices and EOF.
@@ -204,6 +232,20 @@ impl Progress {
         self.engine.eager_limit()
     }
 
+    /// After asking the launcher to abort: waits (at most `limit`) until it
+    /// announces the abort, so it learns the cause before it sees us exit.
+    pub(crate) fn await_abort_notice(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.aborted.is_none()
+            && !self.service_lost
+            && self.service.is_some()
+            && Instant::now() < deadline
+        {
+            self.read_service();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub(crate) fn tcp(&self) -> &TcpTransport {
         &self.tcp
     }
@@ -216,6 +258,9 @@ impl Progress {
             .into_iter()
             .map(|p| (p, LinkKind::Tcp))
             .collect();
+        if let Some(shm) = &self.shm {
+            v.extend(shm.mapped_peers().into_iter().map(|p| (p, LinkKind::Shm)));
+        }
         if self.inp.get(self.me as usize).is_some_and(Option::is_some) {
             v.push((self.me, LinkKind::SelfLoop));
         }
@@ -252,15 +297,22 @@ impl Progress {
         while let Some(t) = self.engine.poll_transmit() {
             let peer = t.peer;
             let eager = matches!(t.frame, Frame::Eager { .. });
+            let mut frame = t.frame;
             let payload = match t.payload {
                 Payload::None => OutPayload::None,
                 Payload::Send(id) => OutPayload::Send(id),
+                Payload::Advertise(id) => {
+                    if let Frame::Rts { addr, .. } = &mut frame {
+                        *addr = self.bufs.send_bytes(id).as_ptr() as u64;
+                    }
+                    OutPayload::None
+                }
             };
             let Some(q) = self.out.get_mut(peer as usize) else {
                 continue;
             };
             q.push_back(OutFrame {
-                header: t.frame.encode(),
+                header: frame.encode(),
                 payload,
                 eager,
                 sent: 0,
@@ -268,7 +320,7 @@ impl Progress {
             if !self.pending_out.contains(&peer) {
                 self.pending_out.push(peer);
             }
-            if peer != self.me {
+            if self.kinds.get(peer as usize) == Some(&LinkKind::Tcp) {
                 if let Err(e) = self.tcp.connect(peer) {
                     self.lost.push((peer, e.0));
                 }
@@ -310,10 +362,13 @@ impl Progress {
                     ];
                     &bufs[..1]
                 };
-                if peer == self.me {
-                    self.selfloop.try_write(peer, slices)?
-                } else {
-                    self.tcp.try_write(peer, slices)?
+                match self.kinds[peer as usize] {
+                    LinkKind::SelfLoop => self.selfloop.try_write(peer, slices)?,
+                    LinkKind::Tcp => self.tcp.try_write(peer, slices)?,
+                    LinkKind::Shm => match self.shm.as_mut() {
+                        Some(shm) => shm.try_write(peer, slices)?,
+                        None => return Err(LinkError("no shared-memory transport".into())),
+                    },
                 }
             };
             f.sent += n;
@@ -391,12 +446,36 @@ impl Progress {
                 dst.copy_from_slice(&data);
             }
         }
+        while let Some(pull) = self.engine.poll_pull() {
+            let pid = self.shm.as_ref().and_then(|s| s.pid(pull.peer));
+            let dst = self.bufs.recv_bytes_mut(pull.rreq);
+            let r = match (pid, dst.get_mut(..pull.len)) {
+                (Some(pid), Some(dst)) => crate::sys::cma::read(pid, pull.addr, dst),
+                _ => Err(std::io::Error::other("no pull target")),
+            };
+            if let Err(e) = &r {
+                if !self.cma_warned {
+                    self.cma_warned = true;
+                    eprintln!(
+                        "courier[rank {}]: cross-memory attach failed ({e}); \
+                         large messages fall back to copies through shared memory",
+                        self.me
+                    );
+                }
+            }
+            self.engine.handle_pull_done(pull, r.is_ok());
+        }
     }
 
     /// Reads and handles everything available from `peer`.
     fn read_peer(&mut self, peer: Rank) -> std::result::Result<bool, LinkError> {
-        let me = self.me;
         let mut did = false;
+        let mut links = Links {
+            tcp: &mut self.tcp,
+            selfloop: &mut self.selfloop,
+            shm: self.shm.as_mut(),
+            kind: self.kinds[peer as usize],
+        };
         let st = self.inp[peer as usize].get_or_insert_with(|| Box::new(InState::new()));
         loop {
             match st.cur {
@@ -434,13 +513,7 @@ impl Progress {
                     } else {
                         st.rx.len()
                     };
-                    let n = read_link(
-                        &mut self.tcp,
-                        &mut self.selfloop,
-                        me,
-                        peer,
-                        &mut st.rx[st.end..limit],
-                    )?;
+                    let n = links.read(peer, &mut st.rx[st.end..limit])?;
                     if n == 0 {
                         return Ok(did);
                     }
@@ -461,7 +534,7 @@ impl Progress {
                         st.start += take;
                         cur.off += take;
                     } else if dst.len() >= DIRECT_READ_MIN {
-                        let n = read_link(&mut self.tcp, &mut self.selfloop, me, peer, dst)?;
+                        let n = links.read(peer, dst)?;
                         if n == 0 {
                             st.cur = Some(cur);
                             return Ok(did);
@@ -471,7 +544,7 @@ impl Progress {
                     } else {
                         st.start = 0;
                         st.end = 0;
-                        let n = read_link(&mut self.tcp, &mut self.selfloop, me, peer, &mut st.rx)?;
+                        let n = links.read(peer, &mut st.rx)?;
                         if n == 0 {
                             st.cur = Some(cur);
                             return Ok(did);
@@ -513,6 +586,9 @@ impl Progress {
         self.handle_lost();
         let mut ready = std::mem::take(&mut self.ready);
         self.tcp.take_ready(&mut ready);
+        if let Some(shm) = self.shm.as_mut() {
+            shm.readable(&mut ready);
+        }
         for &peer in &ready {
             did |= self.read_one(peer);
         }
@@ -534,11 +610,16 @@ impl Progress {
         if self.selfloop.pending() > 0 {
             did |= self.read_one(self.me);
         }
-        for &peer in &self.pending_out {
-            self.tcp.assume_writable(peer);
-        }
         let mut peers = std::mem::take(&mut self.ready);
-        self.tcp.assume_readable(&mut peers);
+        if self.tcp.established_count() > 0 {
+            for &peer in &self.pending_out {
+                self.tcp.assume_writable(peer);
+            }
+            self.tcp.assume_readable(&mut peers);
+        }
+        if let Some(shm) = self.shm.as_mut() {
+            shm.readable(&mut peers);
+        }
         for &peer in &peers {
             did |= self.read_one(peer);
         }
@@ -590,6 +671,9 @@ impl Progress {
 
     /// Drives progress until `done` holds, spinning, then yielding, then blocking.
     pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> Result<()> {
+        // Control frames produced by the last call (CTS, FIN, acks) go out now,
+        // not at the next call, which may be far away.
+        self.pump();
         if done(self) {
             return Ok(());
         }
@@ -603,13 +687,10 @@ impl Progress {
                 && self.tcp.established_count() <= DIRECT_SPIN_MAX_LINKS
             {
                 self.spin_once()?
+            } else if now_idle < self.policy.spin + self.policy.yield_for {
+                self.progress_once(Some(Duration::ZERO))?
             } else {
-                let timeout = if now_idle < self.policy.spin + self.policy.yield_for {
-                    Some(Duration::ZERO)
-                } else {
-                    Some(self.policy.block)
-                };
-                self.progress_once(timeout)?
+                self.block()?
             };
             if done(self) {
                 return Ok(());
@@ -624,6 +705,35 @@ impl Progress {
                 }
             }
         }
+    }
+
+    /// Sleeps until something may have happened, then makes progress.
+    /// With shared-memory peers the rank sleeps on its futex (senders wake
+    /// it); TCP links and the launcher are then polled at short intervals.
+    fn block(&mut self) -> Result<bool> {
+        let Some(shm) = self.shm.as_mut() else {
+            return self.progress_once(Some(self.policy.block));
+        };
+        if self.tcp.established_count() > 0 {
+            return self.progress_once(Some(Duration::from_millis(1)));
+        }
+        let timeout = if self.pending_out.is_empty() {
+            Duration::from_millis(20)
+        } else {
+            // Our output waits for a peer to drain its ring; it does not wake us.
+            Duration::from_micros(200)
+        };
+        let seq = shm.prepare_sleep();
+        let mut ready = std::mem::take(&mut self.ready);
+        shm.readable(&mut ready);
+        if ready.is_empty() && self.selfloop.pending() == 0 {
+            shm.sleep(seq, timeout);
+        } else {
+            shm.cancel_sleep();
+        }
+        ready.clear();
+        self.ready = ready;
+        self.progress_once(Some(Duration::ZERO))
     }
 
     /// Waits for request `id` and collects its outcome.
@@ -647,7 +757,17 @@ impl Progress {
     pub(crate) fn finalize(&mut self) -> Result<()> {
         self.wait_until(|p| p.pending_out.is_empty())?;
         let peers = self.tcp.established_peers();
-        for &p in &peers {
+        // Shared-memory peers we exchanged messages with learn that we are
+        // gone (their later operations on us fail instead of hanging); we do
+        // not wait for their answer, as there is no connection to tear down.
+        let shm_peers: Vec<Rank> = match &self.shm {
+            Some(shm) => (0..self.out.len() as Rank)
+                .filter(|&p| shm.has_peer(p) && self.engine.peer_open(p))
+                .filter(|&p| self.inp[p as usize].is_some() || shm.mapped_peers().contains(&p))
+                .collect(),
+            None => Vec::new(),
+        };
+        for &p in peers.iter().chain(&shm_peers) {
             if let Some(q) = self.out.get_mut(p as usize) {
                 q.push_back(OutFrame {
                     header: Frame::Bye.encode(),
@@ -667,16 +787,23 @@ impl Progress {
     }
 }
 
-fn read_link(
-    tcp: &mut TcpTransport,
-    selfloop: &mut SelfLoop,
-    me: Rank,
-    peer: Rank,
-    buf: &mut [u8],
-) -> std::result::Result<usize, LinkError> {
-    if peer == me {
-        selfloop.try_read(peer, buf)
-    } else {
-        tcp.try_read(peer, buf)
+/// The transports of a rank, borrowed together for reading one peer.
+struct Links<'a> {
+    tcp: &'a mut TcpTransport,
+    selfloop: &'a mut SelfLoop,
+    shm: Option<&'a mut ShmTransport>,
+    kind: LinkKind,
+}
+
+impl Links<'_> {
+    fn read(&mut self, peer: Rank, buf: &mut [u8]) -> std::result::Result<usize, LinkError> {
+        match self.kind {
+            LinkKind::SelfLoop => self.selfloop.try_read(peer, buf),
+            LinkKind::Tcp => self.tcp.try_read(peer, buf),
+            LinkKind::Shm => match self.shm.as_deref_mut() {
+                Some(s) => s.try_read(peer, buf),
+                None => Ok(0),
+            },
+        }
     }
 }

@@ -3,9 +3,11 @@
 use crate::bootstrap::protocol::Request as ServiceRequest;
 use crate::bootstrap::{auth::JobKey, JobEnv, PeerCard, ServiceClient};
 use crate::comm::Communicator;
+use crate::config::TransportMode;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::progress::{LinkKind, Progress, WaitPolicy};
+use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::TcpTransport;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -85,19 +87,60 @@ pub fn init() -> Result<Universe> {
             let tcp_addr = tcp
                 .local_addr()
                 .ok_or_else(|| Error::Bootstrap("no listening address".into()))?;
+            let mode = crate::config::transport_mode().map_err(Error::InvalidArgument)?;
+            let shm = if mode != TransportMode::Tcp && env.local_size > 1 {
+                match ShmTransport::new(
+                    env.size,
+                    env.local_rank,
+                    env.local_size,
+                    crate::config::shm_budget(),
+                ) {
+                    Ok(s) => Some(s),
+                    Err(e) if mode == TransportMode::Shm => {
+                        return Err(Error::Bootstrap(format!(
+                            "cannot create a shared-memory segment: {e}"
+                        )))
+                    }
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
             let card = PeerCard {
                 node: env.node,
                 tcp: tcp_addr,
                 host: host.clone(),
+                shm: shm.as_ref().map(ShmTransport::addr),
             };
             let mut client = ServiceClient::connect(&env)?;
             let cards = client.exchange_cards(&env, &card)?;
+            let mut engine = Engine::new(env.rank, env.size, eager);
+            let mut shm = shm;
+            let shm_eager = crate::config::shm_eager_limit();
+            let cma = crate::config::cma_enabled();
             for (r, c) in cards.iter().enumerate() {
-                tcp.set_addr(r as u32, c.tcp);
+                let r = r as u32;
+                tcp.set_addr(r, c.tcp);
+                if r == env.rank || c.node != env.node {
+                    continue;
+                }
+                match (shm.as_mut(), c.shm) {
+                    (Some(s), Some(addr)) => match s.add_peer(r, addr) {
+                        Ok(()) => engine.set_peer_caps(r, shm_eager, cma),
+                        Err(e) if mode == TransportMode::Shm => return Err(Error::Bootstrap(e.0)),
+                        Err(_) => {}
+                    },
+                    _ if mode == TransportMode::Shm => return Err(Error::Bootstrap(format!(
+                        "COURIER_TRANSPORT=shm, but rank {r} on this node offers no shared memory"
+                    ))),
+                    _ => {}
+                }
             }
-            let engine = Engine::new(env.rank, env.size, eager);
             let mut progress =
                 Progress::new(engine, env.size, tcp, WaitPolicy::for_node(env.local_size));
+            if let Some(s) = shm {
+                progress.set_shm(s);
+            }
             progress.set_service(client.into_stream())?;
             Ok(Universe::new(
                 progress,
@@ -195,7 +238,9 @@ impl Universe {
     pub fn abort(&self, code: i32) -> ! {
         let msg = ServiceRequest::Abort { code }.encode();
         if let Ok(mut p) = self.progress.try_borrow_mut() {
-            let _ = p.service_send(&msg);
+            if p.service_send(&msg).is_ok() {
+                p.await_abort_notice(std::time::Duration::from_secs(2));
+            }
         }
         std::process::exit(code)
     }

@@ -7,19 +7,23 @@
 //! offset size field
 //!      0    2 magic    0xC0DE
 //!      2    1 version  1
-//!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE
+//!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE, 7 FIN
 //!      4    4 flags    bit 0 SYNC (the sender waits for a match: ssend)
 //!      8    4 context  communicator context id
 //!     12    4 tag      message tag
 //!     16    8 len      EAGER/DATA: payload bytes that follow; RTS: message length
 //!     24    8 sreq     sender's request id (EAGER with SYNC, RTS, CTS, SYNC_ACK)
-//!     32    8 rreq     receiver's request id (CTS, DATA)
+//!     32    8 rreq     receiver's request id (CTS, DATA); RTS: sender's buffer
+//!                      address for a single-copy pull, or 0
 //! ```
 //!
 //! Protocols: EAGER carries a whole small message. A large message goes as
 //! RTS (request to send) → CTS (clear to send, naming the receive request) →
-//! DATA (payload straight into the posted buffer). SYNC_ACK completes a
-//! synchronous eager send once it has matched. BYE announces a clean close.
+//! DATA (payload straight into the posted buffer). Between ranks of one node
+//! the RTS may carry the sender's buffer address instead: the receiver copies
+//! the message out of the sender's memory (cross-memory attach) and answers
+//! FIN, or falls back to CTS → DATA. SYNC_ACK completes a synchronous eager
+//! send once it has matched. BYE announces a clean close.
 //!
 //! [`Frame::decode`] validates every field; it never panics on peer data.
 
@@ -38,6 +42,7 @@ const KIND_CTS: u8 = 3;
 const KIND_DATA: u8 = 4;
 const KIND_SYNC_ACK: u8 = 5;
 const KIND_BYE: u8 = 6;
+const KIND_FIN: u8 = 7;
 
 /// A decoded, validated frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +68,10 @@ pub enum Frame {
         tag: u32,
         /// Message length.
         len: u64,
-        /// Sender request id, echoed by CTS.
+        /// Sender request id, echoed by CTS or FIN.
         sreq: u64,
+        /// Address of the message in the sender's memory (0: no single-copy pull).
+        addr: u64,
     },
     /// Clear to send: the receive `rreq` matched the RTS of `sreq`.
     Cts {
@@ -87,6 +94,11 @@ pub enum Frame {
     },
     /// The peer is finalizing; no more frames follow.
     Bye,
+    /// The receiver has pulled the message of `sreq`; the send is complete.
+    Fin {
+        /// Sender request id.
+        sreq: u64,
+    },
 }
 
 /// Why a header was rejected.
@@ -164,11 +176,13 @@ impl Frame {
                 tag,
                 len,
                 sreq,
-            } => (KIND_RTS, 0, context, tag, len, sreq, 0),
+                addr,
+            } => (KIND_RTS, 0, context, tag, len, sreq, addr),
             Frame::Cts { sreq, rreq } => (KIND_CTS, 0, 0, 0, 0, sreq, rreq),
             Frame::Data { rreq, len } => (KIND_DATA, 0, 0, 0, len, 0, rreq),
             Frame::SyncAck { sreq } => (KIND_SYNC_ACK, 0, 0, 0, 0, sreq, 0),
             Frame::Bye => (KIND_BYE, 0, 0, 0, 0, 0, 0),
+            Frame::Fin { sreq } => (KIND_FIN, 0, 0, 0, 0, sreq, 0),
         };
         let mut b = [0u8; HEADER_LEN];
         b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
@@ -230,15 +244,13 @@ impl Frame {
                     sreq,
                 })
             }
-            KIND_RTS => {
-                zero(&[rreq])?;
-                Ok(Frame::Rts {
-                    context,
-                    tag,
-                    len,
-                    sreq,
-                })
-            }
+            KIND_RTS => Ok(Frame::Rts {
+                context,
+                tag,
+                len,
+                sreq,
+                addr: rreq,
+            }),
             KIND_CTS => {
                 zero(&ctx_tag)?;
                 zero(&[len])?;
@@ -258,6 +270,11 @@ impl Frame {
                 zero(&ctx_tag)?;
                 zero(&[len, sreq, rreq])?;
                 Ok(Frame::Bye)
+            }
+            KIND_FIN => {
+                zero(&ctx_tag)?;
+                zero(&[len, rreq])?;
+                Ok(Frame::Fin { sreq })
             }
             other => Err(WireError::BadKind(other)),
         }
@@ -289,7 +306,16 @@ mod tests {
                 tag: u32::MAX >> 1,
                 len: 1 << 30,
                 sreq: 5,
+                addr: 0,
             },
+            Frame::Rts {
+                context: 1,
+                tag: 3,
+                len: 1 << 20,
+                sreq: 5,
+                addr: 0x7fff_1234_5000,
+            },
+            Frame::Fin { sreq: 5 },
             Frame::Cts { sreq: 5, rreq: 6 },
             Frame::Data {
                 rreq: 6,

@@ -7,6 +7,14 @@ mod common;
 use common::{rank_init, run_body, run_body_env};
 use courier::{Communicator, LinkKind};
 
+/// The link kind a same-host job uses under the current `COURIER_TRANSPORT`.
+fn expected_kind() -> LinkKind {
+    match std::env::var("COURIER_TRANSPORT").as_deref() {
+        Ok("tcp") => LinkKind::Tcp,
+        _ => LinkKind::Shm,
+    }
+}
+
 /// Exchanges an empty message with each of `peers` (over links that already
 /// exist), so nobody finalizes (and closes its links) before everyone got here.
 fn meet(w: &Communicator, peers: &[usize], tag: u32) {
@@ -52,6 +60,7 @@ fn body_ring64() {
 #[test]
 fn a_rank_that_talks_to_one_peer_opens_one_link() {
     run_body("body_one_peer", 6);
+    run_body_env("body_one_peer", 6, &[("COURIER_TRANSPORT", "tcp")], 120).assert_ranks_passed(6);
 }
 
 #[test]
@@ -72,7 +81,7 @@ fn body_one_peer() {
     assert_eq!(x[0] as usize, peer);
     assert_eq!(
         u.links(),
-        vec![(peer, LinkKind::Tcp)],
+        vec![(peer, expected_kind())],
         "{}",
         u.debug_report()
     );
@@ -82,8 +91,15 @@ fn body_one_peer() {
 #[test]
 fn simultaneous_connects_leave_exactly_one_link_per_pair() {
     for _ in 0..3 {
-        run_body("body_all_pairs_at_once", 6);
+        run_body_env(
+            "body_all_pairs_at_once",
+            6,
+            &[("COURIER_TRANSPORT", "tcp")],
+            120,
+        )
+        .assert_ranks_passed(6);
     }
+    run_body("body_all_pairs_at_once", 6);
 }
 
 #[test]
@@ -118,7 +134,7 @@ fn body_all_pairs_at_once() {
     let others: Vec<usize> = (0..n).filter(|&p| p != r).collect();
     meet(&w, &others, 8);
     let links = u.links();
-    let expect: Vec<_> = others.iter().map(|&p| (p, LinkKind::Tcp)).collect();
+    let expect: Vec<_> = others.iter().map(|&p| (p, expected_kind())).collect();
     assert_eq!(links, expect, "{}", u.debug_report());
     meet(&w, &others, 9);
 }

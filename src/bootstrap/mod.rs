@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod protocol;
 
+use crate::transport::shm::ShmAddr;
 use auth::{Connector, JobKey, CHALLENGE_LEN, SERVICE, VERDICT_LEN};
 use protocol::{Deframer, Reply, Request, MAX_REPLY};
 use std::io::{Read, Write};
@@ -152,22 +153,30 @@ pub(crate) struct PeerCard {
     pub(crate) node: u32,
     pub(crate) tcp: SocketAddr,
     pub(crate) host: String,
+    /// The rank's shared-memory segment, if it offers one.
+    pub(crate) shm: Option<ShmAddr>,
 }
 
 impl PeerCard {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        format!("node={};tcp={};host={}", self.node, self.tcp, self.host).into_bytes()
+        let mut s = format!("node={};tcp={};host={}", self.node, self.tcp, self.host);
+        if let Some(shm) = &self.shm {
+            s.push_str(";shm=");
+            s.push_str(&shm.encode());
+        }
+        s.into_bytes()
     }
 
     pub(crate) fn decode(b: &[u8]) -> Option<PeerCard> {
         let s = std::str::from_utf8(b).ok()?;
-        let (mut node, mut tcp, mut host) = (None, None, None);
+        let (mut node, mut tcp, mut host, mut shm) = (None, None, None, None);
         for field in s.split(';') {
             let (k, v) = field.split_once('=')?;
             match k {
                 "node" => node = v.parse().ok(),
                 "tcp" => tcp = v.parse().ok(),
                 "host" => host = Some(v.to_string()),
+                "shm" => shm = Some(ShmAddr::decode(v)?),
                 _ => {} // fields of later versions are ignored
             }
         }
@@ -175,6 +184,7 @@ impl PeerCard {
             node: node?,
             tcp: tcp?,
             host: host?,
+            shm,
         })
     }
 }
@@ -304,15 +314,27 @@ mod tests {
 
     #[test]
     fn card_round_trip_and_tolerance() {
-        let c = PeerCard {
+        let mut c = PeerCard {
             node: 3,
             tcp: "127.0.0.1:4000".parse().unwrap(),
             host: "h1".into(),
+            shm: None,
         };
         assert_eq!(PeerCard::decode(&c.encode()), Some(c.clone()));
         let mut extended = c.encode();
-        extended.extend_from_slice(b";shm=abc");
-        assert_eq!(PeerCard::decode(&extended), Some(c));
+        extended.extend_from_slice(b";future=abc");
+        assert_eq!(PeerCard::decode(&extended), Some(c.clone()));
+        c.shm = Some(ShmAddr {
+            pid: 7,
+            fd: 9,
+            size: 4096,
+            local_rank: 1,
+        });
+        assert_eq!(PeerCard::decode(&c.encode()), Some(c.clone()));
+        assert_eq!(
+            PeerCard::decode(b"node=1;tcp=127.0.0.1:1;host=x;shm=bad"),
+            None
+        );
         assert_eq!(PeerCard::decode(b"node=1;tcp=nonsense;host=x"), None);
         assert_eq!(PeerCard::decode(b"\xff"), None);
     }

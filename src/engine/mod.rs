@@ -16,6 +16,9 @@
 //! * [`Engine::poll_transmit`] yields frames to send, in per-peer order.
 //! * [`Engine::poll_delivery`] yields buffered message bytes that the driver
 //!   must copy into a request's buffer (an unexpected eager message matched).
+//! * [`Engine::poll_pull`] yields single-copy pulls: a matched RTS that
+//!   carried the sender's buffer address; the driver copies the message out
+//!   of the sender's memory and reports [`Engine::handle_pull_done`].
 //! * [`Engine::take_result`] collects a finished request.
 //!
 //! Ordering: each peer is one FIFO link and both queues are scanned in arrival
@@ -93,6 +96,19 @@ pub(crate) enum Payload {
     None,
     /// The whole buffer of this send request.
     Send(ReqId),
+    /// No payload, but the driver writes the address of this send request's
+    /// buffer into the RTS (`addr`), offering a single-copy pull.
+    Advertise(ReqId),
+}
+
+/// A single-copy transfer for the driver: copy `len` bytes from address
+/// `addr` of `peer`'s memory into receive `rreq`'s buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pull {
+    pub(crate) peer: Rank,
+    pub(crate) rreq: ReqId,
+    pub(crate) addr: u64,
+    pub(crate) len: usize,
 }
 
 /// One frame for the driver to put on the link to `peer`.
@@ -123,6 +139,8 @@ enum RecvPhase {
     Receiving {
         info: MsgInfo,
         rendezvous: bool,
+        /// The sender's request (rendezvous), for FIN or a fallback CTS.
+        sreq: u64,
     },
 }
 
@@ -159,6 +177,7 @@ enum Body {
     },
     Rts {
         sreq: u64,
+        addr: u64,
     },
 }
 
@@ -202,6 +221,8 @@ pub(crate) struct Engine {
     me: Rank,
     size: u32,
     eager_limit: usize,
+    /// Per-peer eager limit and whether the peer can be pulled from.
+    peer_caps: Vec<(usize, bool)>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     posted: OrderedQueue<ReqId>,
@@ -210,6 +231,7 @@ pub(crate) struct Engine {
     peers: Vec<PeerState>,
     transmits: VecDeque<Transmit>,
     deliveries: VecDeque<(ReqId, Vec<u8>)>,
+    pulls: VecDeque<Pull>,
     stats: EngineStats,
 }
 
@@ -221,6 +243,7 @@ impl Engine {
             me,
             size,
             eager_limit,
+            peer_caps: vec![(eager_limit, false); n],
             slots: Vec::new(),
             free: Vec::new(),
             posted: OrderedQueue::default(),
@@ -229,8 +252,24 @@ impl Engine {
             peers: vec![PeerState::Open; n],
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
+            pulls: VecDeque::new(),
             stats: EngineStats::default(),
         }
+    }
+
+    /// Sets `peer`'s eager limit, and whether large messages to it offer a
+    /// single-copy pull (its link can reach our memory).
+    pub(crate) fn set_peer_caps(&mut self, peer: Rank, eager_limit: usize, pull: bool) {
+        if let Some(c) = self.peer_caps.get_mut(peer as usize) {
+            *c = (eager_limit, pull);
+        }
+    }
+
+    fn caps(&self, peer: Rank) -> (usize, bool) {
+        self.peer_caps
+            .get(peer as usize)
+            .copied()
+            .unwrap_or((self.eager_limit, false))
     }
 
     pub(crate) fn stats(&self) -> EngineStats {
@@ -309,7 +348,8 @@ impl Engine {
         len: usize,
         sync: bool,
     ) -> ReqId {
-        let rendezvous = len > self.eager_limit;
+        let (limit, pull) = self.caps(peer);
+        let rendezvous = len > limit;
         let id = self.alloc(ReqKind::Send(SendState {
             peer,
             len,
@@ -330,6 +370,7 @@ impl Engine {
                 tag,
                 len: len as u64,
                 sreq: id.to_wire(),
+                addr: 0,
             }
         } else {
             self.stats.eager_sent += 1;
@@ -341,10 +382,10 @@ impl Engine {
                 sreq: if sync { id.to_wire() } else { 0 },
             }
         };
-        let payload = if rendezvous {
-            Payload::None
-        } else {
-            Payload::Send(id)
+        let payload = match (rendezvous, pull) {
+            (false, _) => Payload::Send(id),
+            (true, true) => Payload::Advertise(id),
+            (true, false) => Payload::None,
         };
         self.transmits.push_back(Transmit {
             peer,
@@ -399,8 +440,8 @@ impl Engine {
                     self.deliveries.push_back((id, data));
                     self.complete(id, Ok(info));
                 }
-                Body::Rts { sreq } => {
-                    self.start_rendezvous_recv(id, info, sreq);
+                Body::Rts { sreq, addr } => {
+                    self.start_rendezvous_recv(id, info, sreq, addr);
                 }
             }
             return id;
@@ -416,7 +457,7 @@ impl Engine {
         id
     }
 
-    fn start_rendezvous_recv(&mut self, id: ReqId, info: MsgInfo, sreq: u64) {
+    fn start_rendezvous_recv(&mut self, id: ReqId, info: MsgInfo, sreq: u64, addr: u64) {
         if let Some(ReqEntry {
             kind: ReqKind::Recv(r),
             ..
@@ -425,15 +466,59 @@ impl Engine {
             r.phase = RecvPhase::Receiving {
                 info,
                 rendezvous: true,
+                sreq,
             };
         }
-        self.queue_control(
-            info.source,
-            Frame::Cts {
-                sreq,
-                rreq: id.to_wire(),
-            },
-        );
+        if addr != 0 && info.len > 0 {
+            self.pulls.push_back(Pull {
+                peer: info.source,
+                rreq: id,
+                addr,
+                len: info.len,
+            });
+        } else {
+            self.queue_control(
+                info.source,
+                Frame::Cts {
+                    sreq,
+                    rreq: id.to_wire(),
+                },
+            );
+        }
+    }
+
+    /// Next single-copy pull for the driver.
+    pub(crate) fn poll_pull(&mut self) -> Option<Pull> {
+        self.pulls.pop_front()
+    }
+
+    /// The driver finished a pull: on success the receive completes and the
+    /// sender gets FIN; on failure (the kernel refused cross-memory attach)
+    /// the transfer falls back to CTS → DATA over the link.
+    pub(crate) fn handle_pull_done(&mut self, pull: Pull, ok: bool) {
+        let (info, sreq) = match self.entry_mut(pull.rreq) {
+            Some(ReqEntry {
+                kind:
+                    ReqKind::Recv(RecvState {
+                        phase: RecvPhase::Receiving { info, sreq, .. },
+                        ..
+                    }),
+                result: None,
+            }) => (*info, *sreq),
+            _ => return,
+        };
+        if ok {
+            self.complete(pull.rreq, Ok(info));
+            self.queue_control(pull.peer, Frame::Fin { sreq });
+        } else {
+            self.queue_control(
+                pull.peer,
+                Frame::Cts {
+                    sreq,
+                    rreq: pull.rreq.to_wire(),
+                },
+            );
+        }
     }
 
     fn queue_control(&mut self, peer: Rank, frame: Frame) {
@@ -523,9 +608,10 @@ impl Engine {
                 sync,
                 sreq,
             } => {
+                let limit = self.caps(peer).0;
                 let len = usize::try_from(len)
                     .ok()
-                    .filter(|&l| l <= self.eager_limit)
+                    .filter(|&l| l <= limit)
                     .ok_or_else(|| {
                         ProtocolError(format!(
                             "eager message of {len} bytes exceeds the eager limit"
@@ -551,6 +637,7 @@ impl Engine {
                         r.phase = RecvPhase::Receiving {
                             info,
                             rendezvous: false,
+                            sreq: 0,
                         };
                     }
                     if let Some(sreq) = sync_sreq {
@@ -573,6 +660,7 @@ impl Engine {
                 tag,
                 len,
                 sreq,
+                addr,
             } => {
                 let len = usize::try_from(len)
                     .map_err(|_| ProtocolError(format!("message of {len} bytes is too large")))?;
@@ -587,13 +675,13 @@ impl Engine {
                         tag,
                         len,
                     };
-                    self.start_rendezvous_recv(id, info, sreq);
+                    self.start_rendezvous_recv(id, info, sreq, addr);
                 } else {
                     self.stats.unexpected_arrivals += 1;
                     self.unexpected.push(Unexpected {
                         env,
                         len,
-                        body: Body::Rts { sreq },
+                        body: Body::Rts { sreq, addr },
                     });
                 }
                 Ok(None)
@@ -631,6 +719,7 @@ impl Engine {
                                     RecvPhase::Receiving {
                                         info,
                                         rendezvous: true,
+                                        ..
                                     },
                                 ..
                             }),
@@ -657,6 +746,24 @@ impl Engine {
                     _ => {
                         return Err(ProtocolError(format!(
                             "SYNC_ACK for unknown send request {sreq:#x}"
+                        )))
+                    }
+                }
+                self.maybe_finish_send(id);
+                Ok(None)
+            }
+            Frame::Fin { sreq } => {
+                let id = ReqId::from_wire(sreq);
+                match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind: ReqKind::Send(s),
+                        result: None,
+                    }) if s.peer == peer && s.rendezvous && !s.cts => {
+                        s.written = true;
+                    }
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "FIN for unknown send request {sreq:#x}"
                         )))
                     }
                 }

@@ -28,6 +28,10 @@ struct SimNet {
     links: HashMap<(u32, u32), Link>,
     send_bufs: HashMap<(u32, ReqId), Vec<u8>>,
     recv_bufs: HashMap<(u32, ReqId), Vec<u8>>,
+    /// Advertised "addresses" for single-copy pulls: addr → (sender, request).
+    advertised: HashMap<u64, (u32, ReqId)>,
+    /// Whether pulls succeed (false: the fallback path is exercised).
+    pulls_work: bool,
     rng: Rng,
 }
 
@@ -38,6 +42,8 @@ impl SimNet {
             links: HashMap::new(),
             send_bufs: HashMap::new(),
             recv_bufs: HashMap::new(),
+            advertised: HashMap::new(),
+            pulls_work: true,
             rng: Rng(seed | 1),
         }
     }
@@ -59,9 +65,17 @@ impl SimNet {
 
     /// Moves an engine's transmits onto links (the payload is written at once).
     fn pump(&mut self, r: u32) {
-        while let Some(t) = self.engines[r as usize].poll_transmit() {
+        while let Some(mut t) = self.engines[r as usize].poll_transmit() {
             let payload = match t.payload {
                 Payload::None => Vec::new(),
+                Payload::Advertise(id) => {
+                    let addr = 0x1000 + self.advertised.len() as u64;
+                    self.advertised.insert(addr, (r, id));
+                    if let Frame::Rts { addr: a, .. } = &mut t.frame {
+                        *a = addr;
+                    }
+                    Vec::new()
+                }
                 Payload::Send(id) => {
                     let p = self.send_bufs[&(r, id)].clone();
                     self.engines[r as usize].handle_written(id);
@@ -78,6 +92,17 @@ impl SimNet {
     fn deliver(&mut self, r: u32) {
         while let Some((id, data)) = self.engines[r as usize].poll_delivery() {
             self.recv_bufs.get_mut(&(r, id)).unwrap()[..data.len()].copy_from_slice(&data);
+        }
+        while let Some(pull) = self.engines[r as usize].poll_pull() {
+            if self.pulls_work {
+                let (from, sid) = self.advertised[&pull.addr];
+                assert_eq!(from, pull.peer);
+                let data = self.send_bufs[&(from, sid)].clone();
+                assert_eq!(data.len(), pull.len);
+                self.recv_bufs.get_mut(&(r, pull.rreq)).unwrap()[..pull.len].copy_from_slice(&data);
+            }
+            let ok = self.pulls_work;
+            self.engines[r as usize].handle_pull_done(pull, ok);
         }
     }
 
@@ -187,6 +212,26 @@ fn rendezvous_both_orders() {
 }
 
 #[test]
+fn single_copy_pull_and_its_fallback() {
+    for pulls_work in [true, false] {
+        for recv_first in [true, false] {
+            let mut net = SimNet::new(2, 16, 9);
+            net.pulls_work = pulls_work;
+            net.engines[0].set_peer_caps(1, 16, true);
+            let msg = bytes(5, 5000);
+            let r = recv_first.then(|| net.recv(1, Some(0), Some(3), 5000));
+            let s = net.send(0, 1, 3, &msg, false);
+            net.run();
+            let r = r.unwrap_or_else(|| net.recv(1, Some(0), Some(3), 5000));
+            net.run();
+            assert!(net.done(0, s), "pulls_work={pulls_work}");
+            assert_eq!(net.take_recv(1, r).unwrap().1, msg);
+            assert_eq!(net.advertised.len(), 1);
+        }
+    }
+}
+
+#[test]
 fn truncation_fails_the_receive_and_keeps_the_message() {
     for len in [40usize, 400] {
         let mut net = SimNet::new(2, 100, 3);
@@ -272,6 +317,7 @@ fn forged_or_stale_ids_are_protocol_errors() {
         .is_err());
     assert!(e.handle_frame(1, Frame::Data { rreq: 7, len: 4 }).is_err());
     assert!(e.handle_frame(1, Frame::SyncAck { sreq: 0 }).is_err());
+    assert!(e.handle_frame(1, Frame::Fin { sreq: 3 }).is_err());
     assert!(e.handle_frame(5, Frame::Bye).is_err(), "unknown rank");
     // An eager frame above the eager limit is refused.
     let big = Frame::Eager {

@@ -15,6 +15,8 @@
 //! * Neither call blocks. Waiting happens in the driver's poll.
 
 pub(crate) mod selfloop;
+#[allow(unsafe_code)]
+pub(crate) mod shm;
 pub(crate) mod tcp;
 
 use crate::engine::Rank;

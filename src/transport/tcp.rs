@@ -116,6 +116,17 @@ pub(crate) struct TcpTransport {
     established_n: usize,
 }
 
+/// Applies the data-link socket options: no Nagle delay, and the buffer
+/// sizes of `COURIER_TCP_BUFFER` (bytes; unset: the kernel's autotuning).
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    if let Some(size) = crate::config::tcp_buffer() {
+        let s = socket2::SockRef::from(stream);
+        let _ = s.set_send_buffer_size(size);
+        let _ = s.set_recv_buffer_size(size);
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -336,7 +347,7 @@ impl TcpTransport {
             };
             match l.accept() {
                 Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
+                    tune(&stream);
                     let conn = Conn {
                         stream,
                         remote: Some(remote),
@@ -422,7 +433,7 @@ impl TcpTransport {
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                     Err(e) => return self.fail(i, &format!("connect failed: {e}")),
                 }
-                let _ = c.stream.set_nodelay(true);
+                tune(&c.stream);
                 let State::Connecting { peer, c: conn } =
                     std::mem::replace(&mut c.state, State::AwaitHello)
                 else {

@@ -1,0 +1,398 @@
+//! Shared-memory links between ranks of one node.
+//!
+//! Each rank owns one segment holding its *inbound* rings, one per local
+//! sender (indexed by the sender's local rank), plus a wake-up word:
+//!
+//! ```text
+//!   0      magic "CRSHM001" (u64), ring capacity (u64), slots (u64)
+//!   64     wake: AtomicU32 (futex word), sleeping: AtomicU32
+//!   128    ring of local rank 0, ring of local rank 1, ... (ring::CTL_BYTES + capacity each)
+//! ```
+//!
+//! The per-rank budget (`COURIER_SHM_BUDGET`, default 4 MiB) is split among
+//! the local senders, so a node's footprint is `local ranks × budget`: it
+//! grows with the local rank count, not with its square. A sender maps the
+//! receiver's segment lazily, on its first message to it.
+//!
+//! Waiting: a rank about to sleep sets `sleeping`, re-checks its rings, then
+//! sleeps on `wake` (futex); a sender that published bytes and sees
+//! `sleeping` bumps `wake` and wakes it (Dekker-style: both sides use SeqCst
+//! between their store and their load, so no wake-up is lost).
+
+pub(crate) mod ring;
+
+use super::{LinkError, Transport};
+use crate::engine::Rank;
+use crate::sys::{futex, segment::Segment};
+use ring::{Consumer, Producer, RingPtr};
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM001");
+const HEADER: usize = 128;
+const MIN_RING: usize = 16 * 1024;
+const MAX_RING: usize = 1 << 20;
+
+/// Ring capacity for a node of `local_size` ranks with `budget` bytes per rank.
+pub(crate) fn ring_capacity(local_size: u32, budget: usize) -> usize {
+    let senders = local_size.saturating_sub(1).max(1) as usize;
+    let per = (budget / senders).clamp(MIN_RING, MAX_RING);
+    // Round down to a power of two.
+    1 << (usize::BITS - 1 - per.leading_zeros())
+}
+
+fn segment_size(slots: usize, cap: usize) -> usize {
+    HEADER + slots * RingPtr::footprint(cap)
+}
+
+/// How a peer's segment is reached, from its card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShmAddr {
+    pub(crate) pid: u32,
+    pub(crate) fd: i32,
+    pub(crate) size: usize,
+    pub(crate) local_rank: u32,
+}
+
+impl ShmAddr {
+    pub(crate) fn encode(&self) -> String {
+        format!("{}.{}.{}.{}", self.pid, self.fd, self.size, self.local_rank)
+    }
+
+    pub(crate) fn decode(s: &str) -> Option<ShmAddr> {
+        let mut it = s.split('.');
+        let a = ShmAddr {
+            pid: it.next()?.parse().ok()?,
+            fd: it.next()?.parse().ok()?,
+            size: it.next()?.parse().ok()?,
+            local_rank: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(a)
+    }
+}
+
+#[derive(Debug)]
+struct Header<'a> {
+    wake: &'a AtomicU32,
+    sleeping: &'a AtomicU32,
+}
+
+/// Reads the header fields of a mapped segment.
+///
+/// The returned references borrow `seg`, which keeps the mapping alive.
+fn header(seg: &Segment) -> Header<'_> {
+    let base = seg.as_ptr();
+    // SAFETY: 1. the segment is at least HEADER bytes (checked by callers at
+    // map time) and page aligned, so offsets 64 and 68 are valid, aligned u32s;
+    // 2. the references borrow `seg`, so the mapping outlives them; 3. peers
+    // access these words only atomically.
+    unsafe {
+        Header {
+            wake: &*(base.add(64) as *const AtomicU32),
+            sleeping: &*(base.add(68) as *const AtomicU32),
+        }
+    }
+}
+
+fn word(seg: &Segment, at: usize) -> u64 {
+    // SAFETY: `at` is 0, 8 or 16, inside the header of a mapped segment; the
+    // words are written once before the segment is published and read atomically.
+    unsafe { (*(seg.as_ptr().add(at) as *const AtomicU64)).load(Ordering::Acquire) }
+}
+
+fn ring_in(seg: &Segment, slot: usize, cap: usize) -> Option<RingPtr> {
+    let off = HEADER + slot * RingPtr::footprint(cap);
+    if off + RingPtr::footprint(cap) > seg.len() {
+        return None;
+    }
+    // SAFETY: 1. the ring lies inside the mapping (checked above) and is
+    // 64-byte aligned (HEADER and footprints are multiples of 64, the mapping
+    // is page aligned); 2. the owner of `seg` keeps it mapped as long as the
+    // producer/consumer made from this pointer (both live in the same
+    // `ShmTransport` as the segment); 3. slot `slot` has exactly one producer
+    // (the rank with that local rank) and one consumer (the owner).
+    Some(unsafe { RingPtr::new(seg.as_ptr().add(off), cap) })
+}
+
+#[derive(Debug)]
+struct Peer {
+    addr: ShmAddr,
+    /// Their segment and our producer on our slot in it, once mapped.
+    out: Option<(Segment, Producer)>,
+    /// Our consumer on their slot in our segment.
+    inbound: Consumer,
+}
+
+/// The shared-memory transport of one rank.
+#[derive(Debug)]
+pub(crate) struct ShmTransport {
+    own: Segment,
+    my_local: u32,
+    peers: Vec<Option<Peer>>,
+    local_peers: Vec<Rank>,
+}
+
+impl ShmTransport {
+    /// Creates this rank's segment for a node of `local_size` ranks.
+    pub(crate) fn new(
+        size: u32,
+        my_local: u32,
+        local_size: u32,
+        budget: usize,
+    ) -> std::io::Result<Self> {
+        let cap = ring_capacity(local_size, budget);
+        let slots = local_size.max(1) as usize;
+        let own = Segment::create(segment_size(slots, cap))?;
+        // SAFETY: the header words are inside the fresh mapping, aligned, and
+        // nobody else has the segment yet.
+        unsafe {
+            let b = own.as_ptr();
+            (*(b.add(8) as *const AtomicU64)).store(cap as u64, Ordering::Relaxed);
+            (*(b.add(16) as *const AtomicU64)).store(slots as u64, Ordering::Relaxed);
+            (*(b as *const AtomicU64)).store(MAGIC, Ordering::Release);
+        }
+        Ok(ShmTransport {
+            own,
+            my_local,
+            peers: (0..size).map(|_| None).collect(),
+            local_peers: Vec::new(),
+        })
+    }
+
+    /// What peers put in their card to reach us.
+    pub(crate) fn addr(&self) -> ShmAddr {
+        ShmAddr {
+            pid: std::process::id(),
+            fd: self.own.fd(),
+            size: self.own.len(),
+            local_rank: self.my_local,
+        }
+    }
+
+    fn own_cap(&self) -> usize {
+        word(&self.own, 8) as usize
+    }
+
+    /// Declares `peer` a shared-memory peer reachable at `addr`.
+    pub(crate) fn add_peer(&mut self, peer: Rank, addr: ShmAddr) -> Result<(), LinkError> {
+        let cap = self.own_cap();
+        let slots = word(&self.own, 16) as usize;
+        if addr.local_rank as usize >= slots || addr.local_rank == self.my_local {
+            return Err(LinkError(format!(
+                "rank {peer}: invalid local rank {}",
+                addr.local_rank
+            )));
+        }
+        let ring = ring_in(&self.own, addr.local_rank as usize, cap)
+            .ok_or_else(|| LinkError("ring outside the segment".into()))?;
+        let Some(slot) = self.peers.get_mut(peer as usize) else {
+            return Err(LinkError(format!("no rank {peer}")));
+        };
+        *slot = Some(Peer {
+            addr,
+            out: None,
+            inbound: Consumer::new(ring),
+        });
+        self.local_peers.push(peer);
+        Ok(())
+    }
+
+    /// Whether `peer` is reached through shared memory.
+    pub(crate) fn has_peer(&self, peer: Rank) -> bool {
+        self.peers.get(peer as usize).is_some_and(Option::is_some)
+    }
+
+    /// The process id of a shared-memory peer (for cross-memory attach).
+    pub(crate) fn pid(&self, peer: Rank) -> Option<u32> {
+        self.peers.get(peer as usize)?.as_ref().map(|p| p.addr.pid)
+    }
+
+    /// Local peers whose rings in our segment hold bytes.
+    pub(crate) fn readable(&mut self, out: &mut Vec<Rank>) {
+        for &p in &self.local_peers {
+            if let Some(Some(peer)) = self.peers.get_mut(p as usize) {
+                if peer.inbound.available().map_or(true, |n| n > 0) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+
+    /// Peers whose segments we have mapped (links in use).
+    pub(crate) fn mapped_peers(&self) -> Vec<Rank> {
+        self.local_peers
+            .iter()
+            .copied()
+            .filter(|&p| {
+                matches!(
+                    self.peers.get(p as usize),
+                    Some(Some(Peer { out: Some(_), .. }))
+                )
+            })
+            .collect()
+    }
+
+    fn map_peer(&mut self, peer: Rank) -> Result<&mut (Segment, Producer), LinkError> {
+        let my_local = self.my_local as usize;
+        let Some(Some(p)) = self.peers.get_mut(peer as usize) else {
+            return Err(LinkError(format!(
+                "rank {peer} is not a shared-memory peer"
+            )));
+        };
+        if p.out.is_none() {
+            let a = p.addr;
+            let seg = Segment::open_peer(a.pid, a.fd, a.size)
+                .map_err(|e| LinkError(format!("cannot map the segment of rank {peer}: {e}")))?;
+            if seg.len() < HEADER || word(&seg, 0) != MAGIC {
+                return Err(LinkError(format!("rank {peer}: not a Courier segment")));
+            }
+            let cap = word(&seg, 8) as usize;
+            let slots = word(&seg, 16) as usize;
+            if !cap.is_power_of_two()
+                || cap < 64
+                || my_local >= slots
+                || seg.len() != segment_size(slots, cap)
+            {
+                return Err(LinkError(format!("rank {peer}: malformed segment header")));
+            }
+            let ring = ring_in(&seg, my_local, cap)
+                .ok_or_else(|| LinkError("ring outside the segment".into()))?;
+            let prod = Producer::new(ring);
+            p.out = Some((seg, prod));
+        }
+        p.out
+            .as_mut()
+            .ok_or_else(|| LinkError("segment vanished".into()))
+    }
+
+    /// Prepares to sleep: announces it, so senders will wake us. Returns the
+    /// wake word's value to pass to [`ShmTransport::sleep`], after which the
+    /// caller must check its rings once more.
+    pub(crate) fn prepare_sleep(&self) -> u32 {
+        let h = header(&self.own);
+        let seq = h.wake.load(Ordering::SeqCst);
+        h.sleeping.store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        seq
+    }
+
+    /// Sleeps until a sender wakes us or `timeout` passes.
+    pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
+        let h = header(&self.own);
+        futex::wait(h.wake, seq, timeout);
+        h.sleeping.store(0, Ordering::SeqCst);
+    }
+
+    /// Cancels a `prepare_sleep` that found work.
+    pub(crate) fn cancel_sleep(&self) {
+        header(&self.own).sleeping.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Transport for ShmTransport {
+    fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
+        let (seg, prod) = self.map_peer(peer)?;
+        let slices: [&[u8]; 2] = [
+            bufs.first().map_or(&[][..], |b| &b[..]),
+            bufs.get(1).map_or(&[][..], |b| &b[..]),
+        ];
+        let n = prod
+            .write(&slices[..bufs.len().min(2)])
+            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+        if n > 0 {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let h = header(seg);
+            if h.sleeping.load(Ordering::SeqCst) != 0 {
+                h.wake.fetch_add(1, Ordering::SeqCst);
+                futex::wake_all(h.wake);
+            }
+        }
+        Ok(n)
+    }
+
+    fn try_read(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
+        let Some(Some(p)) = self.peers.get_mut(peer as usize) else {
+            return Ok(0);
+        };
+        p.inbound
+            .read(buf)
+            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_follow_the_budget() {
+        assert_eq!(ring_capacity(2, 4 << 20), 1 << 20);
+        assert_eq!(ring_capacity(8, 4 << 20), 512 << 10);
+        assert_eq!(ring_capacity(64, 4 << 20), 64 << 10);
+        assert_eq!(ring_capacity(1024, 4 << 20), 16 << 10);
+        assert_eq!(ring_capacity(1, 4 << 20), 1 << 20);
+    }
+
+    #[test]
+    fn addr_round_trip() {
+        let a = ShmAddr {
+            pid: 12,
+            fd: 5,
+            size: 4096,
+            local_rank: 3,
+        };
+        assert_eq!(ShmAddr::decode(&a.encode()), Some(a));
+        assert_eq!(ShmAddr::decode("1.2.3"), None);
+        assert_eq!(ShmAddr::decode("1.2.3.4.5"), None);
+    }
+
+    #[test]
+    fn two_transports_in_one_process_exchange_bytes() {
+        // Two "ranks" in one process, mapping each other's segments through /proc/self.
+        let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
+        let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
+        a.add_peer(1, b.addr()).unwrap();
+        b.add_peer(0, a.addr()).unwrap();
+        let msg: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut got = Vec::new();
+        let mut off = 0;
+        let mut buf = vec![0u8; 7000];
+        while got.len() < msg.len() {
+            if off < msg.len() {
+                off += a.try_write(1, &[IoSlice::new(&msg[off..])]).unwrap();
+            }
+            let mut ready = Vec::new();
+            b.readable(&mut ready);
+            if ready.contains(&0) {
+                let n = b.try_read(0, &mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, msg);
+        assert_eq!(a.mapped_peers(), vec![1]);
+        assert!(b.mapped_peers().is_empty());
+    }
+
+    #[test]
+    fn a_sleeper_is_woken_by_a_write() {
+        let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
+        let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
+        a.add_peer(1, b.addr()).unwrap();
+        b.add_peer(0, a.addr()).unwrap();
+        let t = std::thread::spawn(move || {
+            let seq = b.prepare_sleep();
+            let start = std::time::Instant::now();
+            b.sleep(seq, Duration::from_secs(20));
+            (start.elapsed(), b)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        // The write sees `sleeping` and wakes the futex.
+        assert_eq!(a.try_write(1, &[IoSlice::new(b"x")]).unwrap(), 1);
+        let (slept, _b) = t.join().unwrap();
+        assert!(
+            slept < Duration::from_secs(10),
+            "not woken: slept {slept:?}"
+        );
+    }
+}
