@@ -19,7 +19,7 @@ mpicc.openmpi -O2 -o "$out/osu_p2p_ompi" benches/peers/osu_p2p.c
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 for kind in "${KINDS[@]}"; do
   for r in $(seq "$ROUNDS"); do
-    ./target/release/courier bench "$kind" --min-size "$MIN" --max-size "$MAX" | grep -v '^#' > "$out/courier.$kind.$r"
+    ./target/release/courier bench "$kind" --transport tcp --min-size "$MIN" --max-size "$MAX" | grep -v '^#' > "$out/courier.$kind.$r"
     mpirun.openmpi -n 2 --mca btl tcp,self --mca btl_tcp_if_include lo \
       "$out/osu_p2p_ompi" "$kind" "$MIN" "$MAX" | grep -v '^#' > "$out/ompi.$kind.$r"
   done

@@ -59,6 +59,18 @@ pub(crate) struct BenchArgs {
     /// Check every received byte and print "validation: passed".
     #[arg(long)]
     validate: bool,
+    /// Transport between the ranks (default: auto, i.e. shared memory on one host).
+    #[arg(long, value_enum, value_name = "KIND")]
+    transport: Option<crate::run::TransportArg>,
+}
+
+/// The transport named in table titles.
+fn transport_name() -> &'static str {
+    match std::env::var("COURIER_TRANSPORT").as_deref() {
+        Ok("tcp") => "TCP",
+        Ok("shm") => "shared memory",
+        _ => "auto: shared memory within a host, TCP across",
+    }
 }
 
 /// Entry point: launch a job of ourselves, or run as a rank.
@@ -109,7 +121,10 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         np: args.np,
         program: exe,
         args: rank_args,
-        env: Vec::new(),
+        env: args
+            .transport
+            .map(|t| vec![("COURIER_TRANSPORT".to_string(), t.as_env().to_string())])
+            .unwrap_or_default(),
         tag_output: false,
         timeout: None,
         bind: crate::run::Binding::Auto,
@@ -220,8 +235,6 @@ fn sync(w: &Communicator) -> Result<(), Error> {
 
 fn run_rank(args: &BenchArgs) -> Result<(), String> {
     let universe = courier::init().map_err(|e| e.to_string())?;
-        eprintln!("{}", universe.debug_report());
-    }
     let world = universe.world();
     let kinds = match args.kind {
         Some(k) => vec![k],
@@ -266,7 +279,7 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     let e = |e: Error| e.to_string();
     let me = w.rank();
     if me == 0 {
-        println!("# Courier Latency Test (TCP)");
+        println!("# Courier Latency Test ({})", transport_name());
         println!("# Size          Latency (us)");
     }
     let max = args.max_size;
@@ -311,9 +324,9 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
     let me = w.rank();
     if me == 0 {
         if bidirectional {
-            println!("# Courier Bi-Directional Bandwidth Test (TCP)");
+            println!("# Courier Bi-Directional Bandwidth Test ({})", transport_name());
         } else {
-            println!("# Courier Bandwidth Test (TCP)");
+            println!("# Courier Bandwidth Test ({})", transport_name());
         }
         println!("# Size      Bandwidth (MB/s)");
     }

@@ -55,6 +55,9 @@ struct RunArgs {
     /// End the job (non-zero exit) if it runs longer than SECS seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Transport between ranks: auto (shared memory within a host, TCP across), shm, or tcp.
+    #[arg(long, value_enum, value_name = "KIND")]
+    transport: Option<run::TransportArg>,
     /// Bind ranks to cores: auto (when they fit), core, or none.
     #[arg(long, value_enum, default_value_t = run::Binding::Auto, value_name = "POLICY")]
     bind_to: run::Binding,
@@ -95,11 +98,14 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
         usage_error("no program given");
     };
     let program = run::resolve_program(program).unwrap_or_else(|e| usage_error(&e));
-    let env = a
+    let mut env: Vec<(String, String)> = a
         .export
         .iter()
         .map(|x| run::parse_export(x).unwrap_or_else(|e| usage_error(&e)))
         .collect();
+    if let Some(t) = a.transport {
+        env.push(("COURIER_TRANSPORT".into(), t.as_env().into()));
+    }
     let _ = a.oversubscribe;
     run::JobSpec {
         np: a.np,

@@ -55,6 +55,28 @@ pub(crate) struct JobSpec {
     pub(crate) bind: Binding,
 }
 
+/// `--transport`: which transports the ranks may use (sets `COURIER_TRANSPORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TransportArg {
+    /// Shared memory between ranks of a host, TCP across hosts.
+    Auto,
+    /// Require shared memory between ranks of a host.
+    Shm,
+    /// TCP for every pair.
+    Tcp,
+}
+
+impl TransportArg {
+    /// The `COURIER_TRANSPORT` value.
+    pub(crate) fn as_env(self) -> &'static str {
+        match self {
+            TransportArg::Auto => "auto",
+            TransportArg::Shm => "shm",
+            TransportArg::Tcp => "tcp",
+        }
+    }
+}
+
 /// Where ranks may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Binding {
