@@ -324,7 +324,10 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
     let me = w.rank();
     if me == 0 {
         if bidirectional {
-            println!("# Courier Bi-Directional Bandwidth Test ({})", transport_name());
+            println!(
+                "# Courier Bi-Directional Bandwidth Test ({})",
+                transport_name()
+            );
         } else {
             println!("# Courier Bandwidth Test ({})", transport_name());
         }

@@ -88,7 +88,14 @@ pub(crate) struct WaitPolicy {
 impl WaitPolicy {
     /// Spin long when every rank of the node has a core, briefly otherwise.
     pub(crate) fn for_node(local_size: u32) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        // The node's CPUs, not this process's affinity mask: a rank bound to
+        // one core is not oversubscribed when every rank has its own core.
+        let cores = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+            .ok()
+            .flatten()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         let oversubscribed = local_size > cores;
         let (spin, yield_for) = if oversubscribed {
             (Duration::from_micros(5), Duration::from_micros(200))

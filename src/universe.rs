@@ -130,9 +130,11 @@ pub fn init() -> Result<Universe> {
                         Err(e) if mode == TransportMode::Shm => return Err(Error::Bootstrap(e.0)),
                         Err(_) => {}
                     },
-                    _ if mode == TransportMode::Shm => return Err(Error::Bootstrap(format!(
+                    _ if mode == TransportMode::Shm => {
+                        return Err(Error::Bootstrap(format!(
                         "COURIER_TRANSPORT=shm, but rank {r} on this node offers no shared memory"
-                    ))),
+                    )))
+                    }
                     _ => {}
                 }
             }

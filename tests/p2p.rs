@@ -64,9 +64,35 @@ fn owned_requests_wait_any_and_test() {
 }
 
 #[test]
+fn the_same_bodies_over_tcp() {
+    let tcp = [("COURIER_TRANSPORT", "tcp")];
+    for (body, np) in [
+        ("body_ring", 3),
+        ("body_pingpong", 2),
+        ("body_wildcards", 4),
+        ("body_ordering", 2),
+        ("body_errors", 2),
+        ("body_isend_ring", 3),
+        ("body_ssend", 2),
+        ("body_probe", 3),
+        ("body_owned", 2),
+    ] {
+        run_body_env(body, np, &tcp, 120).assert_ranks_passed(np);
+    }
+}
+
+#[test]
 fn small_eager_limit_forces_rendezvous_everywhere() {
-    run_body_env("body_ordering", 4, &[("COURIER_EAGER_LIMIT", "64")], 120).assert_ranks_passed(4);
-    run_body_env("body_isend_ring", 3, &[("COURIER_EAGER_LIMIT", "0")], 120).assert_ranks_passed(3);
+    let small = [
+        ("COURIER_EAGER_LIMIT", "64"),
+        ("COURIER_SHM_EAGER_LIMIT", "64"),
+    ];
+    run_body_env("body_ordering", 4, &small, 120).assert_ranks_passed(4);
+    let zero = [
+        ("COURIER_EAGER_LIMIT", "0"),
+        ("COURIER_SHM_EAGER_LIMIT", "0"),
+    ];
+    run_body_env("body_isend_ring", 3, &zero, 120).assert_ranks_passed(3);
 }
 
 #[test]
