@@ -917,6 +917,11 @@ impl Engine {
         matches!(self.peers.get(peer as usize), Some(PeerState::Open))
     }
 
+    /// Whether frames wait in `poll_transmit`.
+    pub(crate) fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// Next frame to transmit.
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

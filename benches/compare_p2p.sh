@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Side-by-side point-to-point benchmarks with one methodology (OSU-style):
+#   TRANSPORT=shm (default): Courier (shared memory) vs Open MPI and MPICH, each
+#                            with its default single-host path;
+#   TRANSPORT=tcp:           Courier over TCP vs Open MPI's TCP BTL.
+# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] benches/compare_p2p.sh [latency|bw|bibw ...]
+# Every system runs ROUNDS times, interleaved; the table shows medians and the
+# ratio Courier/peer (latency: lower is better; bandwidth: higher is better).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRANSPORT=${TRANSPORT:-shm}
+ROUNDS=${ROUNDS:-5}
+MIN=${MIN:-1}
+MAX=${MAX:-$((4 << 20))}
+[ $# -gt 0 ] && KINDS=("$@") || KINDS=(latency bw)
+if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev mpich >/dev/null
+fi
+out=$(mktemp -d)
+cargo build --release -q
+mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c
+mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+case "$TRANSPORT" in
+  shm) SYSTEMS=(courier ompi mpich) ;;
+  tcp) SYSTEMS=(courier ompi) ;;
+  *) echo "TRANSPORT must be shm or tcp" >&2; exit 2 ;;
+esac
+run() { # system kind
+  case "$1" in
+    courier) ./target/release/courier bench "$2" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" ;;
+    ompi)
+      if [ "$TRANSPORT" = tcp ]; then
+        mpirun.openmpi -n 2 --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"
+      else
+        mpirun.openmpi -n 2 --bind-to core "$out/p2p_ompi" "$2" "$MIN" "$MAX"
+      fi ;;
+    mpich) mpiexec.mpich -n 2 -bind-to core "$out/p2p_mpich" "$2" "$MIN" "$MAX" ;;
+  esac
+}
+for kind in "${KINDS[@]}"; do
+  for r in $(seq "$ROUNDS"); do
+    for s in "${SYSTEMS[@]}"; do
+      run "$s" "$kind" | grep -v '^#' > "$out/$s.$kind.$r"
+    done
+  done
+  python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${SYSTEMS[@]}" <<'PY'
+import sys, statistics
+d, kind, rounds, transport, systems = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+names = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
+def load(name):
+    runs = []
+    for r in range(1, rounds + 1):
+        rows = {}
+        for line in open(f"{d}/{name}.{kind}.{r}"):
+            p = line.split()
+            if len(p) == 2:
+                rows[int(p[0])] = float(p[1])
+        runs.append(rows)
+    return {s: statistics.median(run[s] for run in runs) for s in runs[0]}
+t = {s: load(s) for s in systems}
+unit = "us" if kind == "latency" else "MB/s"
+peers = systems[1:]
+print(f"## {kind} ({transport}), median of {rounds} interleaved runs, {unit}")
+print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " |")
+print("|---:" * (len(systems) + len(peers) + 1) + "|")
+for size in sorted(t["courier"]):
+    vals = " | ".join(f"{t[s][size]:.2f}" for s in systems)
+    ratios = " | ".join(f"{t['courier'][size] / t[p][size]:.2f}" for p in peers)
+    print(f"| {size} | {vals} | {ratios} |")
+PY
+done
