@@ -13,6 +13,8 @@
 //!
 //! Iterations and warm-up follow OSU: 10000/100 for sizes up to 8 KiB and
 //! 1000/10 above for latency; 100/10 and 20/2 for the windowed tests.
+//! `COURIER_BENCH_DEBUG=1` makes every rank print its link and protocol
+//! counters (`Universe::debug_report`) at the end.
 
 use clap::{Args, ValueEnum};
 use courier::{Communicator, Error};
@@ -241,6 +243,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
         None => vec![Kind::Latency, Kind::Bw],
     };
     let mut failure = None;
+    let dbg = std::env::var_os("COURIER_BENCH_DEBUG").is_some();
     for k in kinds {
         let r = match k {
             Kind::Latency => latency(&world, args),
@@ -252,6 +255,9 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
             failure = Some(e);
             break;
         }
+    }
+    if dbg {
+        eprintln!("{}", universe.debug_report());
     }
     if args.validate && world.rank() == 0 {
         match &failure {

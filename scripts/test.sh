@@ -4,5 +4,5 @@
 # Installs nothing today: the tests need only the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --all-targets
+cargo test --all-targets --all-features
 cargo test --doc

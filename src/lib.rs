@@ -52,3 +52,20 @@ pub use error::{Error, Result};
 pub use progress::LinkKind;
 pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};
 pub use universe::{init, Placement, Universe};
+
+/// Internal building blocks exposed for the criterion benches only
+/// (feature `bench-internals`); not a supported API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use crate::transport::shm::ring::HeapRing;
+
+    /// Single-copy transfer of `src` into `dst` through cross-memory attach
+    /// (`process_vm_readv` on this very process): the large-message path.
+    pub fn cma_copy(src: &[u8], dst: &mut [u8]) -> std::io::Result<()> {
+        if src.len() != dst.len() {
+            return Err(std::io::Error::other("lengths differ"));
+        }
+        crate::sys::cma::read(std::process::id(), src.as_ptr() as u64, dst)
+    }
+}

@@ -455,6 +455,7 @@ impl Progress {
             if let Some(dst) = dst.get_mut(..data.len()) {
                 dst.copy_from_slice(&data);
             }
+            self.engine.recycle(data);
         }
         while let Some(pull) = self.engine.poll_pull() {
             let pid = self.shm.as_ref().and_then(|s| s.pid(pull.peer));

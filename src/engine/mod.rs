@@ -232,7 +232,46 @@ pub(crate) struct Engine {
     transmits: VecDeque<Transmit>,
     deliveries: VecDeque<(ReqId, Vec<u8>)>,
     pulls: VecDeque<Pull>,
+    pool: BufferPool,
     stats: EngineStats,
+}
+
+/// Recycled buffers for unexpected eager messages, so a stream of them costs
+/// no allocation, zeroing or freeing per message. Bounded in count and bytes.
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl BufferPool {
+    const MAX_BUFFERS: usize = 256;
+    const MAX_BYTES: usize = 16 << 20;
+
+    /// A buffer of exactly `len` bytes (contents unspecified but initialized).
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        match self.free.iter().rposition(|b| b.capacity() >= len) {
+            Some(i) => {
+                let mut b = self.free.swap_remove(i);
+                self.bytes -= b.capacity();
+                if b.len() >= len {
+                    b.truncate(len);
+                } else {
+                    b.resize(len, 0);
+                }
+                b
+            }
+            None => vec![0; len],
+        }
+    }
+
+    fn give(&mut self, buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap > 0 && self.free.len() < Self::MAX_BUFFERS && self.bytes + cap <= Self::MAX_BYTES {
+            self.bytes += cap;
+            self.free.push(buf);
+        }
+    }
 }
 
 impl Engine {
@@ -253,6 +292,7 @@ impl Engine {
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
             pulls: VecDeque::new(),
+            pool: BufferPool::default(),
             stats: EngineStats::default(),
         }
     }
@@ -649,7 +689,7 @@ impl Engine {
                     self.stats.unexpected_arrivals += 1;
                     self.incoming[peer as usize] = Some(Incoming::Staged {
                         env,
-                        data: vec![0; len],
+                        data: self.pool.take(len),
                         sync_sreq,
                     });
                     Ok(Some(Dest::Staging))
@@ -927,9 +967,15 @@ impl Engine {
         self.transmits.pop_front()
     }
 
-    /// Next buffered message to copy into a receive's buffer.
+    /// Next buffered message to copy into a receive's buffer. Hand the
+    /// buffer back with [`Engine::recycle`] once copied.
     pub(crate) fn poll_delivery(&mut self) -> Option<(ReqId, Vec<u8>)> {
         self.deliveries.pop_front()
+    }
+
+    /// Returns a delivered message's buffer for reuse by later unexpected messages.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
     }
 
     /// Number of posted receives and queued unexpected messages.

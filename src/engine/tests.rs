@@ -425,3 +425,25 @@ fn random_traffic_matches_a_reference_model() {
         }
     }
 }
+
+#[test]
+fn buffer_pool_reuses_and_stays_bounded() {
+    let mut pool = BufferPool::default();
+    let a = pool.take(1000);
+    assert_eq!(a.len(), 1000);
+    let cap = a.capacity();
+    pool.give(a);
+    let b = pool.take(10);
+    assert_eq!(
+        (b.len(), b.capacity()),
+        (10, cap),
+        "the recycled buffer is reused"
+    );
+    let c = pool.take(2000);
+    assert_eq!(c.len(), 2000);
+    for _ in 0..1000 {
+        pool.give(vec![0u8; 1 << 16]);
+    }
+    assert!(pool.free.len() <= BufferPool::MAX_BUFFERS);
+    assert!(pool.bytes <= BufferPool::MAX_BYTES);
+}

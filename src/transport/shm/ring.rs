@@ -219,9 +219,62 @@ impl Consumer {
     }
 }
 
+/// A ring on heap memory, both ends in one place: for unit tests and the
+/// criterion benches (feature `bench-internals`).
+#[cfg(any(test, feature = "bench-internals"))]
+#[derive(Debug)]
+pub struct HeapRing {
+    _mem: Vec<u64>,
+    producer: Producer,
+    consumer: Consumer,
+}
+
+#[cfg(any(test, feature = "bench-internals"))]
+impl HeapRing {
+    /// A ring of `capacity` bytes (a power of two, at least 64).
+    pub fn new(capacity: usize) -> Self {
+        assert!(
+            capacity.is_power_of_two() && capacity >= 64,
+            "capacity must be a power of two >= 64"
+        );
+        let mut mem = vec![0u64; RingPtr::footprint(capacity).div_ceil(8) + 8];
+        let aligned = (mem.as_mut_ptr() as usize + 63) & !63;
+        // SAFETY: 1. `mem` is over-allocated by 64 bytes, so the aligned
+        // footprint fits; 2. `mem` lives in the same struct as the ends and
+        // its heap block never moves; 3. one producer and one consumer.
+        let ring = unsafe { RingPtr::new(aligned as *mut u8, capacity) };
+        HeapRing {
+            _mem: mem,
+            producer: Producer::new(ring),
+            consumer: Consumer::new(ring),
+        }
+    }
+
+    /// Writes a prefix of `bytes`; returns how many were taken.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        self.producer.write(&[bytes]).unwrap_or(0)
+    }
+
+    /// Reads up to `out.len()` bytes.
+    pub fn pop(&mut self, out: &mut [u8]) -> usize {
+        self.consumer.read(out).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_ring_round_trip() {
+        let mut r = HeapRing::new(128);
+        assert_eq!(r.push(&[7u8; 100]), 100);
+        assert_eq!(r.push(&[8u8; 100]), 28);
+        let mut out = [0u8; 200];
+        assert_eq!(r.pop(&mut out), 128);
+        assert_eq!(&out[..100], &[7u8; 100]);
+        assert_eq!(&out[100..128], &[8u8; 28]);
+    }
 
     /// Heap memory standing in for a shared segment.
     struct Mem(Vec<u64>);

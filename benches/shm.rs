@@ -1,0 +1,45 @@
+//! The shared-memory building blocks: ring enqueue/dequeue (8 B and 4 KiB
+//! frames) and the single-copy (CMA) path against a plain memcpy.
+//! Run: cargo bench --features bench-internals --bench shm
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use courier::bench_internals::{cma_copy, HeapRing};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn ring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring_push_pop");
+    for size in [8usize, 48, 4096] {
+        let mut r = HeapRing::new(1 << 20);
+        let src = vec![1u8; size];
+        let mut dst = vec![0u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                r.push(black_box(&src));
+                r.pop(black_box(&mut dst))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn single_copy(c: &mut Criterion) {
+    let mut g = c.benchmark_group("large_copy");
+    g.sample_size(20);
+    for size in [64usize << 10, 1 << 20, 4 << 20] {
+        let src = vec![3u8; size];
+        let mut dst = vec![0u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("process_vm_readv", size), &size, |b, _| {
+            b.iter(|| cma_copy(black_box(&src), black_box(&mut dst)).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("memcpy", size), &size, |b, _| {
+            b.iter(|| dst.copy_from_slice(black_box(&src)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ring, single_copy);
+criterion_main!(benches);
