@@ -688,13 +688,14 @@ impl Progress {
         if done(self) {
             return Ok(());
         }
-        let mut idle_since = Instant::now();
+        // The clock is read only once spinning has begun, and then every 16th
+        // round: a read costs as much as a spin round.
+        let mut idle_since: Option<Instant> = None;
         let mut now_idle = Duration::ZERO;
         let mut spins = 0u32;
         loop {
-            // Reading the clock costs as much as a spin round: do it every 16th.
             if spins % 16 == 15 {
-                now_idle = idle_since.elapsed();
+                now_idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             }
             let spinning = now_idle < self.policy.spin;
             let did = if spinning
@@ -711,7 +712,7 @@ impl Progress {
                 return Ok(());
             }
             if did {
-                idle_since = Instant::now();
+                idle_since = None;
                 now_idle = Duration::ZERO;
                 spins = 0;
             } else {
