@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
-//! | `COURIER_SHM_EAGER_LIMIT` | 32768 | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_EAGER_LIMIT` | 8192 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
@@ -78,7 +78,7 @@ pub(crate) fn cma_enabled() -> bool {
 }
 
 /// Default eager limit between ranks of one node, in bytes.
-pub const DEFAULT_SHM_EAGER_LIMIT: usize = 32 * 1024;
+pub const DEFAULT_SHM_EAGER_LIMIT: usize = 8 * 1024;
 
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
 pub(crate) fn tcp_buffer() -> Option<usize> {

@@ -778,10 +778,13 @@ impl Progress {
         // gone (their later operations on us fail instead of hanging); we do
         // not wait for their answer, as there is no connection to tear down.
         let shm_peers: Vec<Rank> = match &self.shm {
-            Some(shm) => (0..self.out.len() as Rank)
-                .filter(|&p| shm.has_peer(p) && self.engine.peer_open(p))
-                .filter(|&p| self.inp[p as usize].is_some() || shm.mapped_peers().contains(&p))
-                .collect(),
+            Some(shm) => {
+                let mapped = shm.mapped_peers();
+                (0..self.out.len() as Rank)
+                    .filter(|&p| shm.has_peer(p) && self.engine.peer_open(p))
+                    .filter(|&p| self.inp[p as usize].is_some() || mapped.contains(&p))
+                    .collect()
+            }
             None => Vec::new(),
         };
         for &p in peers.iter().chain(&shm_peers) {
