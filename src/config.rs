@@ -7,6 +7,7 @@
 //! | `COURIER_SHM_EAGER_LIMIT` | 8192 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
+//! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes half while the receiver pulls half (0: receiver pulls all) |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
 //! | `COURIER_SPIN_US` | 500 (5 when oversubscribed) | microseconds to busy-poll before yielding |
@@ -75,6 +76,12 @@ pub(crate) fn shm_eager_limit() -> usize {
 /// `COURIER_CMA`: 0 disables single-copy cross-memory attach.
 pub(crate) fn cma_enabled() -> bool {
     parse_env::<u32>("COURIER_CMA") != Some(0)
+}
+
+/// `COURIER_CMA_COOP_MIN`: messages of at least this many bytes between ranks
+/// of one node are copied by both sides at once (0 disables).
+pub(crate) fn cma_coop_min() -> usize {
+    parse_env("COURIER_CMA_COOP_MIN").unwrap_or(128 * 1024)
 }
 
 /// Default eager limit between ranks of one node, in bytes.

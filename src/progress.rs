@@ -317,6 +317,12 @@ impl Progress {
                     }
                     OutPayload::None
                 }
+                Payload::AdvertiseRecv(id) => {
+                    if let Frame::CtsCoop { addr, .. } = &mut frame {
+                        *addr = self.bufs.recv_bytes_mut(id).as_mut_ptr() as u64;
+                    }
+                    OutPayload::None
+                }
             };
             let Some(q) = self.out.get_mut(peer as usize) else {
                 continue;
@@ -457,11 +463,32 @@ impl Progress {
             }
             self.engine.recycle(data);
         }
+        if self.engine.has_pulls() {
+            // CTS_COOP frames go out before we copy, so the sender pushes its
+            // part while we pull ours.
+            self.pump();
+        }
+        while let Some(push) = self.engine.poll_push() {
+            let pid = self.shm.as_ref().and_then(|s| s.pid(push.peer));
+            let src = self
+                .bufs
+                .send_bytes(push.sreq)
+                .get(push.offset..push.offset + push.len);
+            let r = match (pid, src) {
+                (Some(pid), Some(src)) => {
+                    crate::sys::cma::write(pid, push.addr.wrapping_add(push.offset as u64), src)
+                }
+                _ => Err(std::io::Error::other("no push source")),
+            };
+            self.engine.handle_push_done(push, r.is_ok());
+        }
         while let Some(pull) = self.engine.poll_pull() {
             let pid = self.shm.as_ref().and_then(|s| s.pid(pull.peer));
             let dst = self.bufs.recv_bytes_mut(pull.rreq);
-            let r = match (pid, dst.get_mut(..pull.len)) {
-                (Some(pid), Some(dst)) => crate::sys::cma::read(pid, pull.addr, dst),
+            let r = match (pid, dst.get_mut(pull.offset..pull.offset + pull.len)) {
+                (Some(pid), Some(dst)) => {
+                    crate::sys::cma::read(pid, pull.addr.wrapping_add(pull.offset as u64), dst)
+                }
                 _ => Err(std::io::Error::other("no pull target")),
             };
             if let Err(e) = &r {

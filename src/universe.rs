@@ -115,6 +115,7 @@ pub fn init() -> Result<Universe> {
             let mut client = ServiceClient::connect(&env)?;
             let cards = client.exchange_cards(&env, &card)?;
             let mut engine = Engine::new(env.rank, env.size, eager);
+            engine.set_coop_min(crate::config::cma_coop_min());
             let mut shm = shm;
             let shm_eager = crate::config::shm_eager_limit();
             let cma = crate::config::cma_enabled();

@@ -7,7 +7,8 @@
 //! offset size field
 //!      0    2 magic    0xC0DE
 //!      2    1 version  1
-//!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE, 7 FIN
+//!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE, 7 FIN,
+//!                      8 CTS_COOP, 9 PUSHED
 //!      4    4 flags    bit 0 SYNC (the sender waits for a match: ssend)
 //!      8    4 context  communicator context id
 //!     12    4 tag      message tag
@@ -22,8 +23,13 @@
 //! DATA (payload straight into the posted buffer). Between ranks of one node
 //! the RTS may carry the sender's buffer address instead: the receiver copies
 //! the message out of the sender's memory (cross-memory attach) and answers
-//! FIN, or falls back to CTS → DATA. SYNC_ACK completes a synchronous eager
-//! send once it has matched. BYE announces a clean close.
+//! FIN, or falls back to CTS → DATA. For large messages the copy is shared:
+//! the receiver answers CTS_COOP carrying its own buffer address (in the
+//! context and tag fields: low and high 32 bits), pulls the first part while
+//! the sender pushes the rest into it, and the sender reports PUSHED
+//! (`len` 0: done, 1: refused, the receiver then pulls that part too).
+//! SYNC_ACK completes a synchronous eager send once it has matched. BYE
+//! announces a clean close.
 //!
 //! [`Frame::decode`] validates every field; it never panics on peer data.
 
@@ -43,6 +49,8 @@ const KIND_DATA: u8 = 4;
 const KIND_SYNC_ACK: u8 = 5;
 const KIND_BYE: u8 = 6;
 const KIND_FIN: u8 = 7;
+const KIND_CTS_COOP: u8 = 8;
+const KIND_PUSHED: u8 = 9;
 
 /// A decoded, validated frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +106,24 @@ pub enum Frame {
     Fin {
         /// Sender request id.
         sreq: u64,
+    },
+    /// Cooperative copy: the receive `rreq` matched the RTS of `sreq`; the
+    /// sender pushes the second part of the message into `addr` (the
+    /// receiver's buffer) while the receiver pulls the first.
+    CtsCoop {
+        /// Sender request id from the RTS.
+        sreq: u64,
+        /// Receiver request id, echoed by PUSHED.
+        rreq: u64,
+        /// The receiver's buffer address.
+        addr: u64,
+    },
+    /// The sender finished (or could not do) its part of a cooperative copy.
+    Pushed {
+        /// Receiver request id from CTS_COOP.
+        rreq: u64,
+        /// Whether the push succeeded.
+        ok: bool,
     },
 }
 
@@ -183,6 +209,16 @@ impl Frame {
             Frame::SyncAck { sreq } => (KIND_SYNC_ACK, 0, 0, 0, 0, sreq, 0),
             Frame::Bye => (KIND_BYE, 0, 0, 0, 0, 0, 0),
             Frame::Fin { sreq } => (KIND_FIN, 0, 0, 0, 0, sreq, 0),
+            Frame::CtsCoop { sreq, rreq, addr } => (
+                KIND_CTS_COOP,
+                0,
+                addr as u32,
+                (addr >> 32) as u32,
+                0,
+                sreq,
+                rreq,
+            ),
+            Frame::Pushed { rreq, ok } => (KIND_PUSHED, 0, 0, 0, u64::from(!ok), 0, rreq),
         };
         let mut b = [0u8; HEADER_LEN];
         b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
@@ -276,6 +312,22 @@ impl Frame {
                 zero(&[len, rreq])?;
                 Ok(Frame::Fin { sreq })
             }
+            KIND_CTS_COOP => {
+                zero(&[len])?;
+                Ok(Frame::CtsCoop {
+                    sreq,
+                    rreq,
+                    addr: u64::from(context) | (u64::from(tag) << 32),
+                })
+            }
+            KIND_PUSHED => {
+                zero(&ctx_tag)?;
+                zero(&[sreq])?;
+                if len > 1 {
+                    return Err(WireError::Reserved(kind));
+                }
+                Ok(Frame::Pushed { rreq, ok: len == 0 })
+            }
             other => Err(WireError::BadKind(other)),
         }
     }
@@ -316,6 +368,13 @@ mod tests {
                 addr: 0x7fff_1234_5000,
             },
             Frame::Fin { sreq: 5 },
+            Frame::CtsCoop {
+                sreq: 5,
+                rreq: 6,
+                addr: 0x7ffd_dead_b000,
+            },
+            Frame::Pushed { rreq: 6, ok: true },
+            Frame::Pushed { rreq: 6, ok: false },
             Frame::Cts { sreq: 5, rreq: 6 },
             Frame::Data {
                 rreq: 6,

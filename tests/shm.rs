@@ -27,6 +27,7 @@ fn dev_shm() -> Vec<String> {
 fn sizes_from_1_byte_to_256_mib_with_checksums() {
     for env in [
         vec![("COURIER_TRANSPORT", "shm")],
+        vec![("COURIER_TRANSPORT", "shm"), ("COURIER_CMA_COOP_MIN", "0")],
         vec![("COURIER_TRANSPORT", "shm"), ("COURIER_CMA", "0")],
         vec![("COURIER_TRANSPORT", "tcp")],
     ] {

@@ -99,6 +99,9 @@ pub(crate) enum Payload {
     /// No payload, but the driver writes the address of this send request's
     /// buffer into the RTS (`addr`), offering a single-copy pull.
     Advertise(ReqId),
+    /// No payload, but the driver writes the address of this receive
+    /// request's buffer into the CTS_COOP (`addr`), for the sender's push.
+    AdvertiseRecv(ReqId),
 }
 
 /// A single-copy transfer for the driver: copy `len` bytes from address
@@ -107,8 +110,29 @@ pub(crate) enum Payload {
 pub(crate) struct Pull {
     pub(crate) peer: Rank,
     pub(crate) rreq: ReqId,
+    /// Address of the whole message in the peer's memory.
     pub(crate) addr: u64,
+    /// Part to copy: bytes `offset..offset + len` of the message.
+    pub(crate) offset: usize,
     pub(crate) len: usize,
+}
+
+/// The sender's part of a cooperative copy: write bytes `offset..offset+len`
+/// of send `sreq`'s buffer to address `addr + offset` of `peer`'s memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Push {
+    pub(crate) peer: Rank,
+    pub(crate) sreq: ReqId,
+    pub(crate) rreq: u64,
+    pub(crate) addr: u64,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+/// Where a cooperative copy splits a message of `len` bytes: the receiver
+/// pulls `..split`, the sender pushes `split..` (page aligned).
+pub(crate) fn coop_split(len: usize) -> usize {
+    (len / 2) & !4095
 }
 
 /// One frame for the driver to put on the link to `peer`.
@@ -126,6 +150,8 @@ struct SendState {
     rendezvous: bool,
     /// Rendezvous: the CTS arrived and DATA is queued.
     cts: bool,
+    /// Rendezvous: a CTS_COOP arrived and our part of the copy was pushed.
+    coop: bool,
     /// The payload has left the user's buffer.
     written: bool,
     /// Synchronous eager send still waiting for SYNC_ACK.
@@ -141,6 +167,12 @@ enum RecvPhase {
         rendezvous: bool,
         /// The sender's request (rendezvous), for FIN or a fallback CTS.
         sreq: u64,
+        /// Parts of a single-copy transfer still outstanding (pull and push).
+        parts: u8,
+        /// A part of the single-copy transfer failed: fall back to DATA.
+        failed: bool,
+        /// The message's address in the sender's memory (single copy), or 0.
+        addr: u64,
     },
 }
 
@@ -232,6 +264,9 @@ pub(crate) struct Engine {
     transmits: VecDeque<Transmit>,
     deliveries: VecDeque<(ReqId, Vec<u8>)>,
     pulls: VecDeque<Pull>,
+    pushes: VecDeque<Push>,
+    /// Messages of at least this many bytes are copied cooperatively (0: never).
+    coop_min: usize,
     pool: BufferPool,
     stats: EngineStats,
 }
@@ -292,6 +327,8 @@ impl Engine {
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
             pulls: VecDeque::new(),
+            pushes: VecDeque::new(),
+            coop_min: 0,
             pool: BufferPool::default(),
             stats: EngineStats::default(),
         }
@@ -303,6 +340,12 @@ impl Engine {
         if let Some(c) = self.peer_caps.get_mut(peer as usize) {
             *c = (eager_limit, pull);
         }
+    }
+
+    /// Messages of at least `min` bytes to pull-capable peers are copied
+    /// cooperatively (both sides copy a part at once); 0 disables.
+    pub(crate) fn set_coop_min(&mut self, min: usize) {
+        self.coop_min = min;
     }
 
     fn caps(&self, peer: Rank) -> (usize, bool) {
@@ -395,6 +438,7 @@ impl Engine {
             len,
             rendezvous,
             cts: false,
+            coop: false,
             written: false,
             need_ack: sync && !rendezvous,
         }));
@@ -507,14 +551,42 @@ impl Engine {
                 info,
                 rendezvous: true,
                 sreq,
+                parts: 0,
+                failed: false,
+                addr,
             };
         }
         if addr != 0 && info.len > 0 {
+            let coop = self.coop_min > 0 && info.len >= self.coop_min && coop_split(info.len) > 0;
+            let first = if coop { coop_split(info.len) } else { info.len };
+            if let Some(ReqEntry {
+                kind:
+                    ReqKind::Recv(RecvState {
+                        phase: RecvPhase::Receiving { parts, .. },
+                        ..
+                    }),
+                ..
+            }) = self.entry_mut(id)
+            {
+                *parts = if coop { 2 } else { 1 };
+            }
+            if coop {
+                self.transmits.push_back(Transmit {
+                    peer: info.source,
+                    frame: Frame::CtsCoop {
+                        sreq,
+                        rreq: id.to_wire(),
+                        addr: 0,
+                    },
+                    payload: Payload::AdvertiseRecv(id),
+                });
+            }
             self.pulls.push_back(Pull {
                 peer: info.source,
                 rreq: id,
                 addr,
-                len: info.len,
+                offset: 0,
+                len: first,
             });
         } else {
             self.queue_control(
@@ -527,38 +599,79 @@ impl Engine {
         }
     }
 
+    /// Whether pulls wait in `poll_pull`.
+    pub(crate) fn has_pulls(&self) -> bool {
+        !self.pulls.is_empty()
+    }
+
     /// Next single-copy pull for the driver.
     pub(crate) fn poll_pull(&mut self) -> Option<Pull> {
         self.pulls.pop_front()
     }
 
-    /// The driver finished a pull: on success the receive completes and the
-    /// sender gets FIN; on failure (the kernel refused cross-memory attach)
-    /// the transfer falls back to CTS → DATA over the link.
+    /// The driver finished a pull: when every part of the transfer is in,
+    /// the receive completes and the sender gets FIN. If a part failed (the
+    /// kernel refused cross-memory attach), the message is fetched again
+    /// through the link: CTS → DATA.
     pub(crate) fn handle_pull_done(&mut self, pull: Pull, ok: bool) {
-        let (info, sreq) = match self.entry_mut(pull.rreq) {
+        self.part_done(pull.rreq, pull.peer, ok);
+    }
+
+    /// One part of the single-copy transfer into receive `rreq` finished.
+    fn part_done(&mut self, rreq: ReqId, peer: Rank, ok: bool) {
+        let (info, sreq, left, failed) = match self.entry_mut(rreq) {
             Some(ReqEntry {
                 kind:
                     ReqKind::Recv(RecvState {
-                        phase: RecvPhase::Receiving { info, sreq, .. },
+                        phase:
+                            RecvPhase::Receiving {
+                                info,
+                                sreq,
+                                parts,
+                                failed,
+                                ..
+                            },
                         ..
                     }),
                 result: None,
-            }) => (*info, *sreq),
+            }) if *parts > 0 => {
+                *parts -= 1;
+                *failed |= !ok;
+                (*info, *sreq, *parts, *failed)
+            }
             _ => return,
         };
-        if ok {
-            self.complete(pull.rreq, Ok(info));
-            self.queue_control(pull.peer, Frame::Fin { sreq });
-        } else {
+        if left > 0 {
+            return;
+        }
+        if failed {
             self.queue_control(
-                pull.peer,
+                peer,
                 Frame::Cts {
                     sreq,
-                    rreq: pull.rreq.to_wire(),
+                    rreq: rreq.to_wire(),
                 },
             );
+        } else {
+            self.complete(rreq, Ok(info));
+            self.queue_control(peer, Frame::Fin { sreq });
         }
+    }
+
+    /// Next push (sender's part of a cooperative copy) for the driver.
+    pub(crate) fn poll_push(&mut self) -> Option<Push> {
+        self.pushes.pop_front()
+    }
+
+    /// The driver finished (or could not do) a push: tell the receiver.
+    pub(crate) fn handle_push_done(&mut self, push: Push, ok: bool) {
+        self.queue_control(
+            push.peer,
+            Frame::Pushed {
+                rreq: push.rreq,
+                ok,
+            },
+        );
     }
 
     fn queue_control(&mut self, peer: Rank, frame: Frame) {
@@ -678,6 +791,9 @@ impl Engine {
                             info,
                             rendezvous: false,
                             sreq: 0,
+                            parts: 0,
+                            failed: false,
+                            addr: 0,
                         };
                     }
                     if let Some(sreq) = sync_sreq {
@@ -733,6 +849,7 @@ impl Engine {
                         kind: ReqKind::Send(s),
                         result: None,
                     }) if s.peer == peer && s.rendezvous && !s.cts => {
+                        // Also after CTS_COOP: the receiver falls back to DATA.
                         s.cts = true;
                         s.len as u64
                     }
@@ -790,6 +907,73 @@ impl Engine {
                     }
                 }
                 self.maybe_finish_send(id);
+                Ok(None)
+            }
+            Frame::CtsCoop { sreq, rreq, addr } => {
+                let id = ReqId::from_wire(sreq);
+                let len = match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind: ReqKind::Send(s),
+                        result: None,
+                    }) if s.peer == peer && s.rendezvous && !s.cts && !s.coop => {
+                        s.coop = true;
+                        s.len
+                    }
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "CTS_COOP for unknown send request {sreq:#x}"
+                        )))
+                    }
+                };
+                let split = coop_split(len);
+                if split == 0 || addr == 0 {
+                    return Err(ProtocolError(
+                        "CTS_COOP for a message too small to split".into(),
+                    ));
+                }
+                self.pushes.push_back(Push {
+                    peer,
+                    sreq: id,
+                    rreq,
+                    addr,
+                    offset: split,
+                    len: len - split,
+                });
+                Ok(None)
+            }
+            Frame::Pushed { rreq, ok } => {
+                let id = ReqId::from_wire(rreq);
+                let (len, addr) = match self.entry_mut(id) {
+                    Some(ReqEntry {
+                        kind:
+                            ReqKind::Recv(RecvState {
+                                phase:
+                                    RecvPhase::Receiving {
+                                        info, parts, addr, ..
+                                    },
+                                ..
+                            }),
+                        result: None,
+                    }) if info.source == peer && *parts > 0 && *addr != 0 => (info.len, *addr),
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "PUSHED for unknown receive request {rreq:#x}"
+                        )))
+                    }
+                };
+                if ok {
+                    self.part_done(id, peer, true);
+                } else {
+                    // The sender could not write into us: pull its part too.
+                    let split = coop_split(len);
+                    self.pulls.push_back(Pull {
+                        peer,
+                        rreq: id,
+                        addr,
+                        offset: split,
+                        len: len - split,
+                    });
+                }
                 Ok(None)
             }
             Frame::Fin { sreq } => {

@@ -32,6 +32,10 @@ struct SimNet {
     advertised: HashMap<u64, (u32, ReqId)>,
     /// Whether pulls succeed (false: the fallback path is exercised).
     pulls_work: bool,
+    /// Whether pushes succeed.
+    pushes_work: bool,
+    /// Advertised receive buffers for pushes: addr → (receiver, request).
+    recv_advertised: HashMap<u64, (u32, ReqId)>,
     rng: Rng,
 }
 
@@ -44,6 +48,8 @@ impl SimNet {
             recv_bufs: HashMap::new(),
             advertised: HashMap::new(),
             pulls_work: true,
+            pushes_work: true,
+            recv_advertised: HashMap::new(),
             rng: Rng(seed | 1),
         }
     }
@@ -76,6 +82,14 @@ impl SimNet {
                     }
                     Vec::new()
                 }
+                Payload::AdvertiseRecv(id) => {
+                    let addr = 0x10_0000 + self.recv_advertised.len() as u64;
+                    self.recv_advertised.insert(addr, (r, id));
+                    if let Frame::CtsCoop { addr: a, .. } = &mut t.frame {
+                        *a = addr;
+                    }
+                    Vec::new()
+                }
                 Payload::Send(id) => {
                     let p = self.send_bufs[&(r, id)].clone();
                     self.engines[r as usize].handle_written(id);
@@ -93,13 +107,27 @@ impl SimNet {
         while let Some((id, data)) = self.engines[r as usize].poll_delivery() {
             self.recv_bufs.get_mut(&(r, id)).unwrap()[..data.len()].copy_from_slice(&data);
         }
+        while let Some(push) = self.engines[r as usize].poll_push() {
+            if self.pushes_work {
+                let (to, rid) = self.recv_advertised[&push.addr];
+                assert_eq!(to, push.peer);
+                let part =
+                    self.send_bufs[&(r, push.sreq)][push.offset..push.offset + push.len].to_vec();
+                self.recv_bufs.get_mut(&(to, rid)).unwrap()[push.offset..push.offset + push.len]
+                    .copy_from_slice(&part);
+            }
+            let ok = self.pushes_work;
+            self.engines[r as usize].handle_push_done(push, ok);
+        }
         while let Some(pull) = self.engines[r as usize].poll_pull() {
             if self.pulls_work {
                 let (from, sid) = self.advertised[&pull.addr];
                 assert_eq!(from, pull.peer);
-                let data = self.send_bufs[&(from, sid)].clone();
-                assert_eq!(data.len(), pull.len);
-                self.recv_bufs.get_mut(&(r, pull.rreq)).unwrap()[..pull.len].copy_from_slice(&data);
+                let data =
+                    self.send_bufs[&(from, sid)][pull.offset..pull.offset + pull.len].to_vec();
+                self.recv_bufs.get_mut(&(r, pull.rreq)).unwrap()
+                    [pull.offset..pull.offset + pull.len]
+                    .copy_from_slice(&data);
             }
             let ok = self.pulls_work;
             self.engines[r as usize].handle_pull_done(pull, ok);
@@ -232,6 +260,35 @@ fn single_copy_pull_and_its_fallback() {
 }
 
 #[test]
+fn cooperative_copy_and_its_fallbacks() {
+    for (pulls_work, pushes_work) in [(true, true), (true, false), (false, true), (false, false)] {
+        for recv_first in [true, false] {
+            let mut net = SimNet::new(2, 16, 11);
+            net.pulls_work = pulls_work;
+            net.pushes_work = pushes_work;
+            for e in &mut net.engines {
+                e.set_coop_min(8192);
+            }
+            net.engines[0].set_peer_caps(1, 16, true);
+            let msg = bytes(7, 20_000);
+            let r = recv_first.then(|| net.recv(1, Some(0), Some(4), 20_000));
+            let s = net.send(0, 1, 4, &msg, false);
+            net.run();
+            let r = r.unwrap_or_else(|| net.recv(1, Some(0), Some(4), 20_000));
+            net.run();
+            let case = format!(
+                "pulls_work={pulls_work} pushes_work={pushes_work} recv_first={recv_first}"
+            );
+            assert!(net.done(0, s), "{case}");
+            assert_eq!(net.take_recv(1, r).unwrap().1, msg, "{case}");
+            assert_eq!(net.recv_advertised.len(), 1, "{case}: one CTS_COOP");
+        }
+    }
+    assert_eq!(coop_split(20_000), 8192);
+    assert_eq!(coop_split(4096), 0);
+}
+
+#[test]
 fn truncation_fails_the_receive_and_keeps_the_message() {
     for len in [40usize, 400] {
         let mut net = SimNet::new(2, 100, 3);
@@ -318,6 +375,19 @@ fn forged_or_stale_ids_are_protocol_errors() {
     assert!(e.handle_frame(1, Frame::Data { rreq: 7, len: 4 }).is_err());
     assert!(e.handle_frame(1, Frame::SyncAck { sreq: 0 }).is_err());
     assert!(e.handle_frame(1, Frame::Fin { sreq: 3 }).is_err());
+    assert!(e
+        .handle_frame(
+            1,
+            Frame::CtsCoop {
+                sreq: 3,
+                rreq: 1,
+                addr: 64
+            }
+        )
+        .is_err());
+    assert!(e
+        .handle_frame(1, Frame::Pushed { rreq: 3, ok: true })
+        .is_err());
     assert!(e.handle_frame(5, Frame::Bye).is_err(), "unknown rank");
     // An eager frame above the eager limit is refused.
     let big = Frame::Eager {
