@@ -557,7 +557,12 @@ impl Engine {
             };
         }
         if addr != 0 && info.len > 0 {
-            let coop = self.coop_min > 0 && info.len >= self.coop_min && coop_split(info.len) > 0;
+            // Cooperation pays when the sender's core is otherwise idle; with
+            // our own sends to it in flight (traffic both ways) it is busy too.
+            let coop = self.coop_min > 0
+                && info.len >= self.coop_min
+                && coop_split(info.len) > 0
+                && !self.sending_to(info.source);
             let first = if coop { coop_split(info.len) } else { info.len };
             if let Some(ReqEntry {
                 kind:
@@ -602,6 +607,13 @@ impl Engine {
     /// Whether pulls wait in `poll_pull`.
     pub(crate) fn has_pulls(&self) -> bool {
         !self.pulls.is_empty()
+    }
+
+    /// Whether a send to `peer` is still in flight.
+    fn sending_to(&self, peer: Rank) -> bool {
+        self.slots.iter().any(|s| {
+            matches!(&s.entry, Some(ReqEntry { kind: ReqKind::Send(x), result: None }) if x.peer == peer)
+        })
     }
 
     /// Next single-copy pull for the driver.
