@@ -210,29 +210,25 @@ impl Communicator {
     /// this may return before the receiver has matched; large ones wait for
     /// the receiver).
     pub fn send<T: Pod>(&self, buf: &[T], dest: usize, tag: Tag) -> Result<()> {
-        let peer = self.dest(dest)?;
-        let tag = check_tag(tag)?;
-        request::send_blocking(
-            &self.shared.progress,
-            peer,
-            self.shared.p2p_context(),
-            tag,
-            bytemuck::cast_slice(buf),
-            false,
-        )
+        self.send_mode(buf, dest, tag, false)
     }
 
     /// Synchronous send: returns once the receiver has matched the message.
     pub fn ssend<T: Pod>(&self, buf: &[T], dest: usize, tag: Tag) -> Result<()> {
+        self.send_mode(buf, dest, tag, true)
+    }
+
+    fn send_mode<T: Pod>(&self, buf: &[T], dest: usize, tag: Tag, sync: bool) -> Result<()> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
+        let ctx = self.shared.p2p_context();
         request::send_blocking(
             &self.shared.progress,
             peer,
-            self.shared.p2p_context(),
+            ctx,
             tag,
             bytemuck::cast_slice(buf),
-            true,
+            sync,
         )
     }
 
@@ -341,16 +337,7 @@ impl Communicator {
         dest: usize,
         tag: Tag,
     ) -> Result<Request<'s>> {
-        let peer = self.dest(dest)?;
-        let tag = check_tag(tag)?;
-        Ok(Request::send(
-            scope,
-            self.shared.clone(),
-            peer,
-            tag,
-            buf,
-            false,
-        ))
+        self.isend_mode(scope, buf, dest, tag, false)
     }
 
     /// Starts a synchronous send of a borrowed buffer.
@@ -361,6 +348,17 @@ impl Communicator {
         dest: usize,
         tag: Tag,
     ) -> Result<Request<'s>> {
+        self.isend_mode(scope, buf, dest, tag, true)
+    }
+
+    fn isend_mode<'s, 'env, T: Pod>(
+        &self,
+        scope: &'s Scope<'s, 'env>,
+        buf: &'s [T],
+        dest: usize,
+        tag: Tag,
+        sync: bool,
+    ) -> Result<Request<'s>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
         Ok(Request::send(
@@ -369,7 +367,7 @@ impl Communicator {
             peer,
             tag,
             buf,
-            true,
+            sync,
         ))
     }
 

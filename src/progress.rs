@@ -287,18 +287,6 @@ impl Progress {
         Ok(())
     }
 
-    /// Starts a send of the registered buffer of `id`.
-    pub(crate) fn post_send(
-        &mut self,
-        peer: Rank,
-        context: u32,
-        tag: u32,
-        len: usize,
-        sync: bool,
-    ) -> ReqId {
-        self.engine.post_send(peer, context, tag, len, sync)
-    }
-
     /// Moves the engine's output to the links and pushes what the links take.
     pub(crate) fn pump(&mut self) {
         if !self.engine.has_transmits() && self.pending_out.is_empty() && self.lost.is_empty() {

@@ -118,7 +118,7 @@ unsafe fn post_send_raw(
     bytes: &[u8],
     sync: bool,
 ) -> ReqId {
-    let id = p.post_send(peer, context, tag, bytes.len(), sync);
+    let id = p.engine.post_send(peer, context, tag, bytes.len(), sync);
     // SAFETY: forwarded from this function's contract; sends only read.
     unsafe { p.bufs.lend(id, bytes.as_ptr().cast_mut(), bytes.len()) };
     p.pump();

@@ -609,6 +609,27 @@ impl Engine {
         !self.pulls.is_empty()
     }
 
+    /// The pending send `sreq` (as named on the wire) to `peer`, if it
+    /// satisfies `ok`; otherwise a protocol error naming `frame`.
+    fn pending_send(
+        &mut self,
+        sreq: u64,
+        peer: Rank,
+        frame: &str,
+        ok: impl FnOnce(&SendState) -> bool,
+    ) -> Result<(ReqId, &mut SendState), ProtocolError> {
+        let id = ReqId::from_wire(sreq);
+        match self.entry_mut(id) {
+            Some(ReqEntry {
+                kind: ReqKind::Send(s),
+                result: None,
+            }) if s.peer == peer && ok(s) => Ok((id, s)),
+            _ => Err(ProtocolError(format!(
+                "{frame} for unknown send request {sreq:#x}"
+            ))),
+        }
+    }
+
     /// Whether a send to `peer` is still in flight.
     fn sending_to(&self, peer: Rank) -> bool {
         self.slots.iter().any(|s| {
@@ -855,22 +876,10 @@ impl Engine {
                 Ok(None)
             }
             Frame::Cts { sreq, rreq } => {
-                let id = ReqId::from_wire(sreq);
-                let len = match self.entry_mut(id) {
-                    Some(ReqEntry {
-                        kind: ReqKind::Send(s),
-                        result: None,
-                    }) if s.peer == peer && s.rendezvous && !s.cts => {
-                        // Also after CTS_COOP: the receiver falls back to DATA.
-                        s.cts = true;
-                        s.len as u64
-                    }
-                    _ => {
-                        return Err(ProtocolError(format!(
-                            "CTS for unknown send request {sreq:#x}"
-                        )))
-                    }
-                };
+                // Also after CTS_COOP: the receiver falls back to DATA.
+                let (id, s) = self.pending_send(sreq, peer, "CTS", |s| s.rendezvous && !s.cts)?;
+                s.cts = true;
+                let len = s.len as u64;
                 self.transmits.push_back(Transmit {
                     peer,
                     frame: Frame::Data { rreq, len },
@@ -904,39 +913,17 @@ impl Engine {
                 Ok(Some(Dest::Req(id)))
             }
             Frame::SyncAck { sreq } => {
-                let id = ReqId::from_wire(sreq);
-                match self.entry_mut(id) {
-                    Some(ReqEntry {
-                        kind: ReqKind::Send(s),
-                        result: None,
-                    }) if s.peer == peer && s.need_ack => {
-                        s.need_ack = false;
-                    }
-                    _ => {
-                        return Err(ProtocolError(format!(
-                            "SYNC_ACK for unknown send request {sreq:#x}"
-                        )))
-                    }
-                }
+                let (id, s) = self.pending_send(sreq, peer, "SYNC_ACK", |s| s.need_ack)?;
+                s.need_ack = false;
                 self.maybe_finish_send(id);
                 Ok(None)
             }
             Frame::CtsCoop { sreq, rreq, addr } => {
-                let id = ReqId::from_wire(sreq);
-                let len = match self.entry_mut(id) {
-                    Some(ReqEntry {
-                        kind: ReqKind::Send(s),
-                        result: None,
-                    }) if s.peer == peer && s.rendezvous && !s.cts && !s.coop => {
-                        s.coop = true;
-                        s.len
-                    }
-                    _ => {
-                        return Err(ProtocolError(format!(
-                            "CTS_COOP for unknown send request {sreq:#x}"
-                        )))
-                    }
-                };
+                let (id, s) = self.pending_send(sreq, peer, "CTS_COOP", |s| {
+                    s.rendezvous && !s.cts && !s.coop
+                })?;
+                s.coop = true;
+                let len = s.len;
                 let split = coop_split(len);
                 if split == 0 || addr == 0 {
                     return Err(ProtocolError(
@@ -989,20 +976,8 @@ impl Engine {
                 Ok(None)
             }
             Frame::Fin { sreq } => {
-                let id = ReqId::from_wire(sreq);
-                match self.entry_mut(id) {
-                    Some(ReqEntry {
-                        kind: ReqKind::Send(s),
-                        result: None,
-                    }) if s.peer == peer && s.rendezvous && !s.cts => {
-                        s.written = true;
-                    }
-                    _ => {
-                        return Err(ProtocolError(format!(
-                            "FIN for unknown send request {sreq:#x}"
-                        )))
-                    }
-                }
+                let (id, s) = self.pending_send(sreq, peer, "FIN", |s| s.rendezvous && !s.cts)?;
+                s.written = true;
                 self.maybe_finish_send(id);
                 Ok(None)
             }
