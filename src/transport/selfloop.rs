@@ -22,7 +22,7 @@ impl Transport for SelfLoop {
     fn try_write(&mut self, _peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
         let mut n = 0;
         for b in bufs {
-            self.bytes.extend(b.iter());
+            self.bytes.extend(b.iter().copied());
             n += b.len();
         }
         Ok(n)
@@ -30,9 +30,11 @@ impl Transport for SelfLoop {
 
     fn try_read(&mut self, _peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
         let n = buf.len().min(self.bytes.len());
-        for (dst, src) in buf[..n].iter_mut().zip(self.bytes.drain(..n)) {
-            *dst = src;
-        }
+        let (a, b) = self.bytes.as_slices();
+        let first = n.min(a.len());
+        buf[..first].copy_from_slice(&a[..first]);
+        buf[first..n].copy_from_slice(&b[..n - first]);
+        self.bytes.drain(..n);
         Ok(n)
     }
 }
