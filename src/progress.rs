@@ -425,7 +425,7 @@ impl Progress {
     }
 
     /// Whether request `id` has not been collected yet.
-    pub(crate) fn bufs_has(&self, id: ReqId) -> bool {
+    pub(crate) fn is_live(&self, id: ReqId) -> bool {
         self.engine.is_live(id)
     }
 

@@ -227,7 +227,7 @@ where
             let pending = std::mem::take(&mut *self.0.pending.borrow_mut());
             for (progress, id) in pending {
                 let mut p = progress.borrow_mut();
-                if p.bufs_has(id) {
+                if p.is_live(id) {
                     let _ = wait_or_detach(&mut p, id);
                 }
             }

@@ -55,7 +55,7 @@ enum State {
 }
 
 impl State {
-    fn expect(&self) -> usize {
+    fn handshake_len(&self) -> usize {
         match self {
             State::AwaitChallenge { .. } => CHALLENGE_LEN,
             State::AwaitVerdict { .. } => VERDICT_LEN,
@@ -444,7 +444,7 @@ impl TcpTransport {
                 continue;
             }
             // Read exactly the rest of the next handshake message.
-            let need = c.state.expect();
+            let need = c.state.handshake_len();
             while c.hs_in.len() < need {
                 let mut buf = [0u8; HELLO_LEN + CHALLENGE_LEN];
                 let want = need - c.hs_in.len();
