@@ -387,6 +387,60 @@ impl Progress {
         Ok(())
     }
 
+    /// Sends a small message at once, without a request: writes header and
+    /// payload straight to the link when nothing is queued for `peer`, and
+    /// buffers any part the link does not take (eager semantics). Returns
+    /// false when the general path must be used.
+    pub(crate) fn send_eager_now(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        bytes: &[u8],
+    ) -> bool {
+        let Some(kind) = self.kinds.get(peer as usize).copied() else {
+            return false;
+        };
+        if self.out.get(peer as usize).is_none_or(|q| !q.is_empty())
+            || (kind == LinkKind::Tcp && !self.tcp.is_established(peer))
+        {
+            return false;
+        }
+        let Some(frame) = self.engine.eager_frame_now(peer, context, tag, bytes.len()) else {
+            return false;
+        };
+        let header = frame.encode();
+        let slices = [IoSlice::new(&header), IoSlice::new(bytes)];
+        let written = match kind {
+            LinkKind::SelfLoop => self.selfloop.try_write(peer, &slices),
+            LinkKind::Tcp => self.tcp.try_write(peer, &slices),
+            LinkKind::Shm => match self.shm.as_mut() {
+                Some(shm) => shm.try_write(peer, &slices),
+                None => Err(LinkError("no shared-memory transport".into())),
+            },
+        };
+        let sent = match written {
+            Ok(n) => n,
+            Err(e) => {
+                // The message is buffered; the loss is reported by the next progress.
+                self.lost.push((peer, e.0));
+                0
+            }
+        };
+        if sent < HEADER_LEN + bytes.len() {
+            self.out[peer as usize].push_back(OutFrame {
+                header,
+                payload: OutPayload::Owned(bytes.to_vec()),
+                eager: true,
+                sent,
+            });
+            if !self.pending_out.contains(&peer) {
+                self.pending_out.push(peer);
+            }
+        }
+        true
+    }
+
     /// Copies the queued payload of eager send `id` aside and completes the
     /// send, so a blocking standard-mode send of a small message never waits
     /// for the receiver (MPI's eager buffering). Nonblocking sends keep

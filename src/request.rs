@@ -168,6 +168,9 @@ pub(crate) fn send_blocking(
     sync: bool,
 ) -> Result<()> {
     let mut p = p.borrow_mut();
+    if !sync && p.send_eager_now(peer, context, tag, bytes) {
+        return Ok(());
+    }
     // SAFETY: `bytes` is borrowed for this whole call, and `wait_or_detach`
     // either finishes the request or detaches the loan before we return.
     let id = unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) };

@@ -422,6 +422,33 @@ impl Engine {
         entry.result
     }
 
+    /// A standard-mode eager send that needs no request: the frame to write
+    /// now, if the message goes eagerly to an open peer and no frame for that
+    /// peer waits in the engine (per-peer order). The driver must then put
+    /// the whole frame on the link or buffer what is left of it, in order.
+    pub(crate) fn eager_frame_now(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        len: usize,
+    ) -> Option<Frame> {
+        if len > self.caps(peer).0
+            || !self.peer_open(peer)
+            || self.transmits.iter().any(|t| t.peer == peer)
+        {
+            return None;
+        }
+        self.stats.eager_sent += 1;
+        Some(Frame::Eager {
+            context,
+            tag,
+            len: len as u64,
+            sync: false,
+            sreq: 0,
+        })
+    }
+
     /// Starts a send of `len` bytes to `peer`. Sends to a peer that is gone fail at once.
     pub(crate) fn post_send(
         &mut self,

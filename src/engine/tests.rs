@@ -517,3 +517,23 @@ fn buffer_pool_reuses_and_stays_bounded() {
     assert!(pool.free.len() <= BufferPool::MAX_BUFFERS);
     assert!(pool.bytes <= BufferPool::MAX_BYTES);
 }
+
+#[test]
+fn eager_frame_now_never_overtakes_queued_frames() {
+    let mut e = Engine::new(0, 3, 64);
+    // Nothing queued: a small message may go at once.
+    assert!(matches!(
+        e.eager_frame_now(1, 0, 5, 8),
+        Some(Frame::Eager { tag: 5, len: 8, .. })
+    ));
+    // Too large for eager: the general path.
+    assert_eq!(e.eager_frame_now(1, 0, 5, 65), None);
+    // A frame for peer 1 waits in the engine: the direct path must not pass it...
+    let _rts = e.post_send(1, 0, 6, 1000, false);
+    assert_eq!(e.eager_frame_now(1, 0, 7, 8), None);
+    // ...but other peers are unaffected.
+    assert!(e.eager_frame_now(2, 0, 7, 8).is_some());
+    // A lost peer takes the general path (which reports the loss).
+    e.handle_peer_lost(2, "gone".into());
+    assert_eq!(e.eager_frame_now(2, 0, 7, 8), None);
+}

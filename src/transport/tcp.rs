@@ -211,6 +211,11 @@ impl TcpTransport {
         }
     }
 
+    /// Whether the link to `peer` is established (frames can be written now).
+    pub(crate) fn is_established(&self, peer: Rank) -> bool {
+        self.established(peer).is_some()
+    }
+
     /// Whether a link to `peer` exists or is being opened.
     pub(crate) fn has_link(&self, peer: Rank) -> bool {
         self.peer_conn
