@@ -78,48 +78,162 @@ impl Status {
     }
 }
 
+/// Which world ranks a communicator holds, in communicator-rank order.
 #[derive(Debug)]
 enum Group {
     /// Comm rank r is world rank r.
     Identity(usize),
+    /// Comm rank r is world rank `ranks[r]`.
+    Map {
+        ranks: Vec<u32>,
+        inverse: std::collections::HashMap<u32, usize>,
+    },
+}
+
+/// Context-id pairs in use by this rank: id `k` owns matching contexts `2k`
+/// (point-to-point) and `2k + 1` (collectives). A new communicator takes the
+/// lowest id free on every member, agreed by an all-reduce (bitwise and) of
+/// the members' free masks, as MPICH's `contextid.c` does.
+#[derive(Debug)]
+pub(crate) struct ContextIds {
+    used: Vec<u64>,
+}
+
+impl ContextIds {
+    /// Number of ids (communicators alive at once per rank).
+    pub(crate) const IDS: usize = 4096;
+
+    pub(crate) fn new() -> Self {
+        let mut used = vec![0u64; Self::IDS / 64];
+        used[0] = 1; // the world
+        ContextIds { used }
+    }
+
+    fn free_mask(&self) -> Vec<u64> {
+        self.used.iter().map(|w| !w).collect()
+    }
+
+    fn claim(&mut self, k: usize) {
+        self.used[k / 64] |= 1 << (k % 64);
+    }
+
+    fn release(&mut self, k: usize) {
+        if k > 0 && k < Self::IDS {
+            self.used[k / 64] &= !(1 << (k % 64));
+        }
+    }
 }
 
 /// State shared by the handles of one communicator.
 #[derive(Debug)]
 pub(crate) struct CommShared {
     pub(crate) progress: Rc<RefCell<Progress>>,
-    context: u32,
+    contexts: Rc<RefCell<ContextIds>>,
+    id: usize,
     rank: usize,
     group: Group,
 }
 
+impl Drop for CommShared {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.contexts.try_borrow_mut() {
+            c.release(self.id);
+        }
+    }
+}
+
 impl CommShared {
     pub(crate) fn p2p_context(&self) -> u32 {
-        self.context
+        2 * self.id as u32
     }
 
-    fn size(&self) -> usize {
-        match self.group {
-            Group::Identity(n) => n,
+    pub(crate) fn coll_context(&self) -> u32 {
+        2 * self.id as u32 + 1
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        match &self.group {
+            Group::Identity(n) => *n,
+            Group::Map { ranks, .. } => ranks.len(),
         }
     }
 
-    fn world_rank(&self, r: usize) -> Result<u32> {
+    pub(crate) fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub(crate) fn world_rank(&self, r: usize) -> Result<u32> {
         if r >= self.size() {
             return Err(Error::InvalidRank {
                 rank: r,
                 size: self.size(),
             });
         }
-        match self.group {
+        match &self.group {
             Group::Identity(_) => Ok(r as u32),
+            Group::Map { ranks, .. } => Ok(ranks[r]),
         }
     }
 
     fn comm_rank(&self, world: u32) -> usize {
-        match self.group {
+        match &self.group {
             Group::Identity(_) => world as usize,
+            // Messages on our contexts only come from members.
+            Group::Map { inverse, .. } => inverse.get(&world).copied().unwrap_or(usize::MAX),
         }
+    }
+
+    /// Blocking send on the collective context to communicator rank `dest`.
+    pub(crate) fn coll_send(&self, bytes: &[u8], dest: usize, tag: u32) -> Result<()> {
+        let peer = self.world_rank(dest)?;
+        request::send_blocking(&self.progress, peer, self.coll_context(), tag, bytes, false)
+    }
+
+    /// Blocking receive on the collective context of exactly `bytes.len()`
+    /// bytes from communicator rank `src`; a different length is an error.
+    pub(crate) fn coll_recv(&self, bytes: &mut [u8], src: usize, tag: u32) -> Result<()> {
+        let peer = self.world_rank(src)?;
+        let want = bytes.len();
+        let info = request::recv_blocking(
+            &self.progress,
+            self.coll_context(),
+            Some(peer),
+            Some(tag),
+            bytes,
+        )?;
+        if info.len != want {
+            return Err(Error::InvalidArgument(format!(
+                "collective message from rank {src} has {} bytes, {want} expected: do all ranks pass the same counts?",
+                info.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends to `dest` and receives from `src` on the collective context at once.
+    pub(crate) fn coll_sendrecv(
+        &self,
+        out: &[u8],
+        dest: usize,
+        inc: &mut [u8],
+        src: usize,
+        tag: u32,
+    ) -> Result<()> {
+        let peer = self.world_rank(dest)?;
+        request::scope(|s| {
+            let r = Request::send_on(
+                s,
+                self.progress.clone(),
+                peer,
+                self.coll_context(),
+                tag,
+                out,
+                false,
+            );
+            let got = self.coll_recv(inc, src, tag);
+            let sent = r.wait_raw();
+            got.and(sent)
+        })
     }
 
     /// Converts an engine result into a typed status for elements of `elem_size` bytes.
@@ -161,6 +275,92 @@ fn tag_match(t: TagMatch) -> Result<Option<u32>> {
     }
 }
 
+impl Communicator {
+    pub(crate) fn shared(&self) -> &CommShared {
+        &self.shared
+    }
+
+    /// A new communicator with the same ranks and a separate matching
+    /// context (`MPI_Comm_dup`). Collective: every rank must call it.
+    pub fn dup(&self) -> Result<Communicator> {
+        let group = match &self.shared.group {
+            Group::Identity(n) => Group::Identity(*n),
+            Group::Map { ranks, inverse } => Group::Map {
+                ranks: ranks.clone(),
+                inverse: inverse.clone(),
+            },
+        };
+        let id = self.agree_context_id()?;
+        Ok(self.derived(id, self.rank(), group))
+    }
+
+    /// Splits the communicator (`MPI_Comm_split`): ranks passing the same
+    /// `color` form a new communicator, ordered by `key` then by their rank
+    /// here; `None` (MPI's `MPI_UNDEFINED`) takes part but gets no
+    /// communicator. Collective: every rank must call it.
+    pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        // Everyone learns everyone's (color, key): [has_color, color, key].
+        let mine = [u32::from(color.is_some()), color.unwrap_or(0), key as u32];
+        let mut all = vec![0u32; 3 * self.size()];
+        self.all_gather(&mine, &mut all)?;
+        let id = self.agree_context_id()?;
+        let Some(color) = color else { return Ok(None) };
+        let mut members: Vec<(i32, usize)> = all
+            .chunks_exact(3)
+            .enumerate()
+            .filter(|(_, c)| c[0] == 1 && c[1] == color)
+            .map(|(r, c)| (c[2] as i32, r))
+            .collect();
+        members.sort_unstable();
+        let ranks: Vec<u32> = members
+            .iter()
+            .map(|&(_, r)| self.shared.world_rank(r))
+            .collect::<Result<_>>()?;
+        let me = members
+            .iter()
+            .position(|&(_, r)| r == self.rank())
+            .ok_or_else(|| {
+                Error::InvalidArgument("split: this rank is missing from its own color".into())
+            })?;
+        let inverse = ranks.iter().enumerate().map(|(i, &w)| (w, i)).collect();
+        Ok(Some(self.derived(id, me, Group::Map { ranks, inverse })))
+    }
+
+    /// Splits by node (`MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)`): the ranks
+    /// that the launcher placed on this rank's node.
+    pub fn split_by_node(&self, node: u32) -> Result<Communicator> {
+        self.split(Some(node), self.rank() as i32)?
+            .ok_or_else(|| Error::InvalidArgument("split_by_node produced no communicator".into()))
+    }
+
+    fn derived(&self, id: usize, rank: usize, group: Group) -> Communicator {
+        Communicator {
+            shared: Rc::new(CommShared {
+                progress: self.shared.progress.clone(),
+                contexts: self.shared.contexts.clone(),
+                id,
+                rank,
+                group,
+            }),
+        }
+    }
+
+    /// The lowest context id free on every rank of this communicator, claimed.
+    fn agree_context_id(&self) -> Result<usize> {
+        let mask = self.shared.contexts.borrow().free_mask();
+        let mut agreed = vec![0u64; mask.len()];
+        self.all_reduce(&mask, &mut agreed, crate::Op::BitAnd)?;
+        let k = agreed
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| 64 * i + w.trailing_zeros() as usize)
+            .ok_or_else(|| Error::InvalidArgument("out of communicator context ids".into()))?;
+        self.shared.contexts.borrow_mut().claim(k);
+        Ok(k)
+    }
+}
+
 /// A group of ranks that exchange messages. Cheap to clone.
 ///
 /// ```no_run
@@ -185,7 +385,8 @@ impl Communicator {
         Communicator {
             shared: Rc::new(CommShared {
                 progress,
-                context: 0,
+                contexts: Rc::new(RefCell::new(ContextIds::new())),
+                id: 0,
                 rank,
                 group: Group::Identity(size),
             }),

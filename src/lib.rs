@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 
 pub mod bootstrap;
+mod coll;
 mod comm;
 pub mod config;
 mod engine;
@@ -47,6 +48,8 @@ mod transport;
 mod universe;
 pub mod wire;
 
+pub use coll::op::{Op, Reducible};
+pub use coll::UserOp;
 pub use comm::{Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, TAG_UB};
 pub use error::{Error, Result};
 pub use progress::LinkKind;

@@ -268,7 +268,9 @@ enum Kind {
 /// Dropping an unfinished request waits for it.
 #[must_use = "a request must be waited for (dropping it waits)"]
 pub struct Request<'s> {
-    comm: Rc<CommShared>,
+    progress: Rc<RefCell<Progress>>,
+    /// The communicator, to translate statuses (None: internal traffic).
+    comm: Option<Rc<CommShared>>,
     id: ReqId,
     kind: Kind,
     done: bool,
@@ -293,22 +295,51 @@ impl<'s> Request<'s> {
         buf: &'s [T],
         sync: bool,
     ) -> Request<'s> {
-        let bytes: &[u8] = bytemuck::cast_slice(buf);
-        let progress = comm.progress.clone();
+        let mut r = Self::send_on(
+            scope,
+            comm.progress.clone(),
+            peer,
+            comm.p2p_context(),
+            tag,
+            bytemuck::cast_slice(buf),
+            sync,
+        );
+        r.comm = Some(comm);
+        r
+    }
+
+    /// A send of raw bytes on any context (collectives' internal traffic).
+    pub(crate) fn send_on<'env>(
+        scope: &'s Scope<'s, 'env>,
+        progress: Rc<RefCell<Progress>>,
+        peer: u32,
+        context: u32,
+        tag: u32,
+        bytes: &'s [u8],
+        sync: bool,
+    ) -> Request<'s> {
         let id = {
             let mut p = progress.borrow_mut();
-            // SAFETY: `buf` is borrowed for 's; the scope waits for (or
+            // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
             // detaches) this request before 's ends.
-            unsafe { post_send_raw(&mut p, peer, comm.p2p_context(), tag, bytes, sync) }
+            unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) }
         };
-        scope.pending.borrow_mut().push((progress, id));
+        scope.pending.borrow_mut().push((progress.clone(), id));
         Request {
-            comm,
+            progress,
+            comm: None,
             id,
             kind: Kind::Send,
             done: false,
             _scope: PhantomData,
         }
+    }
+
+    /// Waits for an internal request; only success or failure matters.
+    pub(crate) fn wait_raw(mut self) -> Result<()> {
+        self.done = true;
+        let mut p = self.progress.borrow_mut();
+        wait_or_detach(&mut p, self.id).map(|_| ())
     }
 
     pub(crate) fn recv<'env, T: bytemuck::Pod>(
@@ -326,9 +357,10 @@ impl<'s> Request<'s> {
             // (or detaches) this request before 's ends.
             unsafe { post_recv_raw(&mut p, comm.p2p_context(), source, tag, bytes) }
         };
-        scope.pending.borrow_mut().push((progress, id));
+        scope.pending.borrow_mut().push((progress.clone(), id));
         Request {
-            comm,
+            progress,
+            comm: Some(comm),
             id,
             kind: Kind::Recv {
                 elem_size: std::mem::size_of::<T>(),
@@ -341,7 +373,10 @@ impl<'s> Request<'s> {
     fn status(&self, info: MsgInfo) -> Result<Status> {
         match self.kind {
             Kind::Send => Ok(Status::for_send()),
-            Kind::Recv { elem_size } => self.comm.status(info, elem_size),
+            Kind::Recv { elem_size } => match &self.comm {
+                Some(c) => c.status(info, elem_size),
+                None => Ok(Status::for_send()),
+            },
         }
     }
 
@@ -349,7 +384,7 @@ impl<'s> Request<'s> {
     pub fn wait(mut self) -> Result<Status> {
         self.done = true;
         let info = {
-            let mut p = self.comm.progress.borrow_mut();
+            let mut p = self.progress.borrow_mut();
             wait_or_detach(&mut p, self.id)?
         };
         self.status(info)
@@ -362,7 +397,7 @@ impl<'s> Request<'s> {
             return None;
         }
         let info = {
-            let mut p = self.comm.progress.borrow_mut();
+            let mut p = self.progress.borrow_mut();
             if let Err(e) = p.progress_once(Some(std::time::Duration::ZERO)) {
                 self.done = true;
                 p.bufs.detach(self.id);
@@ -386,7 +421,7 @@ impl<'s> Request<'s> {
 impl Drop for Request<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let mut p = self.comm.progress.borrow_mut();
+            let mut p = self.progress.borrow_mut();
             let _ = wait_or_detach(&mut p, self.id);
         }
     }
@@ -414,7 +449,7 @@ pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
 /// Waits until one of `reqs` completes, removes it from the vector and
 /// returns its former index and outcome. `None` if `reqs` is empty.
 pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> {
-    let progress = reqs.first()?.comm.progress.clone();
+    let progress = reqs.first()?.progress.clone();
     let ids: Vec<ReqId> = reqs.iter().map(|r| r.id).collect();
     let waited = progress
         .borrow_mut()

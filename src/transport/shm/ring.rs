@@ -222,6 +222,7 @@ impl Consumer {
 /// A ring on heap memory, both ends in one place: for unit tests and the
 /// criterion benches (feature `bench-internals`).
 #[cfg(any(test, feature = "bench-internals"))]
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 #[derive(Debug)]
 pub struct HeapRing {
     _mem: Vec<u64>,
@@ -230,6 +231,7 @@ pub struct HeapRing {
 }
 
 #[cfg(any(test, feature = "bench-internals"))]
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 impl HeapRing {
     /// A ring of `capacity` bytes (a power of two, at least 64).
     pub fn new(capacity: usize) -> Self {

@@ -1,0 +1,325 @@
+//! Collective operations, built only on point-to-point messages on each
+//! communicator's collective context (so they never match user traffic).
+//!
+//! Algorithms (cost lines: p ranks, n bytes, α latency, β time per byte):
+//! * barrier — dissemination: ⌈lg p⌉ rounds of empty messages; ⌈lg p⌉α.
+//! * broadcast — binomial tree from the root; ⌈lg p⌉(α + nβ).
+//! * reduce — binomial tree towards the root; ⌈lg p⌉(α + nβ + nγ).
+//!   **Reduction order:** the tree combines contiguous blocks of ranks,
+//!   lower block on the left: ((r0 ⊕ r1) ⊕ (r2 ⊕ r3)) ⊕ ... The order depends
+//!   only on p (a non-commutative operation is reduced towards rank 0 and
+//!   the result sent to the root), never on timing.
+//! * all-reduce — reduce to rank 0, then broadcast: every rank receives the
+//!   bytes rank 0 computed, so results are bit-for-bit identical on every
+//!   rank, floats included.
+//! * gather / scatter — linear at the root; (p - 1)(α + nβ).
+//! * all-gather — ring: p - 1 steps, each passing one block on; (p - 1)(α + nβ).
+//! * all-to-all — pairwise exchange: p - 1 steps of sendrecv.
+//!
+//! Mismatched use (different counts on different ranks, a root out of
+//! range, a buffer of the wrong length) returns an error on the ranks that
+//! can detect it.
+
+pub(crate) mod op;
+
+use crate::comm::{CommShared, Communicator};
+use crate::error::{Error, Result};
+use bytemuck::Pod;
+use op::{Op, Reducible};
+
+/// A user reduction: `f(lower, higher)` folds the operand of higher ranks
+/// into that of lower ranks, element by element.
+pub type UserOp<'a, T> = &'a mut dyn FnMut(&mut [T], &[T]) -> Result<()>;
+
+const TAG_BARRIER: u32 = 1;
+const TAG_BCAST: u32 = 2;
+const TAG_REDUCE: u32 = 3;
+const TAG_GATHER: u32 = 5;
+const TAG_SCATTER: u32 = 6;
+const TAG_ALLGATHER: u32 = 7;
+const TAG_ALLTOALL: u32 = 8;
+
+fn bytes<T: Pod>(x: &[T]) -> &[u8] {
+    bytemuck::cast_slice(x)
+}
+
+fn bytes_mut<T: Pod>(x: &mut [T]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(x)
+}
+
+fn check_root(c: &CommShared, root: usize) -> Result<()> {
+    if root >= c.size() {
+        return Err(Error::InvalidRank {
+            rank: root,
+            size: c.size(),
+        });
+    }
+    Ok(())
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: buffer holds {got} elements, {want} expected"
+        )));
+    }
+    Ok(())
+}
+
+/// Binomial-tree broadcast of `buf` (already filled at `root`).
+fn bcast_bytes(c: &CommShared, buf: &mut [u8], root: usize) -> Result<()> {
+    let (p, me) = (c.size(), c.rank());
+    let vrank = (me + p - root) % p;
+    let mut mask = 1;
+    while mask < p {
+        if vrank & mask != 0 {
+            c.coll_recv(buf, (vrank - mask + root) % p, TAG_BCAST)?;
+            break;
+        }
+        mask <<= 1;
+    }
+    mask >>= 1;
+    while mask > 0 {
+        if vrank + mask < p {
+            c.coll_send(buf, (vrank + mask + root) % p, TAG_BCAST)?;
+        }
+        mask >>= 1;
+    }
+    Ok(())
+}
+
+/// Binomial-tree reduction of `acc` towards rank 0; on return rank 0's `acc`
+/// holds the result. `combine(lower, higher)` folds a higher block into a
+/// lower one.
+fn reduce_to_zero<T: Pod>(c: &CommShared, acc: &mut [T], combine: UserOp<'_, T>) -> Result<()> {
+    let (p, me) = (c.size(), c.rank());
+    let mut tmp = vec![T::zeroed(); acc.len()];
+    let mut mask = 1;
+    while mask < p {
+        if me & mask != 0 {
+            return c.coll_send(bytes(acc), me - mask, TAG_REDUCE);
+        }
+        if me + mask < p {
+            c.coll_recv(bytes_mut(&mut tmp), me + mask, TAG_REDUCE)?;
+            combine(acc, &tmp)?;
+        }
+        mask <<= 1;
+    }
+    Ok(())
+}
+
+impl Communicator {
+    /// Blocks until every rank of the communicator has called it (`MPI_Barrier`).
+    pub fn barrier(&self) -> Result<()> {
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        let mut dist = 1;
+        while dist < p {
+            c.coll_sendrecv(
+                &[],
+                (me + dist) % p,
+                &mut [],
+                (me + p - dist) % p,
+                TAG_BARRIER,
+            )?;
+            dist <<= 1;
+        }
+        Ok(())
+    }
+
+    /// Copies `buf` from `root` to every rank (`MPI_Bcast`). Every rank
+    /// passes a buffer of the same length.
+    ///
+    /// ```no_run
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut params = [0f64; 3];
+    /// if world.rank() == 0 {
+    ///     params = [0.1, 0.2, 0.3];
+    /// }
+    /// world.broadcast(&mut params, 0)?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        check_root(self.shared(), root)?;
+        bcast_bytes(self.shared(), bytes_mut(buf), root)
+    }
+
+    /// Combines every rank's `send` element-wise with `op` into `recv` at
+    /// `root` (`MPI_Reduce`). `recv` is only written at the root; elsewhere
+    /// it may be empty.
+    pub fn reduce<T: Reducible>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: Op,
+        root: usize,
+    ) -> Result<()> {
+        // An operation undefined for T fails on every rank, before any message.
+        T::reduce_into(op, &mut [], &[])?;
+        self.reduce_with(send, recv, root, true, &mut |a, b| T::reduce_into(op, a, b))
+    }
+
+    /// [`reduce`](Self::reduce) with a user operation `f(lower, higher)`
+    /// folding the operand of higher ranks into that of lower ranks.
+    /// `commutative` tells whether operands may be reordered; the current
+    /// algorithm keeps rank order (0 ⊕ 1 ⊕ ... ⊕ p-1, associativity assumed)
+    /// for every operation, so both values give the same result today.
+    pub fn reduce_with<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        root: usize,
+        commutative: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        let c = self.shared();
+        check_root(c, root)?;
+        if c.rank() == root {
+            check_len("reduce at the root", recv.len(), send.len())?;
+        }
+        let _rank_order_kept_for_any = commutative;
+        let mut acc = send.to_vec();
+        reduce_to_zero(c, &mut acc, f)?;
+        if root == 0 {
+            if c.rank() == 0 {
+                recv.copy_from_slice(&acc);
+            }
+        } else if c.rank() == 0 {
+            c.coll_send(bytes(&acc), root, TAG_REDUCE)?;
+        } else if c.rank() == root {
+            c.coll_recv(bytes_mut(recv), 0, TAG_REDUCE)?;
+        }
+        Ok(())
+    }
+
+    /// Combines every rank's `send` element-wise with `op`; every rank gets
+    /// the result in `recv` (`MPI_Allreduce`), bit-for-bit identical.
+    ///
+    /// ```no_run
+    /// use courier::Op;
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut total = [0u64];
+    /// world.all_reduce(&[world.rank() as u64], &mut total, Op::Sum)?;
+    /// assert_eq!(total[0] as usize, world.size() * (world.size() - 1) / 2);
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn all_reduce<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
+        T::reduce_into(op, &mut [], &[])?;
+        self.all_reduce_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
+    }
+
+    /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower, higher)`.
+    pub fn all_reduce_with<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        check_len("all_reduce", recv.len(), send.len())?;
+        let c = self.shared();
+        recv.copy_from_slice(send);
+        let mut acc = send.to_vec();
+        reduce_to_zero(c, &mut acc, f)?;
+        if c.rank() == 0 {
+            recv.copy_from_slice(&acc);
+        }
+        bcast_bytes(c, bytes_mut(recv), 0)
+    }
+
+    /// Collects every rank's `send` at `root`, in rank order, into `recv`
+    /// (`size × send.len()` elements at the root; ignored elsewhere) (`MPI_Gather`).
+    pub fn gather<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        check_root(c, root)?;
+        let n = send.len();
+        if c.rank() != root {
+            return c.coll_send(bytes(send), root, TAG_GATHER);
+        }
+        check_len("gather at the root", recv.len(), n * c.size())?;
+        for r in 0..c.size() {
+            let block = &mut recv[r * n..(r + 1) * n];
+            if r == root {
+                block.copy_from_slice(send);
+            } else {
+                c.coll_recv(bytes_mut(block), r, TAG_GATHER)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends block `r` of `send` (`size × recv.len()` elements at the root)
+    /// to rank `r` (`MPI_Scatter`).
+    pub fn scatter<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        check_root(c, root)?;
+        let n = recv.len();
+        if c.rank() != root {
+            return c.coll_recv(bytes_mut(recv), root, TAG_SCATTER);
+        }
+        check_len("scatter at the root", send.len(), n * c.size())?;
+        for r in 0..c.size() {
+            let block = &send[r * n..(r + 1) * n];
+            if r == root {
+                recv.copy_from_slice(block);
+            } else {
+                c.coll_send(bytes(block), r, TAG_SCATTER)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every rank gets every rank's `send`, in rank order, in `recv`
+    /// (`size × send.len()` elements) (`MPI_Allgather`; ring algorithm).
+    pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let (p, me, n) = (c.size(), c.rank(), send.len());
+        check_len("all_gather", recv.len(), n * p)?;
+        recv[me * n..(me + 1) * n].copy_from_slice(send);
+        let (right, left) = ((me + 1) % p, (me + p - 1) % p);
+        for step in 0..p.saturating_sub(1) {
+            let out_block = (me + p - step) % p;
+            let in_block = (me + p - step - 1) % p;
+            let out = recv[out_block * n..(out_block + 1) * n].to_vec();
+            c.coll_sendrecv(
+                bytes(&out),
+                right,
+                bytes_mut(&mut recv[in_block * n..(in_block + 1) * n]),
+                left,
+                TAG_ALLGATHER,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Block `r` of `send` goes to rank `r`, which stores it as block `me`
+    /// of its `recv` (`MPI_Alltoall`; pairwise exchange). Both buffers hold
+    /// `size` equal blocks.
+    pub fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let p = c.size();
+        let me = c.rank();
+        if send.len() % p != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "all_to_all: {} elements do not split into {p} blocks",
+                send.len()
+            )));
+        }
+        let n = send.len() / p;
+        check_len("all_to_all", recv.len(), send.len())?;
+        recv[me * n..(me + 1) * n].copy_from_slice(&send[me * n..(me + 1) * n]);
+        for step in 1..p {
+            let to = (me + step) % p;
+            let from = (me + p - step) % p;
+            c.coll_sendrecv(
+                bytes(&send[to * n..(to + 1) * n]),
+                to,
+                bytes_mut(&mut recv[from * n..(from + 1) * n]),
+                from,
+                TAG_ALLTOALL,
+            )?;
+        }
+        Ok(())
+    }
+}
