@@ -38,6 +38,18 @@ pub(crate) enum Kind {
     /// Job start-up: wall time of a job that only initializes and finalizes,
     /// and the time spent in `courier::init()` (osu_init).
     Startup,
+    /// Barrier latency (osu_barrier).
+    Barrier,
+    /// Broadcast latency by size (osu_bcast).
+    Bcast,
+    /// Reduce (sum of f32) latency by size (osu_reduce).
+    Reduce,
+    /// All-reduce (sum of f32) latency by size (osu_allreduce).
+    Allreduce,
+    /// All-gather latency by size per rank (osu_allgather).
+    Allgather,
+    /// All-to-all latency by size per rank pair (osu_alltoall).
+    Alltoall,
 }
 
 /// Options of `courier bench`.
@@ -99,7 +111,18 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
             }
         };
     }
-    if args.np < 2 && args.kind != Some(Kind::Startup) {
+    let collective = matches!(
+        args.kind,
+        Some(
+            Kind::Barrier
+                | Kind::Bcast
+                | Kind::Reduce
+                | Kind::Allreduce
+                | Kind::Allgather
+                | Kind::Alltoall
+        )
+    );
+    if args.np < 2 && args.kind != Some(Kind::Startup) && !collective {
         eprintln!("courier: error: point-to-point benchmarks need -n 2 or more");
         return 2;
     }
@@ -250,6 +273,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
             Kind::Bw => bandwidth(&world, args, false),
             Kind::Bibw => bandwidth(&world, args, true),
             Kind::Startup => Ok(()),
+            coll => collective(&world, args, coll),
         };
         if let Err(e) = r {
             failure = Some(e);
@@ -397,4 +421,90 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
         }
     }
     sync(w).map_err(e)
+}
+
+/// OSU collective methodology: for each size, warm-up iterations, then the
+/// average time per call over all ranks (each rank times its own calls; rank
+/// 0 prints the mean of the ranks' averages). Sizes 4 B to 1 MiB (in bytes of
+/// the per-rank contribution; f32 elements where the operation reduces).
+fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let (p, me) = (w.size(), w.rank());
+    if me == 0 {
+        let name = match kind {
+            Kind::Barrier => "Barrier",
+            Kind::Bcast => "Broadcast",
+            Kind::Reduce => "Reduce",
+            Kind::Allreduce => "Allreduce",
+            Kind::Allgather => "Allgather",
+            _ => "All-to-All",
+        };
+        println!(
+            "# Courier {name} Latency Test, {p} ranks ({})",
+            transport_name()
+        );
+        if kind == Kind::Barrier {
+            println!("# Avg Latency(us)");
+        } else {
+            println!("# Size       Avg Latency(us)");
+        }
+    }
+    let sizes: Vec<usize> = if kind == Kind::Barrier {
+        vec![0]
+    } else {
+        let mut v = Vec::new();
+        let mut s = args.min_size.max(4);
+        while s <= args.max_size.min(1 << 20) {
+            v.push(s);
+            s *= 2;
+        }
+        v
+    };
+    for size in sizes {
+        let (n, skip) = iters(args, size, (1000, 100), (100, 10));
+        let elems = size / 4;
+        let send = vec![1.0f32; elems * if kind == Kind::Alltoall { p } else { 1 }];
+        let mut recv = vec![
+            0f32;
+            elems
+                * if matches!(kind, Kind::Allgather | Kind::Alltoall) {
+                    p
+                } else {
+                    1
+                }
+        ];
+        let mut t0 = Instant::now();
+        w.barrier().map_err(e)?;
+        for i in 0..n + skip {
+            if i == skip {
+                w.barrier().map_err(e)?;
+                t0 = Instant::now();
+            }
+            match kind {
+                Kind::Barrier => w.barrier(),
+                Kind::Bcast => w.broadcast(&mut recv, 0),
+                Kind::Reduce => w.reduce(&send, &mut recv, courier::Op::Sum, 0),
+                Kind::Allreduce => w.all_reduce(&send, &mut recv, courier::Op::Sum),
+                Kind::Allgather => w.all_gather(&send, &mut recv),
+                _ => w.all_to_all(&send, &mut recv),
+            }
+            .map_err(e)?;
+        }
+        let mine = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let mut sum = [0f64];
+        w.reduce(&[mine], &mut sum, courier::Op::Sum, 0)
+            .map_err(e)?;
+        if args.validate && kind == Kind::Allreduce && recv.iter().any(|&x| x != p as f32) {
+            return Err(format!("validation failed: allreduce of {size} bytes"));
+        }
+        if me == 0 {
+            let avg = sum[0] / p as f64;
+            if kind == Kind::Barrier {
+                println!("{avg:>18.2}");
+            } else {
+                println!("{size:<10}{avg:>18.2}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -128,6 +128,8 @@ impl ContextIds {
 #[derive(Debug)]
 pub(crate) struct CommShared {
     pub(crate) progress: Rc<RefCell<Progress>>,
+    /// Scratch space reused by collectives (16-byte aligned for any element type).
+    pub(crate) scratch: RefCell<Vec<u128>>,
     contexts: Rc<RefCell<ContextIds>>,
     id: usize,
     rank: usize,
@@ -337,6 +339,7 @@ impl Communicator {
         Communicator {
             shared: Rc::new(CommShared {
                 progress: self.shared.progress.clone(),
+                scratch: RefCell::new(Vec::new()),
                 contexts: self.shared.contexts.clone(),
                 id,
                 rank,
@@ -385,6 +388,7 @@ impl Communicator {
         Communicator {
             shared: Rc::new(CommShared {
                 progress,
+                scratch: RefCell::new(Vec::new()),
                 contexts: Rc::new(RefCell::new(ContextIds::new())),
                 id: 0,
                 rank,

@@ -90,18 +90,34 @@ fn bcast_bytes(c: &CommShared, buf: &mut [u8], root: usize) -> Result<()> {
 
 /// Binomial-tree reduction of `acc` towards rank 0; on return rank 0's `acc`
 /// holds the result. `combine(lower, higher)` folds a higher block into a
-/// lower one.
+/// lower one. Uses the communicator's scratch buffer: no allocation per call
+/// once it has grown (large fresh allocations page-fault on every call).
 fn reduce_to_zero<T: Pod>(c: &CommShared, acc: &mut [T], combine: UserOp<'_, T>) -> Result<()> {
     let (p, me) = (c.size(), c.rank());
-    let mut tmp = vec![T::zeroed(); acc.len()];
+    if p == 1 {
+        return Ok(());
+    }
+    let mut scratch = c.scratch.borrow_mut();
+    let need = std::mem::size_of_val(acc);
+    let words = need.div_ceil(16);
+    if scratch.len() < words {
+        scratch.resize(words, 0);
+    }
+    // u128 storage is aligned for every Pod element type of size <= 16.
+    let tmp: &mut [T] = bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need])
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "element type unsuitable for reduction scratch: {e:?}"
+            ))
+        })?;
     let mut mask = 1;
     while mask < p {
         if me & mask != 0 {
             return c.coll_send(bytes(acc), me - mask, TAG_REDUCE);
         }
         if me + mask < p {
-            c.coll_recv(bytes_mut(&mut tmp), me + mask, TAG_REDUCE)?;
-            combine(acc, &tmp)?;
+            c.coll_recv(bytes_mut(tmp), me + mask, TAG_REDUCE)?;
+            combine(acc, tmp)?;
         }
         mask <<= 1;
     }
@@ -220,11 +236,7 @@ impl Communicator {
         check_len("all_reduce", recv.len(), send.len())?;
         let c = self.shared();
         recv.copy_from_slice(send);
-        let mut acc = send.to_vec();
-        reduce_to_zero(c, &mut acc, f)?;
-        if c.rank() == 0 {
-            recv.copy_from_slice(&acc);
-        }
+        reduce_to_zero(c, recv, f)?;
         bcast_bytes(c, bytes_mut(recv), 0)
     }
 

@@ -43,24 +43,32 @@ fn unsupported(op: Op, ty: &str) -> Error {
     Error::InvalidArgument(format!("{op:?} is not defined for {ty}"))
 }
 
+/// Applies `$f` element-wise: one loop per operation, so each is inlined
+/// and vectorized (a function pointer per element would cost ~10×).
+macro_rules! zip_apply {
+    ($acc:expr, $x:expr, |$a:ident, $b:ident| $body:expr) => {
+        for (slot, &$b) in $acc.iter_mut().zip($x) {
+            let $a = *slot;
+            *slot = $body;
+        }
+    };
+}
+
 macro_rules! int_reducible {
     ($($t:ty),*) => {$(
         impl Reducible for $t {
             fn reduce_into(op: Op, acc: &mut [Self], x: &[Self]) -> Result<()> {
-                let f: fn($t, $t) -> $t = match op {
-                    Op::Sum => |a, b| a.wrapping_add(b),
-                    Op::Prod => |a, b| a.wrapping_mul(b),
-                    Op::Min => |a, b| a.min(b),
-                    Op::Max => |a, b| a.max(b),
-                    Op::BitAnd => |a, b| a & b,
-                    Op::BitOr => |a, b| a | b,
-                    Op::BitXor => |a, b| a ^ b,
-                    Op::LogicalAnd => |a, b| <$t>::from((a != 0) && (b != 0)),
-                    Op::LogicalOr => |a, b| <$t>::from((a != 0) || (b != 0)),
-                    Op::LogicalXor => |a, b| <$t>::from((a != 0) != (b != 0)),
-                };
-                for (a, &b) in acc.iter_mut().zip(x) {
-                    *a = f(*a, b);
+                match op {
+                    Op::Sum => zip_apply!(acc, x, |a, b| a.wrapping_add(b)),
+                    Op::Prod => zip_apply!(acc, x, |a, b| a.wrapping_mul(b)),
+                    Op::Min => zip_apply!(acc, x, |a, b| a.min(b)),
+                    Op::Max => zip_apply!(acc, x, |a, b| a.max(b)),
+                    Op::BitAnd => zip_apply!(acc, x, |a, b| a & b),
+                    Op::BitOr => zip_apply!(acc, x, |a, b| a | b),
+                    Op::BitXor => zip_apply!(acc, x, |a, b| a ^ b),
+                    Op::LogicalAnd => zip_apply!(acc, x, |a, b| <$t>::from((a != 0) && (b != 0))),
+                    Op::LogicalOr => zip_apply!(acc, x, |a, b| <$t>::from((a != 0) || (b != 0))),
+                    Op::LogicalXor => zip_apply!(acc, x, |a, b| <$t>::from((a != 0) != (b != 0))),
                 }
                 Ok(())
             }
@@ -74,15 +82,12 @@ macro_rules! float_reducible {
     ($($t:ty),*) => {$(
         impl Reducible for $t {
             fn reduce_into(op: Op, acc: &mut [Self], x: &[Self]) -> Result<()> {
-                let f: fn($t, $t) -> $t = match op {
-                    Op::Sum => |a, b| a + b,
-                    Op::Prod => |a, b| a * b,
-                    Op::Min => |a: $t, b: $t| a.min(b),
-                    Op::Max => |a: $t, b: $t| a.max(b),
+                match op {
+                    Op::Sum => zip_apply!(acc, x, |a, b| a + b),
+                    Op::Prod => zip_apply!(acc, x, |a, b| a * b),
+                    Op::Min => zip_apply!(acc, x, |a, b| a.min(b)),
+                    Op::Max => zip_apply!(acc, x, |a, b| a.max(b)),
                     other => return Err(unsupported(other, stringify!($t))),
-                };
-                for (a, &b) in acc.iter_mut().zip(x) {
-                    *a = f(*a, b);
                 }
                 Ok(())
             }
