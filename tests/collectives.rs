@@ -15,6 +15,21 @@ fn every_collective_on_1_to_9_ranks() {
 }
 
 #[test]
+fn every_allreduce_algorithm() {
+    for alg in ["recursive_doubling", "reduce_bcast"] {
+        for np in [1, 2, 3, 5, 6, 8] {
+            run_body_env(
+                "body_collectives",
+                np,
+                &[("COURIER_ALLREDUCE_ALGORITHM", alg)],
+                180,
+            )
+            .assert_ranks_passed(np);
+        }
+    }
+}
+
+#[test]
 fn collectives_over_tcp_and_without_cma() {
     run_body_env("body_collectives", 5, &[("COURIER_TRANSPORT", "tcp")], 180)
         .assert_ranks_passed(5);

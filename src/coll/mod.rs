@@ -9,9 +9,15 @@
 //!   lower block on the left: ((r0 ⊕ r1) ⊕ (r2 ⊕ r3)) ⊕ ... The order depends
 //!   only on p (a non-commutative operation is reduced towards rank 0 and
 //!   the result sent to the root), never on timing.
-//! * all-reduce — reduce to rank 0, then broadcast: every rank receives the
-//!   bytes rank 0 computed, so results are bit-for-bit identical on every
-//!   rank, floats included.
+//! * all-reduce — up to 64 KiB with a predefined (commutative) operation:
+//!   recursive doubling, ⌈lg p⌉(α + nβ + nγ) (+2 steps when p is not a power
+//!   of two: the extra ranks fold into a partner first and get the result
+//!   back last). Both partners of a step combine the lower block with the
+//!   higher one in that order, so they compute the same bits, and by
+//!   induction every rank ends with identical results, floats included.
+//!   Larger data or user operations: reduce to rank 0, then broadcast (every
+//!   rank receives the bytes rank 0 computed; rank order kept).
+//!   `COURIER_ALLREDUCE_ALGORITHM=recursive_doubling|reduce_bcast` overrides.
 //! * gather / scatter — linear at the root; (p - 1)(α + nβ).
 //! * all-gather — ring: p - 1 steps, each passing one block on; (p - 1)(α + nβ).
 //! * all-to-all — pairwise exchange: p - 1 steps of sendrecv.
@@ -124,6 +130,84 @@ fn reduce_to_zero<T: Pod>(c: &CommShared, acc: &mut [T], combine: UserOp<'_, T>)
     Ok(())
 }
 
+/// `len` elements of the communicator's scratch buffer, grown as needed (no
+/// allocation per call once grown: large fresh allocations page-fault).
+fn scratch_slice<T: Pod>(scratch: &mut Vec<u128>, len: usize) -> Result<&mut [T]> {
+    let need = len * std::mem::size_of::<T>();
+    let words = need.div_ceil(16);
+    if scratch.len() < words {
+        scratch.resize(words, 0);
+    }
+    // u128 storage is aligned for every Pod element type of alignment <= 16.
+    bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need]).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "element type unsuitable for reduction scratch: {e:?}"
+        ))
+    })
+}
+
+/// Largest all-reduce (bytes per rank) done by recursive doubling by default.
+const RD_MAX_BYTES: usize = 64 * 1024;
+const TAG_ALLREDUCE: u32 = 4;
+
+/// Recursive-doubling all-reduce of `acc` in place, for commutative
+/// operations; see the module docs for the order that keeps every rank's
+/// result bit-identical.
+fn allreduce_recursive_doubling<T: Pod>(
+    c: &CommShared,
+    acc: &mut [T],
+    combine: UserOp<'_, T>,
+) -> Result<()> {
+    let (p, me) = (c.size(), c.rank());
+    if p == 1 {
+        return Ok(());
+    }
+    let pof2 = 1usize << (usize::BITS - 1 - p.leading_zeros());
+    let rem = p - pof2;
+    let mut scratch = c.scratch.borrow_mut();
+    let tmp = scratch_slice::<T>(&mut scratch, acc.len())?;
+    // Fold the extra ranks: among the first 2·rem ranks, even ones hand their
+    // data to the odd neighbour and sit out.
+    let newrank = if me < 2 * rem {
+        if me % 2 == 0 {
+            c.coll_send(bytes(acc), me + 1, TAG_ALLREDUCE)?;
+            None
+        } else {
+            c.coll_recv(bytes_mut(tmp), me - 1, TAG_ALLREDUCE)?;
+            combine(tmp, acc)?; // lower rank's data first
+            acc.copy_from_slice(tmp);
+            Some(me / 2)
+        }
+    } else {
+        Some(me - rem)
+    };
+    if let Some(nr) = newrank {
+        let mut mask = 1;
+        while mask < pof2 {
+            let np = nr ^ mask;
+            let partner = if np < rem { 2 * np + 1 } else { np + rem };
+            // `acc` is sent in place: the exchange returns once the send is done.
+            c.coll_sendrecv(bytes(acc), partner, bytes_mut(tmp), partner, TAG_ALLREDUCE)?;
+            if np < nr {
+                combine(tmp, acc)?; // the partner holds the lower block
+                acc.copy_from_slice(tmp);
+            } else {
+                combine(acc, tmp)?;
+            }
+            mask <<= 1;
+        }
+    }
+    // Unfold: the odd ranks give the result back to the ranks that sat out.
+    if me < 2 * rem {
+        if me % 2 == 0 {
+            c.coll_recv(bytes_mut(acc), me + 1, TAG_ALLREDUCE)?;
+        } else {
+            c.coll_send(bytes(acc), me - 1, TAG_ALLREDUCE)?;
+        }
+    }
+    Ok(())
+}
+
 impl Communicator {
     /// Blocks until every rank of the communicator has called it (`MPI_Barrier`).
     pub fn barrier(&self) -> Result<()> {
@@ -223,7 +307,22 @@ impl Communicator {
     /// ```
     pub fn all_reduce<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         T::reduce_into(op, &mut [], &[])?;
-        self.all_reduce_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
+        let rd = match crate::config::allreduce_algorithm() {
+            Some("recursive_doubling") => true,
+            Some("reduce_bcast") => false,
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "COURIER_ALLREDUCE_ALGORITHM={other:?}: expected recursive_doubling or reduce_bcast"
+                )))
+            }
+            None => std::mem::size_of_val(send) <= RD_MAX_BYTES,
+        };
+        if !rd {
+            return self.all_reduce_with(send, recv, &mut |a, b| T::reduce_into(op, a, b));
+        }
+        check_len("all_reduce", recv.len(), send.len())?;
+        recv.copy_from_slice(send);
+        allreduce_recursive_doubling(self.shared(), recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower, higher)`.
