@@ -295,6 +295,23 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
     }
 }
 
+/// Runs `body(i)` for `skip` warm-up and `n` timed iterations; returns the
+/// seconds the timed ones took.
+fn timed(
+    n: usize,
+    skip: usize,
+    mut body: impl FnMut(usize) -> Result<(), String>,
+) -> Result<f64, String> {
+    let mut t0 = Instant::now();
+    for i in 0..n + skip {
+        if i == skip {
+            t0 = Instant::now();
+        }
+        body(i)?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 fn iters(
     args: &BenchArgs,
     size: usize,
@@ -322,11 +339,7 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             continue;
         }
         let peer = 1 - me;
-        let mut t0 = Instant::now();
-        for i in 0..n + skip {
-            if i == skip {
-                t0 = Instant::now();
-            }
+        let secs = timed(n, skip, |i| {
             if args.validate {
                 fill(&mut sbuf[..size], size, i);
             }
@@ -340,8 +353,9 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             if args.validate {
                 check(&rbuf[..size], size, i)?;
             }
-        }
-        let us = t0.elapsed().as_secs_f64() * 1e6 / (2.0 * n as f64);
+            Ok(())
+        })?;
+        let us = secs * 1e6 / (2.0 * n as f64);
         if me == 0 {
             println!("{size:<10}{us:>18.2}");
         }
@@ -373,11 +387,7 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
             continue;
         }
         let peer = 1 - me;
-        let mut t0 = Instant::now();
-        for i in 0..n + skip {
-            if i == skip {
-                t0 = Instant::now();
-            }
+        let secs = timed(n, skip, |i| {
             if args.validate {
                 fill(&mut sbuf[..size], size, i);
             }
@@ -412,8 +422,8 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
                     check(&chunk[..size], size, i)?;
                 }
             }
-        }
-        let secs = t0.elapsed().as_secs_f64();
+            Ok(())
+        })?;
         let factor = if bidirectional { 2.0 } else { 1.0 };
         let mbps = factor * (size * n * WINDOW) as f64 / 1e6 / secs;
         if me == 0 {

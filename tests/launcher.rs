@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{alive, courier, launch, rank_init, run_body_env};
+use common::{alive, assert_killed, courier, launch, rank_init, run_body_env};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,18 +103,7 @@ fn sigkilled_rank_aborts_the_job() {
 #[test]
 fn a_courier_job_aborts_when_a_rank_is_killed_mid_exchange() {
     let j = run_body_env("body_killed_mid_exchange", 4, &[], 60);
-    assert_eq!(
-        j.code,
-        Some(128 + 9),
-        "stdout:\n{}\nstderr:\n{}",
-        j.stdout,
-        j.stderr
-    );
-    assert!(
-        j.stderr.contains("rank 3") && j.stderr.contains("SIGKILL"),
-        "{}",
-        j.stderr
-    );
+    assert_killed(&j, 3);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{message, rank_init, run_body_env};
+use common::{assert_killed, message, rank_init, run_body_env};
 use courier::LinkKind;
 use std::time::{Duration, Instant};
 
@@ -194,18 +194,7 @@ fn a_rank_killed_mid_transfer_aborts_the_job_and_leaves_no_files() {
         &[("COURIER_TRANSPORT", "shm")],
         60,
     );
-    assert_eq!(
-        j.code,
-        Some(128 + 9),
-        "stdout:\n{}\nstderr:\n{}",
-        j.stdout,
-        j.stderr
-    );
-    assert!(
-        j.stderr.contains("rank 1") && j.stderr.contains("SIGKILL"),
-        "{}",
-        j.stderr
-    );
+    assert_killed(&j, 1);
     let after = dev_shm();
     let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
     assert!(new.is_empty(), "files left in /dev/shm: {new:?}");

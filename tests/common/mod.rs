@@ -51,6 +51,22 @@ impl Job {
     }
 }
 
+/// Asserts the job ended because rank `rank` was SIGKILLed, and said so.
+pub fn assert_killed(j: &Job, rank: usize) {
+    assert_eq!(
+        j.code,
+        Some(128 + 9),
+        "stdout:\n{}\nstderr:\n{}",
+        j.stdout,
+        j.stderr
+    );
+    assert!(
+        j.stderr.contains(&format!("rank {rank}")) && j.stderr.contains("SIGKILL"),
+        "{}",
+        j.stderr
+    );
+}
+
 /// Runs `courier run` with extra launcher flags and a command line.
 pub fn launch(flags: &[&str], cmd: &[&str]) -> Job {
     let out = Command::new(courier())
