@@ -83,6 +83,8 @@ pub(crate) struct WaitPolicy {
     pub(crate) spin: Duration,
     pub(crate) yield_for: Duration,
     pub(crate) block: Duration,
+    /// More ranks on this node than cores.
+    pub(crate) oversubscribed: bool,
 }
 
 impl WaitPolicy {
@@ -108,6 +110,7 @@ impl WaitPolicy {
             spin,
             yield_for,
             block: Duration::from_millis(100),
+            oversubscribed,
         }
     }
 }
@@ -233,6 +236,11 @@ impl Progress {
             }
         }
         Ok(())
+    }
+
+    /// Whether this node runs more ranks than it has cores.
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.policy.oversubscribed
     }
 
     pub(crate) fn eager_limit(&self) -> usize {

@@ -9,8 +9,8 @@
 //!   lower block on the left: ((r0 ⊕ r1) ⊕ (r2 ⊕ r3)) ⊕ ... The order depends
 //!   only on p (a non-commutative operation is reduced towards rank 0 and
 //!   the result sent to the root), never on timing.
-//! * all-reduce — up to 64 KiB with a predefined (commutative) operation:
-//!   recursive doubling, ⌈lg p⌉(α + nβ + nγ) (+2 steps when p is not a power
+//! * all-reduce — up to 64 KiB with a predefined (commutative) operation,
+//!   when every rank of the node has a core of its own: recursive doubling, ⌈lg p⌉(α + nβ + nγ) (+2 steps when p is not a power
 //!   of two: the extra ranks fold into a partner first and get the result
 //!   back last). Both partners of a step combine the lower block with the
 //!   higher one in that order, so they compute the same bits, and by
@@ -315,7 +315,9 @@ impl Communicator {
                     "COURIER_ALLREDUCE_ALGORITHM={other:?}: expected recursive_doubling or reduce_bcast"
                 )))
             }
-            None => std::mem::size_of_val(send) <= RD_MAX_BYTES,
+            // Each step needs both partners running at once: with more ranks
+            // than cores, the tree (fewer simultaneous partners) wins.
+            None => std::mem::size_of_val(send) <= RD_MAX_BYTES && !self.shared().progress.borrow().oversubscribed(),
         };
         if !rd {
             return self.all_reduce_with(send, recv, &mut |a, b| T::reduce_into(op, a, b));
