@@ -150,6 +150,25 @@ fn check_everything(w: &Communicator) {
     w.all_reduce_with(&start, &mut order, &mut place).unwrap();
     let expect: String = (1..=p).map(|d| d.to_string()).collect();
     assert_eq!(order[0].to_string(), expect, "rank order broken");
+    // scan, exscan, reduce_scatter
+    let mine: Vec<i64> = (0..5).map(|i| val(me, i)).collect();
+    let mut sc = vec![0i64; 5];
+    w.scan(&mine, &mut sc, Op::Sum).unwrap();
+    assert!((0..5).all(|i| sc[i] == (0..=me).map(|r| val(r, i)).sum::<i64>()));
+    let mut ex = vec![-7i64; 5];
+    w.exscan(&mine, &mut ex, Op::Sum).unwrap();
+    if me == 0 {
+        assert_eq!(ex, vec![-7; 5], "exscan leaves rank 0 untouched");
+    } else {
+        assert!((0..5).all(|i| ex[i] == (0..me).map(|r| val(r, i)).sum::<i64>()));
+    }
+    let mut concat = [0u64];
+    w.scan(&[me as u64 + 1], &mut concat, Op::Sum).unwrap();
+    assert_eq!(concat[0] as usize, (me + 1) * (me + 2) / 2);
+    let send: Vec<i64> = (0..3 * p).map(|k| val(me, k)).collect();
+    let mut rs = vec![0i64; 3];
+    w.reduce_scatter(&send, &mut rs, Op::Max).unwrap();
+    assert!((0..3).all(|i| rs[i] == (0..p).map(|r| val(r, me * 3 + i)).max().unwrap()));
     // Bitwise and logical ops on integers; min on i8.
     let mut x = [0u32];
     w.all_reduce(&[1u32 << me], &mut x, Op::BitOr).unwrap();

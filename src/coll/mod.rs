@@ -21,6 +21,9 @@
 //! * gather / scatter — linear at the root; (p - 1)(α + nβ).
 //! * all-gather — ring: p - 1 steps, each passing one block on; (p - 1)(α + nβ).
 //! * all-to-all — pairwise exchange: p - 1 steps of sendrecv.
+//! * scan / exscan — a chain in rank order: rank r waits for the prefix of
+//!   ranks below it, so (p - 1)(α + nβ + nγ); rank order kept exactly.
+//! * reduce-scatter (block) — reduce to rank 0, then scatter.
 //!
 //! Mismatched use (different counts on different ranks, a root out of
 //! range, a buffer of the wrong length) returns an error on the ranks that
@@ -44,6 +47,7 @@ const TAG_GATHER: u32 = 5;
 const TAG_SCATTER: u32 = 6;
 const TAG_ALLGATHER: u32 = 7;
 const TAG_ALLTOALL: u32 = 8;
+const TAG_SCAN: u32 = 9;
 
 fn bytes<T: Pod>(x: &[T]) -> &[u8] {
     bytemuck::cast_slice(x)
@@ -434,5 +438,60 @@ impl Communicator {
             )?;
         }
         Ok(())
+    }
+
+    /// Inclusive prefix reduction (`MPI_Scan`): rank r gets
+    /// `send(0) op send(1) op ... op send(r)` in `recv`.
+    pub fn scan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
+        T::reduce_into(op, &mut [], &[])?;
+        self.prefix(send, recv, true, &mut |a, b| T::reduce_into(op, a, b))
+    }
+
+    /// Exclusive prefix reduction (`MPI_Exscan`): rank r > 0 gets the
+    /// reduction of ranks 0..r; rank 0's `recv` is left untouched.
+    pub fn exscan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
+        T::reduce_into(op, &mut [], &[])?;
+        self.prefix(send, recv, false, &mut |a, b| T::reduce_into(op, a, b))
+    }
+
+    fn prefix<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        inclusive: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        check_len("scan", recv.len(), send.len())?;
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        // `acc` becomes the prefix of ranks 0..=me, passed on to me + 1.
+        let mut acc = send.to_vec();
+        if me > 0 {
+            let mut below = vec![T::zeroed(); send.len()];
+            c.coll_recv(bytes_mut(&mut below), me - 1, TAG_SCAN)?;
+            if !inclusive {
+                recv.copy_from_slice(&below);
+            }
+            f(&mut below, send)?; // lower ranks first
+            acc = below;
+        }
+        if inclusive {
+            recv.copy_from_slice(&acc);
+        }
+        if me + 1 < p {
+            c.coll_send(bytes(&acc), me + 1, TAG_SCAN)?;
+        }
+        Ok(())
+    }
+
+    /// Reduces every rank's `send` (`size × recv.len()` elements) element-wise
+    /// with `op` and gives block r of the result to rank r
+    /// (`MPI_Reduce_scatter_block`).
+    pub fn reduce_scatter<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
+        let p = self.size();
+        check_len("reduce_scatter", send.len(), recv.len() * p)?;
+        let mut full = vec![T::zeroed(); if self.rank() == 0 { send.len() } else { 0 }];
+        self.reduce(send, &mut full, op, 0)?;
+        self.scatter(&full, recv, 0)
     }
 }
