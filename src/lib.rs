@@ -4,7 +4,11 @@
 //! `courier run` launcher. Each calls [`init`] and talks to the others through
 //! a [`Communicator`]: typed point-to-point messages on slices of
 //! [`bytemuck::Pod`] values, moved without serialization, with MPI's matching
-//! and ordering rules.
+//! and ordering rules; communicators made by [`Communicator::dup`] and
+//! [`Communicator::split`]; and collectives ([`Communicator::barrier`],
+//! [`Communicator::broadcast`], [`Communicator::all_reduce`], ...) built on
+//! point-to-point messages, with reductions bit-for-bit identical on every
+//! rank. Ranks of one host talk through shared memory, others over TCP.
 //!
 //! ```no_run
 //! // courier run -n 2 target/release/examples/pingpong
@@ -27,9 +31,10 @@
 //! # Ok::<(), courier::Error>(())
 //! ```
 //!
-//! Layers (see `ARCHITECTURE` in the repository): the public API
-//! (`universe`, `comm`, `request`) drives `progress`, which connects the
-//! sans-IO protocol `engine` to the `transport`s; `bootstrap` wires a job up.
+//! Layers: the public API (`universe`, `comm`, `request`, `coll`) drives
+//! `progress`, which connects the sans-IO protocol `engine` to the
+//! `transport`s (self loop, shared memory, TCP); `bootstrap` wires a job up;
+//! `sys` holds the system calls. Tuning knobs: [`config`].
 
 #![deny(unsafe_code)]
 
