@@ -2,7 +2,7 @@
 //!
 //! `courier run` starts each rank with the environment below and serves a
 //! small key/value space (the rendezvous service). A rank authenticates to it
-//! ([`auth`]), PUTs its [`PeerCard`] under `card.<rank>`, FENCEs once and
+//! ([`auth`]), PUTs its card (node, TCP address, shared-memory segment) under `card.<rank>`, FENCEs once and
 //! receives every card in the fence reply ([`protocol`]). A process started
 //! without these variables is a singleton world of size 1.
 //!
