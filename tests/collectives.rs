@@ -150,6 +150,61 @@ fn check_everything(w: &Communicator) {
     w.all_reduce_with(&start, &mut order, &mut place).unwrap();
     let expect: String = (1..=p).map(|d| d.to_string()).collect();
     assert_eq!(order[0].to_string(), expect, "rank order broken");
+    // v-variants: rank r contributes r % 3 + 1 elements (and 0 for the last rank).
+    let counts: Vec<usize> = (0..p)
+        .map(|r| if r + 1 == p && p > 1 { 0 } else { r % 3 + 1 })
+        .collect();
+    let displs: Vec<usize> = counts
+        .iter()
+        .scan(0, |acc, &n| {
+            let d = *acc;
+            *acc += n;
+            Some(d)
+        })
+        .collect();
+    let total: usize = counts.iter().sum();
+    let mine: Vec<i64> = (0..counts[me]).map(|i| val(me, 500 + i)).collect();
+    for root in 0..p {
+        let mut g = vec![0i64; if me == root { total } else { 0 }];
+        w.gatherv(&mine, &mut g, &counts, root).unwrap();
+        if me == root {
+            for r in 0..p {
+                assert!((0..counts[r]).all(|i| g[displs[r] + i] == val(r, 500 + i)));
+            }
+        }
+        let all: Vec<i64> = if me == root {
+            (0..total).map(|k| val(9, k)).collect()
+        } else {
+            vec![]
+        };
+        let mut s = vec![0i64; counts[me]];
+        w.scatterv(&all, &counts, &mut s, root).unwrap();
+        assert!((0..counts[me]).all(|i| s[i] == val(9, displs[me] + i)));
+    }
+    let mut agv = vec![0i64; total];
+    w.all_gatherv(&mine, &mut agv, &counts).unwrap();
+    for r in 0..p {
+        assert!((0..counts[r]).all(|i| agv[displs[r] + i] == val(r, 500 + i)));
+    }
+    // all_to_allv: rank s sends (s + r) % 4 elements to rank r.
+    let sc: Vec<usize> = (0..p).map(|r| (me + r) % 4).collect();
+    let rc: Vec<usize> = (0..p).map(|s| (s + me) % 4).collect();
+    let send: Vec<i64> = (0..p)
+        .flat_map(|r| (0..sc[r]).map(move |i| val(me * 100 + r, i)))
+        .collect();
+    let mut recv = vec![0i64; rc.iter().sum()];
+    w.all_to_allv(&send, &sc, &mut recv, &rc).unwrap();
+    let mut off = 0;
+    for (s, &n) in rc.iter().enumerate() {
+        assert!((0..n).all(|i| recv[off + i] == val(s * 100 + me, i)));
+        off += n;
+    }
+    assert!(
+        matches!(
+            w.all_gatherv(&mine, &mut agv, &counts[..p - 1]),
+            Err(Error::InvalidArgument(_))
+        ) || p == 1
+    );
     // scan, exscan, reduce_scatter
     let mine: Vec<i64> = (0..5).map(|i| val(me, i)).collect();
     let mut sc = vec![0i64; 5];

@@ -24,6 +24,9 @@
 //! * scan / exscan — a chain in rank order: rank r waits for the prefix of
 //!   ranks below it, so (p - 1)(α + nβ + nγ); rank order kept exactly.
 //! * reduce-scatter (block) — reduce to rank 0, then scatter.
+//! * v-variants (gatherv, scatterv, all_gatherv, all_to_allv) — the same
+//!   algorithms with per-rank counts; blocks are laid out contiguously in
+//!   rank order (displacements are the prefix sums of the counts).
 //!
 //! Mismatched use (different counts on different ranks, a root out of
 //! range, a buffer of the wrong length) returns an error on the ranks that
@@ -494,4 +497,142 @@ impl Communicator {
         self.reduce(send, &mut full, op, 0)?;
         self.scatter(&full, recv, 0)
     }
+
+    /// [`gather`](Self::gather) with a count per rank (`MPI_Gatherv`): rank
+    /// r sends `counts[r]` elements; the root's `recv` holds the blocks
+    /// contiguously in rank order (`counts.iter().sum()` elements).
+    pub fn gatherv<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        root: usize,
+    ) -> Result<()> {
+        let c = self.shared();
+        check_root(c, root)?;
+        let displs = displacements(c, counts)?;
+        check_len("gatherv: this rank's block", send.len(), counts[c.rank()])?;
+        if c.rank() != root {
+            return c.coll_send(bytes(send), root, TAG_GATHER);
+        }
+        check_len("gatherv at the root", recv.len(), displs[c.size()])?;
+        for r in 0..c.size() {
+            let block = &mut recv[displs[r]..displs[r + 1]];
+            if r == root {
+                block.copy_from_slice(send);
+            } else {
+                c.coll_recv(bytes_mut(block), r, TAG_GATHER)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`scatter`](Self::scatter) with a count per rank (`MPI_Scatterv`).
+    pub fn scatterv<T: Pod>(
+        &self,
+        send: &[T],
+        counts: &[usize],
+        recv: &mut [T],
+        root: usize,
+    ) -> Result<()> {
+        let c = self.shared();
+        check_root(c, root)?;
+        let displs = displacements(c, counts)?;
+        check_len("scatterv: this rank's block", recv.len(), counts[c.rank()])?;
+        if c.rank() != root {
+            return c.coll_recv(bytes_mut(recv), root, TAG_SCATTER);
+        }
+        check_len("scatterv at the root", send.len(), displs[c.size()])?;
+        for r in 0..c.size() {
+            let block = &send[displs[r]..displs[r + 1]];
+            if r == root {
+                recv.copy_from_slice(block);
+            } else {
+                c.coll_send(bytes(block), r, TAG_SCATTER)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`all_gather`](Self::all_gather) with a count per rank (`MPI_Allgatherv`; ring).
+    pub fn all_gatherv<T: Pod>(&self, send: &[T], recv: &mut [T], counts: &[usize]) -> Result<()> {
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        let d = displacements(c, counts)?;
+        check_len("all_gatherv: this rank's block", send.len(), counts[me])?;
+        check_len("all_gatherv", recv.len(), d[p])?;
+        recv[d[me]..d[me + 1]].copy_from_slice(send);
+        let (right, left) = ((me + 1) % p, (me + p - 1) % p);
+        for step in 0..p.saturating_sub(1) {
+            let ob = (me + p - step) % p;
+            let ib = (me + p - step - 1) % p;
+            let out = recv[d[ob]..d[ob + 1]].to_vec();
+            c.coll_sendrecv(
+                bytes(&out),
+                right,
+                bytes_mut(&mut recv[d[ib]..d[ib + 1]]),
+                left,
+                TAG_ALLGATHER,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// [`all_to_all`](Self::all_to_all) with counts (`MPI_Alltoallv`): this
+    /// rank sends `send_counts[r]` elements to rank r and receives
+    /// `recv_counts[r]` from it; both buffers are contiguous in rank order.
+    pub fn all_to_allv<T: Pod>(
+        &self,
+        send: &[T],
+        send_counts: &[usize],
+        recv: &mut [T],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        let sd = displacements(c, send_counts)?;
+        let rd = displacements(c, recv_counts)?;
+        check_len("all_to_allv send", send.len(), sd[p])?;
+        check_len("all_to_allv recv", recv.len(), rd[p])?;
+        check_len(
+            "all_to_allv: the block to self",
+            recv_counts[me],
+            send_counts[me],
+        )?;
+        recv[rd[me]..rd[me + 1]].copy_from_slice(&send[sd[me]..sd[me + 1]]);
+        for step in 1..p {
+            let to = (me + step) % p;
+            let from = (me + p - step) % p;
+            c.coll_sendrecv(
+                bytes(&send[sd[to]..sd[to + 1]]),
+                to,
+                bytes_mut(&mut recv[rd[from]..rd[from + 1]]),
+                from,
+                TAG_ALLTOALL,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Prefix sums of per-rank `counts` (one per rank of `c`): block r spans
+/// `d[r]..d[r + 1]`.
+fn displacements(c: &CommShared, counts: &[usize]) -> Result<Vec<usize>> {
+    if counts.len() != c.size() {
+        return Err(Error::InvalidArgument(format!(
+            "{} counts given for {} ranks",
+            counts.len(),
+            c.size()
+        )));
+    }
+    let mut d = Vec::with_capacity(counts.len() + 1);
+    d.push(0usize);
+    for &n in counts {
+        let last = d.last().copied().unwrap_or(0);
+        d.push(
+            last.checked_add(n)
+                .ok_or_else(|| Error::InvalidArgument("counts overflow".into()))?,
+        );
+    }
+    Ok(d)
 }
