@@ -53,7 +53,7 @@ mod transport;
 mod universe;
 pub mod wire;
 
-pub use coll::op::{Op, Reducible};
+pub use coll::op::{LocF32, LocF64, LocI32, LocI64, Op, Reducible};
 pub use coll::UserOp;
 pub use comm::{Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, TAG_UB};
 pub use error::{Error, Result};

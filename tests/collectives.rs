@@ -205,6 +205,34 @@ fn check_everything(w: &Communicator) {
             Err(Error::InvalidArgument(_))
         ) || p == 1
     );
+    // min-loc / max-loc: who holds the extreme value (ties: the lower rank).
+    let v = ((me * 7) % 5) as f64;
+    let mut lo = [courier::LocF64::default()];
+    let mine_lo = [courier::LocF64 {
+        value: v,
+        index: me as i64,
+    }];
+    w.all_reduce(&mine_lo, &mut lo, Op::MinLoc).unwrap();
+    let best = (0..p)
+        .map(|r| (((r * 7) % 5) as f64, r))
+        .fold((f64::MAX, 0), |a, b| if b.0 < a.0 { b } else { a });
+    assert_eq!((lo[0].value, lo[0].index as usize), best);
+    let mut hi = [courier::LocI32::default()];
+    let mine_hi = [courier::LocI32 {
+        value: (me % 3) as i32,
+        index: me as i32,
+    }];
+    w.all_reduce(&mine_hi, &mut hi, Op::MaxLoc).unwrap();
+    let top = (0..p).map(|r| (r % 3) as i32).max().unwrap();
+    assert_eq!(hi[0].value, top);
+    assert_eq!(
+        hi[0].index as usize,
+        (0..p).find(|r| (r % 3) as i32 == top).unwrap()
+    );
+    // in place
+    let mut inplace = vec![me as u32; 3];
+    w.all_reduce_in_place(&mut inplace, Op::Sum).unwrap();
+    assert_eq!(inplace, vec![(p * (p - 1) / 2) as u32; 3]);
     // scan, exscan, reduce_scatter
     let mine: Vec<i64> = (0..5).map(|i| val(me, i)).collect();
     let mut sc = vec![0i64; 5];

@@ -334,6 +334,14 @@ impl Communicator {
         allreduce_recursive_doubling(self.shared(), recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
+    /// [`all_reduce`](Self::all_reduce) in place (`MPI_IN_PLACE`): `buf` holds
+    /// this rank's operand on entry and the result on return.
+    pub fn all_reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op) -> Result<()> {
+        // The reduction needs the operand while `buf` becomes the result: one copy.
+        let send = buf.to_vec();
+        self.all_reduce(&send, buf, op)
+    }
+
     /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower, higher)`.
     pub fn all_reduce_with<T: Pod>(
         &self,

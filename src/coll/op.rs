@@ -30,6 +30,57 @@ pub enum Op {
     LogicalOr,
     /// Logical xor (integers only).
     LogicalXor,
+    /// Minimum value with the index that holds it; ties keep the lower
+    /// index (`MPI_MINLOC`; on [`Loc`] pairs only).
+    MinLoc,
+    /// Maximum value with its index; ties keep the lower index (`MPI_MAXLOC`).
+    MaxLoc,
+}
+
+/// A (value, index) pair for [`Op::MinLoc`] and [`Op::MaxLoc`], like MPI's
+/// `MPI_DOUBLE_INT`: [`LocF64`], [`LocF32`], [`LocI64`], [`LocI32`] (the index
+/// has the value's width, so the pair has no padding).
+macro_rules! loc_type {
+    ($($name:ident($v:ty, $i:ty)),*) => {$(
+        #[doc = concat!("A (", stringify!($v), " value, ", stringify!($i), " index) pair for min-loc/max-loc.")]
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            /// The value compared.
+            pub value: $v,
+            /// Where it came from (typically a rank or an element index).
+            pub index: $i,
+        }
+    )*};
+}
+
+loc_type!(
+    LocF64(f64, i64),
+    LocF32(f32, i32),
+    LocI64(i64, i64),
+    LocI32(i32, i32)
+);
+
+macro_rules! loc_reducible {
+    ($($name:ident),*) => {$(
+        impl Reducible for $name {
+            fn reduce_into(op: Op, acc: &mut [Self], x: &[Self]) -> Result<()> {
+                // `acc` holds lower ranks' operands: on ties the lower index wins
+                // because the comparison keeps `a` unless `b` is strictly better
+                // or equal with a smaller index.
+                match op {
+                    Op::MinLoc => zip_apply!(acc, x, |a, b| {
+                        if b.value < a.value || (b.value == a.value && b.index < a.index) { b } else { a }
+                    }),
+                    Op::MaxLoc => zip_apply!(acc, x, |a, b| {
+                        if b.value > a.value || (b.value == a.value && b.index < a.index) { b } else { a }
+                    }),
+                    other => return Err(unsupported(other, stringify!($name))),
+                }
+                Ok(())
+            }
+        }
+    )*};
 }
 
 /// Element types the predefined operations apply to.
@@ -69,6 +120,7 @@ macro_rules! int_reducible {
                     Op::LogicalAnd => zip_apply!(acc, x, |a, b| <$t>::from((a != 0) && (b != 0))),
                     Op::LogicalOr => zip_apply!(acc, x, |a, b| <$t>::from((a != 0) || (b != 0))),
                     Op::LogicalXor => zip_apply!(acc, x, |a, b| <$t>::from((a != 0) != (b != 0))),
+                    Op::MinLoc | Op::MaxLoc => return Err(unsupported(op, concat!(stringify!($t), " (use Loc pairs)"))),
                 }
                 Ok(())
             }
@@ -97,6 +149,8 @@ macro_rules! float_reducible {
 
 float_reducible!(f32, f64);
 
+loc_reducible!(LocF64, LocF32, LocI64, LocI32);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +170,17 @@ mod tests {
         f64::reduce_into(Op::Max, &mut a, &[1.0, 3.0]).unwrap();
         assert_eq!(a, [1.5, 3.0]);
         assert!(f32::reduce_into(Op::BitAnd, &mut [1.0], &[2.0]).is_err());
+        assert!(i32::reduce_into(Op::MinLoc, &mut [1], &[2]).is_err());
+        let l = |value, index| LocF64 { value, index };
+        let mut a = [l(1.0, 0), l(5.0, 0), l(2.0, 3)];
+        LocF64::reduce_into(Op::MinLoc, &mut a, &[l(0.5, 1), l(5.0, 1), l(2.0, 1)]).unwrap();
+        assert_eq!(a, [l(0.5, 1), l(5.0, 0), l(2.0, 1)]);
+        let m = |value, index| LocI32 { value, index };
+        let mut a = [m(1, 4)];
+        LocI32::reduce_into(Op::MaxLoc, &mut a, &[m(1, 2)]).unwrap();
+        assert_eq!(a, [m(1, 2)], "ties keep the lower index");
+        assert!(
+            LocF32::reduce_into(Op::Sum, &mut [LocF32::default()], &[LocF32::default()]).is_err()
+        );
     }
 }
