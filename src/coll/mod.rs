@@ -18,7 +18,8 @@
 //!   Larger data or user operations: reduce to rank 0, then broadcast (every
 //!   rank receives the bytes rank 0 computed; rank order kept).
 //!   `COURIER_ALLREDUCE_ALGORITHM=recursive_doubling|reduce_bcast` overrides.
-//! * gather / scatter — linear at the root; (p - 1)(α + nβ).
+//! * gather / scatter — linear at the root; (p - 1)(α + nβ). The
+//!   fixed-count forms are the v-variants with equal counts.
 //! * all-gather — ring: p - 1 steps, each passing one block on; (p - 1)(α + nβ).
 //! * all-to-all — pairwise exchange: p - 1 steps of sendrecv.
 //! * scan / exscan — a chain in rank order: rank r waits for the prefix of
@@ -359,96 +360,34 @@ impl Communicator {
     /// Collects every rank's `send` at `root`, in rank order, into `recv`
     /// (`size × send.len()` elements at the root; ignored elsewhere) (`MPI_Gather`).
     pub fn gather<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
-        let c = self.shared();
-        check_root(c, root)?;
-        let n = send.len();
-        if c.rank() != root {
-            return c.coll_send(bytes(send), root, TAG_GATHER);
-        }
-        check_len("gather at the root", recv.len(), n * c.size())?;
-        for r in 0..c.size() {
-            let block = &mut recv[r * n..(r + 1) * n];
-            if r == root {
-                block.copy_from_slice(send);
-            } else {
-                c.coll_recv(bytes_mut(block), r, TAG_GATHER)?;
-            }
-        }
-        Ok(())
+        self.gatherv(send, recv, &vec![send.len(); self.size()], root)
     }
 
     /// Sends block `r` of `send` (`size × recv.len()` elements at the root)
     /// to rank `r` (`MPI_Scatter`).
     pub fn scatter<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
-        let c = self.shared();
-        check_root(c, root)?;
-        let n = recv.len();
-        if c.rank() != root {
-            return c.coll_recv(bytes_mut(recv), root, TAG_SCATTER);
-        }
-        check_len("scatter at the root", send.len(), n * c.size())?;
-        for r in 0..c.size() {
-            let block = &send[r * n..(r + 1) * n];
-            if r == root {
-                recv.copy_from_slice(block);
-            } else {
-                c.coll_send(bytes(block), r, TAG_SCATTER)?;
-            }
-        }
-        Ok(())
+        self.scatterv(send, &vec![recv.len(); self.size()], recv, root)
     }
 
     /// Every rank gets every rank's `send`, in rank order, in `recv`
     /// (`size × send.len()` elements) (`MPI_Allgather`; ring algorithm).
     pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        let c = self.shared();
-        let (p, me, n) = (c.size(), c.rank(), send.len());
-        check_len("all_gather", recv.len(), n * p)?;
-        recv[me * n..(me + 1) * n].copy_from_slice(send);
-        let (right, left) = ((me + 1) % p, (me + p - 1) % p);
-        for step in 0..p.saturating_sub(1) {
-            let out_block = (me + p - step) % p;
-            let in_block = (me + p - step - 1) % p;
-            let out = recv[out_block * n..(out_block + 1) * n].to_vec();
-            c.coll_sendrecv(
-                bytes(&out),
-                right,
-                bytes_mut(&mut recv[in_block * n..(in_block + 1) * n]),
-                left,
-                TAG_ALLGATHER,
-            )?;
-        }
-        Ok(())
+        self.all_gatherv(send, recv, &vec![send.len(); self.size()])
     }
 
     /// Block `r` of `send` goes to rank `r`, which stores it as block `me`
     /// of its `recv` (`MPI_Alltoall`; pairwise exchange). Both buffers hold
     /// `size` equal blocks.
     pub fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        let c = self.shared();
-        let p = c.size();
-        let me = c.rank();
+        let p = self.size();
         if send.len() % p != 0 {
             return Err(Error::InvalidArgument(format!(
                 "all_to_all: {} elements do not split into {p} blocks",
                 send.len()
             )));
         }
-        let n = send.len() / p;
-        check_len("all_to_all", recv.len(), send.len())?;
-        recv[me * n..(me + 1) * n].copy_from_slice(&send[me * n..(me + 1) * n]);
-        for step in 1..p {
-            let to = (me + step) % p;
-            let from = (me + p - step) % p;
-            c.coll_sendrecv(
-                bytes(&send[to * n..(to + 1) * n]),
-                to,
-                bytes_mut(&mut recv[from * n..(from + 1) * n]),
-                from,
-                TAG_ALLTOALL,
-            )?;
-        }
-        Ok(())
+        let counts = vec![send.len() / p; p];
+        self.all_to_allv(send, &counts, recv, &counts)
     }
 
     /// Inclusive prefix reduction (`MPI_Scan`): rank r gets
