@@ -10,7 +10,7 @@
 //! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes half while the receiver pulls half (0: receiver pulls all) |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
-//! | `COURIER_ALLREDUCE_ALGORITHM` | by size | `recursive_doubling` (≤ 64 KiB, predefined ops) or `reduce_bcast` |
+//! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm (`BCAST`, `REDUCE`, `ALLREDUCE`, `ALLGATHER`, `ALLTOALL`, `REDUCE_SCATTER`, `SCAN`; names in `coll::tune`) |
 //! | `COURIER_SPIN_US` | 500 (5 when oversubscribed) | microseconds to busy-poll before yielding |
 //! | `COURIER_YIELD_US` | 2000 (200 when oversubscribed) | microseconds to poll-and-yield before blocking |
 
@@ -83,18 +83,6 @@ pub(crate) fn cma_enabled() -> bool {
 /// of one node are copied by both sides at once (0 disables).
 pub(crate) fn cma_coop_min() -> usize {
     parse_env("COURIER_CMA_COOP_MIN").unwrap_or(128 * 1024)
-}
-
-/// `COURIER_ALLREDUCE_ALGORITHM`: `recursive_doubling`, `reduce_bcast`, or
-/// unset (chosen by size). Read once.
-pub(crate) fn allreduce_algorithm() -> Option<&'static str> {
-    static ALG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    ALG.get_or_init(|| {
-        std::env::var("COURIER_ALLREDUCE_ALGORITHM")
-            .ok()
-            .filter(|s| !s.is_empty())
-    })
-    .as_deref()
 }
 
 /// Default eager limit between ranks of one node, in bytes.

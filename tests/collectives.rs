@@ -14,19 +14,49 @@ fn every_collective_on_1_to_9_ranks() {
     }
 }
 
+/// Every algorithm of every collective, forced through its environment
+/// variable, on power-of-two and other sizes.
 #[test]
-fn every_allreduce_algorithm() {
-    for alg in ["recursive_doubling", "reduce_bcast"] {
-        for np in [1, 2, 3, 5, 6, 8] {
-            run_body_env(
-                "body_collectives",
-                np,
-                &[("COURIER_ALLREDUCE_ALGORITHM", alg)],
-                180,
-            )
-            .assert_ranks_passed(np);
+fn every_algorithm_forced() {
+    let forced: &[(&str, &[&str])] = &[
+        (
+            "COURIER_BCAST_ALGORITHM",
+            &["binomial", "scatter_allgather"],
+        ),
+        ("COURIER_REDUCE_ALGORITHM", &["binomial", "rabenseifner"]),
+        (
+            "COURIER_ALLREDUCE_ALGORITHM",
+            &["recursive_doubling", "rabenseifner", "ring", "reduce_bcast"],
+        ),
+        (
+            "COURIER_ALLGATHER_ALGORITHM",
+            &["ring", "recursive_doubling", "bruck"],
+        ),
+        ("COURIER_ALLTOALL_ALGORITHM", &["pairwise", "bruck"]),
+        (
+            "COURIER_REDUCE_SCATTER_ALGORITHM",
+            &["ring", "reduce_scatterv"],
+        ),
+        ("COURIER_SCAN_ALGORITHM", &["recursive_doubling", "chain"]),
+    ];
+    for (var, algs) in forced {
+        for alg in *algs {
+            for np in [3, 4] {
+                run_body_env("body_collectives", np, &[(var, alg)], 180).assert_ranks_passed(np);
+            }
         }
     }
+}
+
+#[test]
+fn an_unknown_algorithm_name_is_an_error() {
+    let job = run_body_env(
+        "body_bad_algorithm",
+        2,
+        &[("COURIER_ALLREDUCE_ALGORITHM", "fastest")],
+        60,
+    );
+    job.assert_ranks_passed(2);
 }
 
 #[test]
@@ -137,19 +167,48 @@ fn check_everything(w: &Communicator) {
     // A non-commutative user operation (decimal concatenation) keeps rank order.
     let mut order = [0u64];
     let mut place = |a: &mut [u64], b: &[u64]| {
-        // Concatenate decimal strings: a then b.
-        let shift = if b[0] == 0 {
-            10
-        } else {
-            10u64.pow(b[0].ilog10() + 1)
-        };
-        a[0] = a[0] * shift + b[0];
+        // Concatenate decimal strings: a then b, element by element.
+        for (x, &y) in a.iter_mut().zip(b) {
+            let shift = if y == 0 {
+                10
+            } else {
+                10u64.pow(y.ilog10() + 1)
+            };
+            *x = *x * shift + y;
+        }
         Ok(())
     };
     let start = [me as u64 + 1];
-    w.all_reduce_with(&start, &mut order, &mut place).unwrap();
+    w.all_reduce_with(&start, &mut order, false, &mut place)
+        .unwrap();
     let expect: String = (1..=p).map(|d| d.to_string()).collect();
     assert_eq!(order[0].to_string(), expect, "rank order broken");
+    for root in 0..p {
+        let mut at_root = [0u64];
+        w.reduce_with(&start, &mut at_root, root, false, &mut place)
+            .unwrap();
+        if me == root {
+            assert_eq!(at_root[0].to_string(), expect, "reduce order broken");
+        }
+    }
+    let mut prefix = [0u64];
+    w.scan_with(&start, &mut prefix, &mut place).unwrap();
+    let upto: String = (1..=me + 1).map(|d| d.to_string()).collect();
+    assert_eq!(prefix[0].to_string(), upto, "scan order broken");
+    let mut rs_order = [0u64];
+    w.reduce_scatter_v_with(
+        &vec![me as u64 + 1; p],
+        &mut rs_order,
+        &vec![1; p],
+        false,
+        &mut place,
+    )
+    .unwrap();
+    assert_eq!(
+        rs_order[0].to_string(),
+        expect,
+        "reduce_scatter order broken"
+    );
     // v-variants: rank r contributes r % 3 + 1 elements (and 0 for the last rank).
     let counts: Vec<usize> = (0..p)
         .map(|r| if r + 1 == p && p > 1 { 0 } else { r % 3 + 1 })
@@ -252,6 +311,42 @@ fn check_everything(w: &Communicator) {
     let mut rs = vec![0i64; 3];
     w.reduce_scatter(&send, &mut rs, Op::Max).unwrap();
     assert!((0..3).all(|i| rs[i] == (0..p).map(|r| val(r, me * 3 + i)).max().unwrap()));
+    // reduce_scatter_v: rank r gets (r * 5) % 7 elements, some none; large
+    // blocks go beyond the eager limits.
+    for scale in [1usize, 20_000] {
+        let counts: Vec<usize> = (0..p).map(|r| (r * 5) % 7 * scale).collect();
+        let offs: Vec<usize> = (0..p).map(|r| counts[..r].iter().sum()).collect();
+        let total: usize = counts.iter().sum();
+        let send: Vec<i64> = (0..total).map(|k| val(me, k)).collect();
+        let mut mine = vec![0i64; counts[me]];
+        w.reduce_scatter_v(&send, &mut mine, &counts, Op::Sum)
+            .unwrap();
+        assert!(
+            (0..counts[me]).all(|i| mine[i] == (0..p).map(|r| val(r, offs[me] + i)).sum::<i64>())
+        );
+    }
+    // In-place variants.
+    for root in 0..p {
+        let mut buf: Vec<i64> = (0..4).map(|i| val(me, i)).collect();
+        w.reduce_in_place(&mut buf, Op::Sum, root).unwrap();
+        let want: Vec<i64> = (0..4)
+            .map(|i| {
+                if me == root {
+                    (0..p).map(|r| val(r, i)).sum()
+                } else {
+                    val(me, i)
+                }
+            })
+            .collect();
+        assert_eq!(buf, want);
+    }
+    let mut ag = vec![0u16; 3 * p];
+    ag[3 * me..3 * me + 3].copy_from_slice(&[me as u16; 3]);
+    w.all_gather_in_place(&mut ag).unwrap();
+    assert!((0..3 * p).all(|k| ag[k] as usize == k / 3));
+    let mut a2a: Vec<u32> = (0..2 * p).map(|k| (me * 100 + k / 2) as u32).collect();
+    w.all_to_all_in_place(&mut a2a).unwrap();
+    assert!((0..2 * p).all(|k| a2a[k] as usize == (k / 2) * 100 + me));
     // Bitwise and logical ops on integers; min on i8.
     let mut x = [0u32];
     w.all_reduce(&[1u32 << me], &mut x, Op::BitOr).unwrap();
@@ -280,6 +375,20 @@ fn check_everything(w: &Communicator) {
 fn body_collectives() {
     let Some(u) = rank_init() else { return };
     check_everything(&u.world());
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_bad_algorithm() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let err = w.all_reduce(&[1u8], &mut [0u8], Op::Sum).unwrap_err();
+    assert!(
+        err.to_string().contains("COURIER_ALLREDUCE_ALGORITHM"),
+        "{err}"
+    );
+    // The other collectives are unaffected.
+    w.barrier().unwrap();
 }
 
 #[test]

@@ -1,65 +1,37 @@
 //! Collective operations, built only on point-to-point messages on each
 //! communicator's collective context (so they never match user traffic).
 //!
-//! Algorithms (cost lines: p ranks, n bytes, α latency, β time per byte):
-//! * barrier — dissemination: ⌈lg p⌉ rounds of empty messages; ⌈lg p⌉α.
-//! * broadcast — binomial tree from the root; ⌈lg p⌉(α + nβ).
-//! * reduce — binomial tree towards the root; ⌈lg p⌉(α + nβ + nγ).
-//!   **Reduction order:** the tree combines contiguous blocks of ranks,
-//!   lower block on the left: ((r0 ⊕ r1) ⊕ (r2 ⊕ r3)) ⊕ ... The order depends
-//!   only on p (a non-commutative operation is reduced towards rank 0 and
-//!   the result sent to the root), never on timing.
-//! * all-reduce — up to 64 KiB with a predefined (commutative) operation,
-//!   when every rank of the node has a core of its own: recursive doubling, ⌈lg p⌉(α + nβ + nγ) (+2 steps when p is not a power
-//!   of two: the extra ranks fold into a partner first and get the result
-//!   back last). Both partners of a step combine the lower block with the
-//!   higher one in that order, so they compute the same bits, and by
-//!   induction every rank ends with identical results, floats included.
-//!   Larger data or user operations: reduce to rank 0, then broadcast (every
-//!   rank receives the bytes rank 0 computed; rank order kept).
-//!   `COURIER_ALLREDUCE_ALGORITHM=recursive_doubling|reduce_bcast` overrides.
-//! * gather / scatter — linear at the root; (p - 1)(α + nβ). The
-//!   fixed-count forms are the v-variants with equal counts.
-//! * all-gather — ring: p - 1 steps, each passing one block on; (p - 1)(α + nβ).
-//! * all-to-all — pairwise exchange: p - 1 steps of sendrecv.
-//! * scan / exscan — a chain in rank order: rank r waits for the prefix of
-//!   ranks below it, so (p - 1)(α + nβ + nγ); rank order kept exactly.
-//! * reduce-scatter (block) — reduce to rank 0, then scatter.
-//! * v-variants (gatherv, scatterv, all_gatherv, all_to_allv) — the same
-//!   algorithms with per-rank counts; blocks are laid out contiguously in
-//!   rank order (displacements are the prefix sums of the counts).
+//! * [`algo`] holds the schedules (barrier, broadcast, reduce, all-reduce,
+//!   all-gather, all-to-all, reduce-scatter, scan), each with its cost and
+//!   reduction order, written against the [`net::Net`] interface so that
+//!   unit tests run them on simulated ranks.
+//! * [`tune`] chooses among them by size, communicator size, commutativity
+//!   and oversubscription, in one table that `COURIER_<COLL>_ALGORITHM`
+//!   variables override.
+//! * This module is the typed public API: argument checks, buffers and
+//!   scratch space.
 //!
-//! Mismatched use (different counts on different ranks, a root out of
-//! range, a buffer of the wrong length) returns an error on the ranks that
+//! Every rank of a reduction receives the same bits whatever the algorithm;
+//! gather and scatter are linear at the root; the v-variants lay blocks out
+//! contiguously in rank order (displacements are the prefix sums of the
+//! counts). Mismatched use (different counts on different ranks, a root out
+//! of range, a buffer of the wrong length) returns an error on the ranks that
 //! can detect it.
 
+pub(crate) mod algo;
+pub(crate) mod net;
 pub(crate) mod op;
+pub(crate) mod tune;
 
 use crate::comm::{CommShared, Communicator};
 use crate::error::{Error, Result};
+use algo::{bytes, bytes_mut, TAG_GATHER, TAG_SCATTER};
 use bytemuck::Pod;
 use op::{Op, Reducible};
 
 /// A user reduction: `f(lower, higher)` folds the operand of higher ranks
 /// into that of lower ranks, element by element.
 pub type UserOp<'a, T> = &'a mut dyn FnMut(&mut [T], &[T]) -> Result<()>;
-
-const TAG_BARRIER: u32 = 1;
-const TAG_BCAST: u32 = 2;
-const TAG_REDUCE: u32 = 3;
-const TAG_GATHER: u32 = 5;
-const TAG_SCATTER: u32 = 6;
-const TAG_ALLGATHER: u32 = 7;
-const TAG_ALLTOALL: u32 = 8;
-const TAG_SCAN: u32 = 9;
-
-fn bytes<T: Pod>(x: &[T]) -> &[u8] {
-    bytemuck::cast_slice(x)
-}
-
-fn bytes_mut<T: Pod>(x: &mut [T]) -> &mut [u8] {
-    bytemuck::cast_slice_mut(x)
-}
 
 fn check_root(c: &CommShared, root: usize) -> Result<()> {
     if root >= c.size() {
@@ -80,159 +52,42 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-/// Binomial-tree broadcast of `buf` (already filled at `root`).
-fn bcast_bytes(c: &CommShared, buf: &mut [u8], root: usize) -> Result<()> {
-    let (p, me) = (c.size(), c.rank());
-    let vrank = (me + p - root) % p;
-    let mut mask = 1;
-    while mask < p {
-        if vrank & mask != 0 {
-            c.coll_recv(buf, (vrank - mask + root) % p, TAG_BCAST)?;
-            break;
-        }
-        mask <<= 1;
-    }
-    mask >>= 1;
-    while mask > 0 {
-        if vrank + mask < p {
-            c.coll_send(buf, (vrank + mask + root) % p, TAG_BCAST)?;
-        }
-        mask >>= 1;
-    }
-    Ok(())
-}
-
-/// Binomial-tree reduction of `acc` towards rank 0; on return rank 0's `acc`
-/// holds the result. `combine(lower, higher)` folds a higher block into a
-/// lower one. Uses the communicator's scratch buffer: no allocation per call
-/// once it has grown (large fresh allocations page-fault on every call).
-fn reduce_to_zero<T: Pod>(c: &CommShared, acc: &mut [T], combine: UserOp<'_, T>) -> Result<()> {
-    let (p, me) = (c.size(), c.rank());
-    if p == 1 {
-        return Ok(());
-    }
+/// Runs `f` with `len` elements of the communicator's scratch buffer, grown
+/// as needed (no allocation per call once grown: large fresh allocations
+/// page-fault on every call).
+fn with_scratch<T: Pod, R>(
+    c: &CommShared,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> Result<R>,
+) -> Result<R> {
     let mut scratch = c.scratch.borrow_mut();
-    let need = std::mem::size_of_val(acc);
-    let words = need.div_ceil(16);
-    if scratch.len() < words {
-        scratch.resize(words, 0);
-    }
-    // u128 storage is aligned for every Pod element type of size <= 16.
-    let tmp: &mut [T] = bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need])
-        .map_err(|e| {
-            Error::InvalidArgument(format!(
-                "element type unsuitable for reduction scratch: {e:?}"
-            ))
-        })?;
-    let mut mask = 1;
-    while mask < p {
-        if me & mask != 0 {
-            return c.coll_send(bytes(acc), me - mask, TAG_REDUCE);
-        }
-        if me + mask < p {
-            c.coll_recv(bytes_mut(tmp), me + mask, TAG_REDUCE)?;
-            combine(acc, tmp)?;
-        }
-        mask <<= 1;
-    }
-    Ok(())
-}
-
-/// `len` elements of the communicator's scratch buffer, grown as needed (no
-/// allocation per call once grown: large fresh allocations page-fault).
-fn scratch_slice<T: Pod>(scratch: &mut Vec<u128>, len: usize) -> Result<&mut [T]> {
     let need = len * std::mem::size_of::<T>();
     let words = need.div_ceil(16);
     if scratch.len() < words {
         scratch.resize(words, 0);
     }
     // u128 storage is aligned for every Pod element type of alignment <= 16.
-    bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need]).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "element type unsuitable for reduction scratch: {e:?}"
-        ))
-    })
+    let tmp =
+        bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need]).map_err(|e| {
+            Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
+        })?;
+    f(tmp)
 }
 
-/// Largest all-reduce (bytes per rank) done by recursive doubling by default.
-const RD_MAX_BYTES: usize = 64 * 1024;
-const TAG_ALLREDUCE: u32 = 4;
-
-/// Recursive-doubling all-reduce of `acc` in place, for commutative
-/// operations; see the module docs for the order that keeps every rank's
-/// result bit-identical.
-fn allreduce_recursive_doubling<T: Pod>(
-    c: &CommShared,
-    acc: &mut [T],
-    combine: UserOp<'_, T>,
-) -> Result<()> {
-    let (p, me) = (c.size(), c.rank());
-    if p == 1 {
-        return Ok(());
+fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> tune::Call {
+    tune::Call {
+        p: c.size(),
+        bytes: elems * std::mem::size_of::<T>(),
+        commutative,
+        oversubscribed: c.progress.borrow().oversubscribed(),
     }
-    let pof2 = 1usize << (usize::BITS - 1 - p.leading_zeros());
-    let rem = p - pof2;
-    let mut scratch = c.scratch.borrow_mut();
-    let tmp = scratch_slice::<T>(&mut scratch, acc.len())?;
-    // Fold the extra ranks: among the first 2·rem ranks, even ones hand their
-    // data to the odd neighbour and sit out.
-    let newrank = if me < 2 * rem {
-        if me % 2 == 0 {
-            c.coll_send(bytes(acc), me + 1, TAG_ALLREDUCE)?;
-            None
-        } else {
-            c.coll_recv(bytes_mut(tmp), me - 1, TAG_ALLREDUCE)?;
-            combine(tmp, acc)?; // lower rank's data first
-            acc.copy_from_slice(tmp);
-            Some(me / 2)
-        }
-    } else {
-        Some(me - rem)
-    };
-    if let Some(nr) = newrank {
-        let mut mask = 1;
-        while mask < pof2 {
-            let np = nr ^ mask;
-            let partner = if np < rem { 2 * np + 1 } else { np + rem };
-            // `acc` is sent in place: the exchange returns once the send is done.
-            c.coll_sendrecv(bytes(acc), partner, bytes_mut(tmp), partner, TAG_ALLREDUCE)?;
-            if np < nr {
-                combine(tmp, acc)?; // the partner holds the lower block
-                acc.copy_from_slice(tmp);
-            } else {
-                combine(acc, tmp)?;
-            }
-            mask <<= 1;
-        }
-    }
-    // Unfold: the odd ranks give the result back to the ranks that sat out.
-    if me < 2 * rem {
-        if me % 2 == 0 {
-            c.coll_recv(bytes_mut(acc), me + 1, TAG_ALLREDUCE)?;
-        } else {
-            c.coll_send(bytes(acc), me - 1, TAG_ALLREDUCE)?;
-        }
-    }
-    Ok(())
 }
 
 impl Communicator {
-    /// Blocks until every rank of the communicator has called it (`MPI_Barrier`).
+    /// Blocks until every rank of the communicator has called it
+    /// (`MPI_Barrier`; dissemination).
     pub fn barrier(&self) -> Result<()> {
-        let c = self.shared();
-        let (p, me) = (c.size(), c.rank());
-        let mut dist = 1;
-        while dist < p {
-            c.coll_sendrecv(
-                &[],
-                (me + dist) % p,
-                &mut [],
-                (me + p - dist) % p,
-                TAG_BARRIER,
-            )?;
-            dist <<= 1;
-        }
-        Ok(())
+        algo::barrier_dissemination(self.shared())
     }
 
     /// Copies `buf` from `root` to every rank (`MPI_Bcast`). Every rank
@@ -249,13 +104,26 @@ impl Communicator {
     /// # Ok::<(), courier::Error>(())
     /// ```
     pub fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
-        check_root(self.shared(), root)?;
-        bcast_bytes(self.shared(), bytes_mut(buf), root)
+        let c = self.shared();
+        check_root(c, root)?;
+        match tune::bcast(call::<T>(c, buf.len(), true))? {
+            tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
+            tune::Bcast::ScatterAllgather => algo::bcast_scatter_allgather(c, bytes_mut(buf), root),
+        }
     }
 
     /// Combines every rank's `send` element-wise with `op` into `recv` at
     /// `root` (`MPI_Reduce`). `recv` is only written at the root; elsewhere
     /// it may be empty.
+    ///
+    /// ```no_run
+    /// use courier::Op;
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut max = [0i32; 2];
+    /// world.reduce(&[world.rank() as i32, -(world.rank() as i32)], &mut max, Op::Max, 0)?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
     pub fn reduce<T: Reducible>(
         &self,
         send: &[T],
@@ -268,11 +136,24 @@ impl Communicator {
         self.reduce_with(send, recv, root, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
+    /// [`reduce`](Self::reduce) in place (`MPI_IN_PLACE`): `buf` holds this
+    /// rank's operand; at the root it becomes the result (elsewhere it is
+    /// left as it was).
+    pub fn reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op, root: usize) -> Result<()> {
+        T::reduce_into(op, &mut [], &[])?;
+        let send = buf.to_vec();
+        let mut none = [];
+        let recv: &mut [T] = if self.rank() == root { buf } else { &mut none };
+        self.reduce_with(&send, recv, root, true, &mut |a, b| {
+            T::reduce_into(op, a, b)
+        })
+    }
+
     /// [`reduce`](Self::reduce) with a user operation `f(lower, higher)`
     /// folding the operand of higher ranks into that of lower ranks.
-    /// `commutative` tells whether operands may be reordered; the current
-    /// algorithm keeps rank order (0 ⊕ 1 ⊕ ... ⊕ p-1, associativity assumed)
-    /// for every operation, so both values give the same result today.
+    /// With `commutative == false` the operands are combined in rank order
+    /// (0 ⊕ 1 ⊕ ... ⊕ p-1, associativity assumed); with `true` the
+    /// implementation may reorder them to go faster.
     pub fn reduce_with<T: Pod>(
         &self,
         send: &[T],
@@ -286,19 +167,19 @@ impl Communicator {
         if c.rank() == root {
             check_len("reduce at the root", recv.len(), send.len())?;
         }
-        let _rank_order_kept_for_any = commutative;
-        let mut acc = send.to_vec();
-        reduce_to_zero(c, &mut acc, f)?;
-        if root == 0 {
-            if c.rank() == 0 {
-                recv.copy_from_slice(&acc);
-            }
-        } else if c.rank() == 0 {
-            c.coll_send(bytes(&acc), root, TAG_REDUCE)?;
-        } else if c.rank() == root {
-            c.coll_recv(bytes_mut(recv), 0, TAG_REDUCE)?;
-        }
-        Ok(())
+        let alg = tune::reduce(call::<T>(c, send.len(), commutative))?;
+        let mut own;
+        let acc: &mut [T] = if c.rank() == root {
+            recv.copy_from_slice(send);
+            recv
+        } else {
+            own = send.to_vec();
+            &mut own
+        };
+        with_scratch(c, send.len(), |tmp| match alg {
+            tune::Reduce::Binomial => algo::reduce_binomial(c, acc, tmp, root, commutative, f),
+            tune::Reduce::Rabenseifner => algo::reduce_rabenseifner(c, acc, tmp, root, f),
+        })
     }
 
     /// Combines every rank's `send` element-wise with `op`; every rank gets
@@ -315,46 +196,61 @@ impl Communicator {
     /// ```
     pub fn all_reduce<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         T::reduce_into(op, &mut [], &[])?;
-        let rd = match crate::config::allreduce_algorithm() {
-            Some("recursive_doubling") => true,
-            Some("reduce_bcast") => false,
-            Some(other) => {
-                return Err(Error::InvalidArgument(format!(
-                    "COURIER_ALLREDUCE_ALGORITHM={other:?}: expected recursive_doubling or reduce_bcast"
-                )))
-            }
-            // Each step needs both partners running at once: with more ranks
-            // than cores, the tree (fewer simultaneous partners) wins.
-            None => std::mem::size_of_val(send) <= RD_MAX_BYTES && !self.shared().progress.borrow().oversubscribed(),
-        };
-        if !rd {
-            return self.all_reduce_with(send, recv, &mut |a, b| T::reduce_into(op, a, b));
-        }
-        check_len("all_reduce", recv.len(), send.len())?;
-        recv.copy_from_slice(send);
-        allreduce_recursive_doubling(self.shared(), recv, &mut |a, b| T::reduce_into(op, a, b))
+        self.all_reduce_with(send, recv, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// [`all_reduce`](Self::all_reduce) in place (`MPI_IN_PLACE`): `buf` holds
     /// this rank's operand on entry and the result on return.
     pub fn all_reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op) -> Result<()> {
-        // The reduction needs the operand while `buf` becomes the result: one copy.
-        let send = buf.to_vec();
-        self.all_reduce(&send, buf, op)
+        T::reduce_into(op, &mut [], &[])?;
+        self.all_reduce_in_place_with(buf, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
-    /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower, higher)`.
+    /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower,
+    /// higher)`; `commutative` as in [`reduce_with`](Self::reduce_with).
+    ///
+    /// ```no_run
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// // Element-wise maximum of absolute values.
+    /// let mut out = [0f64; 2];
+    /// world.all_reduce_with(&[1.5, -2.0], &mut out, true, &mut |acc, other| {
+    ///     for (a, b) in acc.iter_mut().zip(other) {
+    ///         *a = a.abs().max(b.abs());
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
     pub fn all_reduce_with<T: Pod>(
         &self,
         send: &[T],
         recv: &mut [T],
+        commutative: bool,
         f: UserOp<'_, T>,
     ) -> Result<()> {
         check_len("all_reduce", recv.len(), send.len())?;
-        let c = self.shared();
         recv.copy_from_slice(send);
-        reduce_to_zero(c, recv, f)?;
-        bcast_bytes(c, bytes_mut(recv), 0)
+        self.all_reduce_in_place_with(recv, commutative, f)
+    }
+
+    /// [`all_reduce_with`](Self::all_reduce_with) in place.
+    pub fn all_reduce_in_place_with<T: Pod>(
+        &self,
+        buf: &mut [T],
+        commutative: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        let c = self.shared();
+        let alg = tune::allreduce(call::<T>(c, buf.len(), commutative))?;
+        with_scratch(c, buf.len(), |tmp| match alg {
+            tune::Allreduce::RecursiveDoubling => {
+                algo::allreduce_recursive_doubling(c, buf, tmp, f)
+            }
+            tune::Allreduce::Rabenseifner => algo::allreduce_rabenseifner(c, buf, tmp, f),
+            tune::Allreduce::Ring => algo::allreduce_ring(c, buf, tmp, f),
+            tune::Allreduce::ReduceBcast => algo::allreduce_reduce_bcast(c, buf, tmp, f),
+        })
     }
 
     /// Collects every rank's `send` at `root`, in rank order, into `recv`
@@ -370,79 +266,193 @@ impl Communicator {
     }
 
     /// Every rank gets every rank's `send`, in rank order, in `recv`
-    /// (`size × send.len()` elements) (`MPI_Allgather`; ring algorithm).
+    /// (`size × send.len()` elements) (`MPI_Allgather`).
+    ///
+    /// ```no_run
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut ranks = vec![0u32; world.size()];
+    /// world.all_gather(&[world.rank() as u32], &mut ranks)?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
     pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        self.all_gatherv(send, recv, &vec![send.len(); self.size()])
+        let (p, me) = (self.size(), self.rank());
+        check_len("all_gather", recv.len(), send.len() * p)?;
+        recv[me * send.len()..(me + 1) * send.len()].copy_from_slice(send);
+        self.all_gather_in_place(recv)
+    }
+
+    /// [`all_gather`](Self::all_gather) in place: `buf` holds `size` equal
+    /// blocks, this rank's already in block `rank`.
+    pub fn all_gather_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let p = c.size();
+        if buf.len() % p != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "all_gather: {} elements do not split into {p} blocks",
+                buf.len()
+            )));
+        }
+        let n = buf.len() / p;
+        let sz = std::mem::size_of::<T>();
+        let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
+        match tune::allgather(call::<T>(c, n, true), true)? {
+            tune::Allgather::Ring => algo::allgather_ring(c, bytes_mut(buf), &d),
+            tune::Allgather::RecursiveDoubling => {
+                algo::allgather_recursive_doubling(c, bytes_mut(buf), &d)
+            }
+            tune::Allgather::Bruck => algo::allgather_bruck(c, bytes_mut(buf), n * sz),
+        }
     }
 
     /// Block `r` of `send` goes to rank `r`, which stores it as block `me`
-    /// of its `recv` (`MPI_Alltoall`; pairwise exchange). Both buffers hold
-    /// `size` equal blocks.
+    /// of its `recv` (`MPI_Alltoall`). Both buffers hold `size` equal blocks.
     pub fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        let p = self.size();
+        let c = self.shared();
+        let p = c.size();
         if send.len() % p != 0 {
             return Err(Error::InvalidArgument(format!(
                 "all_to_all: {} elements do not split into {p} blocks",
                 send.len()
             )));
         }
-        let counts = vec![send.len() / p; p];
-        self.all_to_allv(send, &counts, recv, &counts)
+        check_len("all_to_all recv", recv.len(), send.len())?;
+        let n = send.len() / p;
+        let sz = std::mem::size_of::<T>();
+        match tune::alltoall(call::<T>(c, n, true), true)? {
+            tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
+            tune::Alltoall::Pairwise => {
+                let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
+                algo::alltoall_pairwise(c, bytes(send), &d, bytes_mut(recv), &d)
+            }
+        }
+    }
+
+    /// [`all_to_all`](Self::all_to_all) in place: `buf` holds the blocks to
+    /// send and receives the blocks from every rank.
+    pub fn all_to_all_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
+        let send = buf.to_vec();
+        self.all_to_all(&send, buf)
     }
 
     /// Inclusive prefix reduction (`MPI_Scan`): rank r gets
     /// `send(0) op send(1) op ... op send(r)` in `recv`.
+    ///
+    /// ```no_run
+    /// use courier::Op;
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut upto = [0u64];
+    /// world.scan(&[1], &mut upto, Op::Sum)?;
+    /// assert_eq!(upto[0] as usize, world.rank() + 1);
+    /// # Ok::<(), courier::Error>(())
+    /// ```
     pub fn scan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         T::reduce_into(op, &mut [], &[])?;
-        self.prefix(send, recv, true, &mut |a, b| T::reduce_into(op, a, b))
+        self.scan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// Exclusive prefix reduction (`MPI_Exscan`): rank r > 0 gets the
     /// reduction of ranks 0..r; rank 0's `recv` is left untouched.
     pub fn exscan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         T::reduce_into(op, &mut [], &[])?;
-        self.prefix(send, recv, false, &mut |a, b| T::reduce_into(op, a, b))
+        self.exscan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
-    fn prefix<T: Pod>(
-        &self,
-        send: &[T],
-        recv: &mut [T],
-        inclusive: bool,
-        f: UserOp<'_, T>,
-    ) -> Result<()> {
+    /// [`scan`](Self::scan) with a user operation `f(lower, higher)`; rank
+    /// order is always kept.
+    pub fn scan_with<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
         check_len("scan", recv.len(), send.len())?;
-        let c = self.shared();
-        let (p, me) = (c.size(), c.rank());
-        // `acc` becomes the prefix of ranks 0..=me, passed on to me + 1.
         let mut acc = send.to_vec();
-        if me > 0 {
-            let mut below = vec![T::zeroed(); send.len()];
-            c.coll_recv(bytes_mut(&mut below), me - 1, TAG_SCAN)?;
-            if !inclusive {
-                recv.copy_from_slice(&below);
-            }
-            f(&mut below, send)?; // lower ranks first
-            acc = below;
-        }
-        if inclusive {
-            recv.copy_from_slice(&acc);
-        }
-        if me + 1 < p {
-            c.coll_send(bytes(&acc), me + 1, TAG_SCAN)?;
+        self.prefix(&mut acc, f)?;
+        recv.copy_from_slice(&acc);
+        Ok(())
+    }
+
+    /// [`exscan`](Self::exscan) with a user operation `f(lower, higher)`.
+    pub fn exscan_with<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
+        check_len("exscan", recv.len(), send.len())?;
+        let mut acc = send.to_vec();
+        if let Some(excl) = self.prefix(&mut acc, f)? {
+            recv.copy_from_slice(&excl);
         }
         Ok(())
+    }
+
+    fn prefix<T: Pod>(&self, acc: &mut Vec<T>, f: UserOp<'_, T>) -> Result<Option<Vec<T>>> {
+        let c = self.shared();
+        match tune::scan()? {
+            tune::Scan::RecursiveDoubling => algo::scan_recursive_doubling(c, acc, f),
+            tune::Scan::Chain => algo::scan_chain(c, acc, f),
+        }
     }
 
     /// Reduces every rank's `send` (`size × recv.len()` elements) element-wise
     /// with `op` and gives block r of the result to rank r
     /// (`MPI_Reduce_scatter_block`).
     pub fn reduce_scatter<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
-        let p = self.size();
-        check_len("reduce_scatter", send.len(), recv.len() * p)?;
-        let mut full = vec![T::zeroed(); if self.rank() == 0 { send.len() } else { 0 }];
-        self.reduce(send, &mut full, op, 0)?;
-        self.scatter(&full, recv, 0)
+        let counts = vec![recv.len(); self.size()];
+        self.reduce_scatter_v(send, recv, &counts, op)
+    }
+
+    /// [`reduce_scatter`](Self::reduce_scatter) with a count per rank
+    /// (`MPI_Reduce_scatter`): `send` holds `counts.iter().sum()` elements and
+    /// rank r receives the `counts[r]` elements of block r of the result.
+    ///
+    /// ```no_run
+    /// use courier::Op;
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let counts: Vec<usize> = (0..world.size()).map(|r| r + 1).collect();
+    /// let send = vec![1u32; counts.iter().sum()];
+    /// let mut mine = vec![0u32; world.rank() + 1];
+    /// world.reduce_scatter_v(&send, &mut mine, &counts, Op::Sum)?;
+    /// assert!(mine.iter().all(|&x| x as usize == world.size()));
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn reduce_scatter_v<T: Reducible>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        op: Op,
+    ) -> Result<()> {
+        T::reduce_into(op, &mut [], &[])?;
+        self.reduce_scatter_v_with(send, recv, counts, true, &mut |a, b| {
+            T::reduce_into(op, a, b)
+        })
+    }
+
+    /// [`reduce_scatter_v`](Self::reduce_scatter_v) with a user operation
+    /// `f(lower, higher)`; `commutative` as in [`reduce_with`](Self::reduce_with).
+    pub fn reduce_scatter_v_with<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        commutative: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        let d = displacements(c, counts)?;
+        check_len("reduce_scatter send", send.len(), d[p])?;
+        check_len("reduce_scatter: this rank's block", recv.len(), counts[me])?;
+        match tune::reduce_scatter(call::<T>(c, d[p], commutative))? {
+            tune::ReduceScatter::Ring => {
+                let mut acc = send.to_vec();
+                with_scratch(c, d[p], |tmp| {
+                    algo::reduce_scatter_ring(c, &mut acc, tmp, &d, f)
+                })?;
+                recv.copy_from_slice(&acc[d[me]..d[me + 1]]);
+                Ok(())
+            }
+            tune::ReduceScatter::ReduceScatterv => {
+                let mut full = vec![T::zeroed(); if me == 0 { send.len() } else { 0 }];
+                self.reduce_with(send, &mut full, 0, commutative, f)?;
+                self.scatterv(&full, counts, recv, 0)
+            }
+        }
     }
 
     /// [`gather`](Self::gather) with a count per rank (`MPI_Gatherv`): rank
@@ -501,7 +511,9 @@ impl Communicator {
         Ok(())
     }
 
-    /// [`all_gather`](Self::all_gather) with a count per rank (`MPI_Allgatherv`; ring).
+    /// [`all_gather`](Self::all_gather) with a count per rank
+    /// (`MPI_Allgatherv`; ring, or the equal-count algorithms when the counts
+    /// are equal).
     pub fn all_gatherv<T: Pod>(&self, send: &[T], recv: &mut [T], counts: &[usize]) -> Result<()> {
         let c = self.shared();
         let (p, me) = (c.size(), c.rank());
@@ -509,25 +521,20 @@ impl Communicator {
         check_len("all_gatherv: this rank's block", send.len(), counts[me])?;
         check_len("all_gatherv", recv.len(), d[p])?;
         recv[d[me]..d[me + 1]].copy_from_slice(send);
-        let (right, left) = ((me + 1) % p, (me + p - 1) % p);
-        for step in 0..p.saturating_sub(1) {
-            let ob = (me + p - step) % p;
-            let ib = (me + p - step - 1) % p;
-            let out = recv[d[ob]..d[ob + 1]].to_vec();
-            c.coll_sendrecv(
-                bytes(&out),
-                right,
-                bytes_mut(&mut recv[d[ib]..d[ib + 1]]),
-                left,
-                TAG_ALLGATHER,
-            )?;
+        // Equal counts are known on every rank alike (counts are arguments
+        // every rank passes), so every rank picks the same algorithm.
+        if counts.iter().all(|&n| n == counts[0]) {
+            return self.all_gather_in_place(recv);
         }
-        Ok(())
+        let sz = std::mem::size_of::<T>();
+        let bd: Vec<usize> = d.iter().map(|x| x * sz).collect();
+        algo::allgather_ring(c, bytes_mut(recv), &bd)
     }
 
-    /// [`all_to_all`](Self::all_to_all) with counts (`MPI_Alltoallv`): this
-    /// rank sends `send_counts[r]` elements to rank r and receives
-    /// `recv_counts[r]` from it; both buffers are contiguous in rank order.
+    /// [`all_to_all`](Self::all_to_all) with counts (`MPI_Alltoallv`;
+    /// pairwise exchange): this rank sends `send_counts[r]` elements to rank
+    /// r and receives `recv_counts[r]` from it; both buffers are contiguous
+    /// in rank order.
     pub fn all_to_allv<T: Pod>(
         &self,
         send: &[T],
@@ -546,19 +553,10 @@ impl Communicator {
             recv_counts[me],
             send_counts[me],
         )?;
-        recv[rd[me]..rd[me + 1]].copy_from_slice(&send[sd[me]..sd[me + 1]]);
-        for step in 1..p {
-            let to = (me + step) % p;
-            let from = (me + p - step) % p;
-            c.coll_sendrecv(
-                bytes(&send[sd[to]..sd[to + 1]]),
-                to,
-                bytes_mut(&mut recv[rd[from]..rd[from + 1]]),
-                from,
-                TAG_ALLTOALL,
-            )?;
-        }
-        Ok(())
+        let sz = std::mem::size_of::<T>();
+        let sdb: Vec<usize> = sd.iter().map(|x| x * sz).collect();
+        let rdb: Vec<usize> = rd.iter().map(|x| x * sz).collect();
+        algo::alltoall_pairwise(c, bytes(send), &sdb, bytes_mut(recv), &rdb)
     }
 }
 

@@ -31,7 +31,7 @@ pub enum Op {
     /// Logical xor (integers only).
     LogicalXor,
     /// Minimum value with the index that holds it; ties keep the lower
-    /// index (`MPI_MINLOC`; on [`Loc`] pairs only).
+    /// index (`MPI_MINLOC`; on [`LocF64`]-style pairs only).
     MinLoc,
     /// Maximum value with its index; ties keep the lower index (`MPI_MAXLOC`).
     MaxLoc,

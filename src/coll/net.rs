@@ -1,0 +1,223 @@
+//! The point-to-point interface collectives are written against.
+//!
+//! Every algorithm in [`super::algo`] talks to its peers only through
+//! [`Net`]: blocking send, receive and combined send-receive of bytes on the
+//! communicator's collective context. [`CommShared`] implements it over the
+//! real progress engine; the unit tests implement it over threads and
+//! channels, so every schedule is checked for every communicator size
+//! without starting processes.
+
+use crate::comm::CommShared;
+use crate::error::Result;
+
+/// Blocking point-to-point messages between the ranks of one communicator.
+pub(crate) trait Net {
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// This rank, `0..size()`.
+    fn rank(&self) -> usize;
+    /// Sends `buf` to `dest`; returns once `buf` may be reused.
+    fn send(&self, buf: &[u8], dest: usize, tag: u32) -> Result<()>;
+    /// Receives exactly `buf.len()` bytes from `src`.
+    fn recv(&self, buf: &mut [u8], src: usize, tag: u32) -> Result<()>;
+    /// Sends `out` to `dest` while receiving `inc` from `src` (neither waits
+    /// for the other, so pairs of ranks may exchange without deadlock).
+    fn sendrecv(&self, out: &[u8], dest: usize, inc: &mut [u8], src: usize, tag: u32)
+        -> Result<()>;
+}
+
+impl Net for CommShared {
+    fn size(&self) -> usize {
+        CommShared::size(self)
+    }
+    fn rank(&self) -> usize {
+        CommShared::rank(self)
+    }
+    fn send(&self, buf: &[u8], dest: usize, tag: u32) -> Result<()> {
+        self.coll_send(buf, dest, tag)
+    }
+    fn recv(&self, buf: &mut [u8], src: usize, tag: u32) -> Result<()> {
+        self.coll_recv(buf, src, tag)
+    }
+    fn sendrecv(
+        &self,
+        out: &[u8],
+        dest: usize,
+        inc: &mut [u8],
+        src: usize,
+        tag: u32,
+    ) -> Result<()> {
+        self.coll_sendrecv(out, dest, inc, src, tag)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod sim {
+    //! A thread-per-rank [`Net`] for unit tests. Sends are synchronous when
+    //! asked (they return only once the receiver has taken the message), so
+    //! a schedule that would deadlock on rendezvous-sized messages deadlocks
+    //! here too, and the test's timeout reports it.
+
+    use super::Net;
+    use crate::error::{Error, Result};
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    struct Msg {
+        src: usize,
+        tag: u32,
+        data: Vec<u8>,
+        id: u64,
+    }
+
+    #[derive(Default)]
+    struct State {
+        boxes: Vec<VecDeque<Msg>>,
+        /// Ids of messages taken by their receiver.
+        taken: std::collections::HashSet<u64>,
+        next_id: u64,
+    }
+
+    /// The network shared by every simulated rank.
+    pub(crate) struct World {
+        state: Mutex<State>,
+        cv: Condvar,
+        sync: bool,
+    }
+
+    /// One rank's end of a simulated network.
+    pub(crate) struct SimNet {
+        world: Arc<World>,
+        rank: usize,
+        size: usize,
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    impl SimNet {
+        fn post(&self, buf: &[u8], dest: usize, tag: u32) -> u64 {
+            let mut st = self.world.state.lock().unwrap();
+            let id = st.next_id;
+            st.next_id += 1;
+            st.boxes[dest].push_back(Msg {
+                src: self.rank,
+                tag,
+                data: buf.to_vec(),
+                id,
+            });
+            self.world.cv.notify_all();
+            id
+        }
+
+        fn wait_taken(&self, id: u64) -> Result<()> {
+            if !self.world.sync {
+                return Ok(());
+            }
+            let st = self.world.state.lock().unwrap();
+            let (st, timeout) = self
+                .world
+                .cv
+                .wait_timeout_while(st, PATIENCE, |s| !s.taken.contains(&id))
+                .unwrap();
+            drop(st);
+            if timeout.timed_out() {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {}: send never matched (deadlock)",
+                    self.rank
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    impl Net for SimNet {
+        fn size(&self) -> usize {
+            self.size
+        }
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn send(&self, buf: &[u8], dest: usize, tag: u32) -> Result<()> {
+            assert!(dest < self.size && dest != self.rank, "bad dest {dest}");
+            let id = self.post(buf, dest, tag);
+            self.wait_taken(id)
+        }
+        fn recv(&self, buf: &mut [u8], src: usize, tag: u32) -> Result<()> {
+            assert!(src < self.size && src != self.rank, "bad src {src}");
+            let mut st = self.world.state.lock().unwrap();
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                let mailbox = &mut st.boxes[self.rank];
+                if let Some(i) = mailbox.iter().position(|m| m.src == src && m.tag == tag) {
+                    let m = mailbox.remove(i).unwrap();
+                    assert_eq!(
+                        m.data.len(),
+                        buf.len(),
+                        "rank {}: message from {src} tag {tag} has the wrong length",
+                        self.rank
+                    );
+                    buf.copy_from_slice(&m.data);
+                    st.taken.insert(m.id);
+                    self.world.cv.notify_all();
+                    return Ok(());
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(Error::InvalidArgument(format!(
+                        "rank {}: nothing from {src} with tag {tag} (deadlock)",
+                        self.rank
+                    )));
+                }
+                st = self.world.cv.wait_timeout(st, left).unwrap().0;
+            }
+        }
+        fn sendrecv(
+            &self,
+            out: &[u8],
+            dest: usize,
+            inc: &mut [u8],
+            src: usize,
+            tag: u32,
+        ) -> Result<()> {
+            let id = self.post(out, dest, tag);
+            self.recv(inc, src, tag)?;
+            self.wait_taken(id)
+        }
+    }
+
+    /// Runs `body` on `p` simulated ranks (threads) and returns their results
+    /// in rank order. No message may be left undelivered.
+    pub(crate) fn run<R: Send>(p: usize, sync: bool, body: impl Fn(&SimNet) -> R + Sync) -> Vec<R> {
+        let world = Arc::new(World {
+            state: Mutex::new(State {
+                boxes: (0..p).map(|_| VecDeque::new()).collect(),
+                ..State::default()
+            }),
+            cv: Condvar::new(),
+            sync,
+        });
+        let out = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..p)
+                .map(|rank| {
+                    let net = SimNet {
+                        world: world.clone(),
+                        rank,
+                        size: p,
+                    };
+                    let body = &body;
+                    s.spawn(move || body(&net))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<R>>()
+        });
+        let st = world.state.lock().unwrap();
+        for (r, b) in st.boxes.iter().enumerate() {
+            assert!(b.is_empty(), "{} messages left for rank {r}", b.len());
+        }
+        out
+    }
+}
