@@ -86,6 +86,15 @@ impl Segment {
         self.map.len()
     }
 
+    /// Faults in `len` bytes from `offset` for writing (`MADV_POPULATE_WRITE`),
+    /// so that the first pass of a ring over its memory does not take a page
+    /// fault every 4 KiB. Best effort: older kernels lack the advice.
+    pub(crate) fn prefault(&self, offset: usize, len: usize) {
+        let _ = self
+            .map
+            .advise_range(memmap2::Advice::PopulateWrite, offset, len);
+    }
+
     /// The descriptor peers open through `/proc/<pid>/fd/<fd>`.
     pub(crate) fn fd(&self) -> i32 {
         self.fd

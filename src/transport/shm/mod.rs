@@ -122,6 +122,8 @@ struct Peer {
     out: Option<(Segment, Producer)>,
     /// Our consumer on their slot in our segment.
     inbound: Consumer,
+    /// Our mapping of their slot has been faulted in.
+    primed: bool,
 }
 
 /// The shared-memory transport of one rank.
@@ -193,6 +195,7 @@ impl ShmTransport {
             addr,
             out: None,
             inbound: Consumer::new(ring),
+            primed: false,
         });
         self.local_peers.push(peer);
         Ok(())
@@ -259,6 +262,9 @@ impl ShmTransport {
             let ring = ring_in(&seg, my_local, cap)
                 .ok_or_else(|| LinkError("ring outside the segment".into()))?;
             let prod = Producer::new(ring);
+            // The ring is ours to fill: fault it in once, now, rather than
+            // page by page during the first lap of traffic.
+            seg.prefault(HEADER + my_local * RingPtr::footprint(cap), RingPtr::footprint(cap));
             p.out = Some((seg, prod));
         }
         p.out
@@ -315,6 +321,15 @@ impl Transport for ShmTransport {
         let Some(Some(p)) = self.peers.get_mut(peer as usize) else {
             return Ok(0);
         };
+        if !p.primed {
+            // First bytes from this peer: map its (already faulted-in) ring
+            // pages into our page table at once, not one fault per page.
+            p.primed = true;
+            let cap = word(&self.own, 8) as usize;
+            let fp = RingPtr::footprint(cap);
+            self.own
+                .prefault(HEADER + p.addr.local_rank as usize * fp, fp);
+        }
         p.inbound
             .read(buf)
             .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
