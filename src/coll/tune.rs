@@ -3,11 +3,11 @@
 //!
 //! | collective | default choice (n: bytes per rank, p: ranks) | override names |
 //! |---|---|---|
-//! | broadcast | binomial; scatter + ring all-gather when n ≥ 128 KiB and p ≥ 3 | `binomial`, `scatter_allgather` |
-//! | reduce | binomial; Rabenseifner when n ≥ 64 KiB and the op is commutative | `binomial`, `rabenseifner` |
-//! | all-reduce | recursive doubling up to 64 KiB (when oversubscribed: up to 2 KiB, then reduce + broadcast up to 64 KiB); Rabenseifner above (commutative ops); non-commutative: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast` |
-//! | all-gather | total ≤ 64 KiB: recursive doubling (p a power of two) or Bruck; ring above; ring for unequal counts | `ring`, `recursive_doubling`, `bruck` |
-//! | all-to-all | Bruck for blocks ≤ 256 B and p ≥ 4; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck` |
+//! | broadcast | binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `scatter_allgather` |
+//! | reduce | binomial; Rabenseifner when p ≥ 8, n ≥ 512 KiB, every rank has a core and the op is commutative | `binomial`, `rabenseifner` |
+//! | all-reduce | recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast` |
+//! | all-gather | equal counts: recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck` |
+//! | all-to-all | Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -15,8 +15,18 @@
 //! size that is not a power of two, Bruck with unequal counts, a
 //! commutative-only algorithm with a non-commutative op) falls back to the
 //! default for that call, so forcing an algorithm never gives a wrong answer.
-//! The thresholds were measured with `courier bench` on a 2-core VM
-//! (BENCHMARKS.md).
+//!
+//! The thresholds come from `courier bench` sweeps of every algorithm at 2,
+//! 4 and 8 ranks on a 2-core VM (BENCHMARKS.md, "Choosing collective
+//! algorithms"). There the latency-bound algorithms won almost everywhere:
+//! with ranks sharing cores and one memory bus, fewer steps beat less
+//! traffic, and the binomial tree beat scatter + all-gather broadcast and
+//! Rabenseifner reduce at every size measured. Those two are chosen only
+//! where this machine cannot measure (8 or more ranks, each with a core of
+//! its own, large messages), following MPICH's defaults. The all-reduce
+//! switch sits at the shared-memory eager limit: above it, recursive
+//! doubling pays a rendezvous per step on the whole vector while
+//! Rabenseifner's halves still go eagerly.
 
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
@@ -107,19 +117,19 @@ algorithms!(
     }
 );
 
-/// Broadcast: scatter + all-gather from this many bytes (p ≥ 3).
-pub(crate) const BCAST_LARGE: usize = 128 * 1024;
-/// Reduce: Rabenseifner from this many bytes (commutative ops).
-pub(crate) const REDUCE_LARGE: usize = 64 * 1024;
-/// All-reduce: recursive doubling up to this many bytes.
-pub(crate) const ALLREDUCE_SMALL: usize = 64 * 1024;
-/// All-reduce with more ranks than cores: recursive doubling up to this many
-/// bytes (every step needs both partners running at once; the tree needs fewer).
-pub(crate) const ALLREDUCE_SMALL_OVERSUBSCRIBED: usize = 2 * 1024;
-/// All-gather: latency-bound algorithms up to this many bytes in total.
-pub(crate) const ALLGATHER_SMALL: usize = 64 * 1024;
-/// All-to-all: Bruck for blocks up to this many bytes (p ≥ 4).
-pub(crate) const ALLTOALL_BRUCK_BLOCK: usize = 256;
+/// Broadcast and reduce: bandwidth-optimal algorithms from this many bytes
+/// (p ≥ [`LARGE_MIN_RANKS`], not oversubscribed).
+pub(crate) const LARGE: usize = 512 * 1024;
+/// Fewest ranks for which [`LARGE`] applies.
+pub(crate) const LARGE_MIN_RANKS: usize = 8;
+/// All-reduce: recursive doubling up to this many bytes (commutative ops).
+pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
+/// All-reduce with a non-commutative op: recursive doubling up to this many bytes.
+pub(crate) const ALLREDUCE_SMALL_NONCOMMUTATIVE: usize = 64 * 1024;
+/// All-gather on p not a power of two: Bruck up to this many bytes in total.
+pub(crate) const ALLGATHER_BRUCK_TOTAL: usize = 512 * 1024;
+/// All-to-all: Bruck for blocks up to this many bytes (p ≥ 3).
+pub(crate) const ALLTOALL_BRUCK_BLOCK: usize = 2 * 1024;
 
 /// What a call knows when choosing.
 #[derive(Debug, Clone, Copy)]
@@ -134,18 +144,20 @@ pub(crate) struct Call {
     pub(crate) oversubscribed: bool,
 }
 
+fn large(c: Call) -> bool {
+    c.bytes >= LARGE && c.p >= LARGE_MIN_RANKS && !c.oversubscribed
+}
+
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
-    Ok(
-        Bcast::forced()?.unwrap_or(if c.bytes >= BCAST_LARGE && c.p >= 3 {
-            Bcast::ScatterAllgather
-        } else {
-            Bcast::Binomial
-        }),
-    )
+    Ok(Bcast::forced()?.unwrap_or(if large(c) {
+        Bcast::ScatterAllgather
+    } else {
+        Bcast::Binomial
+    }))
 }
 
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
-    let default = if c.bytes >= REDUCE_LARGE && c.commutative {
+    let default = if large(c) && c.commutative {
         Reduce::Rabenseifner
     } else {
         Reduce::Binomial
@@ -158,17 +170,11 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 }
 
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
-    let small = if c.oversubscribed {
-        ALLREDUCE_SMALL_OVERSUBSCRIBED
-    } else {
-        ALLREDUCE_SMALL
-    };
-    let default = if c.bytes <= small {
-        Allreduce::RecursiveDoubling
-    } else if c.bytes <= ALLREDUCE_SMALL || !c.commutative {
-        Allreduce::ReduceBcast
-    } else {
-        Allreduce::Rabenseifner
+    let default = match (c.commutative, c.bytes) {
+        (true, n) if n <= ALLREDUCE_SMALL => Allreduce::RecursiveDoubling,
+        (true, _) => Allreduce::Rabenseifner,
+        (false, n) if n <= ALLREDUCE_SMALL_NONCOMMUTATIVE => Allreduce::RecursiveDoubling,
+        (false, _) => Allreduce::ReduceBcast,
     };
     Ok(match Allreduce::forced()? {
         Some(Allreduce::Rabenseifner | Allreduce::Ring) if !c.commutative => default,
@@ -179,14 +185,17 @@ pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
 
 /// `equal`: every rank contributes the same count.
 pub(crate) fn allgather(c: Call, equal: bool) -> Result<Allgather> {
-    let small = equal && c.bytes.saturating_mul(c.p) <= ALLGATHER_SMALL;
-    let default = match (small, c.p.is_power_of_two()) {
-        (false, _) => Allgather::Ring,
-        (true, true) => Allgather::RecursiveDoubling,
-        (true, false) => Allgather::Bruck,
+    let default = if !equal {
+        Allgather::Ring
+    } else if c.p.is_power_of_two() {
+        Allgather::RecursiveDoubling
+    } else if c.bytes.saturating_mul(c.p) <= ALLGATHER_BRUCK_TOTAL {
+        Allgather::Bruck
+    } else {
+        Allgather::Ring
     };
     Ok(match Allgather::forced()? {
-        Some(Allgather::RecursiveDoubling) if !c.p.is_power_of_two() => default,
+        Some(Allgather::RecursiveDoubling) if !c.p.is_power_of_two() || !equal => default,
         Some(Allgather::Bruck) if !equal => default,
         Some(a) => a,
         None => default,
@@ -194,7 +203,7 @@ pub(crate) fn allgather(c: Call, equal: bool) -> Result<Allgather> {
 }
 
 pub(crate) fn alltoall(c: Call, equal: bool) -> Result<Alltoall> {
-    let default = if equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 4 {
+    let default = if equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck
     } else {
         Alltoall::Pairwise
@@ -239,7 +248,14 @@ mod tests {
     #[test]
     fn defaults_follow_the_table() {
         assert_eq!(bcast(call(2, 1 << 20)).unwrap(), Bcast::Binomial);
-        assert_eq!(bcast(call(4, 1 << 20)).unwrap(), Bcast::ScatterAllgather);
+        assert_eq!(bcast(call(8, 1 << 20)).unwrap(), Bcast::ScatterAllgather);
+        let crowded = Call {
+            oversubscribed: true,
+            ..call(8, 1 << 20)
+        };
+        assert_eq!(bcast(crowded).unwrap(), Bcast::Binomial);
+        assert_eq!(reduce(crowded).unwrap(), Reduce::Binomial);
+        assert_eq!(reduce(call(8, 1 << 20)).unwrap(), Reduce::Rabenseifner);
         assert_eq!(allreduce(call(4, 8)).unwrap(), Allreduce::RecursiveDoubling);
         assert_eq!(
             allreduce(call(4, 1 << 20)).unwrap(),
@@ -247,12 +263,13 @@ mod tests {
         );
         let nc = Call {
             commutative: false,
-            ..call(4, 1 << 20)
+            ..call(8, 1 << 20)
         };
         assert_eq!(allreduce(nc).unwrap(), Allreduce::ReduceBcast);
         assert_eq!(reduce(nc).unwrap(), Reduce::Binomial);
         assert_eq!(reduce_scatter(nc).unwrap(), ReduceScatter::ReduceScatterv);
         assert_eq!(allgather(call(6, 8), true).unwrap(), Allgather::Bruck);
+        assert_eq!(allgather(call(6, 1 << 20), true).unwrap(), Allgather::Ring);
         assert_eq!(
             allgather(call(8, 8), true).unwrap(),
             Allgather::RecursiveDoubling
@@ -260,5 +277,9 @@ mod tests {
         assert_eq!(allgather(call(8, 8), false).unwrap(), Allgather::Ring);
         assert_eq!(alltoall(call(8, 8), true).unwrap(), Alltoall::Bruck);
         assert_eq!(alltoall(call(8, 8), false).unwrap(), Alltoall::Pairwise);
+        assert_eq!(
+            alltoall(call(8, 1 << 20), true).unwrap(),
+            Alltoall::Pairwise
+        );
     }
 }

@@ -264,7 +264,10 @@ impl ShmTransport {
             let prod = Producer::new(ring);
             // The ring is ours to fill: fault it in once, now, rather than
             // page by page during the first lap of traffic.
-            seg.prefault(HEADER + my_local * RingPtr::footprint(cap), RingPtr::footprint(cap));
+            seg.prefault(
+                HEADER + my_local * RingPtr::footprint(cap),
+                RingPtr::footprint(cap),
+            );
             p.out = Some((seg, prod));
         }
         p.out
