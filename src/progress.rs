@@ -775,12 +775,14 @@ impl Progress {
                 now_idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             }
             let spinning = now_idle < self.policy.spin;
-            let did = if spinning
-                && spins % 32 != 31
-                && self.tcp.established_count() <= DIRECT_SPIN_MAX_LINKS
-            {
+            let yielding = !spinning && now_idle < self.policy.spin + self.policy.yield_for;
+            // Cheap rounds read the rings and established sockets directly;
+            // every 32nd round asks the poller (new connections, the
+            // launcher), as do all rounds when there are many links.
+            let cheap = spins % 32 != 31 && self.tcp.established_count() <= DIRECT_SPIN_MAX_LINKS;
+            let did = if (spinning || yielding) && cheap {
                 self.spin_once()?
-            } else if now_idle < self.policy.spin + self.policy.yield_for {
+            } else if spinning || yielding {
                 self.progress_once(Some(Duration::ZERO))?
             } else {
                 self.block()?
@@ -794,7 +796,9 @@ impl Progress {
                 spins = 0;
             } else {
                 spins += 1;
-                if now_idle >= self.policy.spin && spins % 4 == 0 {
+                if yielding {
+                    // Give the core to a rank that shares it (oversubscribed
+                    // nodes): it is usually the one we are waiting for.
                     std::thread::yield_now();
                 }
             }
