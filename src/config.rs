@@ -8,6 +8,7 @@
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
 //! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes half while the receiver pulls half (0: receiver pulls all) |
+//! | `COURIER_FLOW_WINDOW` | 4194304 | flow-control credit per sending peer: unmatched eager bytes (+128 per message) a receiver may hold from one peer before the sender waits |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
 //! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm (`BCAST`, `REDUCE`, `ALLREDUCE`, `ALLGATHER`, `ALLTOALL`, `REDUCE_SCATTER`, `SCAN`; names in `coll::tune`) |
@@ -83,6 +84,12 @@ pub(crate) fn cma_enabled() -> bool {
 /// of one node are copied by both sides at once (0 disables).
 pub(crate) fn cma_coop_min() -> usize {
     parse_env("COURIER_CMA_COOP_MIN").unwrap_or(128 * 1024)
+}
+
+/// `COURIER_FLOW_WINDOW`: flow-control credit per peer, in bytes (eager
+/// payload plus 128 per message); at least twice the largest eager message.
+pub(crate) fn flow_window() -> u64 {
+    parse_env("COURIER_FLOW_WINDOW").unwrap_or(crate::engine::Engine::DEFAULT_WINDOW)
 }
 
 /// Default eager limit between ranks of one node, in bytes.

@@ -457,11 +457,14 @@ impl Progress {
         let Some(q) = self.out.get_mut(peer as usize) else {
             return;
         };
-        for f in q.iter_mut().filter(|f| f.eager) {
-            if matches!(f.payload, OutPayload::Send(x) if x == id) {
-                f.payload = OutPayload::Owned(self.bufs.send_bytes(id).to_vec());
-                self.engine.handle_written(id);
-            }
+        // The frame was queued last: search from the back.
+        if let Some(f) = q
+            .iter_mut()
+            .rev()
+            .find(|f| f.eager && matches!(f.payload, OutPayload::Send(x) if x == id))
+        {
+            f.payload = OutPayload::Owned(self.bufs.send_bytes(id).to_vec());
+            self.engine.handle_written(id);
         }
     }
 

@@ -139,6 +139,7 @@ pub fn init() -> Result<Universe> {
                     _ => {}
                 }
             }
+            engine.set_window(crate::config::flow_window());
             let mut progress =
                 Progress::new(engine, env.size, tcp, WaitPolicy::for_node(env.local_size));
             if let Some(s) = shm {

@@ -8,7 +8,7 @@
 //!      0    2 magic    0xC0DE
 //!      2    1 version  1
 //!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE, 7 FIN,
-//!                      8 CTS_COOP, 9 PUSHED
+//!                      8 CTS_COOP, 9 PUSHED, 10 CREDIT
 //!      4    4 flags    bit 0 SYNC (the sender waits for a match: ssend)
 //!      8    4 context  communicator context id
 //!     12    4 tag      message tag
@@ -29,7 +29,9 @@
 //! the sender pushes the rest into it, and the sender reports PUSHED
 //! (`len` 0: done, 1: refused, the receiver then pulls that part too).
 //! SYNC_ACK completes a synchronous eager send once it has matched. BYE
-//! announces a clean close.
+//! announces a clean close. CREDIT returns flow-control credit: `len` bytes
+//! of eager data and envelopes the receiver has matched (see the engine's
+//! flow control).
 //!
 //! [`Frame::decode`] validates every field; it never panics on peer data.
 
@@ -51,6 +53,7 @@ const KIND_BYE: u8 = 6;
 const KIND_FIN: u8 = 7;
 const KIND_CTS_COOP: u8 = 8;
 const KIND_PUSHED: u8 = 9;
+const KIND_CREDIT: u8 = 10;
 
 /// A decoded, validated frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +127,12 @@ pub enum Frame {
         rreq: u64,
         /// Whether the push succeeded.
         ok: bool,
+    },
+    /// Flow control: the receiver has matched messages worth `bytes` of
+    /// credit; the sender may send that much more.
+    Credit {
+        /// Credit returned, in bytes.
+        bytes: u64,
     },
 }
 
@@ -219,6 +228,7 @@ impl Frame {
                 rreq,
             ),
             Frame::Pushed { rreq, ok } => (KIND_PUSHED, 0, 0, 0, u64::from(!ok), 0, rreq),
+            Frame::Credit { bytes } => (KIND_CREDIT, 0, 0, 0, bytes, 0, 0),
         };
         let mut b = [0u8; HEADER_LEN];
         b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
@@ -328,6 +338,11 @@ impl Frame {
                 }
                 Ok(Frame::Pushed { rreq, ok: len == 0 })
             }
+            KIND_CREDIT => {
+                zero(&ctx_tag)?;
+                zero(&[sreq, rreq])?;
+                Ok(Frame::Credit { bytes: len })
+            }
             other => Err(WireError::BadKind(other)),
         }
     }
@@ -375,6 +390,7 @@ mod tests {
             },
             Frame::Pushed { rreq: 6, ok: true },
             Frame::Pushed { rreq: 6, ok: false },
+            Frame::Credit { bytes: 1 << 20 },
             Frame::Cts { sreq: 5, rreq: 6 },
             Frame::Data {
                 rreq: 6,

@@ -242,6 +242,8 @@ enum PeerState {
 /// Counters for the debug report.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct EngineStats {
+    /// Messages that waited for flow-control credit.
+    pub(crate) held_for_credit: u64,
     pub(crate) eager_sent: u64,
     pub(crate) rendezvous_sent: u64,
     pub(crate) unexpected_arrivals: u64,
@@ -269,6 +271,45 @@ pub(crate) struct Engine {
     coop_min: usize,
     pool: BufferPool,
     stats: EngineStats,
+    /// Flow-control window per peer, in credit bytes (see [`Flow`]).
+    window: u64,
+    flow: Vec<Flow>,
+}
+
+/// Credit charged for a message's envelope besides its eager payload: the
+/// receiver's bookkeeping for one unexpected message (queue entry, buffer
+/// header), so the window bounds message counts as well as bytes.
+pub(crate) const ENVELOPE_COST: u64 = 128;
+
+/// Flow control towards and from one peer.
+///
+/// A receiver must keep every eager message (and every rendezvous envelope)
+/// that arrives before its receive is posted. So that a fast sender cannot
+/// grow a slow receiver's memory without bound, each sender holds credit for
+/// `window` bytes per peer: an EAGER costs its payload plus
+/// [`ENVELOPE_COST`], an RTS costs [`ENVELOPE_COST`]. A message the credit
+/// does not cover waits, in order, in `held` (a blocking send blocks; a
+/// nonblocking one stays incomplete). The receiver counts what it has
+/// matched and returns it with a CREDIT frame once a quarter of the window
+/// has accumulated. The receiver's unmatched messages from one peer thus
+/// never exceed one window. Messages to self are not counted.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Bytes we may still send to the peer.
+    credit: u64,
+    /// Messages to the peer waiting for credit, in posting order.
+    held: VecDeque<Transmit>,
+    /// Bytes of the peer's messages matched here but not yet returned.
+    owed: u64,
+}
+
+/// Credit a message frame costs (0 for control frames).
+fn message_cost(frame: &Frame) -> u64 {
+    match *frame {
+        Frame::Eager { len, .. } => len.saturating_add(ENVELOPE_COST),
+        Frame::Rts { .. } => ENVELOPE_COST,
+        _ => 0,
+    }
 }
 
 /// Recycled buffers for unexpected eager messages, so a stream of them costs
@@ -310,9 +351,12 @@ impl BufferPool {
 }
 
 impl Engine {
-    /// An engine for rank `me` of `size`; messages above `eager_limit` bytes use rendezvous.
+    /// An engine for rank `me` of `size`; messages above `eager_limit` bytes
+    /// use rendezvous. The flow-control window is `DEFAULT_WINDOW` until
+    /// [`Engine::set_window`].
     pub(crate) fn new(me: Rank, size: u32, eager_limit: usize) -> Self {
         let n = size as usize;
+        let window = Self::DEFAULT_WINDOW;
         Engine {
             me,
             size,
@@ -331,6 +375,70 @@ impl Engine {
             coop_min: 0,
             pool: BufferPool::default(),
             stats: EngineStats::default(),
+            window,
+            flow: (0..n)
+                .map(|_| Flow {
+                    credit: window,
+                    ..Flow::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Default flow-control window per peer, in credit bytes.
+    pub(crate) const DEFAULT_WINDOW: u64 = 4 << 20;
+
+    /// Sets the flow-control window per peer (before any message). It is
+    /// raised to twice the largest eager message plus envelope, so that
+    /// every eager message fits and returned credit always unblocks.
+    pub(crate) fn set_window(&mut self, bytes: u64) {
+        let largest = self
+            .peer_caps
+            .iter()
+            .map(|c| c.0 as u64)
+            .chain([self.eager_limit as u64])
+            .max()
+            .unwrap_or(0);
+        let window = bytes.max(2 * (largest + ENVELOPE_COST));
+        self.window = window;
+        for f in &mut self.flow {
+            f.credit = window;
+        }
+    }
+
+    /// Queues a message frame (EAGER or RTS) for `t.peer`, or holds it
+    /// until credit allows, keeping per-peer order.
+    fn push_message(&mut self, t: Transmit) {
+        let peer = t.peer;
+        let cost = message_cost(&t.frame);
+        match self.flow.get_mut(peer as usize) {
+            Some(f) if peer != self.me => {
+                if f.held.is_empty() && f.credit >= cost {
+                    f.credit -= cost;
+                    self.transmits.push_back(t);
+                } else {
+                    self.stats.held_for_credit += 1;
+                    f.held.push_back(t);
+                }
+            }
+            _ => self.transmits.push_back(t),
+        }
+    }
+
+    /// A message from `peer` costing `cost` credit was matched: credit goes
+    /// back once a quarter of the window has accumulated.
+    fn consumed(&mut self, peer: Rank, cost: u64) {
+        if peer == self.me {
+            return;
+        }
+        let quarter = self.window / 4;
+        let Some(f) = self.flow.get_mut(peer as usize) else {
+            return;
+        };
+        f.owed += cost;
+        if f.owed >= quarter {
+            let bytes = std::mem::take(&mut f.owed);
+            self.queue_control(peer, Frame::Credit { bytes });
         }
     }
 
@@ -439,6 +547,14 @@ impl Engine {
         {
             return None;
         }
+        if peer != self.me {
+            let cost = (len as u64).saturating_add(ENVELOPE_COST);
+            let f = self.flow.get_mut(peer as usize)?;
+            if !f.held.is_empty() || f.credit < cost {
+                return None;
+            }
+            f.credit -= cost;
+        }
         self.stats.eager_sent += 1;
         Some(Frame::Eager {
             context,
@@ -498,7 +614,7 @@ impl Engine {
             (true, true) => Payload::Advertise(id),
             (true, false) => Payload::None,
         };
-        self.transmits.push_back(Transmit {
+        self.push_message(Transmit {
             peer,
             frame,
             payload,
@@ -543,6 +659,11 @@ impl Engine {
                 tag: u.env.tag,
                 len: u.len,
             };
+            let cost = match &u.body {
+                Body::Eager { .. } => (u.len as u64).saturating_add(ENVELOPE_COST),
+                Body::Rts { .. } => ENVELOPE_COST,
+            };
+            self.consumed(u.env.source, cost);
             match u.body {
                 Body::Eager { data, sync_sreq } => {
                     if let Some(sreq) = sync_sreq {
@@ -859,6 +980,7 @@ impl Engine {
                     if let Some(sreq) = sync_sreq {
                         self.queue_control(peer, Frame::SyncAck { sreq });
                     }
+                    self.consumed(peer, (len as u64).saturating_add(ENVELOPE_COST));
                     self.incoming[peer as usize] = Some(Incoming::Recv(id));
                     Ok(Some(Dest::Req(id)))
                 } else {
@@ -891,6 +1013,7 @@ impl Engine {
                         tag,
                         len,
                     };
+                    self.consumed(peer, ENVELOPE_COST);
                     self.start_rendezvous_recv(id, info, sreq, addr);
                 } else {
                     self.stats.unexpected_arrivals += 1;
@@ -1010,6 +1133,23 @@ impl Engine {
             }
             Frame::Bye => {
                 self.handle_peer_lost(peer, "the peer finalized".into());
+                Ok(None)
+            }
+            Frame::Credit { bytes } => {
+                let Some(f) = self.flow.get_mut(peer as usize) else {
+                    return Ok(None);
+                };
+                f.credit = f.credit.saturating_add(bytes);
+                while let Some(t) = f.held.front() {
+                    let cost = message_cost(&t.frame);
+                    if cost > f.credit {
+                        break;
+                    }
+                    f.credit -= cost;
+                    if let Some(t) = f.held.pop_front() {
+                        self.transmits.push_back(t);
+                    }
+                }
                 Ok(None)
             }
         }
@@ -1148,6 +1288,9 @@ impl Engine {
             self.complete(id, Err(err()));
         }
         self.transmits.retain(|t| t.peer != peer);
+        if let Some(f) = self.flow.get_mut(peer as usize) {
+            f.held.clear();
+        }
     }
 
     /// Whether `peer` is still usable.

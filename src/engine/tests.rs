@@ -537,3 +537,54 @@ fn eager_frame_now_never_overtakes_queued_frames() {
     e.handle_peer_lost(2, "gone".into());
     assert_eq!(e.eager_frame_now(2, 0, 7, 8), None);
 }
+
+#[test]
+fn flow_control_holds_a_flood_at_the_window_and_credit_releases_it() {
+    let mut net = SimNet::new(2, 64, 3);
+    for e in &mut net.engines {
+        e.set_window(0); // raised to the minimum: 2 × (64 + ENVELOPE_COST)
+    }
+    let window = 2 * (64 + ENVELOPE_COST);
+    let per_msg = 16 + ENVELOPE_COST;
+    let fits = (window / per_msg) as usize;
+    // A flood of 16-byte messages (and one rendezvous) to a receiver that
+    // has posted nothing: only one window's worth reaches it.
+    let mut sends = Vec::new();
+    for i in 0..20 {
+        sends.push(net.send(0, 1, 1, &bytes(i, 16), false));
+    }
+    sends.push(net.send(0, 1, 1, &bytes(99, 200), false));
+    net.run();
+    assert_eq!(net.engines[1].queue_lengths().1, fits, "unexpected queue");
+    assert_eq!(net.engines[0].stats().held_for_credit as usize, 21 - fits);
+    // A direct eager frame may not bypass held messages either.
+    assert!(net.engines[0].eager_frame_now(1, 0, 1, 8).is_none());
+    // Receiving releases the rest, in order, rendezvous included.
+    for i in 0..20 {
+        let r = net.recv(1, Some(0), Some(1), 200);
+        net.run();
+        let (_, data) = net.take_recv(1, r).unwrap();
+        assert_eq!(data, bytes(i, 16), "message {i}");
+        assert!(net.engines[1].queue_lengths().1 <= fits);
+    }
+    let r = net.recv(1, Some(0), Some(1), 200);
+    net.run();
+    assert_eq!(net.take_recv(1, r).unwrap().1, bytes(99, 200));
+    assert!(sends.iter().all(|&id| net.done(0, id)));
+    // Credit keeps flowing: everything was returned but less than a quarter.
+    assert!(net.engines[0].eager_frame_now(1, 0, 1, 8).is_some());
+}
+
+#[test]
+fn held_messages_fail_when_the_peer_is_lost() {
+    let mut net = SimNet::new(2, 64, 5);
+    net.engines[0].set_window(0);
+    let ids: Vec<_> = (0..10)
+        .map(|i| net.send(0, 1, 1, &bytes(i, 64), false))
+        .collect();
+    net.engines[0].handle_peer_lost(1, "gone".into());
+    for id in ids {
+        assert!(net.done(0, id));
+    }
+    assert!(!net.engines[0].has_transmits());
+}
