@@ -7,7 +7,7 @@ use courier::bootstrap::auth::{self, Acceptor, JobKey, AUTH_LEN, HELLO_LEN, SERV
 use courier::bootstrap::protocol::{Deframer, Reply, Request, MAX_REQUEST};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
@@ -33,6 +33,8 @@ struct Conn {
 pub(crate) enum Event {
     /// A rank called `abort(code)`.
     Abort { rank: u32, code: i32 },
+    /// A rank initialized (completed its handshake).
+    Joined { rank: u32 },
 }
 
 /// The rendezvous service of one job.
@@ -48,6 +50,10 @@ pub(crate) struct Service {
     index: HashMap<String, usize>,
     fenced: Vec<usize>,
     rank_conn: HashMap<u32, usize>,
+    /// Ranks that completed the handshake (initialized) at some point.
+    joined: HashSet<u32>,
+    /// Ranks that said FINALIZE.
+    finalized: HashSet<u32>,
     /// Connections refused (bad handshake, garbage, duplicates).
     pub(crate) rejected: u64,
 }
@@ -78,6 +84,8 @@ impl Service {
             index: HashMap::new(),
             fenced: Vec::new(),
             rank_conn: HashMap::new(),
+            joined: HashSet::new(),
+            finalized: HashSet::new(),
             rejected: 0,
         })
     }
@@ -95,12 +103,38 @@ impl Service {
     /// Handles readiness on token `t`; returns events for the supervisor.
     pub(crate) fn handle(&mut self, registry: &Registry, t: Token, out: &mut Vec<Event>) {
         if t.0 == self.base {
-            self.accept(registry);
+            self.accept(registry, out);
             return;
         }
         if let Err(why) = self.service_conn(t.0, out) {
             self.drop_conn(registry, t.0, why.as_deref());
         }
+    }
+
+    /// Reads whatever every connection has sent (without waiting), so that
+    /// a message written just before a rank exited is seen before its exit.
+    pub(crate) fn drain(&mut self, registry: &Registry, out: &mut Vec<Event>) {
+        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Err(why) = self.service_conn(id, out) {
+                self.drop_conn(registry, id, why.as_deref());
+            }
+        }
+    }
+
+    /// Whether `rank` ever initialized.
+    pub(crate) fn joined(&self, rank: u32) -> bool {
+        self.joined.contains(&rank)
+    }
+
+    /// Whether any rank initialized.
+    pub(crate) fn anyone_joined(&self) -> bool {
+        !self.joined.is_empty()
+    }
+
+    /// Whether `rank` initialized but never said FINALIZE.
+    pub(crate) fn unfinalized(&self, rank: u32) -> bool {
+        self.joined.contains(&rank) && !self.finalized.contains(&rank)
     }
 
     /// Tells every connected rank that the job is aborting.
@@ -114,7 +148,7 @@ impl Service {
         }
     }
 
-    fn accept(&mut self, registry: &Registry) {
+    fn accept(&mut self, registry: &Registry, out: &mut Vec<Event>) {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, remote)) => {
@@ -142,8 +176,7 @@ impl Service {
                             out: Vec::new(),
                         },
                     );
-                    let mut ignored = Vec::new();
-                    if let Err(why) = self.service_conn(id, &mut ignored) {
+                    if let Err(why) = self.service_conn(id, out) {
                         self.drop_conn(registry, id, why.as_deref());
                     }
                 }
@@ -242,6 +275,8 @@ impl Service {
                     }
                     c.phase = Phase::Ready(rank);
                     self.rank_conn.insert(rank, id);
+                    self.joined.insert(rank);
+                    out.push(Event::Joined { rank });
                 }
                 Phase::Ready(_) => {}
             }
@@ -295,6 +330,7 @@ impl Service {
                 }
                 Request::Abort { code } => out.push(Event::Abort { rank, code }),
                 Request::Finalize => {
+                    self.finalized.insert(rank);
                     c.out.extend_from_slice(&Reply::FinalizeAck.encode());
                     flush(c).map_err(|e| e.to_string())?;
                 }

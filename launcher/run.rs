@@ -173,6 +173,8 @@ struct Job {
     exit: Option<i32>,
     kill_at: Option<Instant>,
     all_exited_at: Option<Instant>,
+    /// Service events read while reaping, handled with the next batch.
+    late_events: Vec<ServiceEvent>,
 }
 
 impl Job {
@@ -230,6 +232,7 @@ impl Job {
             exit: None,
             kill_at: None,
             all_exited_at: None,
+            late_events: Vec::new(),
         };
         for rank in 0..spec.np {
             let mut cmd = Command::new(&spec.program);
@@ -318,6 +321,19 @@ impl Job {
         }
     }
 
+    /// Rank `rank` exited with code 0 without ever initializing while other
+    /// ranks did: they would wait for it forever (Open MPI reports the same).
+    fn clean_exit_without_init(&mut self, rank: usize) {
+        let pid = self.ranks[rank].pid;
+        let others = self.live();
+        eprintln!(
+            "courier: rank {rank} (pid {pid}) exited with code 0 without initializing while \
+             other ranks did; terminating the {others} other rank{}",
+            if others == 1 { "" } else { "s" }
+        );
+        self.fail(1);
+    }
+
     fn reap(&mut self) {
         for rank in 0..self.ranks.len() {
             let r = &mut self.ranks[rank];
@@ -329,6 +345,25 @@ impl Job {
                     r.child = None;
                     r.status = Some(status);
                     let pid = r.pid;
+                    if status.success() && self.exit.is_none() {
+                        // A rank that wrote FINALIZE and exited: read it first.
+                        let mut events = Vec::new();
+                        self.service.drain(self.poll.registry(), &mut events);
+                        self.late_events.extend(events);
+                        let r32 = rank as u32;
+                        if !self.service.joined(r32) && self.service.anyone_joined() {
+                            self.clean_exit_without_init(rank);
+                        } else if self.service.unfinalized(r32) {
+                            let others = self.live();
+                            eprintln!(
+                                "courier: rank {rank} (pid {pid}) exited with code 0 without finalizing \
+                                 (it returned or called exit() while its Universe was alive); \
+                                 terminating the {others} other rank{}",
+                                if others == 1 { "" } else { "s" }
+                            );
+                            self.fail(1);
+                        }
+                    }
                     if !status.success() && self.exit.is_none() {
                         let (code, what) = describe(status);
                         let others = self.live();
@@ -453,8 +488,22 @@ impl Job {
                     self.read_pipe(t.0 - STDIO_BASE);
                 }
             }
+            service_events.append(&mut self.late_events);
             for ev in service_events.drain(..) {
                 match ev {
+                    ServiceEvent::Joined { .. } => {
+                        // Ranks that already exited cleanly without
+                        // initializing will never join: the job cannot work.
+                        let quitters: Vec<usize> = (0..self.ranks.len())
+                            .filter(|&r| {
+                                self.ranks[r].status.is_some_and(|s| s.success())
+                                    && !self.service.joined(r as u32)
+                            })
+                            .collect();
+                        if let (Some(&r), None) = (quitters.first(), self.exit) {
+                            self.clean_exit_without_init(r);
+                        }
+                    }
                     ServiceEvent::Abort { rank, code } => {
                         if self.exit.is_none() {
                             eprintln!(

@@ -238,6 +238,13 @@ impl Progress {
         Ok(())
     }
 
+    /// Tells the launcher this rank finalized, so that its exit is not taken
+    /// for a crash. Best effort: a launcher already gone needs no notice.
+    pub(crate) fn tell_service_finalized(&mut self) {
+        let msg = crate::bootstrap::protocol::Request::Finalize.encode();
+        let _ = self.service_send(&msg);
+    }
+
     /// Whether this node runs more ranks than it has cores.
     pub(crate) fn oversubscribed(&self) -> bool {
         self.policy.oversubscribed

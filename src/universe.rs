@@ -253,7 +253,10 @@ impl Universe {
     /// same but can only print them).
     pub fn finalize(mut self) -> Result<()> {
         self.finalized = true;
-        self.progress.borrow_mut().finalize()
+        let mut p = self.progress.borrow_mut();
+        let r = p.finalize();
+        p.tell_service_finalized();
+        r
     }
 }
 
@@ -267,6 +270,7 @@ impl Drop for Universe {
                         eprintln!("courier[rank {}]: finalize: {e}", self.world.rank());
                     }
                 }
+                p.tell_service_finalized();
             }
         }
     }
