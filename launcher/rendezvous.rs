@@ -10,6 +10,7 @@ use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 enum Phase {
@@ -26,6 +27,8 @@ struct Conn {
     hs: Vec<u8>,
     deframer: Deframer,
     out: Vec<u8>,
+    /// When it was accepted.
+    since: Instant,
 }
 
 /// What the service asks the supervisor to do.
@@ -111,6 +114,24 @@ impl Service {
         }
     }
 
+    /// Closes connections that have not authenticated within `limit`
+    /// (silent or half-open strangers), with a log line each.
+    pub(crate) fn sweep(&mut self, registry: &Registry, limit: Duration) {
+        let now = Instant::now();
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !matches!(c.phase, Phase::Ready(_)) && now.duration_since(c.since) > limit
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            let why = format!("no handshake within {} ms", limit.as_millis());
+            self.drop_conn(registry, id, Some(&why));
+        }
+    }
+
     /// Reads whatever every connection has sent (without waiting), so that
     /// a message written just before a rank exited is seen before its exit.
     pub(crate) fn drain(&mut self, registry: &Registry, out: &mut Vec<Event>) {
@@ -174,6 +195,7 @@ impl Service {
                             hs: Vec::new(),
                             deframer: Deframer::new(MAX_REQUEST),
                             out: Vec::new(),
+                            since: Instant::now(),
                         },
                     );
                     if let Err(why) = self.service_conn(id, out) {

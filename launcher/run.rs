@@ -436,8 +436,15 @@ impl Job {
     fn supervise(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
         let mut service_events = Vec::new();
+        let handshake_limit = Duration::from_millis(
+            std::env::var("COURIER_HANDSHAKE_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000),
+        );
         loop {
             self.reap();
+            self.service.sweep(self.poll.registry(), handshake_limit);
             let pipes_open = self.pipes.iter().any(Option::is_some);
             if self.live() == 0 {
                 let drained_long_enough = self

@@ -9,6 +9,7 @@
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
 //! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes half while the receiver pulls half (0: receiver pulls all) |
 //! | `COURIER_FLOW_WINDOW` | 4194304 | flow-control credit per sending peer: unmatched eager bytes (+128 per message) a receiver may hold from one peer before the sender waits |
+//! | `COURIER_HANDSHAKE_TIMEOUT_MS` | 10000 | accepted connections that have not authenticated within this time are closed (rank listeners and the launcher's service) |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
 //! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm (`BCAST`, `REDUCE`, `ALLREDUCE`, `ALLGATHER`, `ALLTOALL`, `REDUCE_SCATTER`, `SCAN`; names in `coll::tune`) |
@@ -90,6 +91,12 @@ pub(crate) fn cma_coop_min() -> usize {
 /// payload plus 128 per message); at least twice the largest eager message.
 pub(crate) fn flow_window() -> u64 {
     parse_env("COURIER_FLOW_WINDOW").unwrap_or(crate::engine::Engine::DEFAULT_WINDOW)
+}
+
+/// `COURIER_HANDSHAKE_TIMEOUT_MS`: an accepted connection that has not
+/// completed its authentication handshake within this time is closed.
+pub(crate) fn handshake_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(parse_env("COURIER_HANDSHAKE_TIMEOUT_MS").unwrap_or(10_000))
 }
 
 /// Default eager limit between ranks of one node, in bytes.

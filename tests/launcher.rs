@@ -311,69 +311,127 @@ fn np_spelling_and_help() {
 
 #[test]
 fn strangers_are_rejected_while_a_job_runs() {
-    let j = run_body_env("body_strangers", 2, &[], 60);
-    j.assert_ranks_passed(2);
-    assert!(j.stderr.contains("rejected connection"), "{}", j.stderr);
+    let j = run_body_env(
+        "body_strangers",
+        3,
+        &[("COURIER_HANDSHAKE_TIMEOUT_MS", "500")],
+        60,
+    );
+    j.assert_ranks_passed(3);
+    // The launcher's service was attacked by ranks 0 and 1: 4 attempts each.
+    let service_rejections = j
+        .stderr
+        .matches("courier: rendezvous service: rejected connection")
+        .count();
+    assert!(service_rejections >= 8, "{}", j.stderr);
+    assert!(
+        j.stderr.contains("no handshake within 500 ms"),
+        "{}",
+        j.stderr
+    );
+}
+
+/// Attacks the listener at `target` (acceptor rank `to`, or the service),
+/// claiming to be rank `from`, in four ways; each must end with the connection closed by the job.
+fn attack(target: &str, from: u32, to: u32) {
+    use courier::bootstrap::auth::{self, Connector, JobKey};
+    use std::io::Read;
+    use std::net::TcpStream;
+    let closed = |s: &mut TcpStream, what: &str| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 256];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                // A challenge may come first; anything after it must be a close.
+                Ok(_) => {}
+            }
+            assert!(
+                !matches!(s.read(&mut b), Ok(n) if n > 0),
+                "{what} to {target}: still open"
+            );
+        }
+    };
+    // 1. Random bytes.
+    let mut s = TcpStream::connect(target).unwrap();
+    let _ = s.write_all(&[0x5a; 100]);
+    closed(&mut s, "garbage");
+    // 2. A well-formed handshake with the wrong key.
+    let c = Connector::new(JobKey::generate().unwrap(), from, to).unwrap();
+    let mut s = TcpStream::connect(target).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(c.hello()).unwrap();
+    let mut ch = [0u8; auth::CHALLENGE_LEN];
+    s.read_exact(&mut ch).unwrap();
+    assert!(
+        c.handle_challenge(&ch).is_err(),
+        "a stranger cannot prove the key"
+    );
+    let _ = s.write_all(&[0u8; auth::AUTH_LEN]);
+    closed(&mut s, "wrong key");
+    // 3. A replayed answer: with the right key, the answer to one challenge
+    // is recorded and replayed on a new connection (fresh challenge).
+    let key = JobKey::from_hex(&std::env::var("COURIER_JOB_KEY").unwrap()).unwrap();
+    let c = Connector::new(key, from, to).unwrap();
+    let mut first = TcpStream::connect(target).unwrap();
+    first.write_all(c.hello()).unwrap();
+    first.read_exact(&mut ch).unwrap();
+    let recorded = c.handle_challenge(&ch).unwrap();
+    drop(first);
+    let mut s = TcpStream::connect(target).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(c.hello()).unwrap();
+    s.read_exact(&mut ch).unwrap();
+    s.write_all(&recorded).unwrap();
+    closed(&mut s, "replayed handshake");
+    // 4. A half-open connection that never speaks: closed after the
+    // handshake timeout (500 ms in this job).
+    let mut s = TcpStream::connect(target).unwrap();
+    closed(&mut s, "silent connection");
 }
 
 #[test]
 #[ignore = "rank body: run through courier"]
 fn body_strangers() {
-    use std::io::Read;
-    use std::net::TcpStream;
     let Some(u) = rank_init() else { return };
     let w = u.world();
-    if w.rank() == 1 {
-        // Publish our data endpoint to rank 0, which plays the stranger.
-        let addr = u.local_endpoint().unwrap().to_string();
-        w.send(addr.as_bytes(), 0, 1).unwrap();
-        let mut go = [0u8];
-        w.recv(&mut go, 0, 2).unwrap();
-        assert!(u.rejected_connections() >= 2, "{}", u.debug_report());
-    } else {
-        let (addr, _) = w.recv_vec::<u8>(1, 1).unwrap();
-        let addr = String::from_utf8(addr).unwrap();
-        let service = std::env::var("COURIER_SERVICE").unwrap();
-        for target in [addr.as_str(), service.as_str()] {
-            // 1. Random bytes.
-            let mut s = TcpStream::connect(target).unwrap();
-            let _ = s.write_all(&[0x5a; 100]);
-            let mut b = [0u8; 256];
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            assert!(
-                matches!(s.read(&mut b), Ok(0) | Err(_)),
-                "garbage must be answered by a close"
-            );
-            // 2. A well-formed handshake with the wrong key.
-            let key = courier::bootstrap::auth::JobKey::generate().unwrap();
-            let to = if target == service {
-                courier::bootstrap::auth::SERVICE
-            } else {
-                1
-            };
-            let c = courier::bootstrap::auth::Connector::new(key, 0, to).unwrap();
-            let mut s = TcpStream::connect(target).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(c.hello()).unwrap();
-            let mut ch = [0u8; courier::bootstrap::auth::CHALLENGE_LEN];
-            s.read_exact(&mut ch).unwrap();
-            assert!(
-                c.handle_challenge(&ch).is_err(),
-                "a peer without the key cannot prove it"
-            );
-            let _ = s.write_all(&[0u8; courier::bootstrap::auth::AUTH_LEN]);
-            assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    let (p, me) = (w.size(), w.rank());
+    // Listeners of a single-host job are on loopback only.
+    let mine = u.local_endpoint().unwrap();
+    assert!(mine.ip().is_loopback(), "data listener on {mine}");
+    let service = std::env::var("COURIER_SERVICE").unwrap();
+    let service_addr: std::net::SocketAddr = service.parse().unwrap();
+    assert!(service_addr.ip().is_loopback(), "service on {service}");
+    // Everyone learns every data endpoint.
+    let text = format!("{mine:<64}");
+    let mut all = vec![0u8; 64 * p];
+    w.all_gather(text.as_bytes(), &mut all).unwrap();
+    let endpoint = |r: usize| {
+        String::from_utf8_lossy(&all[64 * r..64 * (r + 1)])
+            .trim()
+            .to_string()
+    };
+    // Rank 0 attacks every other rank and the service while they wait in a
+    // receive (making progress); then rank 1 attacks rank 0 and the service.
+    for attacker in [0usize, 1] {
+        if me == attacker {
+            for r in (0..p).filter(|&r| r != me) {
+                attack(&endpoint(r), me as u32, r as u32);
+            }
+            attack(&service, me as u32, courier::bootstrap::auth::SERVICE);
+            for r in (0..p).filter(|&r| r != me) {
+                w.send(&[1u8], r, 2).unwrap();
+            }
+        } else {
+            let mut go = [0u8];
+            w.recv(&mut go, attacker, 2).unwrap();
         }
-        // 3. A half-open connection that never speaks.
-        let _idle = TcpStream::connect(addr.as_str()).unwrap();
-        w.send(&[1u8], 1, 2).unwrap();
     }
+    // Each rank was attacked 4 ways (rank 0 by rank 1, the others by rank 0).
+    assert!(u.rejected_connections() >= 4, "{}", u.debug_report());
     // The job still works.
-    let mut x = [0u64];
-    if w.rank() == 0 {
-        w.send(&[99u64], 1, 3).unwrap();
-    } else {
-        w.recv(&mut x, 0, 3).unwrap();
-        assert_eq!(x[0], 99);
-    }
+    let mut sum = [0u64];
+    w.all_reduce(&[me as u64], &mut sum, courier::Op::Sum)
+        .unwrap();
+    assert_eq!(sum[0] as usize, p * (p - 1) / 2);
 }

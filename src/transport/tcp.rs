@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 /// Token of the rendezvous-service connection, watched for aborts and EOF.
@@ -84,6 +84,8 @@ struct Conn {
     hs_out: Vec<u8>,
     readable: bool,
     writable: bool,
+    /// When the connection was accepted or opened.
+    since: Instant,
 }
 
 /// Counters for the debug report.
@@ -114,6 +116,9 @@ pub(crate) struct TcpTransport {
     lost: Vec<(Rank, String)>,
     stats: TcpStats,
     established_n: usize,
+    /// Last look for handshakes that took too long.
+    last_sweep: Instant,
+    handshake_timeout: Duration,
 }
 
 /// Applies the data-link socket options: no Nagle delay, and the buffer
@@ -165,6 +170,8 @@ impl TcpTransport {
             lost: Vec::new(),
             stats: TcpStats::default(),
             established_n: 0,
+            last_sweep: Instant::now(),
+            handshake_timeout: crate::config::handshake_timeout(),
         })
     }
 
@@ -283,6 +290,7 @@ impl TcpTransport {
                 hs_out: Vec::new(),
                 readable: false,
                 writable: false,
+                since: Instant::now(),
             })
             .map_err(err)?;
         self.stats.connects += 1;
@@ -325,6 +333,9 @@ impl TcpTransport {
         if listener_ready {
             self.accept_all();
         }
+        if self.stats.accepts > 0 {
+            self.sweep_handshakes();
+        }
         for (i, r, w) in touched {
             let Some(Some(c)) = self.conns.get_mut(i) else {
                 continue;
@@ -345,6 +356,32 @@ impl TcpTransport {
         Ok(service)
     }
 
+    /// Closes accepted connections that have not proved themselves within
+    /// the handshake timeout (half-open or silent strangers would otherwise
+    /// hold a descriptor each for ever). Looks at most every 100 ms.
+    fn sweep_handshakes(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_sweep) < Duration::from_millis(100) {
+            return;
+        }
+        self.last_sweep = now;
+        let limit = self.handshake_timeout;
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| {
+                matches!(c.state, State::AwaitHello | State::AwaitAuth { .. })
+                    && now.duration_since(c.since) > limit
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in stale {
+            self.reject(i, &format!("no handshake within {} ms", limit.as_millis()));
+        }
+    }
+
     fn accept_all(&mut self) {
         loop {
             let Some(l) = self.listener.as_ref() else {
@@ -361,6 +398,7 @@ impl TcpTransport {
                         hs_out: Vec::new(),
                         readable: true,
                         writable: true,
+                        since: Instant::now(),
                     };
                     match self.insert(conn) {
                         Ok(i) => {
