@@ -280,3 +280,77 @@ fn body_fault() {
         eprintln!("rank {r}: {e}");
     }
 }
+
+/// The launcher itself SIGKILLed: every rank of its job goes within 2 s,
+/// whether it is waiting in the library or computing outside it.
+#[test]
+fn ranks_do_not_outlive_a_killed_launcher() {
+    use std::io::{BufRead, BufReader};
+    let marker = format!("COURIER_TEST_ORPHAN={}", now_ms());
+    let (name, value) = marker.split_once('=').unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut launcher = Command::new(courier())
+        .args(["run", "-n", "4", "-x", &format!("{name}={value}")])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "body_until_killed",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(launcher.stdout.take().unwrap()).lines();
+    let mut ready = 0;
+    while ready < 4 {
+        let line = lines.next().expect("ranks start").unwrap();
+        ready += usize::from(line.contains("READY"));
+    }
+    // Ranks are now looping: even ones in barriers, odd ones computing.
+    // Only the ranks carry the marker in their environment (`-x`).
+    assert_eq!(processes_with(&marker).len(), 4, "the ranks are found");
+    let killed = std::time::Instant::now();
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(2),
+            "ranks {left:?} outlived the launcher by 2 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!(
+        "all ranks gone {} ms after the launcher",
+        killed.elapsed().as_millis()
+    );
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_until_killed() {
+    if std::env::var_os("COURIER_TEST_ORPHAN").is_none() {
+        return;
+    }
+    let u = courier::init().unwrap();
+    let w = u.world();
+    println!("READY {}", w.rank());
+    loop {
+        if w.rank() % 2 == 0 {
+            let _ = w.barrier();
+        } else {
+            // Busy outside the library: only the parent-death signal can stop it.
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_millis(50) {
+                std::hint::spin_loop();
+            }
+            let _ = w.barrier();
+        }
+    }
+}
