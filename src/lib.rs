@@ -61,12 +61,18 @@ pub use progress::LinkKind;
 pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};
 pub use universe::{init, Placement, Universe};
 
-/// Internal building blocks exposed for the criterion benches only
-/// (feature `bench-internals`); not a supported API.
+/// Internal building blocks exposed for the criterion benches and the fuzz
+/// targets only (feature `bench-internals`); not a supported API.
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_internals {
     pub use crate::transport::shm::ring::HeapRing;
+
+    /// Drives a matching engine with untrusted bytes (fuzzing): a stream of
+    /// `[peer][40-byte header][payload]` records. Never panics.
+    pub fn engine_feed(data: &[u8]) {
+        crate::engine::feed_untrusted(data)
+    }
 
     /// Single-copy transfer of `src` into `dst` through cross-memory attach
     /// (`process_vm_readv` on this very process): the large-message path.

@@ -455,4 +455,38 @@ mod tests {
             }
         }
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any 40 bytes decode to a frame or an error, never a panic; a
+            /// frame re-encodes to exactly the bytes it came from.
+            #[test]
+            fn decode_never_panics_and_round_trips(b in prop::array::uniform32(any::<u8>()), tail in prop::array::uniform8(any::<u8>())) {
+                let mut h = [0u8; HEADER_LEN];
+                h[..32].copy_from_slice(&b);
+                h[32..].copy_from_slice(&tail);
+                if let Ok(f) = Frame::decode(&h, u64::MAX) {
+                    prop_assert_eq!(f.encode(), h);
+                }
+            }
+
+            /// Headers that start right (magic, version, a known kind) with
+            /// random fields: still never a panic, and the length bound holds.
+            #[test]
+            fn plausible_headers_respect_the_length_bound(kind in 0u8..12, fields in prop::array::uniform32(any::<u8>()), rest in prop::array::uniform4(any::<u8>()), max in 0u64..(1 << 20)) {
+                let mut h = [0u8; HEADER_LEN];
+                h[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+                h[2] = VERSION;
+                h[3] = kind;
+                h[4..36].copy_from_slice(&fields);
+                h[36..].copy_from_slice(&rest);
+                if let Ok(f) = Frame::decode(&h, max) {
+                    prop_assert!(f.payload_len() <= max);
+                }
+            }
+        }
+    }
 }

@@ -293,4 +293,30 @@ mod tests {
         let c = Connector::new(k.clone(), 1, 2).unwrap();
         assert!(Acceptor::handle_hello(k, 0, 4, c.hello()).is_err());
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Random HELLO and AUTH messages never panic the acceptor and are
+            /// never accepted without the key.
+            #[test]
+            fn random_handshakes_are_refused(hello in prop::collection::vec(any::<u8>(), HELLO_LEN), auth in prop::array::uniform32(any::<u8>())) {
+                let key = JobKey::generate().unwrap();
+                let hello: [u8; HELLO_LEN] = hello.try_into().unwrap();
+                if let Ok((a, _challenge)) = Acceptor::handle_hello(key, 1, 4, &hello) {
+                    prop_assert!(a.handle_auth(&auth).is_err());
+                }
+            }
+
+            /// A connector refuses random challenges (the acceptor's proof).
+            #[test]
+            fn random_challenges_are_refused(ch in prop::collection::vec(any::<u8>(), CHALLENGE_LEN)) {
+                let c = Connector::new(JobKey::generate().unwrap(), 0, 1).unwrap();
+                let ch: [u8; CHALLENGE_LEN] = ch.try_into().unwrap();
+                prop_assert!(c.handle_challenge(&ch).is_err());
+            }
+        }
+    }
 }

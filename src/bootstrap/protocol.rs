@@ -364,4 +364,26 @@ mod tests {
         assert_eq!(Request::decode(&[3, 1, 0, 0xff]), Err(CodecError::BadUtf8));
         assert!(Reply::decode(&[130, 255, 255, 255, 255]).is_err());
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A byte stream cut anywhere never makes the deframer or the
+            /// decoders panic; messages are bounded by the deframer's limit.
+            #[test]
+            fn arbitrary_streams_are_rejected_or_decoded(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16)) {
+                let mut d = Deframer::new(256);
+                for c in &chunks {
+                    d.push(c);
+                    while let Ok(Some(body)) = d.next_message() {
+                        prop_assert!(body.len() <= 256);
+                        let _ = Request::decode(&body);
+                        let _ = Reply::decode(&body);
+                    }
+                }
+            }
+        }
+    }
 }
