@@ -212,6 +212,41 @@ impl CommShared {
         Ok(())
     }
 
+    /// Receives into `bytes` from `src` on the collective context while
+    /// `during` runs: the receive is posted first, so the message can arrive
+    /// (and a sender blocked on it proceed) while this rank computes.
+    pub(crate) fn coll_recv_while(
+        &self,
+        bytes: &mut [u8],
+        src: usize,
+        tag: u32,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let peer = self.world_rank(src)?;
+        let want = bytes.len();
+        request::scope(|s| {
+            let r = Request::recv_on(
+                s,
+                self.progress.clone(),
+                self.coll_context(),
+                Some(peer),
+                Some(tag),
+                bytes,
+            );
+            let done = during();
+            let info = r.wait_info();
+            done?;
+            let info = info?;
+            if info.len != want {
+                return Err(Error::InvalidArgument(format!(
+                    "collective message from rank {src} has {} bytes, {want} expected: do all ranks pass the same counts?",
+                    info.len
+                )));
+            }
+            Ok(())
+        })
+    }
+
     /// Sends to `dest` and receives from `src` on the collective context at once.
     pub(crate) fn coll_sendrecv(
         &self,

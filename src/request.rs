@@ -335,6 +335,39 @@ impl<'s> Request<'s> {
         }
     }
 
+    /// A receive of raw bytes on any context (collectives' internal traffic).
+    pub(crate) fn recv_on<'env>(
+        scope: &'s Scope<'s, 'env>,
+        progress: Rc<RefCell<Progress>>,
+        context: u32,
+        source: Option<u32>,
+        tag: Option<u32>,
+        bytes: &'s mut [u8],
+    ) -> Request<'s> {
+        let id = {
+            let mut p = progress.borrow_mut();
+            // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
+            // (or detaches) this request before 's ends.
+            unsafe { post_recv_raw(&mut p, context, source, tag, bytes) }
+        };
+        scope.pending.borrow_mut().push((progress.clone(), id));
+        Request {
+            progress,
+            comm: None,
+            id,
+            kind: Kind::Recv { elem_size: 1 },
+            done: false,
+            _scope: PhantomData,
+        }
+    }
+
+    /// Waits for an internal request and returns what the engine reported.
+    pub(crate) fn wait_info(mut self) -> Result<MsgInfo> {
+        self.done = true;
+        let mut p = self.progress.borrow_mut();
+        wait_or_detach(&mut p, self.id)
+    }
+
     /// Waits for an internal request; only success or failure matters.
     pub(crate) fn wait_raw(mut self) -> Result<()> {
         self.done = true;

@@ -101,6 +101,73 @@ pub(crate) fn bcast_binomial<N: Net>(n: &N, buf: &mut [u8], root: usize) -> Resu
     Ok(())
 }
 
+/// Binomial tree in segments of `seg` bytes: a rank forwards segment k to
+/// its children while segment k + 1 arrives from its parent, so the tree's
+/// levels work at once; ⌈lg p⌉α·(n/seg) + (⌈lg p⌉ + n/seg)·seg·β.
+pub(crate) fn bcast_binomial_pipelined<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    root: usize,
+    seg: usize,
+) -> Result<()> {
+    let (p, me) = (n.size(), n.rank());
+    if p == 1 {
+        return Ok(());
+    }
+    let v = (me + p - root) % p;
+    let (parent, children) = tree_links(p, v, root);
+    let children: Vec<usize> = children.into_iter().rev().collect(); // largest subtree first
+    let len = buf.len();
+    let seg = seg.max(1);
+    let nseg = len.div_ceil(seg).max(1);
+    let r = |k: usize| k * seg..((k + 1) * seg).min(len);
+    let Some(parent) = parent else {
+        for k in 0..nseg {
+            for &c in &children {
+                n.send(&buf[r(k)], c, TAG_BCAST)?;
+            }
+        }
+        return Ok(());
+    };
+    n.recv(&mut buf[r(0)], parent, TAG_BCAST)?;
+    for k in 0..nseg {
+        if k + 1 < nseg {
+            let (lo, hi) = buf.split_at_mut(r(k + 1).start);
+            let cur = &lo[r(k)];
+            let next = &mut hi[..r(k + 1).len()];
+            n.recv_while(next, parent, TAG_BCAST, &mut || {
+                for &c in &children {
+                    n.send(cur, c, TAG_BCAST)?;
+                }
+                Ok(())
+            })?;
+        } else {
+            for &c in &children {
+                n.send(&buf[r(k)], c, TAG_BCAST)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parent and children (real ranks) of relative rank `v` in the binomial
+/// tree rooted at `base`; children in the order they send up (smallest
+/// subtree first).
+fn tree_links(p: usize, v: usize, base: usize) -> (Option<usize>, Vec<usize>) {
+    let mut children = Vec::new();
+    let mut mask = 1;
+    while mask < p {
+        if v & mask != 0 {
+            return (Some((v - mask + base) % p), children);
+        }
+        if v + mask < p {
+            children.push((v + mask + base) % p);
+        }
+        mask <<= 1;
+    }
+    (None, children)
+}
+
 /// Scatter (binomial) then ring all-gather (van de Geijn):
 /// (lg p + p - 1)α + 2·(p-1)/p·nβ. Blocks are indexed by rank relative to
 /// the root.
@@ -314,6 +381,71 @@ pub(crate) fn reduce_binomial<N: Net, T: Pod>(
     }
     if base != root {
         if me == base && !sent {
+            n.send(bytes(acc), root, TAG_REDUCE)?;
+        } else if me == root {
+            n.recv(bytes_mut(acc), base, TAG_REDUCE)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`reduce_binomial`] in segments of `seg` elements: while a rank combines
+/// segment k from one child, the next segment (from the next child, or the
+/// first child's next segment) is already arriving, and finished segments go
+/// up at once, so the tree's levels overlap transfer and reduction. The
+/// combination order of every element is that of [`reduce_binomial`].
+pub(crate) fn reduce_binomial_pipelined<N: Net, T: Pod>(
+    n: &N,
+    acc: &mut [T],
+    root: usize,
+    commutative: bool,
+    seg: usize,
+    combine: UserOp<'_, T>,
+) -> Result<()> {
+    let (p, me) = (n.size(), n.rank());
+    let base = if commutative { root } else { 0 };
+    let v = (me + p - base) % p;
+    let (parent, children) = tree_links(p, v, base);
+    let len = acc.len();
+    let seg = seg.max(1);
+    let nseg = len.div_ceil(seg).max(1);
+    let r = |k: usize| k * seg..((k + 1) * seg).min(len);
+    let items: Vec<(usize, usize)> = (0..nseg)
+        .flat_map(|k| children.iter().map(move |&c| (k, c)))
+        .collect();
+    if let Some((&(k0, c0), _)) = items.split_first() {
+        let mut cur = vec![T::zeroed(); seg.min(len)];
+        let mut next = vec![T::zeroed(); seg.min(len)];
+        n.recv(bytes_mut(&mut cur[..r(k0).len()]), c0, TAG_REDUCE)?;
+        let last_child = children.last().copied();
+        for (i, &(k, c)) in items.iter().enumerate() {
+            let mut finish = || -> Result<()> {
+                combine(&mut acc[r(k)], &cur[..r(k).len()])?;
+                if Some(c) == last_child {
+                    if let Some(par) = parent {
+                        n.send(bytes(&acc[r(k)]), par, TAG_REDUCE)?;
+                    }
+                }
+                Ok(())
+            };
+            match items.get(i + 1) {
+                Some(&(k1, c1)) => n.recv_while(
+                    bytes_mut(&mut next[..r(k1).len()]),
+                    c1,
+                    TAG_REDUCE,
+                    &mut finish,
+                )?,
+                None => finish()?,
+            }
+            std::mem::swap(&mut cur, &mut next);
+        }
+    } else if let Some(par) = parent {
+        for k in 0..nseg {
+            n.send(bytes(&acc[r(k)]), par, TAG_REDUCE)?;
+        }
+    }
+    if base != root {
+        if me == base {
             n.send(bytes(acc), root, TAG_REDUCE)?;
         } else if me == root {
             n.recv(bytes_mut(acc), base, TAG_REDUCE)?;

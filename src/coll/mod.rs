@@ -108,6 +108,9 @@ impl Communicator {
         check_root(c, root)?;
         match tune::bcast(call::<T>(c, buf.len(), true))? {
             tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
+            tune::Bcast::Pipelined => {
+                algo::bcast_binomial_pipelined(c, bytes_mut(buf), root, tune::segment())
+            }
             tune::Bcast::ScatterAllgather => algo::bcast_scatter_allgather(c, bytes_mut(buf), root),
         }
     }
@@ -176,8 +179,12 @@ impl Communicator {
             own = send.to_vec();
             &mut own
         };
+        let seg = (tune::segment() / std::mem::size_of::<T>().max(1)).max(1);
         with_scratch(c, send.len(), |tmp| match alg {
             tune::Reduce::Binomial => algo::reduce_binomial(c, acc, tmp, root, commutative, f),
+            tune::Reduce::Pipelined => {
+                algo::reduce_binomial_pipelined(c, acc, root, commutative, seg, f)
+            }
             tune::Reduce::Rabenseifner => algo::reduce_rabenseifner(c, acc, tmp, root, f),
         })
     }

@@ -24,6 +24,15 @@ pub(crate) trait Net {
     /// for the other, so pairs of ranks may exchange without deadlock).
     fn sendrecv(&self, out: &[u8], dest: usize, inc: &mut [u8], src: usize, tag: u32)
         -> Result<()>;
+    /// Receives `buf` from `src` while `during` runs (the receive is posted
+    /// before `during` starts, so transfer and computation overlap).
+    fn recv_while(
+        &self,
+        buf: &mut [u8],
+        src: usize,
+        tag: u32,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()>;
 }
 
 impl Net for CommShared {
@@ -48,6 +57,15 @@ impl Net for CommShared {
         tag: u32,
     ) -> Result<()> {
         self.coll_sendrecv(out, dest, inc, src, tag)
+    }
+    fn recv_while(
+        &self,
+        buf: &mut [u8],
+        src: usize,
+        tag: u32,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        self.coll_recv_while(buf, src, tag, during)
     }
 }
 
@@ -183,6 +201,18 @@ pub(crate) mod sim {
             let id = self.post(out, dest, tag);
             self.recv(inc, src, tag)?;
             self.wait_taken(id)
+        }
+        fn recv_while(
+            &self,
+            buf: &mut [u8],
+            src: usize,
+            tag: u32,
+            during: &mut dyn FnMut() -> Result<()>,
+        ) -> Result<()> {
+            // Messages wait in the mailbox until taken: computing first and
+            // receiving after is the same schedule.
+            during()?;
+            self.recv(buf, src, tag)
         }
     }
 

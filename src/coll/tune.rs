@@ -3,8 +3,8 @@
 //!
 //! | collective | default choice (n: bytes per rank, p: ranks) | override names |
 //! |---|---|---|
-//! | broadcast | binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `scatter_allgather` |
-//! | reduce | binomial; Rabenseifner when p ≥ 8, n ≥ 512 KiB, every rank has a core and the op is commutative | `binomial`, `rabenseifner` |
+//! | broadcast | binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather` |
+//! | reduce | binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner` |
 //! | all-reduce | recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast` |
 //! | all-gather | equal counts: recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck` |
 //! | all-to-all | Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck` |
@@ -16,14 +16,21 @@
 //! commutative-only algorithm with a non-commutative op) falls back to the
 //! default for that call, so forcing an algorithm never gives a wrong answer.
 //!
+//! The pipelined trees cut messages into `COURIER_COLL_SEGMENT` bytes
+//! (64 KiB) so that levels of the tree and the transfer of one segment with
+//! the reduction of the previous overlap.
+//!
 //! The thresholds come from `courier bench` sweeps of every algorithm at 2,
 //! 4 and 8 ranks on a 2-core VM (BENCHMARKS.md, "Choosing collective
 //! algorithms"). There the latency-bound algorithms won almost everywhere:
 //! with ranks sharing cores and one memory bus, fewer steps beat less
-//! traffic, and the binomial tree beat scatter + all-gather broadcast and
-//! Rabenseifner reduce at every size measured. Those two are chosen only
-//! where this machine cannot measure (8 or more ranks, each with a core of
-//! its own, large messages), following MPICH's defaults. The all-reduce
+//! traffic, and the binomial tree beat scatter + all-gather broadcast,
+//! Rabenseifner reduce and the pipelined trees at every size measured (the
+//! pipelined ones by 1.2–3×: within a node a segment above the eager limit
+//! is pulled by the receiver itself, so its transfer cannot overlap the
+//! receiver's reduction, and each segment pays a rendezvous). They are
+//! chosen only where this machine cannot measure (8 or more ranks, each
+//! with a core of its own, large messages), following MPICH's defaults. The all-reduce
 //! switch sits at the shared-memory eager limit: above it, recursive
 //! doubling pays a rendezvous per step on the whole vector while
 //! Rabenseifner's halves still go eagerly.
@@ -68,6 +75,7 @@ algorithms!(
     /// Broadcast algorithms.
     Bcast, "COURIER_BCAST_ALGORITHM" {
         Binomial = "binomial",
+        Pipelined = "pipelined",
         ScatterAllgather = "scatter_allgather",
     }
 );
@@ -75,6 +83,7 @@ algorithms!(
     /// Reduce algorithms.
     Reduce, "COURIER_REDUCE_ALGORITHM" {
         Binomial = "binomial",
+        Pipelined = "pipelined",
         Rabenseifner = "rabenseifner",
     }
 );
@@ -131,6 +140,22 @@ pub(crate) const ALLGATHER_BRUCK_TOTAL: usize = 512 * 1024;
 /// All-to-all: Bruck for blocks up to this many bytes (p ≥ 3).
 pub(crate) const ALLTOALL_BRUCK_BLOCK: usize = 2 * 1024;
 
+/// Segment size of the pipelined tree algorithms (`COURIER_COLL_SEGMENT`
+/// overrides it), in bytes.
+pub(crate) fn segment() -> usize {
+    static SEG: OnceLock<usize> = OnceLock::new();
+    *SEG.get_or_init(|| {
+        std::env::var("COURIER_COLL_SEGMENT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v: &usize| v > 0)
+            .unwrap_or(SEGMENT)
+    })
+}
+
+/// Default segment of the pipelined trees.
+pub(crate) const SEGMENT: usize = 64 * 1024;
+
 /// What a call knows when choosing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Call {
@@ -157,10 +182,10 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
 }
 
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
-    let default = if large(c) && c.commutative {
-        Reduce::Rabenseifner
-    } else {
-        Reduce::Binomial
+    let default = match (large(c), c.commutative) {
+        (true, true) => Reduce::Rabenseifner,
+        (true, false) => Reduce::Pipelined,
+        (false, _) => Reduce::Binomial,
     };
     Ok(match Reduce::forced()? {
         Some(Reduce::Rabenseifner) if !c.commutative => default,
@@ -256,6 +281,11 @@ mod tests {
         assert_eq!(bcast(crowded).unwrap(), Bcast::Binomial);
         assert_eq!(reduce(crowded).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(call(8, 1 << 20)).unwrap(), Reduce::Rabenseifner);
+        let nc8 = Call {
+            commutative: false,
+            ..call(8, 1 << 20)
+        };
+        assert_eq!(reduce(nc8).unwrap(), Reduce::Pipelined);
         assert_eq!(allreduce(call(4, 8)).unwrap(), Allreduce::RecursiveDoubling);
         assert_eq!(
             allreduce(call(4, 1 << 20)).unwrap(),
@@ -266,7 +296,8 @@ mod tests {
             ..call(8, 1 << 20)
         };
         assert_eq!(allreduce(nc).unwrap(), Allreduce::ReduceBcast);
-        assert_eq!(reduce(nc).unwrap(), Reduce::Binomial);
+        let nc4 = Call { p: 4, ..nc };
+        assert_eq!(reduce(nc4).unwrap(), Reduce::Binomial);
         assert_eq!(reduce_scatter(nc).unwrap(), ReduceScatter::ReduceScatterv);
         assert_eq!(allgather(call(6, 8), true).unwrap(), Allgather::Bruck);
         assert_eq!(allgather(call(6, 1 << 20), true).unwrap(), Allgather::Ring);

@@ -32,7 +32,7 @@ pub(crate) mod matching;
 #[cfg(test)]
 mod tests;
 
-use crate::wire::{Frame, HEADER_LEN};
+use crate::wire::Frame;
 use matching::{Envelope, OrderedQueue, Pattern};
 use std::collections::VecDeque;
 
@@ -1336,6 +1336,7 @@ impl Engine {
 /// test; it must never panic, whatever the bytes.
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) fn feed_untrusted(data: &[u8]) {
+    use crate::wire::HEADER_LEN;
     let mut e = Engine::new(0, 4, 64);
     e.set_peer_caps(1, 64, true);
     e.set_coop_min(128);

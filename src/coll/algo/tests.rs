@@ -89,7 +89,14 @@ fn barrier_completes() {
 #[test]
 fn broadcasts_deliver_the_root_bytes() {
     type Bcast = fn(&SimNet, &mut [u8], usize) -> Result<()>;
-    for alg in [bcast_binomial::<SimNet> as Bcast, bcast_scatter_allgather] {
+    fn pipelined(n: &SimNet, buf: &mut [u8], root: usize) -> Result<()> {
+        bcast_binomial_pipelined(n, buf, root, 3) // tiny segments: many of them
+    }
+    for alg in [
+        bcast_binomial::<SimNet> as Bcast,
+        bcast_scatter_allgather,
+        pipelined,
+    ] {
         for len in COUNTS {
             let want = |root: usize| -> Vec<u8> { (0..len).map(|i| val(root, i) as u8).collect() };
             each_world(
@@ -128,7 +135,7 @@ fn reductions_to_every_root() {
                     .collect()
             })
             .collect();
-        for alg in 0..3 {
+        for alg in 0..5 {
             each_world(
                 |n| {
                     (0..n.size())
@@ -139,7 +146,9 @@ fn reductions_to_every_root() {
                             match alg {
                                 0 => reduce_binomial(n, &mut acc, &mut tmp, root, true, f),
                                 1 => reduce_binomial(n, &mut acc, &mut tmp, root, false, f),
-                                _ => reduce_rabenseifner(n, &mut acc, &mut tmp, root, f),
+                                2 => reduce_rabenseifner(n, &mut acc, &mut tmp, root, f),
+                                3 => reduce_binomial_pipelined(n, &mut acc, root, true, 3, f),
+                                _ => reduce_binomial_pipelined(n, &mut acc, root, false, 64, f),
                             }
                             .unwrap();
                             acc
@@ -162,14 +171,20 @@ fn reductions_to_every_root() {
 
 #[test]
 fn non_commutative_reduce_keeps_rank_order() {
-    for len in [1, 5] {
+    for len in [1, 5, 9] {
         each_world(
             |n| {
                 (0..n.size())
                     .map(|root| {
                         let mut acc: Vec<[u64; 4]> = (0..len).map(|i| mat(n.rank(), i)).collect();
                         let mut tmp = vec![[0; 4]; len];
+                        let mut piped = acc.clone();
                         reduce_binomial(n, &mut acc, &mut tmp, root, false, &mut matmul).unwrap();
+                        reduce_binomial_pipelined(n, &mut piped, root, false, 2, &mut matmul)
+                            .unwrap();
+                        if n.rank() == root {
+                            assert_eq!(piped, acc, "pipelining changed the order");
+                        }
                         acc
                     })
                     .collect::<Vec<_>>()
