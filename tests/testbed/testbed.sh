@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Simulated hosts for multi-host tests (see ../shared/TESTBED.md):
+# network namespaces tb-h1..tb-hN with their own hostname (UTS namespace),
+# joined by a bridge in namespace tb-sw, each running sshd on 10.99.0.i:2222.
+#
+#   testbed.sh up [N]          create hosts h1..hN (default 2); idempotent
+#   testbed.sh down            remove everything (also after a failed test)
+#   testbed.sh exec HOST CMD   run CMD "on" HOST with an environment in which
+#                              `courier run --host h1,h2 ...` works as is
+#                              (COURIER_LAUNCH_AGENT is the ssh command)
+#
+# Safety: test addresses (10.99.0.0/24) are only ever dialed from inside the
+# namespaces; the root namespace gets a blackhole route for them; the
+# namespaces have no default route. Everything lives under $TB_DIR.
+set -euo pipefail
+TB_DIR=${TB_DIR:-/run/courier-testbed}
+SUBNET=10.99.0
+UTS=/run/tb-uts
+
+need_packages() {
+  command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] && return 0
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
+}
+
+host_count() { cat "$TB_DIR/hosts" 2>/dev/null || echo 0; }
+
+on() { # on HOST CMD...: run in the host's network and UTS namespaces
+  local h=$1; shift
+  nsenter --net="/run/netns/tb-$h" --uts="$UTS/$h" "$@"
+}
+
+up() {
+  local n=${1:-2}
+  if [ "$(host_count)" = "$n" ] && ip netns list | grep -q "^tb-h$n\b"; then
+    return 0
+  fi
+  down >/dev/null 2>&1 || true
+  need_packages
+  mkdir -p "$TB_DIR" /run/sshd "$UTS"
+  ip route add blackhole "$SUBNET.0/24" 2>/dev/null || true
+  mountpoint -q "$UTS" || { mount --bind "$UTS" "$UTS"; mount --make-private "$UTS"; }
+  ip netns add tb-sw
+  ip -n tb-sw link add br0 type bridge
+  ip -n tb-sw link set br0 up
+  ssh-keygen -q -t ed25519 -N '' -f "$TB_DIR/client_key" <<< y >/dev/null
+  ssh-keygen -q -t ed25519 -N '' -f "$TB_DIR/host_key" <<< y >/dev/null
+  cp "$TB_DIR/client_key.pub" "$TB_DIR/authorized_keys"
+  : > "$TB_DIR/ssh_config"
+  : > "$TB_DIR/hosts_file"
+  for i in $(seq 1 "$n"); do
+    echo "$SUBNET.$i h$i" >> "$TB_DIR/hosts_file"
+  done
+  for i in $(seq 1 "$n"); do
+    local h=h$i
+    ip netns add "tb-$h"
+    ip link add "tbv$i" type veth peer name "tbp$i"
+    ip link set "tbv$i" netns "tb-$h"
+    ip link set "tbp$i" netns tb-sw
+    ip -n tb-sw link set "tbp$i" master br0
+    ip -n tb-sw link set "tbp$i" up
+    ip -n "tb-$h" link set lo up
+    ip -n "tb-$h" addr add "$SUBNET.$i/24" dev "tbv$i"
+    ip -n "tb-$h" link set "tbv$i" up
+    touch "$UTS/$h"
+    unshare --uts="$UTS/$h" hostname "$h"
+    # Name resolution inside the namespaces: `ip netns exec` mounts
+    # /etc/netns/tb-hi/hosts over /etc/hosts.
+    mkdir -p "/etc/netns/tb-$h"
+    { echo "127.0.0.1 localhost"; cat "$TB_DIR/hosts_file"; } > "/etc/netns/tb-$h/hosts"
+    cat > "$TB_DIR/sshd_$h.conf" <<CONF
+Port 2222
+ListenAddress $SUBNET.$i
+HostKey $TB_DIR/host_key
+PidFile $TB_DIR/sshd_$h.pid
+AuthorizedKeysFile $TB_DIR/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AcceptEnv COURIER_*
+SetEnv PATH=$PATH
+CONF
+    on "$h" /usr/sbin/sshd -f "$TB_DIR/sshd_$h.conf" -E "$TB_DIR/sshd_$h.log"
+    cat >> "$TB_DIR/ssh_config" <<CONF
+Host $h
+  HostName $SUBNET.$i
+  Port 2222
+  User root
+  IdentityFile $TB_DIR/client_key
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+  BatchMode yes
+  ConnectTimeout 5
+CONF
+  done
+  echo "$n" > "$TB_DIR/hosts"
+  # Wait until every sshd answers (from inside h1).
+  for i in $(seq 1 "$n"); do
+    for _ in $(seq 50); do
+      if ip netns exec tb-h1 ssh -F "$TB_DIR/ssh_config" "h$i" true 2>/dev/null; then
+        break
+      fi
+      sleep 0.1
+    done
+  done
+}
+
+down() {
+  local n
+  n=$(host_count)
+  for f in "$TB_DIR"/sshd_*.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  # Anything still running inside a test namespace goes too.
+  for ns in $(ip netns list 2>/dev/null | awk '/^tb-/{print $1}'); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  for i in $(seq 1 "${n:-0}"); do
+    rm -rf "/etc/netns/tb-h$i"
+    [ -e "$UTS/h$i" ] && rm -f "$UTS/h$i"
+  done
+  ip route del blackhole "$SUBNET.0/24" 2>/dev/null || true
+  rm -rf "$TB_DIR"
+}
+
+exec_on() {
+  local h=$1; shift
+  [ -d "$TB_DIR" ] || { echo "testbed is not up" >&2; exit 2; }
+  exec ip netns exec "tb-$h" nsenter --uts="$UTS/$h" \
+    env COURIER_LAUNCH_AGENT="ssh -F $TB_DIR/ssh_config" "$@"
+}
+
+case "${1:-}" in
+  up) shift; up "$@" ;;
+  down) down ;;
+  exec) shift; exec_on "$@" ;;
+  *) echo "usage: $0 up [N] | down | exec HOST CMD..." >&2; exit 2 ;;
+esac
