@@ -110,8 +110,6 @@ CONF
 }
 
 down() {
-  local n
-  n=$(host_count)
   for f in "$TB_DIR"/sshd_*.pid; do
     [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
   done
@@ -120,9 +118,13 @@ down() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
-  for i in $(seq 1 "${n:-0}"); do
-    rm -rf "/etc/netns/tb-h$i"
-    [ -e "$UTS/h$i" ] && rm -f "$UTS/h$i"
+  for f in /etc/netns/tb-h*; do
+    [ -e "$f" ] && rm -rf "$f"
+  done
+  for f in "$UTS"/h*; do
+    [ -e "$f" ] || continue
+    umount "$f" 2>/dev/null || true
+    rm -f "$f" 2>/dev/null || true
   done
   ip route del blackhole "$SUBNET.0/24" 2>/dev/null || true
   rm -rf "$TB_DIR"
