@@ -153,6 +153,12 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         tag_output: false,
         timeout: None,
         bind: crate::run::Binding::Auto,
+        hosts: vec![crate::hosts::Host {
+            name: "localhost".into(),
+            slots: args.np,
+        }],
+        placement: vec![0; args.np],
+        agent: vec!["ssh".into()],
     };
     if args.kind == Some(Kind::Startup) {
         return startup(&spec, args.iterations.unwrap_or(5));

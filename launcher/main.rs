@@ -8,6 +8,8 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod hosts;
+mod proxy;
 mod rendezvous;
 mod run;
 mod stdio;
@@ -33,6 +35,10 @@ enum Cmd {
     Run(RunArgs),
     /// Run OSU-style benchmarks (latency, bandwidth, bi-bandwidth, start-up).
     Bench(bench::BenchArgs),
+    /// Internal: the per-host helper the launcher starts on remote hosts
+    /// (reads its instructions on stdin).
+    #[command(hide = true)]
+    Proxy,
 }
 
 /// Options of `courier run`.
@@ -61,9 +67,29 @@ struct RunArgs {
     /// Bind ranks to cores: auto (when they fit), core, or none.
     #[arg(long, value_enum, default_value_t = run::Binding::Auto, value_name = "POLICY")]
     bind_to: run::Binding,
-    /// Allow more ranks than cores (always allowed on one host; accepted for mpiexec compatibility).
+    /// Allow more ranks than host slots (and than cores).
     #[arg(long)]
     oversubscribe: bool,
+    /// Hosts to run on: h1,h2 or h1:SLOTS,h2:SLOTS (default: this machine only).
+    #[arg(long = "host", value_name = "HOSTS", conflicts_with = "hostfile")]
+    host: Option<String>,
+    /// File listing hosts, one per line: "NAME [slots=N]", # comments.
+    #[arg(long, value_name = "FILE")]
+    hostfile: Option<String>,
+    /// Spread ranks by filling each host's slots (slot) or round robin over hosts (node).
+    #[arg(long, value_enum, default_value_t = hosts::MapBy::Slot, value_name = "POLICY")]
+    map_by: hosts::MapBy,
+    /// Ranks per host (replaces the hosts' slot counts).
+    #[arg(long, value_name = "N")]
+    ppn: Option<usize>,
+    /// Command that runs a command on another host, given the host name
+    /// first (default: $COURIER_LAUNCH_AGENT, else "ssh").
+    #[arg(long, value_name = "COMMAND")]
+    launch_agent: Option<String>,
+    /// Network interface whose address the job listens on across hosts
+    /// (default: the one on the route to the other hosts; also $COURIER_IFACE).
+    #[arg(long, value_name = "NAME")]
+    iface: Option<String>,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -106,7 +132,39 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
     if let Some(t) = a.transport {
         env.push(("COURIER_TRANSPORT".into(), t.as_env().into()));
     }
-    let _ = a.oversubscribe;
+    let hosts = match (&a.host, &a.hostfile) {
+        (Some(list), _) => hosts::parse_host_list(list).unwrap_or_else(|e| usage_error(&e)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| usage_error(&format!("--hostfile {path}: {e}")));
+            hosts::parse_hostfile(&text, path).unwrap_or_else(|e| usage_error(&e))
+        }
+        (None, None) => vec![hosts::Host {
+            name: "localhost".into(),
+            slots: a.np,
+        }],
+    };
+    if a.ppn == Some(0) {
+        usage_error("--ppn must be at least 1");
+    }
+    let placement = hosts::place(a.np, &hosts, a.map_by, a.ppn, a.oversubscribe)
+        .unwrap_or_else(|e| usage_error(&e));
+    hosts::check_resolvable(&hosts).unwrap_or_else(|e| usage_error(&e));
+    if let Some(iface) = &a.iface {
+        if let Err(e) = run::iface_address(iface) {
+            usage_error(&format!("--iface: {e}"));
+        }
+        std::env::set_var("COURIER_IFACE", iface);
+    }
+    let agent_text = a
+        .launch_agent
+        .clone()
+        .or_else(|| std::env::var("COURIER_LAUNCH_AGENT").ok())
+        .unwrap_or_else(|| "ssh".into());
+    let agent: Vec<String> = agent_text.split_whitespace().map(String::from).collect();
+    if agent.is_empty() {
+        usage_error("--launch-agent is empty");
+    }
     run::JobSpec {
         np: a.np,
         program,
@@ -115,6 +173,9 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
         tag_output: a.tag_output,
         timeout: parse_timeout(a.timeout),
         bind: a.bind_to,
+        hosts,
+        placement,
+        agent,
     }
 }
 
@@ -171,6 +232,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(&job_spec(&a)),
         Cmd::Bench(b) => bench::main(b),
+        Cmd::Proxy => proxy::main(),
     };
     std::process::exit(code)
 }

@@ -53,6 +53,12 @@ pub(crate) struct JobSpec {
     pub(crate) timeout: Option<Duration>,
     /// Bind each rank to one core.
     pub(crate) bind: Binding,
+    /// Hosts of the job (one entry, this machine, without `--host`).
+    pub(crate) hosts: Vec<crate::hosts::Host>,
+    /// Host index of every rank.
+    pub(crate) placement: Vec<usize>,
+    /// Command that runs a command on a host: `AGENT... HOST COMMAND...`.
+    pub(crate) agent: Vec<String>,
 }
 
 /// `--transport`: which transports the ranks may use (sets `COURIER_TRANSPORT`).
@@ -86,6 +92,39 @@ pub(crate) enum Binding {
     Core,
     /// Let the scheduler place ranks.
     None,
+}
+
+/// The address of this machine on the route to `host` (where the service
+/// and the local ranks listen when other hosts take part).
+fn route_to(host: &str) -> Result<std::net::IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(iface) = std::env::var("COURIER_IFACE") {
+        return iface_address(&iface);
+    }
+    let target = (host, 9)
+        .to_socket_addrs()
+        .map_err(|e| format!("unknown host {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("unknown host {host:?}"))?;
+    let any = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    s.connect(target)
+        .map_err(|e| format!("no route to {host} ({target}): {e}"))?;
+    Ok(s.local_addr().map_err(|e| e.to_string())?.ip())
+}
+
+/// The IPv4 address of interface `name` (`--iface`, `COURIER_IFACE`).
+pub(crate) fn iface_address(name: &str) -> Result<std::net::IpAddr, String> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    for a in addrs {
+        if a.interface_name != name {
+            continue;
+        }
+        if let Some(sin) = a.address.as_ref().and_then(|x| x.as_sockaddr_in()) {
+            return Ok(std::net::IpAddr::V4(sin.ip()));
+        }
+    }
+    Err(format!("interface {name:?} has no IPv4 address"))
 }
 
 /// Finds `program` like execvp would; an error message if it cannot be run.
@@ -137,6 +176,28 @@ struct Rank {
     child: Option<Child>,
     status: Option<ExitStatus>,
     own_group: bool,
+    /// Index in `Job::proxies` for a rank on a remote host.
+    proxy: Option<usize>,
+}
+
+/// The proxy that runs the ranks of one remote host (through the agent).
+struct Proxy {
+    host: String,
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    ranks: Vec<usize>,
+}
+
+/// Where the bytes of a watched pipe go.
+enum Sink {
+    /// A local rank's stdout or stderr.
+    Rank(LineBuffer),
+    /// A proxy's protocol stream (stdout) or its own diagnostics (stderr).
+    Proxy {
+        proxy: usize,
+        stream: Stream,
+        pending: Vec<u8>,
+    },
 }
 
 fn describe(status: ExitStatus) -> (i32, String) {
@@ -165,7 +226,9 @@ pub(crate) fn run(spec: &JobSpec) -> i32 {
 struct Job {
     poll: Poll,
     ranks: Vec<Rank>,
-    pipes: Vec<Option<(Receiver, LineBuffer)>>,
+    proxies: Vec<Proxy>,
+    pipes: Vec<Option<(Receiver, Sink)>>,
+    tag_output: bool,
     service: Service,
     signal_rx: mio::net::UnixStream,
     last_signal: Arc<AtomicUsize>,
@@ -201,10 +264,19 @@ impl Job {
             .map_err(|e| format!("event loop: {e}"))?;
 
         let key = JobKey::generate().map_err(|e| format!("cannot create a job key: {e}"))?;
-        let service_base = STDIO_BASE + 2 * spec.np;
+        let local_host: Vec<bool> = spec.hosts.iter().map(|h| crate::hosts::is_local(&h.name)).collect();
+        let proxy_hosts: Vec<usize> = (0..spec.hosts.len())
+            .filter(|&h| !local_host[h] && spec.placement.contains(&h))
+            .collect();
+        // With remote hosts, everything listens on the address that reaches them.
+        let bind_ip: std::net::IpAddr = match proxy_hosts.first() {
+            Some(&h) => route_to(&spec.hosts[h].name)?,
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        let service_base = STDIO_BASE + 2 * spec.np + 2 * proxy_hosts.len();
         let service = Service::new(
             poll.registry(),
-            "127.0.0.1:0".parse().map_err(|_| "bad bind address")?,
+            std::net::SocketAddr::new(bind_ip, 0),
             service_base,
             key.clone(),
             spec.np as u32,
@@ -214,17 +286,31 @@ impl Job {
             .addr()
             .map_err(|e| format!("rendezvous service: {e}"))?;
 
+        // Position of each rank among the ranks of its host.
+        let mut local_rank = vec![0usize; spec.np];
+        let mut local_size = vec![0usize; spec.hosts.len()];
+        for (r, &h) in spec.placement.iter().enumerate() {
+            local_rank[r] = local_size[h];
+            local_size[h] += 1;
+        }
         let stdin_tty = std::io::stdin().is_terminal();
         let cores = sys::usable_cores();
+        let on_this_machine = spec
+            .placement
+            .iter()
+            .filter(|&&h| local_host[h])
+            .count();
         let bind = match spec.bind {
             Binding::Core => !cores.is_empty(),
-            Binding::Auto => spec.np <= cores.len(),
+            Binding::Auto => on_this_machine <= cores.len(),
             Binding::None => false,
         };
         let mut job = Job {
             poll,
             ranks: Vec::with_capacity(spec.np),
+            proxies: Vec::new(),
             pipes: Vec::with_capacity(2 * spec.np),
+            tag_output: spec.tag_output,
             service,
             signal_rx,
             last_signal,
@@ -234,15 +320,30 @@ impl Job {
             all_exited_at: None,
             late_events: Vec::new(),
         };
+        let mut machine_slot = 0;
         for rank in 0..spec.np {
+            let host = spec.placement[rank];
+            if !local_host[host] {
+                let proxy = proxy_hosts.iter().position(|&h| h == host);
+                job.ranks.push(Rank {
+                    pid: 0,
+                    child: None,
+                    status: None,
+                    own_group: false,
+                    proxy,
+                });
+                job.pipes.push(None);
+                job.pipes.push(None);
+                continue;
+            }
             let mut cmd = Command::new(&spec.program);
             cmd.args(&spec.args)
                 .env_remove(ENV_BIND)
                 .env(ENV_RANK, rank.to_string())
                 .env(ENV_SIZE, spec.np.to_string())
-                .env(ENV_LOCAL_RANK, rank.to_string())
-                .env(ENV_LOCAL_SIZE, spec.np.to_string())
-                .env(ENV_NODE_ID, "0")
+                .env(ENV_LOCAL_RANK, local_rank[rank].to_string())
+                .env(ENV_LOCAL_SIZE, local_size[host].to_string())
+                .env(ENV_NODE_ID, host.to_string())
                 .env(ENV_SERVICE, service_addr.to_string())
                 .env(ENV_JOB_KEY, key.to_hex())
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -253,11 +354,15 @@ impl Job {
                 })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
+            if !proxy_hosts.is_empty() {
+                cmd.env(ENV_BIND, bind_ip.to_string());
+            }
             let own_group = !(rank == 0 && stdin_tty);
             if own_group {
                 cmd.process_group(0);
             }
-            sys::prepare_child(&mut cmd, bind.then(|| cores[rank % cores.len()]));
+            sys::prepare_child(&mut cmd, bind.then(|| cores[machine_slot % cores.len()]));
+            machine_slot += 1;
             let mut child = match cmd.spawn() {
                 Ok(c) => c,
                 Err(e) => {
@@ -275,14 +380,7 @@ impl Job {
                     Stream::Err => child.stderr.take().map(Receiver::from),
                 };
                 let token = Token(STDIO_BASE + 2 * rank + i);
-                let entry = rx.and_then(|mut rx| {
-                    rx.set_nonblocking(true).ok()?;
-                    job.poll
-                        .registry()
-                        .register(&mut rx, token, Interest::READABLE)
-                        .ok()?;
-                    Some((rx, LineBuffer::new(rank, stream, spec.tag_output)))
-                });
+                let entry = job.watch(rx, token, Sink::Rank(LineBuffer::new(rank, stream, spec.tag_output)));
                 job.pipes.push(entry);
             }
             job.ranks.push(Rank {
@@ -290,13 +388,109 @@ impl Job {
                 child: Some(child),
                 status: None,
                 own_group,
+                proxy: None,
+            });
+        }
+        // One proxy per remote host, started through the launch agent.
+        let courier_exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the courier executable: {e}"))?;
+        let program = std::fs::canonicalize(&spec.program).unwrap_or_else(|_| spec.program.clone());
+        for (p, &h) in proxy_hosts.iter().enumerate() {
+            let host = &spec.hosts[h].name;
+            let Some((agent, agent_args)) = spec.agent.split_first() else {
+                return Err("empty launch agent".into());
+            };
+            let mut cmd = Command::new(agent);
+            cmd.args(agent_args)
+                .arg(host)
+                .arg(&courier_exe)
+                .arg("proxy")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            sys::prepare_child(&mut cmd, None);
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    job.exit = Some(127);
+                    job.terminate(libc::SIGKILL);
+                    job.supervise();
+                    return Err(format!("cannot run the launch agent {agent:?} for {host}: {e}"));
+                }
+            };
+            let ranks: Vec<usize> = (0..spec.np).filter(|&r| spec.placement[r] == h).collect();
+            let mut plan = format!("{}\n", crate::proxy::HELLO);
+            let mut env: Vec<(String, String)> = vec![
+                (ENV_SIZE.into(), spec.np.to_string()),
+                (ENV_NODE_ID.into(), h.to_string()),
+                (ENV_SERVICE.into(), service_addr.to_string()),
+                (ENV_JOB_KEY.into(), key.to_hex()),
+            ];
+            env.extend(spec.env.iter().cloned());
+            for (k, v) in &env {
+                plan.push_str(&format!("env {k} {}\n", crate::proxy::hex(v.as_bytes())));
+            }
+            for &r in &ranks {
+                plan.push_str(&format!("rank {r} {}\n", local_rank[r]));
+            }
+            plan.push_str(&format!(
+                "program {}\n",
+                crate::proxy::hex(program.to_string_lossy().as_bytes())
+            ));
+            for a in &spec.args {
+                plan.push_str(&format!("arg {}\n", crate::proxy::hex(a.as_bytes())));
+            }
+            plan.push_str("start\n");
+            let mut stdin = child.stdin.take();
+            if let Some(w) = stdin.as_mut() {
+                use std::io::Write;
+                let _ = w.write_all(plan.as_bytes());
+                let _ = w.flush();
+            }
+            for (i, stream) in [Stream::Out, Stream::Err].into_iter().enumerate() {
+                let rx = match stream {
+                    Stream::Out => child.stdout.take().map(Receiver::from),
+                    Stream::Err => child.stderr.take().map(Receiver::from),
+                };
+                let token = Token(STDIO_BASE + 2 * spec.np + 2 * p + i);
+                let entry = job.watch(
+                    rx,
+                    token,
+                    Sink::Proxy {
+                        proxy: p,
+                        stream,
+                        pending: Vec::new(),
+                    },
+                );
+                job.pipes.push(entry);
+            }
+            job.proxies.push(Proxy {
+                host: host.clone(),
+                child: Some(child),
+                stdin,
+                ranks,
             });
         }
         Ok(job)
     }
 
+    /// Registers a pipe with the event loop.
+    fn watch(&self, rx: Option<Receiver>, token: Token, sink: Sink) -> Option<(Receiver, Sink)> {
+        let mut rx = rx?;
+        rx.set_nonblocking(true).ok()?;
+        self.poll
+            .registry()
+            .register(&mut rx, token, Interest::READABLE)
+            .ok()?;
+        Some((rx, sink))
+    }
+
     fn live(&self) -> usize {
-        self.ranks.iter().filter(|r| r.child.is_some()).count()
+        self.ranks
+            .iter()
+            .filter(|r| r.child.is_some() || (r.proxy.is_some() && r.status.is_none()))
+            .count()
     }
 
     /// Sends `sig` to every rank still running.
@@ -304,6 +498,19 @@ impl Job {
         for r in &self.ranks {
             if r.child.is_some() {
                 sys::kill(r.pid, r.own_group, sig);
+            }
+        }
+        for p in &mut self.proxies {
+            let Some(child) = p.child.as_ref() else { continue };
+            if let Some(w) = p.stdin.as_mut() {
+                use std::io::Write;
+                let _ = w.write_all(format!("signal {sig}\n").as_bytes());
+                let _ = w.flush();
+            }
+            if sig == libc::SIGKILL {
+                // The proxy kills its ranks when its link closes.
+                p.stdin = None;
+                sys::kill(child.id(), true, libc::SIGKILL);
             }
         }
         if sig != libc::SIGKILL && self.kill_at.is_none() {
@@ -343,36 +550,7 @@ impl Job {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     r.child = None;
-                    r.status = Some(status);
-                    let pid = r.pid;
-                    if status.success() && self.exit.is_none() {
-                        // A rank that wrote FINALIZE and exited: read it first.
-                        let mut events = Vec::new();
-                        self.service.drain(self.poll.registry(), &mut events);
-                        self.late_events.extend(events);
-                        let r32 = rank as u32;
-                        if !self.service.joined(r32) && self.service.anyone_joined() {
-                            self.clean_exit_without_init(rank);
-                        } else if self.service.unfinalized(r32) {
-                            let others = self.live();
-                            eprintln!(
-                                "courier: rank {rank} (pid {pid}) exited with code 0 without finalizing \
-                                 (it returned or called exit() while its Universe was alive); \
-                                 terminating the {others} other rank{}",
-                                if others == 1 { "" } else { "s" }
-                            );
-                            self.fail(1);
-                        }
-                    }
-                    if !status.success() && self.exit.is_none() {
-                        let (code, what) = describe(status);
-                        let others = self.live();
-                        eprintln!(
-                            "courier: rank {rank} (pid {pid}) {what}; terminating the {others} other rank{}",
-                            if others == 1 { "" } else { "s" }
-                        );
-                        self.fail(code);
-                    }
+                    self.rank_exited(rank, status);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -381,32 +559,170 @@ impl Job {
                 }
             }
         }
+        for p in 0..self.proxies.len() {
+            let Some(child) = self.proxies[p].child.as_mut() else {
+                continue;
+            };
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            self.proxies[p].child = None;
+            // Read what it said last (exit reports) before judging.
+            for i in 0..2 {
+                self.read_pipe(2 * self.ranks.len() + 2 * p + i);
+            }
+            let orphans: Vec<usize> = self.proxies[p]
+                .ranks
+                .iter()
+                .copied()
+                .filter(|&r| self.ranks[r].status.is_none())
+                .collect();
+            if orphans.is_empty() {
+                continue;
+            }
+            for &r in &orphans {
+                self.ranks[r].status = Some(ExitStatus::from_raw(libc::SIGKILL));
+            }
+            if self.exit.is_none() {
+                let (_, what) = describe(status);
+                let others = self.live();
+                eprintln!(
+                    "courier: lost the proxy on host {} (its agent {what}) while rank{} {} ran there; \
+                     terminating the {others} other rank{}",
+                    self.proxies[p].host,
+                    if orphans.len() == 1 { "" } else { "s" },
+                    orphans.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+                    if others == 1 { "" } else { "s" }
+                );
+                self.fail(1);
+            }
+        }
         if self.live() == 0 && self.all_exited_at.is_none() {
             self.all_exited_at = Some(Instant::now());
         }
     }
 
-    fn read_pipe(&mut self, i: usize) {
-        let Some(Some((rx, lines))) = self.pipes.get_mut(i) else {
-            return;
+    /// Judges the end of `rank` (local, or reported by its proxy).
+    fn rank_exited(&mut self, rank: usize, status: ExitStatus) {
+        self.ranks[rank].status = Some(status);
+        let pid = self.ranks[rank].pid;
+        let whose = match self.ranks[rank].proxy {
+            Some(p) => format!("on {}", self.proxies[p].host),
+            None => format!("(pid {pid})"),
         };
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match rx.read(&mut buf) {
-                Ok(0) => {
-                    lines.finish();
-                    let _ = self.poll.registry().deregister(rx);
-                    self.pipes[i] = None;
-                    return;
+        if status.success() && self.exit.is_none() {
+            // A rank that wrote FINALIZE and exited: read it first.
+            let mut events = Vec::new();
+            self.service.drain(self.poll.registry(), &mut events);
+            self.late_events.extend(events);
+            let r32 = rank as u32;
+            if !self.service.joined(r32) && self.service.anyone_joined() {
+                self.clean_exit_without_init(rank);
+            } else if self.service.unfinalized(r32) {
+                let others = self.live();
+                eprintln!(
+                    "courier: rank {rank} {whose} exited with code 0 without finalizing \
+                     (it returned or called exit() while its Universe was alive); \
+                     terminating the {others} other rank{}",
+                    if others == 1 { "" } else { "s" }
+                );
+                self.fail(1);
+            }
+        }
+        if !status.success() && self.exit.is_none() {
+            let (code, what) = describe(status);
+            let others = self.live();
+            eprintln!(
+                "courier: rank {rank} {whose} {what}; terminating the {others} other rank{}",
+                if others == 1 { "" } else { "s" }
+            );
+            self.fail(code);
+        }
+    }
+
+    /// Handles one complete line from proxy `p`'s stdout.
+    fn proxy_line(&mut self, p: usize, line: &[u8]) {
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let (kind, rank, rest) = (parts.next(), parts.next(), parts.next());
+        let rank: Option<usize> = rank
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|r| r.trim().parse().ok())
+            .filter(|&r| self.proxies[p].ranks.contains(&r));
+        let num = |b: Option<&[u8]>| {
+            b.and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        };
+        match (kind, rank) {
+            (Some(b"o"), Some(r)) => crate::stdio::emit(r, Stream::Out, self.tag_output, rest.unwrap_or(b"\n")),
+            (Some(b"e"), Some(r)) => crate::stdio::emit(r, Stream::Err, self.tag_output, rest.unwrap_or(b"\n")),
+            (Some(b"x"), Some(r)) if self.ranks[r].status.is_none() => {
+                let code = num(rest).unwrap_or(1);
+                self.rank_exited(r, ExitStatus::from_raw((code & 0xff) << 8));
+            }
+            (Some(b"k"), Some(r)) if self.ranks[r].status.is_none() => {
+                let sig = num(rest).unwrap_or(libc::SIGKILL);
+                self.rank_exited(r, ExitStatus::from_raw(sig & 0x7f));
+            }
+            _ => eprintln!(
+                "courier: proxy on {}: {}",
+                self.proxies[p].host,
+                String::from_utf8_lossy(line).trim_end()
+            ),
+        }
+    }
+
+    fn read_pipe(&mut self, i: usize) {
+        let mut proxy_lines: Vec<(usize, Stream, Vec<u8>)> = Vec::new();
+        {
+            let Some(Some((rx, sink))) = self.pipes.get_mut(i) else {
+                return;
+            };
+            let mut buf = [0u8; 64 * 1024];
+            let mut closed = false;
+            loop {
+                match rx.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => match sink {
+                        Sink::Rank(lines) => lines.push(&buf[..n]),
+                        Sink::Proxy {
+                            proxy,
+                            stream,
+                            pending,
+                        } => {
+                            pending.extend_from_slice(&buf[..n]);
+                            while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                                let line: Vec<u8> = pending.drain(..=nl).collect();
+                                proxy_lines.push((*proxy, *stream, line));
+                            }
+                        }
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
                 }
-                Ok(n) => lines.push(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
+            }
+            if closed {
+                if let Sink::Rank(lines) = sink {
                     lines.finish();
-                    self.pipes[i] = None;
-                    return;
                 }
+                let _ = self.poll.registry().deregister(rx);
+                self.pipes[i] = None;
+            }
+        }
+        for (p, stream, line) in proxy_lines {
+            match stream {
+                Stream::Out => self.proxy_line(p, &line),
+                Stream::Err => eprint!(
+                    "courier: proxy on {}: {}",
+                    self.proxies[p].host,
+                    String::from_utf8_lossy(&line)
+                ),
             }
         }
     }

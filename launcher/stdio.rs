@@ -67,7 +67,8 @@ impl LineBuffer {
     }
 }
 
-fn emit(rank: usize, stream: Stream, tag: bool, line: &[u8]) {
+/// Writes one whole line of `rank`'s `stream` (prefixed with `[rank] ` when tagging).
+pub(crate) fn emit(rank: usize, stream: Stream, tag: bool, line: &[u8]) {
     let mut buf;
     let bytes = if tag {
         buf = format!("[{rank}] ").into_bytes();

@@ -1,0 +1,267 @@
+//! `courier proxy`: one per remote host, started by the launcher through the
+//! launch agent (`ssh HOST /path/to/courier proxy`), like Hydra's
+//! `hydra_pmi_proxy` or Open MPI's `orted`. It starts that host's ranks,
+//! forwards their output line by line and their exit status, forwards
+//! signals, and kills its ranks when its link to the launcher breaks.
+//!
+//! The link is the agent's stdin/stdout. Launcher → proxy, one per line
+//! (values hex-encoded, so any bytes pass): `courier-proxy 1`, then
+//! `env NAME HEX`, `rank GLOBAL LOCAL`, `program HEX`, `arg HEX`, `start`;
+//! later `signal N`. End of input means the launcher is gone. Proxy →
+//! launcher: `o RANK LINE` and `e RANK LINE` (a rank's stdout/stderr line),
+//! `x RANK CODE` (exited), `k RANK SIGNAL` (killed), `! MESSAGE` (proxy
+//! error).
+
+use crate::sys;
+use courier::bootstrap::{ENV_BIND, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_RANK, ENV_SERVICE};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Protocol header line.
+pub(crate) const HELLO: &str = "courier-proxy 1";
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[derive(Default)]
+struct Plan {
+    env: Vec<(String, String)>,
+    ranks: Vec<(usize, usize)>,
+    program: Option<String>,
+    args: Vec<String>,
+}
+
+enum Msg {
+    Line(usize, u8, Vec<u8>),
+    Signal(i32),
+    LauncherGone,
+}
+
+fn text(h: &str) -> Result<String, String> {
+    unhex(h)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| format!("bad value {h:?}"))
+}
+
+fn read_plan(input: &mut impl BufRead) -> Result<Plan, String> {
+    let mut line = String::new();
+    input.read_line(&mut line).map_err(|e| e.to_string())?;
+    if line.trim_end() != HELLO {
+        return Err(format!("not a courier launcher: {:?}", line.trim_end()));
+    }
+    let mut plan = Plan::default();
+    loop {
+        line.clear();
+        if input.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("the launcher went away before `start`".into());
+        }
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("env"), Some(name), Some(v)) => plan.env.push((name.to_string(), text(v)?)),
+            (Some("env"), Some(name), None) => plan.env.push((name.to_string(), String::new())),
+            (Some("rank"), Some(g), Some(l)) => plan.ranks.push((
+                g.parse().map_err(|_| "bad rank")?,
+                l.parse().map_err(|_| "bad local rank")?,
+            )),
+            (Some("program"), Some(p), None) => plan.program = Some(text(p)?),
+            (Some("arg"), Some(a), None) => plan.args.push(text(a)?),
+            (Some("arg"), None, None) => plan.args.push(String::new()),
+            (Some("start"), None, None) => return Ok(plan),
+            _ => return Err(format!("unexpected line {:?}", line.trim_end())),
+        }
+    }
+}
+
+/// The address of this host on the route to the launcher's service.
+fn own_address(service: &str) -> Option<std::net::IpAddr> {
+    let target: std::net::SocketAddr = service.parse().ok()?;
+    let any = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(target).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+fn say(out: &mut impl Write, line: &[u8]) {
+    // The launcher reads whole lines; a broken link is noticed on stdin.
+    let _ = out.write_all(line);
+    let _ = out.flush();
+}
+
+/// Runs the proxy; returns its exit code.
+pub(crate) fn main() -> i32 {
+    let mut input = BufReader::new(std::io::stdin());
+    let mut out = std::io::stdout().lock();
+    let plan = match read_plan(&mut input) {
+        Ok(p) => p,
+        Err(e) => {
+            say(&mut out, format!("! {e}\n").as_bytes());
+            return 2;
+        }
+    };
+    let service = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == ENV_SERVICE)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let bind = own_address(&service);
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut children: Vec<(usize, Option<Child>)> = Vec::new();
+    let Some(program) = plan.program.clone() else {
+        say(&mut out, b"! no program\n");
+        return 2;
+    };
+    let local_size = plan.ranks.len();
+    for &(rank, local) in &plan.ranks {
+        let mut cmd = Command::new(&program);
+        cmd.args(&plan.args)
+            .envs(plan.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_RANK, rank.to_string())
+            .env(ENV_LOCAL_RANK, local.to_string())
+            .env(ENV_LOCAL_SIZE, local_size.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(ip) = bind {
+            cmd.env(ENV_BIND, ip.to_string());
+        }
+        sys::prepare_child(&mut cmd, None);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                for (kind, pipe) in [
+                    (b'o', child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+                    (b'e', child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+                ] {
+                    let Some(pipe) = pipe else { continue };
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        let mut r = BufReader::new(pipe);
+                        let mut line = Vec::new();
+                        while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                            if line.last() != Some(&b'\n') {
+                                line.push(b'\n');
+                            }
+                            if tx.send(Msg::Line(rank, kind, std::mem::take(&mut line))).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                children.push((rank, Some(child)));
+            }
+            Err(e) => {
+                say(&mut out, format!("! cannot start rank {rank} ({program}): {e}\n").as_bytes());
+                say(&mut out, format!("x {rank} 127\n").as_bytes());
+                children.push((rank, None));
+            }
+        }
+    }
+    // Signals and the end of the launcher's link arrive on stdin.
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match input.read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Msg::LauncherGone);
+                        return;
+                    }
+                    Ok(_) => {
+                        if let Some(n) = line.trim().strip_prefix("signal ") {
+                            if let Ok(sig) = n.parse() {
+                                let _ = tx.send(Msg::Signal(sig));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    let signal_all = |children: &[(usize, Option<Child>)], sig: i32| {
+        for (_, c) in children {
+            if let Some(c) = c {
+                sys::kill(c.id(), true, sig);
+            }
+        }
+    };
+    let mut pending_signals: Vec<i32> = Vec::new();
+    let mut gone = false;
+    loop {
+        for sig in pending_signals.drain(..) {
+            signal_all(&children, sig);
+        }
+        if gone {
+            signal_all(&children, libc::SIGKILL);
+            for (_, c) in children.iter_mut() {
+                if let Some(c) = c {
+                    let _ = c.wait();
+                }
+            }
+            return 1;
+        }
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(Msg::Line(rank, kind, line)) => {
+                let mut msg = vec![kind, b' '];
+                msg.extend_from_slice(rank.to_string().as_bytes());
+                msg.push(b' ');
+                msg.extend_from_slice(&line);
+                say(&mut out, &msg);
+            }
+            Ok(Msg::Signal(sig)) => signal_all(&children, sig),
+            Ok(Msg::LauncherGone) => gone = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        let mut running = 0;
+        for (rank, slot) in children.iter_mut() {
+            let Some(c) = slot else { continue };
+            match c.try_wait() {
+                Ok(Some(status)) => {
+                    // Output still in the pipes goes first.
+                    while let Ok(m) = rx.recv_timeout(Duration::from_millis(5)) {
+                        match m {
+                            Msg::Line(r, kind, line) => {
+                                let mut msg = vec![kind, b' '];
+                                msg.extend_from_slice(r.to_string().as_bytes());
+                                msg.push(b' ');
+                                msg.extend_from_slice(&line);
+                                say(&mut out, &msg);
+                            }
+                            Msg::Signal(sig) => pending_signals.push(sig),
+                            Msg::LauncherGone => gone = true,
+                        }
+                    }
+                    let report = match status.signal() {
+                        Some(sig) => format!("k {rank} {sig}\n"),
+                        None => format!("x {rank} {}\n", status.code().unwrap_or(1)),
+                    };
+                    say(&mut out, report.as_bytes());
+                    *slot = None;
+                }
+                Ok(None) => running += 1,
+                Err(_) => *slot = None,
+            }
+        }
+        if running == 0 {
+            return 0;
+        }
+    }
+}
