@@ -194,9 +194,18 @@ mod tests {
     #[test]
     fn placement_by_slot_by_node_and_ppn() {
         let hs = hosts("a:2,b:2");
-        assert_eq!(place(4, &hs, MapBy::Slot, None, false).unwrap(), vec![0, 0, 1, 1]);
-        assert_eq!(place(4, &hs, MapBy::Node, None, false).unwrap(), vec![0, 1, 0, 1]);
-        assert_eq!(place(3, &hs, MapBy::Slot, None, false).unwrap(), vec![0, 0, 1]);
+        assert_eq!(
+            place(4, &hs, MapBy::Slot, None, false).unwrap(),
+            vec![0, 0, 1, 1]
+        );
+        assert_eq!(
+            place(4, &hs, MapBy::Node, None, false).unwrap(),
+            vec![0, 1, 0, 1]
+        );
+        assert_eq!(
+            place(3, &hs, MapBy::Slot, None, false).unwrap(),
+            vec![0, 0, 1]
+        );
         assert!(place(5, &hs, MapBy::Slot, None, false).is_err());
         assert_eq!(
             place(6, &hs, MapBy::Slot, None, true).unwrap(),
@@ -207,6 +216,9 @@ mod tests {
             vec![0, 0, 0, 1, 1, 1]
         );
         let uneven = hosts("a:1,b:3");
-        assert_eq!(place(4, &uneven, MapBy::Node, None, false).unwrap(), vec![0, 1, 1, 1]);
+        assert_eq!(
+            place(4, &uneven, MapBy::Node, None, false).unwrap(),
+            vec![0, 1, 1, 1]
+        );
     }
 }

@@ -89,7 +89,11 @@ fn read_plan(input: &mut impl BufRead) -> Result<Plan, String> {
 /// The address of this host on the route to the launcher's service.
 fn own_address(service: &str) -> Option<std::net::IpAddr> {
     let target: std::net::SocketAddr = service.parse().ok()?;
-    let any = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let any = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let s = std::net::UdpSocket::bind(any).ok()?;
     s.connect(target).ok()?;
     Some(s.local_addr().ok()?.ip())
@@ -144,8 +148,20 @@ pub(crate) fn main() -> i32 {
         match cmd.spawn() {
             Ok(mut child) => {
                 for (kind, pipe) in [
-                    (b'o', child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-                    (b'e', child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+                    (
+                        b'o',
+                        child
+                            .stdout
+                            .take()
+                            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                    ),
+                    (
+                        b'e',
+                        child
+                            .stderr
+                            .take()
+                            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                    ),
                 ] {
                     let Some(pipe) = pipe else { continue };
                     let tx = tx.clone();
@@ -156,7 +172,10 @@ pub(crate) fn main() -> i32 {
                             if line.last() != Some(&b'\n') {
                                 line.push(b'\n');
                             }
-                            if tx.send(Msg::Line(rank, kind, std::mem::take(&mut line))).is_err() {
+                            if tx
+                                .send(Msg::Line(rank, kind, std::mem::take(&mut line)))
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -165,7 +184,10 @@ pub(crate) fn main() -> i32 {
                 children.push((rank, Some(child)));
             }
             Err(e) => {
-                say(&mut out, format!("! cannot start rank {rank} ({program}): {e}\n").as_bytes());
+                say(
+                    &mut out,
+                    format!("! cannot start rank {rank} ({program}): {e}\n").as_bytes(),
+                );
                 say(&mut out, format!("x {rank} 127\n").as_bytes());
                 children.push((rank, None));
             }

@@ -106,7 +106,11 @@ fn route_to(host: &str) -> Result<std::net::IpAddr, String> {
         .map_err(|e| format!("unknown host {host:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("unknown host {host:?}"))?;
-    let any = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let any = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
     s.connect(target)
         .map_err(|e| format!("no route to {host} ({target}): {e}"))?;
@@ -264,7 +268,11 @@ impl Job {
             .map_err(|e| format!("event loop: {e}"))?;
 
         let key = JobKey::generate().map_err(|e| format!("cannot create a job key: {e}"))?;
-        let local_host: Vec<bool> = spec.hosts.iter().map(|h| crate::hosts::is_local(&h.name)).collect();
+        let local_host: Vec<bool> = spec
+            .hosts
+            .iter()
+            .map(|h| crate::hosts::is_local(&h.name))
+            .collect();
         let proxy_hosts: Vec<usize> = (0..spec.hosts.len())
             .filter(|&h| !local_host[h] && spec.placement.contains(&h))
             .collect();
@@ -295,11 +303,7 @@ impl Job {
         }
         let stdin_tty = std::io::stdin().is_terminal();
         let cores = sys::usable_cores();
-        let on_this_machine = spec
-            .placement
-            .iter()
-            .filter(|&&h| local_host[h])
-            .count();
+        let on_this_machine = spec.placement.iter().filter(|&&h| local_host[h]).count();
         let bind = match spec.bind {
             Binding::Core => !cores.is_empty(),
             Binding::Auto => on_this_machine <= cores.len(),
@@ -321,8 +325,7 @@ impl Job {
             late_events: Vec::new(),
         };
         let mut machine_slot = 0;
-        for rank in 0..spec.np {
-            let host = spec.placement[rank];
+        for (rank, &host) in spec.placement.iter().enumerate() {
             if !local_host[host] {
                 let proxy = proxy_hosts.iter().position(|&h| h == host);
                 job.ranks.push(Rank {
@@ -380,7 +383,11 @@ impl Job {
                     Stream::Err => child.stderr.take().map(Receiver::from),
                 };
                 let token = Token(STDIO_BASE + 2 * rank + i);
-                let entry = job.watch(rx, token, Sink::Rank(LineBuffer::new(rank, stream, spec.tag_output)));
+                let entry = job.watch(
+                    rx,
+                    token,
+                    Sink::Rank(LineBuffer::new(rank, stream, spec.tag_output)),
+                );
                 job.pipes.push(entry);
             }
             job.ranks.push(Rank {
@@ -416,7 +423,9 @@ impl Job {
                     job.exit = Some(127);
                     job.terminate(libc::SIGKILL);
                     job.supervise();
-                    return Err(format!("cannot run the launch agent {agent:?} for {host}: {e}"));
+                    return Err(format!(
+                        "cannot run the launch agent {agent:?} for {host}: {e}"
+                    ));
                 }
             };
             let ranks: Vec<usize> = (0..spec.np).filter(|&r| spec.placement[r] == h).collect();
@@ -501,7 +510,9 @@ impl Job {
             }
         }
         for p in &mut self.proxies {
-            let Some(child) = p.child.as_ref() else { continue };
+            let Some(child) = p.child.as_ref() else {
+                continue;
+            };
             if let Some(w) = p.stdin.as_mut() {
                 use std::io::Write;
                 let _ = w.write_all(format!("signal {sig}\n").as_bytes());
@@ -653,8 +664,12 @@ impl Job {
                 .and_then(|t| t.trim().parse::<i32>().ok())
         };
         match (kind, rank) {
-            (Some(b"o"), Some(r)) => crate::stdio::emit(r, Stream::Out, self.tag_output, rest.unwrap_or(b"\n")),
-            (Some(b"e"), Some(r)) => crate::stdio::emit(r, Stream::Err, self.tag_output, rest.unwrap_or(b"\n")),
+            (Some(b"o"), Some(r)) => {
+                crate::stdio::emit(r, Stream::Out, self.tag_output, rest.unwrap_or(b"\n"))
+            }
+            (Some(b"e"), Some(r)) => {
+                crate::stdio::emit(r, Stream::Err, self.tag_output, rest.unwrap_or(b"\n"))
+            }
             (Some(b"x"), Some(r)) if self.ranks[r].status.is_none() => {
                 let code = num(rest).unwrap_or(1);
                 self.rank_exited(r, ExitStatus::from_raw((code & 0xff) << 8));

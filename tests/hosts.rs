@@ -1,0 +1,286 @@
+//! Jobs across simulated hosts: network namespaces with their own hostname
+//! and sshd, made by `tests/testbed/testbed.sh` (needs root). The launcher
+//! runs "on" h1 and reaches h2 through ssh.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{courier, rank_init, Job};
+use courier::LinkKind;
+use std::process::{Command, Stdio};
+
+const TESTBED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testbed/testbed.sh");
+
+/// Brings the test bed up for the test and always takes it down.
+struct Testbed;
+
+impl Testbed {
+    fn up() -> Testbed {
+        let out = Command::new(TESTBED).args(["up", "2"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "testbed up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Testbed
+    }
+
+    /// `courier run ARGS` on host h1.
+    fn run_on_h1(&self, args: &[&str]) -> Job {
+        let out = Command::new(TESTBED)
+            .args(["exec", "h1", courier(), "run"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Job::from_output(out)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(TESTBED).arg("down").output();
+    }
+}
+
+fn exe() -> String {
+    std::env::current_exe()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Processes whose initial environment holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn jobs_across_two_simulated_hosts() {
+    let tb = Testbed::up();
+    let exe = exe();
+    let body = |name: &'static str| {
+        [
+            exe.as_str(),
+            "--exact",
+            name,
+            "--include-ignored",
+            "--nocapture",
+        ]
+    };
+
+    // 2 hosts x 2 ranks, filled host by host, then round robin.
+    for (map_by, expect) in [("slot", "0011"), ("node", "0101")] {
+        let mut args = vec![
+            "-n",
+            "4",
+            "--host",
+            "h1:2,h2:2",
+            "--map-by",
+            map_by,
+            "--timeout",
+            "60",
+        ];
+        let x = format!("EXPECT_NODES={expect}");
+        args.extend(["-x", &x]);
+        args.extend(body("body_across_hosts"));
+        let j = tb.run_on_h1(&args);
+        j.assert_ranks_passed(4);
+        assert_eq!(
+            j.stdout.matches("on h2 as node 1").count(),
+            2,
+            "{}",
+            j.stdout
+        );
+    }
+
+    // A hostfile, and all-TCP forced: still correct.
+    let dir = std::env::temp_dir().join(format!("courier-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hostfile = dir.join("hosts");
+    std::fs::write(
+        &hostfile,
+        "# two simulated hosts\nh1 slots=1\nh2 slots=2  # bigger\n",
+    )
+    .unwrap();
+    let hf = hostfile.to_string_lossy().into_owned();
+    let mut args = vec![
+        "-n",
+        "3",
+        "--hostfile",
+        &hf,
+        "--transport",
+        "tcp",
+        "-x",
+        "EXPECT_NODES=011",
+    ];
+    args.extend(body("body_across_hosts"));
+    tb.run_on_h1(&args).assert_ranks_passed(3);
+
+    // Errors come before anything starts.
+    for (bad, why) in [
+        (vec!["-n", "2", "--host", "h1,nosuchhost"], "unknown host"),
+        (vec!["-n", "5", "--host", "h1:2,h2:2"], "--oversubscribe"),
+        (vec!["-n", "2", "--host", "h1:zero"], "slots"),
+    ] {
+        let mut args = bad.clone();
+        args.push("/bin/true");
+        let j = tb.run_on_h1(&args);
+        assert_eq!(j.code, Some(2), "{bad:?}: {}", j.stderr);
+        assert!(j.stderr.contains(why), "{bad:?}: {}", j.stderr);
+    }
+    std::fs::write(&hostfile, "h1 slots=2\nh2 cores=2\n").unwrap();
+    let j = tb.run_on_h1(&["-n", "2", "--hostfile", &hf, "/bin/true"]);
+    assert!(
+        j.code == Some(2) && j.stderr.contains(":2:"),
+        "{}",
+        j.stderr
+    );
+
+    // A remote proxy killed mid-job ends the whole job with a clear message
+    // and leaves no process on any host.
+    let marker = format!("COURIER_TEST_HOSTS={}", std::process::id());
+    let (name, value) = marker.split_once('=').unwrap();
+    let mut launcher = Command::new(TESTBED)
+        .args([
+            "exec",
+            "h1",
+            courier(),
+            "run",
+            "-n",
+            "4",
+            "--host",
+            "h1:2,h2:2",
+        ])
+        .args(["-x", &format!("{name}={value}")])
+        .args(body("body_until_killed"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while processes_with(&marker).len() < 4 {
+        assert!(t0.elapsed().as_secs() < 20, "ranks did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let proxies = Command::new("pgrep")
+        .args(["-f", &format!("{} proxy", courier())])
+        .output()
+        .unwrap();
+    let proxies = String::from_utf8_lossy(&proxies.stdout).into_owned();
+    let pid = proxies.split_whitespace().next().expect("a proxy runs");
+    Command::new("kill").args(["-9", pid]).status().unwrap();
+    let out = launcher.wait_with_output().unwrap();
+    let j = Job::from_output(out);
+    assert!(j.code.is_some_and(|c| c != 0), "{}", j.stderr);
+    assert!(
+        j.stderr.contains("lost the proxy on host h2"),
+        "{}",
+        j.stderr
+    );
+    let t1 = std::time::Instant::now();
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            t1.elapsed().as_secs() < 5,
+            "processes left: {:?}",
+            processes_with(&marker)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(tb);
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_across_hosts() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (p, me) = (w.size(), w.rank());
+    let expect: Vec<u32> = std::env::var("EXPECT_NODES")
+        .unwrap()
+        .chars()
+        .map(|c| c.to_digit(10).unwrap())
+        .collect();
+    let node = u.placement().node;
+    assert_eq!(node, expect[me], "rank {me} placed on the wrong node");
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        host,
+        format!("h{}", node + 1),
+        "node ids follow the host list"
+    );
+    println!("rank {me} on {host} as node {node}");
+    // Point-to-point around the ring, and collectives across the hosts.
+    let mut got = [0u64; 1000];
+    w.sendrecv(
+        &[me as u64; 1000],
+        (me + 1) % p,
+        1,
+        &mut got,
+        (me + p - 1) % p,
+        1,
+    )
+    .unwrap();
+    assert!(got.iter().all(|&x| x as usize == (me + p - 1) % p));
+    let mut big = vec![0u8; 3 << 20];
+    if me == 0 {
+        big.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    }
+    w.broadcast(&mut big, 0).unwrap();
+    assert!(big.iter().enumerate().all(|(i, &b)| b == i as u8));
+    let mut sum = [0f64; 3];
+    w.all_reduce(&[me as f64; 3], &mut sum, courier::Op::Sum)
+        .unwrap();
+    assert_eq!(sum[0], (p * (p - 1) / 2) as f64);
+    let send: Vec<u32> = (0..p).map(|r| (me * 10 + r) as u32).collect();
+    let mut recv = vec![0u32; p];
+    w.all_to_all(&send, &mut recv).unwrap();
+    assert!((0..p).all(|r| recv[r] as usize == r * 10 + me));
+    // Shared memory inside a host, TCP across (unless TCP is forced).
+    let nodes: Vec<u32> = {
+        let mut all = vec![0u32; p];
+        w.all_gather(&[node], &mut all).unwrap();
+        all
+    };
+    let tcp_forced = std::env::var("COURIER_TRANSPORT").as_deref() == Ok("tcp");
+    for (peer, kind) in u.links() {
+        let want = if peer == me {
+            LinkKind::SelfLoop
+        } else if nodes[peer] == node && !tcp_forced {
+            LinkKind::Shm
+        } else {
+            LinkKind::Tcp
+        };
+        assert_eq!(kind, want, "rank {me} to rank {peer}: {}", u.debug_report());
+    }
+    w.barrier().unwrap();
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_until_killed() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    loop {
+        if w.barrier().is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
