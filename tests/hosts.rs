@@ -156,7 +156,7 @@ fn jobs_across_two_simulated_hosts() {
     // and leaves no process on any host.
     let marker = format!("COURIER_TEST_HOSTS={}", std::process::id());
     let (name, value) = marker.split_once('=').unwrap();
-    let mut launcher = Command::new(TESTBED)
+    let launcher = Command::new(TESTBED)
         .args([
             "exec",
             "h1",
