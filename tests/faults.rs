@@ -18,6 +18,10 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The tests of this file run one at a time: the leftover checks look at
+/// the whole machine's processes and listening sockets.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const KINDS: [&str; 6] = ["exit0", "exit3", "panic", "abort", "segv", "kill"];
 const POINTS: [&str; 5] = ["init", "p2p", "collective", "large", "end"];
 const ITERS: u32 = 40;
@@ -133,6 +137,7 @@ fn run_fault(transport: &str, np: usize, kind: &str, rank: usize, at: u32, point
 
 #[test]
 fn every_fault_at_every_point_ends_the_job_cleanly_and_quickly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = std::env::var("COURIER_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -285,6 +290,7 @@ fn body_fault() {
 /// whether it is waiting in the library or computing outside it.
 #[test]
 fn ranks_do_not_outlive_a_killed_launcher() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use std::io::{BufRead, BufReader};
     let marker = format!("COURIER_TEST_ORPHAN={}", now_ms());
     let (name, value) = marker.split_once('=').unwrap();
