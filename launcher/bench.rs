@@ -93,7 +93,11 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         eprintln!("courier: error: --min-size must not exceed --max-size");
         return 2;
     }
-    if std::env::var_os(courier::bootstrap::ENV_RANK).is_some() {
+    // Started as a rank (by `courier run`, or by a process manager that
+    // speaks PMI: mpiexec.hydra, srun --mpi=pmi2): run as that rank.
+    if std::env::var_os(courier::bootstrap::ENV_RANK).is_some()
+        || std::env::var_os("PMI_FD").is_some()
+    {
         if args.kind == Some(Kind::Startup) {
             return match startup_rank() {
                 Ok(()) => 0,

@@ -1,5 +1,6 @@
 //! Start-up and shut-down of a rank: [`init`], [`Universe`].
 
+use crate::bootstrap::pmi::{self, Pmi};
 use crate::bootstrap::protocol::Request as ServiceRequest;
 use crate::bootstrap::{auth::JobKey, JobEnv, PeerCard, ServiceClient};
 use crate::comm::Communicator;
@@ -37,6 +38,8 @@ pub struct Universe {
     world: Communicator,
     placement: Placement,
     finalized: bool,
+    /// The process manager's connection, when started by one (PMI).
+    pmi: Option<std::cell::RefCell<Pmi>>,
 }
 
 fn hostname() -> String {
@@ -63,102 +66,252 @@ fn hostname() -> String {
 /// ```
 pub fn init() -> Result<Universe> {
     let host = hostname();
-    let eager = crate::config::eager_limit();
-    match JobEnv::from_env()? {
-        None => {
-            let key = JobKey::generate().map_err(|e| Error::io(None, e))?;
-            let tcp = TcpTransport::new(0, 1, key, None).map_err(|e| Error::io(None, e))?;
-            let progress = Progress::new(Engine::new(0, 1, eager), 1, tcp, WaitPolicy::for_node(1));
-            Ok(Universe::new(
-                progress,
-                0,
-                1,
-                Placement {
-                    host,
-                    node: 0,
-                    local_rank: 0,
-                    local_size: 1,
-                },
-            ))
-        }
-        Some(env) => {
-            let mut tcp = TcpTransport::new(env.rank, env.size, env.key.clone(), Some(env.bind))
-                .map_err(|e| Error::io(None, e))?;
-            let tcp_addr = tcp
-                .local_addr()
-                .ok_or_else(|| Error::Bootstrap("no listening address".into()))?;
-            let mode = crate::config::transport_mode().map_err(Error::InvalidArgument)?;
-            let shm = if mode != TransportMode::Tcp && env.local_size > 1 {
-                match ShmTransport::new(
-                    env.size,
-                    env.local_rank,
-                    env.local_size,
-                    crate::config::shm_budget(),
-                ) {
-                    Ok(s) => Some(s),
-                    Err(e) if mode == TransportMode::Shm => {
-                        return Err(Error::Bootstrap(format!(
-                            "cannot create a shared-memory segment: {e}"
-                        )))
-                    }
-                    Err(_) => None,
-                }
-            } else {
-                None
-            };
-            let card = PeerCard {
+    if let Some(env) = JobEnv::from_env()? {
+        let mut client = None;
+        return assemble(
+            Layout {
+                rank: env.rank,
+                size: env.size,
                 node: env.node,
-                tcp: tcp_addr,
-                host: host.clone(),
-                shm: shm.as_ref().map(ShmTransport::addr),
-            };
-            let mut client = ServiceClient::connect(&env)?;
-            let cards = client.exchange_cards(&env, &card)?;
-            let mut engine = Engine::new(env.rank, env.size, eager);
-            engine.set_coop_min(crate::config::cma_coop_min());
-            let mut shm = shm;
-            let shm_eager = crate::config::shm_eager_limit();
-            let cma = crate::config::cma_enabled();
-            for (r, c) in cards.iter().enumerate() {
-                let r = r as u32;
-                tcp.set_addr(r, c.tcp);
-                if r == env.rank || c.node != env.node {
-                    continue;
-                }
-                match (shm.as_mut(), c.shm) {
-                    (Some(s), Some(addr)) => match s.add_peer(r, addr) {
-                        Ok(()) => engine.set_peer_caps(r, shm_eager, cma),
-                        Err(e) if mode == TransportMode::Shm => return Err(Error::Bootstrap(e.0)),
-                        Err(_) => {}
-                    },
-                    _ if mode == TransportMode::Shm => {
-                        return Err(Error::Bootstrap(format!(
-                        "COURIER_TRANSPORT=shm, but rank {r} on this node offers no shared memory"
-                    )))
-                    }
-                    _ => {}
-                }
+                local_rank: env.local_rank,
+                local_size: env.local_size,
+                key: env.key.clone(),
+                bind: env.bind,
+            },
+            host,
+            |card| {
+                let mut c = ServiceClient::connect(&env)?;
+                let cards = c.exchange_cards(&env, card)?;
+                client = Some(c);
+                Ok(cards)
+            },
+        )
+        .and_then(|u| {
+            if let Some(c) = client {
+                u.progress.borrow_mut().set_service(c.into_stream())?;
             }
-            engine.set_window(crate::config::flow_window());
-            let mut progress =
-                Progress::new(engine, env.size, tcp, WaitPolicy::for_node(env.local_size));
-            if let Some(s) = shm {
-                progress.set_shm(s);
+            Ok(u)
+        });
+    }
+    if let Some(pmi) = Pmi::from_env()? {
+        return init_pmi(pmi, host);
+    }
+    if std::env::var_os("SLURM_PROCID").is_some()
+        && std::env::var("SLURM_NTASKS").is_ok_and(|n| n.trim() != "1")
+    {
+        return Err(Error::Bootstrap(
+            "started by srun without a process-management interface: \
+             run `srun --mpi=pmi2 ...` (or start the job with `courier run`)"
+                .into(),
+        ));
+    }
+    let key = JobKey::generate().map_err(|e| Error::io(None, e))?;
+    let eager = crate::config::eager_limit();
+    let tcp = TcpTransport::new(0, 1, key, None).map_err(|e| Error::io(None, e))?;
+    let progress = Progress::new(Engine::new(0, 1, eager), 1, tcp, WaitPolicy::for_node(1));
+    Ok(Universe::new(
+        progress,
+        0,
+        1,
+        Placement {
+            host,
+            node: 0,
+            local_rank: 0,
+            local_size: 1,
+        },
+    ))
+}
+
+/// Where this rank stands in the job, however it was learned.
+struct Layout {
+    rank: u32,
+    size: u32,
+    node: u32,
+    local_rank: u32,
+    local_size: u32,
+    key: JobKey,
+    bind: std::net::IpAddr,
+}
+
+/// Builds the transports, publishes this rank's card through `exchange`
+/// (which returns every rank's card), and wires the engine to its peers.
+fn assemble(
+    l: Layout,
+    host: String,
+    exchange: impl FnOnce(&PeerCard) -> Result<Vec<PeerCard>>,
+) -> Result<Universe> {
+    let eager = crate::config::eager_limit();
+    let mut tcp = TcpTransport::new(l.rank, l.size, l.key.clone(), Some(l.bind))
+        .map_err(|e| Error::io(None, e))?;
+    let tcp_addr = tcp
+        .local_addr()
+        .ok_or_else(|| Error::Bootstrap("no listening address".into()))?;
+    let mode = crate::config::transport_mode().map_err(Error::InvalidArgument)?;
+    let shm = if mode != TransportMode::Tcp && l.local_size > 1 {
+        match ShmTransport::new(
+            l.size,
+            l.local_rank,
+            l.local_size,
+            crate::config::shm_budget(),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) if mode == TransportMode::Shm => {
+                return Err(Error::Bootstrap(format!(
+                    "cannot create a shared-memory segment: {e}"
+                )))
             }
-            progress.set_service(client.into_stream())?;
-            Ok(Universe::new(
-                progress,
-                env.rank as usize,
-                env.size as usize,
-                Placement {
-                    host,
-                    node: env.node,
-                    local_rank: env.local_rank as usize,
-                    local_size: env.local_size as usize,
-                },
-            ))
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let card = PeerCard {
+        node: l.node,
+        tcp: tcp_addr,
+        host: host.clone(),
+        shm: shm.as_ref().map(ShmTransport::addr),
+    };
+    let cards = exchange(&card)?;
+    if cards.len() != l.size as usize {
+        return Err(Error::Bootstrap(format!(
+            "wire-up returned {} cards for {} ranks",
+            cards.len(),
+            l.size
+        )));
+    }
+    let mut engine = Engine::new(l.rank, l.size, eager);
+    engine.set_coop_min(crate::config::cma_coop_min());
+    let mut shm = shm;
+    let shm_eager = crate::config::shm_eager_limit();
+    let cma = crate::config::cma_enabled();
+    for (r, c) in cards.iter().enumerate() {
+        let r = r as u32;
+        tcp.set_addr(r, c.tcp);
+        if r == l.rank || c.node != l.node {
+            continue;
+        }
+        match (shm.as_mut(), c.shm) {
+            (Some(s), Some(addr)) => match s.add_peer(r, addr) {
+                Ok(()) => engine.set_peer_caps(r, shm_eager, cma),
+                Err(e) if mode == TransportMode::Shm => return Err(Error::Bootstrap(e.0)),
+                Err(_) => {}
+            },
+            _ if mode == TransportMode::Shm => {
+                return Err(Error::Bootstrap(format!(
+                    "COURIER_TRANSPORT=shm, but rank {r} on this node offers no shared memory"
+                )))
+            }
+            _ => {}
         }
     }
+    engine.set_window(crate::config::flow_window());
+    let mut progress = Progress::new(engine, l.size, tcp, WaitPolicy::for_node(l.local_size));
+    if let Some(s) = shm {
+        progress.set_shm(s);
+    }
+    Ok(Universe::new(
+        progress,
+        l.rank as usize,
+        l.size as usize,
+        Placement {
+            host,
+            node: l.node,
+            local_rank: l.local_rank as usize,
+            local_size: l.local_size as usize,
+        },
+    ))
+}
+
+/// Wire-up under a standard process manager (PMI): rank 0 makes the job key;
+/// node identity comes from the process manager (`SLURM_NODEID`, else its
+/// `PMI_process_mapping`, else host names); two puts and two barriers.
+fn init_pmi(mut pmi: Pmi, host: String) -> Result<Universe> {
+    let (rank, size) = (pmi.rank, pmi.size);
+    let node_key = std::env::var("SLURM_NODEID").unwrap_or_else(|_| host.clone());
+    pmi.put(&format!("courier-n{rank}"), &hex(node_key.as_bytes()))?;
+    if rank == 0 {
+        let key = JobKey::generate().map_err(|e| Error::io(None, e))?;
+        pmi.put("courier-key", &key.to_hex())?;
+    }
+    pmi.barrier()?;
+    let key = pmi
+        .get("courier-key")?
+        .and_then(|k| JobKey::from_hex(&k))
+        .ok_or_else(|| Error::Bootstrap("PMI: no job key from rank 0".into()))?;
+    let mapping = if std::env::var_os("SLURM_NODEID").is_some() {
+        None
+    } else {
+        pmi.get("PMI_process_mapping")?
+            .and_then(|m| pmi::parse_process_mapping(&m, size as usize))
+    };
+    let nodes: Vec<u32> = match mapping {
+        Some(m) => m,
+        None => {
+            let mut names: Vec<String> = Vec::new();
+            let mut ids = Vec::with_capacity(size as usize);
+            for r in 0..size {
+                let name = pmi
+                    .get(&format!("courier-n{r}"))?
+                    .ok_or_else(|| Error::Bootstrap(format!("PMI: no node for rank {r}")))?;
+                let id = names.iter().position(|n| *n == name).unwrap_or_else(|| {
+                    names.push(name);
+                    names.len() - 1
+                });
+                ids.push(id as u32);
+            }
+            ids
+        }
+    };
+    let node = nodes[rank as usize];
+    let local_rank = nodes[..rank as usize]
+        .iter()
+        .filter(|&&n| n == node)
+        .count() as u32;
+    let local_size = nodes.iter().filter(|&&n| n == node).count() as u32;
+    let bind = if nodes.iter().all(|&n| n == node) {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        crate::bootstrap::outward_address().map_err(Error::Bootstrap)?
+    };
+    let layout = Layout {
+        rank,
+        size,
+        node,
+        local_rank,
+        local_size,
+        key,
+        bind,
+    };
+    let pmi = std::cell::RefCell::new(pmi);
+    let mut u = assemble(layout, host, |card| {
+        let mut p = pmi.borrow_mut();
+        p.put(&format!("courier-c{rank}"), &hex(&card.encode()))?;
+        p.barrier()?;
+        (0..size)
+            .map(|r| {
+                p.get(&format!("courier-c{r}"))?
+                    .and_then(|h| unhex(&h))
+                    .and_then(|b| PeerCard::decode(&b))
+                    .ok_or_else(|| Error::Bootstrap(format!("PMI: no valid card for rank {r}")))
+            })
+            .collect()
+    })?;
+    u.pmi = Some(pmi);
+    Ok(u)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 impl Universe {
@@ -170,6 +323,7 @@ impl Universe {
             world,
             placement,
             finalized: false,
+            pmi: None,
         }
     }
 
@@ -240,6 +394,13 @@ impl Universe {
     /// Ends the whole job with exit code `code` (`MPI_Abort`): the launcher
     /// terminates every rank and exits with `code`. Never returns.
     pub fn abort(&self, code: i32) -> ! {
+        if let Some(pmi) = &self.pmi {
+            if let Ok(mut p) = pmi.try_borrow_mut() {
+                p.abort(code);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::process::exit(code)
+        }
         let msg = ServiceRequest::Abort { code }.encode();
         if let Ok(mut p) = self.progress.try_borrow_mut() {
             if p.service_send(&msg).is_ok() {
@@ -253,10 +414,17 @@ impl Universe {
     /// same but can only print them).
     pub fn finalize(mut self) -> Result<()> {
         self.finalized = true;
-        let mut p = self.progress.borrow_mut();
-        let r = p.finalize();
-        p.tell_service_finalized();
-        r
+        let r = {
+            let mut p = self.progress.borrow_mut();
+            let r = p.finalize();
+            p.tell_service_finalized();
+            r
+        };
+        let pm = match &self.pmi {
+            Some(pmi) => pmi.borrow_mut().finalize().map_err(Error::from),
+            None => Ok(()),
+        };
+        r.and(pm)
     }
 }
 
@@ -271,6 +439,11 @@ impl Drop for Universe {
                     }
                 }
                 p.tell_service_finalized();
+            }
+            if let Some(pmi) = &self.pmi {
+                if let Ok(mut p) = pmi.try_borrow_mut() {
+                    let _ = p.finalize();
+                }
             }
         }
     }

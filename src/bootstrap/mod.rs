@@ -16,6 +16,7 @@
 //! | `COURIER_BIND` | address the data listener binds to (default 127.0.0.1) |
 
 pub mod auth;
+pub(crate) mod pmi;
 pub mod protocol;
 
 use crate::transport::shm::ShmAddr;
@@ -145,6 +146,33 @@ impl JobEnv {
             bind,
         }))
     }
+}
+
+/// The address this host listens on for ranks of other hosts when no
+/// launcher chose one (PMI): the IPv4 address of `COURIER_IFACE`, else of the
+/// first interface that is up and not loopback.
+pub(crate) fn outward_address() -> Result<std::net::IpAddr, String> {
+    let want = std::env::var("COURIER_IFACE").ok();
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    for a in addrs {
+        if want.as_deref().is_some_and(|w| w != a.interface_name) {
+            continue;
+        }
+        let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        let lo = a
+            .flags
+            .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
+        if want.is_none() && (!up || lo) {
+            continue;
+        }
+        if let Some(sin) = a.address.as_ref().and_then(|x| x.as_sockaddr_in()) {
+            return Ok(std::net::IpAddr::V4(sin.ip()));
+        }
+    }
+    Err(match want {
+        Some(w) => format!("COURIER_IFACE={w}: no IPv4 address on that interface"),
+        None => "no network interface to reach other hosts (set COURIER_IFACE)".into(),
+    })
 }
 
 /// How to reach a rank, as published at wire-up.

@@ -5,3 +5,23 @@
 pub(crate) mod cma;
 pub(crate) mod futex;
 pub(crate) mod segment;
+
+/// Takes ownership of descriptor `fd`, inherited from the process manager
+/// (`PMI_FD`), as a Unix stream socket. Fails unless `fd` is an open socket.
+pub(crate) fn adopt_unix_stream(fd: i32) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    if fd < 0 {
+        return Err(std::io::Error::other("negative descriptor"));
+    }
+    // SAFETY: the borrow is used only for the fstat just below, while `fd`
+    // is open (fstat fails cleanly with EBADF if it is not).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&borrowed))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(std::io::Error::other("not a socket"));
+    }
+    // SAFETY: `fd` is an open socket (checked above) that the process
+    // manager handed to this process for the PMI conversation; nothing else
+    // in this process uses or closes it, so taking ownership is sound.
+    Ok(unsafe { std::os::unix::net::UnixStream::from(OwnedFd::from_raw_fd(fd)) })
+}
