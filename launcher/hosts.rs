@@ -85,6 +85,57 @@ fn check_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// Launch agent inside a Slurm allocation: one single-task step per proxy.
+pub(crate) const SLURM_AGENT: &str =
+    "srun --nodes=1 --ntasks=1 --overlap --mpi=none --kill-on-bad-exit=1 -w";
+
+/// The hosts of the Slurm allocation this launcher runs in (`SLURM_JOB_ID`
+/// and a node list set), with the allocation's tasks per node as slots;
+/// `None` outside an allocation.
+pub(crate) fn slurm_allocation() -> Option<Result<Vec<Host>, String>> {
+    std::env::var_os("SLURM_JOB_ID")?;
+    let list = std::env::var("SLURM_JOB_NODELIST")
+        .or_else(|_| std::env::var("SLURM_NODELIST"))
+        .ok()?;
+    Some((|| {
+        let out = std::process::Command::new("scontrol")
+            .args(["show", "hostnames", &list])
+            .output()
+            .map_err(|e| format!("Slurm allocation {list}: cannot run scontrol: {e}"))?;
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if names.is_empty() {
+            return Err(format!("Slurm allocation {list}: no host names"));
+        }
+        let per_node = std::env::var("SLURM_TASKS_PER_NODE")
+            .ok()
+            .and_then(|t| expand_counts(&t))
+            .filter(|c| c.len() == names.len())
+            .unwrap_or_else(|| vec![1; names.len()]);
+        names
+            .into_iter()
+            .zip(per_node)
+            .map(|(n, slots)| check_name(&n).map(|name| Host { name, slots }))
+            .collect()
+    })())
+}
+
+/// Expands Slurm's compressed counts: `2(x3),1` → [2, 2, 2, 1].
+pub(crate) fn expand_counts(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (n, times) = match part.split_once("(x") {
+            Some((n, t)) => (n, t.strip_suffix(')')?.parse::<usize>().ok()?),
+            None => (part, 1),
+        };
+        let n: usize = n.trim().parse().ok()?;
+        out.extend(std::iter::repeat_n(n, times));
+    }
+    Some(out)
+}
+
 /// Whether `name` is this machine (no launch agent needed).
 pub(crate) fn is_local(name: &str) -> bool {
     if matches!(name, "localhost" | "127.0.0.1" | "::1") {
@@ -189,6 +240,13 @@ mod tests {
         assert!(e.contains("f:1") && e.contains("unknown field"), "{e}");
         assert!(parse_hostfile("h1 slots=-1\n", "f").is_err());
         assert!(parse_hostfile("# nothing\n", "f").is_err());
+    }
+
+    #[test]
+    fn slurm_task_counts() {
+        assert_eq!(expand_counts("2(x3),1"), Some(vec![2, 2, 2, 1]));
+        assert_eq!(expand_counts("4"), Some(vec![4]));
+        assert_eq!(expand_counts("2(x"), None);
     }
 
     #[test]

@@ -139,11 +139,16 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
                 .unwrap_or_else(|e| usage_error(&format!("--hostfile {path}: {e}")));
             hosts::parse_hostfile(&text, path).unwrap_or_else(|e| usage_error(&e))
         }
-        (None, None) => vec![hosts::Host {
-            name: "localhost".into(),
-            slots: a.np,
-        }],
+        (None, None) => match hosts::slurm_allocation() {
+            Some(Ok(hs)) => hs,
+            Some(Err(e)) => usage_error(&e),
+            None => vec![hosts::Host {
+                name: "localhost".into(),
+                slots: a.np,
+            }],
+        },
     };
+    let in_slurm = a.host.is_none() && a.hostfile.is_none() && hosts::slurm_allocation().is_some();
     if a.ppn == Some(0) {
         usage_error("--ppn must be at least 1");
     }
@@ -156,9 +161,12 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
         }
         std::env::set_var("COURIER_IFACE", iface);
     }
+    // Inside a Slurm allocation the proxies start as job steps, as Hydra
+    // and Open MPI do; elsewhere through ssh (or the given agent).
     let agent_text = a
         .launch_agent
         .clone()
+        .or_else(|| in_slurm.then(|| hosts::SLURM_AGENT.to_string()))
         .or_else(|| std::env::var("COURIER_LAUNCH_AGENT").ok())
         .unwrap_or_else(|| "ssh".into());
     let agent: Vec<String> = agent_text.split_whitespace().map(String::from).collect();

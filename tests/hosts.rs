@@ -28,9 +28,16 @@ impl Testbed {
 
     /// `courier run ARGS` on host h1.
     fn run_on_h1(&self, args: &[&str]) -> Job {
+        let mut all = vec![courier(), "run"];
+        all.extend_from_slice(args);
+        self.exec_on_h1(&all)
+    }
+
+    /// Any command on host h1 (with the test bed's environment).
+    fn exec_on_h1(&self, cmd: &[&str]) -> Job {
         let out = Command::new(TESTBED)
-            .args(["exec", "h1", courier(), "run"])
-            .args(args)
+            .args(["exec", "h1"])
+            .args(cmd)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -152,6 +159,82 @@ fn jobs_across_two_simulated_hosts() {
         j.stderr
     );
 
+    // Standard process managers: Slurm (srun with PMI, and `courier run`
+    // inside an allocation) and MPICH's Hydra over ssh.
+    let out = Command::new(TESTBED).arg("slurm").output().unwrap();
+    assert!(
+        out.status.success(),
+        "slurm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = |j: &Job, what: &str| {
+        j.assert_ranks_passed(4);
+        assert_eq!(
+            j.stdout.matches(" as node ").count(),
+            4,
+            "{what}: bodies ran\n{}",
+            j.stdout
+        );
+        assert_eq!(
+            j.stdout.matches("on h2 as node 1").count(),
+            2,
+            "{what}\n{}",
+            j.stdout
+        );
+    };
+    let mut cmd = vec![
+        "env",
+        "EXPECT_NODES=0011",
+        "srun",
+        "--mpi=pmi2",
+        "-N2",
+        "-n4",
+    ];
+    cmd.extend(body("body_across_hosts"));
+    check(&tb.exec_on_h1(&cmd), "srun --mpi=pmi2");
+    let mut cmd = vec![
+        "env",
+        "EXPECT_NODES=0011",
+        "salloc",
+        "-N2",
+        "-n4",
+        courier(),
+        "run",
+        "-n",
+        "4",
+    ];
+    cmd.extend(body("body_across_hosts"));
+    check(&tb.exec_on_h1(&cmd), "courier run inside salloc");
+    let wrapper = "/run/courier-testbed/ssh-wrapper";
+    let mut cmd = vec![
+        "env",
+        "EXPECT_NODES=0011",
+        "mpiexec.hydra",
+        "-launcher",
+        "ssh",
+        "-launcher-exec",
+        wrapper,
+        "-hosts",
+        "h1,h2",
+        "-ppn",
+        "2",
+        "-n",
+        "4",
+    ];
+    cmd.extend(body("body_across_hosts"));
+    check(&tb.exec_on_h1(&cmd), "mpiexec.hydra");
+    // srun without PMI: a clear error, not a job of singletons.
+    let mut cmd = vec!["srun", "-N2", "-n2"];
+    cmd.extend(body("body_plain_srun"));
+    let j = tb.exec_on_h1(&cmd);
+    assert!(j.code.is_some_and(|c| c != 0), "{}", j.stdout);
+    assert!(
+        j.stdout.contains("--mpi=pmi2") || j.stderr.contains("--mpi=pmi2"),
+        "{}\n{}",
+        j.stdout,
+        j.stderr
+    );
+
     // A remote proxy killed mid-job ends the whole job with a clear message
     // and leaves no process on any host.
     let marker = format!("COURIER_TEST_HOSTS={}", std::process::id());
@@ -270,6 +353,17 @@ fn body_across_hosts() {
         assert_eq!(kind, want, "rank {me} to rank {peer}: {}", u.debug_report());
     }
     w.barrier().unwrap();
+}
+
+#[test]
+#[ignore = "rank body: run through srun without PMI"]
+fn body_plain_srun() {
+    if std::env::var_os("SLURM_PROCID").is_none() {
+        return;
+    }
+    // Must fail with advice, not become a singleton.
+    let e = courier::init().unwrap_err();
+    panic!("init refused: {e}");
 }
 
 #[test]

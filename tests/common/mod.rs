@@ -15,9 +15,13 @@ pub fn courier() -> &'static str {
     env!("CARGO_BIN_EXE_courier")
 }
 
-/// `Some(universe)` when this process is a rank of a job.
+/// `Some(universe)` when this process is a rank of a job (`courier run`,
+/// `mpiexec.hydra` or `srun --mpi=pmi2`).
 pub fn rank_init() -> Option<courier::Universe> {
-    std::env::var_os("COURIER_RANK")?;
+    // Started by `courier run`, or by a process manager speaking PMI.
+    if std::env::var_os("COURIER_RANK").is_none() && std::env::var_os("PMI_FD").is_none() {
+        return None;
+    }
     Some(courier::init().expect("courier::init"))
 }
 

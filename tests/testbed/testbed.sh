@@ -4,6 +4,8 @@
 # joined by a bridge in namespace tb-sw, each running sshd on 10.99.0.i:2222.
 #
 #   testbed.sh up [N]          create hosts h1..hN (default 2); idempotent
+#   testbed.sh slurm           also start munge, slurmctld (on h1) and slurmd
+#                              on every host (installs slurm-wlm if needed)
 #   testbed.sh down            remove everything (also after a failed test)
 #   testbed.sh exec HOST CMD   run CMD "on" HOST with an environment in which
 #                              `courier run --host h1,h2 ...` works as is
@@ -16,6 +18,13 @@ set -euo pipefail
 TB_DIR=${TB_DIR:-/run/courier-testbed}
 SUBNET=10.99.0
 UTS=/run/tb-uts
+
+need_slurm() {
+  command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 && return 0
+  [ -x /usr/sbin/munged ] && [ -x /usr/sbin/slurmctld ] && return 0
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+}
 
 need_packages() {
   command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] && return 0
@@ -82,7 +91,9 @@ StrictModes no
 AcceptEnv COURIER_*
 SetEnv PATH=$PATH
 CONF
-    on "$h" /usr/sbin/sshd -f "$TB_DIR/sshd_$h.conf" -E "$TB_DIR/sshd_$h.log"
+    # Through `ip netns exec`, so sessions see the per-host /etc/hosts.
+    ip netns exec "tb-$h" nsenter --uts="$UTS/$h" \
+      /usr/sbin/sshd -f "$TB_DIR/sshd_$h.conf" -E "$TB_DIR/sshd_$h.log"
     cat >> "$TB_DIR/ssh_config" <<CONF
 Host $h
   HostName $SUBNET.$i
@@ -98,6 +109,9 @@ Host $h
 CONF
   done
   echo "$n" > "$TB_DIR/hosts"
+  # For launchers that want a command (mpiexec.hydra -launcher-exec).
+  printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$TB_DIR/ssh_config" > "$TB_DIR/ssh-wrapper"
+  chmod +x "$TB_DIR/ssh-wrapper"
   # Wait until every sshd answers (from inside h1).
   for i in $(seq 1 "$n"); do
     for _ in $(seq 50); do
@@ -109,7 +123,72 @@ CONF
   done
 }
 
+slurm() {
+  local n
+  n=$(host_count)
+  [ "$n" -gt 0 ] || { echo "testbed is not up" >&2; exit 2; }
+  if [ -f "$TB_DIR/slurm/slurmctld.pid" ] && kill -0 "$(cat "$TB_DIR/slurm/slurmctld.pid")" 2>/dev/null; then
+    return 0
+  fi
+  need_slurm
+  local D=$TB_DIR/slurm
+  mkdir -p "$D/state" /run/munge
+  chown munge:munge /run/munge 2>/dev/null || true
+  if ! pgrep -x munged >/dev/null; then
+    [ -f /etc/munge/munge.key ] || /usr/sbin/mungekey -c 2>/dev/null || create-munge-key 2>/dev/null || true
+    runuser -u munge -- /usr/sbin/munged --pid-file="$D/munged.pid" 2>/dev/null || runuser -u munge -- /usr/sbin/munged
+    echo started > "$D/munged.ours"
+  fi
+  local nodes="" names=""
+  for i in $(seq 1 "$n"); do
+    mkdir -p "$D/spool/h$i"
+    nodes+="NodeName=h$i NodeAddr=$SUBNET.$i CPUs=2 State=UNKNOWN"$'\n'
+    names+="${names:+,}h$i"
+  done
+  cat > "$D/slurm.conf" <<CONF
+ClusterName=tb
+SlurmctldHost=h1($SUBNET.1)
+SlurmUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$D/state
+SlurmdSpoolDir=$D/spool/%n
+SlurmctldPidFile=$D/slurmctld.pid
+SlurmdPidFile=$D/slurmd.%n.pid
+SlurmctldLogFile=$D/slurmctld.log
+SlurmdLogFile=$D/slurmd.%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+${nodes}PartitionName=debug Nodes=$names Default=YES MaxTime=INFINITE State=UP
+CONF
+  on h1 env SLURM_CONF="$D/slurm.conf" slurmctld -i
+  for i in $(seq 1 "$n"); do
+    on "h$i" env SLURM_CONF="$D/slurm.conf" slurmd
+  done
+  for _ in $(seq 100); do
+    if ip netns exec tb-h1 env SLURM_CONF="$D/slurm.conf" sinfo -h -o '%T %D' 2>/dev/null | grep -q "^idle $n\$"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "slurm did not come up" >&2
+  exit 1
+}
+
 down() {
+  local D=$TB_DIR/slurm
+  for f in "$D"/slurmd.*.pid "$D"/slurmctld.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  if [ -f "$D/munged.ours" ]; then
+    pkill -x munged 2>/dev/null || true
+  fi
   for f in "$TB_DIR"/sshd_*.pid; do
     [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
   done
@@ -134,12 +213,14 @@ exec_on() {
   local h=$1; shift
   [ -d "$TB_DIR" ] || { echo "testbed is not up" >&2; exit 2; }
   exec ip netns exec "tb-$h" nsenter --uts="$UTS/$h" \
-    env COURIER_LAUNCH_AGENT="ssh -F $TB_DIR/ssh_config" "$@"
+    env COURIER_LAUNCH_AGENT="ssh -F $TB_DIR/ssh_config" \
+    SLURM_CONF="$TB_DIR/slurm/slurm.conf" TB_SSH="$TB_DIR/ssh-wrapper" "$@"
 }
 
 case "${1:-}" in
   up) shift; up "$@" ;;
+  slurm) slurm ;;
   down) down ;;
   exec) shift; exec_on "$@" ;;
-  *) echo "usage: $0 up [N] | down | exec HOST CMD..." >&2; exit 2 ;;
+  *) echo "usage: $0 up [N] | slurm | down | exec HOST CMD..." >&2; exit 2 ;;
 esac
