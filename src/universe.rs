@@ -241,7 +241,7 @@ fn init_pmi(mut pmi: Pmi, host: String) -> Result<Universe> {
     let mapping = if std::env::var_os("SLURM_NODEID").is_some() {
         None
     } else {
-        pmi.get("PMI_process_mapping")?
+        pmi.process_mapping()?
             .and_then(|m| pmi::parse_process_mapping(&m, size as usize))
     };
     let nodes: Vec<u32> = match mapping {

@@ -1,7 +1,9 @@
-//! Wire-up through a standard process manager: the PMI-1 wire protocol over
-//! the descriptor in `PMI_FD`, as MPICH's `mpiexec.hydra` and Slurm's
-//! `srun --mpi=pmi2` serve it (Slurm's pmi2 plugin answers PMI-1 commands
-//! too). One line per message, `key=value` fields separated by spaces.
+//! Wire-up through a standard process manager over the descriptor in
+//! `PMI_FD`: PMI-2 where the process manager announces a job id
+//! (`PMI_JOBID`, as Slurm's `srun --mpi=pmi2` does), PMI-1 otherwise (MPICH's
+//! `mpiexec.hydra`); `COURIER_PMI=1|2` forces one.
+//!
+//! PMI-1: one line per message, `key=value` fields separated by spaces.
 //! Replies are parsed by key, never by position: Hydra puts `rc=` last and
 //! adds `msg=`, Slurm puts `rc=` first and omits `msg=`, and a missing key
 //! is `rc=-1` (Hydra) or `rc=1` (Slurm).
@@ -15,6 +17,15 @@
 //! cmd=finalize                              → cmd=finalize_ack
 //! cmd=abort exitcode=N
 //! ```
+//!
+//! PMI-2: after the PMI-1 style `cmd=init pmi_version=2 pmi_subversion=0`
+//! line, every message is a 6-character space-padded decimal length followed
+//! by `key=value;` pairs: `cmd=fullinit;pmijobid=J;pmirank=R;threaded=FALSE;`,
+//! `cmd=kvs-put;key=K;value=V;`, `cmd=kvs-fence;`,
+//! `cmd=kvs-get;jobid=;srcid=-1;key=K;` (→ `found=TRUE;value=V;`),
+//! `cmd=info-getjobattr;key=PMI_process_mapping;`, `cmd=finalize;`. Slurm
+//! answers `fullinit` with `rc=3` and works anyway, so only the fields that
+//! carry data are trusted there.
 
 use super::BootstrapError;
 use std::io::{BufRead, BufReader, Write};
@@ -31,6 +42,16 @@ impl Fields {
             line.split_whitespace()
                 .filter_map(|w| w.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// Parses a PMI-2 message body (`key=value;` pairs).
+    pub(crate) fn parse_v2(body: &str) -> Fields {
+        Fields(
+            body.split(';')
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
                 .collect(),
         )
     }
@@ -55,6 +76,7 @@ pub(crate) struct Pmi {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     kvs: String,
+    v2: bool,
     pub(crate) rank: u32,
     pub(crate) size: u32,
 }
@@ -94,13 +116,42 @@ impl Pmi {
         let writer = stream
             .try_clone()
             .map_err(|e| proto(format!("descriptor: {e}")))?;
+        let v2 = match std::env::var("COURIER_PMI").as_deref() {
+            Ok("1") => false,
+            Ok("2") => true,
+            _ => std::env::var_os("PMI_JOBID").is_some(),
+        };
         let mut pmi = Pmi {
             reader: BufReader::new(stream),
             writer,
             kvs: String::new(),
+            v2,
             rank,
             size,
         };
+        if v2 {
+            let r = pmi.call(
+                "cmd=init pmi_version=2 pmi_subversion=0",
+                "response_to_init",
+            )?;
+            if !r.ok() {
+                return Err(proto(format!("PMI-2 init refused: {r:?}")));
+            }
+            let job = std::env::var("PMI_JOBID").unwrap_or_default();
+            let r = pmi.call2(
+                &format!("cmd=fullinit;pmijobid={job};pmirank={rank};threaded=FALSE;"),
+                "fullinit-response",
+            )?;
+            // Slurm answers rc=3 and works: trust the data fields instead.
+            if let Some(r2) = r.get("rank").and_then(|v| v.parse::<u32>().ok()) {
+                if r2 != rank {
+                    return Err(proto(format!(
+                        "fullinit gave rank {r2}, PMI_RANK says {rank}"
+                    )));
+                }
+            }
+            return Ok(Some(pmi));
+        }
         let r = pmi.call(
             "cmd=init pmi_version=1 pmi_subversion=1",
             "response_to_init",
@@ -114,6 +165,34 @@ impl Pmi {
             .ok_or_else(|| proto("no kvsname".into()))?
             .to_string();
         Ok(Some(pmi))
+    }
+
+    /// Sends a PMI-2 message and reads the reply whose `cmd` is `expect`.
+    fn call2(&mut self, body: &str, expect: &str) -> Result<Fields, BootstrapError> {
+        use std::io::Read;
+        let msg = format!("{:<6}{body}", body.len());
+        self.writer
+            .write_all(msg.as_bytes())
+            .map_err(|e| proto(format!("write: {e}")))?;
+        loop {
+            let mut len = [0u8; 6];
+            self.reader
+                .read_exact(&mut len)
+                .map_err(|e| proto(format!("read: {e}")))?;
+            let n: usize = std::str::from_utf8(&len)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .filter(|&n| n <= 1 << 20)
+                .ok_or_else(|| proto(format!("bad length field {len:?}")))?;
+            let mut body = vec![0u8; n];
+            self.reader
+                .read_exact(&mut body)
+                .map_err(|e| proto(format!("read: {e}")))?;
+            let f = Fields::parse_v2(&String::from_utf8_lossy(&body));
+            if f.get("cmd") == Some(expect) {
+                return Ok(f);
+            }
+        }
     }
 
     fn send(&mut self, line: &str) -> Result<(), BootstrapError> {
@@ -144,10 +223,17 @@ impl Pmi {
         }
     }
 
-    /// Stores `key` = `value` (no spaces or `=` in either).
+    /// Stores `key` = `value` (no spaces, `;` or `=` in either).
     pub(crate) fn put(&mut self, key: &str, value: &str) -> Result<(), BootstrapError> {
-        let line = format!("cmd=put kvsname={} key={key} value={value}", self.kvs);
-        let r = self.call(&line, "put_result")?;
+        let r = if self.v2 {
+            self.call2(
+                &format!("cmd=kvs-put;key={key};value={value};"),
+                "kvs-put-response",
+            )?
+        } else {
+            let line = format!("cmd=put kvsname={} key={key} value={value}", self.kvs);
+            self.call(&line, "put_result")?
+        };
         if r.ok() {
             Ok(())
         } else {
@@ -157,11 +243,28 @@ impl Pmi {
 
     /// Waits for every rank (makes earlier puts visible).
     pub(crate) fn barrier(&mut self) -> Result<(), BootstrapError> {
+        if self.v2 {
+            let r = self.call2("cmd=kvs-fence;", "kvs-fence-response")?;
+            return if r.ok() {
+                Ok(())
+            } else {
+                Err(proto(format!("fence refused: {r:?}")))
+            };
+        }
         self.call("cmd=barrier_in", "barrier_out").map(|_| ())
     }
 
     /// Looks `key` up; `None` when it does not exist.
     pub(crate) fn get(&mut self, key: &str) -> Result<Option<String>, BootstrapError> {
+        if self.v2 {
+            let r = self.call2(
+                &format!("cmd=kvs-get;jobid=;srcid=-1;key={key};"),
+                "kvs-get-response",
+            )?;
+            return Ok((r.ok() && r.get("found") == Some("TRUE"))
+                .then(|| r.get("value").map(str::to_string))
+                .flatten());
+        }
         let line = format!("cmd=get kvsname={} key={key}", self.kvs);
         let r = self.call(&line, "get_result")?;
         Ok(if r.ok() {
@@ -171,13 +274,37 @@ impl Pmi {
         })
     }
 
+    /// The process manager's map of ranks to nodes, if it publishes one.
+    pub(crate) fn process_mapping(&mut self) -> Result<Option<String>, BootstrapError> {
+        if self.v2 {
+            let r = self.call2(
+                "cmd=info-getjobattr;key=PMI_process_mapping;",
+                "info-getjobattr-response",
+            )?;
+            return Ok((r.get("found") == Some("TRUE"))
+                .then(|| r.get("value").map(str::to_string))
+                .flatten());
+        }
+        self.get("PMI_process_mapping")
+    }
+
     /// Clean finish.
     pub(crate) fn finalize(&mut self) -> Result<(), BootstrapError> {
+        if self.v2 {
+            return self.call2("cmd=finalize;", "finalize-response").map(|_| ());
+        }
         self.call("cmd=finalize", "finalize_ack").map(|_| ())
     }
 
     /// Asks the process manager to end the job with `code`.
     pub(crate) fn abort(&mut self, code: i32) {
+        if self.v2 {
+            let body = format!("cmd=abort;isworld=TRUE;msg=courier abort({code});");
+            let _ = self
+                .writer
+                .write_all(format!("{:<6}{body}", body.len()).as_bytes());
+            return;
+        }
         let _ = self.send(&format!("cmd=abort exitcode={code}"));
     }
 }
@@ -226,6 +353,20 @@ mod tests {
         assert!(!missing_hydra.ok() && !missing_slurm.ok());
         let rc_first = Fields::parse("cmd=put_result rc=0");
         assert!(rc_first.ok());
+    }
+
+    #[test]
+    fn pmi2_bodies_are_parsed_by_key() {
+        let f =
+            Fields::parse_v2("cmd=fullinit-response;rc=3;pmi-version=2;rank=1;size=4;appnum=-1;");
+        assert_eq!((f.get("rank"), f.get("size")), (Some("1"), Some("4")));
+        assert!(!f.ok());
+        let g = Fields::parse_v2("cmd=kvs-get-response;rc=0;found=TRUE;value=v0;");
+        assert_eq!(g.get("value"), Some("v0"));
+        let m = Fields::parse_v2(
+            "cmd=info-getjobattr-response;rc=0;found=TRUE;value=(vector,(0,2,2));",
+        );
+        assert_eq!(m.get("value"), Some("(vector,(0,2,2))"));
     }
 
     #[test]
