@@ -1,5 +1,6 @@
-//! `courier run`: start N ranks on this host, serve their wire-up, forward
-//! their output and signals, and end the job as a whole.
+//! `courier run`: start N ranks on this host and, through one `courier
+//! proxy` per remote host (see `proxy.rs`), on other hosts; serve their
+//! wire-up, forward their output and signals, and end the job as a whole.
 //!
 //! One mio event loop does everything: the rendezvous service, every rank's
 //! stdout/stderr pipe, and signals (SIGCHLD, SIGINT, SIGTERM, SIGHUP arrive

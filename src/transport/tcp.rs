@@ -280,6 +280,8 @@ impl TcpTransport {
             .ok_or_else(|| LinkError(format!("no address known for rank {peer}")))?;
         let err = |e: io::Error| LinkError(format!("connect to rank {peer} at {addr}: {e}"));
         let stream = TcpStream::connect(addr).map_err(err)?;
+        // No Nagle delay on our side either (accepted links get the same).
+        tune(&stream);
         let c = Connector::new(self.key.clone(), self.me, peer).map_err(err)?;
         let i = self
             .insert(Conn {

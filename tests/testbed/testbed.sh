@@ -69,8 +69,11 @@ up() {
     ip -n tb-sw link set "tbp$i" master br0
     ip -n tb-sw link set "tbp$i" up
     ip -n "tb-$h" link set lo up
-    ip -n "tb-$h" addr add "$SUBNET.$i/24" dev "tbv$i"
-    ip -n "tb-$h" link set "tbv$i" up
+    # Every host calls its interface eth0, as real nodes would (MPI
+    # libraries select interfaces by name).
+    ip -n "tb-$h" link set "tbv$i" name eth0
+    ip -n "tb-$h" addr add "$SUBNET.$i/24" dev eth0
+    ip -n "tb-$h" link set eth0 up
     touch "$UTS/$h"
     unshare --uts="$UTS/$h" hostname "$h"
     # Name resolution inside the namespaces: `ip netns exec` mounts
