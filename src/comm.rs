@@ -134,6 +134,19 @@ pub(crate) struct CommShared {
     id: usize,
     rank: usize,
     group: Group,
+    /// Sub-communicators for node-aware collectives, built on first use:
+    /// `Some(None)` when this communicator does not span several nodes with
+    /// several ranks on one of them.
+    pub(crate) hier: RefCell<Option<Option<Rc<Hierarchy>>>>,
+}
+
+/// A communicator cut by node: the ranks of this rank's node, and one leader
+/// (node rank 0) per node.
+#[derive(Debug)]
+pub(crate) struct Hierarchy {
+    pub(crate) node: Communicator,
+    /// Present on leaders only.
+    pub(crate) leaders: Option<Communicator>,
 }
 
 impl Drop for CommShared {
@@ -363,6 +376,39 @@ impl Communicator {
         Ok(Some(self.derived(id, me, Group::Map { ranks, inverse })))
     }
 
+    /// The node-aware split of this communicator, built on first use (a
+    /// collective call: every rank reaches it in the same collective).
+    pub(crate) fn hierarchy(&self) -> Result<Option<Rc<Hierarchy>>> {
+        if let Some(h) = self.shared.hier.borrow().as_ref() {
+            return Ok(h.clone());
+        }
+        let nodes: Vec<u32> = {
+            let p = self.shared.progress.borrow();
+            (0..self.size())
+                .map(|r| self.shared.world_rank(r).map(|w| p.node_of(w)))
+                .collect::<Result<_>>()?
+        };
+        let mut distinct = nodes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let shared_node = distinct
+            .iter()
+            .any(|n| nodes.iter().filter(|&&m| m == *n).count() > 1);
+        let wanted = std::env::var("COURIER_HIERARCHICAL").as_deref() != Ok("0");
+        let h = if wanted && distinct.len() > 1 && shared_node {
+            let me = self.rank();
+            let node = self
+                .split(Some(nodes[me]), me as i32)?
+                .ok_or_else(|| Error::InvalidArgument("node split lost this rank".into()))?;
+            let leaders = self.split((node.rank() == 0).then_some(0), me as i32)?;
+            Some(Rc::new(Hierarchy { node, leaders }))
+        } else {
+            None
+        };
+        *self.shared.hier.borrow_mut() = Some(h.clone());
+        Ok(h)
+    }
+
     /// Splits by node (`MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)`): the ranks
     /// that the launcher placed on this rank's node.
     pub fn split_by_node(&self, node: u32) -> Result<Communicator> {
@@ -375,6 +421,7 @@ impl Communicator {
             shared: Rc::new(CommShared {
                 progress: self.shared.progress.clone(),
                 scratch: RefCell::new(Vec::new()),
+                hier: RefCell::new(None),
                 contexts: self.shared.contexts.clone(),
                 id,
                 rank,
@@ -386,8 +433,9 @@ impl Communicator {
     /// The lowest context id free on every rank of this communicator, claimed.
     fn agree_context_id(&self) -> Result<usize> {
         let mask = self.shared.contexts.borrow().free_mask();
-        let mut agreed = vec![0u64; mask.len()];
-        self.all_reduce(&mask, &mut agreed, crate::Op::BitAnd)?;
+        let mut agreed = mask.clone();
+        // Flat on purpose: a node-aware all-reduce would create communicators.
+        self.all_reduce_flat(&mut agreed, crate::Op::BitAnd)?;
         let k = agreed
             .iter()
             .enumerate()
@@ -424,6 +472,7 @@ impl Communicator {
             shared: Rc::new(CommShared {
                 progress,
                 scratch: RefCell::new(Vec::new()),
+                hier: RefCell::new(None),
                 contexts: Rc::new(RefCell::new(ContextIds::new())),
                 id: 0,
                 rank,

@@ -144,6 +144,8 @@ pub(crate) struct Progress {
     shm: Option<ShmTransport>,
     /// Transport of each peer (`SelfLoop` for this rank).
     kinds: Vec<LinkKind>,
+    /// Node of every world rank (from wire-up); empty for a singleton.
+    nodes: Vec<u32>,
     cma_warned: bool,
     out: Vec<VecDeque<OutFrame>>,
     inp: Vec<Option<Box<InState>>>,
@@ -168,6 +170,7 @@ impl Progress {
             tcp,
             selfloop: SelfLoop::default(),
             shm: None,
+            nodes: Vec::new(),
             kinds: (0..size)
                 .map(|r| {
                     if r == me {
@@ -243,6 +246,16 @@ impl Progress {
     pub(crate) fn tell_service_finalized(&mut self) {
         let msg = crate::bootstrap::protocol::Request::Finalize.encode();
         let _ = self.service_send(&msg);
+    }
+
+    /// Records the node of every world rank.
+    pub(crate) fn set_nodes(&mut self, nodes: Vec<u32>) {
+        self.nodes = nodes;
+    }
+
+    /// The node of world rank `r` (0 when unknown).
+    pub(crate) fn node_of(&self, r: u32) -> u32 {
+        self.nodes.get(r as usize).copied().unwrap_or(0)
     }
 
     /// Whether this node runs more ranks than it has cores.

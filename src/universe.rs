@@ -206,6 +206,7 @@ fn assemble(
     }
     engine.set_window(crate::config::flow_window());
     let mut progress = Progress::new(engine, l.size, tcp, WaitPolicy::for_node(l.local_size));
+    progress.set_nodes(cards.iter().map(|c| c.node).collect());
     if let Some(s) = shm {
         progress.set_shm(s);
     }

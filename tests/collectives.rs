@@ -66,6 +66,37 @@ fn collectives_over_tcp_and_without_cma() {
     run_body_env("body_collectives", 4, &[("COURIER_CMA", "0")], 180).assert_ranks_passed(4);
 }
 
+/// Two "nodes" on this machine (two host entries that are both local get
+/// distinct node ids): shared memory inside each, TCP across, and the
+/// node-aware all-reduce (reduce in the node, all-reduce among leaders,
+/// broadcast in the node) under every collective check.
+#[test]
+fn collectives_across_two_nodes_of_one_machine() {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for hosts in ["localhost:3,127.0.0.1:2", "localhost:2,127.0.0.1:2"] {
+        let np = if hosts.ends_with(":2") && hosts.starts_with("localhost:3") {
+            "5"
+        } else {
+            "4"
+        };
+        let j = common::launch(
+            &["-n", np, "--host", hosts, "--timeout", "180"],
+            &[
+                &exe,
+                "--exact",
+                "body_collectives",
+                "--include-ignored",
+                "--nocapture",
+            ],
+        );
+        j.assert_ranks_passed(np.parse().unwrap());
+        assert_eq!(j.stdout.matches(" on node 1 (").count(), 2, "{}", j.stdout);
+    }
+}
+
 #[test]
 fn communicators_dup_split_and_isolation() {
     for np in [1, 2, 5, 8] {
@@ -374,6 +405,14 @@ fn check_everything(w: &Communicator) {
 #[ignore = "rank body: run through courier"]
 fn body_collectives() {
     let Some(u) = rank_init() else { return };
+    let pl = u.placement();
+    println!(
+        "rank {} on node {} ({} of {} there)",
+        u.world().rank(),
+        pl.node,
+        pl.local_rank,
+        pl.local_size
+    );
     check_everything(&u.world());
 }
 

@@ -248,6 +248,36 @@ impl Communicator {
         commutative: bool,
         f: UserOp<'_, T>,
     ) -> Result<()> {
+        // Across nodes: reduce inside each node (shared memory), all-reduce
+        // among node leaders (network), broadcast inside each node. Every
+        // rank receives its leader's bytes, which all leaders computed alike.
+        if commutative && tune::Allreduce::forced()?.is_none() {
+            if let Some(h) = self.hierarchy()? {
+                let mut tmp = buf.to_vec();
+                h.node.reduce_with(buf, &mut tmp, 0, true, &mut *f)?;
+                if let Some(leaders) = &h.leaders {
+                    leaders.all_reduce_in_place_with(&mut tmp, true, &mut *f)?;
+                    buf.copy_from_slice(&tmp);
+                }
+                return h.node.broadcast(buf, 0);
+            }
+        }
+        self.all_reduce_flat_with(buf, commutative, f)
+    }
+
+    /// All-reduce without the node-aware path (used to agree on context ids,
+    /// which the node-aware path itself needs).
+    pub(crate) fn all_reduce_flat<T: Reducible>(&self, buf: &mut [T], op: Op) -> Result<()> {
+        T::reduce_into(op, &mut [], &[])?;
+        self.all_reduce_flat_with(buf, true, &mut |a, b| T::reduce_into(op, a, b))
+    }
+
+    fn all_reduce_flat_with<T: Pod>(
+        &self,
+        buf: &mut [T],
+        commutative: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
         let c = self.shared();
         let alg = tune::allreduce(call::<T>(c, buf.len(), commutative))?;
         with_scratch(c, buf.len(), |tmp| match alg {
