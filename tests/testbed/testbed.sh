@@ -3,7 +3,7 @@
 # network namespaces tb-h1..tb-hN with their own hostname (UTS namespace),
 # joined by a bridge in namespace tb-sw, each running sshd on 10.99.0.i:2222.
 #
-#   testbed.sh up [N]          create hosts h1..hN (default 2); idempotent
+#   testbed.sh up [N] [--slurm] create hosts h1..hN (default 2); idempotent
 #   testbed.sh slurm           also start munge, slurmctld (on h1) and slurmd
 #                              on every host (installs slurm-wlm if needed)
 #   testbed.sh down            remove everything (also after a failed test)
@@ -221,7 +221,13 @@ exec_on() {
 }
 
 case "${1:-}" in
-  up) shift; up "$@" ;;
+  up) shift
+      if [ "${2:-}" = --slurm ] || [ "${1:-}" = --slurm ]; then
+        n=2; [ "${1:-}" = --slurm ] || n=$1
+        up "$n"; slurm
+      else
+        up "$@"
+      fi ;;
   slurm) slurm ;;
   down) down ;;
   exec) shift; exec_on "$@" ;;
