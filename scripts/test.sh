@@ -5,8 +5,16 @@
 # Installs what it needs (valgrind) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v valgrind >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+# valgrind for memcheck; sshd, Slurm, munge and MPICH's Hydra for the
+# multi-host tests on simulated hosts (tests/hosts.rs, tests/testbed/).
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
+command -v slurmctld >/dev/null || need+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || need+=(munge)
+command -v mpiexec.hydra >/dev/null || need+=(mpich)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo test --all-targets --all-features
 cargo test --doc
