@@ -11,6 +11,12 @@
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
+//! Before the table, an all-reduce with a commutative operation on a
+//! communicator that spans several nodes, with several ranks on at least
+//! one, runs node-aware: reduce inside each node, all-reduce among node
+//! leaders, broadcast inside each node (`COURIER_HIERARCHICAL=0`, or forcing
+//! an algorithm, turns this off).
+//!
 //! An override that cannot serve a call (recursive-doubling all-gather on a
 //! size that is not a power of two, Bruck with unequal counts, a
 //! commutative-only algorithm with a non-commutative op) falls back to the
