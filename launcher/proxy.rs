@@ -23,19 +23,7 @@ use std::time::Duration;
 /// Protocol header line.
 pub(crate) const HELLO: &str = "courier-proxy 1";
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub(crate) use courier::bootstrap::{hex, unhex};
 
 #[derive(Default)]
 struct Plan {

@@ -2,7 +2,7 @@
 
 use crate::bootstrap::pmi::{self, Pmi};
 use crate::bootstrap::protocol::Request as ServiceRequest;
-use crate::bootstrap::{auth::JobKey, JobEnv, PeerCard, ServiceClient};
+use crate::bootstrap::{auth::JobKey, hex, unhex, JobEnv, PeerCard, ServiceClient};
 use crate::comm::Communicator;
 use crate::config::TransportMode;
 use crate::engine::Engine;
@@ -299,20 +299,6 @@ fn init_pmi(mut pmi: Pmi, host: String) -> Result<Universe> {
     })?;
     u.pmi = Some(pmi);
     Ok(u)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl Universe {

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{courier, Job};
+use common::{courier, processes_with, Job};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,27 +78,6 @@ struct Outcome {
     pids: Vec<i32>,
     /// The environment entry every process of the job carries.
     marker: String,
-}
-
-/// Processes whose environment holds `marker` (any process of a job, even
-/// one that never printed its pid).
-fn processes_with(marker: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 fn run_fault(transport: &str, np: usize, kind: &str, rank: usize, at: u32, point: &str) -> Outcome {

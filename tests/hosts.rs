@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{courier, rank_init, Job};
+use common::{courier, processes_with, rank_init, Job};
 use courier::LinkKind;
 use std::process::{Command, Stdio};
 
@@ -56,25 +56,6 @@ fn exe() -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
-}
-
-/// Processes whose initial environment holds `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 #[test]

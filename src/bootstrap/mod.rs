@@ -148,6 +148,23 @@ impl JobEnv {
     }
 }
 
+/// Lower-case hex of `b` (values in the process managers' key/value spaces
+/// and in the launcher-proxy protocol, so any bytes pass).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Inverse of [`hex`]; `None` for anything that is not even-length hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The address this host listens on for ranks of other hosts when no
 /// launcher chose one (PMI): the IPv4 address of `COURIER_IFACE`, else of the
 /// first interface that is up and not loopback.
