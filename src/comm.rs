@@ -216,13 +216,7 @@ impl CommShared {
             Some(tag),
             bytes,
         )?;
-        if info.len != want {
-            return Err(Error::InvalidArgument(format!(
-                "collective message from rank {src} has {} bytes, {want} expected: do all ranks pass the same counts?",
-                info.len
-            )));
-        }
-        Ok(())
+        check_coll_len(src, info.len, want)
     }
 
     /// Receives into `bytes` from `src` on the collective context while
@@ -249,14 +243,7 @@ impl CommShared {
             let done = during();
             let info = r.wait_info();
             done?;
-            let info = info?;
-            if info.len != want {
-                return Err(Error::InvalidArgument(format!(
-                    "collective message from rank {src} has {} bytes, {want} expected: do all ranks pass the same counts?",
-                    info.len
-                )));
-            }
-            Ok(())
+            check_coll_len(src, info?.len, want)
         })
     }
 
@@ -309,6 +296,16 @@ impl CommShared {
             Source::Rank(r) => self.world_rank(r).map(Some),
         }
     }
+}
+
+/// A collective message must have exactly the length its receiver expects.
+fn check_coll_len(src: usize, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::InvalidArgument(format!(
+            "collective message from rank {src} has {got} bytes, {want} expected: do all ranks pass the same counts?"
+        )));
+    }
+    Ok(())
 }
 
 fn check_tag(tag: Tag) -> Result<Tag> {

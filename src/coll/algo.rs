@@ -82,21 +82,13 @@ pub(crate) fn barrier_dissemination<N: Net>(n: &N) -> Result<()> {
 /// Binomial tree from the root: ⌈lg p⌉(α + nβ).
 pub(crate) fn bcast_binomial<N: Net>(n: &N, buf: &mut [u8], root: usize) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
-    let v = (me + p - root) % p;
-    let mut mask = 1;
-    while mask < p {
-        if v & mask != 0 {
-            n.recv(buf, (v - mask + root) % p, TAG_BCAST)?;
-            break;
-        }
-        mask <<= 1;
+    let (parent, children) = tree_links(p, (me + p - root) % p, root);
+    if let Some(par) = parent {
+        n.recv(buf, par, TAG_BCAST)?;
     }
-    mask >>= 1;
-    while mask > 0 {
-        if v + mask < p {
-            n.send(buf, (v + mask + root) % p, TAG_BCAST)?;
-        }
-        mask >>= 1;
+    // Largest subtree first, so it starts forwarding soonest.
+    for c in children.into_iter().rev() {
+        n.send(buf, c, TAG_BCAST)?;
     }
     Ok(())
 }
@@ -364,26 +356,25 @@ pub(crate) fn reduce_binomial<N: Net, T: Pod>(
 ) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
     let base = if commutative { root } else { 0 };
-    let v = (me + p - base) % p;
-    let mut mask = 1;
-    let mut sent = false;
-    while mask < p {
-        if v & mask != 0 {
-            n.send(bytes(acc), (v - mask + base) % p, TAG_REDUCE)?;
-            sent = true;
-            break;
-        }
-        if v + mask < p {
-            n.recv(bytes_mut(tmp), (v + mask + base) % p, TAG_REDUCE)?;
-            combine(acc, tmp)?; // acc holds the lower block of ranks
-        }
-        mask <<= 1;
+    let (parent, children) = tree_links(p, (me + p - base) % p, base);
+    for c in children {
+        n.recv(bytes_mut(tmp), c, TAG_REDUCE)?;
+        combine(acc, tmp)?; // acc holds the lower block of ranks
     }
-    if base != root {
-        if me == base && !sent {
+    if let Some(par) = parent {
+        n.send(bytes(acc), par, TAG_REDUCE)?;
+    }
+    forward_result(n, acc, base, root)
+}
+
+/// Moves a reduction's result from `holder`, where the tree left it, to
+/// `root` (nothing to do when they are the same rank).
+fn forward_result<N: Net, T: Pod>(n: &N, acc: &mut [T], holder: usize, root: usize) -> Result<()> {
+    if holder != root {
+        if n.rank() == holder {
             n.send(bytes(acc), root, TAG_REDUCE)?;
-        } else if me == root {
-            n.recv(bytes_mut(acc), base, TAG_REDUCE)?;
+        } else if n.rank() == root {
+            n.recv(bytes_mut(acc), holder, TAG_REDUCE)?;
         }
     }
     Ok(())
@@ -444,14 +435,7 @@ pub(crate) fn reduce_binomial_pipelined<N: Net, T: Pod>(
             n.send(bytes(&acc[r(k)]), par, TAG_REDUCE)?;
         }
     }
-    if base != root {
-        if me == base {
-            n.send(bytes(acc), root, TAG_REDUCE)?;
-        } else if me == root {
-            n.recv(bytes_mut(acc), base, TAG_REDUCE)?;
-        }
-    }
-    Ok(())
+    forward_result(n, acc, base, root)
 }
 
 /// The ranks beyond the largest power of two fold into a neighbour: among
@@ -563,15 +547,7 @@ pub(crate) fn reduce_rabenseifner<N: Net, T: Pod>(
             mask <<= 1;
         }
     }
-    let holder = unfolded(p, 0);
-    if holder != root {
-        if n.rank() == holder {
-            n.send(bytes(acc), root, TAG_REDUCE)?;
-        } else if n.rank() == root {
-            n.recv(bytes_mut(acc), holder, TAG_REDUCE)?;
-        }
-    }
-    Ok(())
+    forward_result(n, acc, unfolded(p, 0), root)
 }
 
 // ------------------------------------------------------------ all-reduce
