@@ -132,6 +132,11 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
     if let Some(t) = a.transport {
         env.push(("COURIER_TRANSPORT".into(), t.as_env().into()));
     }
+    // Without --host/--hostfile, a Slurm allocation provides the hosts.
+    let slurm = match (&a.host, &a.hostfile) {
+        (None, None) => hosts::slurm_allocation(),
+        _ => None,
+    };
     let hosts = match (&a.host, &a.hostfile) {
         (Some(list), _) => hosts::parse_host_list(list).unwrap_or_else(|e| usage_error(&e)),
         (None, Some(path)) => {
@@ -139,16 +144,16 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
                 .unwrap_or_else(|e| usage_error(&format!("--hostfile {path}: {e}")));
             hosts::parse_hostfile(&text, path).unwrap_or_else(|e| usage_error(&e))
         }
-        (None, None) => match hosts::slurm_allocation() {
-            Some(Ok(hs)) => hs,
-            Some(Err(e)) => usage_error(&e),
+        (None, None) => match &slurm {
+            Some(Ok(hs)) => hs.clone(),
+            Some(Err(e)) => usage_error(e),
             None => vec![hosts::Host {
                 name: "localhost".into(),
                 slots: a.np,
             }],
         },
     };
-    let in_slurm = a.host.is_none() && a.hostfile.is_none() && hosts::slurm_allocation().is_some();
+    let in_slurm = slurm.is_some();
     if a.ppn == Some(0) {
         usage_error("--ppn must be at least 1");
     }
@@ -156,7 +161,7 @@ fn job_spec(a: &RunArgs) -> run::JobSpec {
         .unwrap_or_else(|e| usage_error(&e));
     hosts::check_resolvable(&hosts).unwrap_or_else(|e| usage_error(&e));
     if let Some(iface) = &a.iface {
-        if let Err(e) = run::iface_address(iface) {
+        if let Err(e) = courier::bootstrap::iface_address(iface) {
             usage_error(&format!("--iface: {e}"));
         }
         std::env::set_var("COURIER_IFACE", iface);

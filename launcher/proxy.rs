@@ -74,19 +74,6 @@ fn read_plan(input: &mut impl BufRead) -> Result<Plan, String> {
     }
 }
 
-/// The address of this host on the route to the launcher's service.
-fn own_address(service: &str) -> Option<std::net::IpAddr> {
-    let target: std::net::SocketAddr = service.parse().ok()?;
-    let any = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let s = std::net::UdpSocket::bind(any).ok()?;
-    s.connect(target).ok()?;
-    Some(s.local_addr().ok()?.ip())
-}
-
 fn say(out: &mut impl Write, line: &[u8]) {
     // The launcher reads whole lines; a broken link is noticed on stdin.
     let _ = out.write_all(line);
@@ -110,7 +97,11 @@ pub(crate) fn main() -> i32 {
         .find(|(k, _)| k == ENV_SERVICE)
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let bind = own_address(&service);
+    // Ranks listen on this host's address on the route to the launcher.
+    let bind = service
+        .parse()
+        .ok()
+        .and_then(|t| courier::bootstrap::route_address(t).ok());
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut children: Vec<(usize, Option<Child>)> = Vec::new();
     let Some(program) = plan.program.clone() else {

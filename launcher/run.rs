@@ -100,36 +100,15 @@ pub(crate) enum Binding {
 fn route_to(host: &str) -> Result<std::net::IpAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(iface) = std::env::var("COURIER_IFACE") {
-        return iface_address(&iface);
+        return courier::bootstrap::iface_address(&iface);
     }
     let target = (host, 9)
         .to_socket_addrs()
         .map_err(|e| format!("unknown host {host:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("unknown host {host:?}"))?;
-    let any = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
-    s.connect(target)
-        .map_err(|e| format!("no route to {host} ({target}): {e}"))?;
-    Ok(s.local_addr().map_err(|e| e.to_string())?.ip())
-}
-
-/// The IPv4 address of interface `name` (`--iface`, `COURIER_IFACE`).
-pub(crate) fn iface_address(name: &str) -> Result<std::net::IpAddr, String> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
-    for a in addrs {
-        if a.interface_name != name {
-            continue;
-        }
-        if let Some(sin) = a.address.as_ref().and_then(|x| x.as_sockaddr_in()) {
-            return Ok(std::net::IpAddr::V4(sin.ip()));
-        }
-    }
-    Err(format!("interface {name:?} has no IPv4 address"))
+    courier::bootstrap::route_address(target)
+        .map_err(|e| format!("no route to {host} ({target}): {e}"))
 }
 
 /// Finds `program` like execvp would; an error message if it cannot be run.

@@ -165,31 +165,46 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The address of this host on the route to `target` (no packet is sent:
+/// a connected UDP socket only asks the kernel's routing table).
+pub fn route_address(target: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(target)?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// The IPv4 address of network interface `name` (`--iface`, `COURIER_IFACE`).
+pub fn iface_address(name: &str) -> Result<std::net::IpAddr, String> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    addrs
+        .filter(|a| a.interface_name == name)
+        .find_map(|a| a.address.as_ref()?.as_sockaddr_in().map(|sin| sin.ip()))
+        .map(std::net::IpAddr::V4)
+        .ok_or_else(|| format!("interface {name:?} has no IPv4 address"))
+}
+
 /// The address this host listens on for ranks of other hosts when no
 /// launcher chose one (PMI): the IPv4 address of `COURIER_IFACE`, else of the
 /// first interface that is up and not loopback.
 pub(crate) fn outward_address() -> Result<std::net::IpAddr, String> {
-    let want = std::env::var("COURIER_IFACE").ok();
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
-    for a in addrs {
-        if want.as_deref().is_some_and(|w| w != a.interface_name) {
-            continue;
-        }
-        let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
-        let lo = a
-            .flags
-            .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
-        if want.is_none() && (!up || lo) {
-            continue;
-        }
-        if let Some(sin) = a.address.as_ref().and_then(|x| x.as_sockaddr_in()) {
-            return Ok(std::net::IpAddr::V4(sin.ip()));
-        }
+    if let Ok(name) = std::env::var("COURIER_IFACE") {
+        return iface_address(&name).map_err(|e| format!("COURIER_IFACE: {e}"));
     }
-    Err(match want {
-        Some(w) => format!("COURIER_IFACE={w}: no IPv4 address on that interface"),
-        None => "no network interface to reach other hosts (set COURIER_IFACE)".into(),
-    })
+    use nix::net::if_::InterfaceFlags;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    addrs
+        .filter(|a| {
+            a.flags.contains(InterfaceFlags::IFF_UP)
+                && !a.flags.contains(InterfaceFlags::IFF_LOOPBACK)
+        })
+        .find_map(|a| a.address.as_ref()?.as_sockaddr_in().map(|sin| sin.ip()))
+        .map(std::net::IpAddr::V4)
+        .ok_or_else(|| "no network interface to reach other hosts (set COURIER_IFACE)".into())
 }
 
 /// How to reach a rank, as published at wire-up.
