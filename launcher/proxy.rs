@@ -74,6 +74,15 @@ fn read_plan(input: &mut impl BufRead) -> Result<Plan, String> {
     }
 }
 
+/// Relays one line of a rank's output: `o RANK LINE` or `e RANK LINE`.
+fn relay_line(out: &mut impl Write, kind: u8, rank: usize, line: &[u8]) {
+    let mut msg = vec![kind, b' '];
+    msg.extend_from_slice(rank.to_string().as_bytes());
+    msg.push(b' ');
+    msg.extend_from_slice(line);
+    say(out, &msg);
+}
+
 fn say(out: &mut impl Write, line: &[u8]) {
     // The launcher reads whole lines; a broken link is noticed on stdin.
     let _ = out.write_all(line);
@@ -220,11 +229,7 @@ pub(crate) fn main() -> i32 {
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(Msg::Line(rank, kind, line)) => {
-                let mut msg = vec![kind, b' '];
-                msg.extend_from_slice(rank.to_string().as_bytes());
-                msg.push(b' ');
-                msg.extend_from_slice(&line);
-                say(&mut out, &msg);
+                relay_line(&mut out, kind, rank, &line);
             }
             Ok(Msg::Signal(sig)) => signal_all(&children, sig),
             Ok(Msg::LauncherGone) => gone = true,
@@ -239,13 +244,7 @@ pub(crate) fn main() -> i32 {
                     // Output still in the pipes goes first.
                     while let Ok(m) = rx.recv_timeout(Duration::from_millis(5)) {
                         match m {
-                            Msg::Line(r, kind, line) => {
-                                let mut msg = vec![kind, b' '];
-                                msg.extend_from_slice(r.to_string().as_bytes());
-                                msg.push(b' ');
-                                msg.extend_from_slice(&line);
-                                say(&mut out, &msg);
-                            }
+                            Msg::Line(r, kind, line) => relay_line(&mut out, kind, r, &line),
                             Msg::Signal(sig) => pending_signals.push(sig),
                             Msg::LauncherGone => gone = true,
                         }
