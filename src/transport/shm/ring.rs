@@ -1,35 +1,70 @@
-//! A single-producer/single-consumer byte ring over raw (shared) memory.
+//! A single-producer/single-consumer byte stream over raw (shared) memory,
+//! carried in *records* whose readiness lives in the data itself.
 //!
-//! The classic Lamport ring (cf. crossbeam's array flavour for the
-//! cache-padding of indices): the producer owns `tail`, the consumer owns
-//! `head`; both are free-running 64-bit byte counters on cache lines of their
-//! own, so the two sides never write the same line. The producer copies bytes
-//! in, then publishes `tail` with release ordering; the consumer reads `tail`
-//! with acquire ordering, copies bytes out, then publishes `head` with
-//! release ordering, which the producer reads (acquire) before reusing space.
-//! Each side caches the other's counter and re-reads it only when the ring
-//! looks full (producer) or empty (consumer), so a busy ring moves about one
-//! cache line of control data per batch.
+//! A classic Lamport ring publishes a `tail` counter next to the data: every
+//! message then moves two cache lines between the cores (the data and the
+//! counter), and a cache-line transfer is the dominant cost of a small
+//! message (`PERFORMANCE.md`: ~90 ns each). Here the producer instead writes
+//! each batch of bytes as a record, `{stamp, len}` header then payload, and
+//! publishes it by storing the 8-byte header last (release). The consumer
+//! polls the header at its read position (acquire): a small message is one
+//! cache line, written by one side and read by the other, as in Open MPI's
+//! "fast boxes".
 //!
-//! The memory may be mapped by an untrusted process of the same user: the
-//! counters are validated (`tail - head <= capacity`) before use, so a
-//! corrupted ring yields an error, never an out-of-bounds access.
+//! Records start on 64-byte boundaries of the free-running byte position.
+//! A header's stamp is derived from its position (`pos / 64 + 1`, low 32
+//! bits), so a stale header left from the previous lap, or the zeroed memory
+//! of a fresh ring, never looks ready. Payload bytes of an earlier lap
+//! could (a user's data is arbitrary): the producer checks the 8 bytes that
+//! land at each line start inside a record, and ends the record before any
+//! that would read as a ready header one lap later, so that line gets a real
+//! header instead. (Clearing the next header slot would be simpler, but the
+//! consumer is polling that very line: the extra store made a ping-pong 4×
+//! slower here.) The consumer owns `head` (the start of
+//! the first record not yet fully read), on a cache line of its own; it
+//! publishes `head` (release) when it finishes a record, and the producer
+//! re-reads it (acquire) only when the ring looks full, so in steady state
+//! the head line never moves. A record may be read in several pieces (the
+//! stream reader asks for a header first, say); its space is released when
+//! its last byte is read. Records are capped at a quarter of the ring, so
+//! large transfers stay pipelined.
 //!
-//! Layout of a ring at `base` (all offsets in bytes, `capacity` a power of two):
+//! The memory may be mapped by an untrusted process of the same user: a
+//! ready header's length is validated before use, the published `head` is
+//! validated against the producer's position, and every data access is
+//! masked into the data area, so a corrupted ring yields an error or garbage
+//! bytes (which the frame decoder rejects), never an out-of-bounds access.
+//!
+//! Layout of a ring at `base` (offsets in bytes, `capacity` a power of two,
+//! at least 128):
 //! ```text
-//!   0..64     tail: AtomicU64 (producer writes)       + padding
-//!  64..128    head: AtomicU64 (consumer writes)       + padding
-//! 128..       data: [u8; capacity]
+//!   0..64     head: AtomicU64 (consumer writes) + padding
+//!  64..       data: [u8; capacity], records at multiples of 64:
+//!             header u64 = stamp << 32 | len, then len bytes (wrapping)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of control data before the ring's data area.
-pub(crate) const CTL_BYTES: usize = 128;
+pub(crate) const CTL_BYTES: usize = 64;
+/// Records start at multiples of this many bytes.
+const RECORD_ALIGN: u64 = 64;
+/// Bytes of a record header.
+const RECORD_HEADER: usize = 8;
 
-/// The ring's counters are inconsistent: the peer corrupted shared memory.
+/// The ring's control data is inconsistent: the peer corrupted shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Corrupt;
+
+/// Space a record of `len` payload bytes takes in the ring.
+fn footprint_of(len: usize) -> u64 {
+    (RECORD_HEADER as u64 + len as u64).next_multiple_of(RECORD_ALIGN)
+}
+
+/// The stamp of a record starting at byte position `pos`.
+fn stamp_at(pos: u64) -> u32 {
+    ((pos / RECORD_ALIGN) as u32).wrapping_add(1)
+}
 
 /// Raw view of one ring. Cheap to copy; all access goes through `Producer`/`Consumer`.
 #[derive(Debug, Clone, Copy)]
@@ -49,24 +84,20 @@ impl RingPtr {
     /// # Safety
     /// `base` must be 64-byte aligned and valid for reads and writes of
     /// `footprint(capacity)` bytes for as long as any `Producer`/`Consumer`
-    /// made from this value is used; `capacity` must be a power of two; at
-    /// most one producer and one consumer may use the ring at a time.
+    /// made from this value is used; `capacity` must be a power of two of at
+    /// least 128; at most one producer and one consumer may use the ring at a
+    /// time.
     pub(crate) unsafe fn new(base: *mut u8, capacity: usize) -> Self {
-        debug_assert!(capacity.is_power_of_two());
+        debug_assert!(capacity.is_power_of_two() && capacity >= 128);
         debug_assert_eq!(base as usize % 64, 0);
         RingPtr { base, capacity }
     }
 
-    fn tail(&self) -> &AtomicU64 {
+    fn head(&self) -> &AtomicU64 {
         // SAFETY: 1. `new`'s contract makes `base..base+8` valid and 8-byte
         // aligned for the ring's lifetime; 2. AtomicU64 has the size and
         // alignment of u64, and all concurrent access to it is atomic.
         unsafe { &*(self.base as *const AtomicU64) }
-    }
-
-    fn head(&self) -> &AtomicU64 {
-        // SAFETY: as for `tail`, at offset 64 (aligned, within the footprint).
-        unsafe { &*(self.base.add(64) as *const AtomicU64) }
     }
 
     fn data(&self) -> *mut u8 {
@@ -74,10 +105,22 @@ impl RingPtr {
         unsafe { self.base.add(CTL_BYTES) }
     }
 
+    /// The header word of the record starting at `pos` (a multiple of 64).
+    fn header(&self, pos: u64) -> &AtomicU64 {
+        let at = (pos as usize) & (self.capacity - 1);
+        debug_assert_eq!(at % RECORD_ALIGN as usize, 0);
+        // SAFETY: `at` is a multiple of 64 below `capacity` (masked; the
+        // capacity is a power of two >= 128), so the 8 bytes at `data + at`
+        // lie in the data area and are 8-byte aligned; both sides access
+        // header words only atomically.
+        unsafe { &*(self.data().add(at & !(RECORD_ALIGN as usize - 1)) as *const AtomicU64) }
+    }
+
     /// Copies `src` into the data area at ring position `pos` (wrapping).
     ///
     /// # Safety
-    /// The caller owns bytes `pos..pos+src.len()` of the ring (no other side reads them now).
+    /// The caller owns bytes `pos..pos+src.len()` of the ring (no other side
+    /// reads them now), and `src.len() <= capacity`.
     unsafe fn copy_in(&self, pos: u64, src: &[u8]) {
         let cap = self.capacity;
         let at = (pos as usize) & (cap - 1);
@@ -93,7 +136,8 @@ impl RingPtr {
     /// Copies ring bytes at `pos` into `dst` (wrapping).
     ///
     /// # Safety
-    /// The caller owns bytes `pos..pos+dst.len()` of the ring.
+    /// The caller owns bytes `pos..pos+dst.len()` of the ring, and
+    /// `dst.len() <= capacity`.
     unsafe fn copy_out(&self, pos: u64, dst: &mut [u8]) {
         let cap = self.capacity;
         let at = (pos as usize) & (cap - 1);
@@ -114,53 +158,111 @@ impl RingPtr {
 #[derive(Debug)]
 pub(crate) struct Producer {
     ring: RingPtr,
+    /// Where the next record starts.
     tail: u64,
     head_cache: u64,
 }
 
 impl Producer {
-    /// Takes the producer role, starting from the ring's current counters.
+    /// Takes the producer role on a ring whose consumer has read everything
+    /// written so far (a fresh ring, in practice).
     pub(crate) fn new(ring: RingPtr) -> Self {
-        let tail = ring.tail().load(Ordering::Acquire);
-        let head_cache = ring.head().load(Ordering::Acquire);
+        let head = ring.head().load(Ordering::Acquire);
         Producer {
             ring,
-            tail,
-            head_cache,
+            tail: head,
+            head_cache: head,
         }
     }
 
-    /// Copies a prefix of the concatenation of `bufs` into the ring and
-    /// publishes it; returns the byte count (0 when full).
-    pub(crate) fn write(&mut self, bufs: &[&[u8]]) -> Result<usize, Corrupt> {
+    fn free(&self) -> u64 {
+        self.ring.capacity as u64 - (self.tail - self.head_cache)
+    }
+
+    /// The longest prefix (at most `len` bytes) of the concatenation of
+    /// `bufs` that can go in a record at `tail` without leaving, at a line
+    /// start inside the record, bytes that would read as a ready header one
+    /// lap later. Such a line instead starts the next record, whose header
+    /// covers it.
+    fn safe_len(&self, bufs: &[&[u8]], len: usize) -> usize {
         let cap = self.ring.capacity as u64;
-        let mut free = cap - (self.tail - self.head_cache).min(cap);
+        // Payload byte `64k - 8` lands at the start of the record's line k.
+        let mut at = RECORD_ALIGN as usize - RECORD_HEADER;
+        let mut line = self.tail + RECORD_ALIGN;
+        while at + 8 <= len {
+            let mut w = [0u8; 8];
+            gather(bufs, at, &mut w);
+            if (u64::from_ne_bytes(w) >> 32) as u32 == stamp_at(line + cap) {
+                return at;
+            }
+            at += RECORD_ALIGN as usize;
+            line += RECORD_ALIGN;
+        }
+        len
+    }
+
+    /// Copies a prefix of the concatenation of `bufs` into the ring as one
+    /// record and publishes it; returns the byte count (0 when full).
+    pub(crate) fn write(&mut self, bufs: &[&[u8]]) -> Result<usize, Corrupt> {
+        let cap = self.ring.capacity;
         let want: usize = bufs.iter().map(|b| b.len()).sum();
-        if (free as usize) < want {
-            self.head_cache = self.ring.head().load(Ordering::Acquire);
-            // The counters never wrap (2^64 bytes), so the consumer can never be ahead.
-            if self.head_cache > self.tail || self.tail - self.head_cache > cap {
+        let want = want.min(cap / 4 - RECORD_HEADER);
+        if want == 0 {
+            return Ok(0);
+        }
+        if self.free() < footprint_of(want) {
+            let head = self.ring.head().load(Ordering::Acquire);
+            // The counters never wrap (2^64 bytes), so the consumer can never
+            // be ahead, nor more than a ring behind.
+            if head > self.tail || self.tail - head > cap as u64 || head % RECORD_ALIGN != 0 {
                 return Err(Corrupt);
             }
-            free = cap - (self.tail - self.head_cache);
+            self.head_cache = head;
         }
-        let mut written = 0usize;
+        let free = self.free() as usize;
+        if free < RECORD_ALIGN as usize {
+            return Ok(0);
+        }
+        let len = self.safe_len(bufs, want.min(free - RECORD_HEADER));
+        let mut off = 0usize;
         for b in bufs {
-            let n = b.len().min(free as usize - written);
+            let n = b.len().min(len - off);
             if n == 0 {
                 break;
             }
-            // SAFETY: bytes tail+written .. +n are free (the consumer has
-            // released them: head_cache was read with acquire ordering), so
-            // only the producer touches them until `tail` is published.
-            unsafe { self.ring.copy_in(self.tail + written as u64, &b[..n]) };
-            written += n;
+            // SAFETY: the record's bytes tail..tail+footprint_of(len) are
+            // free (the consumer released them: head_cache was read with
+            // acquire ordering, and footprint_of(len) <= free), so only the
+            // producer touches them until the header is published.
+            unsafe {
+                self.ring
+                    .copy_in(self.tail + (RECORD_HEADER + off) as u64, &b[..n])
+            };
+            off += n;
         }
-        if written > 0 {
-            self.tail += written as u64;
-            self.ring.tail().store(self.tail, Ordering::Release);
+        let next = self.tail + footprint_of(len);
+        let header = u64::from(stamp_at(self.tail)) << 32 | len as u64;
+        self.ring.header(self.tail).store(header, Ordering::Release);
+        self.tail = next;
+        Ok(len)
+    }
+}
+
+/// Copies bytes `at..at + out.len()` of the concatenation of `bufs` into `out`.
+fn gather(bufs: &[&[u8]], mut at: usize, out: &mut [u8]) {
+    let mut filled = 0;
+    for b in bufs {
+        if at >= b.len() {
+            at -= b.len();
+            continue;
         }
-        Ok(written)
+        let n = (b.len() - at).min(out.len() - filled);
+        out[filled..filled + n].copy_from_slice(&b[at..at + n]);
+        filled += n;
+        at = 0;
+        if filled == out.len() {
+            break;
+        }
     }
 }
 
@@ -168,54 +270,83 @@ impl Producer {
 #[derive(Debug)]
 pub(crate) struct Consumer {
     ring: RingPtr,
+    /// Start of the record being read (or of the next one).
     head: u64,
-    tail_cache: u64,
+    /// Payload length of the record being read; 0 when none is open.
+    len: usize,
+    /// Bytes of it already read.
+    off: usize,
 }
 
 impl Consumer {
-    /// Takes the consumer role, starting from the ring's current counters.
+    /// Takes the consumer role, starting from the ring's published head.
     pub(crate) fn new(ring: RingPtr) -> Self {
-        let head = ring.head().load(Ordering::Acquire);
+        let head = ring.head().load(Ordering::Acquire) & !(RECORD_ALIGN - 1);
         Consumer {
             ring,
             head,
-            tail_cache: head,
+            len: 0,
+            off: 0,
         }
     }
 
-    /// Bytes ready to read (re-reads the producer's counter when fewer than
-    /// `want` are known to be there).
-    fn available_for(&mut self, want: usize) -> Result<usize, Corrupt> {
-        if self.tail_cache - self.head < want as u64 {
-            self.tail_cache = self.ring.tail().load(Ordering::Acquire);
-            if self.tail_cache < self.head
-                || self.tail_cache - self.head > self.ring.capacity as u64
-            {
+    /// Opens the next record if none is open; returns the unread bytes of
+    /// the open record (0: nothing published yet).
+    fn open(&mut self) -> Result<usize, Corrupt> {
+        if self.len == 0 {
+            let h = self.ring.header(self.head).load(Ordering::Acquire);
+            if (h >> 32) as u32 != stamp_at(self.head) {
+                return Ok(0);
+            }
+            let len = (h & 0xffff_ffff) as usize;
+            if len == 0 || len > self.ring.capacity / 4 {
                 return Err(Corrupt);
             }
+            self.len = len;
+            self.off = 0;
         }
-        Ok((self.tail_cache - self.head) as usize)
+        Ok(self.len - self.off)
     }
 
-    /// Bytes ready to read.
+    /// Bytes ready to read now (at least; more may follow in later records).
     pub(crate) fn available(&mut self) -> Result<usize, Corrupt> {
-        self.available_for(1)
+        self.open()
     }
 
-    /// Copies up to `dst.len()` bytes out and releases their space.
+    /// Copies up to `dst.len()` bytes out and releases the space of every
+    /// record read to its end.
     pub(crate) fn read(&mut self, dst: &mut [u8]) -> Result<usize, Corrupt> {
-        let avail = self.available_for(dst.len())?;
-        let n = avail.min(dst.len());
-        if n == 0 {
-            return Ok(0);
+        let mut done = 0usize;
+        let mut released = false;
+        while done < dst.len() {
+            let avail = self.open()?;
+            if avail == 0 {
+                break;
+            }
+            let n = avail.min(dst.len() - done);
+            // SAFETY: the record's payload was published by the producer
+            // (its header was read with acquire ordering) and its space is
+            // not reused until we publish a head past it; `n` stays within
+            // the record's validated length (<= capacity / 4).
+            unsafe {
+                self.ring.copy_out(
+                    self.head + (RECORD_HEADER + self.off) as u64,
+                    &mut dst[done..done + n],
+                )
+            };
+            done += n;
+            self.off += n;
+            if self.off == self.len {
+                self.head += footprint_of(self.len);
+                self.len = 0;
+                self.off = 0;
+                released = true;
+            }
         }
-        // SAFETY: bytes head..head+n were published by the producer (the
-        // tail was read with acquire ordering) and are not reused until we
-        // publish the new head below.
-        unsafe { self.ring.copy_out(self.head, &mut dst[..n]) };
-        self.head += n as u64;
-        self.ring.head().store(self.head, Ordering::Release);
-        Ok(n)
+        if released {
+            self.ring.head().store(self.head, Ordering::Release);
+        }
+        Ok(done)
     }
 }
 
@@ -233,11 +364,11 @@ pub struct HeapRing {
 #[cfg(any(test, feature = "bench-internals"))]
 #[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 impl HeapRing {
-    /// A ring of `capacity` bytes (a power of two, at least 64).
+    /// A ring of `capacity` bytes (a power of two, at least 128).
     pub fn new(capacity: usize) -> Self {
         assert!(
-            capacity.is_power_of_two() && capacity >= 64,
-            "capacity must be a power of two >= 64"
+            capacity.is_power_of_two() && capacity >= 128,
+            "capacity must be a power of two >= 128"
         );
         let mut mem = vec![0u64; RingPtr::footprint(capacity).div_ceil(8) + 8];
         let aligned = (mem.as_mut_ptr() as usize + 63) & !63;
@@ -267,17 +398,6 @@ impl HeapRing {
 mod tests {
     use super::*;
 
-    #[test]
-    fn heap_ring_round_trip() {
-        let mut r = HeapRing::new(128);
-        assert_eq!(r.push(&[7u8; 100]), 100);
-        assert_eq!(r.push(&[8u8; 100]), 28);
-        let mut out = [0u8; 200];
-        assert_eq!(r.pop(&mut out), 128);
-        assert_eq!(&out[..100], &[7u8; 100]);
-        assert_eq!(&out[100..128], &[8u8; 28]);
-    }
-
     /// Heap memory standing in for a shared segment.
     struct Mem(Vec<u64>);
     impl Mem {
@@ -295,35 +415,102 @@ mod tests {
     unsafe impl Send for RingPtr {}
 
     #[test]
-    fn wraps_and_refuses_when_full() {
-        let (_m, r) = Mem::new(64);
-        let mut p = Producer::new(r);
-        let mut c = Consumer::new(r);
-        assert_eq!(p.write(&[&[1u8; 40]]), Ok(40));
-        assert_eq!(p.write(&[&[2u8; 40]]), Ok(24));
-        assert_eq!(p.write(&[&[3u8; 1]]), Ok(0));
-        let mut out = [0u8; 50];
-        assert_eq!(c.read(&mut out), Ok(50));
-        assert_eq!(&out[..40], &[1u8; 40]);
-        assert_eq!(&out[40..], &[2u8; 10]);
-        assert_eq!(p.write(&[&[4u8; 30], &[5u8; 30]]), Ok(50));
-        let mut out = [0u8; 100];
-        assert_eq!(c.read(&mut out), Ok(64));
-        assert_eq!(&out[..14], &[2u8; 14]);
-        assert_eq!(&out[14..44], &[4u8; 30]);
-        assert_eq!(&out[44..64], &[5u8; 20]);
-        assert_eq!(c.read(&mut out), Ok(0));
+    fn heap_ring_round_trip() {
+        let mut r = HeapRing::new(1024);
+        assert_eq!(r.push(&[7u8; 100]), 100);
+        assert_eq!(r.push(&[8u8; 100]), 100);
+        let mut out = [0u8; 300];
+        assert_eq!(r.pop(&mut out), 200);
+        assert_eq!(&out[..100], &[7u8; 100]);
+        assert_eq!(&out[100..200], &[8u8; 100]);
+        assert_eq!(r.pop(&mut out), 0);
     }
 
     #[test]
-    fn corrupted_counters_are_detected() {
-        let (_m, r) = Mem::new(64);
-        r.tail().store(1000, Ordering::Release);
+    fn records_are_capped_and_space_comes_back() {
+        let (_m, r) = Mem::new(1024);
+        let mut p = Producer::new(r);
+        let mut c = Consumer::new(r);
+        // A quarter of the ring, less the record header, per record.
+        assert_eq!(p.write(&[&[1u8; 1000]]), Ok(248));
+        assert_eq!(p.write(&[&[2u8; 300], &[3u8; 300]]), Ok(248));
+        assert_eq!(p.write(&[&[4u8; 248]]), Ok(248));
+        assert_eq!(p.write(&[&[5u8; 248]]), Ok(248));
+        assert_eq!(p.write(&[&[6u8; 1]]), Ok(0));
+        // A record read in pieces releases its space only at its end.
+        let mut out = [0u8; 100];
+        assert_eq!(c.read(&mut out), Ok(100));
+        assert_eq!(p.write(&[&[6u8; 1]]), Ok(0));
+        let mut out = [0u8; 400];
+        assert_eq!(c.read(&mut out), Ok(400));
+        // The second record took its bytes from the first slice only.
+        assert!(out[..148].iter().all(|&b| b == 1));
+        assert!(out[148..396].iter().all(|&b| b == 2));
+        assert!(out[396..].iter().all(|&b| b == 4));
+        // Two records are free again: 512 bytes.
+        assert_eq!(p.write(&[&[7u8; 300]]), Ok(248));
+        let mut rest = vec![0u8; 2000];
+        assert_eq!(c.read(&mut rest), Ok(244 + 248 + 248));
+        assert!(rest[..244].iter().all(|&b| b == 4));
+        assert!(rest[244..492].iter().all(|&b| b == 5));
+        assert!(rest[492..740].iter().all(|&b| b == 7));
+        assert_eq!(c.read(&mut rest), Ok(0));
+    }
+
+    #[test]
+    fn payload_that_looks_like_a_header_is_not_taken_for_one() {
+        // A lap of 248-byte records (four lines each) whose bytes at every
+        // line start inside a record would read as ready headers in the next
+        // lap; then a lap of small records over them.
+        let cap = 1024usize;
+        let (_m, r) = Mem::new(cap);
+        let mut p = Producer::new(r);
+        let mut c = Consumer::new(r);
+        let mut forged = vec![0u8; 4 * 248];
+        for rec in 0..4 {
+            for line in 1..4 {
+                let pos = (rec * 256 + line * 64 + cap) as u64;
+                let word = u64::from(stamp_at(pos)) << 32 | 8;
+                let at = rec * 248 + line * 64 - 8;
+                forged[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+            }
+        }
+        let mut sent = 0;
+        let mut got = Vec::new();
+        while sent < forged.len() {
+            let n = p.write(&[&forged[sent..]]).unwrap();
+            assert!(n > 0);
+            sent += n;
+            let mut buf = vec![0u8; n];
+            assert_eq!(c.read(&mut buf), Ok(n));
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got, forged);
+        let mut out = [0u8; 64];
+        for i in 0..32u8 {
+            assert_eq!(p.write(&[&[i; 8]]), Ok(8));
+            assert_eq!(c.read(&mut out), Ok(8), "record {i}");
+            assert_eq!(&out[..8], &[i; 8]);
+            assert_eq!(c.read(&mut out), Ok(0), "a forged record after {i}");
+        }
+    }
+
+    #[test]
+    fn corrupted_rings_are_detected() {
+        // A ready header with an impossible length.
+        let (_m, r) = Mem::new(256);
+        r.header(0)
+            .store(u64::from(stamp_at(0)) << 32 | 4096, Ordering::Release);
         let mut c = Consumer::new(r);
         assert_eq!(c.read(&mut [0u8; 8]), Err(Corrupt));
-        let (_m, r) = Mem::new(64);
+        // A published head ahead of the producer.
+        let (_m, r) = Mem::new(256);
         let mut p = Producer::new(r);
-        r.head().store(u64::MAX - 5, Ordering::Release);
+        r.head().store(u64::MAX - 63, Ordering::Release);
+        // Four records fit without looking at the head; the fifth needs it.
+        for _ in 0..4 {
+            assert_eq!(p.write(&[&[0u8; 100]]), Ok(56));
+        }
         assert_eq!(p.write(&[&[0u8; 100]]), Err(Corrupt));
     }
 
@@ -358,8 +545,13 @@ mod tests {
         let mut c = Consumer::new(r);
         let mut seq = 0u64;
         let mut buf = vec![0u8; 333];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         while seq < total {
-            let n = c.read(&mut buf).unwrap();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let want = (rng % 333) as usize + 1;
+            let n = c.read(&mut buf[..want]).unwrap();
             if n == 0 {
                 std::thread::yield_now();
             }
