@@ -740,6 +740,19 @@ impl Progress {
         Ok(did)
     }
 
+    /// Whether a spin round would certainly find nothing to do: no output
+    /// queued, no socket links to read, and no ring holding bytes. Much
+    /// cheaper than the round itself, so a spinning rank notices a message
+    /// sooner.
+    fn quiet(&mut self) -> bool {
+        self.pending_out.is_empty()
+            && self.lost.is_empty()
+            && !self.engine.has_transmits()
+            && self.selfloop.pending() == 0
+            && self.tcp.established_count() == 0
+            && self.shm.as_mut().is_none_or(|s| !s.any_ready())
+    }
+
     fn read_one(&mut self, peer: Rank) -> bool {
         let r = self.read_peer(peer);
         self.deliver();
@@ -788,23 +801,30 @@ impl Progress {
         if done(self) {
             return Ok(());
         }
-        // The clock is read only once spinning has begun, and then every 16th
-        // round: a read costs as much as a spin round.
+        // The clock is read only once spinning has begun, and then every 64th
+        // round: a read costs several quiet rounds. The poller (new
+        // connections, the launcher: system calls) is asked every 4096th
+        // round while spinning, every 16th while yielding, and every round
+        // when there are too many sockets to read directly.
         let mut idle_since: Option<Instant> = None;
         let mut now_idle = Duration::ZERO;
-        let mut spins = 0u32;
+        let mut rounds = 0u32;
         loop {
-            if spins % 16 == 15 {
+            rounds = rounds.wrapping_add(1);
+            if rounds % 64 == 0 {
                 now_idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             }
             let spinning = now_idle < self.policy.spin;
             let yielding = !spinning && now_idle < self.policy.spin + self.policy.yield_for;
-            // Cheap rounds read the rings and established sockets directly;
-            // every 32nd round asks the poller (new connections, the
-            // launcher), as do all rounds when there are many links.
-            let cheap = spins % 32 != 31 && self.tcp.established_count() <= DIRECT_SPIN_MAX_LINKS;
-            let did = if (spinning || yielding) && cheap {
-                self.spin_once()?
+            let poll_due = rounds % if yielding { 16 } else { 4096 } == 0
+                || self.tcp.established_count() > DIRECT_SPIN_MAX_LINKS;
+            let did = if (spinning || yielding) && !poll_due {
+                if self.quiet() {
+                    std::hint::spin_loop();
+                    false
+                } else {
+                    self.spin_once()?
+                }
             } else if spinning || yielding {
                 self.progress_once(Some(Duration::ZERO))?
             } else {
@@ -816,14 +836,11 @@ impl Progress {
             if did {
                 idle_since = None;
                 now_idle = Duration::ZERO;
-                spins = 0;
-            } else {
-                spins += 1;
-                if yielding {
-                    // Give the core to a rank that shares it (oversubscribed
-                    // nodes): it is usually the one we are waiting for.
-                    std::thread::yield_now();
-                }
+                rounds = 0;
+            } else if yielding {
+                // Give the core to a rank that shares it (oversubscribed
+                // nodes): it is usually the one we are waiting for.
+                std::thread::yield_now();
             }
         }
     }

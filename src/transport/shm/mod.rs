@@ -120,8 +120,8 @@ struct Peer {
     addr: ShmAddr,
     /// Their segment and our producer on our slot in it, once mapped.
     out: Option<(Segment, Producer)>,
-    /// Our consumer on their slot in our segment.
-    inbound: Consumer,
+    /// Index of our consumer on their slot in our segment, in `inbound`.
+    inbound: usize,
     /// Our mapping of their slot has been faulted in.
     primed: bool,
 }
@@ -133,6 +133,8 @@ pub(crate) struct ShmTransport {
     my_local: u32,
     peers: Vec<Option<Peer>>,
     local_peers: Vec<Rank>,
+    /// Our consumers, one per local peer, packed for cheap polling.
+    inbound: Vec<(Rank, Consumer)>,
 }
 
 impl ShmTransport {
@@ -159,6 +161,7 @@ impl ShmTransport {
             my_local,
             peers: (0..size).map(|_| None).collect(),
             local_peers: Vec::new(),
+            inbound: Vec::new(),
         })
     }
 
@@ -191,12 +194,16 @@ impl ShmTransport {
         let Some(slot) = self.peers.get_mut(peer as usize) else {
             return Err(LinkError(format!("no rank {peer}")));
         };
+        if slot.is_some() {
+            return Err(LinkError(format!("rank {peer} added twice")));
+        }
         *slot = Some(Peer {
             addr,
             out: None,
-            inbound: Consumer::new(ring),
+            inbound: self.inbound.len(),
             primed: false,
         });
+        self.inbound.push((peer, Consumer::new(ring)));
         self.local_peers.push(peer);
         Ok(())
     }
@@ -211,15 +218,20 @@ impl ShmTransport {
         self.peers.get(peer as usize)?.as_ref().map(|p| p.addr.pid)
     }
 
-    /// Local peers whose rings in our segment hold bytes.
+    /// Local peers whose rings in our segment hold bytes (or are corrupt:
+    /// reading them reports it).
     pub(crate) fn readable(&mut self, out: &mut Vec<Rank>) {
-        for &p in &self.local_peers {
-            if let Some(Some(peer)) = self.peers.get_mut(p as usize) {
-                if peer.inbound.available().map_or(true, |n| n > 0) {
-                    out.push(p);
-                }
+        for (p, c) in &mut self.inbound {
+            if c.ready() {
+                out.push(*p);
             }
         }
+    }
+
+    /// Whether any ring in our segment holds bytes: the cheap check a
+    /// spinning rank makes.
+    pub(crate) fn any_ready(&mut self) -> bool {
+        self.inbound.iter_mut().any(|(_, c)| c.ready())
     }
 
     /// Peers whose segments we have mapped (links in use).
@@ -333,7 +345,10 @@ impl Transport for ShmTransport {
             self.own
                 .prefault(HEADER + p.addr.local_rank as usize * fp, fp);
         }
-        p.inbound
+        let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
+            return Ok(0);
+        };
+        inbound
             .read(buf)
             .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
     }

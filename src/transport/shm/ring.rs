@@ -308,9 +308,13 @@ impl Consumer {
         Ok(self.len - self.off)
     }
 
-    /// Bytes ready to read now (at least; more may follow in later records).
-    pub(crate) fn available(&mut self) -> Result<usize, Corrupt> {
-        self.open()
+    /// Whether a record is open or published (which may turn out corrupt:
+    /// `read` says so).
+    #[inline]
+    pub(crate) fn ready(&self) -> bool {
+        self.len != 0
+            || (self.ring.header(self.head).load(Ordering::Acquire) >> 32) as u32
+                == stamp_at(self.head)
     }
 
     /// Copies up to `dst.len()` bytes out and releases the space of every
