@@ -2,7 +2,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use courier::wire::{Frame, HEADER_LEN};
+use courier::wire::Frame;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 fn bench(c: &mut Criterion) {
@@ -16,7 +16,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("frame_encode", |b| {
         b.iter(|| black_box(black_box(f).encode()))
     });
-    let bytes: [u8; HEADER_LEN] = f.encode();
+    let bytes = f.encode();
     c.bench_function("frame_decode", |b| {
         b.iter(|| Frame::decode(black_box(&bytes), u64::MAX))
     });

@@ -21,7 +21,7 @@ use crate::transport::selfloop::SelfLoop;
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::TcpTransport;
 use crate::transport::{LinkError, Transport};
-use crate::wire::{Frame, HEADER_LEN};
+use crate::wire::{EncodedHeader, Frame, HEADER_LEN};
 use std::collections::VecDeque;
 use std::io::{IoSlice, Read};
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ enum OutPayload {
 
 #[derive(Debug)]
 struct OutFrame {
-    header: [u8; HEADER_LEN],
+    header: EncodedHeader,
     payload: OutPayload,
     eager: bool,
     sent: usize,
@@ -381,17 +381,15 @@ impl Progress {
                 OutPayload::Send(id) => self.bufs.send_bytes(*id),
                 OutPayload::Owned(v) => v,
             };
-            let total = HEADER_LEN + payload.len();
+            let hlen = f.header.len();
+            let total = hlen + payload.len();
             let n = {
                 let bufs;
-                let slices: &[IoSlice<'_>] = if f.sent < HEADER_LEN {
+                let slices: &[IoSlice<'_>] = if f.sent < hlen {
                     bufs = [IoSlice::new(&f.header[f.sent..]), IoSlice::new(payload)];
                     &bufs
                 } else {
-                    bufs = [
-                        IoSlice::new(&payload[f.sent - HEADER_LEN..]),
-                        IoSlice::new(&[]),
-                    ];
+                    bufs = [IoSlice::new(&payload[f.sent - hlen..]), IoSlice::new(&[])];
                     &bufs[..1]
                 };
                 match self.kinds[peer as usize] {
@@ -455,7 +453,7 @@ impl Progress {
                 0
             }
         };
-        if sent < HEADER_LEN + bytes.len() {
+        if sent < header.len() + bytes.len() {
             self.out[peer as usize].push_back(OutFrame {
                 header,
                 payload: OutPayload::Owned(bytes.to_vec()),
@@ -591,13 +589,17 @@ impl Progress {
         loop {
             match st.cur {
                 None => {
-                    if st.end - st.start >= HEADER_LEN {
-                        let mut h = [0u8; HEADER_LEN];
-                        h.copy_from_slice(&st.rx[st.start..st.start + HEADER_LEN]);
-                        st.start += HEADER_LEN;
-                        did = true;
-                        let frame = Frame::decode(&h, self.max_len)
+                    let staged = st.end - st.start;
+                    let hlen = match st.rx.get(st.start) {
+                        Some(&first) if staged > 0 => Frame::header_len(first)
+                            .map_err(|e| LinkError(format!("invalid frame header: {e}")))?,
+                        _ => HEADER_LEN,
+                    };
+                    if staged >= hlen {
+                        let frame = Frame::decode(&st.rx[st.start..st.start + hlen], self.max_len)
                             .map_err(|e| LinkError(format!("invalid frame header: {e}")))?;
+                        st.start += hlen;
+                        did = true;
                         let dest = self
                             .engine
                             .handle_frame(peer, frame)

@@ -1,7 +1,23 @@
 //! The versioned frame header spoken between ranks.
 //!
 //! Every message between two ranks travels as one or more frames. A frame is a
-//! fixed 40-byte header, little-endian, optionally followed by a payload:
+//! header, little-endian, optionally followed by a payload. A plain eager
+//! message (the small-message path, where every byte counts: a frame that
+//! fits one 64-byte cache line moves between cores in one transfer) has a
+//! 16-byte short header:
+//!
+//! ```text
+//! offset size field
+//!      0    1 magic    0xE1
+//!      1    1 version  1
+//!      2    2 reserved 0
+//!      4    4 len      payload bytes that follow
+//!      8    4 context  communicator context id
+//!     12    4 tag      message tag
+//! ```
+//!
+//! Every other frame has the full 40-byte header (its first byte, 0xDE,
+//! tells the two apart):
 //!
 //! ```text
 //! offset size field
@@ -33,10 +49,16 @@
 //! of eager data and envelopes the receiver has matched (see the engine's
 //! flow control).
 //!
+//! Every frame has exactly one encoding (a plain eager frame in the full
+//! form is rejected), so what decodes re-encodes identically.
 //! [`Frame::decode`] validates every field; it never panics on peer data.
 
-/// Length in bytes of every frame header.
+/// Length in bytes of the full frame header (the longest).
 pub const HEADER_LEN: usize = 40;
+/// Length in bytes of the short header of a plain eager message.
+pub const SHORT_HEADER_LEN: usize = 16;
+/// First byte of a short header.
+const SHORT_MAGIC: u8 = 0xE1;
 /// Magic number opening every header.
 pub const MAGIC: u16 = 0xC0DE;
 /// Wire protocol version.
@@ -167,13 +189,33 @@ pub enum WireError {
     /// A field that must be zero for this kind is not.
     #[error("non-zero reserved field in frame kind {0}")]
     Reserved(u8),
+    /// A header of the wrong length for its form.
+    #[error("header of {0} bytes does not match its form")]
+    BadLength(usize),
+    /// A plain eager message in the full form: it must use the short one.
+    #[error("plain eager message with a full header")]
+    NonCanonical,
 }
 
-fn u32_at(b: &[u8; HEADER_LEN], at: usize) -> u32 {
+/// An encoded frame header (short or full form); dereferences to its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedHeader {
+    bytes: [u8; HEADER_LEN],
+    len: u8,
+}
+
+impl std::ops::Deref for EncodedHeader {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_at(b: &[u8; HEADER_LEN], at: usize) -> u64 {
+fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     x.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(x)
@@ -188,8 +230,50 @@ impl Frame {
         }
     }
 
-    /// Encodes the header.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
+    /// Length of the header that starts with byte `first`.
+    ///
+    /// ```
+    /// use courier::wire::{Frame, HEADER_LEN, SHORT_HEADER_LEN};
+    /// let eager = Frame::Eager { context: 0, tag: 1, len: 8, sync: false, sreq: 0 };
+    /// assert_eq!(Frame::header_len(eager.encode()[0]), Ok(SHORT_HEADER_LEN));
+    /// assert_eq!(Frame::header_len(Frame::Bye.encode()[0]), Ok(HEADER_LEN));
+    /// ```
+    pub fn header_len(first: u8) -> Result<usize, WireError> {
+        match first {
+            SHORT_MAGIC => Ok(SHORT_HEADER_LEN),
+            b if b == MAGIC.to_le_bytes()[0] => Ok(HEADER_LEN),
+            b => Err(WireError::BadMagic(u16::from(b))),
+        }
+    }
+
+    /// Encodes the header: the short form for a plain eager message, the
+    /// full form otherwise.
+    pub fn encode(&self) -> EncodedHeader {
+        let mut b = [0u8; HEADER_LEN];
+        if let Frame::Eager {
+            context,
+            tag,
+            len,
+            sync: false,
+            ..
+        } = *self
+        {
+            if let Ok(len) = u32::try_from(len) {
+                b[0] = SHORT_MAGIC;
+                b[1] = VERSION;
+                b[4..8].copy_from_slice(&len.to_le_bytes());
+                b[8..12].copy_from_slice(&context.to_le_bytes());
+                b[12..16].copy_from_slice(&tag.to_le_bytes());
+                return EncodedHeader {
+                    bytes: b,
+                    len: SHORT_HEADER_LEN as u8,
+                };
+            }
+        }
+        self.encode_full(b)
+    }
+
+    fn encode_full(&self, mut b: [u8; HEADER_LEN]) -> EncodedHeader {
         let (kind, flags, context, tag, len, sreq, rreq) = match *self {
             Frame::Eager {
                 context,
@@ -230,7 +314,6 @@ impl Frame {
             Frame::Pushed { rreq, ok } => (KIND_PUSHED, 0, 0, 0, u64::from(!ok), 0, rreq),
             Frame::Credit { bytes } => (KIND_CREDIT, 0, 0, 0, bytes, 0, 0),
         };
-        let mut b = [0u8; HEADER_LEN];
         b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
         b[2] = VERSION;
         b[3] = kind;
@@ -240,12 +323,31 @@ impl Frame {
         b[16..24].copy_from_slice(&len.to_le_bytes());
         b[24..32].copy_from_slice(&sreq.to_le_bytes());
         b[32..40].copy_from_slice(&rreq.to_le_bytes());
-        b
+        EncodedHeader {
+            bytes: b,
+            len: HEADER_LEN as u8,
+        }
     }
 
-    /// Decodes and validates a header. `max_len` bounds every length field
-    /// (payloads and announced message sizes).
-    pub fn decode(b: &[u8; HEADER_LEN], max_len: u64) -> Result<Frame, WireError> {
+    /// Decodes and validates a header (`b` holds exactly the header, of the
+    /// length [`Frame::header_len`] gives). `max_len` bounds every length
+    /// field (payloads and announced message sizes).
+    ///
+    /// ```
+    /// use courier::wire::Frame;
+    /// let f = Frame::Cts { sreq: 1, rreq: 2 };
+    /// assert_eq!(Frame::decode(&f.encode(), u64::MAX), Ok(f));
+    /// ```
+    pub fn decode(b: &[u8], max_len: u64) -> Result<Frame, WireError> {
+        let Some(&first) = b.first() else {
+            return Err(WireError::BadLength(0));
+        };
+        if b.len() != Frame::header_len(first)? {
+            return Err(WireError::BadLength(b.len()));
+        }
+        if first == SHORT_MAGIC {
+            return Frame::decode_short(b, max_len);
+        }
         let magic = u16::from_le_bytes([b[0], b[1]]);
         if magic != MAGIC {
             return Err(WireError::BadMagic(magic));
@@ -281,6 +383,9 @@ impl Frame {
                 let sync = flags & FLAG_SYNC != 0;
                 if !sync {
                     zero(&[sreq])?;
+                    if u32::try_from(len).is_ok() {
+                        return Err(WireError::NonCanonical);
+                    }
                 }
                 Ok(Frame::Eager {
                     context,
@@ -345,6 +450,26 @@ impl Frame {
             }
             other => Err(WireError::BadKind(other)),
         }
+    }
+
+    fn decode_short(b: &[u8], max_len: u64) -> Result<Frame, WireError> {
+        if b[1] != VERSION {
+            return Err(WireError::BadVersion(b[1]));
+        }
+        if b[2] != 0 || b[3] != 0 {
+            return Err(WireError::Reserved(KIND_EAGER));
+        }
+        let len = u64::from(u32_at(b, 4));
+        if len > max_len {
+            return Err(WireError::TooLong { len, max: max_len });
+        }
+        Ok(Frame::Eager {
+            context: u32_at(b, 8),
+            tag: u32_at(b, 12),
+            len,
+            sync: false,
+            sreq: 0,
+        })
     }
 }
 
@@ -411,13 +536,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_magic_version_kind() {
-        let mut b = Frame::Bye.encode();
+        let mut b = Frame::Bye.encode().to_vec();
         b[0] ^= 1;
         assert!(matches!(Frame::decode(&b, 10), Err(WireError::BadMagic(_))));
-        let mut b = Frame::Bye.encode();
+        let mut b = Frame::Bye.encode().to_vec();
+        b[1] ^= 1;
+        assert!(matches!(Frame::decode(&b, 10), Err(WireError::BadMagic(_))));
+        let mut b = Frame::Bye.encode().to_vec();
         b[2] = 2;
         assert_eq!(Frame::decode(&b, 10), Err(WireError::BadVersion(2)));
-        let mut b = Frame::Bye.encode();
+        let mut b = Frame::Bye.encode().to_vec();
         b[3] = 0;
         assert_eq!(Frame::decode(&b, 10), Err(WireError::BadKind(0)));
         b[3] = 200;
@@ -426,7 +554,7 @@ mod tests {
 
     #[test]
     fn rejects_flags_lengths_and_reserved_fields() {
-        let mut b = Frame::Cts { sreq: 1, rreq: 2 }.encode();
+        let mut b = Frame::Cts { sreq: 1, rreq: 2 }.encode().to_vec();
         b[4] = 1;
         assert!(matches!(
             Frame::decode(&b, 10),
@@ -437,7 +565,7 @@ mod tests {
             Frame::decode(&b, 10),
             Err(WireError::TooLong { len: 11, max: 10 })
         );
-        let mut b = Frame::Bye.encode();
+        let mut b = Frame::Bye.encode().to_vec();
         b[20] = 1;
         assert_eq!(Frame::decode(&b, u64::MAX), Err(WireError::Reserved(6)));
     }
@@ -445,15 +573,58 @@ mod tests {
     #[test]
     fn every_single_byte_corruption_is_decoded_or_rejected_without_panic() {
         for f in all_kinds() {
-            let good = f.encode();
-            for i in 0..HEADER_LEN {
+            let good = f.encode().to_vec();
+            for i in 0..good.len() {
                 for bit in 0..8 {
-                    let mut b = good;
+                    let mut b = good.clone();
                     b[i] ^= 1 << bit;
                     let _ = Frame::decode(&b, 1 << 20);
                 }
             }
         }
+    }
+
+    #[test]
+    fn plain_eager_messages_use_the_short_header() {
+        let f = Frame::Eager {
+            context: 7,
+            tag: 9,
+            len: 8,
+            sync: false,
+            sreq: 0,
+        };
+        let b = f.encode();
+        assert_eq!(b.len(), SHORT_HEADER_LEN);
+        assert_eq!(Frame::header_len(b[0]), Ok(SHORT_HEADER_LEN));
+        assert_eq!(Frame::decode(&b, 8), Ok(f));
+        assert_eq!(
+            Frame::decode(&b, 7),
+            Err(WireError::TooLong { len: 8, max: 7 })
+        );
+        // Synchronous eager messages carry a request id: full form.
+        let sync = Frame::Eager {
+            context: 7,
+            tag: 9,
+            len: 8,
+            sync: true,
+            sreq: 3,
+        };
+        assert_eq!(sync.encode().len(), HEADER_LEN);
+        // The full form of a plain eager message is not canonical.
+        let mut full = sync.encode().to_vec();
+        full[4] = 0;
+        full[24..32].fill(0);
+        assert_eq!(Frame::decode(&full, 8), Err(WireError::NonCanonical));
+        // Wrong lengths and reserved bytes.
+        assert_eq!(Frame::decode(&b[..15], 8), Err(WireError::BadLength(15)));
+        assert_eq!(Frame::decode(&full[..16], 8), Err(WireError::BadLength(16)));
+        assert_eq!(Frame::decode(&[], 8), Err(WireError::BadLength(0)));
+        let mut r = b.to_vec();
+        r[3] = 1;
+        assert_eq!(Frame::decode(&r, 8), Err(WireError::Reserved(KIND_EAGER)));
+        let mut v = b.to_vec();
+        v[1] = 9;
+        assert_eq!(Frame::decode(&v, 8), Err(WireError::BadVersion(9)));
     }
 
     mod props {
@@ -469,7 +640,19 @@ mod tests {
                 h[..32].copy_from_slice(&b);
                 h[32..].copy_from_slice(&tail);
                 if let Ok(f) = Frame::decode(&h, u64::MAX) {
-                    prop_assert_eq!(f.encode(), h);
+                    prop_assert_eq!(&f.encode()[..], &h[..]);
+                }
+            }
+
+            /// The same for any 16 bytes (the short form's length).
+            #[test]
+            fn short_headers_never_panic_and_round_trip(b in prop::array::uniform16(any::<u8>()), short in any::<bool>()) {
+                let mut h = b;
+                if short {
+                    h[0] = SHORT_MAGIC;
+                }
+                if let Ok(f) = Frame::decode(&h, u64::MAX) {
+                    prop_assert_eq!(&f.encode()[..], &h[..]);
                 }
             }
 

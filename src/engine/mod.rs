@@ -1364,14 +1364,17 @@ pub(crate) fn feed_untrusted(data: &[u8]) {
             }
             _ => {}
         }
-        if tail.len() < HEADER_LEN {
-            break;
-        }
-        let (h, tail) = tail.split_at(HEADER_LEN);
-        rest = tail;
-        let Ok(h) = <&[u8; HEADER_LEN]>::try_from(h) else {
+        let Some(hlen) = tail
+            .first()
+            .map(|&b| Frame::header_len(b).unwrap_or(HEADER_LEN))
+        else {
             break;
         };
+        if tail.len() < hlen {
+            break;
+        }
+        let (h, tail) = tail.split_at(hlen);
+        rest = tail;
         let Ok(frame) = Frame::decode(h, 1 << 20) else {
             continue;
         };
