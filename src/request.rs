@@ -118,6 +118,27 @@ unsafe fn post_send_raw(
     bytes: &[u8],
     sync: bool,
 ) -> ReqId {
+    // A small standard-mode send that the link takes at once (or that is
+    // copied aside) is complete now: no loan, no queue.
+    if !sync && p.send_eager_now(peer, context, tag, bytes) {
+        return p.engine.completed_send(peer);
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { post_send_queued(p, peer, context, tag, bytes, sync) }
+}
+
+/// [`post_send_raw`] without the direct path.
+///
+/// # Safety
+/// As for [`post_send_raw`].
+unsafe fn post_send_queued(
+    p: &mut Progress,
+    peer: u32,
+    context: u32,
+    tag: u32,
+    bytes: &[u8],
+    sync: bool,
+) -> ReqId {
     let id = p.engine.post_send(peer, context, tag, bytes.len(), sync);
     // SAFETY: forwarded from this function's contract; sends only read.
     unsafe { p.bufs.lend(id, bytes.as_ptr().cast_mut(), bytes.len()) };
@@ -173,7 +194,7 @@ pub(crate) fn send_blocking(
     }
     // SAFETY: `bytes` is borrowed for this whole call, and `wait_or_detach`
     // either finishes the request or detaches the loan before we return.
-    let id = unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) };
+    let id = unsafe { post_send_queued(&mut p, peer, context, tag, bytes, sync) };
     if !sync && bytes.len() <= p.eager_limit() && !p.engine.is_done(id) {
         p.buffer_eager_send(peer, id);
     }

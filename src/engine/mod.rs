@@ -565,6 +565,29 @@ impl Engine {
         })
     }
 
+    /// A request for a send the driver has already written (or copied
+    /// aside) through [`Engine::eager_frame_now`]: complete from the start.
+    pub(crate) fn completed_send(&mut self, peer: Rank) -> ReqId {
+        let id = self.alloc(ReqKind::Send(SendState {
+            peer,
+            len: 0,
+            rendezvous: false,
+            cts: false,
+            coop: false,
+            written: true,
+            need_ack: false,
+        }));
+        self.complete(
+            id,
+            Ok(MsgInfo {
+                source: peer,
+                tag: 0,
+                len: 0,
+            }),
+        );
+        id
+    }
+
     /// Starts a send of `len` bytes to `peer`. Sends to a peer that is gone fail at once.
     pub(crate) fn post_send(
         &mut self,
