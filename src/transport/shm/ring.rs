@@ -226,10 +226,10 @@ impl Producer {
         let len = self.safe_len(bufs, want.min(free - RECORD_HEADER));
         let mut off = 0usize;
         for b in bufs {
-            let n = b.len().min(len - off);
-            if n == 0 {
+            if off == len {
                 break;
             }
+            let n = b.len().min(len - off);
             // SAFETY: the record's bytes tail..tail+footprint_of(len) are
             // free (the consumer released them: head_cache was read with
             // acquire ordering, and footprint_of(len) <= free), so only the
@@ -497,6 +497,17 @@ mod tests {
             assert_eq!(&out[..8], &[i; 8]);
             assert_eq!(c.read(&mut out), Ok(0), "a forged record after {i}");
         }
+    }
+
+    #[test]
+    fn empty_slices_are_skipped() {
+        let (_m, r) = Mem::new(1024);
+        let mut p = Producer::new(r);
+        let mut c = Consumer::new(r);
+        assert_eq!(p.write(&[&[], &[1, 2, 3]]), Ok(3));
+        let mut out = [0u8; 8];
+        assert_eq!(c.read(&mut out), Ok(3));
+        assert_eq!(&out[..3], &[1, 2, 3]);
     }
 
     #[test]
