@@ -63,6 +63,9 @@ struct InState {
     /// The last payload was read in place: read only a header next, so the
     /// following large payload also goes straight to its buffer (one copy).
     header_only: bool,
+    /// The last read from a shared-memory ring returned less than asked:
+    /// the ring was empty then, so the next read waits for the next poll.
+    drained: bool,
 }
 
 impl InState {
@@ -73,6 +76,7 @@ impl InState {
             end: 0,
             cur: None,
             header_only: false,
+            drained: false,
         }
     }
 }
@@ -626,10 +630,18 @@ impl Progress {
                     } else {
                         st.rx.len()
                     };
+                    // A ring (unlike a socket, which must be read until it
+                    // would block) is polled again anyway: skip the read
+                    // that would find it still empty.
+                    if st.drained {
+                        st.drained = false;
+                        return Ok(did);
+                    }
                     let n = links.read(peer, &mut st.rx[st.end..limit])?;
                     if n == 0 {
                         return Ok(did);
                     }
+                    st.drained = links.kind == LinkKind::Shm && st.end + n < limit;
                     st.end += n;
                 }
                 Some(mut cur) => {
