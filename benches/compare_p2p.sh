@@ -5,7 +5,8 @@
 #   TRANSPORT=tcp:           Courier over TCP vs Open MPI's TCP BTL.
 # Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] benches/compare_p2p.sh [latency|bw|bibw ...]
 # Every system runs ROUNDS times, interleaved; the table shows medians and the
-# ratio Courier/peer (latency: lower is better; bandwidth: higher is better).
+# ratio Courier/peer (latency: lower is better; bandwidth: higher is better),
+# taken per round (runs seconds apart) and then the median over rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRANSPORT=${TRANSPORT:-shm}
@@ -57,16 +58,22 @@ def load(name):
             if len(p) == 2:
                 rows[int(p[0])] = float(p[1])
         runs.append(rows)
-    return {s: statistics.median(run[s] for run in runs) for s in runs[0]}
-t = {s: load(s) for s in systems}
+    return runs
+raw = {s: load(s) for s in systems}
+t = {s: {size: statistics.median(run[size] for run in raw[s]) for size in raw[s][0]} for s in systems}
+# The ratio column is the median of per-round ratios: the runs of one round
+# are seconds apart, so they usually share the VM's current speed, which
+# can change between rounds (see BENCHMARKS.md on bimodal runs).
+def ratio(p, size):
+    return statistics.median(raw["courier"][r][size] / raw[p][r][size] for r in range(rounds))
 unit = "us" if kind == "latency" else "MB/s"
 peers = systems[1:]
-print(f"## {kind} ({transport}), median of {rounds} interleaved runs, {unit}")
+print(f"## {kind} ({transport}), medians of {rounds} interleaved rounds, {unit}; ratios: median of per-round ratios")
 print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " |")
 print("|---:" * (len(systems) + len(peers) + 1) + "|")
 for size in sorted(t["courier"]):
     vals = " | ".join(f"{t[s][size]:.2f}" for s in systems)
-    ratios = " | ".join(f"{t['courier'][size] / t[p][size]:.2f}" for p in peers)
+    ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
     print(f"| {size} | {vals} | {ratios} |")
 PY
 done
