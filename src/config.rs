@@ -87,6 +87,12 @@ pub(crate) fn cma_coop_min() -> usize {
     parse_env("COURIER_CMA_COOP_MIN").unwrap_or(128 * 1024)
 }
 
+/// `COURIER_CMA_COOP_SHARE`: percent (1–99) of a cooperatively copied
+/// message that the receiver copies; the sender copies the rest.
+pub(crate) fn cma_coop_share() -> u32 {
+    parse_env("COURIER_CMA_COOP_SHARE").unwrap_or(crate::engine::DEFAULT_COOP_SHARE)
+}
+
 /// `COURIER_FLOW_WINDOW`: flow-control credit per peer, in bytes (eager
 /// payload plus 128 per message); at least twice the largest eager message.
 pub(crate) fn flow_window() -> u64 {

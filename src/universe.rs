@@ -181,6 +181,7 @@ fn assemble(
     }
     let mut engine = Engine::new(l.rank, l.size, eager);
     engine.set_coop_min(crate::config::cma_coop_min());
+    engine.set_coop_share(crate::config::cma_coop_share());
     let mut shm = shm;
     let shm_eager = crate::config::shm_eager_limit();
     let cma = crate::config::cma_enabled();

@@ -41,8 +41,9 @@
 //! the message out of the sender's memory (cross-memory attach) and answers
 //! FIN, or falls back to CTS → DATA. For large messages the copy is shared:
 //! the receiver answers CTS_COOP carrying its own buffer address (in the
-//! context and tag fields: low and high 32 bits), pulls the first part while
-//! the sender pushes the rest into it, and the sender reports PUSHED
+//! context and tag fields: low and high 32 bits) and where it splits the
+//! message (`len`), pulls the part before the split while the sender pushes
+//! the rest into it, and the sender reports PUSHED
 //! (`len` 0: done, 1: refused, the receiver then pulls that part too).
 //! SYNC_ACK completes a synchronous eager send once it has matched. BYE
 //! announces a clean close. CREDIT returns flow-control credit: `len` bytes
@@ -133,8 +134,8 @@ pub enum Frame {
         sreq: u64,
     },
     /// Cooperative copy: the receive `rreq` matched the RTS of `sreq`; the
-    /// sender pushes the second part of the message into `addr` (the
-    /// receiver's buffer) while the receiver pulls the first.
+    /// sender pushes bytes `split..` of the message into `addr + split` (the
+    /// receiver's buffer) while the receiver pulls bytes `..split`.
     CtsCoop {
         /// Sender request id from the RTS.
         sreq: u64,
@@ -142,6 +143,8 @@ pub enum Frame {
         rreq: u64,
         /// The receiver's buffer address.
         addr: u64,
+        /// Where the message is split between the two copies.
+        split: u64,
     },
     /// The sender finished (or could not do) its part of a cooperative copy.
     Pushed {
@@ -302,12 +305,17 @@ impl Frame {
             Frame::SyncAck { sreq } => (KIND_SYNC_ACK, 0, 0, 0, 0, sreq, 0),
             Frame::Bye => (KIND_BYE, 0, 0, 0, 0, 0, 0),
             Frame::Fin { sreq } => (KIND_FIN, 0, 0, 0, 0, sreq, 0),
-            Frame::CtsCoop { sreq, rreq, addr } => (
+            Frame::CtsCoop {
+                sreq,
+                rreq,
+                addr,
+                split,
+            } => (
                 KIND_CTS_COOP,
                 0,
                 addr as u32,
                 (addr >> 32) as u32,
-                0,
+                split,
                 sreq,
                 rreq,
             ),
@@ -427,14 +435,12 @@ impl Frame {
                 zero(&[len, rreq])?;
                 Ok(Frame::Fin { sreq })
             }
-            KIND_CTS_COOP => {
-                zero(&[len])?;
-                Ok(Frame::CtsCoop {
-                    sreq,
-                    rreq,
-                    addr: u64::from(context) | (u64::from(tag) << 32),
-                })
-            }
+            KIND_CTS_COOP => Ok(Frame::CtsCoop {
+                sreq,
+                rreq,
+                addr: u64::from(context) | (u64::from(tag) << 32),
+                split: len,
+            }),
             KIND_PUSHED => {
                 zero(&ctx_tag)?;
                 zero(&[sreq])?;
@@ -512,6 +518,7 @@ mod tests {
                 sreq: 5,
                 rreq: 6,
                 addr: 0x7ffd_dead_b000,
+                split: 1 << 19,
             },
             Frame::Pushed { rreq: 6, ok: true },
             Frame::Pushed { rreq: 6, ok: false },

@@ -261,7 +261,10 @@ fn single_copy_pull_and_its_fallback() {
 
 #[test]
 fn cooperative_copy_and_its_fallbacks() {
-    for (pulls_work, pushes_work) in [(true, true), (true, false), (false, true), (false, false)] {
+    let cases = [(true, true), (true, false), (false, true), (false, false)];
+    for ((pulls_work, pushes_work), share) in
+        cases.into_iter().flat_map(|c| [(c, 10), (c, 60), (c, 95)])
+    {
         for recv_first in [true, false] {
             let mut net = SimNet::new(2, 16, 11);
             net.pulls_work = pulls_work;
@@ -269,23 +272,35 @@ fn cooperative_copy_and_its_fallbacks() {
             for e in &mut net.engines {
                 e.set_coop_min(8192);
             }
+            // The receiver decides the split; the sender's own setting
+            // does not matter.
+            net.engines[0].set_coop_share(50);
+            net.engines[1].set_coop_share(share);
             net.engines[0].set_peer_caps(1, 16, true);
-            let msg = bytes(7, 20_000);
-            let r = recv_first.then(|| net.recv(1, Some(0), Some(4), 20_000));
+            let msg = bytes(7, 100_000);
+            let r = recv_first.then(|| net.recv(1, Some(0), Some(4), 100_000));
             let s = net.send(0, 1, 4, &msg, false);
             net.run();
-            let r = r.unwrap_or_else(|| net.recv(1, Some(0), Some(4), 20_000));
+            let r = r.unwrap_or_else(|| net.recv(1, Some(0), Some(4), 100_000));
             net.run();
             let case = format!(
-                "pulls_work={pulls_work} pushes_work={pushes_work} recv_first={recv_first}"
+                "pulls_work={pulls_work} pushes_work={pushes_work} recv_first={recv_first} share={share}"
             );
             assert!(net.done(0, s), "{case}");
             assert_eq!(net.take_recv(1, r).unwrap().1, msg, "{case}");
             assert_eq!(net.recv_advertised.len(), 1, "{case}: one CTS_COOP");
         }
     }
-    assert_eq!(coop_split(20_000), 8192);
-    assert_eq!(coop_split(4096), 0);
+    assert_eq!(coop_split(20_000, 50), 8192);
+    assert_eq!(coop_split(40_000, 60), 20_480);
+    assert_eq!(coop_split(4096, 50), 0);
+    assert_eq!(coop_split(8192, 99), 4096);
+    assert_eq!(
+        coop_split(4100, 99),
+        0,
+        "the receiver's part would be empty"
+    );
+    assert_eq!(coop_split(1 << 20, 60), 626_688);
 }
 
 #[test]
@@ -381,7 +396,8 @@ fn forged_or_stale_ids_are_protocol_errors() {
             Frame::CtsCoop {
                 sreq: 3,
                 rreq: 1,
-                addr: 64
+                addr: 64,
+                split: 4096,
             }
         )
         .is_err());
