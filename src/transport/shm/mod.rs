@@ -265,7 +265,7 @@ impl ShmTransport {
             let cap = word(&seg, 8) as usize;
             let slots = word(&seg, 16) as usize;
             if !cap.is_power_of_two()
-                || cap < 64
+                || cap < 128
                 || my_local >= slots
                 || seg.len() != segment_size(slots, cap)
             {
