@@ -815,22 +815,28 @@ impl Progress {
         if done(self) {
             return Ok(());
         }
-        // The clock is read only once spinning has begun, and then every 64th
-        // round: a read costs several quiet rounds. The poller (new
-        // connections, the launcher: system calls) is asked every 4096th
-        // round while spinning, every 16th while yielding, and every round
-        // when there are too many sockets to read directly.
+        // The clock is read only once spinning has begun, then every 64th
+        // round while spinning (a read costs several quiet rounds), every
+        // 16th on oversubscribed nodes (their spin is short and must end on
+        // time, so the core goes to another rank: reading every 64th made 8
+        // ranks on 2 cores 1.2-1.3x slower), and every round while yielding
+        // (a yield may hand the core away for a whole time slice). The
+        // poller (new connections, the launcher: system calls) is asked
+        // every 4096th round while spinning, every 32nd while yielding, and
+        // every round when there are too many sockets to read directly.
         let mut idle_since: Option<Instant> = None;
         let mut now_idle = Duration::ZERO;
         let mut rounds = 0u32;
+        let mut yielding = false;
+        let clock_every = if self.policy.oversubscribed { 16 } else { 64 };
         loop {
             rounds = rounds.wrapping_add(1);
-            if rounds % 64 == 0 {
+            if yielding || rounds % clock_every == 0 {
                 now_idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             }
             let spinning = now_idle < self.policy.spin;
-            let yielding = !spinning && now_idle < self.policy.spin + self.policy.yield_for;
-            let poll_due = rounds % if yielding { 16 } else { 4096 } == 0
+            yielding = !spinning && now_idle < self.policy.spin + self.policy.yield_for;
+            let poll_due = rounds % if yielding { 32 } else { 4096 } == 0
                 || self.tcp.established_count() > DIRECT_SPIN_MAX_LINKS;
             let did = if (spinning || yielding) && !poll_due {
                 if self.quiet() {
