@@ -28,7 +28,8 @@
 //!      4    4 flags    bit 0 SYNC (the sender waits for a match: ssend)
 //!      8    4 context  communicator context id
 //!     12    4 tag      message tag
-//!     16    8 len      EAGER/DATA: payload bytes that follow; RTS: message length
+//!     16    8 len      EAGER/DATA: payload bytes that follow; RTS: message
+//!                      length; CTS_COOP: where the copy is split
 //!     24    8 sreq     sender's request id (EAGER with SYNC, RTS, CTS, SYNC_ACK)
 //!     32    8 rreq     receiver's request id (CTS, DATA); RTS: sender's buffer
 //!                      address for a single-copy pull, or 0
