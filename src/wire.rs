@@ -9,7 +9,7 @@
 //! ```text
 //! offset size field
 //!      0    1 magic    0xE1
-//!      1    1 version  1
+//!      1    1 version  2
 //!      2    2 reserved 0
 //!      4    4 len      payload bytes that follow
 //!      8    4 context  communicator context id
@@ -22,7 +22,7 @@
 //! ```text
 //! offset size field
 //!      0    2 magic    0xC0DE
-//!      2    1 version  1
+//!      2    1 version  2
 //!      3    1 kind     1 EAGER, 2 RTS, 3 CTS, 4 DATA, 5 SYNC_ACK, 6 BYE, 7 FIN,
 //!                      8 CTS_COOP, 9 PUSHED, 10 CREDIT
 //!      4    4 flags    bit 0 SYNC (the sender waits for a match: ssend)
@@ -64,7 +64,7 @@ const SHORT_MAGIC: u8 = 0xE1;
 /// Magic number opening every header.
 pub const MAGIC: u16 = 0xC0DE;
 /// Wire protocol version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const FLAG_SYNC: u32 = 1;
 
@@ -550,9 +550,12 @@ mod tests {
         let mut b = Frame::Bye.encode().to_vec();
         b[1] ^= 1;
         assert!(matches!(Frame::decode(&b, 10), Err(WireError::BadMagic(_))));
-        let mut b = Frame::Bye.encode().to_vec();
-        b[2] = 2;
-        assert_eq!(Frame::decode(&b, 10), Err(WireError::BadVersion(2)));
+        // Version 1 (before the short header) is refused, as is any other.
+        for v in [1, 3] {
+            let mut b = Frame::Bye.encode().to_vec();
+            b[2] = v;
+            assert_eq!(Frame::decode(&b, 10), Err(WireError::BadVersion(v)));
+        }
         let mut b = Frame::Bye.encode().to_vec();
         b[3] = 0;
         assert_eq!(Frame::decode(&b, 10), Err(WireError::BadKind(0)));

@@ -4,7 +4,7 @@
 //! sender (indexed by the sender's local rank), plus a wake-up word:
 //!
 //! ```text
-//!   0      magic "CRSHM001" (u64), ring capacity (u64), slots (u64)
+//!   0      magic "CRSHM002" (u64), ring capacity (u64), slots (u64)
 //!   64     wake: AtomicU32 (futex word), sleeping: AtomicU32
 //!   128    ring of local rank 0, ring of local rank 1, ... (ring::CTL_BYTES + capacity each)
 //! ```
@@ -29,7 +29,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM001");
+const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM002");
 const HEADER: usize = 128;
 const MIN_RING: usize = 16 * 1024;
 const MAX_RING: usize = 1 << 20;
