@@ -1,10 +1,11 @@
 //! The shared-memory building blocks: ring enqueue/dequeue (8 B and 4 KiB
-//! frames) and the single-copy (CMA) path against a plain memcpy.
+//! frames), a two-thread ping-pong over two rings, and the single-copy (CMA)
+//! path against a plain memcpy.
 //! Run: cargo bench --features bench-internals --bench shm
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use courier::bench_internals::{cma_copy, HeapRing};
+use courier::bench_internals::{cma_copy, ring_pingpong, HeapRing};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn ring(c: &mut Criterion) {
@@ -19,6 +20,18 @@ fn ring(c: &mut Criterion) {
                 r.push(black_box(&src));
                 r.pop(black_box(&mut dst))
             })
+        });
+    }
+    g.finish();
+}
+
+/// One hop (half a round trip) between two threads over two rings: the
+/// cost of moving a small message between cores with nothing around it.
+fn pingpong(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring_pingpong_hop");
+    for size in [24usize, 1024] {
+        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            b.iter_custom(|iters| ring_pingpong(size, iters) / 2)
         });
     }
     g.finish();
@@ -41,5 +54,5 @@ fn single_copy(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, single_copy);
+criterion_group!(benches, ring, pingpong, single_copy);
 criterion_main!(benches);

@@ -66,10 +66,10 @@ pub use universe::{init, Placement, Universe};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_internals {
-    pub use crate::transport::shm::ring::HeapRing;
+    pub use crate::transport::shm::ring::{pingpong as ring_pingpong, HeapRing};
 
     /// Drives a matching engine with untrusted bytes (fuzzing): a stream of
-    /// `[peer][40-byte header][payload]` records. Never panics.
+    /// `[peer][frame header][payload]` records. Never panics.
     pub fn engine_feed(data: &[u8]) {
         crate::engine::feed_untrusted(data)
     }

@@ -398,6 +398,73 @@ impl HeapRing {
     }
 }
 
+/// Two rings on heap memory and two threads bouncing a `size`-byte write
+/// (at most 4 KiB) through them `rounds` times, spinning between messages:
+/// the transport's round trip with nothing around it (criterion bench
+/// `ring_pingpong`). Returns the elapsed time of the whole exchange.
+#[cfg(feature = "bench-internals")]
+pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
+    /// The far ends of the two rings, moved to the echo thread.
+    struct Ends(RingPtr, RingPtr);
+    // SAFETY: the echo thread is the only user of the consumer of the first
+    // ring and the producer of the second; this thread uses the other ends.
+    unsafe impl Send for Ends {}
+
+    const CAP: usize = 1 << 20;
+    let size = size.clamp(1, 4096);
+    let alloc = || vec![0u64; RingPtr::footprint(CAP).div_ceil(8) + 8];
+    let (mut m1, mut m2) = (alloc(), alloc());
+    let at = |m: &mut Vec<u64>| (m.as_mut_ptr() as usize + 63) & !63;
+    // SAFETY: 1. each Vec is over-allocated by 64 bytes, so an aligned
+    // footprint fits; 2. both Vecs outlive the echo thread (joined below);
+    // 3. each ring has one producer and one consumer.
+    let (a, b) = unsafe {
+        (
+            RingPtr::new(at(&mut m1) as *mut u8, CAP),
+            RingPtr::new(at(&mut m2) as *mut u8, CAP),
+        )
+    };
+    let ends = Ends(a, b);
+    let echo = std::thread::spawn(move || {
+        let ends = ends;
+        let (mut c, mut p) = (Consumer::new(ends.0), Producer::new(ends.1));
+        let mut buf = vec![0u8; size];
+        for _ in 0..rounds {
+            let mut got = 0;
+            while got < size {
+                if !c.ready() {
+                    std::hint::spin_loop();
+                }
+                got += c.read(&mut buf[got..]).unwrap_or(0);
+            }
+            let mut put = 0;
+            while put < size {
+                put += p.write(&[&buf[put..]]).unwrap_or(0);
+            }
+        }
+    });
+    let (mut p, mut c) = (Producer::new(a), Consumer::new(b));
+    let mut buf = vec![1u8; size];
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let mut put = 0;
+        while put < size {
+            put += p.write(&[&buf[put..]]).unwrap_or(0);
+        }
+        let mut got = 0;
+        while got < size {
+            if !c.ready() {
+                std::hint::spin_loop();
+            }
+            got += c.read(&mut buf[got..]).unwrap_or(0);
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = echo.join();
+    drop((m1, m2));
+    elapsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
