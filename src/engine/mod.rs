@@ -599,14 +599,7 @@ impl Engine {
             written: true,
             need_ack: false,
         }));
-        self.complete(
-            id,
-            Ok(MsgInfo {
-                source: peer,
-                tag: 0,
-                len: 0,
-            }),
-        );
+        self.maybe_finish_send(id);
         id
     }
 

@@ -424,40 +424,37 @@ pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
             RingPtr::new(at(&mut m2) as *mut u8, CAP),
         )
     };
+    fn put_all(p: &mut Producer, buf: &[u8]) {
+        let mut put = 0;
+        while put < buf.len() {
+            put += p.write(&[&buf[put..]]).unwrap_or(0);
+        }
+    }
+    fn get_all(c: &mut Consumer, buf: &mut [u8]) {
+        let mut got = 0;
+        while got < buf.len() {
+            if !c.ready() {
+                std::hint::spin_loop();
+            }
+            got += c.read(&mut buf[got..]).unwrap_or(0);
+        }
+    }
     let ends = Ends(a, b);
     let echo = std::thread::spawn(move || {
         let ends = ends;
         let (mut c, mut p) = (Consumer::new(ends.0), Producer::new(ends.1));
         let mut buf = vec![0u8; size];
         for _ in 0..rounds {
-            let mut got = 0;
-            while got < size {
-                if !c.ready() {
-                    std::hint::spin_loop();
-                }
-                got += c.read(&mut buf[got..]).unwrap_or(0);
-            }
-            let mut put = 0;
-            while put < size {
-                put += p.write(&[&buf[put..]]).unwrap_or(0);
-            }
+            get_all(&mut c, &mut buf);
+            put_all(&mut p, &buf);
         }
     });
     let (mut p, mut c) = (Producer::new(a), Consumer::new(b));
     let mut buf = vec![1u8; size];
     let start = std::time::Instant::now();
     for _ in 0..rounds {
-        let mut put = 0;
-        while put < size {
-            put += p.write(&[&buf[put..]]).unwrap_or(0);
-        }
-        let mut got = 0;
-        while got < size {
-            if !c.ready() {
-                std::hint::spin_loop();
-            }
-            got += c.read(&mut buf[got..]).unwrap_or(0);
-        }
+        put_all(&mut p, &buf);
+        get_all(&mut c, &mut buf);
     }
     let elapsed = start.elapsed();
     let _ = echo.join();
