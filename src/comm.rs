@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::request::{self, OwnedRecv, OwnedSend, Request, Scope};
 use bytemuck::Pod;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// A message tag. Valid tags are `0..=TAG_UB`.
@@ -54,27 +54,69 @@ pub const ANY_SOURCE: Source = Source::Any;
 /// Shorthand for [`TagMatch::Any`].
 pub const ANY_TAG: TagMatch = TagMatch::Any;
 
+/// The `source` of an empty [`Status`] (a send's, or a request's collected
+/// before): no rank, like MPI's `MPI_ANY_SOURCE` in an empty status.
+pub const NO_SOURCE: usize = usize::MAX;
+
+/// The `tag` of an empty [`Status`]: above [`TAG_UB`], so never a message's tag.
+pub const NO_TAG: Tag = u32::MAX;
+
 /// What a completed receive or a probe tells about its message.
+///
+/// ```
+/// let universe = courier::init()?;
+/// let world = universe.world();
+/// let me = world.rank();
+/// world.send(&[1.0f64, 2.0, 3.0], me, 4)?;
+/// let probed = world.probe(me, 4)?;
+/// assert_eq!((probed.source, probed.tag, probed.bytes), (me, 4, 24));
+/// assert_eq!(probed.count::<f64>()?, 3);
+/// assert!(probed.count::<[u8; 5]>().is_err()); // 24 bytes are not whole 5-byte elements
+/// let mut buf = [0f64; 8];
+/// let status = world.recv(&mut buf, me, 4)?;
+/// assert_eq!(status.count::<f64>()?, 3);
+/// # Ok::<(), courier::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
-    /// Sender's rank in the communicator.
+    /// Sender's rank in the communicator ([`NO_SOURCE`] in an empty status).
     pub source: usize,
-    /// The message's tag.
+    /// The message's tag ([`NO_TAG`] in an empty status).
     pub tag: Tag,
-    /// Number of elements of the receive type (for sends: 0).
-    pub count: usize,
-    /// Length in bytes.
+    /// Length of the message in bytes (0 in an empty status).
     pub bytes: usize,
 }
 
 impl Status {
-    pub(crate) fn for_send() -> Self {
+    /// The status of an operation that received nothing (a send): MPI's
+    /// empty status.
+    pub(crate) fn empty() -> Self {
         Status {
-            source: 0,
-            tag: 0,
-            count: 0,
+            source: NO_SOURCE,
+            tag: NO_TAG,
             bytes: 0,
         }
+    }
+
+    /// Whether this is an empty status (of a send), which names no message.
+    pub fn is_empty(&self) -> bool {
+        self.source == NO_SOURCE
+    }
+
+    /// Number of `T` elements in the message (`MPI_Get_count`); an error
+    /// when its length is not a whole number of `T`s.
+    pub fn count<T: Pod>(&self) -> Result<usize> {
+        let elem = std::mem::size_of::<T>();
+        if elem == 0 {
+            return Ok(0);
+        }
+        if self.bytes % elem != 0 {
+            return Err(Error::LengthMismatch {
+                bytes: self.bytes,
+                elem_size: elem,
+            });
+        }
+        Ok(self.bytes / elem)
     }
 }
 
@@ -138,6 +180,11 @@ pub(crate) struct CommShared {
     /// `Some(None)` when this communicator does not span several nodes with
     /// several ranks on one of them.
     pub(crate) hier: RefCell<Option<Option<Rc<Hierarchy>>>>,
+    /// Collectives entered and not yet left on this communicator (nested
+    /// calls are internal steps; see `coll::check`).
+    pub(crate) coll_depth: Cell<u32>,
+    /// A user's reduction operation is running on this communicator.
+    pub(crate) in_user_op: Cell<bool>,
 }
 
 /// A communicator cut by node: the ranks of this rank's node, and one leader
@@ -215,7 +262,8 @@ impl CommShared {
             Some(peer),
             Some(tag),
             bytes,
-        )?;
+        )
+        .map_err(|e| self.local_error(e))?;
         check_coll_len(src, info.len, want)
     }
 
@@ -239,9 +287,9 @@ impl CommShared {
                 Some(peer),
                 Some(tag),
                 bytes,
-            );
+            )?;
             let done = during();
-            let info = r.wait_info();
+            let info = r.wait_info().map_err(|e| self.local_error(e));
             done?;
             check_coll_len(src, info?.len, want)
         })
@@ -266,7 +314,7 @@ impl CommShared {
                 tag,
                 out,
                 false,
-            );
+            )?;
             let got = self.coll_recv(inc, src, tag);
             let sent = r.wait_raw();
             got.and(sent)
@@ -285,9 +333,27 @@ impl CommShared {
         Ok(Status {
             source: self.comm_rank(info.source),
             tag: info.tag,
-            count: info.len / elem,
             bytes: info.len,
         })
+    }
+
+    /// Translates the world ranks an error names into this communicator's
+    /// ranks, where the API promises communicator ranks.
+    pub(crate) fn local_error(&self, e: Error) -> Error {
+        match e {
+            Error::Truncated {
+                rank,
+                tag,
+                capacity,
+                incoming,
+            } => Error::Truncated {
+                rank: self.comm_rank(rank as u32),
+                tag,
+                capacity,
+                incoming,
+            },
+            e => e,
+        }
     }
 
     fn source(&self, s: Source) -> Result<Option<u32>> {
@@ -330,6 +396,10 @@ impl Communicator {
     /// A new communicator with the same ranks and a separate matching
     /// context (`MPI_Comm_dup`). Collective: every rank must call it.
     pub fn dup(&self) -> Result<Communicator> {
+        use crate::coll::check::{Coll, Signature};
+        let _in = self
+            .shared
+            .enter(Signature::new(Coll::Dup), None, || Ok(()))?;
         let group = match &self.shared.group {
             Group::Identity(n) => Group::Identity(*n),
             Group::Map { ranks, inverse } => Group::Map {
@@ -346,6 +416,10 @@ impl Communicator {
     /// here; `None` (MPI's `MPI_UNDEFINED`) takes part but gets no
     /// communicator. Collective: every rank must call it.
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        use crate::coll::check::{Coll, Signature};
+        let _in = self
+            .shared
+            .enter(Signature::new(Coll::Split), None, || Ok(()))?;
         // Everyone learns everyone's (color, key): [has_color, color, key].
         let mine = [u32::from(color.is_some()), color.unwrap_or(0), key as u32];
         let mut all = vec![0u32; 3 * self.size()];
@@ -419,6 +493,8 @@ impl Communicator {
                 progress: self.shared.progress.clone(),
                 scratch: RefCell::new(Vec::new()),
                 hier: RefCell::new(None),
+                coll_depth: Cell::new(0),
+                in_user_op: Cell::new(false),
                 contexts: self.shared.contexts.clone(),
                 id,
                 rank,
@@ -470,6 +546,8 @@ impl Communicator {
                 progress,
                 scratch: RefCell::new(Vec::new()),
                 hier: RefCell::new(None),
+                coll_depth: Cell::new(0),
+                in_user_op: Cell::new(false),
                 contexts: Rc::new(RefCell::new(ContextIds::new())),
                 id: 0,
                 rank,
@@ -535,7 +613,8 @@ impl Communicator {
             src,
             tag,
             bytemuck::cast_slice_mut(buf),
-        )?;
+        )
+        .map_err(|e| self.shared.local_error(e))?;
         self.shared.status(info, std::mem::size_of::<T>())
     }
 
@@ -584,7 +663,7 @@ impl Communicator {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
         let ctx = self.shared.p2p_context();
-        let mut p = self.shared.progress.borrow_mut();
+        let mut p = request::lock(&self.shared.progress)?;
         let mut found = None;
         p.wait_until(|p| {
             found = p.engine.probe(ctx, src, tag);
@@ -604,7 +683,7 @@ impl Communicator {
     ) -> Result<Option<Status>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
-        let mut p = self.shared.progress.borrow_mut();
+        let mut p = request::lock(&self.shared.progress)?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
         match p.engine.probe(self.shared.p2p_context(), src, tag) {
             Some(info) => {
@@ -647,14 +726,7 @@ impl Communicator {
     ) -> Result<Request<'s>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
-        Ok(Request::send(
-            scope,
-            self.shared.clone(),
-            peer,
-            tag,
-            buf,
-            sync,
-        ))
+        Request::send(scope, self.shared.clone(), peer, tag, buf, sync)
     }
 
     /// Starts a receive into a borrowed buffer; see [`scope`](crate::scope).
@@ -667,14 +739,14 @@ impl Communicator {
     ) -> Result<Request<'s>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
-        Ok(Request::recv(scope, self.shared.clone(), src, tag, buf))
+        Request::recv(scope, self.shared.clone(), src, tag, buf)
     }
 
     /// Starts a send that owns its buffer; `wait` returns the buffer.
     pub fn isend_owned<T: Pod>(&self, buf: Vec<T>, dest: usize, tag: Tag) -> Result<OwnedSend<T>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
-        Ok(OwnedSend::new(self.shared.clone(), peer, tag, buf, false))
+        OwnedSend::new(self.shared.clone(), peer, tag, buf, false)
     }
 
     /// Starts a receive into an owned buffer; `wait` returns it with the status.
@@ -686,6 +758,6 @@ impl Communicator {
     ) -> Result<OwnedRecv<T>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
-        Ok(OwnedRecv::new(self.shared.clone(), src, tag, buf))
+        OwnedRecv::new(self.shared.clone(), src, tag, buf)
     }
 }

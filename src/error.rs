@@ -32,8 +32,12 @@ pub enum Error {
     },
     /// The incoming message does not fit the receive buffer. The message is
     /// kept: a later receive with a large enough buffer gets it.
-    #[error("message truncated: receive buffer holds {capacity} bytes, incoming message has {incoming} bytes")]
+    #[error("message truncated: the message from rank {rank} with tag {tag} has {incoming} bytes, the receive buffer holds {capacity}")]
     Truncated {
+        /// The sender's rank in the receive's communicator.
+        rank: usize,
+        /// The message's tag.
+        tag: u32,
         /// Size of the posted buffer in bytes.
         capacity: usize,
         /// Size of the matched message in bytes.
@@ -83,10 +87,88 @@ pub enum Error {
     /// The arguments of a call do not make sense together.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The call is not allowed in the runtime's current state: `init` called
+    /// while a [`Universe`](crate::Universe) exists or after one was
+    /// finalized, a communicator used after its universe was finalized, or
+    /// a collective started from inside a reduction operation on the same
+    /// communicator.
+    #[error("invalid use: {0}")]
+    InvalidState(String),
+    /// Collective argument checking (`COURIER_CHECK=1`) found that the ranks
+    /// did not call the same collective with matching arguments. Every rank
+    /// of the communicator returns this same error.
+    #[error("collective mismatch: rank {rank} called {found} where rank 0 called {expected} ({argument} differs)")]
+    CollectiveMismatch {
+        /// The first rank (in the communicator) whose call differs from rank 0's.
+        rank: usize,
+        /// Which argument differs (`collective`, `root`, `op`, `element type`, `count`, `counts`).
+        argument: &'static str,
+        /// Rank 0's call.
+        expected: String,
+        /// That rank's call.
+        found: String,
+    },
 }
 
 impl Error {
     pub(crate) fn io(peer: Option<usize>, source: io::Error) -> Self {
         Error::Io { peer, source }
+    }
+
+    /// A copy of this error, for outcomes handed out more than once (an
+    /// I/O error keeps its kind and message).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { peer, source } => Error::Io {
+                peer: *peer,
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::PeerLost { rank, reason } => Error::PeerLost {
+                rank: *rank,
+                reason: reason.clone(),
+            },
+            Error::Truncated {
+                rank,
+                tag,
+                capacity,
+                incoming,
+            } => Error::Truncated {
+                rank: *rank,
+                tag: *tag,
+                capacity: *capacity,
+                incoming: *incoming,
+            },
+            Error::LengthMismatch { bytes, elem_size } => Error::LengthMismatch {
+                bytes: *bytes,
+                elem_size: *elem_size,
+            },
+            Error::InvalidRank { rank, size } => Error::InvalidRank {
+                rank: *rank,
+                size: *size,
+            },
+            Error::InvalidTag { tag, max } => Error::InvalidTag {
+                tag: *tag,
+                max: *max,
+            },
+            Error::Bootstrap(s) => Error::Bootstrap(s.clone()),
+            Error::Protocol { peer, detail } => Error::Protocol {
+                peer: *peer,
+                detail: detail.clone(),
+            },
+            Error::Aborted { code } => Error::Aborted { code: *code },
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+            Error::InvalidState(s) => Error::InvalidState(s.clone()),
+            Error::CollectiveMismatch {
+                rank,
+                argument,
+                expected,
+                found,
+            } => Error::CollectiveMismatch {
+                rank: *rank,
+                argument,
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+        }
     }
 }

@@ -55,7 +55,9 @@ pub mod wire;
 
 pub use coll::op::{LocF32, LocF64, LocI32, LocI64, Op, Reducible};
 pub use coll::UserOp;
-pub use comm::{Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, TAG_UB};
+pub use comm::{
+    Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, NO_SOURCE, NO_TAG, TAG_UB,
+};
 pub use error::{Error, Result};
 pub use progress::LinkKind;
 pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};

@@ -161,6 +161,8 @@ pub(crate) struct Progress {
     service_lost: bool,
     policy: WaitPolicy,
     bye_sent: bool,
+    /// `finalize` ran: every later call is an error.
+    finalized: bool,
 }
 
 impl Progress {
@@ -195,6 +197,7 @@ impl Progress {
             service_lost: false,
             policy,
             bye_sent: false,
+            finalized: false,
         }
     }
 
@@ -509,6 +512,85 @@ impl Progress {
     /// Copies matched buffered messages into their receive buffers.
     pub(crate) fn deliver_pending(&mut self) {
         self.deliver();
+    }
+
+    /// An error once the universe has been finalized: communicators and
+    /// requests that outlive it cannot be used.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.finalized {
+            return Err(Error::InvalidState(
+                "the universe was finalized (dropped): its communicators can no longer be used"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the universe finalized without closing anything (a rank
+    /// unwinding from a panic).
+    pub(crate) fn mark_finalized(&mut self) {
+        self.finalized = true;
+    }
+
+    /// Whether the universe has been finalized.
+    pub(crate) fn is_finalized(&self) -> bool {
+        self.finalized
+    }
+
+    /// Gives up on request `id` without waiting for its message: collects it
+    /// if it has finished, otherwise detaches its loan (the caller's memory
+    /// is free afterwards; the request lives on as an orphan until the
+    /// engine finishes it).
+    ///
+    /// Why no process writes into the caller's memory after this returns:
+    /// * this process writes into a loan only through `BufTable`, which
+    ///   after the detach hands out the table's own copy instead;
+    /// * the only other writer is a same-node peer that was sent the
+    ///   buffer's address in a CTS_COOP (it pushes its part by
+    ///   `process_vm_writev`). Such a receive has a `remote_writer`, and we
+    ///   do not detach it until that peer's PUSHED has arrived (it wrote,
+    ///   or will not) or its process can no longer act — however long that
+    ///   takes, and whatever error the job is in.
+    ///
+    /// A peer that was sent a *send's* address (RTS) only reads from it;
+    /// after a detach it may read stale bytes, which can only happen in a
+    /// job that has already failed (abort, lost launcher, a panicking rank).
+    pub(crate) fn abandon(&mut self, id: ReqId) {
+        if !self.engine.is_live(id) {
+            return;
+        }
+        if !self.engine.is_done(id) && self.bufs.is_borrowed(id) {
+            self.await_remote_writer(id);
+        }
+        if self.engine.is_done(id) {
+            let _ = self.finish(id);
+        } else {
+            self.bufs.detach(id);
+        }
+    }
+
+    /// Makes progress until no peer may write into receive `id`'s buffer
+    /// any more (see [`Progress::abandon`]). Errors of the job are ignored
+    /// here: only the peer's answer or its death ends the wait.
+    fn await_remote_writer(&mut self, id: ReqId) {
+        let mut rounds = 0u32;
+        while let Some(peer) = self.engine.remote_writer(id) {
+            let pid = self.shm.as_ref().and_then(|s| s.pid(peer));
+            if pid.is_none_or(|pid| !crate::sys::process_alive(pid)) {
+                return;
+            }
+            if rounds == 0 {
+                // Our CTS_COOP may still be queued: send it (the peer answers).
+                self.pump();
+            }
+            rounds = rounds.wrapping_add(1);
+            let _ = self.spin_once();
+            if rounds % 64 == 0 {
+                let _ = self.progress_once(Some(Duration::from_millis(1)));
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Whether request `id` has not been collected yet.
@@ -913,6 +995,12 @@ impl Progress {
     /// Finalize: flush every queue, say BYE on every open link, and wait for
     /// each of those peers to say BYE (or close) too.
     pub(crate) fn finalize(&mut self) -> Result<()> {
+        let r = self.finalize_links();
+        self.finalized = true;
+        r
+    }
+
+    fn finalize_links(&mut self) -> Result<()> {
         self.wait_until(|p| p.pending_out.is_empty())?;
         let peers = self.tcp.established_peers();
         // Shared-memory peers we exchanged messages with learn that we are

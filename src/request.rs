@@ -20,7 +20,7 @@ use crate::comm::{CommShared, Status};
 use crate::engine::{MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -33,9 +33,14 @@ enum Loan {
 }
 
 /// Maps request ids to the bytes they read or write.
+///
+/// Entries are indexed by the request's slot and carry the whole id: the
+/// engine reuses slots (with a new generation), so every lookup compares the
+/// generation and a stale id never reaches the loan of the request that now
+/// holds its slot.
 #[derive(Debug, Default)]
 pub(crate) struct BufTable {
-    loans: Vec<Option<Loan>>,
+    loans: Vec<Option<(ReqId, Loan)>>,
     orphans: Vec<ReqId>,
 }
 
@@ -51,25 +56,49 @@ impl BufTable {
         if self.loans.len() <= i {
             self.loans.resize_with(i + 1, || None);
         }
-        self.loans[i] = Some(Loan::Borrowed { ptr, len });
+        self.loans[i] = Some((id, Loan::Borrowed { ptr, len }));
     }
 
-    /// Ends the loan of `id`.
-    pub(crate) fn remove(&mut self, id: ReqId) {
-        if let Some(l) = self.loans.get_mut(id.index()) {
-            *l = None;
+    fn get(&self, id: ReqId) -> Option<&Loan> {
+        match self.loans.get(id.index()) {
+            Some(Some((owner, loan))) if *owner == id => Some(loan),
+            _ => None,
         }
     }
 
-    /// Replaces the loan by a private copy; the caller's memory is free afterwards.
-    pub(crate) fn detach(&mut self, id: ReqId) {
-        let copy = self.send_bytes(id).to_vec();
-        if let Some(l) = self.loans.get_mut(id.index()) {
-            if l.is_some() {
-                *l = Some(Loan::Detached(copy));
+    fn get_mut(&mut self, id: ReqId) -> Option<&mut Loan> {
+        match self.loans.get_mut(id.index()) {
+            Some(Some((owner, loan))) if *owner == id => Some(loan),
+            _ => None,
+        }
+    }
+
+    /// Ends the loan of `id` (nothing if `id` has none, e.g. a stale id).
+    pub(crate) fn remove(&mut self, id: ReqId) {
+        if let Some(entry) = self.loans.get_mut(id.index()) {
+            if entry.as_ref().is_some_and(|(owner, _)| *owner == id) {
+                *entry = None;
             }
         }
+    }
+
+    /// Replaces the loan by a private copy; the caller's memory is free
+    /// afterwards. The request becomes an orphan, freed by the driver once
+    /// the engine finishes it. Detaching twice (or a stale id) does nothing.
+    pub(crate) fn detach(&mut self, id: ReqId) {
+        let copy = match self.get(id) {
+            Some(Loan::Borrowed { .. }) => self.send_bytes(id).to_vec(),
+            _ => return,
+        };
+        if let Some(loan) = self.get_mut(id) {
+            *loan = Loan::Detached(copy);
+        }
         self.orphans.push(id);
+    }
+
+    /// Whether `id` lends caller memory right now.
+    pub(crate) fn is_borrowed(&self, id: ReqId) -> bool {
+        matches!(self.get(id), Some(Loan::Borrowed { .. }))
     }
 
     /// Detached requests whose owners are gone; the driver frees them when done.
@@ -79,29 +108,29 @@ impl BufTable {
 
     /// The bytes a send request reads (empty if `id` has no loan).
     pub(crate) fn send_bytes(&self, id: ReqId) -> &[u8] {
-        match self.loans.get(id.index()) {
+        match self.get(id) {
             // SAFETY: 1. `lend`'s contract keeps ptr..ptr+len valid for reads
             // until the loan ends; 2. the returned slice borrows `self`, so it
-            // cannot outlive the loan (which only `&mut self` can end).
-            Some(Some(Loan::Borrowed { ptr, len })) => unsafe {
-                std::slice::from_raw_parts(*ptr, *len)
-            },
-            Some(Some(Loan::Detached(v))) => v,
-            _ => &[],
+            // cannot outlive the loan (which only `&mut self` can end);
+            // 3. `get` compared the whole id, so this is `id`'s own loan.
+            Some(Loan::Borrowed { ptr, len }) => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Some(Loan::Detached(v)) => v,
+            None => &[],
         }
     }
 
     /// The bytes a receive request writes (empty if `id` has no loan).
     pub(crate) fn recv_bytes_mut(&mut self, id: ReqId) -> &mut [u8] {
-        match self.loans.get_mut(id.index()) {
+        match self.get_mut(id) {
             // SAFETY: 1. `lend`'s contract makes ptr..ptr+len valid for writes
             // and unaliased for receives until the loan ends; 2. the slice
-            // borrows `self` mutably, so no second slice of the loan can exist.
-            Some(Some(Loan::Borrowed { ptr, len })) => unsafe {
+            // borrows `self` mutably, so no second slice of the loan can
+            // exist; 3. `get_mut` compared the whole id.
+            Some(Loan::Borrowed { ptr, len }) => unsafe {
                 std::slice::from_raw_parts_mut(*ptr, *len)
             },
-            Some(Some(Loan::Detached(v))) => v,
-            _ => &mut [],
+            Some(Loan::Detached(v)) => v,
+            None => &mut [],
         }
     }
 }
@@ -166,16 +195,52 @@ unsafe fn post_recv_raw(
     id
 }
 
-/// Waits for `id`; on failure detaches the loan so the caller's memory is free.
+/// Borrows the driver for one call. The driver is never borrowed while user
+/// code runs, so a failure here means a call from inside the library's own
+/// frame (e.g. a `Drop` of user data during a library call): an error, not a panic.
+pub(crate) fn lock(p: &RefCell<Progress>) -> Result<RefMut<'_, Progress>> {
+    let g = p.try_borrow_mut().map_err(|_| {
+        Error::InvalidState("a Courier call was made from inside another Courier call".into())
+    })?;
+    g.check_open()?;
+    Ok(g)
+}
+
+/// Borrows the driver from a `Drop` (which cannot fail). The driver is
+/// never borrowed while user code runs and destructors do not run inside
+/// it, so the borrow always succeeds; if that invariant were ever broken,
+/// a loan could outlive its buffer, so the process aborts instead.
+fn lock_for_drop(p: &RefCell<Progress>) -> RefMut<'_, Progress> {
+    match p.try_borrow_mut() {
+        Ok(g) => g,
+        Err(_) => {
+            eprintln!("courier: a request was dropped inside a Courier call; aborting");
+            std::process::abort()
+        }
+    }
+}
+
+/// Waits for `id`; on failure abandons the request (see
+/// [`Progress::abandon`]) so the caller's memory is free when this returns.
 fn wait_or_detach(p: &mut Progress, id: ReqId) -> Result<MsgInfo> {
     match p.wait(id) {
         Ok(info) => Ok(info),
         Err(e) => {
-            if !p.engine.is_done(id) {
-                p.bufs.detach(id);
-            }
+            p.abandon(id);
             Err(e)
         }
+    }
+}
+
+/// What the `Drop` of an unfinished request does: wait for it, or, while
+/// the thread unwinds from a panic (or after the universe was finalized),
+/// abandon it: waiting could hang the dying rank on a peer that never
+/// matches, and the job is ending anyway.
+fn finish_on_drop(p: &mut Progress, id: ReqId) {
+    if std::thread::panicking() || p.is_finalized() {
+        p.abandon(id);
+    } else {
+        let _ = wait_or_detach(p, id);
     }
 }
 
@@ -188,7 +253,7 @@ pub(crate) fn send_blocking(
     bytes: &[u8],
     sync: bool,
 ) -> Result<()> {
-    let mut p = p.borrow_mut();
+    let mut p = lock(p)?;
     if !sync && p.send_eager_now(peer, context, tag, bytes) {
         return Ok(());
     }
@@ -209,7 +274,7 @@ pub(crate) fn recv_blocking(
     tag: Option<u32>,
     bytes: &mut [u8],
 ) -> Result<MsgInfo> {
-    let mut p = p.borrow_mut();
+    let mut p = lock(p)?;
     // SAFETY: `bytes` is mutably borrowed for this whole call, and
     // `wait_or_detach` finishes the request or detaches the loan before we return.
     let id = unsafe { post_recv_raw(&mut p, context, source, tag, bytes) };
@@ -217,11 +282,14 @@ pub(crate) fn recv_blocking(
 }
 
 /// Runs `f` with a [`Scope`] for nonblocking operations on borrowed buffers.
-/// When `f` returns (or unwinds), every request made in the scope that is
-/// still in flight is waited for; errors of requests nobody waited on are
-/// dropped (wait on a request to see its error).
+/// When `f` returns, every request made in the scope that is still in
+/// flight is waited for; errors of requests nobody waited on are dropped
+/// (wait on a request to see its error). When `f` panics, the requests are
+/// abandoned instead of waited for (a receive that will never match must
+/// not keep the dying rank alive): the unwinding goes on, and the job ends
+/// with this rank's failure.
 ///
-/// ```no_run
+/// ```
 /// let universe = courier::init()?;
 /// let world = universe.world();
 /// let right = (world.rank() + 1) % world.size();
@@ -234,6 +302,7 @@ pub(crate) fn recv_blocking(
 ///     send.wait()?;
 ///     Ok(())
 /// })?;
+/// assert_eq!(inc[0], left as u64);
 /// # Ok::<(), courier::Error>(())
 /// ```
 pub fn scope<'env, F, R>(f: F) -> R
@@ -250,9 +319,9 @@ where
         fn drop(&mut self) {
             let pending = std::mem::take(&mut *self.0.pending.borrow_mut());
             for (progress, id) in pending {
-                let mut p = progress.borrow_mut();
+                let mut p = lock_for_drop(&progress);
                 if p.is_live(id) {
-                    let _ = wait_or_detach(&mut p, id);
+                    finish_on_drop(&mut p, id);
                 }
             }
         }
@@ -286,7 +355,11 @@ enum Kind {
 
 /// A nonblocking operation on a borrowed buffer, alive within a [`Scope`].
 ///
-/// Dropping an unfinished request waits for it.
+/// A request is collected once (by [`wait`](Request::wait),
+/// [`test`](Request::test) returning `Some`, [`wait_any`] or [`wait_all`]);
+/// later calls return the same outcome again without touching the runtime.
+/// Dropping an unfinished request waits for it (or abandons it while the
+/// thread panics).
 #[must_use = "a request must be waited for (dropping it waits)"]
 pub struct Request<'s> {
     progress: Rc<RefCell<Progress>>,
@@ -294,7 +367,9 @@ pub struct Request<'s> {
     comm: Option<Rc<CommShared>>,
     id: ReqId,
     kind: Kind,
-    done: bool,
+    /// The outcome once collected from the engine; handed out again by
+    /// later calls (the engine's slot may already serve another request).
+    outcome: Option<Result<Status>>,
     _scope: PhantomData<&'s ()>,
 }
 
@@ -302,7 +377,7 @@ impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
             .field("kind", &self.kind)
-            .field("done", &self.done)
+            .field("finished", &self.outcome.is_some())
             .finish()
     }
 }
@@ -315,7 +390,7 @@ impl<'s> Request<'s> {
         tag: u32,
         buf: &'s [T],
         sync: bool,
-    ) -> Request<'s> {
+    ) -> Result<Request<'s>> {
         let mut r = Self::send_on(
             scope,
             comm.progress.clone(),
@@ -324,9 +399,9 @@ impl<'s> Request<'s> {
             tag,
             bytemuck::cast_slice(buf),
             sync,
-        );
+        )?;
         r.comm = Some(comm);
-        r
+        Ok(r)
     }
 
     /// A send of raw bytes on any context (collectives' internal traffic).
@@ -338,22 +413,15 @@ impl<'s> Request<'s> {
         tag: u32,
         bytes: &'s [u8],
         sync: bool,
-    ) -> Request<'s> {
+    ) -> Result<Request<'s>> {
         let id = {
-            let mut p = progress.borrow_mut();
+            let mut p = lock(&progress)?;
             // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
-            // detaches) this request before 's ends.
+            // abandons) this request before 's ends.
             unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) }
         };
         scope.pending.borrow_mut().push((progress.clone(), id));
-        Request {
-            progress,
-            comm: None,
-            id,
-            kind: Kind::Send,
-            done: false,
-            _scope: PhantomData,
-        }
+        Ok(Request::new(progress, None, id, Kind::Send))
     }
 
     /// A receive of raw bytes on any context (collectives' internal traffic).
@@ -364,36 +432,20 @@ impl<'s> Request<'s> {
         source: Option<u32>,
         tag: Option<u32>,
         bytes: &'s mut [u8],
-    ) -> Request<'s> {
+    ) -> Result<Request<'s>> {
         let id = {
-            let mut p = progress.borrow_mut();
+            let mut p = lock(&progress)?;
             // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
-            // (or detaches) this request before 's ends.
+            // (or abandons) this request before 's ends.
             unsafe { post_recv_raw(&mut p, context, source, tag, bytes) }
         };
         scope.pending.borrow_mut().push((progress.clone(), id));
-        Request {
+        Ok(Request::new(
             progress,
-            comm: None,
+            None,
             id,
-            kind: Kind::Recv { elem_size: 1 },
-            done: false,
-            _scope: PhantomData,
-        }
-    }
-
-    /// Waits for an internal request and returns what the engine reported.
-    pub(crate) fn wait_info(mut self) -> Result<MsgInfo> {
-        self.done = true;
-        let mut p = self.progress.borrow_mut();
-        wait_or_detach(&mut p, self.id)
-    }
-
-    /// Waits for an internal request; only success or failure matters.
-    pub(crate) fn wait_raw(mut self) -> Result<()> {
-        self.done = true;
-        let mut p = self.progress.borrow_mut();
-        wait_or_detach(&mut p, self.id).map(|_| ())
+            Kind::Recv { elem_size: 1 },
+        ))
     }
 
     pub(crate) fn recv<'env, T: bytemuck::Pod>(
@@ -402,87 +454,140 @@ impl<'s> Request<'s> {
         source: Option<u32>,
         tag: Option<u32>,
         buf: &'s mut [T],
-    ) -> Request<'s> {
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
-        let progress = comm.progress.clone();
-        let id = {
-            let mut p = progress.borrow_mut();
-            // SAFETY: `buf` is mutably borrowed for 's; the scope waits for
-            // (or detaches) this request before 's ends.
-            unsafe { post_recv_raw(&mut p, comm.p2p_context(), source, tag, bytes) }
+    ) -> Result<Request<'s>> {
+        let mut r = Self::recv_on(
+            scope,
+            comm.progress.clone(),
+            comm.p2p_context(),
+            source,
+            tag,
+            bytemuck::cast_slice_mut(buf),
+        )?;
+        r.kind = Kind::Recv {
+            elem_size: std::mem::size_of::<T>(),
         };
-        scope.pending.borrow_mut().push((progress.clone(), id));
+        r.comm = Some(comm);
+        Ok(r)
+    }
+
+    fn new(
+        progress: Rc<RefCell<Progress>>,
+        comm: Option<Rc<CommShared>>,
+        id: ReqId,
+        kind: Kind,
+    ) -> Self {
         Request {
             progress,
-            comm: Some(comm),
+            comm,
             id,
-            kind: Kind::Recv {
-                elem_size: std::mem::size_of::<T>(),
-            },
-            done: false,
+            kind,
+            outcome: None,
             _scope: PhantomData,
         }
     }
 
-    fn status(&self, info: MsgInfo) -> Result<Status> {
-        match self.kind {
-            Kind::Send => Ok(Status::for_send()),
-            Kind::Recv { elem_size } => match &self.comm {
-                Some(c) => c.status(info, elem_size),
-                None => Ok(Status::for_send()),
-            },
+    /// Waits for an internal request and returns what the engine reported.
+    pub(crate) fn wait_info(mut self) -> Result<MsgInfo> {
+        let r = {
+            let mut p = lock(&self.progress)?;
+            wait_or_detach(&mut p, self.id)
+        };
+        // Collected (or abandoned): nothing is left for the drop to do.
+        self.outcome = Some(Ok(Status::empty()));
+        r
+    }
+
+    /// Waits for an internal request; only success or failure matters.
+    pub(crate) fn wait_raw(self) -> Result<()> {
+        self.wait_info().map(|_| ())
+    }
+
+    /// Turns the engine's report into the outcome the user sees.
+    fn outcome_of(&self, r: Result<MsgInfo>) -> Result<Status> {
+        match (self.kind, &self.comm) {
+            (Kind::Recv { elem_size }, Some(c)) => r
+                .map_err(|e| c.local_error(e))
+                .and_then(|info| c.status(info, elem_size)),
+            _ => r.map(|_| Status::empty()),
         }
     }
 
-    /// Waits until the operation completes.
+    /// Records the outcome and hands out a copy of it.
+    fn settle(&mut self, r: Result<Status>) -> Result<Status> {
+        let copy = match &r {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(e.duplicate()),
+        };
+        self.outcome = Some(r);
+        copy
+    }
+
+    fn again(&self) -> Option<Result<Status>> {
+        self.outcome.as_ref().map(|o| match o {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(e.duplicate()),
+        })
+    }
+
+    /// Waits until the operation completes. The status of a send is empty
+    /// ([`Status::is_empty`]); a receive's names its message.
     pub fn wait(mut self) -> Result<Status> {
-        self.done = true;
-        let info = {
-            let mut p = self.progress.borrow_mut();
-            wait_or_detach(&mut p, self.id)?
-        };
-        self.status(info)
-    }
-
-    /// Makes progress and returns the outcome if the operation has completed.
-    /// After `Some`, the request is finished; further calls return `None`.
-    pub fn test(&mut self) -> Option<Result<Status>> {
-        if self.done {
-            return None;
+        if let Some(o) = self.again() {
+            return o;
         }
-        let info = {
-            let mut p = self.progress.borrow_mut();
-            if let Err(e) = p.progress_once(Some(std::time::Duration::ZERO)) {
-                self.done = true;
-                p.bufs.detach(self.id);
-                return Some(Err(e));
-            }
-            if !p.engine.is_done(self.id) {
-                return None;
-            }
-            self.done = true;
-            p.finish(self.id)
+        let r = match lock(&self.progress) {
+            Ok(mut p) => wait_or_detach(&mut p, self.id),
+            Err(e) => return Err(e),
         };
-        Some(info.and_then(|i| self.status(i)))
+        let o = self.outcome_of(r);
+        self.settle(o)
     }
 
-    /// Whether the request has already been completed by `test` or `wait_any`.
+    /// Makes progress and returns the outcome if the operation has
+    /// completed (`None` while it runs). Once it has returned `Some`, the
+    /// request is finished and every later call (or a `wait`) returns the
+    /// same outcome again.
+    pub fn test(&mut self) -> Option<Result<Status>> {
+        if let Some(o) = self.again() {
+            return Some(o);
+        }
+        let r = {
+            let mut p = match lock(&self.progress) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e)),
+            };
+            if let Err(e) = p.progress_once(Some(std::time::Duration::ZERO)) {
+                p.abandon(self.id);
+                Err(e)
+            } else if !p.engine.is_done(self.id) {
+                return None;
+            } else {
+                p.finish(self.id)
+            }
+        };
+        let o = self.outcome_of(r);
+        Some(self.settle(o))
+    }
+
+    /// Whether the request has already been collected (by `test`,
+    /// `wait_any` or an error).
     pub fn is_finished(&self) -> bool {
-        self.done
+        self.outcome.is_some()
     }
 }
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let mut p = self.progress.borrow_mut();
-            let _ = wait_or_detach(&mut p, self.id);
+        if self.outcome.is_none() {
+            let mut p = lock_for_drop(&self.progress);
+            finish_on_drop(&mut p, self.id);
         }
     }
 }
 
-/// Waits for every request; returns their statuses in order, or the first error
-/// (after waiting for all of them).
+/// Waits for every request; returns their statuses in order, or the first
+/// error (after waiting for all of them). Requests already collected by
+/// `test` give their outcome again.
 pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
     let mut out = Vec::with_capacity(reqs.len());
     let mut first_err = None;
@@ -500,28 +605,44 @@ pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
     }
 }
 
-/// Waits until one of `reqs` completes, removes it from the vector and
-/// returns its former index and outcome. `None` if `reqs` is empty.
+/// Waits until one of the unfinished requests in `reqs` completes, removes
+/// it from the vector and returns its former index and outcome. Requests
+/// already collected (by [`Request::test`]) are ignored, as MPI ignores
+/// null requests; `None` when no unfinished request is left.
+///
+/// A failure of the whole job while waiting (abort, lost launcher) is
+/// returned with the first unfinished request, which is abandoned.
 pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> {
-    let progress = reqs.first()?.progress.clone();
-    let ids: Vec<ReqId> = reqs.iter().map(|r| r.id).collect();
-    let waited = progress
-        .borrow_mut()
-        .wait_until(|p| ids.iter().any(|&id| p.engine.is_done(id)));
+    let live: Vec<(usize, ReqId)> = reqs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.outcome.is_none())
+        .map(|(i, r)| (i, r.id))
+        .collect();
+    let &(first, _) = live.first()?;
+    let progress = reqs[first].progress.clone();
+    let waited = match lock(&progress) {
+        Ok(mut p) => p
+            .wait_until(|p| live.iter().any(|&(_, id)| p.engine.is_done(id)))
+            .inspect_err(|_| p.abandon(live[0].1)),
+        Err(e) => Err(e),
+    };
     if let Err(e) = waited {
-        let mut r = reqs.remove(0);
-        r.done = true;
-        progress.borrow_mut().bufs.detach(r.id);
-        return Some((0, Err(e)));
+        let mut r = reqs.remove(first);
+        r.outcome = Some(Err(e.duplicate()));
+        return Some((first, Err(e)));
     }
     let i = {
         let p = progress.borrow();
-        ids.iter().position(|&id| p.engine.is_done(id))?
+        live.iter().find(|&&(_, id)| p.engine.is_done(id))?.0
     };
     let mut r = reqs.remove(i);
-    r.done = true;
-    let res = progress.borrow_mut().finish(r.id);
-    Some((i, res.and_then(|info| r.status(info))))
+    let res = match lock(&progress) {
+        Ok(mut p) => p.finish(r.id),
+        Err(e) => Err(e),
+    };
+    let o = r.outcome_of(res);
+    Some((i, r.settle(o)))
 }
 
 /// A nonblocking send that owns its buffer; `wait` gives the buffer back.
@@ -535,26 +656,32 @@ pub struct OwnedSend<T: bytemuck::Pod> {
 }
 
 impl<T: bytemuck::Pod> OwnedSend<T> {
-    pub(crate) fn new(comm: Rc<CommShared>, peer: u32, tag: u32, buf: Vec<T>, sync: bool) -> Self {
+    pub(crate) fn new(
+        comm: Rc<CommShared>,
+        peer: u32,
+        tag: u32,
+        buf: Vec<T>,
+        sync: bool,
+    ) -> Result<Self> {
         let id = {
-            let mut p = comm.progress.borrow_mut();
+            let mut p = lock(&comm.progress)?;
             let bytes: &[u8] = bytemuck::cast_slice(&buf);
             // SAFETY: the Vec's heap block stays put while `self` owns it (it
             // is never resized), and is only released after the request has
             // finished or been detached; a leaked `OwnedSend` leaks the block.
             unsafe { post_send_raw(&mut p, peer, comm.p2p_context(), tag, bytes, sync) }
         };
-        OwnedSend {
+        Ok(OwnedSend {
             comm,
             id,
             buf: Some(buf),
-        }
+        })
     }
 
     /// Waits for the send and returns the buffer.
     pub fn wait(mut self) -> Result<Vec<T>> {
         let r = {
-            let mut p = self.comm.progress.borrow_mut();
+            let mut p = lock(&self.comm.progress)?;
             wait_or_detach(&mut p, self.id)
         };
         let buf = self.buf.take().unwrap_or_default();
@@ -563,7 +690,7 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
 
     /// Whether the send has completed (makes progress first).
     pub fn test(&mut self) -> Result<bool> {
-        let mut p = self.comm.progress.borrow_mut();
+        let mut p = lock(&self.comm.progress)?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
         Ok(p.engine.is_done(self.id))
     }
@@ -572,8 +699,8 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
 impl<T: bytemuck::Pod> Drop for OwnedSend<T> {
     fn drop(&mut self) {
         if self.buf.is_some() {
-            let mut p = self.comm.progress.borrow_mut();
-            let _ = wait_or_detach(&mut p, self.id);
+            let mut p = lock_for_drop(&self.comm.progress);
+            finish_on_drop(&mut p, self.id);
         }
     }
 }
@@ -594,36 +721,36 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
         source: Option<u32>,
         tag: Option<u32>,
         mut buf: Vec<T>,
-    ) -> Self {
+    ) -> Result<Self> {
         let id = {
-            let mut p = comm.progress.borrow_mut();
+            let mut p = lock(&comm.progress)?;
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
             // SAFETY: as in `OwnedSend::new`; nothing reads or writes the Vec
             // until the request has finished or been detached.
             unsafe { post_recv_raw(&mut p, comm.p2p_context(), source, tag, bytes) }
         };
-        OwnedRecv {
+        Ok(OwnedRecv {
             comm,
             id,
             buf: Some(buf),
-        }
+        })
     }
 
     /// Waits for the message; returns the buffer and the status.
     pub fn wait(mut self) -> Result<(Vec<T>, Status)> {
         let r = {
-            let mut p = self.comm.progress.borrow_mut();
+            let mut p = lock(&self.comm.progress)?;
             wait_or_detach(&mut p, self.id)
         };
         let buf = self.buf.take().unwrap_or_default();
-        let info = r?;
+        let info = r.map_err(|e| self.comm.local_error(e))?;
         let status = self.comm.status(info, std::mem::size_of::<T>())?;
         Ok((buf, status))
     }
 
     /// Whether the receive has completed (makes progress first).
     pub fn test(&mut self) -> Result<bool> {
-        let mut p = self.comm.progress.borrow_mut();
+        let mut p = lock(&self.comm.progress)?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
         Ok(p.engine.is_done(self.id))
     }
@@ -632,8 +759,8 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
 impl<T: bytemuck::Pod> Drop for OwnedRecv<T> {
     fn drop(&mut self) {
         if self.buf.is_some() {
-            let mut p = self.comm.progress.borrow_mut();
-            let _ = wait_or_detach(&mut p, self.id);
+            let mut p = lock_for_drop(&self.comm.progress);
+            finish_on_drop(&mut p, self.id);
         }
     }
 }
@@ -641,13 +768,77 @@ impl<T: bytemuck::Pod> Drop for OwnedRecv<T> {
 impl From<crate::engine::ReqError> for Error {
     fn from(e: crate::engine::ReqError) -> Self {
         match e {
-            crate::engine::ReqError::Truncated { capacity, incoming } => {
-                Error::Truncated { capacity, incoming }
-            }
+            // The source is a world rank here; the communicator layer
+            // translates it (`CommShared::local_error`).
+            crate::engine::ReqError::Truncated {
+                source,
+                tag,
+                capacity,
+                incoming,
+            } => Error::Truncated {
+                rank: source as usize,
+                tag,
+                capacity,
+                incoming,
+            },
             crate::engine::ReqError::PeerLost { peer, reason } => Error::PeerLost {
                 rank: peer as usize,
                 reason,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BufTable;
+    use crate::engine::ReqId;
+
+    /// A stale id (the slot's previous generation) reaches nothing: not the
+    /// loan of the request that now holds the slot, not for reading, writing,
+    /// removing or detaching.
+    #[test]
+    fn loans_check_the_generation() {
+        let mut t = BufTable::default();
+        let mut old = vec![1u8; 8];
+        let mut new = vec![2u8; 8];
+        let (a, b) = (ReqId::new(3, 0), ReqId::new(3, 1));
+        // SAFETY: both vectors outlive the table's use of them below.
+        unsafe { t.lend(a, old.as_mut_ptr(), old.len()) };
+        t.remove(a);
+        // SAFETY: as above.
+        unsafe { t.lend(b, new.as_mut_ptr(), new.len()) };
+        assert!(t.send_bytes(a).is_empty());
+        assert!(t.recv_bytes_mut(a).is_empty());
+        t.remove(a);
+        t.detach(a);
+        assert!(t.orphans().is_empty());
+        assert_eq!(t.send_bytes(b), &[2u8; 8][..]);
+        t.recv_bytes_mut(b)[0] = 9;
+        t.remove(b);
+        assert!(t.send_bytes(b).is_empty());
+        assert_eq!((old[0], new[0]), (1, 9));
+    }
+
+    /// After a detach the caller's memory is never touched again: writes go
+    /// to the table's copy, which starts as the loaned bytes.
+    #[test]
+    fn a_detached_loan_uses_its_own_copy() {
+        let mut t = BufTable::default();
+        let mut user = vec![5u8; 16];
+        let id = ReqId::new(0, 7);
+        // SAFETY: `user` outlives the loan, which is detached below.
+        unsafe { t.lend(id, user.as_mut_ptr(), user.len()) };
+        assert!(t.is_borrowed(id));
+        t.detach(id);
+        t.detach(id);
+        assert_eq!(t.orphans().len(), 1, "detaching twice orphans once");
+        assert!(!t.is_borrowed(id));
+        user.fill(0);
+        assert_eq!(t.send_bytes(id), &[5u8; 16][..]);
+        t.recv_bytes_mut(id).fill(1);
+        assert_eq!(user, vec![0u8; 16]);
+        t.remove(id);
+        assert!(t.send_bytes(id).is_empty());
     }
 }

@@ -65,6 +65,56 @@ fn hostname() -> String {
 /// # Ok::<(), courier::Error>(())
 /// ```
 pub fn init() -> Result<Universe> {
+    Lifecycle::begin()?;
+    let r = init_once();
+    Lifecycle::began(r.is_ok());
+    r
+}
+
+/// Where the process is in MPI's one-init, one-finalize life.
+struct Lifecycle;
+
+impl Lifecycle {
+    const NEVER: u8 = 0;
+    const STARTING: u8 = 1;
+    const LIVE: u8 = 2;
+    const FINALIZED: u8 = 3;
+
+    fn state() -> &'static std::sync::atomic::AtomicU8 {
+        static STATE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+        &STATE
+    }
+
+    /// Claims the right to initialize, or says why not.
+    fn begin() -> Result<()> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        match Self::state().compare_exchange(Self::NEVER, Self::STARTING, AcqRel, Acquire) {
+            Ok(_) => Ok(()),
+            Err(Self::FINALIZED) => Err(Error::InvalidState(
+                "courier::init called after the universe was finalized: \
+                 a process initializes once (as MPI_Init)"
+                    .into(),
+            )),
+            Err(_) => Err(Error::InvalidState(
+                "courier::init called twice: this process already has a Universe \
+                 (keep it and call Universe::world again)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Records the end of an `init`: a failed one may be retried.
+    fn began(ok: bool) {
+        let next = if ok { Self::LIVE } else { Self::NEVER };
+        Self::state().store(next, std::sync::atomic::Ordering::Release);
+    }
+
+    fn finalized() {
+        Self::state().store(Self::FINALIZED, std::sync::atomic::Ordering::Release);
+    }
+}
+
+fn init_once() -> Result<Universe> {
     let host = hostname();
     if let Some(env) = JobEnv::from_env()? {
         let mut client = None;
@@ -402,6 +452,7 @@ impl Universe {
     /// same but can only print them).
     pub fn finalize(mut self) -> Result<()> {
         self.finalized = true;
+        Lifecycle::finalized();
         let r = {
             let mut p = self.progress.borrow_mut();
             let r = p.finalize();
@@ -418,8 +469,20 @@ impl Universe {
 
 impl Drop for Universe {
     fn drop(&mut self) {
+        if !self.finalized && std::thread::panicking() {
+            // The rank is dying of a panic: finalizing would wait for peers
+            // that may wait for us. Leave without a word; the launcher
+            // reports this rank's failure and ends the job.
+            self.finalized = true;
+            Lifecycle::finalized();
+            if let Ok(mut p) = self.progress.try_borrow_mut() {
+                p.mark_finalized();
+            }
+            return;
+        }
         if !self.finalized {
             self.finalized = true;
+            Lifecycle::finalized();
             if let Ok(mut p) = self.progress.try_borrow_mut() {
                 if let Err(e) = p.finalize() {
                     if !matches!(e, Error::Aborted { .. }) {

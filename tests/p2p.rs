@@ -110,7 +110,10 @@ fn self_messages(w: &courier::Communicator) {
     w.send(&[1u8, 2, 3], me, 5).unwrap();
     let mut b = [0u8; 3];
     let st = w.recv(&mut b, me, 5).unwrap();
-    assert_eq!((b, st.source, st.tag, st.count), ([1, 2, 3], me, 5, 3));
+    assert_eq!(
+        (b, st.source, st.tag, st.count::<u8>().unwrap()),
+        ([1, 2, 3], me, 5, 3)
+    );
     // Larger than the eager limit: rendezvous to self needs a nonblocking send.
     let big = message(me, 1, 300_000);
     let mut got = vec![0u32; big.len()];
@@ -122,7 +125,7 @@ fn self_messages(w: &courier::Communicator) {
     assert_eq!(got, big);
     w.send::<u64>(&[], me, 7).unwrap();
     let st = w.recv::<u64>(&mut [], me, 7).unwrap();
-    assert_eq!(st.count, 0);
+    assert_eq!(st.count::<u64>().unwrap(), 0);
 }
 
 // ---------------------------------------------------------------- bodies
@@ -162,11 +165,14 @@ fn body_pingpong() {
         if me == 0 {
             w.send(&message(0, seq, len), 1, seq as u32).unwrap();
             let st = w.recv(&mut buf, 1, seq as u32).unwrap();
-            assert_eq!((st.source, st.count), (1, len));
+            assert_eq!((st.source, st.count::<u32>().unwrap()), (1, len));
             assert_eq!(buf, message(1, seq, len));
         } else {
             let st = w.recv(&mut buf, 0, seq as u32).unwrap();
-            assert_eq!((st.source, st.tag, st.count), (0, seq as u32, len));
+            assert_eq!(
+                (st.source, st.tag, st.count::<u32>().unwrap()),
+                (0, seq as u32, len)
+            );
             assert_eq!(buf, message(0, seq, len));
             w.send(&message(1, seq, len), 0, seq as u32).unwrap();
         }
@@ -186,8 +192,8 @@ fn body_wildcards() {
             let st = w.recv(&mut buf, ANY_SOURCE, ANY_TAG).unwrap();
             assert_eq!(st.tag as usize, 10 * st.source + seen[st.source]);
             assert_eq!(
-                &buf[..st.count],
-                &message(st.source, seen[st.source], st.count)[..]
+                &buf[..st.count::<u32>().unwrap()],
+                &message(st.source, seen[st.source], st.count::<u32>().unwrap())[..]
             );
             seen[st.source] += 1;
         }
@@ -257,12 +263,20 @@ fn body_ordering() {
             };
             let tag = st.tag as usize;
             let seq = next[tag];
-            assert_eq!(st.count, len_of(seq), "message {seq} on tag {tag}");
-            let mut expect = message(src, seq, st.count);
+            assert_eq!(
+                st.count::<u32>().unwrap(),
+                len_of(seq),
+                "message {seq} on tag {tag}"
+            );
+            let mut expect = message(src, seq, st.count::<u32>().unwrap());
             if let Some(first) = expect.first_mut() {
                 *first = seq as u32;
             }
-            assert_eq!(&buf[..st.count], &expect[..], "message {seq} on tag {tag}");
+            assert_eq!(
+                &buf[..st.count::<u32>().unwrap()],
+                &expect[..],
+                "message {seq} on tag {tag}"
+            );
             next[tag] += 2;
         }
     }
@@ -292,18 +306,74 @@ fn body_errors() {
             w.send(&message(0, tag as usize, len), 1, tag).unwrap();
         } else {
             let mut small = vec![0u32; 10];
-            match w.recv(&mut small, 0, tag) {
-                Err(Error::Truncated { capacity, incoming }) => {
-                    assert_eq!((capacity, incoming), (40, 4 * len));
+            match w.recv(&mut small, 0, courier::ANY_TAG) {
+                Err(
+                    e @ Error::Truncated {
+                        rank,
+                        tag: t,
+                        capacity,
+                        incoming,
+                    },
+                ) => {
+                    assert_eq!((rank, t, capacity, incoming), (0, tag, 40, 4 * len));
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("rank 0")
+                            && text.contains(&format!("tag {tag}"))
+                            && text.contains(&format!("{} bytes", 4 * len))
+                            && text.contains("holds 40"),
+                        "{text}"
+                    );
                 }
                 other => panic!("expected truncation, got {other:?}"),
             }
             // The message is not lost.
             let mut big = vec![0u32; len];
             let st = w.recv(&mut big, 0, tag).unwrap();
-            assert_eq!(st.count, len);
+            assert_eq!(st.count::<u32>().unwrap(), len);
             assert_eq!(big, message(0, tag as usize, len));
         }
+    }
+    // Truncation names the sender by its rank in the receive's communicator:
+    // in `rev`, world rank 0 is rank 1.
+    let rev = w.split(Some(0), -(me as i32)).unwrap().unwrap();
+    if me == 0 {
+        rev.send(&[7u32; 9], 0, 11).unwrap();
+    } else {
+        match rev.recv(&mut [0u32; 2], courier::ANY_SOURCE, 11) {
+            Err(Error::Truncated { rank, tag, .. }) => assert_eq!((rank, tag), (1, 11)),
+            other => panic!("expected truncation, got {other:?}"),
+        }
+        let st = rev.recv(&mut [0u32; 9], 1, 11).unwrap();
+        assert_eq!((st.source, st.count::<u32>().unwrap()), (1, 9));
+    }
+    // A send's status is empty: it names no rank.
+    courier::scope(|s| {
+        let st = w.isend(s, &[1u8], 1 - me, 12).unwrap().wait().unwrap();
+        assert!(st.is_empty());
+        assert_eq!(
+            (st.source, st.tag, st.bytes),
+            (courier::NO_SOURCE, courier::NO_TAG, 0)
+        );
+        let mut b = [0u8];
+        w.recv(&mut b, 1 - me, 12).unwrap();
+    });
+    // A probe's status counts bytes; `count::<T>()` converts, or refuses
+    // a length that is not whole elements.
+    if me == 0 {
+        w.send(&[1u8, 2, 3, 4, 5, 6], 1, 13).unwrap();
+    } else {
+        let st = w.probe(0, 13).unwrap();
+        assert_eq!(st.bytes, 6);
+        assert_eq!(st.count::<u16>().unwrap(), 3);
+        assert!(matches!(
+            st.count::<u32>(),
+            Err(Error::LengthMismatch {
+                bytes: 6,
+                elem_size: 4
+            })
+        ));
+        w.recv(&mut [0u16; 3], 0, 13).unwrap();
     }
     // A byte length that is not a whole number of elements.
     if me == 0 {
@@ -347,7 +417,7 @@ fn body_large() {
         assert_eq!(sum[0], checksum(&buf));
     } else {
         let st = w.recv(&mut buf, 0, 0).unwrap();
-        assert_eq!(st.count, n);
+        assert_eq!(st.count::<u8>().unwrap(), n);
         let mut expect = vec![0u8; n];
         fill(&mut expect);
         assert!(buf == expect, "64 MiB payload corrupted");
@@ -370,7 +440,7 @@ fn body_isend_ring() {
         courier::scope(|s| {
             let req = w.isend(s, &out, (r + 1) % n, 4).unwrap();
             let st = w.recv(&mut inc, (r + n - 1) % n, 4).unwrap();
-            assert_eq!(st.count, len);
+            assert_eq!(st.count::<u32>().unwrap(), len);
             req.wait().unwrap();
         });
         assert_eq!(inc, message((r + n - 1) % n, round, len));
@@ -471,7 +541,10 @@ fn body_owned() {
     }
     for (k, r) in recvs.into_iter().enumerate() {
         let (v, st) = r.wait().unwrap();
-        assert_eq!((st.source, st.tag as usize, st.count), (peer, k, sizes[k]));
+        assert_eq!(
+            (st.source, st.tag as usize, st.count::<u32>().unwrap()),
+            (peer, k, sizes[k])
+        );
         assert_eq!(v, message(peer, k, sizes[k]));
     }
     // wait_any over borrowed requests returns each exactly once.

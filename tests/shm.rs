@@ -117,7 +117,10 @@ fn body_mixed_semantics() {
                 .unwrap();
             let k = next[st.source];
             assert_eq!(st.tag as usize, k);
-            assert_eq!(&buf[..st.count], &message(st.source, k, lens[k])[..]);
+            assert_eq!(
+                &buf[..st.count::<u32>().unwrap()],
+                &message(st.source, k, lens[k])[..]
+            );
             next[st.source] += 1;
         }
         w.send::<u8>(&[], 1, 49).unwrap();

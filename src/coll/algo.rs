@@ -27,6 +27,8 @@ pub(crate) const TAG_ALLGATHER: u32 = 7;
 pub(crate) const TAG_ALLTOALL: u32 = 8;
 pub(crate) const TAG_SCAN: u32 = 9;
 pub(crate) const TAG_REDUCE_SCATTER: u32 = 10;
+/// Collective argument checking (`COURIER_CHECK=1`): the signature exchange.
+pub(crate) const TAG_CHECK: u32 = 11;
 
 pub(crate) fn bytes<T: Pod>(x: &[T]) -> &[u8] {
     bytemuck::cast_slice(x)
@@ -253,6 +255,16 @@ pub(crate) fn allgather_recursive_doubling<N: Net>(
 /// Bruck: ⌈lg p⌉ steps for any p, equal blocks of `bb` bytes; this rank's
 /// block is in place. ⌈lg p⌉α + (p-1)/p·nβ plus one local rotation.
 pub(crate) fn allgather_bruck<N: Net>(n: &N, buf: &mut [u8], bb: usize) -> Result<()> {
+    allgather_bruck_tagged(n, buf, bb, TAG_ALLGATHER)
+}
+
+/// [`allgather_bruck`] on messages tagged `tag`.
+pub(crate) fn allgather_bruck_tagged<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    bb: usize,
+    tag: u32,
+) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
     let mut tmp = vec![0u8; p * bb];
     tmp[..bb].copy_from_slice(&buf[me * bb..(me + 1) * bb]);
@@ -265,7 +277,7 @@ pub(crate) fn allgather_bruck<N: Net>(n: &N, buf: &mut [u8], bb: usize) -> Resul
             (me + p - k) % p,
             &mut inc[..cnt * bb],
             (me + k) % p,
-            TAG_ALLGATHER,
+            tag,
         )?;
         k <<= 1;
     }

@@ -19,6 +19,7 @@
 //! can detect it.
 
 pub(crate) mod algo;
+pub(crate) mod check;
 pub(crate) mod net;
 pub(crate) mod op;
 pub(crate) mod tune;
@@ -27,6 +28,7 @@ use crate::comm::{CommShared, Communicator};
 use crate::error::{Error, Result};
 use algo::{bytes, bytes_mut, TAG_GATHER, TAG_SCATTER};
 use bytemuck::Pod;
+use check::{Coll, OpCode, Signature};
 use op::{Op, Reducible};
 
 /// A user reduction: `f(lower, higher)` folds the operand of higher ranks
@@ -60,7 +62,12 @@ fn with_scratch<T: Pod, R>(
     len: usize,
     f: impl FnOnce(&mut [T]) -> Result<R>,
 ) -> Result<R> {
-    let mut scratch = c.scratch.borrow_mut();
+    // Held only inside one collective, which `CommShared::enter` keeps
+    // from being re-entered on this communicator.
+    let mut scratch = c
+        .scratch
+        .try_borrow_mut()
+        .map_err(|_| Error::InvalidState("a collective re-entered its own communicator".into()))?;
     let need = len * std::mem::size_of::<T>();
     let words = need.div_ceil(16);
     if scratch.len() < words {
@@ -72,6 +79,12 @@ fn with_scratch<T: Pod, R>(
             Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
         })?;
     f(tmp)
+}
+
+/// A predefined operation must be defined for `T` (bitwise operations on
+/// floats are not).
+fn check_op<T: Reducible>(op: Op) -> Result<()> {
+    T::reduce_into(op, &mut [], &[])
 }
 
 fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> tune::Call {
@@ -87,7 +100,9 @@ impl Communicator {
     /// Blocks until every rank of the communicator has called it
     /// (`MPI_Barrier`; dissemination).
     pub fn barrier(&self) -> Result<()> {
-        algo::barrier_dissemination(self.shared())
+        let c = self.shared();
+        let _in = c.enter(Signature::new(Coll::Barrier), None, || Ok(()))?;
+        algo::barrier_dissemination(c)
     }
 
     /// Copies `buf` from `root` to every rank (`MPI_Bcast`). Every rank
@@ -105,7 +120,8 @@ impl Communicator {
     /// ```
     pub fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
         let c = self.shared();
-        check_root(c, root)?;
+        let sig = Signature::new(Coll::Bcast).root(root).elems::<T>(buf.len());
+        let _in = c.enter(sig, None, || check_root(c, root))?;
         match tune::bcast(call::<T>(c, buf.len(), true))? {
             tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
             tune::Bcast::Pipelined => {
@@ -134,8 +150,13 @@ impl Communicator {
         op: Op,
         root: usize,
     ) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Reduce)
+            .root(root)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(send.len());
         // An operation undefined for T fails on every rank, before any message.
-        T::reduce_into(op, &mut [], &[])?;
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.reduce_with(send, recv, root, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
@@ -143,7 +164,12 @@ impl Communicator {
     /// rank's operand; at the root it becomes the result (elsewhere it is
     /// left as it was).
     pub fn reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op, root: usize) -> Result<()> {
-        T::reduce_into(op, &mut [], &[])?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::Reduce)
+            .root(root)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(buf.len());
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         let send = buf.to_vec();
         let mut none = [];
         let recv: &mut [T] = if self.rank() == root { buf } else { &mut none };
@@ -166,10 +192,18 @@ impl Communicator {
         f: UserOp<'_, T>,
     ) -> Result<()> {
         let c = self.shared();
-        check_root(c, root)?;
-        if c.rank() == root {
-            check_len("reduce at the root", recv.len(), send.len())?;
-        }
+        let sig = Signature::new(Coll::Reduce)
+            .root(root)
+            .op(OpCode::User { commutative })
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || {
+            check_root(c, root)?;
+            if c.rank() == root {
+                check_len("reduce at the root", recv.len(), send.len())?;
+            }
+            Ok(())
+        })?;
+        let f = &mut |a: &mut [T], b: &[T]| c.run_user_op(|| f(a, b));
         let alg = tune::reduce(call::<T>(c, send.len(), commutative))?;
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
@@ -202,14 +236,22 @@ impl Communicator {
     /// # Ok::<(), courier::Error>(())
     /// ```
     pub fn all_reduce<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
-        T::reduce_into(op, &mut [], &[])?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllReduce)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.all_reduce_with(send, recv, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// [`all_reduce`](Self::all_reduce) in place (`MPI_IN_PLACE`): `buf` holds
     /// this rank's operand on entry and the result on return.
     pub fn all_reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op) -> Result<()> {
-        T::reduce_into(op, &mut [], &[])?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllReduce)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(buf.len());
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.all_reduce_in_place_with(buf, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
@@ -236,7 +278,13 @@ impl Communicator {
         commutative: bool,
         f: UserOp<'_, T>,
     ) -> Result<()> {
-        check_len("all_reduce", recv.len(), send.len())?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllReduce)
+            .op(OpCode::User { commutative })
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || {
+            check_len("all_reduce", recv.len(), send.len())
+        })?;
         recv.copy_from_slice(send);
         self.all_reduce_in_place_with(recv, commutative, f)
     }
@@ -248,6 +296,12 @@ impl Communicator {
         commutative: bool,
         f: UserOp<'_, T>,
     ) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllReduce)
+            .op(OpCode::User { commutative })
+            .elems::<T>(buf.len());
+        let _in = c.enter(sig, None, || Ok(()))?;
+        let f = &mut |a: &mut [T], b: &[T]| c.run_user_op(|| f(a, b));
         // Across nodes: reduce inside each node (shared memory), all-reduce
         // among node leaders (network), broadcast inside each node. Every
         // rank receives its leader's bytes, which all leaders computed alike.
@@ -293,12 +347,34 @@ impl Communicator {
     /// Collects every rank's `send` at `root`, in rank order, into `recv`
     /// (`size × send.len()` elements at the root; ignored elsewhere) (`MPI_Gather`).
     pub fn gather<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Gather)
+            .root(root)
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || {
+            check_root(c, root)?;
+            if c.rank() == root {
+                check_len("gather at the root", recv.len(), send.len() * c.size())?;
+            }
+            Ok(())
+        })?;
         self.gatherv(send, recv, &vec![send.len(); self.size()], root)
     }
 
     /// Sends block `r` of `send` (`size × recv.len()` elements at the root)
     /// to rank `r` (`MPI_Scatter`).
     pub fn scatter<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Scatter)
+            .root(root)
+            .elems::<T>(recv.len());
+        let _in = c.enter(sig, None, || {
+            check_root(c, root)?;
+            if c.rank() == root {
+                check_len("scatter at the root", send.len(), recv.len() * c.size())?;
+            }
+            Ok(())
+        })?;
         self.scatterv(send, &vec![recv.len(); self.size()], recv, root)
     }
 
@@ -314,7 +390,11 @@ impl Communicator {
     /// ```
     pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let (p, me) = (self.size(), self.rank());
-        check_len("all_gather", recv.len(), send.len() * p)?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllGather).elems::<T>(send.len());
+        let _in = c.enter(sig, None, || {
+            check_len("all_gather", recv.len(), send.len() * p)
+        })?;
         recv[me * send.len()..(me + 1) * send.len()].copy_from_slice(send);
         self.all_gather_in_place(recv)
     }
@@ -324,13 +404,17 @@ impl Communicator {
     pub fn all_gather_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
         let c = self.shared();
         let p = c.size();
-        if buf.len() % p != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "all_gather: {} elements do not split into {p} blocks",
-                buf.len()
-            )));
-        }
         let n = buf.len() / p;
+        let sig = Signature::new(Coll::AllGather).elems::<T>(n);
+        let _in = c.enter(sig, None, || {
+            if buf.len() % p != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "all_gather: {} elements do not split into {p} blocks",
+                    buf.len()
+                )));
+            }
+            Ok(())
+        })?;
         let sz = std::mem::size_of::<T>();
         let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
         match tune::allgather(call::<T>(c, n, true), true)? {
@@ -347,14 +431,17 @@ impl Communicator {
     pub fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let c = self.shared();
         let p = c.size();
-        if send.len() % p != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "all_to_all: {} elements do not split into {p} blocks",
-                send.len()
-            )));
-        }
-        check_len("all_to_all recv", recv.len(), send.len())?;
         let n = send.len() / p;
+        let sig = Signature::new(Coll::AllToAll).elems::<T>(n);
+        let _in = c.enter(sig, None, || {
+            if send.len() % p != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "all_to_all: {} elements do not split into {p} blocks",
+                    send.len()
+                )));
+            }
+            check_len("all_to_all recv", recv.len(), send.len())
+        })?;
         let sz = std::mem::size_of::<T>();
         match tune::alltoall(call::<T>(c, n, true), true)? {
             tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
@@ -368,6 +455,9 @@ impl Communicator {
     /// [`all_to_all`](Self::all_to_all) in place: `buf` holds the blocks to
     /// send and receives the blocks from every rank.
     pub fn all_to_all_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllToAll).elems::<T>(buf.len() / c.size());
+        let _in = c.enter(sig, None, || Ok(()))?;
         let send = buf.to_vec();
         self.all_to_all(&send, buf)
     }
@@ -385,21 +475,34 @@ impl Communicator {
     /// # Ok::<(), courier::Error>(())
     /// ```
     pub fn scan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
-        T::reduce_into(op, &mut [], &[])?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::Scan)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.scan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// Exclusive prefix reduction (`MPI_Exscan`): rank r > 0 gets the
     /// reduction of ranks 0..r; rank 0's `recv` is left untouched.
     pub fn exscan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
-        T::reduce_into(op, &mut [], &[])?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::Exscan)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.exscan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// [`scan`](Self::scan) with a user operation `f(lower, higher)`; rank
     /// order is always kept.
     pub fn scan_with<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
-        check_len("scan", recv.len(), send.len())?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::Scan)
+            .op(OpCode::User { commutative: false })
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || check_len("scan", recv.len(), send.len()))?;
+        let f = &mut |a: &mut [T], b: &[T]| c.run_user_op(|| f(a, b));
         let mut acc = send.to_vec();
         self.prefix(&mut acc, f)?;
         recv.copy_from_slice(&acc);
@@ -408,7 +511,12 @@ impl Communicator {
 
     /// [`exscan`](Self::exscan) with a user operation `f(lower, higher)`.
     pub fn exscan_with<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
-        check_len("exscan", recv.len(), send.len())?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::Exscan)
+            .op(OpCode::User { commutative: false })
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || check_len("exscan", recv.len(), send.len()))?;
+        let f = &mut |a: &mut [T], b: &[T]| c.run_user_op(|| f(a, b));
         let mut acc = send.to_vec();
         if let Some(excl) = self.prefix(&mut acc, f)? {
             recv.copy_from_slice(&excl);
@@ -429,6 +537,11 @@ impl Communicator {
     /// (`MPI_Reduce_scatter_block`).
     pub fn reduce_scatter<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         let counts = vec![recv.len(); self.size()];
+        let c = self.shared();
+        let sig = Signature::new(Coll::ReduceScatter)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(recv.len());
+        let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.reduce_scatter_v(send, recv, &counts, op)
     }
 
@@ -454,7 +567,12 @@ impl Communicator {
         counts: &[usize],
         op: Op,
     ) -> Result<()> {
-        T::reduce_into(op, &mut [], &[])?;
+        let c = self.shared();
+        let sig = Signature::new(Coll::ReduceScatter)
+            .op(OpCode::Predefined(op))
+            .elems::<T>(recv.len())
+            .counts(counts);
+        let _in = c.enter(sig, Some(counts), || check_op::<T>(op))?;
         self.reduce_scatter_v_with(send, recv, counts, true, &mut |a, b| {
             T::reduce_into(op, a, b)
         })
@@ -472,9 +590,17 @@ impl Communicator {
     ) -> Result<()> {
         let c = self.shared();
         let (p, me) = (c.size(), c.rank());
-        let d = displacements(c, counts)?;
-        check_len("reduce_scatter send", send.len(), d[p])?;
-        check_len("reduce_scatter: this rank's block", recv.len(), counts[me])?;
+        let sig = Signature::new(Coll::ReduceScatter)
+            .op(OpCode::User { commutative })
+            .elems::<T>(recv.len())
+            .counts(counts);
+        let mut d = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            d = displacements(c, counts)?;
+            check_len("reduce_scatter send", send.len(), d[p])?;
+            check_len("reduce_scatter: this rank's block", recv.len(), counts[me])
+        })?;
+        let f = &mut |a: &mut [T], b: &[T]| c.run_user_op(|| f(a, b));
         match tune::reduce_scatter(call::<T>(c, d[p], commutative))? {
             tune::ReduceScatter::Ring => {
                 let mut acc = send.to_vec();
@@ -503,13 +629,23 @@ impl Communicator {
         root: usize,
     ) -> Result<()> {
         let c = self.shared();
-        check_root(c, root)?;
-        let displs = displacements(c, counts)?;
-        check_len("gatherv: this rank's block", send.len(), counts[c.rank()])?;
+        let sig = Signature::new(Coll::Gather)
+            .root(root)
+            .elems::<T>(send.len())
+            .counts(counts);
+        let mut displs = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            check_root(c, root)?;
+            displs = displacements(c, counts)?;
+            check_len("gatherv: this rank's block", send.len(), counts[c.rank()])?;
+            if c.rank() == root {
+                check_len("gatherv at the root", recv.len(), displs[c.size()])?;
+            }
+            Ok(())
+        })?;
         if c.rank() != root {
             return c.coll_send(bytes(send), root, TAG_GATHER);
         }
-        check_len("gatherv at the root", recv.len(), displs[c.size()])?;
         for r in 0..c.size() {
             let block = &mut recv[displs[r]..displs[r + 1]];
             if r == root {
@@ -530,13 +666,23 @@ impl Communicator {
         root: usize,
     ) -> Result<()> {
         let c = self.shared();
-        check_root(c, root)?;
-        let displs = displacements(c, counts)?;
-        check_len("scatterv: this rank's block", recv.len(), counts[c.rank()])?;
+        let sig = Signature::new(Coll::Scatter)
+            .root(root)
+            .elems::<T>(recv.len())
+            .counts(counts);
+        let mut displs = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            check_root(c, root)?;
+            displs = displacements(c, counts)?;
+            check_len("scatterv: this rank's block", recv.len(), counts[c.rank()])?;
+            if c.rank() == root {
+                check_len("scatterv at the root", send.len(), displs[c.size()])?;
+            }
+            Ok(())
+        })?;
         if c.rank() != root {
             return c.coll_recv(bytes_mut(recv), root, TAG_SCATTER);
         }
-        check_len("scatterv at the root", send.len(), displs[c.size()])?;
         for r in 0..c.size() {
             let block = &send[displs[r]..displs[r + 1]];
             if r == root {
@@ -554,9 +700,15 @@ impl Communicator {
     pub fn all_gatherv<T: Pod>(&self, send: &[T], recv: &mut [T], counts: &[usize]) -> Result<()> {
         let c = self.shared();
         let (p, me) = (c.size(), c.rank());
-        let d = displacements(c, counts)?;
-        check_len("all_gatherv: this rank's block", send.len(), counts[me])?;
-        check_len("all_gatherv", recv.len(), d[p])?;
+        let sig = Signature::new(Coll::AllGather)
+            .elems::<T>(send.len())
+            .counts(counts);
+        let mut d = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            d = displacements(c, counts)?;
+            check_len("all_gatherv: this rank's block", send.len(), counts[me])?;
+            check_len("all_gatherv", recv.len(), d[p])
+        })?;
         recv[d[me]..d[me + 1]].copy_from_slice(send);
         // Equal counts are known on every rank alike (counts are arguments
         // every rank passes), so every rank picks the same algorithm.
@@ -581,15 +733,21 @@ impl Communicator {
     ) -> Result<()> {
         let c = self.shared();
         let (p, me) = (c.size(), c.rank());
-        let sd = displacements(c, send_counts)?;
-        let rd = displacements(c, recv_counts)?;
-        check_len("all_to_allv send", send.len(), sd[p])?;
-        check_len("all_to_allv recv", recv.len(), rd[p])?;
-        check_len(
-            "all_to_allv: the block to self",
-            recv_counts[me],
-            send_counts[me],
-        )?;
+        // Counts legitimately differ between ranks here: only the
+        // collective and the element type are compared.
+        let sig = Signature::new(Coll::AllToAllv).elems::<T>(0);
+        let (mut sd, mut rd) = (Vec::new(), Vec::new());
+        let _in = c.enter(sig, None, || {
+            sd = displacements(c, send_counts)?;
+            rd = displacements(c, recv_counts)?;
+            check_len("all_to_allv send", send.len(), sd[p])?;
+            check_len("all_to_allv recv", recv.len(), rd[p])?;
+            check_len(
+                "all_to_allv: the block to self",
+                recv_counts[me],
+                send_counts[me],
+            )
+        })?;
         let sz = std::mem::size_of::<T>();
         let sdb: Vec<usize> = sd.iter().map(|x| x * sz).collect();
         let rdb: Vec<usize> = rd.iter().map(|x| x * sz).collect();

@@ -44,7 +44,7 @@ pub(crate) type Rank = u32;
 pub(crate) struct ReqId(u64);
 
 impl ReqId {
-    fn new(index: u32, gen: u32) -> Self {
+    pub(crate) fn new(index: u32, gen: u32) -> Self {
         ReqId((u64::from(gen) << 32) | u64::from(index))
     }
     pub(crate) fn index(self) -> usize {
@@ -72,8 +72,18 @@ pub(crate) struct MsgInfo {
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReqError {
-    Truncated { capacity: usize, incoming: usize },
-    PeerLost { peer: Rank, reason: String },
+    /// The matched message (from `source`, with `tag`) has `incoming`
+    /// bytes; the receive holds `capacity`.
+    Truncated {
+        source: Rank,
+        tag: u32,
+        capacity: usize,
+        incoming: usize,
+    },
+    PeerLost {
+        peer: Rank,
+        reason: String,
+    },
 }
 
 /// A protocol violation by a peer; the driver closes that link.
@@ -186,6 +196,9 @@ enum RecvPhase {
         failed: bool,
         /// The message's address in the sender's memory (single copy), or 0.
         addr: u64,
+        /// A CTS_COOP gave the sender this receive's address and its PUSHED
+        /// has not arrived: the sender may still write into the buffer.
+        push_pending: bool,
     },
 }
 
@@ -540,6 +553,27 @@ impl Engine {
             .is_some_and(|s| s.gen == id.gen() && s.entry.is_some())
     }
 
+    /// The peer that may still write into receive `id`'s buffer by itself
+    /// (cross-memory attach): it was sent the buffer's address in a
+    /// CTS_COOP and has not answered with PUSHED. Such a buffer must stay
+    /// valid until the answer comes or the peer's process is gone, even if
+    /// the request fails or is abandoned meanwhile.
+    pub(crate) fn remote_writer(&self, id: ReqId) -> Option<Rank> {
+        let slot = self.slots.get(id.index()).filter(|s| s.gen == id.gen())?;
+        match &slot.entry.as_ref()?.kind {
+            ReqKind::Recv(RecvState {
+                phase:
+                    RecvPhase::Receiving {
+                        info,
+                        push_pending: true,
+                        ..
+                    },
+                ..
+            }) => Some(info.source),
+            _ => None,
+        }
+    }
+
     /// Removes a finished request and returns its outcome; `None` while it runs.
     pub(crate) fn take_result(&mut self, id: ReqId) -> Option<Result<MsgInfo, ReqError>> {
         let slot = self.slots.get_mut(id.index())?;
@@ -685,8 +719,13 @@ impl Engine {
                 return id;
             };
             if u.len > capacity {
-                let incoming = u.len;
-                self.complete(id, Err(ReqError::Truncated { capacity, incoming }));
+                let err = ReqError::Truncated {
+                    source: u.env.source,
+                    tag: u.env.tag,
+                    capacity,
+                    incoming: u.len,
+                };
+                self.complete(id, Err(err));
                 return id;
             }
             let Some(u) = self.unexpected.remove(i) else {
@@ -740,6 +779,7 @@ impl Engine {
                 parts: 0,
                 failed: false,
                 addr,
+                push_pending: false,
             };
         }
         if addr != 0 && info.len > 0 {
@@ -757,13 +797,19 @@ impl Engine {
             if let Some(ReqEntry {
                 kind:
                     ReqKind::Recv(RecvState {
-                        phase: RecvPhase::Receiving { parts, .. },
+                        phase:
+                            RecvPhase::Receiving {
+                                parts,
+                                push_pending,
+                                ..
+                            },
                         ..
                     }),
                 ..
             }) = self.entry_mut(id)
             {
                 *parts = if coop { 2 } else { 1 };
+                *push_pending = coop;
             }
             if coop {
                 self.transmits.push_back(Transmit {
@@ -951,6 +997,8 @@ impl Engine {
                 self.complete(
                     id,
                     Err(ReqError::Truncated {
+                        source: env.source,
+                        tag: env.tag,
                         capacity,
                         incoming: len,
                     }),
@@ -1018,6 +1066,7 @@ impl Engine {
                             parts: 0,
                             failed: false,
                             addr: 0,
+                            push_pending: false,
                         };
                     }
                     if let Some(sreq) = sync_sreq {
@@ -1149,12 +1198,19 @@ impl Engine {
                             ReqKind::Recv(RecvState {
                                 phase:
                                     RecvPhase::Receiving {
-                                        info, parts, addr, ..
+                                        info,
+                                        parts,
+                                        addr,
+                                        push_pending,
+                                        ..
                                     },
                                 ..
                             }),
                         result: None,
-                    }) if info.source == peer && *parts > 0 && *addr != 0 => (info.len, *addr),
+                    }) if info.source == peer && *parts > 0 && *addr != 0 && *push_pending => {
+                        *push_pending = false;
+                        (info.len, *addr)
+                    }
                     _ => {
                         return Err(ProtocolError(format!(
                             "PUSHED for unknown receive request {rreq:#x}"

@@ -303,6 +303,44 @@ fn cooperative_copy_and_its_fallbacks() {
     assert_eq!(coop_split(1 << 20, 60), 626_688);
 }
 
+/// A receive whose address went out in a CTS_COOP names the sender as a
+/// possible writer into its buffer until PUSHED arrives, and only then: the
+/// driver keeps such a buffer alive even when the request is abandoned.
+#[test]
+fn a_cooperative_receive_names_its_remote_writer_until_pushed() {
+    for pushes_work in [true, false] {
+        let mut net = SimNet::new(2, 16, 12);
+        net.pushes_work = pushes_work;
+        for e in &mut net.engines {
+            e.set_coop_min(8192);
+        }
+        net.engines[0].set_peer_caps(1, 16, true);
+        let msg = bytes(8, 100_000);
+        let r = net.recv(1, Some(0), Some(4), 100_000);
+        assert_eq!(net.engines[1].remote_writer(r), None, "nothing matched yet");
+        let s = net.send(0, 1, 4, &msg, false);
+        // Deliver the RTS only: the receiver pulls its part and sends CTS_COOP.
+        assert!(net.step());
+        assert_eq!(net.engines[1].remote_writer(r), Some(0), "CTS_COOP sent");
+        assert!(!net.done(1, r));
+        // The sender handles CTS_COOP and pushes; PUSHED is in flight.
+        assert!(net.step());
+        assert_eq!(net.engines[1].remote_writer(r), Some(0), "PUSHED in flight");
+        net.run();
+        assert_eq!(net.engines[1].remote_writer(r), None, "PUSHED arrived");
+        assert!(net.done(0, s));
+        assert_eq!(net.take_recv(1, r).unwrap().1, msg);
+        // A plain (non-cooperative) pull never has a remote writer.
+        let small = bytes(9, 5000);
+        let r = net.recv(1, Some(0), Some(5), 5000);
+        net.send(0, 1, 5, &small, false);
+        assert!(net.step());
+        assert_eq!(net.engines[1].remote_writer(r), None);
+        net.run();
+        assert_eq!(net.take_recv(1, r).unwrap().1, small);
+    }
+}
+
 #[test]
 fn truncation_fails_the_receive_and_keeps_the_message() {
     for len in [40usize, 400] {
@@ -314,6 +352,8 @@ fn truncation_fails_the_receive_and_keeps_the_message() {
         assert_eq!(
             net.take_recv(1, small).unwrap_err(),
             ReqError::Truncated {
+                source: 0,
+                tag: 9,
                 capacity: 8,
                 incoming: len
             }

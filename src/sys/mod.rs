@@ -25,3 +25,20 @@ pub(crate) fn adopt_unix_stream(fd: i32) -> std::io::Result<std::os::unix::net::
     // in this process uses or closes it, so taking ownership is sound.
     Ok(unsafe { std::os::unix::net::UnixStream::from(OwnedFd::from_raw_fd(fd)) })
 }
+
+/// Whether process `pid` can still act: it exists and is neither a zombie
+/// nor dead (`/proc/<pid>/stat`). A process that cannot act can no longer
+/// write into another's memory by cross-memory attach.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')' (comm may hold any byte).
+    match stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+    {
+        Some(state) => !matches!(state, "Z" | "X" | "x"),
+        None => false,
+    }
+}

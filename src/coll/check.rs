@@ -1,0 +1,450 @@
+//! The door every public collective enters through: re-entrancy rules and
+//! collective argument checking.
+//!
+//! * A collective started from inside a reduction operation running on the
+//!   same communicator is refused with [`Error::InvalidState`] (it would
+//!   interleave its messages with the running collective's).
+//! * A collective on a communicator whose universe was finalized is refused.
+//! * With `COURIER_CHECK=1`, every outermost collective call first
+//!   all-gathers a small [`Signature`] of its arguments (which collective,
+//!   root, operation, element type and count, the counts of the v-variants,
+//!   and whether this rank's own arguments were valid). Every rank then
+//!   compares the same gathered signatures in the same order, so a mismatch
+//!   becomes the same [`Error::CollectiveMismatch`] on every rank — naming
+//!   the first rank whose call differs from rank 0's and the argument —
+//!   instead of a hang on the ranks that did not notice. Calls nested inside
+//!   a collective on the same communicator (e.g. `split`'s all-gather) are
+//!   not checked again.
+//!
+//! Cost: one Bruck all-gather of 64 bytes per rank on the collective
+//! context, i.e. ⌈lg p⌉ small messages (measured in BENCHMARKS.md).
+
+use super::algo::{allgather_bruck_tagged, TAG_CHECK};
+use crate::comm::CommShared;
+use crate::error::{Error, Result};
+use bytemuck::Pod;
+
+/// Which collective a signature describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coll {
+    Barrier = 1,
+    Bcast,
+    Reduce,
+    AllReduce,
+    Gather,
+    Scatter,
+    AllGather,
+    AllToAll,
+    Scan,
+    Exscan,
+    ReduceScatter,
+    Dup,
+    Split,
+    AllToAllv,
+}
+
+impl Coll {
+    fn name(code: u64) -> &'static str {
+        const NAMES: [&str; 15] = [
+            "?",
+            "barrier",
+            "broadcast",
+            "reduce",
+            "all_reduce",
+            "gather",
+            "scatter",
+            "all_gather",
+            "all_to_all",
+            "scan",
+            "exscan",
+            "reduce_scatter",
+            "dup",
+            "split",
+            "all_to_allv",
+        ];
+        NAMES.get(code as usize).copied().unwrap_or("?")
+    }
+}
+
+/// The operation of a reduction, as compared across ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpCode {
+    Predefined(crate::Op),
+    User { commutative: bool },
+}
+
+impl OpCode {
+    fn code(self) -> u64 {
+        match self {
+            OpCode::Predefined(op) => 1 + op as u64,
+            OpCode::User { commutative: true } => 100,
+            OpCode::User { commutative: false } => 101,
+        }
+    }
+
+    fn describe(code: u64) -> String {
+        match code {
+            0 => "none".into(),
+            100 => "a commutative user op".into(),
+            101 => "a non-commutative user op".into(),
+            c => {
+                const OPS: [&str; 12] = [
+                    "Sum",
+                    "Prod",
+                    "Min",
+                    "Max",
+                    "BitAnd",
+                    "BitOr",
+                    "BitXor",
+                    "LogicalAnd",
+                    "LogicalOr",
+                    "LogicalXor",
+                    "MinLoc",
+                    "MaxLoc",
+                ];
+                OPS.get(c as usize - 1)
+                    .map_or_else(|| format!("op #{c}"), |s| format!("Op::{s}"))
+            }
+        }
+    }
+}
+
+/// What one rank says about its call. Encoded as eight little-endian u64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Signature {
+    coll: u64,
+    root: u64,
+    op: u64,
+    elem_size: u64,
+    type_hash: u64,
+    count: u64,
+    counts_hash: u64,
+    /// Non-zero when this rank's own arguments were invalid.
+    local_error: u64,
+}
+
+const NO_ROOT: u64 = u64::MAX;
+const SIG_BYTES: usize = 64;
+
+/// FNV-1a: a stable hash of type names and count vectors (the same on
+/// every rank of a job, which runs one build).
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Signature {
+    pub(crate) fn new(coll: Coll) -> Self {
+        Signature {
+            coll: coll as u64,
+            root: NO_ROOT,
+            op: 0,
+            elem_size: 0,
+            type_hash: 0,
+            count: 0,
+            counts_hash: 0,
+            local_error: 0,
+        }
+    }
+
+    pub(crate) fn root(mut self, root: usize) -> Self {
+        self.root = root as u64;
+        self
+    }
+
+    pub(crate) fn op(mut self, op: OpCode) -> Self {
+        self.op = op.code();
+        self
+    }
+
+    /// `count` elements of `T`, the count every rank must agree on.
+    pub(crate) fn elems<T: Pod>(mut self, count: usize) -> Self {
+        self.elem_size = std::mem::size_of::<T>() as u64;
+        self.type_hash = fnv(std::any::type_name::<T>().bytes());
+        self.count = count as u64;
+        self
+    }
+
+    /// Per-rank counts (v-variants): every rank must pass the same vector.
+    pub(crate) fn counts(mut self, counts: &[usize]) -> Self {
+        self.counts_hash = fnv(counts.iter().flat_map(|c| (*c as u64).to_le_bytes()));
+        self
+    }
+
+    fn encode(&self) -> [u8; SIG_BYTES] {
+        let mut out = [0u8; SIG_BYTES];
+        let fields = [
+            self.coll,
+            self.root,
+            self.op,
+            self.elem_size,
+            self.type_hash,
+            self.count,
+            self.counts_hash,
+            self.local_error,
+        ];
+        for (chunk, f) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&f.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        let f = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[8 * i..8 * i + 8]);
+            u64::from_le_bytes(w)
+        };
+        Signature {
+            coll: f(0),
+            root: f(1),
+            op: f(2),
+            elem_size: f(3),
+            type_hash: f(4),
+            count: f(5),
+            counts_hash: f(6),
+            local_error: f(7),
+        }
+    }
+
+    /// The call as text, from the signature alone (so every rank writes
+    /// the same words).
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.root != NO_ROOT {
+            parts.push(format!("root {}", self.root));
+        }
+        if self.op != 0 {
+            parts.push(OpCode::describe(self.op));
+        }
+        if self.elem_size != 0 || self.type_hash != 0 {
+            parts.push(format!(
+                "{} elements of {} bytes [type {:04x}]",
+                self.count,
+                self.elem_size,
+                self.type_hash & 0xffff
+            ));
+        }
+        if self.counts_hash != 0 {
+            parts.push(format!("counts [{:04x}]", self.counts_hash & 0xffff));
+        }
+        format!("{}({})", Coll::name(self.coll), parts.join(", "))
+    }
+
+    /// The first argument in which `self` differs from `reference`.
+    fn differs_from(&self, reference: &Signature) -> Option<&'static str> {
+        if self.coll != reference.coll {
+            Some("collective")
+        } else if self.root != reference.root {
+            Some("root")
+        } else if self.op != reference.op {
+            Some("op")
+        } else if self.elem_size != reference.elem_size || self.type_hash != reference.type_hash {
+            Some("element type")
+        } else if self.counts_hash != reference.counts_hash {
+            Some("counts")
+        } else if self.count != reference.count && reference.counts_hash == 0 {
+            Some("count")
+        } else {
+            None
+        }
+    }
+}
+
+/// `COURIER_CHECK`: 1 turns collective argument checking on.
+pub(crate) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        matches!(
+            std::env::var("COURIER_CHECK").as_deref().map(str::trim),
+            Ok("1" | "yes" | "true")
+        )
+    })
+}
+
+/// Proof of having entered a collective on a communicator; leaving (drop)
+/// lets the next outermost call be checked again.
+#[derive(Debug)]
+pub(crate) struct Entered<'a> {
+    c: &'a CommShared,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.c
+            .coll_depth
+            .set(self.c.coll_depth.get().saturating_sub(1));
+    }
+}
+
+impl CommShared {
+    /// Enters a collective described by `sig`. `local` validates this
+    /// rank's own arguments: without checking its error returns at once;
+    /// with checking it is exchanged first, so that no rank is left
+    /// waiting for one that gave up. `counts` (v-variants) says which count
+    /// each rank must bring: with checking, rank r's count must equal
+    /// `counts[r]`.
+    pub(crate) fn enter(
+        &self,
+        sig: Signature,
+        counts: Option<&[usize]>,
+        local: impl FnOnce() -> Result<()>,
+    ) -> Result<Entered<'_>> {
+        if self.in_user_op.get() {
+            return Err(Error::InvalidState(format!(
+                "{} called from inside a reduction operation running on the same communicator",
+                Coll::name(sig.coll)
+            )));
+        }
+        crate::request::lock(&self.progress)?;
+        let outermost = self.coll_depth.get() == 0;
+        self.coll_depth.set(self.coll_depth.get() + 1);
+        let entered = Entered { c: self };
+        if !(outermost && enabled()) {
+            local()?;
+            return Ok(entered);
+        }
+        let local = local();
+        let mut mine = sig;
+        mine.local_error = u64::from(local.is_err());
+        let p = self.size();
+        let mut all = vec![0u8; SIG_BYTES * p];
+        all[SIG_BYTES * self.rank()..SIG_BYTES * (self.rank() + 1)].copy_from_slice(&mine.encode());
+        allgather_bruck_tagged(self, &mut all, SIG_BYTES, TAG_CHECK)?;
+        let sigs: Vec<Signature> = all.chunks_exact(SIG_BYTES).map(Signature::decode).collect();
+        judge(&sigs, counts)?;
+        if let Some(r) = sigs.iter().position(|s| s.local_error != 0) {
+            return match local {
+                Err(e) => Err(e),
+                Ok(()) => Err(Error::InvalidArgument(format!(
+                    "{}: rank {r} rejected its own arguments (its error says why)",
+                    Coll::name(sigs[r].coll)
+                ))),
+            };
+        }
+        Ok(entered)
+    }
+
+    /// Runs a user's reduction operation; collectives on this communicator
+    /// are refused while it runs.
+    pub(crate) fn run_user_op<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Reset<'a>(&'a std::cell::Cell<bool>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        self.in_user_op.set(true);
+        let _reset = Reset(&self.in_user_op);
+        f()
+    }
+}
+
+/// The same verdict on every rank: compares every signature with rank 0's.
+fn judge(sigs: &[Signature], counts: Option<&[usize]>) -> Result<()> {
+    let Some(reference) = sigs.first() else {
+        return Ok(());
+    };
+    for (r, s) in sigs.iter().enumerate() {
+        let argument = s.differs_from(reference).or_else(|| match counts {
+            // The counts vectors agree (same hash): each rank's own
+            // block must have the length the vector gives it.
+            Some(c) if reference.counts_hash == s.counts_hash => {
+                (c.get(r).map(|&n| n as u64) != Some(s.count)).then_some("count")
+            }
+            _ => None,
+        });
+        if let Some(argument) = argument {
+            return Err(Error::CollectiveMismatch {
+                rank: r,
+                argument,
+                expected: if argument == "count" && counts.is_some() {
+                    format!(
+                        "{} with {} elements from rank {r}",
+                        reference.describe(),
+                        counts.and_then(|c| c.get(r)).copied().unwrap_or(0)
+                    )
+                } else {
+                    reference.describe()
+                },
+                found: s.describe(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_differing_rank_and_argument_are_named() {
+        let base = Signature::new(Coll::Reduce)
+            .root(0)
+            .op(OpCode::Predefined(crate::Op::Sum))
+            .elems::<f64>(4);
+        assert!(judge(&[base, base, base], None).is_ok());
+        let other_root = base.root(1);
+        let other_type = Signature::new(Coll::Reduce)
+            .root(0)
+            .op(OpCode::Predefined(crate::Op::Sum))
+            .elems::<i64>(4);
+        match judge(&[base, base, other_type, other_root], None) {
+            Err(Error::CollectiveMismatch {
+                rank: 2, argument, ..
+            }) => assert_eq!(argument, "element type"),
+            other => panic!("{other:?}"),
+        }
+        match judge(&[base, other_root], None) {
+            Err(e @ Error::CollectiveMismatch { rank: 1, .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("root") && text.contains("reduce("), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bcast = Signature::new(Coll::Bcast).root(0).elems::<f64>(4);
+        assert!(matches!(
+            judge(&[base, bcast], None),
+            Err(Error::CollectiveMismatch {
+                argument: "collective",
+                ..
+            })
+        ));
+        let decoded = Signature::decode(&other_type.encode());
+        assert_eq!(decoded, other_type);
+    }
+
+    #[test]
+    fn v_variants_check_each_rank_against_the_counts() {
+        let counts = [1usize, 2, 3];
+        let sig = |n: usize| {
+            Signature::new(Coll::Gather)
+                .root(0)
+                .elems::<u32>(n)
+                .counts(&counts)
+        };
+        assert!(judge(&[sig(1), sig(2), sig(3)], Some(&counts)).is_ok());
+        assert!(matches!(
+            judge(&[sig(1), sig(2), sig(4)], Some(&counts)),
+            Err(Error::CollectiveMismatch {
+                rank: 2,
+                argument: "count",
+                ..
+            })
+        ));
+        let other_counts = Signature::new(Coll::Gather)
+            .root(0)
+            .elems::<u32>(2)
+            .counts(&[1, 2, 2]);
+        assert!(matches!(
+            judge(&[sig(1), other_counts, sig(3)], Some(&counts)),
+            Err(Error::CollectiveMismatch {
+                rank: 1,
+                argument: "counts",
+                ..
+            })
+        ));
+    }
+}
