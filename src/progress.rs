@@ -31,6 +31,11 @@ const DIRECT_READ_MIN: usize = 16 * 1024;
 const STAGING: usize = 64 * 1024;
 /// Busy polling reads sockets directly (no `epoll_wait`) up to this many links.
 const DIRECT_SPIN_MAX_LINKS: usize = 4;
+/// However busy the rank, the poller (listener: new and stale connections;
+/// the launcher: abort notices) is asked at least this often while it waits.
+const SERVICE_INTERVAL: Duration = Duration::from_millis(5);
+/// Busy rounds between two looks at the clock for [`SERVICE_INTERVAL`].
+const SERVICE_CLOCK_ROUNDS: u32 = 256;
 
 #[derive(Debug)]
 enum OutPayload {
@@ -163,6 +168,10 @@ pub(crate) struct Progress {
     bye_sent: bool,
     /// `finalize` ran: every later call is an error.
     finalized: bool,
+    /// Busy rounds since the clock was last compared with `next_service`.
+    busy_rounds: u32,
+    /// When the poller is due again (see [`SERVICE_INTERVAL`]).
+    next_service: Instant,
 }
 
 impl Progress {
@@ -198,6 +207,8 @@ impl Progress {
             policy,
             bye_sent: false,
             finalized: false,
+            busy_rounds: 0,
+            next_service: Instant::now() + SERVICE_INTERVAL,
         }
     }
 
@@ -904,8 +915,9 @@ impl Progress {
         // ranks on 2 cores 1.2-1.3x slower), and every round while yielding
         // (a yield may hand the core away for a whole time slice). The
         // poller (new connections, the launcher: system calls) is asked
-        // every 4096th round while spinning, every 32nd while yielding, and
-        // every round when there are too many sockets to read directly.
+        // every 4096th round while spinning, every 32nd while yielding,
+        // every round when there are too many sockets to read directly, and
+        // at least every SERVICE_INTERVAL while rounds keep finding work.
         let mut idle_since: Option<Instant> = None;
         let mut now_idle = Duration::ZERO;
         let mut rounds = 0u32;
@@ -924,6 +936,8 @@ impl Progress {
                 if self.quiet() {
                     std::hint::spin_loop();
                     false
+                } else if self.service_due() {
+                    self.progress_once(Some(Duration::ZERO))?
                 } else {
                     self.spin_once()?
                 }
@@ -945,6 +959,26 @@ impl Progress {
                 std::thread::yield_now();
             }
         }
+    }
+
+    /// Whether a busy rank must ask the poller now: idle rounds reach the
+    /// poller by count, but rounds that keep finding messages restart that
+    /// count, so a rank busy with traffic would otherwise never accept (or
+    /// close) a connection, nor hear the launcher. Counted on busy rounds
+    /// only (quiet rounds cost nothing extra): the clock is read every
+    /// [`SERVICE_CLOCK_ROUNDS`] of them, the poller asked every
+    /// [`SERVICE_INTERVAL`].
+    fn service_due(&mut self) -> bool {
+        self.busy_rounds = self.busy_rounds.wrapping_add(1);
+        if self.busy_rounds % SERVICE_CLOCK_ROUNDS != 0 {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next_service {
+            return false;
+        }
+        self.next_service = now + SERVICE_INTERVAL;
+        true
     }
 
     /// Sleeps until something may have happened, then makes progress.

@@ -1,8 +1,9 @@
 //! The fault matrix: every fault kind (clean exit without finalizing, exit
 //! with an error code, panic, abort, segfault, SIGKILL) × every point of a
 //! rank's life (before wire-up, inside point-to-point traffic, inside
-//! collectives, inside a large single-copy transfer, after the loop) × 2, 4
-//! and 8 ranks, with the failing rank and iteration drawn at random. Every
+//! collectives, inside a large single-copy transfer, inside a scope with a
+//! receive that will never match or a large send nobody receives, after the
+//! loop) × 2, 4 and 8 ranks, with the failing rank and iteration drawn at random. Every
 //! run must end within 2 seconds of the fault, with a non-zero exit and a
 //! report naming the failed rank, and leave no process, no file in
 //! `/dev/shm` and no listening socket behind.
@@ -23,7 +24,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const KINDS: [&str; 6] = ["exit0", "exit3", "panic", "abort", "segv", "kill"];
-const POINTS: [&str; 5] = ["init", "p2p", "collective", "large", "end"];
+const POINTS: [&str; 7] = [
+    "init",
+    "p2p",
+    "collective",
+    "large",
+    "scope-recv",
+    "scope-send",
+    "end",
+];
 const ITERS: u32 = 40;
 
 fn now_ms() -> u128 {
@@ -254,6 +263,21 @@ fn body_fault() {
             }
             w.broadcast(&mut big, root)?;
             assert!(big.iter().all(|&b| b == i as u8));
+            // Requests in flight that nobody will ever complete: the fault
+            // (a panic unwinds through the scope) must not wait for them.
+            if hit(i, "scope-recv") {
+                let mut never = [0u8; 16];
+                courier::scope(|s| -> courier::Result<()> {
+                    let _r = w.irecv(s, &mut never, (r + 1) % p, 999)?;
+                    fault(kind)
+                })?;
+            }
+            if hit(i, "scope-send") {
+                courier::scope(|s| -> courier::Result<()> {
+                    let _r = w.isend(s, &big, (r + 1) % p, 998)?;
+                    fault(kind)
+                })?;
+            }
         }
         if hit(at, "end") {
             fault(kind);

@@ -341,35 +341,39 @@ impl CommShared {
     }
 }
 
-/// The same verdict on every rank: compares every signature with rank 0's.
+/// The same verdict on every rank: compares every signature with rank
+/// 0's, then (v-variants, once every rank is known to pass the same counts)
+/// each rank's own count with the counts. Only gathered data decides, so
+/// every rank reaches the same verdict.
 fn judge(sigs: &[Signature], counts: Option<&[usize]>) -> Result<()> {
     let Some(reference) = sigs.first() else {
         return Ok(());
     };
+    let mismatch = |r: usize, argument: &'static str, expected: String| {
+        Err(Error::CollectiveMismatch {
+            rank: r,
+            argument,
+            expected,
+            found: sigs[r].describe(),
+        })
+    };
     for (r, s) in sigs.iter().enumerate() {
-        let argument = s.differs_from(reference).or_else(|| match counts {
-            // The counts vectors agree (same hash): each rank's own
-            // block must have the length the vector gives it.
-            Some(c) if reference.counts_hash == s.counts_hash => {
-                (c.get(r).map(|&n| n as u64) != Some(s.count)).then_some("count")
-            }
-            _ => None,
-        });
-        if let Some(argument) = argument {
-            return Err(Error::CollectiveMismatch {
-                rank: r,
-                argument,
-                expected: if argument == "count" && counts.is_some() {
-                    format!(
-                        "{} with {} elements from rank {r}",
-                        reference.describe(),
-                        counts.and_then(|c| c.get(r)).copied().unwrap_or(0)
-                    )
-                } else {
+        if let Some(argument) = s.differs_from(reference) {
+            return mismatch(r, argument, reference.describe());
+        }
+    }
+    // Every rank passed the same counts vector (equal hashes), so this
+    // rank's `counts` is everyone's.
+    if let Some(counts) = counts {
+        for (r, s) in sigs.iter().enumerate() {
+            let want = counts.get(r).copied().unwrap_or(0);
+            if s.count != want as u64 {
+                let expected = format!(
+                    "{} with {want} elements from rank {r}",
                     reference.describe()
-                },
-                found: s.describe(),
-            });
+                );
+                return mismatch(r, "count", expected);
+            }
         }
     }
     Ok(())
