@@ -100,7 +100,7 @@ impl Model {
         self.sends.push((tag, len, None));
         for r in 0..self.recvs.len() {
             let (t, cap, out) = self.recvs[r];
-            if out.is_some() || !t.is_none_or(|t| t == tag) {
+            if out.is_some() || t.is_some_and(|t| t != tag) {
                 continue;
             }
             if len > cap {
