@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Courier vs MPICH (and Open MPI with WITH_OMPI=1) between two simulated
 # hosts (network namespaces joined by veth: TCP), OSU methodology, ROUNDS
-# interleaved runs, medians and ratios. Uses tests/testbed/testbed.sh (root).
+# interleaved runs, medians and ratios. Uses launcher/tests/testbed/testbed.sh (root).
 # Open MPI 4.1's TCP BTL fails between these namespaces here (its ranks
 # report a disconnected peer, then spin), so it is off by default; every
 # run is bounded by RUN_TIMEOUT seconds.
@@ -14,7 +14,7 @@ MAX=${MAX:-$((1 << 20))}
 if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev mpich >/dev/null
 fi
-TB=tests/testbed/testbed.sh
+TB=launcher/tests/testbed/testbed.sh
 out=$(mktemp -d)
 trap '"$TB" down >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
 cargo build --release -q

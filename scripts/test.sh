@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests (real multi-process jobs
-# through `courier run`), doc tests, the benches in test mode, and the
-# shared-memory and engine unit tests under valgrind memcheck (the unsafe code).
+# through `courier run`, in launcher/tests/), doc tests (the README's code
+# included), the benches in test mode, and the unsafe code under valgrind
+# memcheck: the shared-memory ring and segment tests, the engine, the wire
+# codec, the request loan table, and the request model test (loans lent to
+# the real driver, on a singleton world).
 # Installs what it needs (valgrind) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # valgrind for memcheck; sshd, Slurm, munge and MPICH's Hydra for the
-# multi-host tests on simulated hosts (tests/hosts.rs, tests/testbed/).
+# multi-host tests on simulated hosts (launcher/tests/hosts.rs and testbed/).
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
@@ -18,15 +21,21 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo test --all-targets --all-features
 cargo test --doc
-# The unit-test binary of the library, run again under memcheck for the
-# modules with unsafe code (rings over shared memory, segments, futex, request loans).
-bin=$(cargo test --lib --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
+# Test binaries of the library, run again under memcheck: the unit tests of
+# the modules with unsafe code (rings over shared memory, segments, futex,
+# the request loan table) and the request model test, which lends buffers
+# to the real driver (eager, rendezvous and self-loop paths).
+test_bin() {
+  cargo test -p courier "$@" --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
-        print(m["executable"])')
-for filter in transport::shm engine:: wire::; do
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])'
+}
+bin=$(test_bin --lib)
+for filter in transport::shm engine:: wire:: request::; do
   valgrind --error-exitcode=1 --leak-check=no -q "$bin" "$filter" --test-threads 1 >/dev/null
 done
-echo "valgrind memcheck: transport::shm, engine, wire unit tests clean"
+PROPTEST_CASES=48 valgrind --error-exitcode=1 --leak-check=no -q "$(test_bin --test requests)" >/dev/null
+echo "valgrind memcheck: transport::shm, engine, wire, request unit tests and the request model test clean"

@@ -522,16 +522,17 @@ impl Communicator {
 
 /// A group of ranks that exchange messages. Cheap to clone.
 ///
-/// ```no_run
+/// ```
 /// let universe = courier::init()?;
 /// let world = universe.world();
-/// if world.rank() == 0 {
-///     world.send(&[1.5f64, 2.5], 1, 0)?;
-/// } else if world.rank() == 1 {
-///     let mut buf = [0f64; 2];
-///     let status = world.recv(&mut buf, 0, 0)?;
-///     assert_eq!((status.count, buf), (2, [1.5, 2.5]));
-/// }
+/// let (rank, size) = (world.rank(), world.size());
+/// // A ring: every rank sends to the next and receives from the previous
+/// // (a world of one sends to itself).
+/// world.send(&[rank as f64, 2.5], (rank + 1) % size, 0)?;
+/// let mut buf = [0f64; 2];
+/// let status = world.recv(&mut buf, (rank + size - 1) % size, 0)?;
+/// assert_eq!(status.count::<f64>()?, 2);
+/// assert_eq!(buf, [status.source as f64, 2.5]);
 /// # Ok::<(), courier::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -597,7 +598,7 @@ impl Communicator {
     }
 
     /// Receives a message into `buf`. The message may be shorter than `buf`
-    /// (`status.count` says how long); a longer one fails with
+    /// (`status.count::<T>()` says how long); a longer one fails with
     /// [`Error::Truncated`] and stays queued for a later receive.
     pub fn recv<T: Pod>(
         &self,

@@ -1,4 +1,7 @@
-//! Every `COURIER_*` tuning knob, parsed in one place.
+//! Every `COURIER_*` environment variable, in one table.
+//!
+//! Tuning knobs (read by the library in every rank; `courier run -x VAR=...`
+//! sets them for a whole job):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -7,14 +10,32 @@
 //! | `COURIER_SHM_EAGER_LIMIT` | 8192 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
-//! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes half while the receiver pulls half (0: receiver pulls all) |
+//! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all) |
+//! | `COURIER_CMA_COOP_SHARE` | 60 | percent (1–99) of a cooperatively copied message that the receiver copies |
 //! | `COURIER_FLOW_WINDOW` | 4194304 | flow-control credit per sending peer: unmatched eager bytes (+128 per message) a receiver may hold from one peer before the sender waits |
 //! | `COURIER_HANDSHAKE_TIMEOUT_MS` | 10000 | accepted connections that have not authenticated within this time are closed (rank listeners and the launcher's service) |
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
-//! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm (`BCAST`, `REDUCE`, `ALLREDUCE`, `ALLGATHER`, `ALLTOALL`, `REDUCE_SCATTER`, `SCAN`; names in `coll::tune`) |
+//! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm: `COURIER_BCAST_ALGORITHM`, `COURIER_REDUCE_ALGORITHM`, `COURIER_ALLREDUCE_ALGORITHM`, `COURIER_ALLGATHER_ALGORITHM`, `COURIER_ALLTOALL_ALGORITHM`, `COURIER_REDUCE_SCATTER_ALGORITHM`, `COURIER_SCAN_ALGORITHM` (names in `coll::tune`) |
+//! | `COURIER_COLL_SEGMENT` | 65536 | segment size (bytes) of the pipelined tree collectives |
+//! | `COURIER_HIERARCHICAL` | 1 | 0 turns off the node-aware all-reduce (reduce in each node, all-reduce among node leaders, broadcast in each node) |
+//! | `COURIER_CHECK` | 0 | 1: every collective first checks that all ranks passed matching arguments; a mismatch is the same `Error::CollectiveMismatch` on every rank (costs one small all-gather per collective) |
 //! | `COURIER_SPIN_US` | 500 (5 when oversubscribed) | microseconds to busy-poll before yielding |
 //! | `COURIER_YIELD_US` | 2000 (200 when oversubscribed) | microseconds to poll-and-yield before blocking |
+//! | `COURIER_IFACE` | first interface up | network interface whose address ranks listen on across hosts (also `courier run --iface`) |
+//! | `COURIER_PMI` | by environment | `1` or `2` forces the PMI wire protocol under a process manager (`mpiexec.hydra`, `srun --mpi=pmi2`) |
+//!
+//! Set by the launcher for each rank (the wire-up interface; see
+//! `bootstrap`), not for users to set:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `COURIER_RANK`, `COURIER_SIZE` | this rank and the job size |
+//! | `COURIER_LOCAL_RANK`, `COURIER_LOCAL_SIZE` | position among the ranks of this node |
+//! | `COURIER_NODE_ID` | the node (placement group) the launcher put this rank on |
+//! | `COURIER_SERVICE` | `host:port` of the launcher's rendezvous service |
+//! | `COURIER_JOB_KEY` | the per-job secret, hex (never sent on any connection) |
+//! | `COURIER_BIND` | address the data listener binds to (default 127.0.0.1) |
 
 /// Default eager limit in bytes.
 pub const DEFAULT_EAGER_LIMIT: usize = 64 * 1024;
@@ -116,4 +137,56 @@ pub(crate) fn tcp_buffer() -> Option<usize> {
 /// A duration given in microseconds.
 pub(crate) fn duration_us(name: &str) -> Option<std::time::Duration> {
     parse_env::<u64>(name).map(std::time::Duration::from_micros)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `COURIER_*` name used anywhere in the library's sources is in
+    /// the tables of this module's documentation.
+    #[test]
+    fn every_variable_in_the_sources_is_in_the_table() {
+        let here = include_str!("config.rs");
+        let table: String = here
+            .lines()
+            .filter(|l| l.starts_with("//! | `"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut missing = std::collections::BTreeSet::new();
+        let mut seen = 0;
+        let mut dirs = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut rest = text.as_str();
+                while let Some(i) = rest.find("COURIER_") {
+                    let name: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    rest = &rest[i + name.len()..];
+                    // `COURIER_` alone is a prefix being assembled (format!).
+                    if name.len() > "COURIER_".len() && !name.ends_with('_') {
+                        seen += 1;
+                        if !table.contains(&format!("`{name}`")) {
+                            missing.insert(name);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen > 20, "found only {seen} mentions: wrong directory?");
+        assert!(
+            missing.is_empty(),
+            "not in the table of src/config.rs: {missing:?}"
+        );
+    }
 }

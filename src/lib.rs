@@ -1,43 +1,49 @@
-//! # Courier: MPI-style message passing in pure Rust
+#![doc = include_str!("../README.md")]
+//!
+//! # The library in one page
 //!
 //! A Courier program runs as N cooperating processes ("ranks") started by the
 //! `courier run` launcher. Each calls [`init`] and talks to the others through
 //! a [`Communicator`]: typed point-to-point messages on slices of
-//! [`bytemuck::Pod`] values, moved without serialization, with MPI's matching
+//! [`Pod`] values, moved without serialization, with MPI's matching
 //! and ordering rules; communicators made by [`Communicator::dup`] and
 //! [`Communicator::split`]; and collectives ([`Communicator::barrier`],
 //! [`Communicator::broadcast`], [`Communicator::all_reduce`], ...) built on
 //! point-to-point messages, with reductions bit-for-bit identical on every
 //! rank. Ranks of one host talk through shared memory, others over TCP.
 //!
-//! ```no_run
+//! ```
 //! // courier run -n 2 target/release/examples/pingpong
 //! let universe = courier::init()?;
 //! let world = universe.world();
 //! let mut x = [0u64; 4];
-//! match world.rank() {
-//!     0 => {
-//!         world.send(&[1u64, 2, 3, 4], 1, 0)?;
-//!         world.recv(&mut x, 1, 0)?;
-//!         assert_eq!(x, [2, 4, 6, 8]);
+//! if world.size() >= 2 {
+//!     match world.rank() {
+//!         0 => {
+//!             world.send(&[1u64, 2, 3, 4], 1, 0)?;
+//!             world.recv(&mut x, 1, 0)?;
+//!             assert_eq!(x, [2, 4, 6, 8]);
+//!         }
+//!         1 => {
+//!             world.recv(&mut x, 0, 0)?;
+//!             let doubled: Vec<u64> = x.iter().map(|v| v * 2).collect();
+//!             world.send(&doubled, 0, 0)?;
+//!         }
+//!         _ => {}
 //!     }
-//!     1 => {
-//!         world.recv(&mut x, 0, 0)?;
-//!         let doubled: Vec<u64> = x.iter().map(|v| v * 2).collect();
-//!         world.send(&doubled, 0, 0)?;
-//!     }
-//!     _ => {}
 //! }
 //! # Ok::<(), courier::Error>(())
 //! ```
 //!
-//! Layers: the public API (`universe`, `comm`, `request`, `coll`) drives
-//! `progress`, which connects the sans-IO protocol `engine` to the
-//! `transport`s (self loop, shared memory, TCP); `bootstrap` wires a job up;
-//! `sys` holds the system calls. Tuning knobs: [`config`].
+//! Layers (see `docs/architecture.md`): the public API (`universe`, `comm`,
+//! `request`, `coll`) drives `progress`, which connects the sans-IO protocol
+//! `engine` to the `transport`s (self loop, shared memory, TCP); `bootstrap`
+//! wires a job up; `sys` holds the system calls. Tuning knobs: [`config`].
 
 #![deny(unsafe_code)]
 
+// Wire-up, shared with the `courier` launcher: hidden, not part of the API.
+#[doc(hidden)]
 pub mod bootstrap;
 mod coll;
 mod comm;
@@ -51,7 +57,41 @@ mod request;
 mod sys;
 mod transport;
 mod universe;
-pub mod wire;
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
+mod wire;
+
+/// The crate that makes buffers of plain data (`Pod`) out of your types;
+/// re-exported so that a program needs no bytemuck dependency of its own.
+///
+/// Derive [`Pod`] and [`Zeroable`] through this path, telling the derive
+/// macros where the crate is:
+///
+/// ```
+/// #[derive(Clone, Copy, Debug, PartialEq, courier::Pod, courier::Zeroable)]
+/// #[bytemuck(crate = "courier::bytemuck")]
+/// #[repr(C)]
+/// struct Particle {
+///     position: [f64; 3],
+///     mass: f64,
+/// }
+///
+/// let universe = courier::init()?;
+/// let world = universe.world();
+/// let me = world.rank();
+/// let p = Particle { position: [1.0, 2.0, 3.0], mass: 4.0 };
+/// world.send(&[p], me, 0)?;
+/// let mut got = [Particle { position: [0.0; 3], mass: 0.0 }];
+/// world.recv(&mut got, me, 0)?;
+/// assert_eq!(got[0], p);
+/// # Ok::<(), courier::Error>(())
+/// ```
+pub use bytemuck;
+/// Plain data that can be sent as bytes (a trait, and its derive macro; see
+/// [`bytemuck`](mod@bytemuck) for deriving it without a bytemuck dependency).
+pub use bytemuck::Pod;
+/// Types for which all-zero bytes are a valid value (a trait, and its
+/// derive macro); needed to derive [`Pod`].
+pub use bytemuck::Zeroable;
 
 pub use coll::op::{LocF32, LocF64, LocI32, LocI64, Op, Reducible};
 pub use coll::UserOp;
@@ -69,6 +109,10 @@ pub use universe::{init, Placement, Universe};
 #[doc(hidden)]
 pub mod bench_internals {
     pub use crate::transport::shm::ring::{pingpong as ring_pingpong, HeapRing};
+    /// The frame codec (benches and the `frame_decode` fuzz target).
+    pub mod wire {
+        pub use crate::wire::*;
+    }
 
     /// Drives a matching engine with untrusted bytes (fuzzing): a stream of
     /// `[peer][frame header][payload]` records. Never panics.

@@ -58,7 +58,7 @@ fn hostname() -> String {
 /// Start-up costs one round trip to the launcher (put own card, one fence that
 /// returns every card). Links to peers are opened lazily on first use.
 ///
-/// ```no_run
+/// ```
 /// let universe = courier::init()?;
 /// let world = universe.world();
 /// println!("rank {} of {}", world.rank(), world.size());

@@ -234,14 +234,8 @@ impl Frame {
         }
     }
 
-    /// Length of the header that starts with byte `first`.
-    ///
-    /// ```
-    /// use courier::wire::{Frame, HEADER_LEN, SHORT_HEADER_LEN};
-    /// let eager = Frame::Eager { context: 0, tag: 1, len: 8, sync: false, sreq: 0 };
-    /// assert_eq!(Frame::header_len(eager.encode()[0]), Ok(SHORT_HEADER_LEN));
-    /// assert_eq!(Frame::header_len(Frame::Bye.encode()[0]), Ok(HEADER_LEN));
-    /// ```
+    /// Length of the header that starts with byte `first` (see the unit
+    /// test `header_len_tells_the_two_forms_apart`).
     pub fn header_len(first: u8) -> Result<usize, WireError> {
         match first {
             SHORT_MAGIC => Ok(SHORT_HEADER_LEN),
@@ -341,12 +335,6 @@ impl Frame {
     /// Decodes and validates a header (`b` holds exactly the header, of the
     /// length [`Frame::header_len`] gives). `max_len` bounds every length
     /// field (payloads and announced message sizes).
-    ///
-    /// ```
-    /// use courier::wire::Frame;
-    /// let f = Frame::Cts { sreq: 1, rreq: 2 };
-    /// assert_eq!(Frame::decode(&f.encode(), u64::MAX), Ok(f));
-    /// ```
     pub fn decode(b: &[u8], max_len: u64) -> Result<Frame, WireError> {
         let Some(&first) = b.first() else {
             return Err(WireError::BadLength(0));
@@ -483,6 +471,21 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_len_tells_the_two_forms_apart() {
+        let eager = Frame::Eager {
+            context: 0,
+            tag: 1,
+            len: 8,
+            sync: false,
+            sreq: 0,
+        };
+        assert_eq!(Frame::header_len(eager.encode()[0]), Ok(SHORT_HEADER_LEN));
+        assert_eq!(Frame::header_len(Frame::Bye.encode()[0]), Ok(HEADER_LEN));
+        let f = Frame::Cts { sreq: 1, rreq: 2 };
+        assert_eq!(Frame::decode(&f.encode(), u64::MAX), Ok(f));
+    }
 
     fn all_kinds() -> Vec<Frame> {
         vec![

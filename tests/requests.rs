@@ -134,13 +134,37 @@ const SENTINEL: u8 = 0xEE;
 fn run_case(w: &Communicator, case: u64, ops: &[Op]) -> Result<(), TestCaseError> {
     let me = w.rank();
     let mut model = Model::default();
-    let max = SIZES.iter().copied().max().unwrap_or(0);
-    // Enough buffers for every receive the case (and the drain) may post.
-    let nrecv = ops.iter().filter(|o| matches!(o, Op::Recv { .. })).count() + 2 * ops.len() + 4;
-    let nsend = ops.iter().filter(|o| matches!(o, Op::Send { .. })).count() + 2 * ops.len() + 4;
-    let mut recv_bufs: Vec<Vec<u8>> = (0..nrecv).map(|_| vec![SENTINEL; max]).collect();
-    // Send payloads are made up front: k-th send of the case, any length.
-    let send_bufs: Vec<Vec<u8>> = (0..nsend).map(|k| content(case, k, max)).collect();
+    // Buffers sized as the case needs them (memcheck runs this test too):
+    // the receives and sends of the case, then the drain's (a drain
+    // receive takes a case's message, a drain send at most 3 bytes).
+    let op_sends: Vec<usize> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Send { len, .. } => Some(SIZES[*len]),
+            _ => None,
+        })
+        .collect();
+    let op_recvs: Vec<usize> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Recv { cap, .. } => Some(SIZES[*cap]),
+            _ => None,
+        })
+        .collect();
+    let drain_cap = op_sends.iter().copied().max().unwrap_or(0);
+    let recv_caps = op_recvs
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(drain_cap, op_sends.len() + 1));
+    let mut recv_bufs: Vec<Vec<u8>> = recv_caps.map(|c| vec![SENTINEL; c]).collect();
+    let send_lens = op_sends
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(3, op_recvs.len() + 1));
+    let send_bufs: Vec<Vec<u8>> = send_lens
+        .enumerate()
+        .map(|(k, len)| content(case, k, len))
+        .collect();
     let mut free_recv: Vec<Option<&mut [u8]>> = recv_bufs
         .iter_mut()
         .map(|b| Some(b.as_mut_slice()))
@@ -335,7 +359,7 @@ fn run_case(w: &Communicator, case: u64, ops: &[Op]) -> Result<(), TestCaseError
         let expect_len = match out {
             Some(RecvOutcome::Got(k)) => {
                 let len = model.sends[*k].1;
-                prop_assert_eq!(&buf[..len], &content(case, *k, max)[..len], "receive {}", r);
+                prop_assert_eq!(&buf[..len], &content(case, *k, len)[..], "receive {}", r);
                 len
             }
             _ => 0,
@@ -357,7 +381,7 @@ fn random_interleavings_of_post_test_wait_and_drop_match_the_model() {
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(96);
+        .unwrap_or(256);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

@@ -1,6 +1,6 @@
 //! Frame header decoding: never panics; what decodes re-encodes identically.
 #![no_main]
-use courier::wire::Frame;
+use courier::bench_internals::wire::Frame;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

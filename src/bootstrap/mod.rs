@@ -1,4 +1,6 @@
-//! Wire-up: how a rank learns who it is and how to reach its peers.
+//! Wire-up: how a rank learns who it is and how to reach its peers. Shared
+//! with the `courier` launcher; not part of the library's API (hidden from
+//! its documentation).
 //!
 //! `courier run` starts each rank with the environment below and serves a
 //! small key/value space (the rendezvous service). A rank authenticates to it

@@ -108,7 +108,7 @@ impl Communicator {
     /// Copies `buf` from `root` to every rank (`MPI_Bcast`). Every rank
     /// passes a buffer of the same length.
     ///
-    /// ```no_run
+    /// ```
     /// let universe = courier::init()?;
     /// let world = universe.world();
     /// let mut params = [0f64; 3];
@@ -135,7 +135,7 @@ impl Communicator {
     /// `root` (`MPI_Reduce`). `recv` is only written at the root; elsewhere
     /// it may be empty.
     ///
-    /// ```no_run
+    /// ```
     /// use courier::Op;
     /// let universe = courier::init()?;
     /// let world = universe.world();
@@ -226,7 +226,7 @@ impl Communicator {
     /// Combines every rank's `send` element-wise with `op`; every rank gets
     /// the result in `recv` (`MPI_Allreduce`), bit-for-bit identical.
     ///
-    /// ```no_run
+    /// ```
     /// use courier::Op;
     /// let universe = courier::init()?;
     /// let world = universe.world();
@@ -258,7 +258,7 @@ impl Communicator {
     /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower,
     /// higher)`; `commutative` as in [`reduce_with`](Self::reduce_with).
     ///
-    /// ```no_run
+    /// ```
     /// let universe = courier::init()?;
     /// let world = universe.world();
     /// // Element-wise maximum of absolute values.
@@ -381,7 +381,7 @@ impl Communicator {
     /// Every rank gets every rank's `send`, in rank order, in `recv`
     /// (`size × send.len()` elements) (`MPI_Allgather`).
     ///
-    /// ```no_run
+    /// ```
     /// let universe = courier::init()?;
     /// let world = universe.world();
     /// let mut ranks = vec![0u32; world.size()];
@@ -465,7 +465,7 @@ impl Communicator {
     /// Inclusive prefix reduction (`MPI_Scan`): rank r gets
     /// `send(0) op send(1) op ... op send(r)` in `recv`.
     ///
-    /// ```no_run
+    /// ```
     /// use courier::Op;
     /// let universe = courier::init()?;
     /// let world = universe.world();
@@ -549,7 +549,7 @@ impl Communicator {
     /// (`MPI_Reduce_scatter`): `send` holds `counts.iter().sum()` elements and
     /// rank r receives the `counts[r]` elements of block r of the result.
     ///
-    /// ```no_run
+    /// ```
     /// use courier::Op;
     /// let universe = courier::init()?;
     /// let world = universe.world();
