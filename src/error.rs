@@ -97,17 +97,23 @@ pub enum Error {
     /// Collective argument checking (`COURIER_CHECK=1`) found that the ranks
     /// did not call the same collective with matching arguments. Every rank
     /// of the communicator returns this same error.
-    #[error("collective mismatch: rank {rank} called {found} where rank 0 called {expected} ({argument} differs)")]
-    CollectiveMismatch {
-        /// The first rank (in the communicator) whose call differs from rank 0's.
-        rank: usize,
-        /// Which argument differs (`collective`, `root`, `op`, `element type`, `count`, `counts`).
-        argument: &'static str,
-        /// Rank 0's call.
-        expected: String,
-        /// That rank's call.
-        found: String,
-    },
+    #[error("collective mismatch: {0}")]
+    CollectiveMismatch(Box<Mismatch>),
+}
+
+/// What [`Error::CollectiveMismatch`] found (boxed: errors stay small, so
+/// every `Result` of the library stays cheap to return).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rank {rank} called {found} where rank 0 called {expected} ({argument} differs)")]
+pub struct Mismatch {
+    /// The first rank (in the communicator) whose call differs from rank 0's.
+    pub rank: usize,
+    /// Which argument differs (`collective`, `root`, `op`, `element type`, `count`, `counts`).
+    pub argument: &'static str,
+    /// Rank 0's call.
+    pub expected: String,
+    /// That rank's call.
+    pub found: String,
 }
 
 impl Error {
@@ -158,17 +164,7 @@ impl Error {
             Error::Aborted { code } => Error::Aborted { code: *code },
             Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
             Error::InvalidState(s) => Error::InvalidState(s.clone()),
-            Error::CollectiveMismatch {
-                rank,
-                argument,
-                expected,
-                found,
-            } => Error::CollectiveMismatch {
-                rank: *rank,
-                argument,
-                expected: expected.clone(),
-                found: found.clone(),
-            },
+            Error::CollectiveMismatch(m) => Error::CollectiveMismatch(m.clone()),
         }
     }
 }

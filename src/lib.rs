@@ -98,7 +98,7 @@ pub use coll::UserOp;
 pub use comm::{
     Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, NO_SOURCE, NO_TAG, TAG_UB,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Mismatch, Result};
 pub use progress::LinkKind;
 pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};
 pub use universe::{init, Placement, Universe};

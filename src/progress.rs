@@ -525,16 +525,13 @@ impl Progress {
         self.deliver();
     }
 
-    /// An error once the universe has been finalized: communicators and
-    /// requests that outlive it cannot be used.
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.finalized {
-            return Err(Error::InvalidState(
-                "the universe was finalized (dropped): its communicators can no longer be used"
-                    .into(),
-            ));
-        }
-        Ok(())
+    /// The error of every call after finalize.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn finalized_error() -> Error {
+        Error::InvalidState(
+            "the universe was finalized (dropped): its communicators can no longer be used".into(),
+        )
     }
 
     /// Marks the universe finalized without closing anything (a rank
@@ -566,6 +563,8 @@ impl Progress {
     /// A peer that was sent a *send's* address (RTS) only reads from it;
     /// after a detach it may read stale bytes, which can only happen in a
     /// job that has already failed (abort, lost launcher, a panicking rank).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn abandon(&mut self, id: ReqId) {
         if !self.engine.is_live(id) {
             return;
@@ -1011,12 +1010,14 @@ impl Progress {
     }
 
     /// Waits for request `id` and collects its outcome.
+    #[inline]
     pub(crate) fn wait(&mut self, id: ReqId) -> Result<MsgInfo> {
         self.wait_until(|p| p.engine.is_done(id))?;
         self.finish(id)
     }
 
     /// Collects a finished request, releasing its buffer.
+    #[inline]
     pub(crate) fn finish(&mut self, id: ReqId) -> Result<MsgInfo> {
         self.bufs.remove(id);
         match self.engine.take_result(id) {

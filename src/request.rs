@@ -59,6 +59,7 @@ impl BufTable {
         self.loans[i] = Some((id, Loan::Borrowed { ptr, len }));
     }
 
+    #[inline]
     fn get(&self, id: ReqId) -> Option<&Loan> {
         match self.loans.get(id.index()) {
             Some(Some((owner, loan))) if *owner == id => Some(loan),
@@ -66,6 +67,7 @@ impl BufTable {
         }
     }
 
+    #[inline]
     fn get_mut(&mut self, id: ReqId) -> Option<&mut Loan> {
         match self.loans.get_mut(id.index()) {
             Some(Some((owner, loan))) if *owner == id => Some(loan),
@@ -74,6 +76,7 @@ impl BufTable {
     }
 
     /// Ends the loan of `id` (nothing if `id` has none, e.g. a stale id).
+    #[inline]
     pub(crate) fn remove(&mut self, id: ReqId) {
         if let Some(entry) = self.loans.get_mut(id.index()) {
             if entry.as_ref().is_some_and(|(owner, _)| *owner == id) {
@@ -198,12 +201,19 @@ unsafe fn post_recv_raw(
 /// Borrows the driver for one call. The driver is never borrowed while user
 /// code runs, so a failure here means a call from inside the library's own
 /// frame (e.g. a `Drop` of user data during a library call): an error, not a panic.
+#[inline]
 pub(crate) fn lock(p: &RefCell<Progress>) -> Result<RefMut<'_, Progress>> {
-    let g = p.try_borrow_mut().map_err(|_| {
-        Error::InvalidState("a Courier call was made from inside another Courier call".into())
-    })?;
-    g.check_open()?;
-    Ok(g)
+    match p.try_borrow_mut() {
+        Ok(g) if !g.is_finalized() => Ok(g),
+        Ok(_) => Err(Progress::finalized_error()),
+        Err(_) => Err(reentrant_error()),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn reentrant_error() -> Error {
+    Error::InvalidState("a Courier call was made from inside another Courier call".into())
 }
 
 /// Borrows the driver from a `Drop` (which cannot fail). The driver is
@@ -367,17 +377,28 @@ pub struct Request<'s> {
     comm: Option<Rc<CommShared>>,
     id: ReqId,
     kind: Kind,
-    /// The outcome once collected from the engine; handed out again by
-    /// later calls (the engine's slot may already serve another request).
-    outcome: Option<Result<Status>>,
+    state: Collected,
     _scope: PhantomData<&'s ()>,
+}
+
+/// Whether a request's outcome has been taken from the engine (whose slot
+/// may then already serve another request).
+#[derive(Debug)]
+enum Collected {
+    /// Not yet: the engine still holds it.
+    No,
+    /// Yes, and handed to a caller that consumed the request.
+    Yes,
+    /// Yes, by `test` or `wait_any` on a request that lives on: kept to be
+    /// handed out again (boxed: rare, and it keeps requests small).
+    Kept(Box<Result<Status>>),
 }
 
 impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
             .field("kind", &self.kind)
-            .field("finished", &self.outcome.is_some())
+            .field("finished", &self.is_finished())
             .finish()
     }
 }
@@ -481,7 +502,7 @@ impl<'s> Request<'s> {
             comm,
             id,
             kind,
-            outcome: None,
+            state: Collected::No,
             _scope: PhantomData,
         }
     }
@@ -493,7 +514,7 @@ impl<'s> Request<'s> {
             wait_or_detach(&mut p, self.id)
         };
         // Collected (or abandoned): nothing is left for the drop to do.
-        self.outcome = Some(Ok(Status::empty()));
+        self.state = Collected::Yes;
         r
     }
 
@@ -512,21 +533,20 @@ impl<'s> Request<'s> {
         }
     }
 
-    /// Records the outcome and hands out a copy of it.
-    fn settle(&mut self, r: Result<Status>) -> Result<Status> {
-        let copy = match &r {
-            Ok(s) => Ok(*s),
-            Err(e) => Err(e.duplicate()),
-        };
-        self.outcome = Some(r);
+    /// Keeps the outcome (the request lives on) and hands out a copy of it.
+    fn keep(&mut self, r: Result<Status>) -> Result<Status> {
+        let copy = duplicate(&r);
+        self.state = Collected::Kept(Box::new(r));
         copy
     }
 
     fn again(&self) -> Option<Result<Status>> {
-        self.outcome.as_ref().map(|o| match o {
-            Ok(s) => Ok(*s),
-            Err(e) => Err(e.duplicate()),
-        })
+        match &self.state {
+            Collected::No => None,
+            Collected::Kept(o) => Some(duplicate(o)),
+            // Not reachable through the API: consuming calls take the request.
+            Collected::Yes => Some(Ok(Status::empty())),
+        }
     }
 
     /// Waits until the operation completes. The status of a send is empty
@@ -539,8 +559,8 @@ impl<'s> Request<'s> {
             Ok(mut p) => wait_or_detach(&mut p, self.id),
             Err(e) => return Err(e),
         };
-        let o = self.outcome_of(r);
-        self.settle(o)
+        self.state = Collected::Yes;
+        self.outcome_of(r)
     }
 
     /// Makes progress and returns the outcome if the operation has
@@ -566,19 +586,26 @@ impl<'s> Request<'s> {
             }
         };
         let o = self.outcome_of(r);
-        Some(self.settle(o))
+        Some(self.keep(o))
     }
 
     /// Whether the request has already been collected (by `test`,
     /// `wait_any` or an error).
     pub fn is_finished(&self) -> bool {
-        self.outcome.is_some()
+        !matches!(self.state, Collected::No)
+    }
+}
+
+fn duplicate(r: &Result<Status>) -> Result<Status> {
+    match r {
+        Ok(s) => Ok(*s),
+        Err(e) => Err(e.duplicate()),
     }
 }
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        if self.outcome.is_none() {
+        if matches!(self.state, Collected::No) {
             let mut p = lock_for_drop(&self.progress);
             finish_on_drop(&mut p, self.id);
         }
@@ -616,7 +643,7 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
     let live: Vec<(usize, ReqId)> = reqs
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.outcome.is_none())
+        .filter(|(_, r)| !r.is_finished())
         .map(|(i, r)| (i, r.id))
         .collect();
     let &(first, _) = live.first()?;
@@ -629,7 +656,7 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
     };
     if let Err(e) = waited {
         let mut r = reqs.remove(first);
-        r.outcome = Some(Err(e.duplicate()));
+        r.state = Collected::Yes;
         return Some((first, Err(e)));
     }
     let i = {
@@ -641,8 +668,8 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
         Ok(mut p) => p.finish(r.id),
         Err(e) => Err(e),
     };
-    let o = r.outcome_of(res);
-    Some((i, r.settle(o)))
+    r.state = Collected::Yes;
+    Some((i, r.outcome_of(res)))
 }
 
 /// A nonblocking send that owns its buffer; `wait` gives the buffer back.

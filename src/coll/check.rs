@@ -21,7 +21,7 @@
 
 use super::algo::{allgather_bruck_tagged, TAG_CHECK};
 use crate::comm::CommShared;
-use crate::error::{Error, Result};
+use crate::error::{Error, Mismatch, Result};
 use bytemuck::Pod;
 
 /// Which collective a signature describes.
@@ -350,12 +350,12 @@ fn judge(sigs: &[Signature], counts: Option<&[usize]>) -> Result<()> {
         return Ok(());
     };
     let mismatch = |r: usize, argument: &'static str, expected: String| {
-        Err(Error::CollectiveMismatch {
+        Err(Error::CollectiveMismatch(Box::new(Mismatch {
             rank: r,
             argument,
             expected,
             found: sigs[r].describe(),
-        })
+        })))
     };
     for (r, s) in sigs.iter().enumerate() {
         if let Some(argument) = s.differs_from(reference) {
@@ -383,6 +383,13 @@ fn judge(sigs: &[Signature], counts: Option<&[usize]>) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn mismatch(r: Result<()>) -> (usize, &'static str) {
+        match r {
+            Err(Error::CollectiveMismatch(m)) => (m.rank, m.argument),
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+    }
+
     #[test]
     fn the_first_differing_rank_and_argument_are_named() {
         let base = Signature::new(Coll::Reduce)
@@ -395,27 +402,18 @@ mod tests {
             .root(0)
             .op(OpCode::Predefined(crate::Op::Sum))
             .elems::<i64>(4);
-        match judge(&[base, base, other_type, other_root], None) {
-            Err(Error::CollectiveMismatch {
-                rank: 2, argument, ..
-            }) => assert_eq!(argument, "element type"),
-            other => panic!("{other:?}"),
-        }
-        match judge(&[base, other_root], None) {
-            Err(e @ Error::CollectiveMismatch { rank: 1, .. }) => {
-                let text = e.to_string();
-                assert!(text.contains("root") && text.contains("reduce("), "{text}");
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            mismatch(judge(&[base, base, other_type, other_root], None)),
+            (2, "element type")
+        );
+        let e = judge(&[base, other_root], None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("rank 1") && text.contains("root") && text.contains("reduce("),
+            "{text}"
+        );
         let bcast = Signature::new(Coll::Bcast).root(0).elems::<f64>(4);
-        assert!(matches!(
-            judge(&[base, bcast], None),
-            Err(Error::CollectiveMismatch {
-                argument: "collective",
-                ..
-            })
-        ));
+        assert_eq!(mismatch(judge(&[base, bcast], None)), (1, "collective"));
         let decoded = Signature::decode(&other_type.encode());
         assert_eq!(decoded, other_type);
     }
@@ -430,25 +428,17 @@ mod tests {
                 .counts(&counts)
         };
         assert!(judge(&[sig(1), sig(2), sig(3)], Some(&counts)).is_ok());
-        assert!(matches!(
-            judge(&[sig(1), sig(2), sig(4)], Some(&counts)),
-            Err(Error::CollectiveMismatch {
-                rank: 2,
-                argument: "count",
-                ..
-            })
-        ));
+        assert_eq!(
+            mismatch(judge(&[sig(1), sig(2), sig(4)], Some(&counts))),
+            (2, "count")
+        );
         let other_counts = Signature::new(Coll::Gather)
             .root(0)
             .elems::<u32>(2)
             .counts(&[1, 2, 2]);
-        assert!(matches!(
-            judge(&[sig(1), other_counts, sig(3)], Some(&counts)),
-            Err(Error::CollectiveMismatch {
-                rank: 1,
-                argument: "counts",
-                ..
-            })
-        ));
+        assert_eq!(
+            mismatch(judge(&[sig(1), other_counts, sig(3)], Some(&counts))),
+            (1, "counts")
+        );
     }
 }
