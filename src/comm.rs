@@ -667,7 +667,7 @@ impl Communicator {
         let mut p = request::lock(&self.shared.progress)?;
         let mut found = None;
         p.wait_until(|p| {
-            found = p.engine.probe(ctx, src, tag);
+            found = p.probe(ctx, src, tag);
             found.is_some()
         })?;
         drop(p);
@@ -686,7 +686,7 @@ impl Communicator {
         let tag = tag_match(tag.into())?;
         let mut p = request::lock(&self.shared.progress)?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
-        match p.engine.probe(self.shared.p2p_context(), src, tag) {
+        match p.probe(self.shared.p2p_context(), src, tag) {
             Some(info) => {
                 drop(p);
                 self.shared.status(info, 1).map(Some)

@@ -50,6 +50,7 @@ mod comm;
 pub mod config;
 mod engine;
 mod error;
+mod ids;
 mod progress;
 #[allow(unsafe_code)]
 mod request;

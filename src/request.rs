@@ -1,9 +1,10 @@
-//! Buffers lent to in-flight operations, and the nonblocking request API.
+//! The nonblocking request API, and why lending user buffers to in-flight
+//! operations is sound.
 //!
 //! The driver reads a send's payload from, and writes a receive's payload
-//! into, the caller's memory while the operation is in flight. This module is
-//! the only place that turns those loans into raw pointers, and it makes them
-//! sound:
+//! into, the caller's memory while the operation is in flight (through the
+//! driver's loan table). This module decides when memory is lent and makes
+//! the loans sound:
 //!
 //! * Blocking calls lend a buffer only for the duration of the call.
 //! * Nonblocking calls on borrowed buffers need a [`scope`]: the scope's end
@@ -13,8 +14,10 @@
 //! * Owned-buffer requests ([`OwnedSend`], [`OwnedRecv`]) keep their `Vec`;
 //!   leaking one leaks the `Vec`, which stays valid.
 //! * When a wait gives up with an error while bytes may still move (abort,
-//!   lost launcher), the loan is *detached*: the table swaps in a private copy
-//!   (or scratch space) so that no pointer to the caller's memory survives.
+//!   lost launcher), or a panic unwinds through a scope, the request is
+//!   *abandoned*: the driver swaps in private memory for the loan, after any
+//!   peer that was given the buffer's address is done writing (see
+//!   `Progress::abandon`), so no pointer to the caller's memory survives.
 
 use crate::comm::{CommShared, Status};
 use crate::engine::{MsgInfo, ReqId};
@@ -24,124 +27,11 @@ use std::cell::{RefCell, RefMut};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-#[derive(Debug)]
-enum Loan {
-    /// Caller memory: `ptr..ptr+len`, readable (send) or writable (recv).
-    Borrowed { ptr: *mut u8, len: usize },
-    /// Memory owned by the table after a detach.
-    Detached(Vec<u8>),
-}
-
-/// Maps request ids to the bytes they read or write.
-///
-/// Entries are indexed by the request's slot and carry the whole id: the
-/// engine reuses slots (with a new generation), so every lookup compares the
-/// generation and a stale id never reaches the loan of the request that now
-/// holds its slot.
-#[derive(Debug, Default)]
-pub(crate) struct BufTable {
-    loans: Vec<Option<(ReqId, Loan)>>,
-    orphans: Vec<ReqId>,
-}
-
-impl BufTable {
-    /// Lends `len` bytes at `ptr` to request `id`.
-    ///
-    /// # Safety
-    /// `ptr..ptr+len` must be valid for reads (and for writes, if `id` is a
-    /// receive) and must not be used by anyone else until `remove(id)` or
-    /// `detach(id)` is called.
-    unsafe fn lend(&mut self, id: ReqId, ptr: *mut u8, len: usize) {
-        let i = id.index();
-        if self.loans.len() <= i {
-            self.loans.resize_with(i + 1, || None);
-        }
-        self.loans[i] = Some((id, Loan::Borrowed { ptr, len }));
-    }
-
-    #[inline]
-    fn get(&self, id: ReqId) -> Option<&Loan> {
-        match self.loans.get(id.index()) {
-            Some(Some((owner, loan))) if *owner == id => Some(loan),
-            _ => None,
-        }
-    }
-
-    #[inline]
-    fn get_mut(&mut self, id: ReqId) -> Option<&mut Loan> {
-        match self.loans.get_mut(id.index()) {
-            Some(Some((owner, loan))) if *owner == id => Some(loan),
-            _ => None,
-        }
-    }
-
-    /// Ends the loan of `id` (nothing if `id` has none, e.g. a stale id).
-    #[inline]
-    pub(crate) fn remove(&mut self, id: ReqId) {
-        if let Some(entry) = self.loans.get_mut(id.index()) {
-            if entry.as_ref().is_some_and(|(owner, _)| *owner == id) {
-                *entry = None;
-            }
-        }
-    }
-
-    /// Replaces the loan by a private copy; the caller's memory is free
-    /// afterwards. The request becomes an orphan, freed by the driver once
-    /// the engine finishes it. Detaching twice (or a stale id) does nothing.
-    pub(crate) fn detach(&mut self, id: ReqId) {
-        let copy = match self.get(id) {
-            Some(Loan::Borrowed { .. }) => self.send_bytes(id).to_vec(),
-            _ => return,
-        };
-        if let Some(loan) = self.get_mut(id) {
-            *loan = Loan::Detached(copy);
-        }
-        self.orphans.push(id);
-    }
-
-    /// Whether `id` lends caller memory right now.
-    pub(crate) fn is_borrowed(&self, id: ReqId) -> bool {
-        matches!(self.get(id), Some(Loan::Borrowed { .. }))
-    }
-
-    /// Detached requests whose owners are gone; the driver frees them when done.
-    pub(crate) fn orphans(&mut self) -> &mut Vec<ReqId> {
-        &mut self.orphans
-    }
-
-    /// The bytes a send request reads (empty if `id` has no loan).
-    pub(crate) fn send_bytes(&self, id: ReqId) -> &[u8] {
-        match self.get(id) {
-            // SAFETY: 1. `lend`'s contract keeps ptr..ptr+len valid for reads
-            // until the loan ends; 2. the returned slice borrows `self`, so it
-            // cannot outlive the loan (which only `&mut self` can end);
-            // 3. `get` compared the whole id, so this is `id`'s own loan.
-            Some(Loan::Borrowed { ptr, len }) => unsafe { std::slice::from_raw_parts(*ptr, *len) },
-            Some(Loan::Detached(v)) => v,
-            None => &[],
-        }
-    }
-
-    /// The bytes a receive request writes (empty if `id` has no loan).
-    pub(crate) fn recv_bytes_mut(&mut self, id: ReqId) -> &mut [u8] {
-        match self.get_mut(id) {
-            // SAFETY: 1. `lend`'s contract makes ptr..ptr+len valid for writes
-            // and unaliased for receives until the loan ends; 2. the slice
-            // borrows `self` mutably, so no second slice of the loan can
-            // exist; 3. `get_mut` compared the whole id.
-            Some(Loan::Borrowed { ptr, len }) => unsafe {
-                std::slice::from_raw_parts_mut(*ptr, *len)
-            },
-            Some(Loan::Detached(v)) => v,
-            None => &mut [],
-        }
-    }
-}
-
-/// Posts a send of `bytes` whose loan the caller keeps valid as `lend` requires.
+/// Posts a send of `bytes`: written at once when small and the link takes
+/// it (then complete, with no loan), otherwise queued with `bytes` lent.
 ///
 /// # Safety
-/// `bytes` must stay valid and unmodified until the request is finished or detached.
+/// `bytes` must stay valid and unmodified until the request is finished or abandoned.
 unsafe fn post_send_raw(
     p: &mut Progress,
     peer: u32,
@@ -150,52 +40,11 @@ unsafe fn post_send_raw(
     bytes: &[u8],
     sync: bool,
 ) -> ReqId {
-    // A small standard-mode send that the link takes at once (or that is
-    // copied aside) is complete now: no loan, no queue.
     if !sync && p.send_eager_now(peer, context, tag, bytes) {
-        return p.engine.completed_send(peer);
+        return p.completed_send(peer);
     }
     // SAFETY: forwarded from this function's contract.
-    unsafe { post_send_queued(p, peer, context, tag, bytes, sync) }
-}
-
-/// [`post_send_raw`] without the direct path.
-///
-/// # Safety
-/// As for [`post_send_raw`].
-unsafe fn post_send_queued(
-    p: &mut Progress,
-    peer: u32,
-    context: u32,
-    tag: u32,
-    bytes: &[u8],
-    sync: bool,
-) -> ReqId {
-    let id = p.engine.post_send(peer, context, tag, bytes.len(), sync);
-    // SAFETY: forwarded from this function's contract; sends only read.
-    unsafe { p.bufs.lend(id, bytes.as_ptr().cast_mut(), bytes.len()) };
-    p.pump();
-    id
-}
-
-/// Posts a receive into `bytes`.
-///
-/// # Safety
-/// `bytes` must stay valid and untouched by others until the request is finished or detached.
-unsafe fn post_recv_raw(
-    p: &mut Progress,
-    context: u32,
-    source: Option<u32>,
-    tag: Option<u32>,
-    bytes: &mut [u8],
-) -> ReqId {
-    let id = p.engine.post_recv(context, source, tag, bytes.len());
-    // SAFETY: forwarded from this function's contract.
-    unsafe { p.bufs.lend(id, bytes.as_mut_ptr(), bytes.len()) };
-    // A queued eager message may have matched at once: copy it in now.
-    p.pump();
-    p.deliver_pending();
-    id
+    unsafe { p.post_send(peer, context, tag, bytes, sync) }
 }
 
 /// Borrows the driver for one call. The driver is never borrowed while user
@@ -268,9 +117,9 @@ pub(crate) fn send_blocking(
         return Ok(());
     }
     // SAFETY: `bytes` is borrowed for this whole call, and `wait_or_detach`
-    // either finishes the request or detaches the loan before we return.
-    let id = unsafe { post_send_queued(&mut p, peer, context, tag, bytes, sync) };
-    if !sync && bytes.len() <= p.eager_limit() && !p.engine.is_done(id) {
+    // either finishes the request or abandons it before we return.
+    let id = unsafe { p.post_send(peer, context, tag, bytes, sync) };
+    if !sync && bytes.len() <= p.eager_limit() && !p.is_done(id) {
         p.buffer_eager_send(peer, id);
     }
     wait_or_detach(&mut p, id).map(|_| ())
@@ -287,7 +136,7 @@ pub(crate) fn recv_blocking(
     let mut p = lock(p)?;
     // SAFETY: `bytes` is mutably borrowed for this whole call, and
     // `wait_or_detach` finishes the request or detaches the loan before we return.
-    let id = unsafe { post_recv_raw(&mut p, context, source, tag, bytes) };
+    let id = unsafe { p.post_recv(context, source, tag, bytes) };
     wait_or_detach(&mut p, id)
 }
 
@@ -458,7 +307,7 @@ impl<'s> Request<'s> {
             let mut p = lock(&progress)?;
             // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
             // (or abandons) this request before 's ends.
-            unsafe { post_recv_raw(&mut p, context, source, tag, bytes) }
+            unsafe { p.post_recv(context, source, tag, bytes) }
         };
         scope.pending.borrow_mut().push((progress.clone(), id));
         Ok(Request::new(
@@ -579,7 +428,7 @@ impl<'s> Request<'s> {
             if let Err(e) = p.progress_once(Some(std::time::Duration::ZERO)) {
                 p.abandon(self.id);
                 Err(e)
-            } else if !p.engine.is_done(self.id) {
+            } else if !p.is_done(self.id) {
                 return None;
             } else {
                 p.finish(self.id)
@@ -650,7 +499,7 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
     let progress = reqs[first].progress.clone();
     let waited = match lock(&progress) {
         Ok(mut p) => p
-            .wait_until(|p| live.iter().any(|&(_, id)| p.engine.is_done(id)))
+            .wait_until(|p| live.iter().any(|&(_, id)| p.is_done(id)))
             .inspect_err(|_| p.abandon(live[0].1)),
         Err(e) => Err(e),
     };
@@ -661,7 +510,7 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
     }
     let i = {
         let p = progress.borrow();
-        live.iter().find(|&&(_, id)| p.engine.is_done(id))?.0
+        live.iter().find(|&&(_, id)| p.is_done(id))?.0
     };
     let mut r = reqs.remove(i);
     let res = match lock(&progress) {
@@ -719,7 +568,7 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
     pub fn test(&mut self) -> Result<bool> {
         let mut p = lock(&self.comm.progress)?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
-        Ok(p.engine.is_done(self.id))
+        Ok(p.is_done(self.id))
     }
 }
 
@@ -754,7 +603,7 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
             // SAFETY: as in `OwnedSend::new`; nothing reads or writes the Vec
             // until the request has finished or been detached.
-            unsafe { post_recv_raw(&mut p, comm.p2p_context(), source, tag, bytes) }
+            unsafe { p.post_recv(comm.p2p_context(), source, tag, bytes) }
         };
         Ok(OwnedRecv {
             comm,
@@ -779,7 +628,7 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
     pub fn test(&mut self) -> Result<bool> {
         let mut p = lock(&self.comm.progress)?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
-        Ok(p.engine.is_done(self.id))
+        Ok(p.is_done(self.id))
     }
 }
 
@@ -813,59 +662,5 @@ impl From<crate::engine::ReqError> for Error {
                 reason,
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::BufTable;
-    use crate::engine::ReqId;
-
-    /// A stale id (the slot's previous generation) reaches nothing: not the
-    /// loan of the request that now holds the slot, not for reading, writing,
-    /// removing or detaching.
-    #[test]
-    fn loans_check_the_generation() {
-        let mut t = BufTable::default();
-        let mut old = vec![1u8; 8];
-        let mut new = vec![2u8; 8];
-        let (a, b) = (ReqId::new(3, 0), ReqId::new(3, 1));
-        // SAFETY: both vectors outlive the table's use of them below.
-        unsafe { t.lend(a, old.as_mut_ptr(), old.len()) };
-        t.remove(a);
-        // SAFETY: as above.
-        unsafe { t.lend(b, new.as_mut_ptr(), new.len()) };
-        assert!(t.send_bytes(a).is_empty());
-        assert!(t.recv_bytes_mut(a).is_empty());
-        t.remove(a);
-        t.detach(a);
-        assert!(t.orphans().is_empty());
-        assert_eq!(t.send_bytes(b), &[2u8; 8][..]);
-        t.recv_bytes_mut(b)[0] = 9;
-        t.remove(b);
-        assert!(t.send_bytes(b).is_empty());
-        assert_eq!((old[0], new[0]), (1, 9));
-    }
-
-    /// After a detach the caller's memory is never touched again: writes go
-    /// to the table's copy, which starts as the loaned bytes.
-    #[test]
-    fn a_detached_loan_uses_its_own_copy() {
-        let mut t = BufTable::default();
-        let mut user = vec![5u8; 16];
-        let id = ReqId::new(0, 7);
-        // SAFETY: `user` outlives the loan, which is detached below.
-        unsafe { t.lend(id, user.as_mut_ptr(), user.len()) };
-        assert!(t.is_borrowed(id));
-        t.detach(id);
-        t.detach(id);
-        assert_eq!(t.orphans().len(), 1, "detaching twice orphans once");
-        assert!(!t.is_borrowed(id));
-        user.fill(0);
-        assert_eq!(t.send_bytes(id), &[5u8; 16][..]);
-        t.recv_bytes_mut(id).fill(1);
-        assert_eq!(user, vec![0u8; 16]);
-        t.remove(id);
-        assert!(t.send_bytes(id).is_empty());
     }
 }

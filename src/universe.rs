@@ -394,9 +394,8 @@ impl Universe {
     /// A human-readable report of links and counters, for debugging.
     pub fn debug_report(&self) -> String {
         let p = self.progress.borrow();
-        let t = p.tcp().stats();
-        let e = p.engine.stats();
-        let (posted, unexpected) = p.engine.queue_lengths();
+        let t = p.tcp_stats();
+        let (e, (posted, unexpected)) = p.engine_stats();
         let links: Vec<String> = p
             .links()
             .iter()
@@ -421,12 +420,12 @@ impl Universe {
 
     /// The address this rank accepts links on (`None` for a singleton).
     pub fn local_endpoint(&self) -> Option<std::net::SocketAddr> {
-        self.progress.borrow().tcp().local_addr()
+        self.progress.borrow().local_addr()
     }
 
     /// Number of connection attempts rejected so far (wrong key, garbage).
     pub fn rejected_connections(&self) -> u64 {
-        self.progress.borrow().tcp().stats().rejected
+        self.progress.borrow().tcp_stats().rejected
     }
 
     /// Ends the whole job with exit code `code` (`MPI_Abort`): the launcher

@@ -2,6 +2,7 @@
 //! frames delivered in a seeded random interleaving (per-link order kept),
 //! with user buffers modelled as plain vectors. No I/O, no threads.
 
+use super::copy::coop_split;
 use super::*;
 use std::collections::HashMap;
 
@@ -107,30 +108,31 @@ impl SimNet {
         while let Some((id, data)) = self.engines[r as usize].poll_delivery() {
             self.recv_bufs.get_mut(&(r, id)).unwrap()[..data.len()].copy_from_slice(&data);
         }
-        while let Some(push) = self.engines[r as usize].poll_push() {
-            if self.pushes_work {
-                let (to, rid) = self.recv_advertised[&push.addr];
-                assert_eq!(to, push.peer);
-                let part =
-                    self.send_bufs[&(r, push.sreq)][push.offset..push.offset + push.len].to_vec();
-                self.recv_bufs.get_mut(&(to, rid)).unwrap()[push.offset..push.offset + push.len]
-                    .copy_from_slice(&part);
-            }
-            let ok = self.pushes_work;
-            self.engines[r as usize].handle_push_done(push, ok);
-        }
-        while let Some(pull) = self.engines[r as usize].poll_pull() {
-            if self.pulls_work {
-                let (from, sid) = self.advertised[&pull.addr];
-                assert_eq!(from, pull.peer);
-                let data =
-                    self.send_bufs[&(from, sid)][pull.offset..pull.offset + pull.len].to_vec();
-                self.recv_bufs.get_mut(&(r, pull.rreq)).unwrap()
-                    [pull.offset..pull.offset + pull.len]
-                    .copy_from_slice(&data);
-            }
-            let ok = self.pulls_work;
-            self.engines[r as usize].handle_pull_done(pull, ok);
+        while let Some(part) = self.engines[r as usize].poll_copy() {
+            let ok = match part.dir {
+                Direction::Push => {
+                    if self.pushes_work {
+                        let (to, rid) = self.recv_advertised[&part.addr];
+                        assert_eq!(to, part.peer);
+                        let range = part.offset..part.offset + part.len;
+                        let bytes = self.send_bufs[&(r, part.req)][range.clone()].to_vec();
+                        self.recv_bufs.get_mut(&(to, rid)).unwrap()[range].copy_from_slice(&bytes);
+                    }
+                    self.pushes_work
+                }
+                Direction::Pull => {
+                    if self.pulls_work {
+                        let (from, sid) = self.advertised[&part.addr];
+                        assert_eq!(from, part.peer);
+                        let range = part.offset..part.offset + part.len;
+                        let data = self.send_bufs[&(from, sid)][range.clone()].to_vec();
+                        self.recv_bufs.get_mut(&(r, part.req)).unwrap()[range]
+                            .copy_from_slice(&data);
+                    }
+                    self.pulls_work
+                }
+            };
+            self.engines[r as usize].handle_copy_done(part, ok);
         }
     }
 

@@ -19,7 +19,7 @@ pub(crate) mod selfloop;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
-use crate::engine::Rank;
+use crate::ids::Rank;
 use std::io::IoSlice;
 
 /// A link is unusable.

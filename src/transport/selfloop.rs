@@ -1,7 +1,7 @@
 //! The link from a rank to itself: an in-memory byte pipe (cf. MPICH `ch4_self.c`).
 
 use super::{LinkError, Transport};
-use crate::engine::Rank;
+use crate::ids::Rank;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 

@@ -17,7 +17,7 @@ use super::{LinkError, Transport};
 use crate::bootstrap::auth::{
     self, Acceptor, Connector, JobKey, AUTH_LEN, CHALLENGE_LEN, HELLO_LEN, VERDICT_LEN,
 };
-use crate::engine::Rank;
+use crate::ids::Rank;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice, Read, Write};

@@ -22,7 +22,7 @@
 pub(crate) mod ring;
 
 use super::{LinkError, Transport};
-use crate::engine::Rank;
+use crate::ids::Rank;
 use crate::sys::{futex, segment::Segment};
 use ring::{Consumer, Producer, RingPtr};
 use std::io::IoSlice;

@@ -1,0 +1,305 @@
+//! What the engine does with each frame a peer sends: one handler per kind,
+//! like MPICH's per-message callbacks. [`Engine::handle_frame`] validates
+//! the sender and dispatches; payloads follow through
+//! [`Engine::handle_payload_done`].
+
+use super::flow::{eager_cost, ENVELOPE_COST};
+use super::matching::Envelope;
+use super::requests::{MsgInfo, Rdv, RecvPhase, ReqId, SendPhase, SendState};
+use super::{Body, Dest, Engine, Incoming, Payload, ProtocolError, Transmit, Unexpected};
+use crate::ids::Rank;
+use crate::wire::Frame;
+
+impl Engine {
+    /// Handles one validated frame header from `peer`. Returns where its
+    /// payload goes (`None` when it has none). Any `Err` is a protocol
+    /// violation: the driver must drop the link and call `handle_peer_lost`.
+    pub(crate) fn handle_frame(
+        &mut self,
+        peer: Rank,
+        frame: Frame,
+    ) -> Result<Option<Dest>, ProtocolError> {
+        let Some(p) = self.peers.get(peer as usize) else {
+            return Err(ProtocolError(format!("frame from unknown rank {peer}")));
+        };
+        if p.incoming.is_some() {
+            return Err(ProtocolError(
+                "header received while a payload was expected".into(),
+            ));
+        }
+        match frame {
+            Frame::Eager {
+                context,
+                tag,
+                len,
+                sync,
+                sreq,
+            } => self.on_eager(peer, context, tag, len, sync.then_some(sreq)),
+            Frame::Rts {
+                context,
+                tag,
+                len,
+                sreq,
+                addr,
+            } => self
+                .on_rts(peer, context, tag, len, sreq, addr)
+                .map(|()| None),
+            Frame::Cts { sreq, rreq } => self.on_cts(peer, sreq, rreq).map(|()| None),
+            Frame::Data { rreq, len } => self.on_data(peer, rreq, len).map(Some),
+            Frame::SyncAck { sreq } => self.on_sync_ack(peer, sreq).map(|()| None),
+            Frame::CtsCoop {
+                sreq,
+                rreq,
+                addr,
+                split,
+            } => self
+                .on_cts_coop(peer, sreq, rreq, addr, split)
+                .map(|()| None),
+            Frame::Pushed { rreq, ok } => self.on_pushed(peer, rreq, ok).map(|()| None),
+            Frame::Fin { sreq } => self.on_fin(peer, sreq).map(|()| None),
+            Frame::Bye => {
+                self.handle_peer_lost(peer, "the peer finalized".into());
+                Ok(None)
+            }
+            Frame::Credit { bytes } => {
+                if let Some(p) = self.peers.get_mut(peer as usize) {
+                    p.flow.grant(bytes, &mut self.transmits);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// An eager message: into the first matching posted receive, or staged
+    /// as unexpected (it "arrives" when its payload is complete).
+    fn on_eager(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        len: u64,
+        sync_sreq: Option<u64>,
+    ) -> Result<Option<Dest>, ProtocolError> {
+        let limit = self.caps(peer).0;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= limit)
+            .ok_or_else(|| {
+                ProtocolError(format!(
+                    "eager message of {len} bytes exceeds the eager limit"
+                ))
+            })?;
+        let env = Envelope {
+            context,
+            source: peer,
+            tag,
+        };
+        let incoming = if let Some(id) = self.match_posted(&env, len) {
+            let info = MsgInfo {
+                source: peer,
+                tag,
+                len,
+            };
+            if let Some(r) = self.reqs.recv_mut(id) {
+                r.phase = RecvPhase::Receiving {
+                    info,
+                    rendezvous: false,
+                    sreq: 0,
+                    parts: 0,
+                    failed: false,
+                    addr: 0,
+                    push_pending: false,
+                };
+            }
+            if let Some(sreq) = sync_sreq {
+                self.queue_control(peer, Frame::SyncAck { sreq });
+            }
+            self.consumed(peer, eager_cost(len as u64));
+            Incoming::Recv(id)
+        } else {
+            self.stats.unexpected_arrivals += 1;
+            Incoming::Staged {
+                env,
+                data: self.pool.take(len),
+                sync_sreq,
+            }
+        };
+        let dest = match incoming {
+            Incoming::Recv(id) => Dest::Req(id),
+            Incoming::Staged { .. } => Dest::Staging,
+        };
+        if let Some(p) = self.peers.get_mut(peer as usize) {
+            p.incoming = Some(incoming);
+        }
+        Ok(Some(dest))
+    }
+
+    /// The envelope of a rendezvous message: start the transfer into the
+    /// first matching posted receive, or queue it as unexpected.
+    fn on_rts(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        len: u64,
+        sreq: u64,
+        addr: u64,
+    ) -> Result<(), ProtocolError> {
+        let len = usize::try_from(len)
+            .map_err(|_| ProtocolError(format!("message of {len} bytes is too large")))?;
+        let env = Envelope {
+            context,
+            source: peer,
+            tag,
+        };
+        if let Some(id) = self.match_posted(&env, len) {
+            let info = MsgInfo {
+                source: peer,
+                tag,
+                len,
+            };
+            self.consumed(peer, ENVELOPE_COST);
+            self.start_rendezvous_recv(id, info, sreq, addr);
+        } else {
+            self.stats.unexpected_arrivals += 1;
+            self.unexpected.push(Unexpected {
+                env,
+                len,
+                body: Body::Rts { sreq, addr },
+            });
+        }
+        Ok(())
+    }
+
+    /// CTS for our send: queue DATA (also after CTS_COOP, when the
+    /// receiver falls back to DATA).
+    fn on_cts(&mut self, peer: Rank, sreq: u64, rreq: u64) -> Result<(), ProtocolError> {
+        let (id, s) = self.pending_send(sreq, peer, "CTS", |s| {
+            matches!(s.phase, SendPhase::Rendezvous(Rdv::Announced | Rdv::Pushed))
+        })?;
+        s.phase = SendPhase::Rendezvous(Rdv::Data);
+        let len = s.len as u64;
+        self.transmits.push_back(Transmit {
+            peer,
+            frame: Frame::Data { rreq, len },
+            payload: Payload::Send(id),
+        });
+        Ok(())
+    }
+
+    /// DATA for our receive: its payload goes straight into the buffer.
+    fn on_data(&mut self, peer: Rank, rreq: u64, len: u64) -> Result<Dest, ProtocolError> {
+        let id = ReqId::from_wire(rreq);
+        match self.reqs.recv_mut(id).map(|r| &r.phase) {
+            Some(RecvPhase::Receiving {
+                info,
+                rendezvous: true,
+                ..
+            }) if info.source == peer && info.len as u64 == len => {}
+            _ => {
+                return Err(ProtocolError(format!(
+                    "DATA for unknown receive request {rreq:#x}"
+                )))
+            }
+        }
+        if let Some(p) = self.peers.get_mut(peer as usize) {
+            p.incoming = Some(Incoming::Recv(id));
+        }
+        Ok(Dest::Req(id))
+    }
+
+    fn on_sync_ack(&mut self, peer: Rank, sreq: u64) -> Result<(), ProtocolError> {
+        let (id, s) = self.pending_send(sreq, peer, "SYNC_ACK", |s| {
+            matches!(s.phase, SendPhase::Eager { need_ack: true, .. })
+        })?;
+        if let SendPhase::Eager { need_ack, .. } = &mut s.phase {
+            *need_ack = false;
+        }
+        self.maybe_finish_send(id);
+        Ok(())
+    }
+
+    /// FIN: the receiver copied our message itself; the send is done.
+    fn on_fin(&mut self, peer: Rank, sreq: u64) -> Result<(), ProtocolError> {
+        let (id, _) = self.pending_send(sreq, peer, "FIN", |s| {
+            matches!(s.phase, SendPhase::Rendezvous(Rdv::Announced | Rdv::Pushed))
+        })?;
+        self.finish_send(id);
+        Ok(())
+    }
+
+    /// The pending send `sreq` (as named on the wire) to `peer`, if it
+    /// satisfies `ok`; otherwise a protocol error naming `frame`.
+    pub(super) fn pending_send(
+        &mut self,
+        sreq: u64,
+        peer: Rank,
+        frame: &str,
+        ok: impl FnOnce(&SendState) -> bool,
+    ) -> Result<(ReqId, &mut SendState), ProtocolError> {
+        let id = ReqId::from_wire(sreq);
+        match self.reqs.send_mut(id) {
+            Some(s) if s.peer == peer && ok(s) => Ok((id, s)),
+            _ => Err(ProtocolError(format!(
+                "{frame} for unknown send request {sreq:#x}"
+            ))),
+        }
+    }
+
+    /// The staging buffer of the unexpected eager message arriving from `peer`.
+    pub(crate) fn staging_mut(&mut self, peer: Rank) -> Option<&mut [u8]> {
+        match self.peers.get_mut(peer as usize)?.incoming.as_mut()? {
+            Incoming::Staged { data, .. } => Some(data),
+            Incoming::Recv(_) => None,
+        }
+    }
+
+    /// All payload bytes of the current frame from `peer` have arrived.
+    pub(crate) fn handle_payload_done(&mut self, peer: Rank) {
+        let Some(incoming) = self
+            .peers
+            .get_mut(peer as usize)
+            .and_then(|p| p.incoming.take())
+        else {
+            return;
+        };
+        match incoming {
+            Incoming::Recv(id) => {
+                let info = match self.reqs.get(id).map(|e| &e.kind) {
+                    Some(super::requests::ReqKind::Recv(super::requests::RecvState {
+                        phase: RecvPhase::Receiving { info, .. },
+                        ..
+                    })) => *info,
+                    _ => return,
+                };
+                self.reqs.complete(id, Ok(info));
+            }
+            Incoming::Staged {
+                env,
+                data,
+                sync_sreq,
+            } => {
+                // The message "arrives" now: a receive posted meanwhile may take it.
+                let len = data.len();
+                if let Some(id) = self.match_posted(&env, len) {
+                    if let Some(sreq) = sync_sreq {
+                        self.queue_control(peer, Frame::SyncAck { sreq });
+                    }
+                    self.deliveries.push_back((id, data));
+                    let info = MsgInfo {
+                        source: env.source,
+                        tag: env.tag,
+                        len,
+                    };
+                    self.reqs.complete(id, Ok(info));
+                } else {
+                    self.unexpected.push(Unexpected {
+                        env,
+                        len,
+                        body: Body::Eager { data, sync_sreq },
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Bytes coming in: deframing each peer's stream, handing headers to the
+//! engine, and putting payloads where the engine says.
+//!
+//! Incoming bytes are read into a per-peer staging buffer; a large payload
+//! already matched to a receive is read directly into the receive buffer
+//! (and the next read asks only for a header, so the next large payload
+//! also goes straight to its buffer: one copy). Buffered messages the engine
+//! matches later are copied out here, and single-copy parts performed.
+
+use super::links::{LinkKind, Links};
+use super::loans::BufTable;
+use super::Progress;
+use crate::engine::{CopyPart, Dest, Direction, Engine};
+use crate::ids::Rank;
+use crate::transport::LinkError;
+use crate::wire::{Frame, HEADER_LEN};
+
+/// Payloads at least this large skip the staging buffer and are read in place.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+const STAGING: usize = 64 * 1024;
+
+/// The payload being received from a peer.
+#[derive(Debug, Clone, Copy)]
+struct Cur {
+    dest: Dest,
+    len: usize,
+    off: usize,
+}
+
+/// Deframing state of one peer's stream.
+#[derive(Debug)]
+pub(super) struct InState {
+    rx: Box<[u8]>,
+    start: usize,
+    end: usize,
+    cur: Option<Cur>,
+    /// The last payload was read in place: read only a header next, so the
+    /// following large payload also goes straight to its buffer (one copy).
+    header_only: bool,
+    /// The last read from a shared-memory ring returned less than asked:
+    /// the ring was empty then, so the next read waits for the next poll.
+    drained: bool,
+}
+
+/// What one step of reading a peer did.
+enum Step {
+    /// Handled a header or payload bytes.
+    Handled,
+    /// Read bytes into the staging buffer (not handled yet).
+    Refilled,
+    /// Nothing more to read now.
+    Idle,
+}
+
+fn bad_header(e: crate::wire::WireError) -> LinkError {
+    LinkError(format!("invalid frame header: {e}"))
+}
+
+impl InState {
+    fn new() -> Self {
+        InState {
+            rx: vec![0; STAGING].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            cur: None,
+            header_only: false,
+            drained: false,
+        }
+    }
+
+    /// Between payloads: hands the next staged header to the engine, or
+    /// reads more bytes.
+    #[inline]
+    fn header_step(
+        &mut self,
+        peer: Rank,
+        links: &mut Links,
+        engine: &mut Engine,
+        max_len: u64,
+    ) -> Result<Step, LinkError> {
+        let staged = self.end - self.start;
+        let hlen = match self.rx.get(self.start) {
+            Some(&first) if staged > 0 => Frame::header_len(first).map_err(bad_header)?,
+            _ => HEADER_LEN,
+        };
+        if staged >= hlen {
+            let frame = Frame::decode(&self.rx[self.start..self.start + hlen], max_len)
+                .map_err(bad_header)?;
+            self.start += hlen;
+            let dest = engine
+                .handle_frame(peer, frame)
+                .map_err(|e| LinkError(format!("protocol violation: {e}")))?;
+            let len = frame.payload_len() as usize;
+            match dest {
+                Some(dest) if len > 0 => self.cur = Some(Cur { dest, len, off: 0 }),
+                Some(_) => engine.handle_payload_done(peer),
+                None => {}
+            }
+            // Deliveries and transmits are handled by the caller.
+            return Ok(Step::Handled);
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            self.rx.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let limit = if self.header_only {
+            HEADER_LEN
+        } else {
+            self.rx.len()
+        };
+        // A ring (unlike a socket, which must be read until it would block)
+        // is polled again anyway: skip the read that would find it still empty.
+        if self.drained {
+            self.drained = false;
+            return Ok(Step::Idle);
+        }
+        let n = links.read(peer, &mut self.rx[self.end..limit])?;
+        if n == 0 {
+            return Ok(Step::Idle);
+        }
+        self.drained = links.kind(peer) == Some(LinkKind::Shm) && self.end + n < limit;
+        self.end += n;
+        Ok(Step::Refilled)
+    }
+
+    /// Inside a payload: moves staged bytes (or reads, in place when large)
+    /// into its destination.
+    #[inline]
+    fn payload_step(
+        &mut self,
+        peer: Rank,
+        mut cur: Cur,
+        links: &mut Links,
+        engine: &mut Engine,
+        bufs: &mut BufTable,
+    ) -> Result<Step, LinkError> {
+        let dst: &mut [u8] = match cur.dest {
+            Dest::Req(id) => bufs.recv_bytes_mut(id),
+            Dest::Staging => engine.staging_mut(peer).unwrap_or(&mut []),
+        };
+        let Some(dst) = dst.get_mut(cur.off..cur.len) else {
+            return Err(LinkError("payload destination vanished".into()));
+        };
+        let avail = self.end - self.start;
+        if avail > 0 {
+            let take = avail.min(dst.len());
+            dst[..take].copy_from_slice(&self.rx[self.start..self.start + take]);
+            self.start += take;
+            cur.off += take;
+        } else if dst.len() >= DIRECT_READ_MIN {
+            let n = links.read(peer, dst)?;
+            if n == 0 {
+                return Ok(Step::Idle);
+            }
+            cur.off += n;
+            self.header_only = true;
+        } else {
+            self.start = 0;
+            self.end = 0;
+            let n = links.read(peer, &mut self.rx)?;
+            if n == 0 {
+                return Ok(Step::Idle);
+            }
+            self.end = n;
+            return Ok(Step::Refilled);
+        }
+        if cur.off == cur.len {
+            self.cur = None;
+            if cur.len < DIRECT_READ_MIN {
+                self.header_only = false;
+            }
+            engine.handle_payload_done(peer);
+        } else {
+            self.cur = Some(cur);
+        }
+        Ok(Step::Handled)
+    }
+}
+
+impl Progress {
+    /// Reads and handles everything available from `peer`, then delivers
+    /// what the engine matched. Returns whether anything happened; a broken
+    /// link is lost (and counts as something).
+    pub(super) fn read_one(&mut self, peer: Rank) -> bool {
+        let r = self.read_peer(peer);
+        self.deliver();
+        match r {
+            Ok(did) => did,
+            Err(e) => {
+                self.lost.push((peer, e.0));
+                self.handle_lost();
+                true
+            }
+        }
+    }
+
+    /// Reads and handles everything available from `peer`.
+    fn read_peer(&mut self, peer: Rank) -> Result<bool, LinkError> {
+        let Some(slot) = self.inp.get_mut(peer as usize) else {
+            return Err(LinkError(format!("no rank {peer}")));
+        };
+        let st = slot.get_or_insert_with(|| Box::new(InState::new()));
+        let mut did = false;
+        loop {
+            let step = match st.cur {
+                None => st.header_step(peer, &mut self.links, &mut self.engine, self.max_len)?,
+                Some(cur) => {
+                    st.payload_step(peer, cur, &mut self.links, &mut self.engine, &mut self.bufs)?
+                }
+            };
+            match step {
+                Step::Handled => did = true,
+                Step::Refilled => {}
+                Step::Idle => return Ok(did),
+            }
+        }
+    }
+
+    /// Copies matched buffered messages into their receive buffers and
+    /// performs the single-copy parts the engine asks for.
+    #[inline]
+    pub(super) fn deliver(&mut self) {
+        if self.engine.has_deliveries() || self.engine.has_copies() {
+            self.deliver_now();
+        }
+    }
+
+    fn deliver_now(&mut self) {
+        while let Some((id, data)) = self.engine.poll_delivery() {
+            let dst = self.bufs.recv_bytes_mut(id);
+            if let Some(dst) = dst.get_mut(..data.len()) {
+                dst.copy_from_slice(&data);
+            }
+            self.engine.recycle(data);
+        }
+        if self.engine.has_copies() {
+            // CTS_COOP frames go out before we copy, so the sender pushes its
+            // part while we pull ours.
+            self.pump();
+        }
+        while let Some(part) = self.engine.poll_copy() {
+            let ok = self.copy(&part);
+            self.engine.handle_copy_done(part, ok);
+        }
+    }
+
+    /// Performs one part of a single-copy transfer with cross-memory attach.
+    fn copy(&mut self, part: &CopyPart) -> bool {
+        let pid = self.links.shm_pid(part.peer);
+        let at = part.addr.wrapping_add(part.offset as u64);
+        let range = part.offset..part.offset + part.len;
+        let r = match (part.dir, pid) {
+            (Direction::Push, Some(pid)) => match self.bufs.send_bytes(part.req).get(range) {
+                Some(src) => crate::sys::cma::write(pid, at, src),
+                None => Err(std::io::Error::other("no push source")),
+            },
+            (Direction::Pull, Some(pid)) => match self.bufs.recv_bytes_mut(part.req).get_mut(range)
+            {
+                Some(dst) => crate::sys::cma::read(pid, at, dst),
+                None => Err(std::io::Error::other("no pull target")),
+            },
+            (_, None) => Err(std::io::Error::other("no shared-memory peer")),
+        };
+        if let (Err(e), Direction::Pull) = (&r, part.dir) {
+            if !self.cma_warned {
+                self.cma_warned = true;
+                eprintln!(
+                    "courier[rank {}]: cross-memory attach failed ({e}); \
+                     large messages fall back to copies through shared memory",
+                    self.me
+                );
+            }
+        }
+        r.is_ok()
+    }
+}

@@ -1,0 +1,113 @@
+//! The links of a rank, one per peer, each carried by one transport: a
+//! single dispatch for reading and writing, so every path treats a missing
+//! transport the same way (the link is lost).
+
+use crate::ids::Rank;
+use crate::transport::selfloop::SelfLoop;
+use crate::transport::shm::ShmTransport;
+use crate::transport::tcp::TcpTransport;
+use crate::transport::{LinkError, Transport};
+use std::io::IoSlice;
+
+/// Which transport carries a peer's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// The rank itself.
+    SelfLoop,
+    /// Shared memory (a peer on the same node).
+    Shm,
+    /// A TCP connection.
+    Tcp,
+}
+
+/// Every transport of a rank, and which one carries each peer.
+#[derive(Debug)]
+pub(super) struct Links {
+    pub(super) tcp: TcpTransport,
+    pub(super) selfloop: SelfLoop,
+    pub(super) shm: Option<ShmTransport>,
+    /// Transport of each peer (`SelfLoop` for this rank).
+    kinds: Vec<LinkKind>,
+}
+
+fn no_shm() -> LinkError {
+    LinkError("no shared-memory transport".into())
+}
+
+impl Links {
+    /// TCP to every peer but this rank (`me`), until [`Links::set_shm`].
+    pub(super) fn new(me: Rank, size: u32, tcp: TcpTransport) -> Self {
+        Links {
+            tcp,
+            selfloop: SelfLoop::default(),
+            shm: None,
+            kinds: (0..size)
+                .map(|r| {
+                    if r == me {
+                        LinkKind::SelfLoop
+                    } else {
+                        LinkKind::Tcp
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Uses shared memory for the peers already added to `shm`.
+    pub(super) fn set_shm(&mut self, shm: ShmTransport) {
+        for (r, kind) in self.kinds.iter_mut().enumerate() {
+            if shm.has_peer(r as Rank) {
+                *kind = LinkKind::Shm;
+            }
+        }
+        self.shm = Some(shm);
+    }
+
+    /// The transport of `peer` (`None` for a rank outside the job).
+    pub(super) fn kind(&self, peer: Rank) -> Option<LinkKind> {
+        self.kinds.get(peer as usize).copied()
+    }
+
+    /// Writes a prefix of `bufs` to `peer` (see the transport contract).
+    pub(super) fn write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
+        match self.kind(peer) {
+            Some(LinkKind::SelfLoop) => self.selfloop.try_write(peer, bufs),
+            Some(LinkKind::Tcp) => self.tcp.try_write(peer, bufs),
+            Some(LinkKind::Shm) => self.shm.as_mut().ok_or_else(no_shm)?.try_write(peer, bufs),
+            None => Err(LinkError(format!("no rank {peer}"))),
+        }
+    }
+
+    /// Reads what `peer` has sent, into `buf`.
+    pub(super) fn read(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
+        match self.kind(peer) {
+            Some(LinkKind::SelfLoop) => self.selfloop.try_read(peer, buf),
+            Some(LinkKind::Tcp) => self.tcp.try_read(peer, buf),
+            Some(LinkKind::Shm) => self.shm.as_mut().ok_or_else(no_shm)?.try_read(peer, buf),
+            None => Err(LinkError(format!("no rank {peer}"))),
+        }
+    }
+
+    /// Starts opening `peer`'s link if it is a TCP link not yet connected.
+    pub(super) fn open(&mut self, peer: Rank) -> Result<(), LinkError> {
+        if self.kind(peer) == Some(LinkKind::Tcp) {
+            self.tcp.connect(peer)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a write to `peer` can be tried right now (a TCP link must be
+    /// established first).
+    pub(super) fn writable(&self, peer: Rank) -> bool {
+        match self.kind(peer) {
+            Some(LinkKind::Tcp) => self.tcp.is_established(peer),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The process id of a shared-memory peer.
+    pub(super) fn shm_pid(&self, peer: Rank) -> Option<u32> {
+        self.shm.as_ref().and_then(|s| s.pid(peer))
+    }
+}

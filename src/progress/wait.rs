@@ -1,0 +1,245 @@
+//! Waiting: how a rank spends the time until what it waits for happens.
+//!
+//! Poll without blocking for a short spin, then yield the core for a while,
+//! then block (on the shared-memory futex, or in the poller). When the node
+//! runs more ranks than it has cores, the spin is cut short so waiting ranks
+//! give their cores away. However busy the rank, the poller (listener: new
+//! and stale connections; the launcher: abort notices) is asked at least
+//! every [`SERVICE_INTERVAL`].
+
+use super::Progress;
+use crate::error::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// Busy polling reads sockets directly (no `epoll_wait`) up to this many links.
+const DIRECT_SPIN_MAX_LINKS: usize = 4;
+/// However busy the rank, the poller is asked at least this often while it waits.
+pub(super) const SERVICE_INTERVAL: Duration = Duration::from_millis(5);
+/// Busy rounds between two looks at the clock for [`SERVICE_INTERVAL`].
+const SERVICE_CLOCK_ROUNDS: u32 = 256;
+
+/// How long to spin and yield before blocking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitPolicy {
+    pub(crate) spin: Duration,
+    pub(crate) yield_for: Duration,
+    pub(crate) block: Duration,
+    /// More ranks on this node than cores.
+    pub(crate) oversubscribed: bool,
+}
+
+impl WaitPolicy {
+    /// Spin long when every rank of the node has a core, briefly otherwise.
+    pub(crate) fn for_node(local_size: u32) -> Self {
+        // The node's CPUs, not this process's affinity mask: a rank bound to
+        // one core is not oversubscribed when every rank has its own core.
+        let cores = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+            .ok()
+            .flatten()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        let oversubscribed = local_size > cores;
+        let (spin, yield_for) = if oversubscribed {
+            (Duration::from_micros(5), Duration::from_micros(200))
+        } else {
+            (Duration::from_micros(500), Duration::from_millis(2))
+        };
+        let spin = crate::config::duration_us("COURIER_SPIN_US").unwrap_or(spin);
+        let yield_for = crate::config::duration_us("COURIER_YIELD_US").unwrap_or(yield_for);
+        WaitPolicy {
+            spin,
+            yield_for,
+            block: Duration::from_millis(100),
+            oversubscribed,
+        }
+    }
+}
+
+impl Progress {
+    /// One round: push output, poll links (waiting up to `timeout`), read input.
+    /// Returns whether anything happened.
+    pub(crate) fn progress_once(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.pump();
+        let mut did = false;
+        if self.links.selfloop.pending() > 0 {
+            did |= self.read_one(self.me);
+        }
+        let service = self
+            .links
+            .tcp
+            .poll(if did { Some(Duration::ZERO) } else { timeout })
+            .map_err(|e| Error::io(None, e))?;
+        if service {
+            self.service.read();
+        }
+        self.links.tcp.take_lost(&mut self.lost);
+        self.handle_lost();
+        let mut ready = std::mem::take(&mut self.ready);
+        self.links.tcp.take_ready(&mut ready);
+        if let Some(shm) = self.links.shm.as_mut() {
+            shm.readable(&mut ready);
+        }
+        for &peer in &ready {
+            did |= self.read_one(peer);
+        }
+        ready.clear();
+        self.ready = ready;
+        self.pump();
+        if !self.bufs.orphans().is_empty() {
+            self.reap_orphans();
+        }
+        self.service.check()?;
+        Ok(did)
+    }
+
+    /// A cheap busy-poll round for few links: read every established socket
+    /// directly instead of asking the poller. Returns whether anything happened.
+    pub(super) fn spin_once(&mut self) -> Result<bool> {
+        self.pump();
+        let mut did = false;
+        if self.links.selfloop.pending() > 0 {
+            did |= self.read_one(self.me);
+        }
+        let mut peers = std::mem::take(&mut self.ready);
+        if self.links.tcp.established_count() > 0 {
+            for &peer in &self.pending_out {
+                self.links.tcp.assume_writable(peer);
+            }
+            self.links.tcp.assume_readable(&mut peers);
+        }
+        if let Some(shm) = self.links.shm.as_mut() {
+            shm.readable(&mut peers);
+        }
+        for &peer in &peers {
+            did |= self.read_one(peer);
+        }
+        peers.clear();
+        self.ready = peers;
+        self.pump();
+        Ok(did)
+    }
+
+    /// Whether a spin round would certainly find nothing to do: no output
+    /// queued, no socket links to read, and no ring holding bytes. Much
+    /// cheaper than the round itself, so a spinning rank notices a message
+    /// sooner.
+    fn quiet(&mut self) -> bool {
+        self.pending_out.is_empty()
+            && self.lost.is_empty()
+            && !self.engine.has_transmits()
+            && self.links.selfloop.pending() == 0
+            && self.links.tcp.established_count() == 0
+            && self.links.shm.as_mut().is_none_or(|s| !s.any_ready())
+    }
+
+    /// Drives progress until `done` holds, spinning, then yielding, then blocking.
+    pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> Result<()> {
+        // Control frames produced by the last call (CTS, FIN, acks) go out now,
+        // not at the next call, which may be far away.
+        self.pump();
+        if done(self) {
+            return Ok(());
+        }
+        // The clock is read only once spinning has begun, then every 64th
+        // round while spinning (a read costs several quiet rounds), every
+        // 16th on oversubscribed nodes (their spin is short and must end on
+        // time, so the core goes to another rank: reading every 64th made 8
+        // ranks on 2 cores 1.2-1.3x slower), and every round while yielding
+        // (a yield may hand the core away for a whole time slice). The
+        // poller (new connections, the launcher: system calls) is asked
+        // every 4096th round while spinning, every 32nd while yielding,
+        // every round when there are too many sockets to read directly, and
+        // at least every SERVICE_INTERVAL while rounds keep finding work.
+        let mut idle_since: Option<Instant> = None;
+        let mut now_idle = Duration::ZERO;
+        let mut rounds = 0u32;
+        let mut yielding = false;
+        let clock_every = if self.policy.oversubscribed { 16 } else { 64 };
+        loop {
+            rounds = rounds.wrapping_add(1);
+            if yielding || rounds % clock_every == 0 {
+                now_idle = idle_since.get_or_insert_with(Instant::now).elapsed();
+            }
+            let spinning = now_idle < self.policy.spin;
+            yielding = !spinning && now_idle < self.policy.spin + self.policy.yield_for;
+            let poll_due = rounds % if yielding { 32 } else { 4096 } == 0
+                || self.links.tcp.established_count() > DIRECT_SPIN_MAX_LINKS;
+            let did = if (spinning || yielding) && !poll_due {
+                if self.quiet() {
+                    std::hint::spin_loop();
+                    false
+                } else if self.service_due() {
+                    self.progress_once(Some(Duration::ZERO))?
+                } else {
+                    self.spin_once()?
+                }
+            } else if spinning || yielding {
+                self.progress_once(Some(Duration::ZERO))?
+            } else {
+                self.block()?
+            };
+            if done(self) {
+                return Ok(());
+            }
+            if did {
+                idle_since = None;
+                now_idle = Duration::ZERO;
+                rounds = 0;
+            } else if yielding {
+                // Give the core to a rank that shares it (oversubscribed
+                // nodes): it is usually the one we are waiting for.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Whether a busy rank must ask the poller now: idle rounds reach the
+    /// poller by count, but rounds that keep finding messages restart that
+    /// count, so a rank busy with traffic would otherwise never accept (or
+    /// close) a connection, nor hear the launcher. Counted on busy rounds
+    /// only (quiet rounds cost nothing extra): the clock is read every
+    /// [`SERVICE_CLOCK_ROUNDS`] of them, the poller asked every
+    /// [`SERVICE_INTERVAL`].
+    fn service_due(&mut self) -> bool {
+        self.busy_rounds = self.busy_rounds.wrapping_add(1);
+        if self.busy_rounds % SERVICE_CLOCK_ROUNDS != 0 {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next_service {
+            return false;
+        }
+        self.next_service = now + SERVICE_INTERVAL;
+        true
+    }
+
+    /// Sleeps until something may have happened, then makes progress.
+    /// With shared-memory peers the rank sleeps on its futex (senders wake
+    /// it); TCP links and the launcher are then polled at short intervals.
+    fn block(&mut self) -> Result<bool> {
+        let Some(shm) = self.links.shm.as_mut() else {
+            return self.progress_once(Some(self.policy.block));
+        };
+        if self.links.tcp.established_count() > 0 {
+            return self.progress_once(Some(Duration::from_millis(1)));
+        }
+        let timeout = if self.pending_out.is_empty() {
+            Duration::from_millis(20)
+        } else {
+            // Our output waits for a peer to drain its ring; it does not wake us.
+            Duration::from_micros(200)
+        };
+        let seq = shm.prepare_sleep();
+        let mut ready = std::mem::take(&mut self.ready);
+        shm.readable(&mut ready);
+        if ready.is_empty() && self.links.selfloop.pending() == 0 {
+            shm.sleep(seq, timeout);
+        } else {
+            shm.cancel_sleep();
+        }
+        ready.clear();
+        self.ready = ready;
+        self.progress_once(Some(Duration::ZERO))
+    }
+}
