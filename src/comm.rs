@@ -5,19 +5,15 @@
 //! collectives built on top, so traffic on one communicator never matches a
 //! receive on another (MPI 4.1 §6.1).
 
-use crate::engine::MsgInfo;
 use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::ids::{Tag, TAG_UB};
 use crate::progress::Progress;
 use crate::request::{self, OwnedRecv, OwnedSend, Request, Scope};
+use crate::status::Status;
 use bytemuck::Pod;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-
-/// A message tag. Valid tags are `0..=TAG_UB`.
-pub type Tag = u32;
-
-/// The largest valid tag (MPI's `MPI_TAG_UB` guarantees at least 32767; we allow `i32::MAX`).
-pub const TAG_UB: Tag = i32::MAX as u32;
 
 /// Which sender a receive accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,84 +49,6 @@ impl From<Tag> for TagMatch {
 pub const ANY_SOURCE: Source = Source::Any;
 /// Shorthand for [`TagMatch::Any`].
 pub const ANY_TAG: TagMatch = TagMatch::Any;
-
-/// The `source` of an empty [`Status`] (a send's, or a request's collected
-/// before): no rank, like MPI's `MPI_ANY_SOURCE` in an empty status.
-pub const NO_SOURCE: usize = usize::MAX;
-
-/// The `tag` of an empty [`Status`]: above [`TAG_UB`], so never a message's tag.
-pub const NO_TAG: Tag = u32::MAX;
-
-/// What a completed receive or a probe tells about its message.
-///
-/// ```
-/// let universe = courier::init()?;
-/// let world = universe.world();
-/// let me = world.rank();
-/// world.send(&[1.0f64, 2.0, 3.0], me, 4)?;
-/// let probed = world.probe(me, 4)?;
-/// assert_eq!((probed.source, probed.tag, probed.bytes), (me, 4, 24));
-/// assert_eq!(probed.count::<f64>()?, 3);
-/// assert!(probed.count::<[u8; 5]>().is_err()); // 24 bytes are not whole 5-byte elements
-/// let mut buf = [0f64; 8];
-/// let status = world.recv(&mut buf, me, 4)?;
-/// assert_eq!(status.count::<f64>()?, 3);
-/// # Ok::<(), courier::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
-    /// Sender's rank in the communicator ([`NO_SOURCE`] in an empty status).
-    pub source: usize,
-    /// The message's tag ([`NO_TAG`] in an empty status).
-    pub tag: Tag,
-    /// Length of the message in bytes (0 in an empty status).
-    pub bytes: usize,
-}
-
-impl Status {
-    /// The status of an operation that received nothing (a send): MPI's
-    /// empty status.
-    pub(crate) fn empty() -> Self {
-        Status {
-            source: NO_SOURCE,
-            tag: NO_TAG,
-            bytes: 0,
-        }
-    }
-
-    /// Whether this is an empty status (of a send), which names no message.
-    pub fn is_empty(&self) -> bool {
-        self.source == NO_SOURCE
-    }
-
-    /// Number of `T` elements in the message (`MPI_Get_count`); an error
-    /// when its length is not a whole number of `T`s.
-    pub fn count<T: Pod>(&self) -> Result<usize> {
-        let elem = std::mem::size_of::<T>();
-        if elem == 0 {
-            return Ok(0);
-        }
-        if self.bytes % elem != 0 {
-            return Err(Error::LengthMismatch {
-                bytes: self.bytes,
-                elem_size: elem,
-            });
-        }
-        Ok(self.bytes / elem)
-    }
-}
-
-/// Which world ranks a communicator holds, in communicator-rank order.
-#[derive(Debug)]
-enum Group {
-    /// Comm rank r is world rank r.
-    Identity(usize),
-    /// Comm rank r is world rank `ranks[r]`.
-    Map {
-        ranks: Vec<u32>,
-        inverse: std::collections::HashMap<u32, usize>,
-    },
-}
 
 /// Context-id pairs in use by this rank: id `k` owns matching contexts `2k`
 /// (point-to-point) and `2k + 1` (collectives). A new communicator takes the
@@ -175,7 +93,7 @@ pub(crate) struct CommShared {
     contexts: Rc<RefCell<ContextIds>>,
     id: usize,
     rank: usize,
-    group: Group,
+    group: Rc<Group>,
     /// Sub-communicators for node-aware collectives, built on first use:
     /// `Some(None)` when this communicator does not span several nodes with
     /// several ranks on one of them.
@@ -214,146 +132,21 @@ impl CommShared {
     }
 
     pub(crate) fn size(&self) -> usize {
-        match &self.group {
-            Group::Identity(n) => *n,
-            Group::Map { ranks, .. } => ranks.len(),
-        }
+        self.group.size()
     }
 
     pub(crate) fn rank(&self) -> usize {
         self.rank
     }
 
+    /// The world rank of communicator rank `r`.
     pub(crate) fn world_rank(&self, r: usize) -> Result<u32> {
-        if r >= self.size() {
-            return Err(Error::InvalidRank {
-                rank: r,
-                size: self.size(),
-            });
-        }
-        match &self.group {
-            Group::Identity(_) => Ok(r as u32),
-            Group::Map { ranks, .. } => Ok(ranks[r]),
-        }
+        self.group.world_rank(r)
     }
 
-    fn comm_rank(&self, world: u32) -> usize {
-        match &self.group {
-            Group::Identity(_) => world as usize,
-            // Messages on our contexts only come from members.
-            Group::Map { inverse, .. } => inverse.get(&world).copied().unwrap_or(usize::MAX),
-        }
-    }
-
-    /// Blocking send on the collective context to communicator rank `dest`.
-    pub(crate) fn coll_send(&self, bytes: &[u8], dest: usize, tag: u32) -> Result<()> {
-        let peer = self.world_rank(dest)?;
-        request::send_blocking(&self.progress, peer, self.coll_context(), tag, bytes, false)
-    }
-
-    /// Blocking receive on the collective context of exactly `bytes.len()`
-    /// bytes from communicator rank `src`; a different length is an error.
-    pub(crate) fn coll_recv(&self, bytes: &mut [u8], src: usize, tag: u32) -> Result<()> {
-        let peer = self.world_rank(src)?;
-        let want = bytes.len();
-        let info = request::recv_blocking(
-            &self.progress,
-            self.coll_context(),
-            Some(peer),
-            Some(tag),
-            bytes,
-        )
-        .map_err(|e| self.local_error(e))?;
-        check_coll_len(src, info.len, want)
-    }
-
-    /// Receives into `bytes` from `src` on the collective context while
-    /// `during` runs: the receive is posted first, so the message can arrive
-    /// (and a sender blocked on it proceed) while this rank computes.
-    pub(crate) fn coll_recv_while(
-        &self,
-        bytes: &mut [u8],
-        src: usize,
-        tag: u32,
-        during: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<()> {
-        let peer = self.world_rank(src)?;
-        let want = bytes.len();
-        request::scope(|s| {
-            let r = Request::recv_on(
-                s,
-                self.progress.clone(),
-                self.coll_context(),
-                Some(peer),
-                Some(tag),
-                bytes,
-            )?;
-            let done = during();
-            let info = r.wait_info().map_err(|e| self.local_error(e));
-            done?;
-            check_coll_len(src, info?.len, want)
-        })
-    }
-
-    /// Sends to `dest` and receives from `src` on the collective context at once.
-    pub(crate) fn coll_sendrecv(
-        &self,
-        out: &[u8],
-        dest: usize,
-        inc: &mut [u8],
-        src: usize,
-        tag: u32,
-    ) -> Result<()> {
-        let peer = self.world_rank(dest)?;
-        request::scope(|s| {
-            let r = Request::send_on(
-                s,
-                self.progress.clone(),
-                peer,
-                self.coll_context(),
-                tag,
-                out,
-                false,
-            )?;
-            let got = self.coll_recv(inc, src, tag);
-            let sent = r.wait_raw();
-            got.and(sent)
-        })
-    }
-
-    /// Converts an engine result into a typed status for elements of `elem_size` bytes.
-    pub(crate) fn status(&self, info: MsgInfo, elem_size: usize) -> Result<Status> {
-        let elem = elem_size.max(1);
-        if info.len % elem != 0 {
-            return Err(Error::LengthMismatch {
-                bytes: info.len,
-                elem_size,
-            });
-        }
-        Ok(Status {
-            source: self.comm_rank(info.source),
-            tag: info.tag,
-            bytes: info.len,
-        })
-    }
-
-    /// Translates the world ranks an error names into this communicator's
-    /// ranks, where the API promises communicator ranks.
-    pub(crate) fn local_error(&self, e: Error) -> Error {
-        match e {
-            Error::Truncated {
-                rank,
-                tag,
-                capacity,
-                incoming,
-            } => Error::Truncated {
-                rank: self.comm_rank(rank as u32),
-                tag,
-                capacity,
-                incoming,
-            },
-            e => e,
-        }
+    /// The ranks of this communicator, to name senders in statuses and errors.
+    pub(crate) fn group(&self) -> &Rc<Group> {
+        &self.group
     }
 
     fn source(&self, s: Source) -> Result<Option<u32>> {
@@ -362,16 +155,6 @@ impl CommShared {
             Source::Rank(r) => self.world_rank(r).map(Some),
         }
     }
-}
-
-/// A collective message must have exactly the length its receiver expects.
-fn check_coll_len(src: usize, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(Error::InvalidArgument(format!(
-            "collective message from rank {src} has {got} bytes, {want} expected: do all ranks pass the same counts?"
-        )));
-    }
-    Ok(())
 }
 
 fn check_tag(tag: Tag) -> Result<Tag> {
@@ -400,15 +183,8 @@ impl Communicator {
         let _in = self
             .shared
             .enter(Signature::new(Coll::Dup), None, || Ok(()))?;
-        let group = match &self.shared.group {
-            Group::Identity(n) => Group::Identity(*n),
-            Group::Map { ranks, inverse } => Group::Map {
-                ranks: ranks.clone(),
-                inverse: inverse.clone(),
-            },
-        };
         let id = self.agree_context_id()?;
-        Ok(self.derived(id, self.rank(), group))
+        Ok(self.derived(id, self.rank(), self.shared.group.clone()))
     }
 
     /// Splits the communicator (`MPI_Comm_split`): ranks passing the same
@@ -443,8 +219,7 @@ impl Communicator {
             .ok_or_else(|| {
                 Error::InvalidArgument("split: this rank is missing from its own color".into())
             })?;
-        let inverse = ranks.iter().enumerate().map(|(i, &w)| (w, i)).collect();
-        Ok(Some(self.derived(id, me, Group::Map { ranks, inverse })))
+        Ok(Some(self.derived(id, me, Rc::new(Group::of(ranks)))))
     }
 
     /// The node-aware split of this communicator, built on first use (a
@@ -487,7 +262,7 @@ impl Communicator {
             .ok_or_else(|| Error::InvalidArgument("split_by_node produced no communicator".into()))
     }
 
-    fn derived(&self, id: usize, rank: usize, group: Group) -> Communicator {
+    fn derived(&self, id: usize, rank: usize, group: Rc<Group>) -> Communicator {
         Communicator {
             shared: Rc::new(CommShared {
                 progress: self.shared.progress.clone(),
@@ -552,7 +327,7 @@ impl Communicator {
                 contexts: Rc::new(RefCell::new(ContextIds::new())),
                 id: 0,
                 rank,
-                group: Group::Identity(size),
+                group: Rc::new(Group::Identity(size)),
             }),
         }
     }
@@ -615,8 +390,8 @@ impl Communicator {
             tag,
             bytemuck::cast_slice_mut(buf),
         )
-        .map_err(|e| self.shared.local_error(e))?;
-        self.shared.status(info, std::mem::size_of::<T>())
+        .map_err(|e| self.shared.group.local_error(e))?;
+        self.shared.group.status(info, std::mem::size_of::<T>())
     }
 
     /// Receives a message of any length into a new vector of the right size.
@@ -673,7 +448,7 @@ impl Communicator {
         drop(p);
         let info =
             found.ok_or_else(|| Error::InvalidArgument("probe ended without a message".into()))?;
-        self.shared.status(info, 1)
+        self.shared.group.status(info, 1)
     }
 
     /// Describes a matching message if one has arrived, without receiving it.
@@ -689,7 +464,7 @@ impl Communicator {
         match p.probe(self.shared.p2p_context(), src, tag) {
             Some(info) => {
                 drop(p);
-                self.shared.status(info, 1).map(Some)
+                self.shared.group.status(info, 1).map(Some)
             }
             None => Ok(None),
         }
@@ -727,7 +502,16 @@ impl Communicator {
     ) -> Result<Request<'s>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
-        Request::send(scope, self.shared.clone(), peer, tag, buf, sync)
+        Request::send(
+            scope,
+            self.shared.progress.clone(),
+            Some(self.shared.group.clone()),
+            peer,
+            self.shared.p2p_context(),
+            tag,
+            bytemuck::cast_slice(buf),
+            sync,
+        )
     }
 
     /// Starts a receive into a borrowed buffer; see [`scope`](crate::scope).
@@ -740,14 +524,29 @@ impl Communicator {
     ) -> Result<Request<'s>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
-        Request::recv(scope, self.shared.clone(), src, tag, buf)
+        Request::recv(
+            scope,
+            self.shared.progress.clone(),
+            Some(self.shared.group.clone()),
+            self.shared.p2p_context(),
+            src,
+            tag,
+            bytemuck::cast_slice_mut(buf),
+            std::mem::size_of::<T>(),
+        )
     }
 
     /// Starts a send that owns its buffer; `wait` returns the buffer.
     pub fn isend_owned<T: Pod>(&self, buf: Vec<T>, dest: usize, tag: Tag) -> Result<OwnedSend<T>> {
         let peer = self.dest(dest)?;
         let tag = check_tag(tag)?;
-        OwnedSend::new(self.shared.clone(), peer, tag, buf, false)
+        OwnedSend::new(
+            &self.shared.progress,
+            peer,
+            self.shared.p2p_context(),
+            tag,
+            buf,
+        )
     }
 
     /// Starts a receive into an owned buffer; `wait` returns it with the status.
@@ -759,6 +558,13 @@ impl Communicator {
     ) -> Result<OwnedRecv<T>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
-        OwnedRecv::new(self.shared.clone(), src, tag, buf)
+        OwnedRecv::new(
+            &self.shared.progress,
+            self.shared.group.clone(),
+            self.shared.p2p_context(),
+            src,
+            tag,
+            buf,
+        )
     }
 }

@@ -110,14 +110,16 @@ pub(crate) fn cma_coop_min() -> usize {
 
 /// `COURIER_CMA_COOP_SHARE`: percent (1–99) of a cooperatively copied
 /// message that the receiver copies; the sender copies the rest.
-pub(crate) fn cma_coop_share() -> u32 {
-    parse_env("COURIER_CMA_COOP_SHARE").unwrap_or(crate::engine::DEFAULT_COOP_SHARE)
+/// `None`: the engine's default.
+pub(crate) fn cma_coop_share() -> Option<u32> {
+    parse_env("COURIER_CMA_COOP_SHARE")
 }
 
 /// `COURIER_FLOW_WINDOW`: flow-control credit per peer, in bytes (eager
 /// payload plus 128 per message); at least twice the largest eager message.
-pub(crate) fn flow_window() -> u64 {
-    parse_env("COURIER_FLOW_WINDOW").unwrap_or(crate::engine::Engine::DEFAULT_WINDOW)
+/// `None`: the engine's default.
+pub(crate) fn flow_window() -> Option<u64> {
+    parse_env("COURIER_FLOW_WINDOW")
 }
 
 /// `COURIER_HANDSHAKE_TIMEOUT_MS`: an accepted connection that has not

@@ -50,10 +50,12 @@ mod comm;
 pub mod config;
 mod engine;
 mod error;
+mod group;
 mod ids;
 mod progress;
 #[allow(unsafe_code)]
 mod request;
+mod status;
 #[allow(unsafe_code)]
 mod sys;
 mod transport;
@@ -96,12 +98,12 @@ pub use bytemuck::Zeroable;
 
 pub use coll::op::{LocF32, LocF64, LocI32, LocI64, Op, Reducible};
 pub use coll::UserOp;
-pub use comm::{
-    Communicator, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, NO_SOURCE, NO_TAG, TAG_UB,
-};
+pub use comm::{Communicator, Source, TagMatch, ANY_SOURCE, ANY_TAG};
 pub use error::{Error, Mismatch, Result};
+pub use ids::{Tag, TAG_UB};
 pub use progress::LinkKind;
 pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};
+pub use status::{Status, NO_SOURCE, NO_TAG};
 pub use universe::{init, Placement, Universe};
 
 /// Internal building blocks exposed for the criterion benches and the fuzz

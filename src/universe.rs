@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::progress::{LinkKind, Progress, WaitPolicy};
 use crate::transport::shm::ShmTransport;
-use crate::transport::tcp::TcpTransport;
+use crate::transport::tcp::{TcpOptions, TcpTransport};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -157,7 +157,7 @@ fn init_once() -> Result<Universe> {
     }
     let key = JobKey::generate().map_err(|e| Error::io(None, e))?;
     let eager = crate::config::eager_limit();
-    let tcp = TcpTransport::new(0, 1, key, None).map_err(|e| Error::io(None, e))?;
+    let tcp = TcpTransport::new(0, 1, key, None, tcp_options()).map_err(|e| Error::io(None, e))?;
     let progress = Progress::new(Engine::new(0, 1, eager), 1, tcp, WaitPolicy::for_node(1));
     Ok(Universe::new(
         progress,
@@ -170,6 +170,14 @@ fn init_once() -> Result<Universe> {
             local_size: 1,
         },
     ))
+}
+
+/// The TCP settings of the configuration.
+fn tcp_options() -> TcpOptions {
+    TcpOptions {
+        buffer: crate::config::tcp_buffer(),
+        handshake_timeout: crate::config::handshake_timeout(),
+    }
 }
 
 /// Where this rank stands in the job, however it was learned.
@@ -191,7 +199,7 @@ fn assemble(
     exchange: impl FnOnce(&PeerCard) -> Result<Vec<PeerCard>>,
 ) -> Result<Universe> {
     let eager = crate::config::eager_limit();
-    let mut tcp = TcpTransport::new(l.rank, l.size, l.key.clone(), Some(l.bind))
+    let mut tcp = TcpTransport::new(l.rank, l.size, l.key.clone(), Some(l.bind), tcp_options())
         .map_err(|e| Error::io(None, e))?;
     let tcp_addr = tcp
         .local_addr()
@@ -231,7 +239,9 @@ fn assemble(
     }
     let mut engine = Engine::new(l.rank, l.size, eager);
     engine.set_coop_min(crate::config::cma_coop_min());
-    engine.set_coop_share(crate::config::cma_coop_share());
+    if let Some(share) = crate::config::cma_coop_share() {
+        engine.set_coop_share(share);
+    }
     let mut shm = shm;
     let shm_eager = crate::config::shm_eager_limit();
     let cma = crate::config::cma_enabled();
@@ -255,7 +265,9 @@ fn assemble(
             _ => {}
         }
     }
-    engine.set_window(crate::config::flow_window());
+    if let Some(window) = crate::config::flow_window() {
+        engine.set_window(window);
+    }
     let mut progress = Progress::new(engine, l.size, tcp, WaitPolicy::for_node(l.local_size));
     progress.set_nodes(cards.iter().map(|c| c.node).collect());
     if let Some(s) = shm {

@@ -17,7 +17,11 @@
 //! | `COURIER_JOB_KEY` | the per-job secret, hex (never sent on any connection) |
 //! | `COURIER_BIND` | address the data listener binds to (default 127.0.0.1) |
 
-pub mod auth;
+/// The job key and the connection handshake (shared with the launcher and
+/// the rendezvous service; it lives next to the TCP link it opens).
+pub mod auth {
+    pub use crate::transport::tcp::handshake::*;
+}
 pub(crate) mod pmi;
 pub mod protocol;
 
@@ -219,12 +223,28 @@ pub(crate) struct PeerCard {
     pub(crate) shm: Option<ShmAddr>,
 }
 
+/// A shared-memory address in a card: `pid.fd.size.local_rank`.
+fn encode_shm(a: &ShmAddr) -> String {
+    format!("{}.{}.{}.{}", a.pid, a.fd, a.size, a.local_rank)
+}
+
+fn decode_shm(s: &str) -> Option<ShmAddr> {
+    let mut it = s.split('.');
+    let a = ShmAddr {
+        pid: it.next()?.parse().ok()?,
+        fd: it.next()?.parse().ok()?,
+        size: it.next()?.parse().ok()?,
+        local_rank: it.next()?.parse().ok()?,
+    };
+    it.next().is_none().then_some(a)
+}
+
 impl PeerCard {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut s = format!("node={};tcp={};host={}", self.node, self.tcp, self.host);
         if let Some(shm) = &self.shm {
             s.push_str(";shm=");
-            s.push_str(&shm.encode());
+            s.push_str(&encode_shm(shm));
         }
         s.into_bytes()
     }
@@ -238,7 +258,7 @@ impl PeerCard {
                 "node" => node = v.parse().ok(),
                 "tcp" => tcp = v.parse().ok(),
                 "host" => host = Some(v.to_string()),
-                "shm" => shm = Some(ShmAddr::decode(v)?),
+                "shm" => shm = Some(decode_shm(v)?),
                 _ => {} // fields of later versions are ignored
             }
         }
@@ -373,6 +393,19 @@ impl ServiceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shm_addr_round_trip() {
+        let a = ShmAddr {
+            pid: 12,
+            fd: 5,
+            size: 4096,
+            local_rank: 3,
+        };
+        assert_eq!(decode_shm(&encode_shm(&a)), Some(a));
+        assert_eq!(decode_shm("1.2.3"), None);
+        assert_eq!(decode_shm("1.2.3.4.5"), None);
+    }
 
     #[test]
     fn card_round_trip_and_tolerance() {

@@ -644,14 +644,14 @@ impl Communicator {
             Ok(())
         })?;
         if c.rank() != root {
-            return c.coll_send(bytes(send), root, TAG_GATHER);
+            return net::Net::send(c, bytes(send), root, TAG_GATHER);
         }
         for r in 0..c.size() {
             let block = &mut recv[displs[r]..displs[r + 1]];
             if r == root {
                 block.copy_from_slice(send);
             } else {
-                c.coll_recv(bytes_mut(block), r, TAG_GATHER)?;
+                net::Net::recv(c, bytes_mut(block), r, TAG_GATHER)?;
             }
         }
         Ok(())
@@ -681,14 +681,14 @@ impl Communicator {
             Ok(())
         })?;
         if c.rank() != root {
-            return c.coll_recv(bytes_mut(recv), root, TAG_SCATTER);
+            return net::Net::recv(c, bytes_mut(recv), root, TAG_SCATTER);
         }
         for r in 0..c.size() {
             let block = &send[displs[r]..displs[r + 1]];
             if r == root {
                 recv.copy_from_slice(block);
             } else {
-                c.coll_send(bytes(block), r, TAG_SCATTER)?;
+                net::Net::send(c, bytes(block), r, TAG_SCATTER)?;
             }
         }
         Ok(())

@@ -8,7 +8,8 @@
 //! without starting processes.
 
 use crate::comm::CommShared;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::request::{self, Request};
 
 /// Blocking point-to-point messages between the ranks of one communicator.
 pub(crate) trait Net {
@@ -35,19 +36,38 @@ pub(crate) trait Net {
     ) -> Result<()>;
 }
 
+/// Point-to-point on the communicator's collective context: blocking
+/// sends and receives through the same driver as user messages, with
+/// lengths checked (a collective message must be exactly as long as its
+/// receiver expects).
 impl Net for CommShared {
     fn size(&self) -> usize {
         CommShared::size(self)
     }
+
     fn rank(&self) -> usize {
         CommShared::rank(self)
     }
-    fn send(&self, buf: &[u8], dest: usize, tag: u32) -> Result<()> {
-        self.coll_send(buf, dest, tag)
+
+    fn send(&self, bytes: &[u8], dest: usize, tag: u32) -> Result<()> {
+        let peer = self.world_rank(dest)?;
+        request::send_blocking(&self.progress, peer, self.coll_context(), tag, bytes, false)
     }
-    fn recv(&self, buf: &mut [u8], src: usize, tag: u32) -> Result<()> {
-        self.coll_recv(buf, src, tag)
+
+    fn recv(&self, bytes: &mut [u8], src: usize, tag: u32) -> Result<()> {
+        let peer = self.world_rank(src)?;
+        let want = bytes.len();
+        let info = request::recv_blocking(
+            &self.progress,
+            self.coll_context(),
+            Some(peer),
+            Some(tag),
+            bytes,
+        )
+        .map_err(|e| self.group().local_error(e))?;
+        check_len(src, info.len, want)
     }
+
     fn sendrecv(
         &self,
         out: &[u8],
@@ -56,17 +76,53 @@ impl Net for CommShared {
         src: usize,
         tag: u32,
     ) -> Result<()> {
-        self.coll_sendrecv(out, dest, inc, src, tag)
+        let peer = self.world_rank(dest)?;
+        request::scope(|s| {
+            let ctx = self.coll_context();
+            let r = Request::send(s, self.progress.clone(), None, peer, ctx, tag, out, false)?;
+            let got = Net::recv(self, inc, src, tag);
+            let sent = r.wait_raw();
+            got.and(sent)
+        })
     }
+
     fn recv_while(
         &self,
-        buf: &mut [u8],
+        bytes: &mut [u8],
         src: usize,
         tag: u32,
         during: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        self.coll_recv_while(buf, src, tag, during)
+        let peer = self.world_rank(src)?;
+        let want = bytes.len();
+        request::scope(|s| {
+            let ctx = self.coll_context();
+            let r = Request::recv(
+                s,
+                self.progress.clone(),
+                None,
+                ctx,
+                Some(peer),
+                Some(tag),
+                bytes,
+                1,
+            )?;
+            let done = during();
+            let info = r.wait_info().map_err(|e| self.group().local_error(e));
+            done?;
+            check_len(src, info?.len, want)
+        })
     }
+}
+
+/// A collective message must have exactly the length its receiver expects.
+fn check_len(src: usize, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::InvalidArgument(format!(
+            "collective message from rank {src} has {got} bytes, {want} expected: do all ranks pass the same counts?"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

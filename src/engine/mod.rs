@@ -22,10 +22,11 @@
 //! * [`Engine::take_result`] collects a finished request.
 //!
 //! The rooms: [`requests`] (the request slab and each request's state),
-//! [`matching`] (posted and unexpected queues), [`frames`] (one handler per
-//! frame kind), [`flow`] (credit flow control), [`copy`] (single-copy
-//! transfers), [`pool`] (buffers for unexpected messages). This module holds
-//! the engine itself and the calls the driver makes on behalf of users.
+//! [`post`] (sends and receives posted by users, and matching against the
+//! queues of [`matching`]), [`frames`] (one handler per frame kind),
+//! [`flow`] (credit flow control), [`copy`] (single-copy transfers),
+//! [`pool`] (buffers for unexpected messages). This module holds the engine
+//! itself: its state, set-up, completion and the driver's `poll_*` calls.
 //!
 //! Ordering: each peer is one FIFO link and both queues are scanned in arrival
 //! order, so messages between one pair on one context never overtake.
@@ -38,6 +39,7 @@ mod flow;
 mod frames;
 pub(crate) mod matching;
 mod pool;
+mod post;
 pub(crate) mod requests;
 #[cfg(any(test, feature = "bench-internals"))]
 mod untrusted;
@@ -52,10 +54,10 @@ pub(crate) use untrusted::feed_untrusted;
 
 use crate::ids::Rank;
 use crate::wire::Frame;
-use flow::{eager_cost, message_cost, Flow, ENVELOPE_COST};
+use flow::{eager_cost, Flow, ENVELOPE_COST};
 use matching::{Envelope, OrderedQueue, Pattern};
 use pool::BufferPool;
-use requests::{Rdv, RecvPhase, RecvState, ReqKind, Requests, SendPhase, SendState};
+use requests::{RecvPhase, ReqKind, Requests, SendPhase};
 use std::collections::VecDeque;
 
 /// A protocol violation by a peer; the driver closes that link.
@@ -298,277 +300,6 @@ impl Engine {
     /// Removes a finished request and returns its outcome; `None` while it runs.
     pub(crate) fn take_result(&mut self, id: ReqId) -> Option<Result<MsgInfo, ReqError>> {
         self.reqs.take_result(id)
-    }
-
-    /// A standard-mode eager send that needs no request: the frame to write
-    /// now, if the message goes eagerly to an open peer and no frame for that
-    /// peer waits in the engine (per-peer order). The driver must then put
-    /// the whole frame on the link or buffer what is left of it, in order.
-    pub(crate) fn eager_frame_now(
-        &mut self,
-        peer: Rank,
-        context: u32,
-        tag: u32,
-        len: usize,
-    ) -> Option<Frame> {
-        if len > self.caps(peer).0
-            || !self.peer_open(peer)
-            || self.transmits.iter().any(|t| t.peer == peer)
-        {
-            return None;
-        }
-        if peer != self.me {
-            let p = self.peers.get_mut(peer as usize)?;
-            if !p.flow.try_charge(eager_cost(len as u64)) {
-                return None;
-            }
-        }
-        self.stats.eager_sent += 1;
-        Some(Frame::Eager {
-            context,
-            tag,
-            len: len as u64,
-            sync: false,
-            sreq: 0,
-        })
-    }
-
-    /// A request for a send the driver has already written (or copied
-    /// aside) through [`Engine::eager_frame_now`]: complete from the start.
-    pub(crate) fn completed_send(&mut self, peer: Rank) -> ReqId {
-        let id = self.reqs.alloc(ReqKind::Send(SendState {
-            peer,
-            len: 0,
-            phase: SendPhase::Eager {
-                written: true,
-                need_ack: false,
-            },
-        }));
-        self.maybe_finish_send(id);
-        id
-    }
-
-    /// Starts a send of `len` bytes to `peer`. Sends to a peer that is gone fail at once.
-    pub(crate) fn post_send(
-        &mut self,
-        peer: Rank,
-        context: u32,
-        tag: u32,
-        len: usize,
-        sync: bool,
-    ) -> ReqId {
-        let (limit, pull) = self.caps(peer);
-        let rendezvous = len > limit;
-        let phase = if rendezvous {
-            SendPhase::Rendezvous(Rdv::Announced)
-        } else {
-            SendPhase::Eager {
-                written: false,
-                need_ack: sync,
-            }
-        };
-        let id = self
-            .reqs
-            .alloc(ReqKind::Send(SendState { peer, len, phase }));
-        if let Some(PeerState::Gone(reason)) = self.peers.get(peer as usize).map(|p| &p.state) {
-            let reason = reason.clone();
-            self.reqs
-                .complete(id, Err(ReqError::PeerLost { peer, reason }));
-            return id;
-        }
-        let frame = if rendezvous {
-            self.stats.rendezvous_sent += 1;
-            Frame::Rts {
-                context,
-                tag,
-                len: len as u64,
-                sreq: id.to_wire(),
-                addr: 0,
-            }
-        } else {
-            self.stats.eager_sent += 1;
-            Frame::Eager {
-                context,
-                tag,
-                len: len as u64,
-                sync,
-                sreq: if sync { id.to_wire() } else { 0 },
-            }
-        };
-        let payload = match (rendezvous, pull) {
-            (false, _) => Payload::Send(id),
-            (true, true) => Payload::Advertise(id),
-            (true, false) => Payload::None,
-        };
-        self.push_message(Transmit {
-            peer,
-            frame,
-            payload,
-        });
-        id
-    }
-
-    /// Queues a message frame (EAGER or RTS) for `t.peer`, or holds it
-    /// until credit allows, keeping per-peer order.
-    fn push_message(&mut self, t: Transmit) {
-        let peer = t.peer;
-        match self.peers.get_mut(peer as usize) {
-            Some(p) if peer != self.me => {
-                if p.flow.try_charge(message_cost(&t.frame)) {
-                    self.transmits.push_back(t);
-                } else {
-                    self.stats.held_for_credit += 1;
-                    p.flow.hold(t);
-                }
-            }
-            _ => self.transmits.push_back(t),
-        }
-    }
-
-    /// Posts a receive of at most `capacity` bytes. If a queued message
-    /// matches, it is taken now (its bytes come out of `poll_delivery`, or a
-    /// CTS goes out for a rendezvous message).
-    pub(crate) fn post_recv(
-        &mut self,
-        context: u32,
-        source: Option<Rank>,
-        tag: Option<u32>,
-        capacity: usize,
-    ) -> ReqId {
-        let pattern = Pattern {
-            context,
-            source,
-            tag,
-        };
-        let id = self.reqs.alloc(ReqKind::Recv(RecvState {
-            pattern,
-            capacity,
-            phase: RecvPhase::Posted,
-        }));
-        if let Some(i) = self.unexpected.position(|u| pattern.matches(&u.env)) {
-            self.take_unexpected(id, i, capacity);
-            return id;
-        }
-        if let Some(src) = source {
-            if let Some(PeerState::Gone(reason)) = self.peers.get(src as usize).map(|p| &p.state) {
-                let reason = reason.clone();
-                self.reqs
-                    .complete(id, Err(ReqError::PeerLost { peer: src, reason }));
-                return id;
-            }
-        }
-        self.posted.push((id, pattern));
-        id
-    }
-
-    /// Receive `id` (of `capacity` bytes) matched unexpected message `i`:
-    /// it fails if the message does not fit (which stays queued), or takes it.
-    fn take_unexpected(&mut self, id: ReqId, i: usize, capacity: usize) {
-        let Some(u) = self.unexpected.get(i) else {
-            return;
-        };
-        if u.len > capacity {
-            let err = ReqError::Truncated {
-                source: u.env.source,
-                tag: u.env.tag,
-                capacity,
-                incoming: u.len,
-            };
-            self.reqs.complete(id, Err(err));
-            return;
-        }
-        let Some(u) = self.unexpected.remove(i) else {
-            return;
-        };
-        let info = MsgInfo {
-            source: u.env.source,
-            tag: u.env.tag,
-            len: u.len,
-        };
-        self.consumed(u.env.source, u.cost());
-        match u.body {
-            Body::Eager { data, sync_sreq } => {
-                if let Some(sreq) = sync_sreq {
-                    self.queue_control(u.env.source, Frame::SyncAck { sreq });
-                }
-                self.deliveries.push_back((id, data));
-                self.reqs.complete(id, Ok(info));
-            }
-            Body::Rts { sreq, addr } => {
-                self.start_rendezvous_recv(id, info, sreq, addr);
-            }
-        }
-    }
-
-    /// A message from `peer` costing `cost` credit was matched: credit goes
-    /// back once a quarter of the window has accumulated.
-    fn consumed(&mut self, peer: Rank, cost: u64) {
-        if peer == self.me {
-            return;
-        }
-        let quarter = self.window / 4;
-        let Some(p) = self.peers.get_mut(peer as usize) else {
-            return;
-        };
-        if let Some(bytes) = p.flow.owe(cost, quarter) {
-            self.queue_control(peer, Frame::Credit { bytes });
-        }
-    }
-
-    fn queue_control(&mut self, peer: Rank, frame: Frame) {
-        self.transmits.push_back(Transmit {
-            peer,
-            frame,
-            payload: Payload::None,
-        });
-    }
-
-    /// First queued message matching the pattern, without taking it.
-    pub(crate) fn probe(
-        &self,
-        context: u32,
-        source: Option<Rank>,
-        tag: Option<u32>,
-    ) -> Option<MsgInfo> {
-        let pattern = Pattern {
-            context,
-            source,
-            tag,
-        };
-        self.unexpected
-            .iter()
-            .find(|u| pattern.matches(&u.env))
-            .map(|u| MsgInfo {
-                source: u.env.source,
-                tag: u.env.tag,
-                len: u.len,
-            })
-    }
-
-    /// Finds the first posted receive matching `env`, failing (and removing)
-    /// those that match but are too small for `len` bytes.
-    fn match_posted(&mut self, env: &Envelope, len: usize) -> Option<ReqId> {
-        loop {
-            let pos = self.posted.position(|(_, p)| p.matches(env))?;
-            let (id, _) = self.posted.remove(pos)?;
-            let capacity = match self.reqs.recv_mut(id) {
-                Some(r) => r.capacity,
-                None => continue,
-            };
-            if len > capacity {
-                self.reqs.complete(
-                    id,
-                    Err(ReqError::Truncated {
-                        source: env.source,
-                        tag: env.tag,
-                        capacity,
-                        incoming: len,
-                    }),
-                );
-                continue;
-            }
-            return Some(id);
-        }
     }
 
     /// The frame carrying send `id`'s payload has left the user's buffer.

@@ -55,23 +55,6 @@ pub(crate) struct ShmAddr {
     pub(crate) local_rank: u32,
 }
 
-impl ShmAddr {
-    pub(crate) fn encode(&self) -> String {
-        format!("{}.{}.{}.{}", self.pid, self.fd, self.size, self.local_rank)
-    }
-
-    pub(crate) fn decode(s: &str) -> Option<ShmAddr> {
-        let mut it = s.split('.');
-        let a = ShmAddr {
-            pid: it.next()?.parse().ok()?,
-            fd: it.next()?.parse().ok()?,
-            size: it.next()?.parse().ok()?,
-            local_rank: it.next()?.parse().ok()?,
-        };
-        it.next().is_none().then_some(a)
-    }
-}
-
 #[derive(Debug)]
 struct Header<'a> {
     wake: &'a AtomicU32,
@@ -365,19 +348,6 @@ mod tests {
         assert_eq!(ring_capacity(64, 4 << 20), 64 << 10);
         assert_eq!(ring_capacity(1024, 4 << 20), 16 << 10);
         assert_eq!(ring_capacity(1, 4 << 20), 1 << 20);
-    }
-
-    #[test]
-    fn addr_round_trip() {
-        let a = ShmAddr {
-            pid: 12,
-            fd: 5,
-            size: 4096,
-            local_rank: 3,
-        };
-        assert_eq!(ShmAddr::decode(&a.encode()), Some(a));
-        assert_eq!(ShmAddr::decode("1.2.3"), None);
-        assert_eq!(ShmAddr::decode("1.2.3.4.5"), None);
     }
 
     #[test]

@@ -19,13 +19,17 @@
 //!   peer that was given the buffer's address is done writing (see
 //!   `Progress::abandon`), so no pointer to the caller's memory survives.
 
-use crate::comm::{CommShared, Status};
 use crate::engine::{MsgInfo, ReqId};
 use crate::error::{Error, Result};
+use crate::group::Group;
 use crate::progress::Progress;
+use crate::status::Status;
 use std::cell::{RefCell, RefMut};
 use std::marker::PhantomData;
 use std::rc::Rc;
+
+mod owned;
+pub use owned::{OwnedRecv, OwnedSend};
 
 /// Posts a send of `bytes`: written at once when small and the link takes
 /// it (then complete, with no loan), otherwise queued with `bytes` lent.
@@ -222,8 +226,8 @@ enum Kind {
 #[must_use = "a request must be waited for (dropping it waits)"]
 pub struct Request<'s> {
     progress: Rc<RefCell<Progress>>,
-    /// The communicator, to translate statuses (None: internal traffic).
-    comm: Option<Rc<CommShared>>,
+    /// The communicator's ranks, to translate statuses (None: internal traffic).
+    group: Option<Rc<Group>>,
     id: ReqId,
     kind: Kind,
     state: Collected,
@@ -253,31 +257,13 @@ impl std::fmt::Debug for Request<'_> {
 }
 
 impl<'s> Request<'s> {
-    pub(crate) fn send<'env, T: bytemuck::Pod>(
-        scope: &'s Scope<'s, 'env>,
-        comm: Rc<CommShared>,
-        peer: u32,
-        tag: u32,
-        buf: &'s [T],
-        sync: bool,
-    ) -> Result<Request<'s>> {
-        let mut r = Self::send_on(
-            scope,
-            comm.progress.clone(),
-            peer,
-            comm.p2p_context(),
-            tag,
-            bytemuck::cast_slice(buf),
-            sync,
-        )?;
-        r.comm = Some(comm);
-        Ok(r)
-    }
-
-    /// A send of raw bytes on any context (collectives' internal traffic).
-    pub(crate) fn send_on<'env>(
+    /// A send of `bytes` to world rank `peer` on `context`. `group` names
+    /// ranks in its status (`None`: collectives' internal traffic).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send<'env>(
         scope: &'s Scope<'s, 'env>,
         progress: Rc<RefCell<Progress>>,
+        group: Option<Rc<Group>>,
         peer: u32,
         context: u32,
         tag: u32,
@@ -291,17 +277,21 @@ impl<'s> Request<'s> {
             unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) }
         };
         scope.pending.borrow_mut().push((progress.clone(), id));
-        Ok(Request::new(progress, None, id, Kind::Send))
+        Ok(Request::new(progress, group, id, Kind::Send))
     }
 
-    /// A receive of raw bytes on any context (collectives' internal traffic).
-    pub(crate) fn recv_on<'env>(
+    /// A receive into `bytes` on `context`, of elements of `elem_size`
+    /// bytes (its status counts them).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn recv<'env>(
         scope: &'s Scope<'s, 'env>,
         progress: Rc<RefCell<Progress>>,
+        group: Option<Rc<Group>>,
         context: u32,
         source: Option<u32>,
         tag: Option<u32>,
         bytes: &'s mut [u8],
+        elem_size: usize,
     ) -> Result<Request<'s>> {
         let id = {
             let mut p = lock(&progress)?;
@@ -310,45 +300,18 @@ impl<'s> Request<'s> {
             unsafe { p.post_recv(context, source, tag, bytes) }
         };
         scope.pending.borrow_mut().push((progress.clone(), id));
-        Ok(Request::new(
-            progress,
-            None,
-            id,
-            Kind::Recv { elem_size: 1 },
-        ))
-    }
-
-    pub(crate) fn recv<'env, T: bytemuck::Pod>(
-        scope: &'s Scope<'s, 'env>,
-        comm: Rc<CommShared>,
-        source: Option<u32>,
-        tag: Option<u32>,
-        buf: &'s mut [T],
-    ) -> Result<Request<'s>> {
-        let mut r = Self::recv_on(
-            scope,
-            comm.progress.clone(),
-            comm.p2p_context(),
-            source,
-            tag,
-            bytemuck::cast_slice_mut(buf),
-        )?;
-        r.kind = Kind::Recv {
-            elem_size: std::mem::size_of::<T>(),
-        };
-        r.comm = Some(comm);
-        Ok(r)
+        Ok(Request::new(progress, group, id, Kind::Recv { elem_size }))
     }
 
     fn new(
         progress: Rc<RefCell<Progress>>,
-        comm: Option<Rc<CommShared>>,
+        group: Option<Rc<Group>>,
         id: ReqId,
         kind: Kind,
     ) -> Self {
         Request {
             progress,
-            comm,
+            group,
             id,
             kind,
             state: Collected::No,
@@ -374,10 +337,10 @@ impl<'s> Request<'s> {
 
     /// Turns the engine's report into the outcome the user sees.
     fn outcome_of(&self, r: Result<MsgInfo>) -> Result<Status> {
-        match (self.kind, &self.comm) {
-            (Kind::Recv { elem_size }, Some(c)) => r
-                .map_err(|e| c.local_error(e))
-                .and_then(|info| c.status(info, elem_size)),
+        match (self.kind, &self.group) {
+            (Kind::Recv { elem_size }, Some(g)) => r
+                .map_err(|e| g.local_error(e))
+                .and_then(|info| g.status(info, elem_size)),
             _ => r.map(|_| Status::empty()),
         }
     }
@@ -519,126 +482,6 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
     };
     r.state = Collected::Yes;
     Some((i, r.outcome_of(res)))
-}
-
-/// A nonblocking send that owns its buffer; `wait` gives the buffer back.
-/// Dropping it waits for the send.
-#[must_use = "a request must be waited for (dropping it waits)"]
-#[derive(Debug)]
-pub struct OwnedSend<T: bytemuck::Pod> {
-    comm: Rc<CommShared>,
-    id: ReqId,
-    buf: Option<Vec<T>>,
-}
-
-impl<T: bytemuck::Pod> OwnedSend<T> {
-    pub(crate) fn new(
-        comm: Rc<CommShared>,
-        peer: u32,
-        tag: u32,
-        buf: Vec<T>,
-        sync: bool,
-    ) -> Result<Self> {
-        let id = {
-            let mut p = lock(&comm.progress)?;
-            let bytes: &[u8] = bytemuck::cast_slice(&buf);
-            // SAFETY: the Vec's heap block stays put while `self` owns it (it
-            // is never resized), and is only released after the request has
-            // finished or been detached; a leaked `OwnedSend` leaks the block.
-            unsafe { post_send_raw(&mut p, peer, comm.p2p_context(), tag, bytes, sync) }
-        };
-        Ok(OwnedSend {
-            comm,
-            id,
-            buf: Some(buf),
-        })
-    }
-
-    /// Waits for the send and returns the buffer.
-    pub fn wait(mut self) -> Result<Vec<T>> {
-        let r = {
-            let mut p = lock(&self.comm.progress)?;
-            wait_or_detach(&mut p, self.id)
-        };
-        let buf = self.buf.take().unwrap_or_default();
-        r.map(|_| buf)
-    }
-
-    /// Whether the send has completed (makes progress first).
-    pub fn test(&mut self) -> Result<bool> {
-        let mut p = lock(&self.comm.progress)?;
-        p.progress_once(Some(std::time::Duration::ZERO))?;
-        Ok(p.is_done(self.id))
-    }
-}
-
-impl<T: bytemuck::Pod> Drop for OwnedSend<T> {
-    fn drop(&mut self) {
-        if self.buf.is_some() {
-            let mut p = lock_for_drop(&self.comm.progress);
-            finish_on_drop(&mut p, self.id);
-        }
-    }
-}
-
-/// A nonblocking receive that owns its buffer; `wait` gives it back with the status.
-/// Dropping it waits for the receive.
-#[must_use = "a request must be waited for (dropping it waits)"]
-#[derive(Debug)]
-pub struct OwnedRecv<T: bytemuck::Pod> {
-    comm: Rc<CommShared>,
-    id: ReqId,
-    buf: Option<Vec<T>>,
-}
-
-impl<T: bytemuck::Pod> OwnedRecv<T> {
-    pub(crate) fn new(
-        comm: Rc<CommShared>,
-        source: Option<u32>,
-        tag: Option<u32>,
-        mut buf: Vec<T>,
-    ) -> Result<Self> {
-        let id = {
-            let mut p = lock(&comm.progress)?;
-            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
-            // SAFETY: as in `OwnedSend::new`; nothing reads or writes the Vec
-            // until the request has finished or been detached.
-            unsafe { p.post_recv(comm.p2p_context(), source, tag, bytes) }
-        };
-        Ok(OwnedRecv {
-            comm,
-            id,
-            buf: Some(buf),
-        })
-    }
-
-    /// Waits for the message; returns the buffer and the status.
-    pub fn wait(mut self) -> Result<(Vec<T>, Status)> {
-        let r = {
-            let mut p = lock(&self.comm.progress)?;
-            wait_or_detach(&mut p, self.id)
-        };
-        let buf = self.buf.take().unwrap_or_default();
-        let info = r.map_err(|e| self.comm.local_error(e))?;
-        let status = self.comm.status(info, std::mem::size_of::<T>())?;
-        Ok((buf, status))
-    }
-
-    /// Whether the receive has completed (makes progress first).
-    pub fn test(&mut self) -> Result<bool> {
-        let mut p = lock(&self.comm.progress)?;
-        p.progress_once(Some(std::time::Duration::ZERO))?;
-        Ok(p.is_done(self.id))
-    }
-}
-
-impl<T: bytemuck::Pod> Drop for OwnedRecv<T> {
-    fn drop(&mut self) {
-        if self.buf.is_some() {
-            let mut p = lock_for_drop(&self.comm.progress);
-            finish_on_drop(&mut p, self.id);
-        }
-    }
 }
 
 impl From<crate::engine::ReqError> for Error {
