@@ -240,8 +240,7 @@ impl Communicator {
         let shared_node = distinct
             .iter()
             .any(|n| nodes.iter().filter(|&&m| m == *n).count() > 1);
-        let wanted = std::env::var("COURIER_HIERARCHICAL").as_deref() != Ok("0");
-        let h = if wanted && distinct.len() > 1 && shared_node {
+        let h = if distinct.len() > 1 && shared_node {
             let me = self.rank();
             let node = self
                 .split(Some(nodes[me]), me as i32)?

@@ -17,10 +17,11 @@
 //! leaders, broadcast inside each node (`COURIER_HIERARCHICAL=0`, or forcing
 //! an algorithm, turns this off).
 //!
-//! An override that cannot serve a call (recursive-doubling all-gather on a
-//! size that is not a power of two, Bruck with unequal counts, a
-//! commutative-only algorithm with a non-commutative op) falls back to the
-//! default for that call, so forcing an algorithm never gives a wrong answer.
+//! Each algorithm's restrictions (a commutative operation, a power-of-two
+//! rank count, equal counts) are declared once, next to its name in the
+//! `algorithms!` lists below; an override that cannot serve a call falls
+//! back to the default for that call, so forcing an algorithm never gives a
+//! wrong answer.
 //!
 //! The pipelined trees cut messages into `COURIER_COLL_SEGMENT` bytes
 //! (64 KiB) so that levels of the tree and the transfer of one segment with
@@ -44,8 +45,39 @@
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
+/// What an algorithm needs of a call to serve it; declared once, next to
+/// the algorithm's name below. A forced algorithm that cannot serve a call
+/// gives way to the default for that call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Needs {
+    /// A commutative operation (it reorders operands).
+    pub(crate) commutative: bool,
+    /// A power-of-two number of ranks.
+    pub(crate) pof2: bool,
+    /// The same count on every rank.
+    pub(crate) equal: bool,
+}
+
+impl Needs {
+    /// No restriction.
+    pub(crate) const ANY: Needs = Needs {
+        commutative: false,
+        pof2: false,
+        equal: false,
+    };
+
+    /// Whether call `c` satisfies these needs.
+    pub(crate) fn met_by(self, c: Call) -> bool {
+        (!self.commutative || c.commutative)
+            && (!self.pof2 || c.p.is_power_of_two())
+            && (!self.equal || c.equal)
+    }
+}
+
 macro_rules! algorithms {
-    ($(#[$doc:meta])* $name:ident, $var:literal { $($variant:ident = $text:literal),* $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident, $var:literal {
+        $($variant:ident = $text:literal $([$($need:ident),*])?),* $(,)?
+    }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub(crate) enum $name {
@@ -56,6 +88,14 @@ macro_rules! algorithms {
             /// Every algorithm, for tests and benchmarks.
             #[allow(dead_code)]
             pub(crate) const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// What the algorithm needs of a call.
+            #[allow(dead_code)]
+            pub(crate) fn needs(self) -> Needs {
+                match self {
+                    $($name::$variant => Needs { $($($need: true,)*)? ..Needs::ANY },)*
+                }
+            }
 
             /// The override from the environment, if any (read once).
             pub(crate) fn forced() -> Result<Option<$name>> {
@@ -72,6 +112,15 @@ macro_rules! algorithms {
                     })
                     .clone()
                     .map_err(Error::InvalidArgument)
+            }
+
+            /// The forced algorithm if it can serve `c`, else `default`.
+            #[allow(dead_code)]
+            pub(crate) fn choose(c: Call, default: $name) -> Result<$name> {
+                Ok(match $name::forced()? {
+                    Some(a) if a.needs().met_by(c) => a,
+                    _ => default,
+                })
             }
         }
     };
@@ -90,15 +139,15 @@ algorithms!(
     Reduce, "COURIER_REDUCE_ALGORITHM" {
         Binomial = "binomial",
         Pipelined = "pipelined",
-        Rabenseifner = "rabenseifner",
+        Rabenseifner = "rabenseifner" [commutative],
     }
 );
 algorithms!(
     /// All-reduce algorithms.
     Allreduce, "COURIER_ALLREDUCE_ALGORITHM" {
         RecursiveDoubling = "recursive_doubling",
-        Rabenseifner = "rabenseifner",
-        Ring = "ring",
+        Rabenseifner = "rabenseifner" [commutative],
+        Ring = "ring" [commutative],
         ReduceBcast = "reduce_bcast",
     }
 );
@@ -106,21 +155,21 @@ algorithms!(
     /// All-gather algorithms.
     Allgather, "COURIER_ALLGATHER_ALGORITHM" {
         Ring = "ring",
-        RecursiveDoubling = "recursive_doubling",
-        Bruck = "bruck",
+        RecursiveDoubling = "recursive_doubling" [pof2, equal],
+        Bruck = "bruck" [equal],
     }
 );
 algorithms!(
     /// All-to-all algorithms.
     Alltoall, "COURIER_ALLTOALL_ALGORITHM" {
         Pairwise = "pairwise",
-        Bruck = "bruck",
+        Bruck = "bruck" [equal],
     }
 );
 algorithms!(
     /// Reduce-scatter algorithms.
     ReduceScatter, "COURIER_REDUCE_SCATTER_ALGORITHM" {
-        Ring = "ring",
+        Ring = "ring" [commutative],
         ReduceScatterv = "reduce_scatterv",
     }
 );
@@ -171,6 +220,8 @@ pub(crate) struct Call {
     pub(crate) bytes: usize,
     /// The operation may be reordered.
     pub(crate) commutative: bool,
+    /// Every rank contributes the same count (v-variants may not).
+    pub(crate) equal: bool,
     /// More ranks than cores on this node.
     pub(crate) oversubscribed: bool,
 }
@@ -180,11 +231,12 @@ fn large(c: Call) -> bool {
 }
 
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
-    Ok(Bcast::forced()?.unwrap_or(if large(c) {
+    let default = if large(c) {
         Bcast::ScatterAllgather
     } else {
         Bcast::Binomial
-    }))
+    };
+    Bcast::choose(c, default)
 }
 
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
@@ -193,11 +245,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
         (true, false) => Reduce::Pipelined,
         (false, _) => Reduce::Binomial,
     };
-    Ok(match Reduce::forced()? {
-        Some(Reduce::Rabenseifner) if !c.commutative => default,
-        Some(a) => a,
-        None => default,
-    })
+    Reduce::choose(c, default)
 }
 
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
@@ -207,16 +255,21 @@ pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
         (false, n) if n <= ALLREDUCE_SMALL_NONCOMMUTATIVE => Allreduce::RecursiveDoubling,
         (false, _) => Allreduce::ReduceBcast,
     };
-    Ok(match Allreduce::forced()? {
-        Some(Allreduce::Rabenseifner | Allreduce::Ring) if !c.commutative => default,
-        Some(a) => a,
-        None => default,
-    })
+    Allreduce::choose(c, default)
 }
 
-/// `equal`: every rank contributes the same count.
-pub(crate) fn allgather(c: Call, equal: bool) -> Result<Allgather> {
-    let default = if !equal {
+/// Whether an all-reduce runs node-aware (reduce in each node, all-reduce
+/// among node leaders, broadcast in each node) on a communicator that spans
+/// several nodes with several ranks on one of them: for commutative
+/// operations, unless an algorithm is forced or `COURIER_HIERARCHICAL=0`.
+pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("COURIER_HIERARCHICAL").as_deref() != Ok("0"));
+    Ok(on && commutative && Allreduce::forced()?.is_none())
+}
+
+pub(crate) fn allgather(c: Call) -> Result<Allgather> {
+    let default = if !c.equal {
         Allgather::Ring
     } else if c.p.is_power_of_two() {
         Allgather::RecursiveDoubling
@@ -225,25 +278,16 @@ pub(crate) fn allgather(c: Call, equal: bool) -> Result<Allgather> {
     } else {
         Allgather::Ring
     };
-    Ok(match Allgather::forced()? {
-        Some(Allgather::RecursiveDoubling) if !c.p.is_power_of_two() || !equal => default,
-        Some(Allgather::Bruck) if !equal => default,
-        Some(a) => a,
-        None => default,
-    })
+    Allgather::choose(c, default)
 }
 
-pub(crate) fn alltoall(c: Call, equal: bool) -> Result<Alltoall> {
-    let default = if equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
+pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
+    let default = if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck
     } else {
         Alltoall::Pairwise
     };
-    Ok(match Alltoall::forced()? {
-        Some(Alltoall::Bruck) if !equal => default,
-        Some(a) => a,
-        None => default,
-    })
+    Alltoall::choose(c, default)
 }
 
 pub(crate) fn reduce_scatter(c: Call) -> Result<ReduceScatter> {
@@ -252,11 +296,7 @@ pub(crate) fn reduce_scatter(c: Call) -> Result<ReduceScatter> {
     } else {
         ReduceScatter::ReduceScatterv
     };
-    Ok(match ReduceScatter::forced()? {
-        Some(ReduceScatter::Ring) if !c.commutative => default,
-        Some(a) => a,
-        None => default,
-    })
+    ReduceScatter::choose(c, default)
 }
 
 pub(crate) fn scan() -> Result<Scan> {
@@ -272,6 +312,7 @@ mod tests {
             p,
             bytes,
             commutative: true,
+            equal: true,
             oversubscribed: false,
         }
     }
@@ -305,18 +346,55 @@ mod tests {
         let nc4 = Call { p: 4, ..nc };
         assert_eq!(reduce(nc4).unwrap(), Reduce::Binomial);
         assert_eq!(reduce_scatter(nc).unwrap(), ReduceScatter::ReduceScatterv);
-        assert_eq!(allgather(call(6, 8), true).unwrap(), Allgather::Bruck);
-        assert_eq!(allgather(call(6, 1 << 20), true).unwrap(), Allgather::Ring);
+        assert_eq!(allgather(call(6, 8)).unwrap(), Allgather::Bruck);
+        assert_eq!(allgather(call(6, 1 << 20)).unwrap(), Allgather::Ring);
+        assert_eq!(allgather(call(8, 8)).unwrap(), Allgather::RecursiveDoubling);
         assert_eq!(
-            allgather(call(8, 8), true).unwrap(),
-            Allgather::RecursiveDoubling
+            allgather(Call {
+                equal: false,
+                ..call(8, 8)
+            })
+            .unwrap(),
+            Allgather::Ring
         );
-        assert_eq!(allgather(call(8, 8), false).unwrap(), Allgather::Ring);
-        assert_eq!(alltoall(call(8, 8), true).unwrap(), Alltoall::Bruck);
-        assert_eq!(alltoall(call(8, 8), false).unwrap(), Alltoall::Pairwise);
+        assert_eq!(alltoall(call(8, 8)).unwrap(), Alltoall::Bruck);
         assert_eq!(
-            alltoall(call(8, 1 << 20), true).unwrap(),
+            alltoall(Call {
+                equal: false,
+                ..call(8, 8)
+            })
+            .unwrap(),
             Alltoall::Pairwise
         );
+        assert_eq!(alltoall(call(8, 1 << 20)).unwrap(), Alltoall::Pairwise);
+    }
+}
+
+#[cfg(test)]
+mod needs_tests {
+    use super::*;
+
+    #[test]
+    fn forced_algorithms_serve_only_calls_that_meet_their_needs() {
+        let c = Call {
+            p: 6,
+            bytes: 8,
+            commutative: false,
+            equal: false,
+            oversubscribed: false,
+        };
+        assert!(!Allgather::RecursiveDoubling.needs().met_by(c));
+        assert!(Allgather::RecursiveDoubling.needs().met_by(Call {
+            p: 8,
+            equal: true,
+            ..c
+        }));
+        assert!(!Allgather::Bruck.needs().met_by(c));
+        assert!(Allgather::Ring.needs().met_by(c));
+        assert!(!Allreduce::Ring.needs().met_by(c));
+        assert!(Allreduce::ReduceBcast.needs().met_by(c));
+        assert!(!Reduce::Rabenseifner.needs().met_by(c));
+        assert!(!ReduceScatter::Ring.needs().met_by(c));
+        assert!(!Alltoall::Bruck.needs().met_by(c));
     }
 }

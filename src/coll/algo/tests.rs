@@ -144,9 +144,23 @@ fn reductions_to_every_root() {
                             let mut tmp = vec![0; len];
                             let f = &mut sum_u64;
                             match alg {
-                                0 => reduce_binomial(n, &mut acc, &mut tmp, root, true, f),
-                                1 => reduce_binomial(n, &mut acc, &mut tmp, root, false, f),
-                                2 => reduce_rabenseifner(n, &mut acc, &mut tmp, root, f),
+                                0 => reduce_binomial(
+                                    n,
+                                    Reduction::new(&mut acc, &mut tmp, f),
+                                    root,
+                                    true,
+                                ),
+                                1 => reduce_binomial(
+                                    n,
+                                    Reduction::new(&mut acc, &mut tmp, f),
+                                    root,
+                                    false,
+                                ),
+                                2 => reduce_rabenseifner(
+                                    n,
+                                    Reduction::new(&mut acc, &mut tmp, f),
+                                    root,
+                                ),
                                 3 => reduce_binomial_pipelined(n, &mut acc, root, true, 3, f),
                                 _ => reduce_binomial_pipelined(n, &mut acc, root, false, 64, f),
                             }
@@ -179,7 +193,13 @@ fn non_commutative_reduce_keeps_rank_order() {
                         let mut acc: Vec<[u64; 4]> = (0..len).map(|i| mat(n.rank(), i)).collect();
                         let mut tmp = vec![[0; 4]; len];
                         let mut piped = acc.clone();
-                        reduce_binomial(n, &mut acc, &mut tmp, root, false, &mut matmul).unwrap();
+                        reduce_binomial(
+                            n,
+                            Reduction::new(&mut acc, &mut tmp, &mut matmul),
+                            root,
+                            false,
+                        )
+                        .unwrap();
                         reduce_binomial_pipelined(n, &mut piped, root, false, 2, &mut matmul)
                             .unwrap();
                         if n.rank() == root {
@@ -198,7 +218,7 @@ fn non_commutative_reduce_keeps_rank_order() {
     }
 }
 
-type AllReduce = fn(&SimNet, &mut [f64], &mut [f64], UserOp<'_, f64>) -> Result<()>;
+type AllReduce = fn(&SimNet, Reduction<'_, f64>) -> Result<()>;
 const ALLREDUCES: [(&str, AllReduce); 4] = [
     (
         "recursive_doubling",
@@ -217,7 +237,7 @@ fn every_allreduce_gives_identical_bits_everywhere() {
                 |n| {
                     let mut acc: Vec<f64> = (0..len).map(|i| fval(n.rank(), i)).collect();
                     let mut tmp = vec![0.0; len];
-                    alg(n, &mut acc, &mut tmp, &mut sum_f64).unwrap();
+                    alg(n, Reduction::new(&mut acc, &mut tmp, &mut sum_f64)).unwrap();
                     acc
                 },
                 |p, out| {
@@ -241,7 +261,8 @@ fn recursive_doubling_allreduce_keeps_rank_order() {
         let out = run(p, true, |n| {
             let mut acc: Vec<[u64; 4]> = (0..3).map(|i| mat(n.rank(), i)).collect();
             let mut tmp = vec![[0; 4]; 3];
-            allreduce_recursive_doubling(n, &mut acc, &mut tmp, &mut matmul).unwrap();
+            allreduce_recursive_doubling(n, Reduction::new(&mut acc, &mut tmp, &mut matmul))
+                .unwrap();
             acc
         });
         for got in out {
@@ -343,7 +364,7 @@ fn reduce_scatter_ring_with_uneven_counts() {
             let d = offsets(p, |r| (r * 3 + 1) % 5);
             let mut acc: Vec<u64> = (0..d[p]).map(|i| val(me, i)).collect();
             let mut tmp = vec![0; d[p]];
-            reduce_scatter_ring(n, &mut acc, &mut tmp, &d, &mut sum_u64).unwrap();
+            reduce_scatter_ring(n, Reduction::new(&mut acc, &mut tmp, &mut sum_u64), &d).unwrap();
             acc[d[me]..d[me + 1]].to_vec()
         },
         |p, out| {

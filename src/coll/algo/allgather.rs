@@ -1,0 +1,95 @@
+//! All-gather (also the second half of some broadcasts and all-reduces).
+
+use super::*;
+
+/// Ring: block `me_idx` is in place; p - 1 steps each pass one block to the
+/// right; (p - 1)(α + (n/p)β). `d(i)..d(i + 1)` is block i.
+pub(super) fn ring_allgather<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    d: &dyn Fn(usize) -> usize,
+    me_idx: usize,
+    right: usize,
+    left: usize,
+    tag: u32,
+) -> Result<()> {
+    let p = n.size();
+    for s in 0..p.saturating_sub(1) {
+        let ob = (me_idx + p - s) % p;
+        let ib = (me_idx + 2 * p - s - 1) % p;
+        let (out, inc) = split_pair(buf, d(ob)..d(ob + 1), d(ib)..d(ib + 1));
+        n.sendrecv(out, right, inc, left, tag)?;
+    }
+    Ok(())
+}
+
+/// Ring all-gather of blocks at byte offsets `d` (p + 1 entries); this
+/// rank's block is already in place.
+pub(crate) fn allgather_ring<N: Net>(n: &N, buf: &mut [u8], d: &[usize]) -> Result<()> {
+    let (p, me) = (n.size(), n.rank());
+    ring_allgather(
+        n,
+        buf,
+        &|i| d[i],
+        me,
+        (me + 1) % p,
+        (me + p - 1) % p,
+        TAG_ALLGATHER,
+    )
+}
+
+/// Recursive doubling (p a power of two): lg p steps exchanging ever larger
+/// windows; lg p·α + (p-1)/p·nβ.
+pub(crate) fn allgather_recursive_doubling<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    d: &[usize],
+) -> Result<()> {
+    let (p, me) = (n.size(), n.rank());
+    debug_assert!(p.is_power_of_two());
+    let mut mask = 1;
+    while mask < p {
+        let np = me ^ mask;
+        let (mine, theirs) = (me & !(mask - 1), np & !(mask - 1));
+        let (out, inc) = split_pair(buf, d[mine]..d[mine + mask], d[theirs]..d[theirs + mask]);
+        n.sendrecv(out, np, inc, np, TAG_ALLGATHER)?;
+        mask <<= 1;
+    }
+    Ok(())
+}
+
+/// Bruck: ⌈lg p⌉ steps for any p, equal blocks of `bb` bytes; this rank's
+/// block is in place. ⌈lg p⌉α + (p-1)/p·nβ plus one local rotation.
+pub(crate) fn allgather_bruck<N: Net>(n: &N, buf: &mut [u8], bb: usize) -> Result<()> {
+    allgather_bruck_tagged(n, buf, bb, TAG_ALLGATHER)
+}
+
+/// [`allgather_bruck`] on messages tagged `tag`.
+pub(crate) fn allgather_bruck_tagged<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    bb: usize,
+    tag: u32,
+) -> Result<()> {
+    let (p, me) = (n.size(), n.rank());
+    let mut tmp = vec![0u8; p * bb];
+    tmp[..bb].copy_from_slice(&buf[me * bb..(me + 1) * bb]);
+    let mut k = 1;
+    while k < p {
+        let cnt = k.min(p - k);
+        let (out, inc) = tmp.split_at_mut(k * bb);
+        n.sendrecv(
+            &out[..cnt * bb],
+            (me + p - k) % p,
+            &mut inc[..cnt * bb],
+            (me + k) % p,
+            tag,
+        )?;
+        k <<= 1;
+    }
+    for i in 0..p {
+        let r = (me + i) % p;
+        buf[r * bb..(r + 1) * bb].copy_from_slice(&tmp[i * bb..(i + 1) * bb]);
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Collectives that move data without combining it: barrier, broadcast,
+//! gather and scatter (linear at the root), all-gather, all-to-all, and
+//! their v-variants, which lay blocks out contiguously in rank order
+//! (displacements are the prefix sums of the counts).
+
+use super::algo::{self, bytes, bytes_mut};
+use super::check::{Coll, Signature};
+use super::{call, check_len, check_root, displacements, tune};
+use crate::comm::Communicator;
+use crate::error::{Error, Result};
+use bytemuck::Pod;
+
+impl Communicator {
+    /// Blocks until every rank of the communicator has called it
+    /// (`MPI_Barrier`; dissemination).
+    pub fn barrier(&self) -> Result<()> {
+        let c = self.shared();
+        let _in = c.enter(Signature::new(Coll::Barrier), None, || Ok(()))?;
+        algo::barrier_dissemination(c)
+    }
+
+    /// Copies `buf` from `root` to every rank (`MPI_Bcast`). Every rank
+    /// passes a buffer of the same length.
+    ///
+    /// ```
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut params = [0f64; 3];
+    /// if world.rank() == 0 {
+    ///     params = [0.1, 0.2, 0.3];
+    /// }
+    /// world.broadcast(&mut params, 0)?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Bcast).root(root).elems::<T>(buf.len());
+        let _in = c.enter(sig, None, || check_root(c, root))?;
+        match tune::bcast(call::<T>(c, buf.len(), true))? {
+            tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
+            tune::Bcast::Pipelined => {
+                algo::bcast_binomial_pipelined(c, bytes_mut(buf), root, tune::segment())
+            }
+            tune::Bcast::ScatterAllgather => algo::bcast_scatter_allgather(c, bytes_mut(buf), root),
+        }
+    }
+
+    /// Collects every rank's `send` at `root`, in rank order, into `recv`
+    /// (`size × send.len()` elements at the root; ignored elsewhere) (`MPI_Gather`).
+    pub fn gather<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Gather)
+            .root(root)
+            .elems::<T>(send.len());
+        let _in = c.enter(sig, None, || {
+            check_root(c, root)?;
+            if c.rank() == root {
+                check_len("gather at the root", recv.len(), send.len() * c.size())?;
+            }
+            Ok(())
+        })?;
+        self.gatherv(send, recv, &vec![send.len(); self.size()], root)
+    }
+
+    /// Sends block `r` of `send` (`size × recv.len()` elements at the root)
+    /// to rank `r` (`MPI_Scatter`).
+    pub fn scatter<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Scatter)
+            .root(root)
+            .elems::<T>(recv.len());
+        let _in = c.enter(sig, None, || {
+            check_root(c, root)?;
+            if c.rank() == root {
+                check_len("scatter at the root", send.len(), recv.len() * c.size())?;
+            }
+            Ok(())
+        })?;
+        self.scatterv(send, &vec![recv.len(); self.size()], recv, root)
+    }
+
+    /// Every rank gets every rank's `send`, in rank order, in `recv`
+    /// (`size × send.len()` elements) (`MPI_Allgather`).
+    ///
+    /// ```
+    /// let universe = courier::init()?;
+    /// let world = universe.world();
+    /// let mut ranks = vec![0u32; world.size()];
+    /// world.all_gather(&[world.rank() as u32], &mut ranks)?;
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let (p, me) = (self.size(), self.rank());
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllGather).elems::<T>(send.len());
+        let _in = c.enter(sig, None, || {
+            check_len("all_gather", recv.len(), send.len() * p)
+        })?;
+        recv[me * send.len()..(me + 1) * send.len()].copy_from_slice(send);
+        self.all_gather_in_place(recv)
+    }
+
+    /// [`all_gather`](Self::all_gather) in place: `buf` holds `size` equal
+    /// blocks, this rank's already in block `rank`.
+    pub fn all_gather_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let p = c.size();
+        let n = buf.len() / p;
+        let sig = Signature::new(Coll::AllGather).elems::<T>(n);
+        let _in = c.enter(sig, None, || {
+            if buf.len() % p != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "all_gather: {} elements do not split into {p} blocks",
+                    buf.len()
+                )));
+            }
+            Ok(())
+        })?;
+        let sz = std::mem::size_of::<T>();
+        let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
+        match tune::allgather(call::<T>(c, n, true))? {
+            tune::Allgather::Ring => algo::allgather_ring(c, bytes_mut(buf), &d),
+            tune::Allgather::RecursiveDoubling => {
+                algo::allgather_recursive_doubling(c, bytes_mut(buf), &d)
+            }
+            tune::Allgather::Bruck => algo::allgather_bruck(c, bytes_mut(buf), n * sz),
+        }
+    }
+
+    /// Block `r` of `send` goes to rank `r`, which stores it as block `me`
+    /// of its `recv` (`MPI_Alltoall`). Both buffers hold `size` equal blocks.
+    pub fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let p = c.size();
+        let n = send.len() / p;
+        let sig = Signature::new(Coll::AllToAll).elems::<T>(n);
+        let _in = c.enter(sig, None, || {
+            if send.len() % p != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "all_to_all: {} elements do not split into {p} blocks",
+                    send.len()
+                )));
+            }
+            check_len("all_to_all recv", recv.len(), send.len())
+        })?;
+        let sz = std::mem::size_of::<T>();
+        match tune::alltoall(call::<T>(c, n, true))? {
+            tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
+            tune::Alltoall::Pairwise => {
+                let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
+                algo::alltoall_pairwise(c, bytes(send), &d, bytes_mut(recv), &d)
+            }
+        }
+    }
+
+    /// [`all_to_all`](Self::all_to_all) in place: `buf` holds the blocks to
+    /// send and receives the blocks from every rank.
+    pub fn all_to_all_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::AllToAll).elems::<T>(buf.len() / c.size());
+        let _in = c.enter(sig, None, || Ok(()))?;
+        let send = buf.to_vec();
+        self.all_to_all(&send, buf)
+    }
+
+    /// [`gather`](Self::gather) with a count per rank (`MPI_Gatherv`): rank
+    /// r sends `counts[r]` elements; the root's `recv` holds the blocks
+    /// contiguously in rank order (`counts.iter().sum()` elements).
+    pub fn gatherv<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        root: usize,
+    ) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Gather)
+            .root(root)
+            .elems::<T>(send.len())
+            .counts(counts);
+        let mut displs = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            check_root(c, root)?;
+            displs = displacements(c, counts)?;
+            check_len("gatherv: this rank's block", send.len(), counts[c.rank()])?;
+            if c.rank() == root {
+                check_len("gatherv at the root", recv.len(), displs[c.size()])?;
+            }
+            Ok(())
+        })?;
+        let sz = std::mem::size_of::<T>();
+        let d: Vec<usize> = displs.iter().map(|x| x * sz).collect();
+        let recv: &mut [T] = if c.rank() == root { recv } else { &mut [] };
+        algo::gather_linear(c, bytes(send), bytes_mut(recv), &d, root)
+    }
+
+    /// [`scatter`](Self::scatter) with a count per rank (`MPI_Scatterv`).
+    pub fn scatterv<T: Pod>(
+        &self,
+        send: &[T],
+        counts: &[usize],
+        recv: &mut [T],
+        root: usize,
+    ) -> Result<()> {
+        let c = self.shared();
+        let sig = Signature::new(Coll::Scatter)
+            .root(root)
+            .elems::<T>(recv.len())
+            .counts(counts);
+        let mut displs = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            check_root(c, root)?;
+            displs = displacements(c, counts)?;
+            check_len("scatterv: this rank's block", recv.len(), counts[c.rank()])?;
+            if c.rank() == root {
+                check_len("scatterv at the root", send.len(), displs[c.size()])?;
+            }
+            Ok(())
+        })?;
+        let sz = std::mem::size_of::<T>();
+        let d: Vec<usize> = displs.iter().map(|x| x * sz).collect();
+        let send: &[T] = if c.rank() == root { send } else { &[] };
+        algo::scatter_linear(c, bytes(send), &d, bytes_mut(recv), root)
+    }
+
+    /// [`all_gather`](Self::all_gather) with a count per rank
+    /// (`MPI_Allgatherv`; ring, or the equal-count algorithms when the counts
+    /// are equal).
+    pub fn all_gatherv<T: Pod>(&self, send: &[T], recv: &mut [T], counts: &[usize]) -> Result<()> {
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        let sig = Signature::new(Coll::AllGather)
+            .elems::<T>(send.len())
+            .counts(counts);
+        let mut d = Vec::new();
+        let _in = c.enter(sig, Some(counts), || {
+            d = displacements(c, counts)?;
+            check_len("all_gatherv: this rank's block", send.len(), counts[me])?;
+            check_len("all_gatherv", recv.len(), d[p])
+        })?;
+        recv[d[me]..d[me + 1]].copy_from_slice(send);
+        // Equal counts are known on every rank alike (counts are arguments
+        // every rank passes), so every rank picks the same algorithm.
+        if counts.iter().all(|&n| n == counts[0]) {
+            return self.all_gather_in_place(recv);
+        }
+        let sz = std::mem::size_of::<T>();
+        let bd: Vec<usize> = d.iter().map(|x| x * sz).collect();
+        algo::allgather_ring(c, bytes_mut(recv), &bd)
+    }
+
+    /// [`all_to_all`](Self::all_to_all) with counts (`MPI_Alltoallv`;
+    /// pairwise exchange): this rank sends `send_counts[r]` elements to rank
+    /// r and receives `recv_counts[r]` from it; both buffers are contiguous
+    /// in rank order.
+    pub fn all_to_allv<T: Pod>(
+        &self,
+        send: &[T],
+        send_counts: &[usize],
+        recv: &mut [T],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        let c = self.shared();
+        let (p, me) = (c.size(), c.rank());
+        // Counts legitimately differ between ranks here: only the
+        // collective and the element type are compared.
+        let sig = Signature::new(Coll::AllToAllv).elems::<T>(0);
+        let (mut sd, mut rd) = (Vec::new(), Vec::new());
+        let _in = c.enter(sig, None, || {
+            sd = displacements(c, send_counts)?;
+            rd = displacements(c, recv_counts)?;
+            check_len("all_to_allv send", send.len(), sd[p])?;
+            check_len("all_to_allv recv", recv.len(), rd[p])?;
+            check_len(
+                "all_to_allv: the block to self",
+                recv_counts[me],
+                send_counts[me],
+            )
+        })?;
+        let sz = std::mem::size_of::<T>();
+        let sdb: Vec<usize> = sd.iter().map(|x| x * sz).collect();
+        let rdb: Vec<usize> = rd.iter().map(|x| x * sz).collect();
+        algo::alltoall_pairwise(c, bytes(send), &sdb, bytes_mut(recv), &rdb)
+    }
+}
