@@ -98,40 +98,10 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
     if std::env::var_os(courier::bootstrap::ENV_RANK).is_some()
         || std::env::var_os("PMI_FD").is_some()
     {
-        if args.kind == Some(Kind::Startup) {
-            return match startup_rank() {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("courier bench: {e}");
-                    1
-                }
-            };
-        }
-        return match run_rank(&args) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("courier bench: {e}");
-                1
-            }
-        };
+        return as_rank(&args);
     }
-    let collective = matches!(
-        args.kind,
-        Some(
-            Kind::Barrier
-                | Kind::Bcast
-                | Kind::Reduce
-                | Kind::Allreduce
-                | Kind::Allgather
-                | Kind::Alltoall
-        )
-    );
-    if args.np < 2 && args.kind != Some(Kind::Startup) && !collective {
-        eprintln!("courier: error: point-to-point benchmarks need -n 2 or more");
-        return 2;
-    }
-    if args.np == 0 {
-        eprintln!("courier: error: -n must be at least 1");
+    if let Err(e) = check_launch(&args) {
+        eprintln!("courier: error: {e}");
         return 2;
     }
     let exe = match std::env::current_exe() {
@@ -168,6 +138,44 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         return startup(&spec, args.iterations.unwrap_or(5));
     }
     crate::run::run(&spec)
+}
+
+/// This process is a rank of a benchmark job: runs its part.
+fn as_rank(args: &BenchArgs) -> i32 {
+    let r = if args.kind == Some(Kind::Startup) {
+        startup_rank()
+    } else {
+        run_rank(args)
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("courier bench: {e}");
+            1
+        }
+    }
+}
+
+/// Whether the arguments make a job that can run.
+fn check_launch(args: &BenchArgs) -> Result<(), String> {
+    let collective = matches!(
+        args.kind,
+        Some(
+            Kind::Barrier
+                | Kind::Bcast
+                | Kind::Reduce
+                | Kind::Allreduce
+                | Kind::Allgather
+                | Kind::Alltoall
+        )
+    );
+    if args.np < 2 && args.kind != Some(Kind::Startup) && !collective {
+        return Err("point-to-point benchmarks need -n 2 or more".into());
+    }
+    if args.np == 0 {
+        return Err("-n must be at least 1".into());
+    }
+    Ok(())
 }
 
 /// Runs the start-up job `repeat` times; prints each wall time and the median.
@@ -493,24 +501,7 @@ fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), Stri
                     1
                 }
         ];
-        let mut t0 = Instant::now();
-        w.barrier().map_err(e)?;
-        for i in 0..n + skip {
-            if i == skip {
-                w.barrier().map_err(e)?;
-                t0 = Instant::now();
-            }
-            match kind {
-                Kind::Barrier => w.barrier(),
-                Kind::Bcast => w.broadcast(&mut recv, 0),
-                Kind::Reduce => w.reduce(&send, &mut recv, courier::Op::Sum, 0),
-                Kind::Allreduce => w.all_reduce(&send, &mut recv, courier::Op::Sum),
-                Kind::Allgather => w.all_gather(&send, &mut recv),
-                _ => w.all_to_all(&send, &mut recv),
-            }
-            .map_err(e)?;
-        }
-        let mine = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let mine = time_collective(w, kind, n, skip, &send, &mut recv).map_err(e)?;
         let mut sum = [0f64];
         w.reduce(&[mine], &mut sum, courier::Op::Sum, 0)
             .map_err(e)?;
@@ -527,4 +518,33 @@ fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// Microseconds per call of collective `kind`, over `n` timed calls after
+/// `skip` warm-up calls, between barriers.
+fn time_collective(
+    w: &Communicator,
+    kind: Kind,
+    n: usize,
+    skip: usize,
+    send: &[f32],
+    recv: &mut [f32],
+) -> Result<f64, Error> {
+    let mut t0 = Instant::now();
+    w.barrier()?;
+    for i in 0..n + skip {
+        if i == skip {
+            w.barrier()?;
+            t0 = Instant::now();
+        }
+        match kind {
+            Kind::Barrier => w.barrier(),
+            Kind::Bcast => w.broadcast(recv, 0),
+            Kind::Reduce => w.reduce(send, recv, courier::Op::Sum, 0),
+            Kind::Allreduce => w.all_reduce(send, recv, courier::Op::Sum),
+            Kind::Allgather => w.all_gather(send, recv),
+            _ => w.all_to_all(send, recv),
+        }?;
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
 }

@@ -12,6 +12,7 @@ mod hosts;
 mod proxy;
 mod rendezvous;
 mod run;
+mod spawn;
 mod stdio;
 #[allow(unsafe_code)]
 mod sys;

@@ -11,6 +11,15 @@
 //! launcher: `o RANK LINE` and `e RANK LINE` (a rank's stdout/stderr line),
 //! `x RANK CODE` (exited), `k RANK SIGNAL` (killed), `! MESSAGE` (proxy
 //! error).
+//!
+//! Why threads here, when `courier run` uses one mio loop: the proxy is a
+//! relay with nothing else to do, for the ranks of one host. A blocking
+//! reader thread per pipe (and one for the launcher's link) keeps each
+//! stream's lines in order for free, needs no self-pipe for signals (they
+//! come as `signal N` lines), and costs two threads per local rank, which
+//! are asleep in `read` almost all the time. The launcher, in contrast,
+//! serves the rendezvous service and every local rank's pipes of the job at
+//! once and must stay responsive with thousands of them: an event loop.
 
 use crate::sys;
 use courier::bootstrap::{ENV_BIND, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_RANK, ENV_SERVICE};
@@ -89,7 +98,8 @@ fn say(out: &mut impl Write, line: &[u8]) {
     let _ = out.flush();
 }
 
-/// Runs the proxy; returns its exit code.
+/// Runs the proxy; returns its exit code: read the plan, start the ranks,
+/// then forward until they have all exited (or the launcher is gone).
 pub(crate) fn main() -> i32 {
     let mut input = BufReader::new(std::io::stdin());
     let mut out = std::io::stdout().lock();
@@ -100,6 +110,22 @@ pub(crate) fn main() -> i32 {
             return 2;
         }
     };
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let Some(children) = spawn_ranks(&plan, &tx, &mut out) else {
+        return 2;
+    };
+    watch_launcher(input, tx.clone());
+    drop(tx);
+    forward(children, &rx, &mut out)
+}
+
+/// A rank started by the proxy (`None` once it has exited, or if it could
+/// not be started).
+type Children = Vec<(usize, Option<Child>)>;
+
+/// Starts the plan's ranks, each with a reader thread per output pipe.
+/// `None` (after telling the launcher) when the plan has no program.
+fn spawn_ranks(plan: &Plan, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> Option<Children> {
     let service = plan
         .env
         .iter()
@@ -111,12 +137,11 @@ pub(crate) fn main() -> i32 {
         .parse()
         .ok()
         .and_then(|t| courier::bootstrap::route_address(t).ok());
-    let (tx, rx) = mpsc::channel::<Msg>();
-    let mut children: Vec<(usize, Option<Child>)> = Vec::new();
     let Some(program) = plan.program.clone() else {
-        say(&mut out, b"! no program\n");
-        return 2;
+        say(out, b"! no program\n");
+        return None;
     };
+    let mut children = Vec::new();
     let local_size = plan.ranks.len();
     for &(rank, local) in &plan.ranks {
         let mut cmd = Command::new(&program);
@@ -135,83 +160,79 @@ pub(crate) fn main() -> i32 {
         sys::prepare_child(&mut cmd, None);
         match cmd.spawn() {
             Ok(mut child) => {
-                for (kind, pipe) in [
-                    (
-                        b'o',
-                        child
-                            .stdout
-                            .take()
-                            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-                    ),
-                    (
-                        b'e',
-                        child
-                            .stderr
-                            .take()
-                            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-                    ),
-                ] {
-                    let Some(pipe) = pipe else { continue };
-                    let tx = tx.clone();
-                    std::thread::spawn(move || {
-                        let mut r = BufReader::new(pipe);
-                        let mut line = Vec::new();
-                        while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                            if line.last() != Some(&b'\n') {
-                                line.push(b'\n');
-                            }
-                            if tx
-                                .send(Msg::Line(rank, kind, std::mem::take(&mut line)))
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    });
+                if let Some(p) = child.stdout.take() {
+                    relay_pipe(rank, b'o', p, tx.clone());
+                }
+                if let Some(p) = child.stderr.take() {
+                    relay_pipe(rank, b'e', p, tx.clone());
                 }
                 children.push((rank, Some(child)));
             }
             Err(e) => {
                 say(
-                    &mut out,
+                    out,
                     format!("! cannot start rank {rank} ({program}): {e}\n").as_bytes(),
                 );
-                say(&mut out, format!("x {rank} 127\n").as_bytes());
+                say(out, format!("x {rank} 127\n").as_bytes());
                 children.push((rank, None));
             }
         }
     }
-    // Signals and the end of the launcher's link arrive on stdin.
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match input.read_line(&mut line) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(Msg::LauncherGone);
-                        return;
-                    }
-                    Ok(_) => {
-                        if let Some(n) = line.trim().strip_prefix("signal ") {
-                            if let Ok(sig) = n.parse() {
-                                let _ = tx.send(Msg::Signal(sig));
-                            }
+    Some(children)
+}
+
+/// A thread that sends each line of a rank's pipe (`kind` `o` or `e`) to
+/// the forwarding loop.
+fn relay_pipe(rank: usize, kind: u8, pipe: impl Read + Send + 'static, tx: mpsc::Sender<Msg>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            if line.last() != Some(&b'\n') {
+                line.push(b'\n');
+            }
+            if tx
+                .send(Msg::Line(rank, kind, std::mem::take(&mut line)))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// A thread that reads the launcher's link: signals to forward, and its end.
+fn watch_launcher(mut input: impl BufRead + Send + 'static, tx: mpsc::Sender<Msg>) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match input.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Msg::LauncherGone);
+                    return;
+                }
+                Ok(_) => {
+                    if let Some(n) = line.trim().strip_prefix("signal ") {
+                        if let Ok(sig) = n.parse() {
+                            let _ = tx.send(Msg::Signal(sig));
                         }
                     }
                 }
             }
-        });
-    }
-    drop(tx);
-    let signal_all = |children: &[(usize, Option<Child>)], sig: i32| {
-        for (_, c) in children {
-            if let Some(c) = c {
-                sys::kill(c.id(), true, sig);
-            }
         }
-    };
+    });
+}
+
+fn signal_all(children: &Children, sig: i32) {
+    for c in children.iter().filter_map(|(_, c)| c.as_ref()) {
+        sys::kill(c.id(), true, sig);
+    }
+}
+
+/// Forwards output, signals and exits until every rank has exited (0), or
+/// kills them all when the launcher is gone (1).
+fn forward(mut children: Children, rx: &mpsc::Receiver<Msg>, out: &mut impl Write) -> i32 {
     let mut pending_signals: Vec<i32> = Vec::new();
     let mut gone = false;
     loop {
@@ -220,21 +241,16 @@ pub(crate) fn main() -> i32 {
         }
         if gone {
             signal_all(&children, libc::SIGKILL);
-            for (_, c) in children.iter_mut() {
-                if let Some(c) = c {
-                    let _ = c.wait();
-                }
+            for c in children.iter_mut().filter_map(|(_, c)| c.as_mut()) {
+                let _ = c.wait();
             }
             return 1;
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(Msg::Line(rank, kind, line)) => {
-                relay_line(&mut out, kind, rank, &line);
-            }
+            Ok(Msg::Line(rank, kind, line)) => relay_line(out, kind, rank, &line),
             Ok(Msg::Signal(sig)) => signal_all(&children, sig),
             Ok(Msg::LauncherGone) => gone = true,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(_) => {}
         }
         let mut running = 0;
         for (rank, slot) in children.iter_mut() {
@@ -244,7 +260,7 @@ pub(crate) fn main() -> i32 {
                     // Output still in the pipes goes first.
                     while let Ok(m) = rx.recv_timeout(Duration::from_millis(5)) {
                         match m {
-                            Msg::Line(r, kind, line) => relay_line(&mut out, kind, r, &line),
+                            Msg::Line(r, kind, line) => relay_line(out, kind, r, &line),
                             Msg::Signal(sig) => pending_signals.push(sig),
                             Msg::LauncherGone => gone = true,
                         }
@@ -253,7 +269,7 @@ pub(crate) fn main() -> i32 {
                         Some(sig) => format!("k {rank} {sig}\n"),
                         None => format!("x {rank} {}\n", status.code().unwrap_or(1)),
                     };
-                    say(&mut out, report.as_bytes());
+                    say(out, report.as_bytes());
                     *slot = None;
                 }
                 Ok(None) => running += 1,

@@ -16,17 +16,12 @@
 use crate::rendezvous::{Event as ServiceEvent, Service};
 use crate::stdio::{LineBuffer, Stream};
 use crate::sys;
-use courier::bootstrap::auth::JobKey;
-use courier::bootstrap::{
-    ENV_BIND, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_RANK, ENV_SERVICE,
-    ENV_SIZE,
-};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{IsTerminal, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +29,8 @@ use std::time::{Duration, Instant};
 /// Exit code when `--timeout` ends a job (as GNU `timeout` does).
 pub(crate) const EXIT_TIMEOUT: i32 = 124;
 
-const SIGNAL_TOKEN: Token = Token(0);
-const STDIO_BASE: usize = 2;
+pub(crate) const SIGNAL_TOKEN: Token = Token(0);
+pub(crate) const STDIO_BASE: usize = 2;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -97,7 +92,7 @@ pub(crate) enum Binding {
 
 /// The address of this machine on the route to `host` (where the service
 /// and the local ranks listen when other hosts take part).
-fn route_to(host: &str) -> Result<std::net::IpAddr, String> {
+pub(crate) fn route_to(host: &str) -> Result<std::net::IpAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(iface) = std::env::var("COURIER_IFACE") {
         return courier::bootstrap::iface_address(&iface);
@@ -155,25 +150,25 @@ pub(crate) fn parse_export(x: &str) -> Result<(String, String), String> {
     Ok((name, value))
 }
 
-struct Rank {
-    pid: u32,
-    child: Option<Child>,
-    status: Option<ExitStatus>,
-    own_group: bool,
+pub(crate) struct Rank {
+    pub(crate) pid: u32,
+    pub(crate) child: Option<Child>,
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) own_group: bool,
     /// Index in `Job::proxies` for a rank on a remote host.
-    proxy: Option<usize>,
+    pub(crate) proxy: Option<usize>,
 }
 
 /// The proxy that runs the ranks of one remote host (through the agent).
-struct Proxy {
-    host: String,
-    child: Option<Child>,
-    stdin: Option<std::process::ChildStdin>,
-    ranks: Vec<usize>,
+pub(crate) struct Proxy {
+    pub(crate) host: String,
+    pub(crate) child: Option<Child>,
+    pub(crate) stdin: Option<std::process::ChildStdin>,
+    pub(crate) ranks: Vec<usize>,
 }
 
 /// Where the bytes of a watched pipe go.
-enum Sink {
+pub(crate) enum Sink {
     /// A local rank's stdout or stderr.
     Rank(LineBuffer),
     /// A proxy's protocol stream (stdout) or its own diagnostics (stderr).
@@ -207,265 +202,31 @@ pub(crate) fn run(spec: &JobSpec) -> i32 {
     }
 }
 
-struct Job {
-    poll: Poll,
-    ranks: Vec<Rank>,
-    proxies: Vec<Proxy>,
-    pipes: Vec<Option<(Receiver, Sink)>>,
-    tag_output: bool,
-    service: Service,
-    signal_rx: mio::net::UnixStream,
-    last_signal: Arc<AtomicUsize>,
-    deadline: Option<Instant>,
-    exit: Option<i32>,
-    kill_at: Option<Instant>,
-    all_exited_at: Option<Instant>,
+pub(crate) struct Job {
+    pub(crate) poll: Poll,
+    pub(crate) ranks: Vec<Rank>,
+    pub(crate) proxies: Vec<Proxy>,
+    pub(crate) pipes: Vec<Option<(Receiver, Sink)>>,
+    pub(crate) tag_output: bool,
+    pub(crate) service: Service,
+    pub(crate) signal_rx: mio::net::UnixStream,
+    pub(crate) last_signal: Arc<AtomicUsize>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) exit: Option<i32>,
+    pub(crate) kill_at: Option<Instant>,
+    pub(crate) all_exited_at: Option<Instant>,
     /// Service events read while reaping, handled with the next batch.
-    late_events: Vec<ServiceEvent>,
+    pub(crate) late_events: Vec<ServiceEvent>,
 }
 
 impl Job {
-    fn start(spec: &JobSpec) -> Result<Job, String> {
-        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let (signal_rx, signal_tx) =
-            mio::net::UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
-        let last_signal = Arc::new(AtomicUsize::new(0));
-        let signal_tx = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(signal_tx));
-        for sig in [libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            let tx = signal_tx
-                .try_clone()
-                .map_err(|e| format!("signal pipe: {e}"))?;
-            signal_hook::low_level::pipe::register(sig, tx)
-                .map_err(|e| format!("signal handler: {e}"))?;
-            if sig != libc::SIGCHLD {
-                signal_hook::flag::register_usize(sig, last_signal.clone(), sig as usize)
-                    .map_err(|e| format!("signal handler: {e}"))?;
-            }
-        }
-        let mut signal_rx = signal_rx;
-        poll.registry()
-            .register(&mut signal_rx, SIGNAL_TOKEN, Interest::READABLE)
-            .map_err(|e| format!("event loop: {e}"))?;
-
-        let key = JobKey::generate().map_err(|e| format!("cannot create a job key: {e}"))?;
-        let local_host: Vec<bool> = spec
-            .hosts
-            .iter()
-            .map(|h| crate::hosts::is_local(&h.name))
-            .collect();
-        let proxy_hosts: Vec<usize> = (0..spec.hosts.len())
-            .filter(|&h| !local_host[h] && spec.placement.contains(&h))
-            .collect();
-        // With remote hosts, everything listens on the address that reaches them.
-        let bind_ip: std::net::IpAddr = match proxy_hosts.first() {
-            Some(&h) => route_to(&spec.hosts[h].name)?,
-            None => std::net::Ipv4Addr::LOCALHOST.into(),
-        };
-        let service_base = STDIO_BASE + 2 * spec.np + 2 * proxy_hosts.len();
-        let service = Service::new(
-            poll.registry(),
-            std::net::SocketAddr::new(bind_ip, 0),
-            service_base,
-            key.clone(),
-            spec.np as u32,
-        )
-        .map_err(|e| format!("cannot start the rendezvous service: {e}"))?;
-        let service_addr = service
-            .addr()
-            .map_err(|e| format!("rendezvous service: {e}"))?;
-
-        // Position of each rank among the ranks of its host.
-        let mut local_rank = vec![0usize; spec.np];
-        let mut local_size = vec![0usize; spec.hosts.len()];
-        for (r, &h) in spec.placement.iter().enumerate() {
-            local_rank[r] = local_size[h];
-            local_size[h] += 1;
-        }
-        let stdin_tty = std::io::stdin().is_terminal();
-        let cores = sys::usable_cores();
-        let on_this_machine = spec.placement.iter().filter(|&&h| local_host[h]).count();
-        let bind = match spec.bind {
-            Binding::Core => !cores.is_empty(),
-            Binding::Auto => on_this_machine <= cores.len(),
-            Binding::None => false,
-        };
-        let mut job = Job {
-            poll,
-            ranks: Vec::with_capacity(spec.np),
-            proxies: Vec::new(),
-            pipes: Vec::with_capacity(2 * spec.np),
-            tag_output: spec.tag_output,
-            service,
-            signal_rx,
-            last_signal,
-            deadline: spec.timeout.map(|t| Instant::now() + t),
-            exit: None,
-            kill_at: None,
-            all_exited_at: None,
-            late_events: Vec::new(),
-        };
-        let mut machine_slot = 0;
-        for (rank, &host) in spec.placement.iter().enumerate() {
-            if !local_host[host] {
-                let proxy = proxy_hosts.iter().position(|&h| h == host);
-                job.ranks.push(Rank {
-                    pid: 0,
-                    child: None,
-                    status: None,
-                    own_group: false,
-                    proxy,
-                });
-                job.pipes.push(None);
-                job.pipes.push(None);
-                continue;
-            }
-            let mut cmd = Command::new(&spec.program);
-            cmd.args(&spec.args)
-                .env_remove(ENV_BIND)
-                .env(ENV_RANK, rank.to_string())
-                .env(ENV_SIZE, spec.np.to_string())
-                .env(ENV_LOCAL_RANK, local_rank[rank].to_string())
-                .env(ENV_LOCAL_SIZE, local_size[host].to_string())
-                .env(ENV_NODE_ID, host.to_string())
-                .env(ENV_SERVICE, service_addr.to_string())
-                .env(ENV_JOB_KEY, key.to_hex())
-                .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                .stdin(if rank == 0 {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            if !proxy_hosts.is_empty() {
-                cmd.env(ENV_BIND, bind_ip.to_string());
-            }
-            let own_group = !(rank == 0 && stdin_tty);
-            if own_group {
-                cmd.process_group(0);
-            }
-            sys::prepare_child(&mut cmd, bind.then(|| cores[machine_slot % cores.len()]));
-            machine_slot += 1;
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => {
-                    let msg = format!("cannot start rank {rank} ({}): {e}", spec.program.display());
-                    job.exit = Some(127);
-                    job.terminate(libc::SIGKILL);
-                    job.supervise();
-                    return Err(msg);
-                }
-            };
-            let pid = child.id();
-            for (i, stream) in [Stream::Out, Stream::Err].into_iter().enumerate() {
-                let rx = match stream {
-                    Stream::Out => child.stdout.take().map(Receiver::from),
-                    Stream::Err => child.stderr.take().map(Receiver::from),
-                };
-                let token = Token(STDIO_BASE + 2 * rank + i);
-                let entry = job.watch(
-                    rx,
-                    token,
-                    Sink::Rank(LineBuffer::new(rank, stream, spec.tag_output)),
-                );
-                job.pipes.push(entry);
-            }
-            job.ranks.push(Rank {
-                pid,
-                child: Some(child),
-                status: None,
-                own_group,
-                proxy: None,
-            });
-        }
-        // One proxy per remote host, started through the launch agent.
-        let courier_exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the courier executable: {e}"))?;
-        let program = std::fs::canonicalize(&spec.program).unwrap_or_else(|_| spec.program.clone());
-        for (p, &h) in proxy_hosts.iter().enumerate() {
-            let host = &spec.hosts[h].name;
-            let Some((agent, agent_args)) = spec.agent.split_first() else {
-                return Err("empty launch agent".into());
-            };
-            let mut cmd = Command::new(agent);
-            cmd.args(agent_args)
-                .arg(host)
-                .arg(&courier_exe)
-                .arg("proxy")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0);
-            sys::prepare_child(&mut cmd, None);
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => {
-                    job.exit = Some(127);
-                    job.terminate(libc::SIGKILL);
-                    job.supervise();
-                    return Err(format!(
-                        "cannot run the launch agent {agent:?} for {host}: {e}"
-                    ));
-                }
-            };
-            let ranks: Vec<usize> = (0..spec.np).filter(|&r| spec.placement[r] == h).collect();
-            let mut plan = format!("{}\n", crate::proxy::HELLO);
-            let mut env: Vec<(String, String)> = vec![
-                (ENV_SIZE.into(), spec.np.to_string()),
-                (ENV_NODE_ID.into(), h.to_string()),
-                (ENV_SERVICE.into(), service_addr.to_string()),
-                (ENV_JOB_KEY.into(), key.to_hex()),
-            ];
-            env.extend(spec.env.iter().cloned());
-            for (k, v) in &env {
-                plan.push_str(&format!("env {k} {}\n", crate::proxy::hex(v.as_bytes())));
-            }
-            for &r in &ranks {
-                plan.push_str(&format!("rank {r} {}\n", local_rank[r]));
-            }
-            plan.push_str(&format!(
-                "program {}\n",
-                crate::proxy::hex(program.to_string_lossy().as_bytes())
-            ));
-            for a in &spec.args {
-                plan.push_str(&format!("arg {}\n", crate::proxy::hex(a.as_bytes())));
-            }
-            plan.push_str("start\n");
-            let mut stdin = child.stdin.take();
-            if let Some(w) = stdin.as_mut() {
-                use std::io::Write;
-                let _ = w.write_all(plan.as_bytes());
-                let _ = w.flush();
-            }
-            for (i, stream) in [Stream::Out, Stream::Err].into_iter().enumerate() {
-                let rx = match stream {
-                    Stream::Out => child.stdout.take().map(Receiver::from),
-                    Stream::Err => child.stderr.take().map(Receiver::from),
-                };
-                let token = Token(STDIO_BASE + 2 * spec.np + 2 * p + i);
-                let entry = job.watch(
-                    rx,
-                    token,
-                    Sink::Proxy {
-                        proxy: p,
-                        stream,
-                        pending: Vec::new(),
-                    },
-                );
-                job.pipes.push(entry);
-            }
-            job.proxies.push(Proxy {
-                host: host.clone(),
-                child: Some(child),
-                stdin,
-                ranks,
-            });
-        }
-        Ok(job)
-    }
-
     /// Registers a pipe with the event loop.
-    fn watch(&self, rx: Option<Receiver>, token: Token, sink: Sink) -> Option<(Receiver, Sink)> {
+    pub(crate) fn watch(
+        &self,
+        rx: Option<Receiver>,
+        token: Token,
+        sink: Sink,
+    ) -> Option<(Receiver, Sink)> {
         let mut rx = rx?;
         rx.set_nonblocking(true).ok()?;
         self.poll
@@ -483,7 +244,7 @@ impl Job {
     }
 
     /// Sends `sig` to every rank still running.
-    fn terminate(&mut self, sig: i32) {
+    pub(crate) fn terminate(&mut self, sig: i32) {
         for r in &self.ranks {
             if r.child.is_some() {
                 sys::kill(r.pid, r.own_group, sig);
@@ -744,7 +505,7 @@ impl Job {
         self.reap();
     }
 
-    fn supervise(&mut self) -> i32 {
+    pub(crate) fn supervise(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
         let mut service_events = Vec::new();
         let handshake_limit = Duration::from_millis(
@@ -765,28 +526,7 @@ impl Job {
                     break;
                 }
             }
-            let now = Instant::now();
-            if let Some(d) = self.deadline {
-                if now >= d && self.exit.is_none() {
-                    eprintln!(
-                        "courier: the job exceeded its --timeout; terminating {} rank{}",
-                        self.live(),
-                        if self.live() == 1 { "" } else { "s" }
-                    );
-                    self.fail(EXIT_TIMEOUT);
-                    self.deadline = None;
-                }
-            }
-            if let Some(k) = self.kill_at {
-                if now >= k {
-                    self.kill_at = None;
-                    self.terminate(libc::SIGKILL);
-                }
-            }
-            let mut timeout = Duration::from_millis(200);
-            for t in [self.deadline, self.kill_at].into_iter().flatten() {
-                timeout = timeout.min(t.saturating_duration_since(now));
-            }
+            let timeout = self.check_deadlines();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     eprintln!("courier: event loop failed: {e}");
@@ -808,32 +548,62 @@ impl Job {
             }
             service_events.append(&mut self.late_events);
             for ev in service_events.drain(..) {
-                match ev {
-                    ServiceEvent::Joined { .. } => {
-                        // Ranks that already exited cleanly without
-                        // initializing will never join: the job cannot work.
-                        let quitters: Vec<usize> = (0..self.ranks.len())
-                            .filter(|&r| {
-                                self.ranks[r].status.is_some_and(|s| s.success())
-                                    && !self.service.joined(r as u32)
-                            })
-                            .collect();
-                        if let (Some(&r), None) = (quitters.first(), self.exit) {
-                            self.clean_exit_without_init(r);
-                        }
-                    }
-                    ServiceEvent::Abort { rank, code } => {
-                        if self.exit.is_none() {
-                            eprintln!(
-                                "courier: rank {rank} called abort({code}); terminating the job"
-                            );
-                            self.service.broadcast_abort(code);
-                            self.fail(code);
-                        }
-                    }
-                }
+                self.handle_service_event(ev);
             }
         }
         self.exit.unwrap_or(0)
+    }
+
+    /// Ends the job at its `--timeout`, and SIGKILLs what SIGTERM left
+    /// after the grace period. Returns how long the loop may sleep.
+    fn check_deadlines(&mut self) -> Duration {
+        let now = Instant::now();
+        if let Some(d) = self.deadline {
+            if now >= d && self.exit.is_none() {
+                eprintln!(
+                    "courier: the job exceeded its --timeout; terminating {} rank{}",
+                    self.live(),
+                    if self.live() == 1 { "" } else { "s" }
+                );
+                self.fail(EXIT_TIMEOUT);
+                self.deadline = None;
+            }
+        }
+        if let Some(k) = self.kill_at {
+            if now >= k {
+                self.kill_at = None;
+                self.terminate(libc::SIGKILL);
+            }
+        }
+        let mut timeout = Duration::from_millis(200);
+        for t in [self.deadline, self.kill_at].into_iter().flatten() {
+            timeout = timeout.min(t.saturating_duration_since(now));
+        }
+        timeout
+    }
+
+    fn handle_service_event(&mut self, ev: ServiceEvent) {
+        match ev {
+            ServiceEvent::Joined { .. } => {
+                // Ranks that already exited cleanly without initializing
+                // will never join: the job cannot work.
+                let quitters: Vec<usize> = (0..self.ranks.len())
+                    .filter(|&r| {
+                        self.ranks[r].status.is_some_and(|s| s.success())
+                            && !self.service.joined(r as u32)
+                    })
+                    .collect();
+                if let (Some(&r), None) = (quitters.first(), self.exit) {
+                    self.clean_exit_without_init(r);
+                }
+            }
+            ServiceEvent::Abort { rank, code } => {
+                if self.exit.is_none() {
+                    eprintln!("courier: rank {rank} called abort({code}); terminating the job");
+                    self.service.broadcast_abort(code);
+                    self.fail(code);
+                }
+            }
+        }
     }
 }

@@ -198,31 +198,13 @@ fn assemble(
     host: String,
     exchange: impl FnOnce(&PeerCard) -> Result<Vec<PeerCard>>,
 ) -> Result<Universe> {
-    let eager = crate::config::eager_limit();
-    let mut tcp = TcpTransport::new(l.rank, l.size, l.key.clone(), Some(l.bind), tcp_options())
+    let tcp = TcpTransport::new(l.rank, l.size, l.key.clone(), Some(l.bind), tcp_options())
         .map_err(|e| Error::io(None, e))?;
     let tcp_addr = tcp
         .local_addr()
         .ok_or_else(|| Error::Bootstrap("no listening address".into()))?;
     let mode = crate::config::transport_mode().map_err(Error::InvalidArgument)?;
-    let shm = if mode != TransportMode::Tcp && l.local_size > 1 {
-        match ShmTransport::new(
-            l.size,
-            l.local_rank,
-            l.local_size,
-            crate::config::shm_budget(),
-        ) {
-            Ok(s) => Some(s),
-            Err(e) if mode == TransportMode::Shm => {
-                return Err(Error::Bootstrap(format!(
-                    "cannot create a shared-memory segment: {e}"
-                )))
-            }
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
+    let shm = shm_transport(&l, mode)?;
     let card = PeerCard {
         node: l.node,
         tcp: tcp_addr,
@@ -237,12 +219,50 @@ fn assemble(
             l.size
         )));
     }
-    let mut engine = Engine::new(l.rank, l.size, eager);
+    let progress = connect(&l, mode, &cards, tcp, shm)?;
+    Ok(Universe::new(
+        progress,
+        l.rank as usize,
+        l.size as usize,
+        Placement {
+            host,
+            node: l.node,
+            local_rank: l.local_rank as usize,
+            local_size: l.local_size as usize,
+        },
+    ))
+}
+
+/// This rank's shared-memory transport, when it has ranks on its node and
+/// the configuration allows (required with `COURIER_TRANSPORT=shm`).
+fn shm_transport(l: &Layout, mode: TransportMode) -> Result<Option<ShmTransport>> {
+    if mode == TransportMode::Tcp || l.local_size <= 1 {
+        return Ok(None);
+    }
+    let budget = crate::config::shm_budget();
+    match ShmTransport::new(l.size, l.local_rank, l.local_size, budget) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if mode == TransportMode::Shm => Err(Error::Bootstrap(format!(
+            "cannot create a shared-memory segment: {e}"
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The engine and driver of a rank that knows every rank's card: TCP
+/// addresses for all, shared memory for the ranks of its node that offer it.
+fn connect(
+    l: &Layout,
+    mode: TransportMode,
+    cards: &[PeerCard],
+    mut tcp: TcpTransport,
+    mut shm: Option<ShmTransport>,
+) -> Result<Progress> {
+    let mut engine = Engine::new(l.rank, l.size, crate::config::eager_limit());
     engine.set_coop_min(crate::config::cma_coop_min());
     if let Some(share) = crate::config::cma_coop_share() {
         engine.set_coop_share(share);
     }
-    let mut shm = shm;
     let shm_eager = crate::config::shm_eager_limit();
     let cma = crate::config::cma_enabled();
     for (r, c) in cards.iter().enumerate() {
@@ -273,17 +293,7 @@ fn assemble(
     if let Some(s) = shm {
         progress.set_shm(s);
     }
-    Ok(Universe::new(
-        progress,
-        l.rank as usize,
-        l.size as usize,
-        Placement {
-            host,
-            node: l.node,
-            local_rank: l.local_rank as usize,
-            local_size: l.local_size as usize,
-        },
-    ))
+    Ok(progress)
 }
 
 /// Wire-up under a standard process manager (PMI): rank 0 makes the job key;
