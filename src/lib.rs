@@ -35,10 +35,12 @@
 //! # Ok::<(), courier::Error>(())
 //! ```
 //!
-//! Layers (see `docs/architecture.md`): the public API (`universe`, `comm`,
-//! `request`, `coll`) drives `progress`, which connects the sans-IO protocol
-//! `engine` to the `transport`s (self loop, shared memory, TCP); `bootstrap`
-//! wires a job up; `sys` holds the system calls. Tuning knobs: [`config`].
+//! Layers (see `docs/architecture.md`), top to bottom: the API (`universe`,
+//! `comm`, `coll`, `request`, `group`, `status`); the driver (`progress`,
+//! the only layer that does I/O); wire-up (`bootstrap`); the sans-IO
+//! protocol `engine` and the `transport`s (self loop, shared memory, TCP);
+//! and the leaves (`ids`, `error`, [`config`], `wire`, `sys`). Every module
+//! uses only modules below it.
 
 #![deny(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! Connections being set up: accepting, the job-key handshake in both
-//! directions (through the sans-IO [`handshake`](super::handshake) state
+//! directions (through the sans-IO `handshake` state
 //! machines), the duplicate-link decision, and closing strangers that fail
 //! it or stay silent past the handshake timeout.
 

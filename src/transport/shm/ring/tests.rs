@@ -1,0 +1,184 @@
+//! Unit tests of the parent module.
+
+use super::*;
+
+/// Heap memory standing in for a shared segment.
+struct Mem(Vec<u64>);
+impl Mem {
+    fn new(capacity: usize) -> (Mem, RingPtr) {
+        let mut m = Mem(vec![0u64; RingPtr::footprint(capacity).div_ceil(8) + 8]);
+        let p = m.0.as_mut_ptr() as usize;
+        let aligned = (p + 63) & !63;
+        // SAFETY: the Vec outlives every use in the test; aligned to 64 and
+        // big enough (we over-allocated by 64 bytes).
+        let r = unsafe { RingPtr::new(aligned as *mut u8, capacity) };
+        (m, r)
+    }
+}
+// SAFETY: the test hands one end to each thread, as the SPSC contract allows.
+unsafe impl Send for RingPtr {}
+
+#[test]
+fn heap_ring_round_trip() {
+    let mut r = HeapRing::new(1024);
+    assert_eq!(r.push(&[7u8; 100]), 100);
+    assert_eq!(r.push(&[8u8; 100]), 100);
+    let mut out = [0u8; 300];
+    assert_eq!(r.pop(&mut out), 200);
+    assert_eq!(&out[..100], &[7u8; 100]);
+    assert_eq!(&out[100..200], &[8u8; 100]);
+    assert_eq!(r.pop(&mut out), 0);
+}
+
+#[test]
+fn records_are_capped_and_space_comes_back() {
+    let (_m, r) = Mem::new(1024);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    // A quarter of the ring, less the record header, per record.
+    assert_eq!(p.write(&[&[1u8; 1000]]), Ok(248));
+    assert_eq!(p.write(&[&[2u8; 300], &[3u8; 300]]), Ok(248));
+    assert_eq!(p.write(&[&[4u8; 248]]), Ok(248));
+    assert_eq!(p.write(&[&[5u8; 248]]), Ok(248));
+    assert_eq!(p.write(&[&[6u8; 1]]), Ok(0));
+    // A record read in pieces releases its space only at its end.
+    let mut out = [0u8; 100];
+    assert_eq!(c.read(&mut out), Ok(100));
+    assert_eq!(p.write(&[&[6u8; 1]]), Ok(0));
+    let mut out = [0u8; 400];
+    assert_eq!(c.read(&mut out), Ok(400));
+    // The second record took its bytes from the first slice only.
+    assert!(out[..148].iter().all(|&b| b == 1));
+    assert!(out[148..396].iter().all(|&b| b == 2));
+    assert!(out[396..].iter().all(|&b| b == 4));
+    // Two records are free again: 512 bytes.
+    assert_eq!(p.write(&[&[7u8; 300]]), Ok(248));
+    let mut rest = vec![0u8; 2000];
+    assert_eq!(c.read(&mut rest), Ok(244 + 248 + 248));
+    assert!(rest[..244].iter().all(|&b| b == 4));
+    assert!(rest[244..492].iter().all(|&b| b == 5));
+    assert!(rest[492..740].iter().all(|&b| b == 7));
+    assert_eq!(c.read(&mut rest), Ok(0));
+}
+
+#[test]
+fn payload_that_looks_like_a_header_is_not_taken_for_one() {
+    // A lap of 248-byte records (four lines each) whose bytes at every
+    // line start inside a record would read as ready headers in the next
+    // lap; then a lap of small records over them.
+    let cap = 1024usize;
+    let (_m, r) = Mem::new(cap);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let mut forged = vec![0u8; 4 * 248];
+    for rec in 0..4 {
+        for line in 1..4 {
+            let pos = (rec * 256 + line * 64 + cap) as u64;
+            let word = u64::from(stamp_at(pos)) << 32 | 8;
+            let at = rec * 248 + line * 64 - 8;
+            forged[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    let mut sent = 0;
+    let mut got = Vec::new();
+    while sent < forged.len() {
+        let n = p.write(&[&forged[sent..]]).unwrap();
+        assert!(n > 0);
+        sent += n;
+        let mut buf = vec![0u8; n];
+        assert_eq!(c.read(&mut buf), Ok(n));
+        got.extend_from_slice(&buf);
+    }
+    assert_eq!(got, forged);
+    let mut out = [0u8; 64];
+    for i in 0..32u8 {
+        assert_eq!(p.write(&[&[i; 8]]), Ok(8));
+        assert_eq!(c.read(&mut out), Ok(8), "record {i}");
+        assert_eq!(&out[..8], &[i; 8]);
+        assert_eq!(c.read(&mut out), Ok(0), "a forged record after {i}");
+    }
+}
+
+#[test]
+fn empty_slices_are_skipped() {
+    let (_m, r) = Mem::new(1024);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    assert_eq!(p.write(&[&[], &[1, 2, 3]]), Ok(3));
+    let mut out = [0u8; 8];
+    assert_eq!(c.read(&mut out), Ok(3));
+    assert_eq!(&out[..3], &[1, 2, 3]);
+}
+
+#[test]
+fn corrupted_rings_are_detected() {
+    // A ready header with an impossible length.
+    let (_m, r) = Mem::new(256);
+    r.header(0)
+        .store(u64::from(stamp_at(0)) << 32 | 4096, Ordering::Release);
+    let mut c = Consumer::new(r);
+    assert_eq!(c.read(&mut [0u8; 8]), Err(Corrupt));
+    // A published head ahead of the producer.
+    let (_m, r) = Mem::new(256);
+    let mut p = Producer::new(r);
+    r.head().store(u64::MAX - 63, Ordering::Release);
+    // Four records fit without looking at the head; the fifth needs it.
+    for _ in 0..4 {
+        assert_eq!(p.write(&[&[0u8; 100]]), Ok(56));
+    }
+    assert_eq!(p.write(&[&[0u8; 100]]), Err(Corrupt));
+}
+
+#[test]
+fn two_threads_random_sizes_keep_every_byte_in_order() {
+    let (_m, r) = Mem::new(1024);
+    let total: u64 = 2_000_000;
+    let writer = std::thread::spawn(move || {
+        let mut p = Producer::new(r);
+        let mut seq = 0u64;
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut buf = vec![0u8; 700];
+        while seq < total {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let n = ((rng % 700) as usize + 1).min((total - seq) as usize);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = ((seq + i as u64) * 131 % 251) as u8;
+            }
+            let mut off = 0;
+            while off < n {
+                let w = p.write(&[&buf[off..n]]).unwrap();
+                if w == 0 {
+                    std::thread::yield_now();
+                }
+                off += w;
+            }
+            seq += n as u64;
+        }
+    });
+    let mut c = Consumer::new(r);
+    let mut seq = 0u64;
+    let mut buf = vec![0u8; 333];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    while seq < total {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let want = (rng % 333) as usize + 1;
+        let n = c.read(&mut buf[..want]).unwrap();
+        if n == 0 {
+            std::thread::yield_now();
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                b,
+                ((seq + i as u64) * 131 % 251) as u8,
+                "byte {}",
+                seq + i as u64
+            );
+        }
+        seq += n as u64;
+    }
+    writer.join().unwrap();
+}
