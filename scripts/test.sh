@@ -34,8 +34,8 @@ for l in sys.stdin:
         print(m["executable"])'
 }
 bin=$(test_bin --lib)
-for filter in transport::shm engine:: wire:: request::; do
+for filter in transport::shm engine:: wire:: progress::loans; do
   valgrind --error-exitcode=1 --leak-check=no -q "$bin" "$filter" --test-threads 1 >/dev/null
 done
 PROPTEST_CASES=48 valgrind --error-exitcode=1 --leak-check=no -q "$(test_bin --test requests)" >/dev/null
-echo "valgrind memcheck: transport::shm, engine, wire, request unit tests and the request model test clean"
+echo "valgrind memcheck: transport::shm, engine, wire, progress::loans unit tests and the request model test clean"
