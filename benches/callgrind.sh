@@ -7,7 +7,7 @@
 # benches/instructions.rs and this script there and add the [[bench]] entry.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -gt 0 ] && MODES=("$@") || MODES=(blocking window)
+[ $# -gt 0 ] && MODES=("$@") || MODES=(blocking window stream)
 command -v valgrind >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
@@ -30,6 +30,7 @@ for mode in "${MODES[@]}"; do
   per=$(((b - a) / 2000))
   case "$mode" in
     window) echo "$mode: $((per / 64)) instructions per message (isend + irecv + share of wait_all), $per per window of 64" ;;
+    stream) echo "$mode: $((per / 64)) instructions per message (send, then recv of an unexpected message)" ;;
     *) echo "$mode: $per instructions per message (send + recv)" ;;
   esac
 done

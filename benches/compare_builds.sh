@@ -51,11 +51,13 @@ def load(name, r):
     rows = {}
     for line in open(f"{d}/{name}.{kind}.{r}"):
         p = line.split()
-        if len(p) >= 2:
-            try:
+        try:
+            if len(p) >= 2:
                 rows[int(p[0])] = float(p[1])
-            except ValueError:
-                pass
+            elif len(p) == 1:  # barrier: one figure, no size
+                rows[0] = float(p[0])
+        except ValueError:
+            pass
     return rows
 old = [load("old", r) for r in range(1, rounds + 1)]
 new = [load("new", r) for r in range(1, rounds + 1)]

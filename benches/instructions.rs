@@ -6,7 +6,10 @@
 //! self link instead of a ring), N iterations of:
 //! * `blocking`: an 8-byte `send` to self, then the matching `recv`;
 //! * `window`: 64 `isend`s of 8 bytes to self and 64 `irecv`s, then `wait_all`
-//!   (the pattern of `osu_bw`), i.e. 64 messages per iteration.
+//!   (the pattern of `osu_bw`), i.e. 64 messages per iteration;
+//! * `stream`: 64 blocking sends of 8 bytes to self, then 64 receives: every
+//!   message arrives before its receive (the unexpected path, as for a rank
+//!   that falls behind a broadcast's root).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +41,17 @@ fn main() {
                     }
                     courier::wait_all(reqs).unwrap();
                 });
+            }
+        }
+        "stream" => {
+            let mut buf = [0u64; 1];
+            for _ in 0..n {
+                for i in 0..64u64 {
+                    w.send(&[i], 0, 3).unwrap();
+                }
+                for _ in 0..64 {
+                    w.recv(&mut buf, 0, 3).unwrap();
+                }
             }
         }
         other => panic!("unknown mode {other}"),
