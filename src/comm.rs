@@ -103,6 +103,8 @@ pub(crate) struct CommShared {
     pub(crate) coll_depth: Cell<u32>,
     /// A user's reduction operation is running on this communicator.
     pub(crate) in_user_op: Cell<bool>,
+    /// The arena for collectives over shared memory (see `coll::node`).
+    pub(crate) node: RefCell<crate::coll::node::NodeState>,
 }
 
 /// A communicator cut by node: the ranks of this rank's node, and one leader
@@ -269,6 +271,7 @@ impl Communicator {
                 hier: RefCell::new(None),
                 coll_depth: Cell::new(0),
                 in_user_op: Cell::new(false),
+                node: RefCell::new(Default::default()),
                 contexts: self.shared.contexts.clone(),
                 id,
                 rank,
@@ -323,6 +326,7 @@ impl Communicator {
                 hier: RefCell::new(None),
                 coll_depth: Cell::new(0),
                 in_user_op: Cell::new(false),
+                node: RefCell::new(Default::default()),
                 contexts: Rc::new(RefCell::new(ContextIds::new())),
                 id: 0,
                 rank,

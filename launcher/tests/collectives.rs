@@ -19,18 +19,28 @@ fn every_collective_on_1_to_9_ranks() {
 #[test]
 fn every_algorithm_forced() {
     let forced: &[(&str, &[&str])] = &[
+        ("COURIER_BARRIER_ALGORITHM", &["dissemination", "shm"]),
         (
             "COURIER_BCAST_ALGORITHM",
-            &["binomial", "scatter_allgather"],
+            &["binomial", "scatter_allgather", "shm"],
         ),
-        ("COURIER_REDUCE_ALGORITHM", &["binomial", "rabenseifner"]),
+        (
+            "COURIER_REDUCE_ALGORITHM",
+            &["binomial", "rabenseifner", "shm"],
+        ),
         (
             "COURIER_ALLREDUCE_ALGORITHM",
-            &["recursive_doubling", "rabenseifner", "ring", "reduce_bcast"],
+            &[
+                "recursive_doubling",
+                "rabenseifner",
+                "ring",
+                "reduce_bcast",
+                "shm",
+            ],
         ),
         (
             "COURIER_ALLGATHER_ALGORITHM",
-            &["ring", "recursive_doubling", "bruck"],
+            &["ring", "recursive_doubling", "bruck", "shm"],
         ),
         ("COURIER_ALLTOALL_ALGORITHM", &["pairwise", "bruck"]),
         (

@@ -5,7 +5,7 @@
 
 use super::algo::{self, bytes, bytes_mut};
 use super::check::{Coll, Signature};
-use super::{call, check_len, check_root, displacements, tune};
+use super::{arena, call, check_len, check_root, displacements, node, tune};
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
 use bytemuck::Pod;
@@ -16,7 +16,10 @@ impl Communicator {
     pub fn barrier(&self) -> Result<()> {
         let c = self.shared();
         let _in = c.enter(Signature::new(Coll::Barrier), None, || Ok(()))?;
-        algo::barrier_dissemination(c)
+        match tune::barrier(call::<u8>(c, 0, true)?)? {
+            tune::Barrier::Dissemination => algo::barrier_dissemination(c),
+            tune::Barrier::Shm => arena(c)?.barrier(&|| node::job_check(c)),
+        }
     }
 
     /// Copies `buf` from `root` to every rank (`MPI_Bcast`). Every rank
@@ -36,7 +39,8 @@ impl Communicator {
         let c = self.shared();
         let sig = Signature::new(Coll::Bcast).root(root).elems::<T>(buf.len());
         let _in = c.enter(sig, None, || check_root(c, root))?;
-        match tune::bcast(call::<T>(c, buf.len(), true))? {
+        match tune::bcast(call::<T>(c, buf.len(), true)?)? {
+            tune::Bcast::Shm => arena(c)?.bcast(&|| node::job_check(c), bytes_mut(buf), root),
             tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
             tune::Bcast::Pipelined => {
                 algo::bcast_binomial_pipelined(c, bytes_mut(buf), root, tune::segment())
@@ -118,7 +122,10 @@ impl Communicator {
         })?;
         let sz = std::mem::size_of::<T>();
         let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
-        match tune::allgather(call::<T>(c, n, true))? {
+        match tune::allgather(call::<T>(c, n, true)?)? {
+            tune::Allgather::Shm => {
+                arena(c)?.allgather(&|| node::job_check(c), bytes_mut(buf), n * sz)
+            }
             tune::Allgather::Ring => algo::allgather_ring(c, bytes_mut(buf), &d),
             tune::Allgather::RecursiveDoubling => {
                 algo::allgather_recursive_doubling(c, bytes_mut(buf), &d)
@@ -144,7 +151,7 @@ impl Communicator {
             check_len("all_to_all recv", recv.len(), send.len())
         })?;
         let sz = std::mem::size_of::<T>();
-        match tune::alltoall(call::<T>(c, n, true))? {
+        match tune::alltoall(call::<T>(c, n, true)?)? {
             tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
             tune::Alltoall::Pairwise => {
                 let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();

@@ -26,6 +26,7 @@ pub(crate) mod algo;
 pub(crate) mod check;
 mod exchanges;
 pub(crate) mod net;
+pub(crate) mod node;
 pub(crate) mod op;
 mod reductions;
 pub(crate) mod tune;
@@ -93,15 +94,24 @@ pub(super) fn check_op<T: Reducible>(op: Op) -> Result<()> {
 }
 
 /// What the selection table needs to know of a call moving `elems`
-/// elements of `T` per rank.
-pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> tune::Call {
-    tune::Call {
+/// elements of `T` per rank. The first call on a communicator decides
+/// (collectively) whether it gets a shared-memory arena.
+pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result<tune::Call> {
+    let node_slot = node::arena(c)?.map_or(0, |n| n.slot());
+    Ok(tune::Call {
         p: c.size(),
         bytes: elems * std::mem::size_of::<T>(),
         commutative,
         equal: true,
         oversubscribed: c.progress.borrow().oversubscribed(),
-    }
+        node_slot,
+    })
+}
+
+/// The communicator's arena, which the selection table found (an
+/// internal error if it is gone).
+pub(super) fn arena(c: &CommShared) -> Result<std::rc::Rc<node::NodeColl>> {
+    node::arena(c)?.ok_or_else(|| Error::InvalidState("the collective arena vanished".into()))
 }
 
 /// Wraps a user's reduction so that collectives on `c` are refused while

@@ -8,7 +8,8 @@ use super::algo::{self, Reduction};
 use super::check::{Coll, OpCode, Signature};
 use super::op::{Op, Reducible};
 use super::{
-    call, check_len, check_op, check_root, displacements, guarded, tune, with_scratch, UserOp,
+    arena, call, check_len, check_op, check_root, displacements, guarded, node, tune, with_scratch,
+    UserOp,
 };
 use crate::comm::Communicator;
 use crate::error::Result;
@@ -88,7 +89,7 @@ impl Communicator {
             Ok(())
         })?;
         let f = &mut guarded(c, f);
-        let alg = tune::reduce(call::<T>(c, send.len(), commutative))?;
+        let alg = tune::reduce(call::<T>(c, send.len(), commutative)?)?;
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
             recv.copy_from_slice(send);
@@ -108,6 +109,7 @@ impl Communicator {
             tune::Reduce::Rabenseifner => {
                 algo::reduce_rabenseifner(c, Reduction::new(acc, tmp, f), root)
             }
+            tune::Reduce::Shm => arena(c)?.reduce(&|| node::job_check(c), acc, tmp, root, f),
         })
     }
 
@@ -221,7 +223,7 @@ impl Communicator {
         f: UserOp<'_, T>,
     ) -> Result<()> {
         let c = self.shared();
-        let alg = tune::allreduce(call::<T>(c, buf.len(), commutative))?;
+        let alg = tune::allreduce(call::<T>(c, buf.len(), commutative)?)?;
         with_scratch(c, buf.len(), |tmp| match alg {
             tune::Allreduce::RecursiveDoubling => {
                 algo::allreduce_recursive_doubling(c, Reduction::new(buf, tmp, f))
@@ -233,6 +235,7 @@ impl Communicator {
             tune::Allreduce::ReduceBcast => {
                 algo::allreduce_reduce_bcast(c, Reduction::new(buf, tmp, f))
             }
+            tune::Allreduce::Shm => arena(c)?.allreduce(&|| node::job_check(c), buf, tmp, f),
         })
     }
 
@@ -375,7 +378,7 @@ impl Communicator {
             check_len("reduce_scatter: this rank's block", recv.len(), counts[me])
         })?;
         let f = &mut guarded(c, f);
-        match tune::reduce_scatter(call::<T>(c, d[p], commutative))? {
+        match tune::reduce_scatter(call::<T>(c, d[p], commutative)?)? {
             tune::ReduceScatter::Ring => {
                 let mut acc = send.to_vec();
                 with_scratch(c, d[p], |tmp| {

@@ -3,13 +3,18 @@
 //!
 //! | collective | default choice (n: bytes per rank, p: ranks) | override names |
 //! |---|---|---|
-//! | broadcast | binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather` |
-//! | reduce | binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner` |
-//! | all-reduce | recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast` |
-//! | all-gather | equal counts: recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck` |
+//! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
+//! | broadcast | arena up to its cell size; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
+//! | reduce | arena up to its cell size; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
+//! | all-reduce | arena up to its cell size; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
+//! | all-gather | equal counts: arena up to its cell size per rank; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck`, `shm` |
 //! | all-to-all | Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
+//!
+//! The arena (`coll::node`) exists when every rank of the communicator is
+//! on this node and reached through shared memory; its cells hold up to
+//! `COURIER_SHM_COLL_SLOT` bytes (16 KiB, less on big communicators).
 //!
 //! Before the table, an all-reduce with a commutative operation on a
 //! communicator that spans several nodes, with several ranks on at least
@@ -56,6 +61,9 @@ pub(crate) struct Needs {
     pub(crate) pof2: bool,
     /// The same count on every rank.
     pub(crate) equal: bool,
+    /// The communicator's arena for collectives over shared memory (all
+    /// ranks on this node), big enough for the call.
+    pub(crate) node: bool,
 }
 
 impl Needs {
@@ -64,6 +72,7 @@ impl Needs {
         commutative: false,
         pof2: false,
         equal: false,
+        node: false,
     };
 
     /// Whether call `c` satisfies these needs.
@@ -71,6 +80,7 @@ impl Needs {
         (!self.commutative || c.commutative)
             && (!self.pof2 || c.p.is_power_of_two())
             && (!self.equal || c.equal)
+            && (!self.node || c.fits_node())
     }
 }
 
@@ -127,11 +137,19 @@ macro_rules! algorithms {
 }
 
 algorithms!(
+    /// Barrier algorithms.
+    Barrier, "COURIER_BARRIER_ALGORITHM" {
+        Dissemination = "dissemination",
+        Shm = "shm" [node],
+    }
+);
+algorithms!(
     /// Broadcast algorithms.
     Bcast, "COURIER_BCAST_ALGORITHM" {
         Binomial = "binomial",
         Pipelined = "pipelined",
         ScatterAllgather = "scatter_allgather",
+        Shm = "shm" [node],
     }
 );
 algorithms!(
@@ -140,6 +158,7 @@ algorithms!(
         Binomial = "binomial",
         Pipelined = "pipelined",
         Rabenseifner = "rabenseifner" [commutative],
+        Shm = "shm" [node],
     }
 );
 algorithms!(
@@ -149,6 +168,7 @@ algorithms!(
         Rabenseifner = "rabenseifner" [commutative],
         Ring = "ring" [commutative],
         ReduceBcast = "reduce_bcast",
+        Shm = "shm" [node],
     }
 );
 algorithms!(
@@ -157,6 +177,7 @@ algorithms!(
         Ring = "ring",
         RecursiveDoubling = "recursive_doubling" [pof2, equal],
         Bruck = "bruck" [equal],
+        Shm = "shm" [node, equal],
     }
 );
 algorithms!(
@@ -224,14 +245,35 @@ pub(crate) struct Call {
     pub(crate) equal: bool,
     /// More ranks than cores on this node.
     pub(crate) oversubscribed: bool,
+    /// Data bytes per rank of the communicator's shared-memory arena (0:
+    /// no arena: the ranks span nodes or transports, or it is disabled).
+    pub(crate) node_slot: usize,
+}
+
+impl Call {
+    /// Whether the call fits the communicator's shared-memory arena.
+    pub(crate) fn fits_node(&self) -> bool {
+        self.node_slot > 0 && self.bytes <= self.node_slot
+    }
 }
 
 fn large(c: Call) -> bool {
     c.bytes >= LARGE && c.p >= LARGE_MIN_RANKS && !c.oversubscribed
 }
 
+pub(crate) fn barrier(c: Call) -> Result<Barrier> {
+    let default = if c.fits_node() {
+        Barrier::Shm
+    } else {
+        Barrier::Dissemination
+    };
+    Barrier::choose(c, default)
+}
+
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
-    let default = if large(c) {
+    let default = if c.fits_node() {
+        Bcast::Shm
+    } else if large(c) {
         Bcast::ScatterAllgather
     } else {
         Bcast::Binomial
@@ -241,6 +283,7 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
 
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
+        _ if c.fits_node() => Reduce::Shm,
         (true, true) => Reduce::Rabenseifner,
         (true, false) => Reduce::Pipelined,
         (false, _) => Reduce::Binomial,
@@ -250,6 +293,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
+        _ if c.fits_node() => Allreduce::Shm,
         (true, n) if n <= ALLREDUCE_SMALL => Allreduce::RecursiveDoubling,
         (true, _) => Allreduce::Rabenseifner,
         (false, n) if n <= ALLREDUCE_SMALL_NONCOMMUTATIVE => Allreduce::RecursiveDoubling,
@@ -271,6 +315,8 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
+    } else if c.fits_node() {
+        Allgather::Shm
     } else if c.p.is_power_of_two() {
         Allgather::RecursiveDoubling
     } else if c.bytes.saturating_mul(c.p) <= ALLGATHER_BRUCK_TOTAL {
@@ -314,6 +360,7 @@ mod tests {
             commutative: true,
             equal: true,
             oversubscribed: false,
+            node_slot: 0,
         }
     }
 
@@ -382,6 +429,7 @@ mod needs_tests {
             commutative: false,
             equal: false,
             oversubscribed: false,
+            node_slot: 0,
         };
         assert!(!Allgather::RecursiveDoubling.needs().met_by(c));
         assert!(Allgather::RecursiveDoubling.needs().met_by(Call {

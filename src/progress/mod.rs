@@ -135,6 +135,16 @@ impl Progress {
         self.nodes.get(r as usize).copied().unwrap_or(0)
     }
 
+    /// Whether world rank `r` is reached through shared memory.
+    pub(crate) fn is_shm_peer(&self, r: Rank) -> bool {
+        self.links.kind(r) == Some(LinkKind::Shm)
+    }
+
+    /// How this rank waits (spin, yield, block).
+    pub(crate) fn policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
     /// Whether this node runs more ranks than it has cores.
     pub(crate) fn oversubscribed(&self) -> bool {
         self.policy.oversubscribed

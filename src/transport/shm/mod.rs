@@ -19,6 +19,7 @@
 //! `sleeping` bumps `wake` and wakes it (Dekker-style: both sides use SeqCst
 //! between their store and their load, so no wake-up is lost).
 
+pub(crate) mod arena;
 pub(crate) mod ring;
 
 use super::{LinkError, Transport};

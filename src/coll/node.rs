@@ -1,0 +1,511 @@
+//! Collectives over a shared-memory arena, for communicators whose ranks
+//! all share one node: no point-to-point message and no matching on the
+//! way, just cells published and read (see `transport::shm::arena`).
+//!
+//! Every operation takes the next sequence number `s` of the communicator
+//! (the same on every rank: collectives are called in the same order) and
+//! uses the cells of turn `s mod DEPTH`. Before a rank rewrites its cell it
+//! waits until every rank has started operation `s - DEPTH + 1`, and so has
+//! finished reading the cells of operation `s - DEPTH`; that is nearly
+//! always known already from what the rank saw since. A rank can thus run
+//! `DEPTH - 1` operations ahead (a broadcast's root pipelines).
+//!
+//! | operation | what each rank does |
+//! |---|---|
+//! | barrier | publish; wait for every rank's publication |
+//! | broadcast | the root publishes the data; the others publish an empty cell, wait for the root's, copy it out |
+//! | reduce | publish the operand; the root waits for all and folds them in rank order |
+//! | all-reduce | publish the operand; wait for all; fold them in rank order (every rank folds the same bytes in the same order, so all get the same bits) |
+//! | all-gather | publish the block; wait for all; copy every block out |
+//!
+//! Reductions combine in rank order, `((r0 ⊕ r1) ⊕ r2) ⊕ …`, so they serve
+//! non-commutative operations too, and the result is bit-identical on
+//! every rank.
+//!
+//! Waiting follows the rank's policy: spin, then yield the core, then sleep
+//! on the arena's futex (publishers wake sleepers), looking at the job
+//! (aborts, a lost launcher) between sleeps. The arena is made on the
+//! communicator's first collective, once every rank agrees that all of
+//! them share this node through shared memory (two small all-reduces and a
+//! broadcast, once per communicator); otherwise the communicator never
+//! uses it.
+
+use super::algo::{self, bytes, bytes_mut, Reduction};
+use super::UserOp;
+use crate::comm::CommShared;
+use crate::error::Result;
+use crate::progress::WaitPolicy;
+use crate::transport::shm::arena::{Arena, ArenaAddr, DEPTH};
+use bytemuck::Pod;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Whether a communicator has an arena.
+#[derive(Debug, Default)]
+pub(crate) enum NodeState {
+    /// Not decided yet (no collective so far).
+    #[default]
+    Unknown,
+    /// The communicator spans nodes or transports: point-to-point only.
+    Off,
+    On(Rc<NodeColl>),
+}
+
+/// One rank's side of a communicator's arena.
+#[derive(Debug)]
+pub(crate) struct NodeColl {
+    arena: Arena,
+    me: usize,
+    p: usize,
+    /// Sequence number of the last operation.
+    seq: Cell<u64>,
+    /// The highest sequence number seen published by each rank.
+    seen: RefCell<Vec<u64>>,
+    policy: WaitPolicy,
+}
+
+/// `COURIER_SHM_COLL_SLOT`: the largest data bytes per rank and cell in a
+/// communicator's arena (0 disables collectives over shared memory).
+fn slot_limit() -> usize {
+    static SLOT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SLOT.get_or_init(|| {
+        std::env::var("COURIER_SHM_COLL_SLOT")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_SLOT)
+    })
+}
+
+/// Default largest data bytes per rank and cell.
+pub(crate) const DEFAULT_SLOT: usize = 16 * 1024;
+/// An arena of `p` ranks takes about this many bytes at most: cells shrink
+/// (not below [`MIN_SLOT`]) as the communicator grows.
+pub(crate) const ARENA_BUDGET: usize = 4 << 20;
+/// The smallest cell worth an arena.
+pub(crate) const MIN_SLOT: usize = 1024;
+
+/// Data bytes per cell for an arena of `p` ranks (0: no arena).
+pub(crate) fn slot_size(p: usize) -> usize {
+    let limit = slot_limit();
+    if limit == 0 {
+        return 0;
+    }
+    let fair = ARENA_BUDGET / (DEPTH as usize * p.max(1));
+    fair.clamp(MIN_SLOT.min(limit), limit) & !63
+}
+
+/// The arena of `c`, made on first use if every rank can have one.
+/// Collective: every rank of `c` calls it at the same collective.
+pub(crate) fn arena(c: &CommShared) -> Result<Option<Rc<NodeColl>>> {
+    if let NodeState::On(n) = &*c.node.borrow() {
+        return Ok(Some(n.clone()));
+    }
+    if matches!(&*c.node.borrow(), NodeState::Off) {
+        return Ok(None);
+    }
+    let state = setup(c)?;
+    let out = match &state {
+        NodeState::On(n) => Some(n.clone()),
+        _ => None,
+    };
+    *c.node.borrow_mut() = state;
+    Ok(out)
+}
+
+/// All ranks agree on `ok` (bitwise and over the communicator).
+fn agree(c: &CommShared, ok: bool) -> Result<bool> {
+    let mut v = [u64::from(ok)];
+    let mut tmp = [0u64];
+    algo::allreduce_recursive_doubling(
+        c,
+        Reduction::new(&mut v, &mut tmp, &mut |a: &mut [u64], b: &[u64]| {
+            a[0] &= b[0];
+            Ok(())
+        }),
+    )?;
+    Ok(v[0] == 1)
+}
+
+fn setup(c: &CommShared) -> Result<NodeState> {
+    let (p, me) = (c.size(), c.rank());
+    let slot = slot_size(p);
+    let local = p >= 2 && slot > 0 && {
+        let prog = crate::request::lock(&c.progress)?;
+        (0..p).all(|r| {
+            c.world_rank(r)
+                .is_ok_and(|w| r == me || prog.is_shm_peer(w))
+        })
+    };
+    if !agree(c, local)? {
+        return Ok(NodeState::Off);
+    }
+    // Rank 0 makes the arena and tells the others where it is.
+    let made = if me == 0 {
+        Arena::create(p, slot).ok()
+    } else {
+        None
+    };
+    let mut addr = [0u64; 3];
+    if let Some(a) = &made {
+        let ArenaAddr { pid, fd, size } = a.addr();
+        addr = [u64::from(pid), fd as u64, size as u64];
+    }
+    algo::bcast_binomial(c, bytes_mut(&mut addr), 0)?;
+    let arena = match made {
+        Some(a) => Some(a),
+        None if addr[2] > 0 => Arena::open(
+            ArenaAddr {
+                pid: addr[0] as u32,
+                fd: addr[1] as i32,
+                size: addr[2] as usize,
+            },
+            p,
+            slot,
+        )
+        .ok(),
+        None => None,
+    };
+    if !agree(c, arena.is_some())? {
+        return Ok(NodeState::Off);
+    }
+    let Some(arena) = arena else {
+        return Ok(NodeState::Off);
+    };
+    let policy = crate::request::lock(&c.progress)?.policy();
+    Ok(NodeState::On(Rc::new(NodeColl {
+        arena,
+        me,
+        p,
+        seq: Cell::new(0),
+        seen: RefCell::new(vec![0; p]),
+        policy,
+    })))
+}
+
+/// Looks at the job while a rank sleeps in a wait: an error ends the wait
+/// (an abort, a lost launcher).
+pub(crate) type Check<'a> = &'a dyn Fn() -> Result<()>;
+
+/// The check a communicator's collectives make: the driver's progress,
+/// which reads the launcher's notices.
+pub(crate) fn job_check(c: &CommShared) -> Result<()> {
+    crate::request::lock(&c.progress)?
+        .progress_once(Some(Duration::ZERO))
+        .map(|_| ())
+}
+
+impl NodeColl {
+    /// Data bytes a rank may publish per operation.
+    pub(crate) fn slot(&self) -> usize {
+        self.arena.slot()
+    }
+
+    /// Starts the next operation: its sequence number, once every rank has
+    /// started operation `s - DEPTH + 1` (so the cells of this turn are free).
+    fn begin(&self, check: Check<'_>) -> Result<u64> {
+        let s = self.seq.get() + 1;
+        self.seq.set(s);
+        if s >= DEPTH {
+            self.wait_all(check, s - DEPTH + 1, 0..self.p)?;
+        }
+        Ok(s)
+    }
+
+    /// Waits until every rank in `ranks` has published `s` (or later).
+    fn wait_all(&self, check: Check<'_>, s: u64, ranks: impl Iterator<Item = usize>) -> Result<()> {
+        let mut waiter = Waiter::new(self.policy);
+        for r in ranks {
+            if self.seen.borrow()[r] >= s {
+                continue;
+            }
+            loop {
+                let v = self.arena.published(s, r);
+                if v >= s {
+                    self.seen.borrow_mut()[r] = v;
+                    break;
+                }
+                waiter.pause(check, &self.arena, || self.arena.published(s, r) >= s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Barrier.
+    pub(crate) fn barrier(&self, check: Check<'_>) -> Result<()> {
+        let s = self.begin(check)?;
+        self.arena.publish(s, self.me, &[]);
+        self.wait_all(check, s, 0..self.p)
+    }
+
+    /// Broadcast of `buf` (at most `slot` bytes) from `root`.
+    pub(crate) fn bcast(&self, check: Check<'_>, buf: &mut [u8], root: usize) -> Result<()> {
+        let s = self.begin(check)?;
+        if self.me == root {
+            self.arena.publish(s, self.me, buf);
+            return Ok(());
+        }
+        self.arena.publish(s, self.me, &[]);
+        self.wait_all(check, s, std::iter::once(root))?;
+        self.arena.read(s, root, buf);
+        Ok(())
+    }
+
+    /// Reduce of `acc` (at most `slot` bytes) to `root`, in rank order;
+    /// `tmp` is scratch of `acc`'s length.
+    pub(crate) fn reduce<T: Pod>(
+        &self,
+        check: Check<'_>,
+        acc: &mut [T],
+        tmp: &mut [T],
+        root: usize,
+        combine: UserOp<'_, T>,
+    ) -> Result<()> {
+        let s = self.begin(check)?;
+        self.arena.publish(s, self.me, bytes(acc));
+        if self.me != root {
+            return Ok(());
+        }
+        self.wait_all(check, s, 0..self.p)?;
+        self.fold(s, acc, tmp, combine)
+    }
+
+    /// All-reduce of `acc` (at most `slot` bytes), in rank order on every
+    /// rank; `tmp` is scratch of `acc`'s length.
+    pub(crate) fn allreduce<T: Pod>(
+        &self,
+        check: Check<'_>,
+        acc: &mut [T],
+        tmp: &mut [T],
+        combine: UserOp<'_, T>,
+    ) -> Result<()> {
+        let s = self.begin(check)?;
+        self.arena.publish(s, self.me, bytes(acc));
+        self.wait_all(check, s, 0..self.p)?;
+        self.fold(s, acc, tmp, combine)
+    }
+
+    /// Folds the operands published for `s` in rank order into `acc`
+    /// (which holds this rank's own operand on entry).
+    fn fold<T: Pod>(
+        &self,
+        s: u64,
+        acc: &mut [T],
+        tmp: &mut [T],
+        combine: UserOp<'_, T>,
+    ) -> Result<()> {
+        if self.me != 0 {
+            // acc becomes rank 0's operand; this rank's is in its cell.
+            self.arena.read(s, 0, bytes_mut(acc));
+        }
+        for r in 1..self.p {
+            self.arena.read(s, r, bytes_mut(tmp));
+            combine(acc, tmp)?;
+        }
+        Ok(())
+    }
+
+    /// All-gather of equal blocks of `block` bytes; this rank's block is in
+    /// place in `buf`.
+    pub(crate) fn allgather(&self, check: Check<'_>, buf: &mut [u8], block: usize) -> Result<()> {
+        let s = self.begin(check)?;
+        let mine = self.me * block..(self.me + 1) * block;
+        self.arena.publish(s, self.me, &buf[mine]);
+        self.wait_all(check, s, 0..self.p)?;
+        for r in (0..self.p).filter(|&r| r != self.me) {
+            self.arena.read(s, r, &mut buf[r * block..(r + 1) * block]);
+        }
+        Ok(())
+    }
+}
+
+/// Spin, then yield, then sleep (looking at the job between sleeps).
+struct Waiter {
+    policy: WaitPolicy,
+    start: Option<Instant>,
+    rounds: u32,
+    yielding: bool,
+}
+
+impl Waiter {
+    fn new(policy: WaitPolicy) -> Self {
+        Waiter {
+            policy,
+            start: None,
+            rounds: 0,
+            yielding: false,
+        }
+    }
+
+    /// One pause in a wait for `ready`. The clock is read every 64th
+    /// round while spinning (every 4th on an oversubscribed node, whose
+    /// spin is short), and every round once yielding.
+    fn pause(&mut self, check: Check<'_>, arena: &Arena, ready: impl Fn() -> bool) -> Result<()> {
+        self.rounds = self.rounds.wrapping_add(1);
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let clock_every = if self.policy.oversubscribed { 4 } else { 64 };
+        if !self.yielding && self.rounds % clock_every != 0 {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let waited = start.elapsed();
+        if waited < self.policy.spin {
+            std::hint::spin_loop();
+        } else if waited < self.policy.spin + self.policy.yield_for {
+            self.yielding = true;
+            std::thread::yield_now();
+        } else {
+            // Asleep: the job may have ended meanwhile (an abort, a dead
+            // launcher).
+            check()?;
+            arena.sleep_unless(ready, Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `body` on `p` threads, each with its own mapping of one arena.
+    fn run<R: Send>(p: usize, slot: usize, body: impl Fn(&NodeColl) -> R + Sync) -> Vec<R> {
+        let first = Arena::create(p, slot).unwrap();
+        let addr = first.addr();
+        let mut arenas = vec![first];
+        for _ in 1..p {
+            arenas.push(Arena::open(addr, p, slot).unwrap());
+        }
+        let policy = WaitPolicy {
+            spin: Duration::from_micros(50),
+            yield_for: Duration::from_micros(200),
+            block: Duration::from_millis(1),
+            oversubscribed: true,
+        };
+        std::thread::scope(|s| {
+            let body = &body;
+            let handles: Vec<_> = arenas
+                .into_iter()
+                .enumerate()
+                .map(|(me, arena)| {
+                    s.spawn(move || {
+                        let n = NodeColl {
+                            arena,
+                            me,
+                            p,
+                            seq: Cell::new(0),
+                            seen: RefCell::new(vec![0; p]),
+                            policy,
+                        };
+                        body(&n)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    const OK: Check<'static> = &|| Ok(());
+
+    /// A value of rank `r`, element `i`, round `k` whose float sums are not
+    /// exact, so the combination order shows in the bits.
+    fn val(r: usize, i: usize, k: usize) -> f64 {
+        1.0 / (1.0 + r as f64 * 3.7 + i as f64 * 0.013 + k as f64 * 0.5)
+    }
+
+    #[test]
+    fn every_operation_many_rounds_on_1_to_5_ranks() {
+        for p in 1..=5 {
+            let results = run(p, 256, |n| {
+                let me = n.me;
+                let mut sums = Vec::new();
+                // More rounds than cells, so every cell is reused.
+                for k in 0..3 * DEPTH as usize {
+                    n.barrier(OK).unwrap();
+                    let root = k % p;
+                    let mut b = [0u64; 5];
+                    if me == root {
+                        b = [k as u64 + 1; 5];
+                    }
+                    n.bcast(OK, bytemuck::cast_slice_mut(&mut b), root).unwrap();
+                    assert_eq!(b, [k as u64 + 1; 5], "bcast round {k}");
+                    let mut acc: Vec<f64> = (0..7).map(|i| val(me, i, k)).collect();
+                    let mut tmp = vec![0.0; 7];
+                    let add = &mut |a: &mut [f64], b: &[f64]| {
+                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                        Ok(())
+                    };
+                    n.allreduce(OK, &mut acc, &mut tmp, add).unwrap();
+                    let expect: Vec<f64> = (0..7)
+                        .map(|i| (1..p).fold(val(0, i, k), |a, r| a + val(r, i, k)))
+                        .collect();
+                    assert_eq!(acc, expect, "allreduce round {k}: rank order, same bits");
+                    sums.push(acc);
+                    // Non-commutative: string concatenation order as digits.
+                    let mut digits = [me as u64 + 1];
+                    let mut t = [0u64];
+                    let concat = &mut |a: &mut [u64], b: &[u64]| {
+                        a[0] = a[0] * 10 + b[0];
+                        Ok(())
+                    };
+                    n.reduce(OK, &mut digits, &mut t, root, concat).unwrap();
+                    if me == root {
+                        let want = (1..=p as u64).fold(0, |a, d| a * 10 + d);
+                        assert_eq!(digits[0], want, "reduce round {k} in rank order");
+                    }
+                    let mut all = vec![0u32; 3 * p];
+                    all[3 * me..3 * me + 3].copy_from_slice(&[me as u32, k as u32, 7]);
+                    n.allgather(OK, bytemuck::cast_slice_mut(&mut all), 12)
+                        .unwrap();
+                    for r in 0..p {
+                        assert_eq!(all[3 * r..3 * r + 3], [r as u32, k as u32, 7]);
+                    }
+                }
+                sums
+            });
+            assert!(results.windows(2).all(|w| w[0] == w[1]), "p = {p}");
+        }
+    }
+
+    #[test]
+    fn a_root_runs_ahead_by_at_most_depth_minus_one_operations() {
+        // Rank 1 sleeps before each receive: rank 0's broadcasts do not wait
+        // for it until the cells run out, and no data is overwritten early.
+        run(2, 64, |n| {
+            for k in 0..4 * DEPTH {
+                let mut b = [0u64; 2];
+                if n.me == 0 {
+                    b = [k, k * 3];
+                } else {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                n.bcast(OK, bytemuck::cast_slice_mut(&mut b), 0).unwrap();
+                assert_eq!(b, [k, k * 3]);
+                if n.me == 0 {
+                    assert!(n.seq.get() <= n.seen.borrow()[1] + DEPTH);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn an_error_from_the_job_check_ends_a_wait() {
+        let arena = Arena::create(2, 64).unwrap();
+        let n = NodeColl {
+            arena,
+            me: 0,
+            p: 2,
+            seq: Cell::new(0),
+            seen: RefCell::new(vec![0; 2]),
+            policy: WaitPolicy {
+                spin: Duration::ZERO,
+                yield_for: Duration::ZERO,
+                block: Duration::from_millis(1),
+                oversubscribed: true,
+            },
+        };
+        // Rank 1 never comes: the barrier waits until the check fails.
+        let r = n.barrier(&|| Err(crate::error::Error::Aborted { code: 3 }));
+        assert!(matches!(r, Err(crate::error::Error::Aborted { code: 3 })));
+    }
+}

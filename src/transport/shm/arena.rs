@@ -1,0 +1,263 @@
+//! A communicator's collective arena on one node: a shared-memory segment
+//! of *cells*, one per rank and parity, where collectives over shared
+//! memory publish their operands and results without any point-to-point
+//! message (MPICH's release/gather, Open MPI's `coll/sm`).
+//!
+//! A cell is a state word followed by data: a rank writes its data, then
+//! stores the operation's sequence number into the state (release); readers
+//! wait until the state reaches the sequence they want (acquire), then read
+//! the data. Payloads of up to 56 bytes share the state's cache line, so a
+//! small collective moves one line per rank. Each rank has [`DEPTH`] cells,
+//! used in turn (sequence number mod `DEPTH`): a rank may rewrite a cell
+//! only once every rank has started the operation `DEPTH - 1` after the one
+//! that used it last (and so has finished reading it), which lets a rank
+//! run up to `DEPTH - 1` operations ahead of the slowest (a broadcast's
+//! root, say); `coll::node` keeps that rule.
+//!
+//! Layout (offsets in bytes, every part 64-byte aligned):
+//! ```text
+//!   0     magic "CRARENA1", ranks (u64), cell data bytes (u64)
+//!  64     wake: AtomicU32 (futex word), sleepers: AtomicU32
+//! 128     cells: [turn 0: rank 0 .. rank p-1] ... [turn DEPTH-1: rank 0 .. rank p-1]
+//!         cell = state: AtomicU64, then `slot` data bytes, rounded up to 64
+//! ```
+//!
+//! Waiting: a rank about to sleep counts itself in `sleepers`, re-checks its
+//! condition, then sleeps on `wake` (futex); a rank that published and sees
+//! sleepers bumps `wake` and wakes them (SeqCst on both sides, as in the
+//! shm transport, so no wake-up is lost).
+//!
+//! The segment may be mapped by a buggy process of the same user: indices
+//! and lengths are checked against the arena's own geometry, so the worst a
+//! peer can do is make us read garbage bytes or wait, never access memory
+//! outside the mapping.
+
+use crate::sys::{futex, segment::Segment};
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA1");
+const HEADER: usize = 128;
+/// Bytes before a cell's data: the state word.
+const STATE: usize = 8;
+/// Cells per rank, used in turn.
+pub(crate) const DEPTH: u64 = 16;
+
+/// Where a rank finds an arena (sent to the other ranks when it is made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArenaAddr {
+    pub(crate) pid: u32,
+    pub(crate) fd: i32,
+    pub(crate) size: usize,
+}
+
+/// One rank's mapping of a collective arena.
+#[derive(Debug)]
+pub(crate) struct Arena {
+    seg: Segment,
+    ranks: usize,
+    slot: usize,
+    cell: usize,
+}
+
+fn geometry(ranks: usize, slot: usize) -> (usize, usize) {
+    let cell = (STATE + slot).next_multiple_of(64);
+    (cell, HEADER + DEPTH as usize * ranks * cell)
+}
+
+impl Arena {
+    /// Makes an arena for `ranks` ranks with `slot` data bytes per cell.
+    pub(crate) fn create(ranks: usize, slot: usize) -> io::Result<Arena> {
+        let (cell, size) = geometry(ranks, slot);
+        let seg = Segment::create(size)?;
+        seg.prefault(0, size);
+        let a = Arena {
+            seg,
+            ranks,
+            slot,
+            cell,
+        };
+        a.word(8).store(ranks as u64, Ordering::Relaxed);
+        a.word(16).store(slot as u64, Ordering::Relaxed);
+        a.word(0).store(MAGIC, Ordering::Release);
+        Ok(a)
+    }
+
+    /// Maps the arena another rank made, checking that it has the
+    /// geometry this rank expects.
+    pub(crate) fn open(addr: ArenaAddr, ranks: usize, slot: usize) -> io::Result<Arena> {
+        let (cell, size) = geometry(ranks, slot);
+        if addr.size != size {
+            return Err(io::Error::other("collective arena of an unexpected size"));
+        }
+        let seg = Segment::open_peer(addr.pid, addr.fd, size)?;
+        let a = Arena {
+            seg,
+            ranks,
+            slot,
+            cell,
+        };
+        let ok = a.word(0).load(Ordering::Acquire) == MAGIC
+            && a.word(8).load(Ordering::Relaxed) == ranks as u64
+            && a.word(16).load(Ordering::Relaxed) == slot as u64;
+        if !ok {
+            return Err(io::Error::other("not a collective arena of this geometry"));
+        }
+        Ok(a)
+    }
+
+    /// How other ranks map this arena.
+    pub(crate) fn addr(&self) -> ArenaAddr {
+        ArenaAddr {
+            pid: std::process::id(),
+            fd: self.seg.fd(),
+            size: self.seg.len(),
+        }
+    }
+
+    /// Data bytes of a cell.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The 8-byte word at byte offset `at` of the header (0, 8 or 16).
+    fn word(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at <= 16 && at % 8 == 0);
+        // SAFETY: 1. `at` is 0, 8 or 16, inside the 128-byte header of a
+        // page-aligned mapping at least HEADER bytes long, so the word is
+        // valid and 8-byte aligned; 2. the reference borrows `self`, which
+        // keeps the mapping alive; 3. every process accesses these words
+        // atomically only.
+        unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU64) }
+    }
+
+    fn u32_at(&self, at: usize) -> &AtomicU32 {
+        debug_assert!(at == 64 || at == 68);
+        // SAFETY: as in `word`: offsets 64 and 68 are 4-byte aligned words
+        // inside the header, accessed atomically only.
+        unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU32) }
+    }
+
+    /// Start of the cell of `rank` for sequence number `seq` (rank
+    /// checked), or `None`.
+    fn cell_ptr(&self, seq: u64, rank: usize) -> Option<*mut u8> {
+        if rank >= self.ranks {
+            return None;
+        }
+        let index = (seq % DEPTH) as usize * self.ranks + rank;
+        // SAFETY: index < DEPTH * ranks, so the cell lies inside the
+        // mapping, whose size is HEADER + DEPTH * ranks * cell (checked
+        // when mapped).
+        Some(unsafe { self.seg.as_ptr().add(HEADER + index * self.cell) })
+    }
+
+    fn state(&self, seq: u64, rank: usize) -> Option<&AtomicU64> {
+        // SAFETY: the cell starts on a 64-byte boundary inside the mapping
+        // (see `cell_ptr`); its first 8 bytes are the state word, accessed
+        // atomically only; the reference borrows `self` (the mapping).
+        self.cell_ptr(seq, rank)
+            .map(|p| unsafe { &*(p as *const AtomicU64) })
+    }
+
+    /// The state of `rank`'s cell for sequence number `seq`: the last
+    /// sequence number it published there (acquire).
+    pub(crate) fn published(&self, seq: u64, rank: usize) -> u64 {
+        self.state(seq, rank)
+            .map_or(0, |s| s.load(Ordering::Acquire))
+    }
+
+    /// Writes `data` (at most `slot` bytes) into this rank's cell for
+    /// `seq`, then publishes `seq` in its state, and wakes sleepers.
+    pub(crate) fn publish(&self, seq: u64, rank: usize, data: &[u8]) {
+        let (Some(p), Some(state)) = (self.cell_ptr(seq, rank), self.state(seq, rank)) else {
+            return;
+        };
+        let n = data.len().min(self.slot);
+        // SAFETY: 1. `p + STATE .. p + STATE + n` lies inside the cell
+        // (n <= slot); 2. by the arena's protocol no other process reads
+        // this cell's data until the state store below publishes it, and
+        // none writes it (it is this rank's cell); 3. `data` is a separate
+        // local buffer, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(STATE), n) };
+        state.store(seq, Ordering::SeqCst);
+        if self.u32_at(68).load(Ordering::SeqCst) > 0 {
+            self.u32_at(64).fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(self.u32_at(64));
+        }
+    }
+
+    /// Copies the first `out.len()` data bytes (at most `slot`) of
+    /// `rank`'s cell for `seq` into `out`. Call only after `published`
+    /// showed `seq` (or later) there.
+    pub(crate) fn read(&self, seq: u64, rank: usize, out: &mut [u8]) {
+        let Some(p) = self.cell_ptr(seq, rank) else {
+            return;
+        };
+        let n = out.len().min(self.slot);
+        // SAFETY: 1. the range lies inside the cell (n <= slot); 2. the
+        // acquire load that showed the state ordered the writer's data
+        // before this read, and the writer does not rewrite the cell until
+        // this rank has moved on (the arena's protocol); 3. `out` is local
+        // memory, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(p.add(STATE), out.as_mut_ptr(), n) };
+    }
+
+    /// Sleeps (at most `timeout`) unless `ready()` holds once this rank is
+    /// counted among the sleepers; publishers wake it.
+    pub(crate) fn sleep_unless(&self, ready: impl Fn() -> bool, timeout: Duration) {
+        let sleepers = self.u32_at(68);
+        let wake = self.u32_at(64);
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        let seen = wake.load(Ordering::SeqCst);
+        if !ready() {
+            futex::wait(wake, seen, timeout);
+        }
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_mappings_publish_and_read_cells_in_turn() {
+        let a = Arena::create(3, 100).unwrap();
+        let b = Arena::open(a.addr(), 3, 100).unwrap();
+        assert!(Arena::open(a.addr(), 4, 100).is_err(), "wrong geometry");
+        assert_eq!(b.published(1, 2), 0);
+        a.publish(1, 2, &[7u8; 100]);
+        a.publish(2, 2, &[9u8; 10]);
+        assert_eq!((b.published(1, 2), b.published(2, 2)), (1, 2));
+        let mut out = [0u8; 100];
+        b.read(1, 2, &mut out);
+        assert_eq!(out, [7u8; 100]);
+        b.read(2, 2, &mut out[..10]);
+        assert_eq!(out[..10], [9u8; 10]);
+        // Out-of-range ranks and oversized data are refused or cut.
+        a.publish(3, 5, &[1u8; 10]);
+        assert_eq!(b.published(3, 5), 0);
+        a.publish(3, 0, &[3u8; 1000]);
+        let mut big = [0u8; 1000];
+        b.read(3, 0, &mut big);
+        assert!(big[..100].iter().all(|&x| x == 3) && big[100..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn a_sleeper_is_woken_by_a_publish() {
+        let a = Arena::create(2, 8).unwrap();
+        let b = Arena::open(a.addr(), 2, 8).unwrap();
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                a.publish(1, 1, &[1]);
+            });
+            while b.published(1, 1) < 1 {
+                b.sleep_unless(|| b.published(1, 1) >= 1, Duration::from_secs(5));
+            }
+        });
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+}
