@@ -184,7 +184,7 @@ impl Communicator {
         use crate::coll::check::{Coll, Signature};
         let _in = self
             .shared
-            .enter(Signature::new(Coll::Dup), None, || Ok(()))?;
+            .enter(|| Signature::new(Coll::Dup), None, || Ok(()))?;
         let id = self.agree_context_id()?;
         Ok(self.derived(id, self.rank(), self.shared.group.clone()))
     }
@@ -197,7 +197,7 @@ impl Communicator {
         use crate::coll::check::{Coll, Signature};
         let _in = self
             .shared
-            .enter(Signature::new(Coll::Split), None, || Ok(()))?;
+            .enter(|| Signature::new(Coll::Split), None, || Ok(()))?;
         // Everyone learns everyone's (color, key): [has_color, color, key].
         let mine = [u32::from(color.is_some()), color.unwrap_or(0), key as u32];
         let mut all = vec![0u32; 3 * self.size()];

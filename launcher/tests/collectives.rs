@@ -42,7 +42,7 @@ fn every_algorithm_forced() {
             "COURIER_ALLGATHER_ALGORITHM",
             &["ring", "recursive_doubling", "bruck", "shm"],
         ),
-        ("COURIER_ALLTOALL_ALGORITHM", &["pairwise", "bruck"]),
+        ("COURIER_ALLTOALL_ALGORITHM", &["pairwise", "bruck", "shm"]),
         (
             "COURIER_REDUCE_SCATTER_ALGORITHM",
             &["ring", "reduce_scatterv"],

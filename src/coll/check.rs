@@ -279,7 +279,8 @@ impl Drop for Entered<'_> {
 }
 
 impl CommShared {
-    /// Enters a collective described by `sig`. `local` validates this
+    /// Enters a collective described by `sig` (built only when checking:
+    /// hashing a type name costs what a small collective does). `local` validates this
     /// rank's own arguments: without checking its error returns at once;
     /// with checking it is exchanged first, so that no rank is left
     /// waiting for one that gave up. `counts` (v-variants) says which count
@@ -287,14 +288,14 @@ impl CommShared {
     /// `counts[r]`.
     pub(crate) fn enter(
         &self,
-        sig: Signature,
+        sig: impl FnOnce() -> Signature,
         counts: Option<&[usize]>,
         local: impl FnOnce() -> Result<()>,
     ) -> Result<Entered<'_>> {
         if self.in_user_op.get() {
             return Err(Error::InvalidState(format!(
                 "{} called from inside a reduction operation running on the same communicator",
-                Coll::name(sig.coll)
+                Coll::name(sig().coll)
             )));
         }
         crate::request::lock(&self.progress)?;
@@ -306,7 +307,7 @@ impl CommShared {
             return Ok(entered);
         }
         let local = local();
-        let mut mine = sig;
+        let mut mine = sig();
         mine.local_error = u64::from(local.is_err());
         let p = self.size();
         let mut all = vec![0u8; SIG_BYTES * p];

@@ -15,7 +15,7 @@ impl Communicator {
     /// (`MPI_Barrier`; dissemination).
     pub fn barrier(&self) -> Result<()> {
         let c = self.shared();
-        let _in = c.enter(Signature::new(Coll::Barrier), None, || Ok(()))?;
+        let _in = c.enter(|| Signature::new(Coll::Barrier), None, || Ok(()))?;
         match tune::barrier(call::<u8>(c, 0, true)?)? {
             tune::Barrier::Dissemination => algo::barrier_dissemination(c),
             tune::Barrier::Shm => arena(c)?.barrier(&|| node::job_check(c)),
@@ -37,7 +37,7 @@ impl Communicator {
     /// ```
     pub fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Bcast).root(root).elems::<T>(buf.len());
+        let sig = || Signature::new(Coll::Bcast).root(root).elems::<T>(buf.len());
         let _in = c.enter(sig, None, || check_root(c, root))?;
         match tune::bcast(call::<T>(c, buf.len(), true)?)? {
             tune::Bcast::Shm => arena(c)?.bcast(&|| node::job_check(c), bytes_mut(buf), root),
@@ -53,9 +53,11 @@ impl Communicator {
     /// (`size × send.len()` elements at the root; ignored elsewhere) (`MPI_Gather`).
     pub fn gather<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Gather)
-            .root(root)
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Gather)
+                .root(root)
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || {
             check_root(c, root)?;
             if c.rank() == root {
@@ -70,9 +72,11 @@ impl Communicator {
     /// to rank `r` (`MPI_Scatter`).
     pub fn scatter<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Scatter)
-            .root(root)
-            .elems::<T>(recv.len());
+        let sig = || {
+            Signature::new(Coll::Scatter)
+                .root(root)
+                .elems::<T>(recv.len())
+        };
         let _in = c.enter(sig, None, || {
             check_root(c, root)?;
             if c.rank() == root {
@@ -96,7 +100,7 @@ impl Communicator {
     pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let (p, me) = (self.size(), self.rank());
         let c = self.shared();
-        let sig = Signature::new(Coll::AllGather).elems::<T>(send.len());
+        let sig = || Signature::new(Coll::AllGather).elems::<T>(send.len());
         let _in = c.enter(sig, None, || {
             check_len("all_gather", recv.len(), send.len() * p)
         })?;
@@ -110,7 +114,7 @@ impl Communicator {
         let c = self.shared();
         let p = c.size();
         let n = buf.len() / p;
-        let sig = Signature::new(Coll::AllGather).elems::<T>(n);
+        let sig = || Signature::new(Coll::AllGather).elems::<T>(n);
         let _in = c.enter(sig, None, || {
             if buf.len() % p != 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -140,7 +144,7 @@ impl Communicator {
         let c = self.shared();
         let p = c.size();
         let n = send.len() / p;
-        let sig = Signature::new(Coll::AllToAll).elems::<T>(n);
+        let sig = || Signature::new(Coll::AllToAll).elems::<T>(n);
         let _in = c.enter(sig, None, || {
             if send.len() % p != 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -151,7 +155,12 @@ impl Communicator {
             check_len("all_to_all recv", recv.len(), send.len())
         })?;
         let sz = std::mem::size_of::<T>();
-        match tune::alltoall(call::<T>(c, n, true)?)? {
+        let mut how = call::<T>(c, n, true)?;
+        how.node_bytes = std::mem::size_of_val(send);
+        match tune::alltoall(how)? {
+            tune::Alltoall::Shm => {
+                arena(c)?.alltoall(&|| node::job_check(c), bytes(send), bytes_mut(recv), n * sz)
+            }
             tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
             tune::Alltoall::Pairwise => {
                 let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
@@ -164,7 +173,7 @@ impl Communicator {
     /// send and receives the blocks from every rank.
     pub fn all_to_all_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::AllToAll).elems::<T>(buf.len() / c.size());
+        let sig = || Signature::new(Coll::AllToAll).elems::<T>(buf.len() / c.size());
         let _in = c.enter(sig, None, || Ok(()))?;
         let send = buf.to_vec();
         self.all_to_all(&send, buf)
@@ -181,10 +190,12 @@ impl Communicator {
         root: usize,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Gather)
-            .root(root)
-            .elems::<T>(send.len())
-            .counts(counts);
+        let sig = || {
+            Signature::new(Coll::Gather)
+                .root(root)
+                .elems::<T>(send.len())
+                .counts(counts)
+        };
         let mut displs = Vec::new();
         let _in = c.enter(sig, Some(counts), || {
             check_root(c, root)?;
@@ -210,10 +221,12 @@ impl Communicator {
         root: usize,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Scatter)
-            .root(root)
-            .elems::<T>(recv.len())
-            .counts(counts);
+        let sig = || {
+            Signature::new(Coll::Scatter)
+                .root(root)
+                .elems::<T>(recv.len())
+                .counts(counts)
+        };
         let mut displs = Vec::new();
         let _in = c.enter(sig, Some(counts), || {
             check_root(c, root)?;
@@ -236,9 +249,11 @@ impl Communicator {
     pub fn all_gatherv<T: Pod>(&self, send: &[T], recv: &mut [T], counts: &[usize]) -> Result<()> {
         let c = self.shared();
         let (p, me) = (c.size(), c.rank());
-        let sig = Signature::new(Coll::AllGather)
-            .elems::<T>(send.len())
-            .counts(counts);
+        let sig = || {
+            Signature::new(Coll::AllGather)
+                .elems::<T>(send.len())
+                .counts(counts)
+        };
         let mut d = Vec::new();
         let _in = c.enter(sig, Some(counts), || {
             d = displacements(c, counts)?;
@@ -271,7 +286,7 @@ impl Communicator {
         let (p, me) = (c.size(), c.rank());
         // Counts legitimately differ between ranks here: only the
         // collective and the element type are compared.
-        let sig = Signature::new(Coll::AllToAllv).elems::<T>(0);
+        let sig = || Signature::new(Coll::AllToAllv).elems::<T>(0);
         let (mut sd, mut rd) = (Vec::new(), Vec::new());
         let _in = c.enter(sig, None, || {
             sd = displacements(c, send_counts)?;

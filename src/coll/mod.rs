@@ -105,6 +105,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
         equal: true,
         oversubscribed: c.progress.borrow().oversubscribed(),
         node_slot,
+        node_bytes: elems * std::mem::size_of::<T>(),
     })
 }
 

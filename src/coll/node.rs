@@ -17,6 +17,7 @@
 //! | reduce | publish the operand; the root waits for all and folds them in rank order |
 //! | all-reduce | publish the operand; wait for all; fold them in rank order (every rank folds the same bytes in the same order, so all get the same bits) |
 //! | all-gather | publish the block; wait for all; copy every block out |
+//! | all-to-all | publish the blocks for every rank; wait for all; copy this rank's block out of every cell |
 //!
 //! Reductions combine in rank order, `((r0 ⊕ r1) ⊕ r2) ⊕ …`, so they serve
 //! non-commutative operations too, and the result is bit-identical on
@@ -319,6 +320,30 @@ impl NodeColl {
     }
 }
 
+impl NodeColl {
+    /// All-to-all of equal blocks of `block` bytes: `send` holds the block
+    /// for every rank in rank order (at most `slot` bytes), `recv` gets
+    /// rank r's block for this rank at `r * block`.
+    pub(crate) fn alltoall(
+        &self,
+        check: Check<'_>,
+        send: &[u8],
+        recv: &mut [u8],
+        block: usize,
+    ) -> Result<()> {
+        let s = self.begin(check)?;
+        self.arena.publish(s, self.me, send);
+        let mine = self.me * block..(self.me + 1) * block;
+        recv[mine.clone()].copy_from_slice(&send[mine]);
+        self.wait_all(check, s, 0..self.p)?;
+        for r in (0..self.p).filter(|&r| r != self.me) {
+            self.arena
+                .read_at(s, r, self.me * block, &mut recv[r * block..(r + 1) * block]);
+        }
+        Ok(())
+    }
+}
+
 /// Spin, then yield, then sleep (looking at the job between sleeps).
 struct Waiter {
     policy: WaitPolicy,
@@ -452,6 +477,18 @@ mod tests {
                     if me == root {
                         let want = (1..=p as u64).fold(0, |a, d| a * 10 + d);
                         assert_eq!(digits[0], want, "reduce round {k} in rank order");
+                    }
+                    let send: Vec<u32> = (0..p).map(|to| (me * 100 + to + k) as u32).collect();
+                    let mut got = vec![0u32; p];
+                    n.alltoall(
+                        OK,
+                        bytemuck::cast_slice(&send),
+                        bytemuck::cast_slice_mut(&mut got),
+                        4,
+                    )
+                    .unwrap();
+                    for (from, g) in got.iter().enumerate() {
+                        assert_eq!(*g as usize, from * 100 + me + k, "alltoall round {k}");
                     }
                     let mut all = vec![0u32; 3 * p];
                     all[3 * me..3 * me + 3].copy_from_slice(&[me as u32, k as u32, 7]);

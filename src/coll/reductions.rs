@@ -36,10 +36,12 @@ impl Communicator {
         root: usize,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Reduce)
-            .root(root)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Reduce)
+                .root(root)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(send.len())
+        };
         // An operation undefined for T fails on every rank, before any message.
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.reduce_with(send, recv, root, true, &mut |a, b| T::reduce_into(op, a, b))
@@ -50,10 +52,12 @@ impl Communicator {
     /// left as it was).
     pub fn reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op, root: usize) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Reduce)
-            .root(root)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(buf.len());
+        let sig = || {
+            Signature::new(Coll::Reduce)
+                .root(root)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(buf.len())
+        };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         let send = buf.to_vec();
         let mut none = [];
@@ -77,10 +81,12 @@ impl Communicator {
         f: UserOp<'_, T>,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Reduce)
-            .root(root)
-            .op(OpCode::User { commutative })
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Reduce)
+                .root(root)
+                .op(OpCode::User { commutative })
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || {
             check_root(c, root)?;
             if c.rank() == root {
@@ -127,9 +133,11 @@ impl Communicator {
     /// ```
     pub fn all_reduce<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::AllReduce)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::AllReduce)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.all_reduce_with(send, recv, true, &mut |a, b| T::reduce_into(op, a, b))
     }
@@ -138,9 +146,11 @@ impl Communicator {
     /// this rank's operand on entry and the result on return.
     pub fn all_reduce_in_place<T: Reducible>(&self, buf: &mut [T], op: Op) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::AllReduce)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(buf.len());
+        let sig = || {
+            Signature::new(Coll::AllReduce)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(buf.len())
+        };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.all_reduce_in_place_with(buf, true, &mut |a, b| T::reduce_into(op, a, b))
     }
@@ -169,9 +179,11 @@ impl Communicator {
         f: UserOp<'_, T>,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::AllReduce)
-            .op(OpCode::User { commutative })
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::AllReduce)
+                .op(OpCode::User { commutative })
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || {
             check_len("all_reduce", recv.len(), send.len())
         })?;
@@ -187,9 +199,11 @@ impl Communicator {
         f: UserOp<'_, T>,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::AllReduce)
-            .op(OpCode::User { commutative })
-            .elems::<T>(buf.len());
+        let sig = || {
+            Signature::new(Coll::AllReduce)
+                .op(OpCode::User { commutative })
+                .elems::<T>(buf.len())
+        };
         let _in = c.enter(sig, None, || Ok(()))?;
         let f = &mut guarded(c, f);
         // Across nodes: reduce inside each node (shared memory), all-reduce
@@ -253,9 +267,11 @@ impl Communicator {
     /// ```
     pub fn scan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Scan)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Scan)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.scan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
@@ -264,9 +280,11 @@ impl Communicator {
     /// reduction of ranks 0..r; rank 0's `recv` is left untouched.
     pub fn exscan<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Exscan)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Exscan)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.exscan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
@@ -275,9 +293,11 @@ impl Communicator {
     /// order is always kept.
     pub fn scan_with<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Scan)
-            .op(OpCode::User { commutative: false })
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Scan)
+                .op(OpCode::User { commutative: false })
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || check_len("scan", recv.len(), send.len()))?;
         let f = &mut guarded(c, f);
         let mut acc = send.to_vec();
@@ -289,9 +309,11 @@ impl Communicator {
     /// [`exscan`](Self::exscan) with a user operation `f(lower, higher)`.
     pub fn exscan_with<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::Exscan)
-            .op(OpCode::User { commutative: false })
-            .elems::<T>(send.len());
+        let sig = || {
+            Signature::new(Coll::Exscan)
+                .op(OpCode::User { commutative: false })
+                .elems::<T>(send.len())
+        };
         let _in = c.enter(sig, None, || check_len("exscan", recv.len(), send.len()))?;
         let f = &mut guarded(c, f);
         let mut acc = send.to_vec();
@@ -315,9 +337,11 @@ impl Communicator {
     pub fn reduce_scatter<T: Reducible>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
         let counts = vec![recv.len(); self.size()];
         let c = self.shared();
-        let sig = Signature::new(Coll::ReduceScatter)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(recv.len());
+        let sig = || {
+            Signature::new(Coll::ReduceScatter)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(recv.len())
+        };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         self.reduce_scatter_v(send, recv, &counts, op)
     }
@@ -345,10 +369,12 @@ impl Communicator {
         op: Op,
     ) -> Result<()> {
         let c = self.shared();
-        let sig = Signature::new(Coll::ReduceScatter)
-            .op(OpCode::Predefined(op))
-            .elems::<T>(recv.len())
-            .counts(counts);
+        let sig = || {
+            Signature::new(Coll::ReduceScatter)
+                .op(OpCode::Predefined(op))
+                .elems::<T>(recv.len())
+                .counts(counts)
+        };
         let _in = c.enter(sig, Some(counts), || check_op::<T>(op))?;
         self.reduce_scatter_v_with(send, recv, counts, true, &mut |a, b| {
             T::reduce_into(op, a, b)
@@ -367,10 +393,12 @@ impl Communicator {
     ) -> Result<()> {
         let c = self.shared();
         let (p, me) = (c.size(), c.rank());
-        let sig = Signature::new(Coll::ReduceScatter)
-            .op(OpCode::User { commutative })
-            .elems::<T>(recv.len())
-            .counts(counts);
+        let sig = || {
+            Signature::new(Coll::ReduceScatter)
+                .op(OpCode::User { commutative })
+                .elems::<T>(recv.len())
+                .counts(counts)
+        };
         let mut d = Vec::new();
         let _in = c.enter(sig, Some(counts), || {
             d = displacements(c, counts)?;

@@ -8,7 +8,7 @@
 //! | reduce | arena up to its cell size; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
 //! | all-reduce | arena up to its cell size; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
 //! | all-gather | equal counts: arena up to its cell size per rank; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck`, `shm` |
-//! | all-to-all | Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck` |
+//! | all-to-all | arena when all of a rank's blocks fit its cell; Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -185,6 +185,7 @@ algorithms!(
     Alltoall, "COURIER_ALLTOALL_ALGORITHM" {
         Pairwise = "pairwise",
         Bruck = "bruck" [equal],
+        Shm = "shm" [node, equal],
     }
 );
 algorithms!(
@@ -248,12 +249,15 @@ pub(crate) struct Call {
     /// Data bytes per rank of the communicator's shared-memory arena (0:
     /// no arena: the ranks span nodes or transports, or it is disabled).
     pub(crate) node_slot: usize,
+    /// Bytes each rank puts in the arena for the call (`bytes`, or all of
+    /// a rank's blocks for all-to-all).
+    pub(crate) node_bytes: usize,
 }
 
 impl Call {
     /// Whether the call fits the communicator's shared-memory arena.
     pub(crate) fn fits_node(&self) -> bool {
-        self.node_slot > 0 && self.bytes <= self.node_slot
+        self.node_slot > 0 && self.node_bytes <= self.node_slot
     }
 }
 
@@ -328,7 +332,9 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 }
 
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    let default = if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
+    let default = if c.equal && c.fits_node() {
+        Alltoall::Shm
+    } else if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck
     } else {
         Alltoall::Pairwise
@@ -361,6 +367,7 @@ mod tests {
             equal: true,
             oversubscribed: false,
             node_slot: 0,
+            node_bytes: 0,
         }
     }
 
@@ -430,6 +437,7 @@ mod needs_tests {
             equal: false,
             oversubscribed: false,
             node_slot: 0,
+            node_bytes: 0,
         };
         assert!(!Allgather::RecursiveDoubling.needs().met_by(c));
         assert!(Allgather::RecursiveDoubling.needs().met_by(Call {

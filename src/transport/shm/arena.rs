@@ -191,16 +191,25 @@ impl Arena {
     /// `rank`'s cell for `seq` into `out`. Call only after `published`
     /// showed `seq` (or later) there.
     pub(crate) fn read(&self, seq: u64, rank: usize, out: &mut [u8]) {
+        self.read_at(seq, rank, 0, out);
+    }
+
+    /// Like [`Arena::read`], from byte `offset` of the cell's data (the
+    /// part past `slot` is not read).
+    pub(crate) fn read_at(&self, seq: u64, rank: usize, offset: usize, out: &mut [u8]) {
         let Some(p) = self.cell_ptr(seq, rank) else {
             return;
         };
-        let n = out.len().min(self.slot);
-        // SAFETY: 1. the range lies inside the cell (n <= slot); 2. the
-        // acquire load that showed the state ordered the writer's data
-        // before this read, and the writer does not rewrite the cell until
-        // this rank has moved on (the arena's protocol); 3. `out` is local
-        // memory, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(p.add(STATE), out.as_mut_ptr(), n) };
+        let n = out.len().min(self.slot.saturating_sub(offset));
+        if n == 0 {
+            return;
+        }
+        // SAFETY: 1. `offset + n <= slot`, so the range lies inside the
+        // cell; 2. the acquire load that showed the state ordered the
+        // writer's data before this read, and the writer does not rewrite
+        // the cell until this rank has moved on (the arena's protocol);
+        // 3. `out` is local memory, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(p.add(STATE + offset), out.as_mut_ptr(), n) };
     }
 
     /// Sleeps (at most `timeout`) unless `ready()` holds once this rank is
