@@ -31,6 +31,16 @@ fn ordering_thousands_of_mixed_messages() {
     run_body("body_ordering", 4);
 }
 
+/// The smallest rings (16 KiB, records of at most 4 KiB): frames split
+/// across records and small frames batched into one record, both read
+/// through the staged and the in-place paths.
+#[test]
+fn ordering_and_pingpong_through_the_smallest_rings() {
+    let env = [("COURIER_SHM_BUDGET", "1"), ("COURIER_TRANSPORT", "shm")];
+    run_body_env("body_ordering", 4, &env, 120).assert_ranks_passed(4);
+    run_body_env("body_pingpong", 2, &env, 120).assert_ranks_passed(2);
+}
+
 #[test]
 fn truncation_and_bad_arguments_are_errors() {
     run_body("body_errors", 2);

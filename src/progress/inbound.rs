@@ -1,11 +1,17 @@
 //! Bytes coming in: deframing each peer's stream, handing headers to the
 //! engine, and putting payloads where the engine says.
 //!
-//! Incoming bytes are read into a per-peer staging buffer; a large payload
-//! already matched to a receive is read directly into the receive buffer
-//! (and the next read asks only for a header, so the next large payload
-//! also goes straight to its buffer: one copy). Buffered messages the engine
-//! matches later are copied out here, and single-copy parts performed.
+//! From a socket, incoming bytes are read into a per-peer staging buffer
+//! (many frames per system call); a large payload already matched to a
+//! receive is read directly into the receive buffer (and the next read asks
+//! only for a header, so the next large payload also goes straight to its
+//! buffer: one copy). A shared-memory ring tells how large the record at
+//! its front is before it is read (`Links::shm_pending`): a small record is
+//! read whole into staging; of a larger one only the frame header is, and
+//! the payload then goes straight from the ring to its destination (the
+//! receive's buffer when one matched: one copy). Buffered messages the
+//! engine matches later are copied out here, and single-copy parts
+//! performed.
 
 use super::links::{LinkKind, Links};
 use super::loans::BufTable;
@@ -13,10 +19,18 @@ use super::Progress;
 use crate::engine::{CopyPart, Dest, Direction, Engine};
 use crate::ids::Rank;
 use crate::transport::LinkError;
-use crate::wire::{Frame, HEADER_LEN};
+use crate::wire::{Frame, HEADER_LEN, SHORT_HEADER_LEN};
 
 /// Payloads at least this large skip the staging buffer and are read in place.
 const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// Shared-memory records up to this size are read whole into staging (a
+/// short header and up to 80 payload bytes); larger ones header first,
+/// payload in place. Measured on 2 ranks (7 interleaved rounds) against
+/// reading everything through staging: window bandwidth 2 B–4 KiB 6–30%
+/// higher; latency within ±5% at 1–32 B (the second ring read a
+/// header-first small message would cost was 10%).
+const SHM_WHOLE_RECORD: usize = 96;
 const STAGING: usize = 64 * 1024;
 
 /// The payload being received from a peer.
@@ -37,9 +51,6 @@ pub(super) struct InState {
     /// The last payload was read in place: read only a header next, so the
     /// following large payload also goes straight to its buffer (one copy).
     header_only: bool,
-    /// The last read from a shared-memory ring returned less than asked:
-    /// the ring was empty then, so the next read waits for the next poll.
-    drained: bool,
 }
 
 /// What one step of reading a peer did.
@@ -56,6 +67,16 @@ fn bad_header(e: crate::wire::WireError) -> LinkError {
     LinkError(format!("invalid frame header: {e}"))
 }
 
+/// Whether the rest of a `len`-byte payload from a shared-memory ring goes
+/// straight to its destination: when it ends its record (one frame per
+/// record, the usual case) or is not tiny; several small frames batched in
+/// one record (a sender that got ahead) are staged with one read instead of
+/// two per frame.
+fn ring_to_dest(links: &mut Links, peer: Rank, len: usize) -> Result<bool, LinkError> {
+    Ok(links.kind(peer) == Some(LinkKind::Shm)
+        && (len > SHM_WHOLE_RECORD || links.shm_pending(peer)? <= len))
+}
+
 impl InState {
     fn new() -> Self {
         InState {
@@ -64,7 +85,6 @@ impl InState {
             end: 0,
             cur: None,
             header_only: false,
-            drained: false,
         }
     }
 
@@ -107,22 +127,29 @@ impl InState {
             self.end -= self.start;
             self.start = 0;
         }
-        let limit = if self.header_only {
+        let limit = if links.kind(peer) == Some(LinkKind::Shm) {
+            if staged > 0 {
+                hlen // the rest of a header split between records
+            } else {
+                match links.shm_pending(peer)? {
+                    0 => return Ok(Step::Idle),
+                    // Small: whole, one read (a second costs more than
+                    // copying the payload once more).
+                    rec if rec <= SHM_WHOLE_RECORD => rec,
+                    // Larger: the header alone, then the payload straight
+                    // to its destination.
+                    _ => SHORT_HEADER_LEN,
+                }
+            }
+        } else if self.header_only {
             HEADER_LEN
         } else {
             self.rx.len()
         };
-        // A ring (unlike a socket, which must be read until it would block)
-        // is polled again anyway: skip the read that would find it still empty.
-        if self.drained {
-            self.drained = false;
-            return Ok(Step::Idle);
-        }
         let n = links.read(peer, &mut self.rx[self.end..limit])?;
         if n == 0 {
             return Ok(Step::Idle);
         }
-        self.drained = links.kind(peer) == Some(LinkKind::Shm) && self.end + n < limit;
         self.end += n;
         Ok(Step::Refilled)
     }
@@ -151,7 +178,7 @@ impl InState {
             dst[..take].copy_from_slice(&self.rx[self.start..self.start + take]);
             self.start += take;
             cur.off += take;
-        } else if dst.len() >= DIRECT_READ_MIN {
+        } else if dst.len() >= DIRECT_READ_MIN || ring_to_dest(links, peer, dst.len())? {
             let n = links.read(peer, dst)?;
             if n == 0 {
                 return Ok(Step::Idle);

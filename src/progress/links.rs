@@ -88,6 +88,15 @@ impl Links {
         }
     }
 
+    /// Unread bytes of the record at the front of `peer`'s shared-memory
+    /// ring (0 for other links).
+    pub(super) fn shm_pending(&mut self, peer: Rank) -> Result<usize, LinkError> {
+        match (self.kind(peer), self.shm.as_mut()) {
+            (Some(LinkKind::Shm), Some(shm)) => shm.pending(peer),
+            _ => Ok(0),
+        }
+    }
+
     /// Starts opening `peer`'s link if it is a TCP link not yet connected.
     pub(super) fn open(&mut self, peer: Rank) -> Result<(), LinkError> {
         if self.kind(peer) == Some(LinkKind::Tcp) {

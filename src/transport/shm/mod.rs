@@ -212,6 +212,20 @@ impl ShmTransport {
         }
     }
 
+    /// Unread bytes of the record at the front of `peer`'s ring (0: none
+    /// yet, or no ring): lets a reader size its read to what arrived.
+    pub(crate) fn pending(&mut self, peer: Rank) -> Result<usize, LinkError> {
+        let Some(Some(p)) = self.peers.get(peer as usize) else {
+            return Ok(0);
+        };
+        let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
+            return Ok(0);
+        };
+        inbound
+            .pending()
+            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+    }
+
     /// Whether any ring in our segment holds bytes: the cheap check a
     /// spinning rank makes.
     pub(crate) fn any_ready(&mut self) -> bool {

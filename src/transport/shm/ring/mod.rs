@@ -308,6 +308,14 @@ impl Consumer {
         Ok(self.len - self.off)
     }
 
+    /// Unread bytes of the open record, opening the next one if it is
+    /// published (0: nothing to read yet). The producer writes each batch
+    /// of frames as one record, so this tells a reader how large what
+    /// arrived is before it reads any of it.
+    pub(crate) fn pending(&mut self) -> Result<usize, Corrupt> {
+        self.open()
+    }
+
     /// Whether a record is open or published (which may turn out corrupt:
     /// `read` says so).
     #[inline]
