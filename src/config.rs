@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
-//! | `COURIER_SHM_EAGER_LIMIT` | 8192 | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_EAGER_LIMIT` | 4096 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
 //! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all) |
@@ -129,8 +129,11 @@ pub(crate) fn handshake_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(parse_env("COURIER_HANDSHAKE_TIMEOUT_MS").unwrap_or(10_000))
 }
 
-/// Default eager limit between ranks of one node, in bytes.
-pub const DEFAULT_SHM_EAGER_LIMIT: usize = 8 * 1024;
+/// Default eager limit between ranks of one node, in bytes. Larger messages
+/// are pulled single-copy (CMA): at 8 KiB that took latency from 3.1 to
+/// 2.2 µs and bidirectional bandwidth 1.4× higher; at 4 KiB the ring stays
+/// ahead on bandwidth (2 ranks, 5 interleaved rounds).
+pub const DEFAULT_SHM_EAGER_LIMIT: usize = 4 * 1024;
 
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
 pub(crate) fn tcp_buffer() -> Option<usize> {

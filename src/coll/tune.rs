@@ -43,8 +43,8 @@
 //! receiver's reduction, and each segment pays a rendezvous). They are
 //! chosen only where this machine cannot measure (8 or more ranks, each
 //! with a core of its own, large messages), following MPICH's defaults. The all-reduce
-//! switch sits at the shared-memory eager limit: above it, recursive
-//! doubling pays a rendezvous per step on the whole vector while
+//! switch (8 KiB) sits about where recursive doubling's whole-vector steps
+//! turn into a rendezvous each (the shared-memory eager limit) while
 //! Rabenseifner's halves still go eagerly.
 
 use crate::error::{Error, Result};
