@@ -76,6 +76,19 @@ fn collectives_over_tcp_and_without_cma() {
     run_body_env("body_collectives", 4, &[("COURIER_CMA", "0")], 180).assert_ranks_passed(4);
 }
 
+/// The node's arena with its smallest cells (1 KiB) and no size limit:
+/// every collective that goes through it takes many turns.
+#[test]
+fn collectives_through_the_smallest_arena_cells() {
+    let env = [
+        ("COURIER_SHM_COLL_SLOT", "1024"),
+        ("COURIER_SHM_COLL_MAX", "1000000000"),
+    ];
+    for np in [2, 3, 4] {
+        run_body_env("body_collectives", np, &env, 180).assert_ranks_passed(np);
+    }
+}
+
 /// Two "nodes" on this machine (two host entries that are both local get
 /// distinct node ids): shared memory inside each, TCP across, and the
 /// node-aware all-reduce (reduce in the node, all-reduce among leaders,

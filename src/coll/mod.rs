@@ -97,7 +97,11 @@ pub(super) fn check_op<T: Reducible>(op: Op) -> Result<()> {
 /// elements of `T` per rank. The first call on a communicator decides
 /// (collectively) whether it gets a shared-memory arena.
 pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result<tune::Call> {
-    let node_slot = node::arena(c)?.map_or(0, |n| n.slot());
+    let node_slot = match node::arena(c)? {
+        // An element larger than a cell cannot go through the arena.
+        Some(n) if std::mem::size_of::<T>() <= n.slot() => n.slot(),
+        _ => 0,
+    };
     Ok(tune::Call {
         p: c.size(),
         bytes: elems * std::mem::size_of::<T>(),

@@ -10,6 +10,14 @@
 //! always known already from what the rank saw since. A rank can thus run
 //! `DEPTH - 1` operations ahead (a broadcast's root pipelines).
 //!
+//! An operation larger than a cell takes several turns, a cell's worth per
+//! rank each (an all-gather's blocks, a reduction's elements): the root of
+//! a broadcast fills the next cells while the others still copy out the
+//! last ones, and a reduce's contributors publish ahead while the root
+//! folds, so large operations pipeline without any message. Every cell
+//! also carries the byte count of the rank's whole operation: a rank
+//! whose count differs from its peers' gets an error naming the rank.
+//!
 //! | operation | what each rank does |
 //! |---|---|
 //! | barrier | publish; wait for every rank's publication |
@@ -34,7 +42,7 @@
 use super::algo::{self, bytes, bytes_mut, Reduction};
 use super::UserOp;
 use crate::comm::CommShared;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::WaitPolicy;
 use crate::transport::shm::arena::{Arena, ArenaAddr, DEPTH};
 use bytemuck::Pod;
@@ -235,24 +243,56 @@ impl NodeColl {
     /// Barrier.
     pub(crate) fn barrier(&self, check: Check<'_>) -> Result<()> {
         let s = self.begin(check)?;
-        self.arena.publish(s, self.me, &[]);
+        self.arena.publish(s, self.me, &[], 0);
         self.wait_all(check, s, 0..self.p)
     }
 
-    /// Broadcast of `buf` (at most `slot` bytes) from `root`.
-    pub(crate) fn bcast(&self, check: Check<'_>, buf: &mut [u8], root: usize) -> Result<()> {
-        let s = self.begin(check)?;
-        if self.me == root {
-            self.arena.publish(s, self.me, buf);
+    /// Turns an operation of `len` bytes per rank takes: one per cell's
+    /// worth, at least one.
+    fn turns(&self, len: usize) -> usize {
+        let slot = self.slot();
+        if len <= slot {
+            1 // no division on the way of a small operation
+        } else {
+            len.div_ceil(slot.max(1))
+        }
+    }
+
+    /// Checks that `rank` published an operation of `total` bytes for `s`,
+    /// as this rank did: ranks whose counts differ get a clear error
+    /// instead of each other's stale bytes.
+    fn check_total(&self, what: &str, s: u64, rank: usize, total: usize) -> Result<()> {
+        // Compared modulo 2^32, as the arena keeps them.
+        let theirs = self.arena.total(s, rank);
+        if theirs == total as u32 {
             return Ok(());
         }
-        self.arena.publish(s, self.me, &[]);
-        self.wait_all(check, s, std::iter::once(root))?;
-        self.arena.read(s, root, buf);
+        Err(Error::InvalidArgument(format!(
+            "{what}: rank {rank} contributes {theirs} bytes where this rank has {total} \
+             (the ranks' counts must match)"
+        )))
+    }
+
+    /// Broadcast of `buf` from `root`, a cell's worth per turn (the root
+    /// runs up to `DEPTH - 1` turns ahead, so large ones pipeline).
+    pub(crate) fn bcast(&self, check: Check<'_>, buf: &mut [u8], root: usize) -> Result<()> {
+        let total = buf.len();
+        for k in 0..self.turns(total) {
+            let part = chunk(k, self.slot(), total);
+            let s = self.begin(check)?;
+            if self.me == root {
+                self.arena.publish(s, self.me, &buf[part], total as u64);
+                continue;
+            }
+            self.arena.publish(s, self.me, &[], total as u64);
+            self.wait_all(check, s, std::iter::once(root))?;
+            self.check_total("broadcast", s, root, total)?;
+            self.arena.read(s, root, &mut buf[part]);
+        }
         Ok(())
     }
 
-    /// Reduce of `acc` (at most `slot` bytes) to `root`, in rank order;
+    /// Reduce of `acc` to `root`, in rank order, a cell's worth per turn;
     /// `tmp` is scratch of `acc`'s length.
     pub(crate) fn reduce<T: Pod>(
         &self,
@@ -262,17 +302,30 @@ impl NodeColl {
         root: usize,
         combine: UserOp<'_, T>,
     ) -> Result<()> {
-        let s = self.begin(check)?;
-        self.arena.publish(s, self.me, bytes(acc));
-        if self.me != root {
-            return Ok(());
+        let total = std::mem::size_of_val(acc);
+        let per = self.elems_per_turn::<T>();
+        for k in 0..self.turns(total) {
+            let part = chunk(k, per, acc.len());
+            let s = self.begin(check)?;
+            self.arena
+                .publish(s, self.me, bytes(&acc[part.clone()]), total as u64);
+            if self.me == root {
+                self.wait_all(check, s, 0..self.p)?;
+                self.fold(
+                    "reduce",
+                    s,
+                    &mut acc[part.clone()],
+                    &mut tmp[part],
+                    total,
+                    combine,
+                )?;
+            }
         }
-        self.wait_all(check, s, 0..self.p)?;
-        self.fold(s, acc, tmp, combine)
+        Ok(())
     }
 
-    /// All-reduce of `acc` (at most `slot` bytes), in rank order on every
-    /// rank; `tmp` is scratch of `acc`'s length.
+    /// All-reduce of `acc`, in rank order on every rank, a cell's worth per
+    /// turn; `tmp` is scratch of `acc`'s length.
     pub(crate) fn allreduce<T: Pod>(
         &self,
         check: Check<'_>,
@@ -280,21 +333,40 @@ impl NodeColl {
         tmp: &mut [T],
         combine: UserOp<'_, T>,
     ) -> Result<()> {
-        let s = self.begin(check)?;
-        self.arena.publish(s, self.me, bytes(acc));
-        self.wait_all(check, s, 0..self.p)?;
-        self.fold(s, acc, tmp, combine)
+        let total = std::mem::size_of_val(acc);
+        let per = self.elems_per_turn::<T>();
+        for k in 0..self.turns(total) {
+            let part = chunk(k, per, acc.len());
+            let s = self.begin(check)?;
+            self.arena
+                .publish(s, self.me, bytes(&acc[part.clone()]), total as u64);
+            self.wait_all(check, s, 0..self.p)?;
+            let (acc, tmp) = (&mut acc[part.clone()], &mut tmp[part]);
+            self.fold("all-reduce", s, acc, tmp, total, combine)?;
+        }
+        Ok(())
+    }
+
+    /// Elements of `T` a cell holds (the tuner sends no type larger than a
+    /// cell here).
+    fn elems_per_turn<T>(&self) -> usize {
+        (self.slot() / std::mem::size_of::<T>().max(1)).max(1)
     }
 
     /// Folds the operands published for `s` in rank order into `acc`
     /// (which holds this rank's own operand on entry).
     fn fold<T: Pod>(
         &self,
+        what: &str,
         s: u64,
         acc: &mut [T],
         tmp: &mut [T],
+        total: usize,
         combine: UserOp<'_, T>,
     ) -> Result<()> {
+        for r in 0..self.p {
+            self.check_total(what, s, r, total)?;
+        }
         if self.me != 0 {
             // acc becomes rank 0's operand; this rank's is in its cell.
             self.arena.read(s, 0, bytes_mut(acc));
@@ -306,24 +378,29 @@ impl NodeColl {
         Ok(())
     }
 
-    /// All-gather of equal blocks of `block` bytes; this rank's block is in
-    /// place in `buf`.
+    /// All-gather of equal blocks of `block` bytes, a cell's worth of each
+    /// per turn; this rank's block is in place in `buf`.
     pub(crate) fn allgather(&self, check: Check<'_>, buf: &mut [u8], block: usize) -> Result<()> {
-        let s = self.begin(check)?;
-        let mine = self.me * block..(self.me + 1) * block;
-        self.arena.publish(s, self.me, &buf[mine]);
-        self.wait_all(check, s, 0..self.p)?;
-        for r in (0..self.p).filter(|&r| r != self.me) {
-            self.arena.read(s, r, &mut buf[r * block..(r + 1) * block]);
+        for k in 0..self.turns(block) {
+            let part = chunk(k, self.slot(), block);
+            let s = self.begin(check)?;
+            let mine = self.me * block;
+            let data = &buf[mine + part.start..mine + part.end];
+            self.arena.publish(s, self.me, data, block as u64);
+            self.wait_all(check, s, 0..self.p)?;
+            for r in (0..self.p).filter(|&r| r != self.me) {
+                self.check_total("all-gather", s, r, block)?;
+                let at = r * block;
+                self.arena
+                    .read(s, r, &mut buf[at + part.start..at + part.end]);
+            }
         }
         Ok(())
     }
-}
 
-impl NodeColl {
-    /// All-to-all of equal blocks of `block` bytes: `send` holds the block
-    /// for every rank in rank order (at most `slot` bytes), `recv` gets
-    /// rank r's block for this rank at `r * block`.
+    /// All-to-all of equal blocks of `block` bytes in one turn: `send`
+    /// holds the block for every rank in rank order (at most `slot` bytes
+    /// in all), `recv` gets rank r's block for this rank at `r * block`.
     pub(crate) fn alltoall(
         &self,
         check: Check<'_>,
@@ -332,16 +409,22 @@ impl NodeColl {
         block: usize,
     ) -> Result<()> {
         let s = self.begin(check)?;
-        self.arena.publish(s, self.me, send);
+        self.arena.publish(s, self.me, send, send.len() as u64);
         let mine = self.me * block..(self.me + 1) * block;
         recv[mine.clone()].copy_from_slice(&send[mine]);
         self.wait_all(check, s, 0..self.p)?;
         for r in (0..self.p).filter(|&r| r != self.me) {
+            self.check_total("all-to-all", s, r, send.len())?;
             self.arena
                 .read_at(s, r, self.me * block, &mut recv[r * block..(r + 1) * block]);
         }
         Ok(())
     }
+}
+
+/// Part `k` of a `len`-long sequence cut into pieces of `per`.
+fn chunk(k: usize, per: usize, len: usize) -> std::ops::Range<usize> {
+    (k * per).min(len)..((k + 1) * per).min(len)
 }
 
 /// Spin, then yield, then sleep (looking at the job between sleeps).
@@ -501,6 +584,85 @@ mod tests {
                 sums
             });
             assert!(results.windows(2).all(|w| w[0] == w[1]), "p = {p}");
+        }
+    }
+
+    #[test]
+    fn large_operations_take_several_turns() {
+        // 64-byte cells; 1000 elements of 8 bytes = 125 turns, more than
+        // DEPTH, with a short last turn.
+        for p in [2, 3] {
+            run(p, 64, |n| {
+                let me = n.me;
+                let len = 1000;
+                for root in 0..p {
+                    let mut b: Vec<u64> = vec![0; len];
+                    if me == root {
+                        b = (0..len as u64).map(|i| i * 3 + root as u64).collect();
+                    }
+                    n.bcast(OK, bytemuck::cast_slice_mut(&mut b), root).unwrap();
+                    assert!(b
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == i as u64 * 3 + root as u64));
+                    let mut acc: Vec<u64> = (0..len as u64).map(|i| i + me as u64).collect();
+                    let mut tmp = vec![0u64; len];
+                    let add = &mut |a: &mut [u64], b: &[u64]| {
+                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                        Ok(())
+                    };
+                    n.reduce(OK, &mut acc, &mut tmp, root, add).unwrap();
+                    let sum_ranks = (p * (p - 1) / 2) as u64;
+                    if me == root {
+                        assert!(acc
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &x)| x == i as u64 * p as u64 + sum_ranks));
+                    }
+                    let mut acc: Vec<u64> = (0..len as u64).map(|i| i * me as u64).collect();
+                    n.allreduce(OK, &mut acc, &mut tmp, add).unwrap();
+                    assert!(acc
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == i as u64 * sum_ranks));
+                    // Blocks of 301 bytes: 5 turns, the last of 45 bytes.
+                    let block = 301;
+                    let mut all = vec![0u8; block * p];
+                    for (i, x) in all[me * block..(me + 1) * block].iter_mut().enumerate() {
+                        *x = (i * 7 + me) as u8;
+                    }
+                    n.allgather(OK, &mut all, block).unwrap();
+                    for r in 0..p {
+                        let got = &all[r * block..(r + 1) * block];
+                        assert!(got.iter().enumerate().all(|(i, &x)| x == (i * 7 + r) as u8));
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn counts_that_differ_between_ranks_are_an_error() {
+        let errs = run(2, 64, |n| {
+            // Rank 0 broadcasts 16 bytes, rank 1 expects 24: one turn each,
+            // and rank 1 sees the difference.
+            let mut b = vec![1u8; if n.me == 0 { 16 } else { 24 }];
+            let bcast = n.bcast(OK, &mut b, 0).map_err(|e| e.to_string());
+            n.barrier(OK).unwrap();
+            let mut all = vec![0u8; 2 * if n.me == 0 { 8 } else { 4 }];
+            let block = all.len() / 2;
+            let gather = n.allgather(OK, &mut all, block).map_err(|e| e.to_string());
+            (bcast, gather)
+        });
+        assert!(errs[0].0.is_ok());
+        let e = errs[1].0.as_ref().unwrap_err();
+        assert!(
+            e.contains("broadcast: rank 0 contributes 16 bytes where this rank has 24"),
+            "{e}"
+        );
+        for (me, (_, g)) in errs.iter().enumerate() {
+            let e = g.as_ref().unwrap_err();
+            assert!(e.contains(&format!("rank {} contributes", 1 - me)), "{e}");
         }
     }
 

@@ -4,17 +4,20 @@
 //! | collective | default choice (n: bytes per rank, p: ranks) | override names |
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
-//! | broadcast | arena up to its cell size; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
-//! | reduce | arena up to its cell size; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
-//! | all-reduce | arena up to its cell size; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
-//! | all-gather | equal counts: arena up to its cell size per rank; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck`, `shm` |
+//! | broadcast | arena up to 32 KiB on 2 ranks, 512 KiB on more; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
+//! | reduce | arena up to 128 KiB on 2 ranks, 512 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
+//! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
+//! | all-gather | equal counts: arena up to blocks of 64 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck`, `shm` |
 //! | all-to-all | arena when all of a rank's blocks fit its cell; Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
 //! The arena (`coll::node`) exists when every rank of the communicator is
 //! on this node and reached through shared memory; its cells hold up to
-//! `COURIER_SHM_COLL_SLOT` bytes (16 KiB, less on big communicators).
+//! `COURIER_SHM_COLL_SLOT` bytes (16 KiB, less on big communicators), and
+//! larger calls take several turns. `COURIER_SHM_COLL_MAX` replaces the
+//! arena's size limits above (the barrier and all-to-all always use one
+//! cell).
 //!
 //! Before the table, an all-reduce with a commutative operation on a
 //! communicator that spans several nodes, with several ranks on at least
@@ -62,8 +65,11 @@ pub(crate) struct Needs {
     /// The same count on every rank.
     pub(crate) equal: bool,
     /// The communicator's arena for collectives over shared memory (all
-    /// ranks on this node), big enough for the call.
+    /// ranks on this node, an element type no larger than a cell); a call
+    /// larger than a cell takes several turns.
     pub(crate) node: bool,
+    /// The whole call in one cell of the arena.
+    pub(crate) cell: bool,
 }
 
 impl Needs {
@@ -73,6 +79,7 @@ impl Needs {
         pof2: false,
         equal: false,
         node: false,
+        cell: false,
     };
 
     /// Whether call `c` satisfies these needs.
@@ -80,7 +87,8 @@ impl Needs {
         (!self.commutative || c.commutative)
             && (!self.pof2 || c.p.is_power_of_two())
             && (!self.equal || c.equal)
-            && (!self.node || c.fits_node())
+            && (!self.node || c.node_slot > 0)
+            && (!self.cell || c.fits_node())
     }
 }
 
@@ -177,7 +185,7 @@ algorithms!(
         Ring = "ring",
         RecursiveDoubling = "recursive_doubling" [pof2, equal],
         Bruck = "bruck" [equal],
-        Shm = "shm" [node, equal],
+        Shm = "shm" [node, equal, cell],
     }
 );
 algorithms!(
@@ -185,7 +193,7 @@ algorithms!(
     Alltoall, "COURIER_ALLTOALL_ALGORITHM" {
         Pairwise = "pairwise",
         Bruck = "bruck" [equal],
-        Shm = "shm" [node, equal],
+        Shm = "shm" [node, equal, cell],
     }
 );
 algorithms!(
@@ -208,6 +216,39 @@ algorithms!(
 pub(crate) const LARGE: usize = 512 * 1024;
 /// Fewest ranks for which [`LARGE`] applies.
 pub(crate) const LARGE_MIN_RANKS: usize = 8;
+/// Largest bytes per rank a collective sends through the node's arena
+/// (several turns above a cell's worth), on two ranks and on more: above
+/// it the point-to-point algorithms' single-copy transfers win. From
+/// `benches/compare_builds.sh` sweeps of the arena against them at 2 and 4
+/// ranks on a 2-core VM (BENCHMARKS.md): on two ranks the arena stops
+/// winning at 64 KiB (broadcast, all-reduce), 128 KiB (all-gather) and
+/// 256 KiB (reduce); on four, the arena's copies overlap the other ranks'
+/// and it wins up to 1 MiB, except all-reduce (128 KiB).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeMax {
+    pub(crate) two: usize,
+    pub(crate) more: usize,
+}
+/// Broadcast: see [`NodeMax`].
+pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
+    two: 32 * 1024,
+    more: 512 * 1024,
+};
+/// Reduce: see [`NodeMax`].
+pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
+    two: 128 * 1024,
+    more: 512 * 1024,
+};
+/// All-reduce: see [`NodeMax`].
+pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
+    two: 32 * 1024,
+    more: 64 * 1024,
+};
+/// All-gather (bytes per block): see [`NodeMax`].
+pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
+    two: 64 * 1024,
+    more: 256 * 1024,
+};
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
 pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
 /// All-reduce with a non-commutative op: recursive doubling up to this many bytes.
@@ -255,9 +296,26 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// Whether the call fits the communicator's shared-memory arena.
+    /// Whether the call fits one cell of the communicator's shared-memory
+    /// arena.
     pub(crate) fn fits_node(&self) -> bool {
         self.node_slot > 0 && self.node_bytes <= self.node_slot
+    }
+
+    /// Whether the call goes through the arena by default: it has one and
+    /// the call is at most `max` bytes per rank (`COURIER_SHM_COLL_MAX`
+    /// overrides `max` for every collective).
+    fn node_up_to(&self, max: NodeMax) -> bool {
+        let max = if self.p <= 2 { max.two } else { max.more };
+        static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
+        let max = OVERRIDE
+            .get_or_init(|| {
+                std::env::var("COURIER_SHM_COLL_MAX")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(max);
+        self.node_slot > 0 && self.node_bytes <= max.max(self.node_slot)
     }
 }
 
@@ -275,7 +333,7 @@ pub(crate) fn barrier(c: Call) -> Result<Barrier> {
 }
 
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
-    let default = if c.fits_node() {
+    let default = if c.node_up_to(NODE_BCAST_MAX) {
         Bcast::Shm
     } else if large(c) {
         Bcast::ScatterAllgather
@@ -287,7 +345,7 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
 
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
-        _ if c.fits_node() => Reduce::Shm,
+        _ if c.node_up_to(NODE_REDUCE_MAX) => Reduce::Shm,
         (true, true) => Reduce::Rabenseifner,
         (true, false) => Reduce::Pipelined,
         (false, _) => Reduce::Binomial,
@@ -297,7 +355,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
-        _ if c.fits_node() => Allreduce::Shm,
+        _ if c.node_up_to(NODE_ALLREDUCE_MAX) => Allreduce::Shm,
         (true, n) if n <= ALLREDUCE_SMALL => Allreduce::RecursiveDoubling,
         (true, _) => Allreduce::Rabenseifner,
         (false, n) if n <= ALLREDUCE_SMALL_NONCOMMUTATIVE => Allreduce::RecursiveDoubling,
@@ -319,7 +377,7 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
-    } else if c.fits_node() {
+    } else if c.node_up_to(NODE_ALLGATHER_MAX) {
         Allgather::Shm
     } else if c.p.is_power_of_two() {
         Allgather::RecursiveDoubling

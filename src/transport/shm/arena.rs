@@ -4,10 +4,20 @@
 //! message (MPICH's release/gather, Open MPI's `coll/sm`).
 //!
 //! A cell is a state word followed by data: a rank writes its data, then
-//! stores the operation's sequence number into the state (release); readers
-//! wait until the state reaches the sequence they want (acquire), then read
-//! the data. Payloads of up to 56 bytes share the state's cache line, so a
-//! small collective moves one line per rank. Each rank has [`DEPTH`] cells,
+//! stores the operation's sequence number and length into the state (one
+//! store, release); readers wait until the state shows the sequence they
+//! want (acquire), then read the data. The length is the byte count of the
+//! rank's whole operation (a large one takes several turns), so a reader
+//! can tell that the ranks' counts differ. Payloads of up to 56 bytes share
+//! the state's cache line, so a small collective moves one line per rank.
+//! (A separate length word cost a second transfer of that line whenever
+//! the other rank polled between the two stores: a back-to-back 64-byte
+//! broadcast took twice as long.)
+//!
+//! The state packs the low 32 bits of the sequence number (high half) and
+//! of the length (low half). Ranks of one arena are never more than
+//! `DEPTH` operations apart, so the full sequence number is recovered from
+//! the one a reader expects (wrapping arithmetic). Each rank has [`DEPTH`] cells,
 //! used in turn (sequence number mod `DEPTH`): a rank may rewrite a cell
 //! only once every rank has started the operation `DEPTH - 1` after the one
 //! that used it last (and so has finished reading it), which lets a rank
@@ -19,7 +29,8 @@
 //!   0     magic "CRARENA1", ranks (u64), cell data bytes (u64)
 //!  64     wake: AtomicU32 (futex word), sleepers: AtomicU32
 //! 128     cells: [turn 0: rank 0 .. rank p-1] ... [turn DEPTH-1: rank 0 .. rank p-1]
-//!         cell = state: AtomicU64, then `slot` data bytes, rounded up to 64
+//!         cell = state: AtomicU64 (seq << 32 | length), then `slot` data
+//!                bytes, rounded up to 64
 //! ```
 //!
 //! Waiting: a rank about to sleep counts itself in `sleepers`, re-checks its
@@ -160,16 +171,32 @@ impl Arena {
             .map(|p| unsafe { &*(p as *const AtomicU64) })
     }
 
-    /// The state of `rank`'s cell for sequence number `seq`: the last
-    /// sequence number it published there (acquire).
-    pub(crate) fn published(&self, seq: u64, rank: usize) -> u64 {
+    /// The length `rank` published with its data for `seq` (low 32 bits
+    /// of the operation's byte count). Call only after `published` showed
+    /// `seq` there.
+    pub(crate) fn total(&self, seq: u64, rank: usize) -> u32 {
         self.state(seq, rank)
-            .map_or(0, |s| s.load(Ordering::Acquire))
+            .map_or(0, |s| s.load(Ordering::Acquire) as u32)
+    }
+
+    /// The sequence number `rank` last published in its cell for turn
+    /// `seq` (acquire): `seq` or later once it has published `seq`,
+    /// earlier before.
+    pub(crate) fn published(&self, seq: u64, rank: usize) -> u64 {
+        let Some(state) = self.state(seq, rank) else {
+            return 0;
+        };
+        let low = (state.load(Ordering::Acquire) >> 32) as u32;
+        // The cell holds `seq` itself, an older turn's number (before), or
+        // a newer one (after): all within 2^31 of `seq`.
+        let ahead = low.wrapping_sub(seq as u32) as i32;
+        seq.saturating_add_signed(i64::from(ahead))
     }
 
     /// Writes `data` (at most `slot` bytes) into this rank's cell for
-    /// `seq`, then publishes `seq` in its state, and wakes sleepers.
-    pub(crate) fn publish(&self, seq: u64, rank: usize, data: &[u8]) {
+    /// `seq`, then publishes `seq` and `total` (the byte count of the
+    /// rank's whole operation) in its state, and wakes sleepers.
+    pub(crate) fn publish(&self, seq: u64, rank: usize, data: &[u8], total: u64) {
         let (Some(p), Some(state)) = (self.cell_ptr(seq, rank), self.state(seq, rank)) else {
             return;
         };
@@ -180,7 +207,7 @@ impl Arena {
         // none writes it (it is this rank's cell); 3. `data` is a separate
         // local buffer, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(STATE), n) };
-        state.store(seq, Ordering::SeqCst);
+        state.store((seq << 32) | (total & 0xffff_ffff), Ordering::SeqCst);
         if self.u32_at(68).load(Ordering::SeqCst) > 0 {
             self.u32_at(64).fetch_add(1, Ordering::SeqCst);
             futex::wake_all(self.u32_at(64));
@@ -236,18 +263,24 @@ mod tests {
         let b = Arena::open(a.addr(), 3, 100).unwrap();
         assert!(Arena::open(a.addr(), 4, 100).is_err(), "wrong geometry");
         assert_eq!(b.published(1, 2), 0);
-        a.publish(1, 2, &[7u8; 100]);
-        a.publish(2, 2, &[9u8; 10]);
+        a.publish(1, 2, &[7u8; 100], 300);
+        a.publish(2, 2, &[9u8; 10], 10);
         assert_eq!((b.published(1, 2), b.published(2, 2)), (1, 2));
+        assert_eq!((b.total(1, 2), b.total(2, 2)), (300, 10));
+        // Sequence numbers past 32 bits: recovered around the expected one.
+        let big = (1u64 << 32) + 5;
+        a.publish(big, 1, &[1], 1);
+        assert_eq!(b.published(big, 1), big);
+        assert!(b.published(big + DEPTH, 1) < big + DEPTH);
         let mut out = [0u8; 100];
         b.read(1, 2, &mut out);
         assert_eq!(out, [7u8; 100]);
         b.read(2, 2, &mut out[..10]);
         assert_eq!(out[..10], [9u8; 10]);
         // Out-of-range ranks and oversized data are refused or cut.
-        a.publish(3, 5, &[1u8; 10]);
+        a.publish(3, 5, &[1u8; 10], 10);
         assert_eq!(b.published(3, 5), 0);
-        a.publish(3, 0, &[3u8; 1000]);
+        a.publish(3, 0, &[3u8; 1000], 1000);
         let mut big = [0u8; 1000];
         b.read(3, 0, &mut big);
         assert!(big[..100].iter().all(|&x| x == 3) && big[100..].iter().all(|&x| x == 0));
@@ -261,7 +294,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(50));
-                a.publish(1, 1, &[1]);
+                a.publish(1, 1, &[1], 1);
             });
             while b.published(1, 1) < 1 {
                 b.sleep_unless(|| b.published(1, 1) >= 1, Duration::from_secs(5));
