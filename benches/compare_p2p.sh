@@ -3,7 +3,8 @@
 #   TRANSPORT=shm (default): Courier (shared memory) vs Open MPI and MPICH, each
 #                            with its default single-host path;
 #   TRANSPORT=tcp:           Courier over TCP vs Open MPI's TCP BTL.
-# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] benches/compare_p2p.sh [latency|bw|bibw ...]
+# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr ...]
+# (NP: ranks of mbw_mr, NP/2 pairs; the table compares its messages per second.)
 # Every system runs ROUNDS times, interleaved; the table shows medians and the
 # ratio Courier/peer (latency: lower is better; bandwidth: higher is better),
 # taken per round (runs seconds apart) and then the median over rounds.
@@ -13,6 +14,7 @@ TRANSPORT=${TRANSPORT:-shm}
 ROUNDS=${ROUNDS:-5}
 MIN=${MIN:-1}
 MAX=${MAX:-$((4 << 20))}
+NP=${NP:-2}
 [ $# -gt 0 ] && KINDS=("$@") || KINDS=(latency bw)
 if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev mpich >/dev/null
@@ -28,15 +30,18 @@ case "$TRANSPORT" in
   *) echo "TRANSPORT must be shm or tcp" >&2; exit 2 ;;
 esac
 run() { # system kind
+  local n=2 bind="--bind-to core"
+  [ "$2" = mbw_mr ] && n=$NP
+  [ "$n" -gt 2 ] && bind="--oversubscribe --bind-to none" # more ranks than cores
   case "$1" in
-    courier) ./target/release/courier bench "$2" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" ;;
+    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" ;;
     ompi)
       if [ "$TRANSPORT" = tcp ]; then
-        mpirun.openmpi -n 2 --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"
+        mpirun.openmpi -n "$n" --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"
       else
-        mpirun.openmpi -n 2 --bind-to core "$out/p2p_ompi" "$2" "$MIN" "$MAX"
+        mpirun.openmpi -n "$n" $bind "$out/p2p_ompi" "$2" "$MIN" "$MAX"
       fi ;;
-    mpich) mpiexec.mpich -n 2 -bind-to core "$out/p2p_mpich" "$2" "$MIN" "$MAX" ;;
+    mpich) mpiexec.mpich -n "$n" -bind-to "$([ "$n" -gt 2 ] && echo none || echo core)" "$out/p2p_mpich" "$2" "$MIN" "$MAX" ;;
   esac
 }
 for kind in "${KINDS[@]}"; do
@@ -55,8 +60,8 @@ def load(name):
         rows = {}
         for line in open(f"{d}/{name}.{kind}.{r}"):
             p = line.split()
-            if len(p) == 2:
-                rows[int(p[0])] = float(p[1])
+            if len(p) in (2, 3):  # mbw_mr: size, MB/s, messages/s
+                rows[int(p[0])] = float(p[-1])
         runs.append(rows)
     return runs
 raw = {s: load(s) for s in systems}
@@ -66,7 +71,7 @@ t = {s: {size: statistics.median(run[size] for run in raw[s]) for size in raw[s]
 # can change between rounds (see BENCHMARKS.md on bimodal runs).
 def ratio(p, size):
     return statistics.median(raw["courier"][r][size] / raw[p][r][size] for r in range(rounds))
-unit = "us" if kind == "latency" else "MB/s"
+unit = {"latency": "us", "mbw_mr": "messages/s"}.get(kind, "MB/s")
 peers = systems[1:]
 print(f"## {kind} ({transport}), medians of {rounds} interleaved rounds, {unit}; ratios: median of per-round ratios")
 print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " |")

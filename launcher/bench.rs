@@ -10,6 +10,9 @@
 //! * bw: rank 0 posts a window of 64 nonblocking sends, rank 1 64 receives,
 //!   then a 4-byte acknowledgement returns; bandwidth = bytes / time.
 //! * bibw: both ranks post 64 receives and 64 sends per window.
+//! * mbw_mr: n/2 pairs (rank i sends to rank i + n/2) run the bw pattern at
+//!   once; aggregate bandwidth and messages per second over all pairs, from
+//!   the slowest sender's time.
 //!
 //! Iterations and warm-up follow OSU: 10000/100 for sizes up to 8 KiB and
 //! 1000/10 above for latency; 100/10 and 20/2 for the windowed tests.
@@ -35,6 +38,10 @@ pub(crate) enum Kind {
     Bw,
     /// Bidirectional bandwidth (osu_bibw).
     Bibw,
+    /// Multi-pair bandwidth and message rate: ranks 0..n/2 each stream
+    /// windows of 64 messages to rank i + n/2 (osu_mbw_mr).
+    #[value(name = "mbw_mr")]
+    MbwMr,
     /// Job start-up: wall time of a job that only initializes and finalizes,
     /// and the time spent in `courier::init()` (osu_init).
     Startup,
@@ -175,6 +182,9 @@ fn check_launch(args: &BenchArgs) -> Result<(), String> {
     if args.np == 0 {
         return Err("-n must be at least 1".into());
     }
+    if args.kind == Some(Kind::MbwMr) && args.np % 2 != 0 {
+        return Err("mbw_mr pairs ranks: -n must be even".into());
+    }
     Ok(())
 }
 
@@ -290,6 +300,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
             Kind::Latency => latency(&world, args),
             Kind::Bw => bandwidth(&world, args, false),
             Kind::Bibw => bandwidth(&world, args, true),
+            Kind::MbwMr => message_rate(&world, args),
             Kind::Startup => Ok(()),
             coll => collective(&world, args, coll),
         };
@@ -449,6 +460,76 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
         }
     }
     sync(w).map_err(e)
+}
+
+/// osu_mbw_mr: `n/2` sender-receiver pairs stream windows at once.
+fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let (p, me) = (w.size(), w.rank());
+    let pairs = p / 2;
+    let sender = me < pairs;
+    let peer = if sender { me + pairs } else { me - pairs };
+    if me == 0 {
+        println!(
+            "# Courier Multiple Bandwidth / Message Rate Test ({})",
+            transport_name()
+        );
+        println!("# [ pairs: {pairs} ] [ window size: {WINDOW} ]");
+        println!("# Size                  MB/s        Messages/s");
+    }
+    let max = args.max_size;
+    let mut sbuf = vec![0u8; max];
+    let mut rbufs = vec![0u8; max * WINDOW];
+    for size in sizes(args) {
+        let (n, skip) = iters(args, size, (100, 10), (20, 2));
+        w.barrier().map_err(e)?;
+        let secs = timed(n, skip, |i| {
+            if args.validate && sender {
+                fill(&mut sbuf[..size], size, i);
+            }
+            courier::scope(|s| -> Result<(), Error> {
+                let mut reqs = Vec::with_capacity(WINDOW);
+                if sender {
+                    for _ in 0..WINDOW {
+                        reqs.push(w.isend(s, &sbuf[..size], peer, TAG)?);
+                    }
+                } else {
+                    for chunk in rbufs.chunks_mut(size.max(1)).take(WINDOW) {
+                        reqs.push(w.irecv(s, &mut chunk[..size], peer, TAG)?);
+                    }
+                }
+                courier::wait_all(reqs)?;
+                Ok(())
+            })
+            .map_err(e)?;
+            let mut ack = [0u8; 4];
+            if sender {
+                w.recv(&mut ack, peer, ACK_TAG).map_err(e)?;
+            } else {
+                w.send(&ack, peer, ACK_TAG).map_err(e)?;
+                if args.validate {
+                    for chunk in rbufs.chunks(size.max(1)).take(WINDOW) {
+                        check(&chunk[..size], size, i)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        // The pairs ran at once: the slowest sender's time is the job's.
+        let mut slowest = [0f64];
+        w.all_reduce(
+            &[if sender { secs } else { 0.0 }],
+            &mut slowest,
+            courier::Op::Max,
+        )
+        .map_err(e)?;
+        if me == 0 {
+            let rate = (pairs * n * WINDOW) as f64 / slowest[0];
+            let mbps = rate * size as f64 / 1e6;
+            println!("{size:<10}{mbps:>18.2}{rate:>18.2}");
+        }
+    }
+    w.barrier().map_err(e)
 }
 
 /// OSU collective methodology: for each size, warm-up iterations, then the

@@ -4,7 +4,9 @@
  *            8 KiB, 1000/10 above.
  *   bw:      window of 64 MPI_Isend, MPI_Waitall, 4-byte ack; 100/10 and 20/2.
  *   bibw:    both sides post 64 Irecv + 64 Isend per window.
- * Usage: osu_p2p latency|bw|bibw [min_size] [max_size]
+ *   mbw_mr:  n/2 pairs (rank i sends to i + n/2) run the bw pattern at
+ *            once; aggregate MB/s and messages/s from the slowest sender.
+ * Usage: osu_p2p latency|bw|bibw|mbw_mr [min_size] [max_size]
  * Build: mpicc.openmpi -O2 -o osu_p2p_ompi osu_p2p.c
  */
 #include <mpi.h>
@@ -29,11 +31,40 @@ int main(int argc, char **argv) {
     int peer = 1 - rank;
     if (rank == 0) {
         if (!strcmp(kind, "latency")) printf("# Size          Latency (us)\n");
+        else if (!strcmp(kind, "mbw_mr")) printf("# Size                  MB/s        Messages/s\n");
         else printf("# Size      Bandwidth (MB/s)\n");
         fflush(stdout);
     }
+    int pairs = size / 2;
+    int mr = !strcmp(kind, "mbw_mr");
+    if (mr && size % 2) {
+        if (rank == 0) fprintf(stderr, "mbw_mr needs an even number of ranks\n");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    if (mr) peer = rank < pairs ? rank + pairs : rank - pairs;
     for (long sz = min; sz <= max; sz *= 2) {
         MPI_Barrier(MPI_COMM_WORLD);
+        if (mr) {
+            int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10, snd = rank < pairs;
+            double tm = 0;
+            for (int i = 0; i < n + skip; i++) {
+                if (i == skip) tm = MPI_Wtime();
+                for (int w = 0; w < WINDOW; w++) {
+                    if (snd) MPI_Isend(s, sz, MPI_CHAR, peer, 2, MPI_COMM_WORLD, &req[w]);
+                    else MPI_Irecv(r + (size_t)w * sz, sz, MPI_CHAR, peer, 2, MPI_COMM_WORLD, &req[w]);
+                }
+                MPI_Waitall(WINDOW, req, MPI_STATUSES_IGNORE);
+                int ack = 0;
+                if (snd) MPI_Recv(&ack, 4, MPI_CHAR, peer, 3, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                else MPI_Send(&ack, 4, MPI_CHAR, peer, 3, MPI_COMM_WORLD);
+            }
+            double secs = rank < pairs ? MPI_Wtime() - tm : 0, slowest;
+            MPI_Allreduce(&secs, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+            double rate = (double)pairs * n * WINDOW / slowest;
+            if (rank == 0) printf("%-10ld%18.2f%18.2f\n", sz, rate * sz / 1e6, rate);
+            fflush(stdout);
+            continue;
+        }
         if (rank > 1) continue;
         double t0 = 0;
         if (!strcmp(kind, "latency")) {

@@ -435,3 +435,45 @@ fn body_strangers() {
         .unwrap();
     assert_eq!(sum[0] as usize, p * (p - 1) / 2);
 }
+
+/// Every `courier bench` kind runs end to end with its data checked
+/// (`--validate`) and prints one row per size; odd `-n` for the paired
+/// message-rate test is refused before anything starts.
+#[test]
+fn every_benchmark_runs_validated() {
+    let kinds: &[(&str, &str)] = &[
+        ("latency", "2"),
+        ("bw", "2"),
+        ("bibw", "2"),
+        ("mbw_mr", "4"),
+        ("barrier", "3"),
+        ("bcast", "3"),
+        ("reduce", "3"),
+        ("allreduce", "3"),
+        ("allgather", "3"),
+        ("alltoall", "3"),
+    ];
+    for &(kind, np) in kinds {
+        let out = Command::new(courier())
+            .args(["bench", kind, "-n", np, "--validate", "--iterations", "3"])
+            .args(["--min-size", "4", "--max-size", "65536"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{kind}: {stdout}\n{stderr}");
+        let rows = stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        let expect = if kind == "barrier" { 1 } else { 15 };
+        assert_eq!(rows, expect, "{kind}: {stdout}");
+        assert!(stdout.contains("validation: passed"), "{kind}: {stdout}");
+    }
+    let odd = Command::new(courier())
+        .args(["bench", "mbw_mr", "-n", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(odd.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&odd.stderr).contains("-n must be even"));
+}
