@@ -98,14 +98,12 @@ impl Communicator {
     /// # Ok::<(), courier::Error>(())
     /// ```
     pub fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        let (p, me) = (self.size(), self.rank());
         let c = self.shared();
         let sig = || Signature::new(Coll::AllGather).elems::<T>(send.len());
         let _in = c.enter(sig, None, || {
-            check_len("all_gather", recv.len(), send.len() * p)
+            check_len("all_gather", recv.len(), send.len() * c.size())
         })?;
-        recv[me * send.len()..(me + 1) * send.len()].copy_from_slice(send);
-        self.all_gather_in_place(recv)
+        gather_blocks::<T>(c, bytes_mut(recv), Some(bytes(send)), send.len())
     }
 
     /// [`all_gather`](Self::all_gather) in place: `buf` holds `size` equal
@@ -124,18 +122,7 @@ impl Communicator {
             }
             Ok(())
         })?;
-        let sz = std::mem::size_of::<T>();
-        let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
-        match tune::allgather(call::<T>(c, n, true)?)? {
-            tune::Allgather::Shm => {
-                arena(c)?.allgather(&|| node::job_check(c), bytes_mut(buf), n * sz)
-            }
-            tune::Allgather::Ring => algo::allgather_ring(c, bytes_mut(buf), &d),
-            tune::Allgather::RecursiveDoubling => {
-                algo::allgather_recursive_doubling(c, bytes_mut(buf), &d)
-            }
-            tune::Allgather::Bruck => algo::allgather_bruck(c, bytes_mut(buf), n * sz),
-        }
+        gather_blocks::<T>(c, bytes_mut(buf), None, n)
     }
 
     /// Block `r` of `send` goes to rank `r`, which stores it as block `me`
@@ -264,11 +251,11 @@ impl Communicator {
         // Equal counts are known on every rank alike (counts are arguments
         // every rank passes), so every rank picks the same algorithm.
         if counts.iter().all(|&n| n == counts[0]) {
-            return self.all_gather_in_place(recv);
+            return gather_blocks::<T>(c, bytes_mut(recv), None, counts[0]);
         }
         let sz = std::mem::size_of::<T>();
         let bd: Vec<usize> = d.iter().map(|x| x * sz).collect();
-        algo::allgather_ring(c, bytes_mut(recv), &bd)
+        algo::allgather_ring(c, bytes_mut(recv), &bd, None)
     }
 
     /// [`all_to_all`](Self::all_to_all) with counts (`MPI_Alltoallv`;
@@ -303,5 +290,30 @@ impl Communicator {
         let sdb: Vec<usize> = sd.iter().map(|x| x * sz).collect();
         let rdb: Vec<usize> = rd.iter().map(|x| x * sz).collect();
         algo::alltoall_pairwise(c, bytes(send), &sdb, bytes_mut(recv), &rdb)
+    }
+}
+
+/// All-gather of `size` equal blocks of `n` elements of `T` in `buf`. This rank's block is in place, or, with `own`, still in the
+/// caller's send buffer: the point-to-point algorithms then send it from
+/// there and copy it into place during their first exchange.
+fn gather_blocks<T: Pod>(
+    c: &crate::comm::CommShared,
+    buf: &mut [u8],
+    own: Option<&[u8]>,
+    n: usize,
+) -> Result<()> {
+    let sz = std::mem::size_of::<T>();
+    let p = c.size();
+    let me = c.rank();
+    let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
+    let alg = tune::allgather(call::<T>(c, n, true)?)?;
+    if let (Some(own), tune::Allgather::Shm | tune::Allgather::Bruck) = (own, alg) {
+        buf[d[me]..d[me + 1]].copy_from_slice(own);
+    }
+    match alg {
+        tune::Allgather::Shm => arena(c)?.allgather(&|| node::job_check(c), buf, n * sz),
+        tune::Allgather::Ring => algo::allgather_ring(c, buf, &d, own),
+        tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d, own),
+        tune::Allgather::Bruck => algo::allgather_bruck(c, buf, n * sz),
     }
 }

@@ -25,6 +25,17 @@ pub(crate) trait Net {
     /// for the other, so pairs of ranks may exchange without deadlock).
     fn sendrecv(&self, out: &[u8], dest: usize, inc: &mut [u8], src: usize, tag: u32)
         -> Result<()>;
+    /// [`sendrecv`](Self::sendrecv) while `during` runs: both are posted
+    /// before `during` starts, so the exchange overlaps local work.
+    fn sendrecv_while(
+        &self,
+        out: &[u8],
+        dest: usize,
+        inc: &mut [u8],
+        src: usize,
+        tag: u32,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()>;
     /// Receives `buf` from `src` while `during` runs (the receive is posted
     /// before `during` starts, so transfer and computation overlap).
     fn recv_while(
@@ -83,6 +94,39 @@ impl Net for CommShared {
             let got = Net::recv(self, inc, src, tag);
             let sent = r.wait_raw();
             got.and(sent)
+        })
+    }
+
+    fn sendrecv_while(
+        &self,
+        out: &[u8],
+        dest: usize,
+        inc: &mut [u8],
+        src: usize,
+        tag: u32,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let (to, from) = (self.world_rank(dest)?, self.world_rank(src)?);
+        let want = inc.len();
+        request::scope(|s| {
+            let ctx = self.coll_context();
+            let r = Request::recv(
+                s,
+                self.progress.clone(),
+                None,
+                ctx,
+                Some(from),
+                Some(tag),
+                inc,
+                1,
+            )?;
+            let w = Request::send(s, self.progress.clone(), None, to, ctx, tag, out, false)?;
+            let done = during();
+            let info = r.wait_info().map_err(|e| self.group().local_error(e));
+            let sent = w.wait_raw();
+            done?;
+            check_len(src, info?.len, want)?;
+            sent
         })
     }
 
@@ -255,6 +299,20 @@ pub(crate) mod sim {
             tag: u32,
         ) -> Result<()> {
             let id = self.post(out, dest, tag);
+            self.recv(inc, src, tag)?;
+            self.wait_taken(id)
+        }
+        fn sendrecv_while(
+            &self,
+            out: &[u8],
+            dest: usize,
+            inc: &mut [u8],
+            src: usize,
+            tag: u32,
+            during: &mut dyn FnMut() -> Result<()>,
+        ) -> Result<()> {
+            let id = self.post(out, dest, tag);
+            during()?;
             self.recv(inc, src, tag)?;
             self.wait_taken(id)
         }

@@ -7,7 +7,7 @@
 //! | broadcast | arena up to 32 KiB on 2 ranks, 512 KiB on more; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
 //! | reduce | arena up to 128 KiB on 2 ranks, 512 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
 //! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
-//! | all-gather | equal counts: arena up to blocks of 64 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring | `ring`, `recursive_doubling`, `bruck`, `shm` |
+//! | all-gather | equal counts: arena up to blocks of 16 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm` |
 //! | all-to-all | arena when all of a rank's blocks fit its cell; Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
@@ -221,8 +221,9 @@ pub(crate) const LARGE_MIN_RANKS: usize = 8;
 /// it the point-to-point algorithms' single-copy transfers win. From
 /// `benches/compare_builds.sh` sweeps of the arena against them at 2 and 4
 /// ranks on a 2-core VM (BENCHMARKS.md): on two ranks the arena stops
-/// winning at 64 KiB (broadcast, all-reduce), 128 KiB (all-gather) and
-/// 256 KiB (reduce); on four, the arena's copies overlap the other ranks'
+/// winning at 64 KiB (broadcast, all-reduce), 32 KiB (all-gather, once
+/// it sends the own block from the send buffer: 9.9 against 19.4 µs at
+/// 64 KiB) and 256 KiB (reduce); on four, the arena's copies overlap the other ranks'
 /// and it wins up to 1 MiB, except all-reduce (128 KiB).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NodeMax {
@@ -246,7 +247,7 @@ pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
 };
 /// All-gather (bytes per block): see [`NodeMax`].
 pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
-    two: 64 * 1024,
+    two: 16 * 1024,
     more: 256 * 1024,
 };
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).

@@ -23,31 +23,90 @@ pub(super) fn ring_allgather<N: Net>(
     Ok(())
 }
 
-/// Ring all-gather of blocks at byte offsets `d` (p + 1 entries); this
-/// rank's block is already in place.
-pub(crate) fn allgather_ring<N: Net>(n: &N, buf: &mut [u8], d: &[usize]) -> Result<()> {
+/// Ring all-gather of blocks at byte offsets `d` (p + 1 entries). This
+/// rank's block is already in place, or, with `own`, is sent from there and
+/// copied into place during the first exchange (see [`first_exchange`]).
+pub(crate) fn allgather_ring<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    d: &[usize],
+    own: Option<&[u8]>,
+) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
-    ring_allgather(
+    let (right, left) = ((me + 1) % p, (me + p - 1) % p);
+    let Some(own) = own else {
+        return ring_allgather(n, buf, &|i| d[i], me, right, left, TAG_ALLGATHER);
+    };
+    if p == 1 {
+        buf[d[me]..d[me + 1]].copy_from_slice(own);
+        return Ok(());
+    }
+    first_exchange(
         n,
         buf,
-        &|i| d[i],
-        me,
-        (me + 1) % p,
-        (me + p - 1) % p,
-        TAG_ALLGATHER,
-    )
+        d[me]..d[me + 1],
+        own,
+        right,
+        d[left]..d[left + 1],
+        left,
+    )?;
+    // Steps 1.. of the ring: step s forwards block me - s.
+    for s in 1..p - 1 {
+        let ob = (me + p - s) % p;
+        let ib = (me + 2 * p - s - 1) % p;
+        let (out, inc) = split_pair(buf, d[ob]..d[ob + 1], d[ib]..d[ib + 1]);
+        n.sendrecv(out, right, inc, left, TAG_ALLGATHER)?;
+    }
+    Ok(())
+}
+
+/// The first exchange of an all-gather whose own block is not in place
+/// yet: sends it from `own` (the caller's send buffer) to `dest` while
+/// copying it to `buf[own_at]`, and receives `buf[inc_at]` from `src`.
+///
+/// Sending from the send buffer rather than from the copy matters between
+/// ranks of one node: the peer reads the sent bytes straight from this
+/// rank's memory (single copy), which leaves those cache lines shared; a
+/// block sent from the receive buffer is then written again by the next
+/// call's local copy, and every line must first be taken back from the
+/// peer's cache. At 2 ranks that made a 128 KiB all-gather 2.3× slower than
+/// the exchange and the copy separately (26–30 µs against 9 + 4.5 µs).
+fn first_exchange<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    own_at: Range<usize>,
+    own: &[u8],
+    dest: usize,
+    inc_at: Range<usize>,
+    src: usize,
+) -> Result<()> {
+    let (place, inc) = split_two_mut(buf, own_at, inc_at);
+    n.sendrecv_while(own, dest, inc, src, TAG_ALLGATHER, &mut || {
+        place.copy_from_slice(own);
+        Ok(())
+    })
 }
 
 /// Recursive doubling (p a power of two): lg p steps exchanging ever larger
-/// windows; lg p·α + (p-1)/p·nβ.
+/// windows; lg p·α + (p-1)/p·nβ. `own` as for [`allgather_ring`].
 pub(crate) fn allgather_recursive_doubling<N: Net>(
     n: &N,
     buf: &mut [u8],
     d: &[usize],
+    own: Option<&[u8]>,
 ) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
     debug_assert!(p.is_power_of_two());
     let mut mask = 1;
+    if let Some(own) = own {
+        if p == 1 {
+            buf[d[me]..d[me + 1]].copy_from_slice(own);
+            return Ok(());
+        }
+        let np = me ^ 1;
+        first_exchange(n, buf, d[me]..d[me + 1], own, np, d[np]..d[np + 1], np)?;
+        mask = 2;
+    }
     while mask < p {
         let np = me ^ mask;
         let (mine, theirs) = (me & !(mask - 1), np & !(mask - 1));

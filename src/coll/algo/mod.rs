@@ -76,6 +76,18 @@ fn split_pair<T>(buf: &mut [T], a: Range<usize>, b: Range<usize>) -> (&[T], &mut
     }
 }
 
+/// Two disjoint ranges of `buf`, both writable.
+fn split_two_mut<T>(buf: &mut [T], a: Range<usize>, b: Range<usize>) -> (&mut [T], &mut [T]) {
+    debug_assert!(a.end <= b.start || b.end <= a.start);
+    if a.end <= b.start {
+        let (lo, hi) = buf.split_at_mut(b.start);
+        (&mut lo[a], &mut hi[..b.end - b.start])
+    } else {
+        let (lo, hi) = buf.split_at_mut(a.start);
+        (&mut hi[..a.end - a.start], &mut lo[b])
+    }
+}
+
 /// Parent and children (real ranks) of relative rank `v` in the binomial
 /// tree rooted at `base`; children in the order they send up (smallest
 /// subtree first).

@@ -283,7 +283,14 @@ fn offsets(p: usize, bb: impl Fn(usize) -> usize) -> Vec<usize> {
 #[test]
 fn allgathers_assemble_every_block() {
     for bb in [0usize, 1, 13, 3000] {
-        for alg in ["ring", "recursive_doubling", "bruck", "ring_v"] {
+        for alg in [
+            "ring",
+            "recursive_doubling",
+            "bruck",
+            "ring_v",
+            "ring_own",
+            "recursive_doubling_own",
+        ] {
             each_world(
                 |n| {
                     let p = n.size();
@@ -297,15 +304,24 @@ fn allgathers_assemble_every_block() {
                     let d = offsets(p, size);
                     let mut buf = vec![0u8; d[p]];
                     let me = n.rank();
-                    for (k, b) in buf[d[me]..d[me + 1]].iter_mut().enumerate() {
-                        *b = val(me, k) as u8;
+                    // The "_own" variants start with the block outside `buf`
+                    // (the send buffer of a non-in-place all-gather).
+                    let own: Vec<u8> = (0..d[me + 1] - d[me]).map(|k| val(me, k) as u8).collect();
+                    if !alg.ends_with("_own") {
+                        buf[d[me]..d[me + 1]].copy_from_slice(&own);
                     }
                     match alg {
                         "recursive_doubling" if p.is_power_of_two() => {
-                            allgather_recursive_doubling(n, &mut buf, &d)
+                            allgather_recursive_doubling(n, &mut buf, &d, None)
+                        }
+                        "recursive_doubling_own" if p.is_power_of_two() => {
+                            allgather_recursive_doubling(n, &mut buf, &d, Some(&own))
+                        }
+                        "ring_own" | "recursive_doubling_own" => {
+                            allgather_ring(n, &mut buf, &d, Some(&own))
                         }
                         "bruck" => allgather_bruck(n, &mut buf, bb),
-                        _ => allgather_ring(n, &mut buf, &d),
+                        _ => allgather_ring(n, &mut buf, &d, None),
                     }
                     .unwrap();
                     (buf, d)
