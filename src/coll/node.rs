@@ -292,33 +292,34 @@ impl NodeColl {
         Ok(())
     }
 
-    /// Reduce of `acc` to `root`, in rank order, a cell's worth per turn;
-    /// `tmp` is scratch of `acc`'s length.
+    /// Reduce of every rank's `own` to `root`, in rank order, a cell's
+    /// worth per turn. At the root, `acc` holds a copy of `own` on entry and
+    /// the result on return, and `tmp` is scratch of its length; other ranks
+    /// only publish `own` (their `acc` and `tmp` are not used).
     pub(crate) fn reduce<T: Pod>(
         &self,
         check: Check<'_>,
+        own: &[T],
         acc: &mut [T],
         tmp: &mut [T],
         root: usize,
         combine: UserOp<'_, T>,
     ) -> Result<()> {
-        let total = std::mem::size_of_val(acc);
+        let total = std::mem::size_of_val(own);
         let per = self.elems_per_turn::<T>();
         for k in 0..self.turns(total) {
-            let part = chunk(k, per, acc.len());
+            let part = chunk(k, per, own.len());
             let s = self.begin(check)?;
             self.arena
-                .publish(s, self.me, bytes(&acc[part.clone()]), total as u64);
+                .publish(s, self.me, bytes(&own[part.clone()]), total as u64);
             if self.me == root {
                 self.wait_all(check, s, 0..self.p)?;
-                self.fold(
-                    "reduce",
-                    s,
-                    &mut acc[part.clone()],
-                    &mut tmp[part],
-                    total,
-                    combine,
-                )?;
+                let (Some(acc), Some(tmp)) = (acc.get_mut(part.clone()), tmp.get_mut(part)) else {
+                    return Err(Error::InvalidState(
+                        "reduce: the root's buffers are too short".into(),
+                    ));
+                };
+                self.fold("reduce", s, acc, tmp, total, combine)?;
             }
         }
         Ok(())
@@ -556,7 +557,8 @@ mod tests {
                         a[0] = a[0] * 10 + b[0];
                         Ok(())
                     };
-                    n.reduce(OK, &mut digits, &mut t, root, concat).unwrap();
+                    n.reduce(OK, &digits.clone(), &mut digits, &mut t, root, concat)
+                        .unwrap();
                     if me == root {
                         let want = (1..=p as u64).fold(0, |a, d| a * 10 + d);
                         assert_eq!(digits[0], want, "reduce round {k} in rank order");
@@ -611,7 +613,8 @@ mod tests {
                         a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
                         Ok(())
                     };
-                    n.reduce(OK, &mut acc, &mut tmp, root, add).unwrap();
+                    n.reduce(OK, &acc.clone(), &mut acc, &mut tmp, root, add)
+                        .unwrap();
                     let sum_ranks = (p * (p - 1) / 2) as u64;
                     if me == root {
                         assert!(acc

@@ -96,6 +96,34 @@ impl Communicator {
         })?;
         let f = &mut guarded(c, f);
         let alg = tune::reduce(call::<T>(c, send.len(), commutative)?)?;
+        let seg = (tune::segment() / std::mem::size_of::<T>().max(1)).max(1);
+        // A rank that only sends its operand up sends it straight from
+        // `send`: copying it to a working buffer first cost a copy per call
+        // and, the peer reading it in place, cache lines to take back.
+        if c.rank() != root {
+            let leaf = match alg {
+                tune::Reduce::Shm => {
+                    return arena(c)?.reduce(
+                        &|| node::job_check(c),
+                        send,
+                        &mut [],
+                        &mut [],
+                        root,
+                        f,
+                    );
+                }
+                tune::Reduce::Binomial => {
+                    algo::reduce_binomial_leaf(c, send, root, commutative, None)?
+                }
+                tune::Reduce::Pipelined => {
+                    algo::reduce_binomial_leaf(c, send, root, commutative, Some(seg))?
+                }
+                tune::Reduce::Rabenseifner => false,
+            };
+            if leaf {
+                return Ok(());
+            }
+        }
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
             recv.copy_from_slice(send);
@@ -104,7 +132,6 @@ impl Communicator {
             own = send.to_vec();
             &mut own
         };
-        let seg = (tune::segment() / std::mem::size_of::<T>().max(1)).max(1);
         with_scratch(c, send.len(), |tmp| match alg {
             tune::Reduce::Binomial => {
                 algo::reduce_binomial(c, Reduction::new(acc, tmp, f), root, commutative)
@@ -115,7 +142,7 @@ impl Communicator {
             tune::Reduce::Rabenseifner => {
                 algo::reduce_rabenseifner(c, Reduction::new(acc, tmp, f), root)
             }
-            tune::Reduce::Shm => arena(c)?.reduce(&|| node::job_check(c), acc, tmp, root, f),
+            tune::Reduce::Shm => arena(c)?.reduce(&|| node::job_check(c), send, acc, tmp, root, f),
         })
     }
 

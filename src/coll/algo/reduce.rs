@@ -27,6 +27,37 @@ pub(crate) fn reduce_binomial<N: Net, T: Pod>(
     forward_result(n, acc, base, root)
 }
 
+/// The part of [`reduce_binomial`] (or, with `seg`, of
+/// [`reduce_binomial_pipelined`]) of a rank that has no children in the
+/// tree and is not the root: it only sends its operand up, here straight
+/// from `own` (no copy into a working buffer first). Returns `false`, doing
+/// nothing, on any other rank.
+pub(crate) fn reduce_binomial_leaf<N: Net, T: Pod>(
+    n: &N,
+    own: &[T],
+    root: usize,
+    commutative: bool,
+    seg: Option<usize>,
+) -> Result<bool> {
+    let (p, me) = (n.size(), n.rank());
+    let base = if commutative { root } else { 0 };
+    let (parent, children) = tree_links(p, (me + p - base) % p, base);
+    let Some(par) = parent.filter(|_| children.is_empty() && me != root) else {
+        return Ok(false);
+    };
+    match seg {
+        None => n.send(bytes(own), par, TAG_REDUCE)?,
+        Some(seg) => {
+            let seg = seg.max(1);
+            for k in 0..own.len().div_ceil(seg).max(1) {
+                let part = &own[(k * seg).min(own.len())..((k + 1) * seg).min(own.len())];
+                n.send(bytes(part), par, TAG_REDUCE)?;
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Moves a reduction's result from `holder`, where the tree left it, to
 /// `root` (nothing to do when they are the same rank).
 pub(super) fn forward_result<N: Net, T: Pod>(
