@@ -124,15 +124,27 @@ impl Communicator {
                 return Ok(());
             }
         }
+        // Commutative binomial: the first child's operand lands straight in
+        // the working buffer, which needs no copy of `send` first.
+        let direct = commutative && alg == tune::Reduce::Binomial;
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
-            recv.copy_from_slice(send);
+            if !direct {
+                recv.copy_from_slice(send);
+            }
             recv
         } else {
-            own = send.to_vec();
+            own = if direct {
+                vec![T::zeroed(); send.len()]
+            } else {
+                send.to_vec()
+            };
             &mut own
         };
         with_scratch(c, send.len(), |tmp| match alg {
+            tune::Reduce::Binomial if direct => {
+                algo::reduce_binomial_from(c, send, Reduction::new(acc, tmp, f), root)
+            }
             tune::Reduce::Binomial => {
                 algo::reduce_binomial(c, Reduction::new(acc, tmp, f), root, commutative)
             }

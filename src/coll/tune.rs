@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
 //! | broadcast | arena up to 32 KiB on 2 ranks, 512 KiB on more; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
-//! | reduce | arena up to 128 KiB on 2 ranks, 512 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
+//! | reduce | arena up to 16 KiB on 2 ranks, 512 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
 //! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
 //! | all-gather | equal counts: arena up to blocks of 16 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm` |
 //! | all-to-all | arena when all of a rank's blocks fit its cell; Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
@@ -223,7 +223,9 @@ pub(crate) const LARGE_MIN_RANKS: usize = 8;
 /// ranks on a 2-core VM (BENCHMARKS.md): on two ranks the arena stops
 /// winning at 64 KiB (broadcast, all-reduce), 32 KiB (all-gather, once
 /// it sends the own block from the send buffer: 9.9 against 19.4 µs at
-/// 64 KiB) and 256 KiB (reduce); on four, the arena's copies overlap the other ranks'
+/// 64 KiB) and 32 KiB (reduce, once its leaves send from the send buffer
+/// and its root receives into the result: binomial 4.4–6.6 against the
+/// arena's 6.6–7.7 µs at 32 KiB); on four, the arena's copies overlap the other ranks'
 /// and it wins up to 1 MiB, except all-reduce (128 KiB).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NodeMax {
@@ -237,7 +239,7 @@ pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
 };
 /// Reduce: see [`NodeMax`].
 pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
-    two: 128 * 1024,
+    two: 16 * 1024,
     more: 512 * 1024,
 };
 /// All-reduce: see [`NodeMax`].
@@ -250,6 +252,10 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
     more: 256 * 1024,
 };
+/// Receives a reduction combines at once are copied cooperatively (both
+/// cores) only from this many bytes; below, the receiver pulls alone so the
+/// bytes are in its cache (see `Net::recv_to_combine`).
+pub(crate) const COMBINE_COOP_MIN: usize = 1 << 20;
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
 pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
 /// All-reduce with a non-commutative op: recursive doubling up to this many bytes.

@@ -265,6 +265,11 @@ impl Engine {
         self.coop_min = min;
     }
 
+    /// The size from which copies are cooperative (0: never).
+    pub(crate) fn coop_min(&self) -> usize {
+        self.coop_min
+    }
+
     /// Sets the percent of a cooperatively copied message the receiver
     /// copies (1–99; the sender copies the rest, where the receiver says).
     pub(crate) fn set_coop_share(&mut self, share: u32) {

@@ -241,6 +241,20 @@ impl Progress {
         id
     }
 
+    /// Runs `f` with single-copy receives cooperative only from `min`
+    /// bytes (or from the configured size, if larger): for receives whose
+    /// bytes this rank reads again at once, pulled by its own core alone
+    /// they are in its cache (see `Net::recv_to_combine`).
+    pub(crate) fn with_coop_min<R>(&mut self, min: usize, f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = self.engine.coop_min();
+        if saved > 0 && saved < min {
+            self.engine.set_coop_min(min);
+        }
+        let r = f(self);
+        self.engine.set_coop_min(saved);
+        r
+    }
+
     /// Whether request `id` has finished (an unknown or stale id counts as finished).
     pub(crate) fn is_done(&self, id: ReqId) -> bool {
         self.engine.is_done(id)

@@ -144,6 +144,24 @@ pub(crate) fn recv_blocking(
     wait_or_detach(&mut p, id)
 }
 
+/// [`recv_blocking`] with copies cooperative only from `coop_min` bytes
+/// (see `Progress::with_coop_min`).
+pub(crate) fn recv_blocking_coop_min(
+    p: &RefCell<Progress>,
+    context: u32,
+    source: Option<u32>,
+    tag: Option<u32>,
+    bytes: &mut [u8],
+    coop_min: usize,
+) -> Result<MsgInfo> {
+    let mut p = lock(p)?;
+    p.with_coop_min(coop_min, |p| {
+        // SAFETY: as in `recv_blocking`.
+        let id = unsafe { p.post_recv(context, source, tag, bytes) };
+        wait_or_detach(p, id)
+    })
+}
+
 /// Runs `f` with a [`Scope`] for nonblocking operations on borrowed buffers.
 /// When `f` returns, every request made in the scope that is still in
 /// flight is waited for; errors of requests nobody waited on are dropped

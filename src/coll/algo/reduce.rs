@@ -18,7 +18,7 @@ pub(crate) fn reduce_binomial<N: Net, T: Pod>(
     let base = if commutative { root } else { 0 };
     let (parent, children) = tree_links(p, (me + p - base) % p, base);
     for c in children {
-        n.recv(bytes_mut(tmp), c, TAG_REDUCE)?;
+        n.recv_to_combine(bytes_mut(tmp), c, TAG_REDUCE)?;
         combine(acc, tmp)?; // acc holds the lower block of ranks
     }
     if let Some(par) = parent {
@@ -56,6 +56,38 @@ pub(crate) fn reduce_binomial_leaf<N: Net, T: Pod>(
         }
     }
     Ok(true)
+}
+
+/// [`reduce_binomial`] for a commutative operation, with this rank's operand
+/// in `own` rather than already in `acc`: the first child's operand is
+/// received straight into `acc` and `own` folded into it (the operation
+/// commutes, so the order may change), which saves copying `own` into `acc`
+/// first — at 2 ranks the root then does one transfer and one combine.
+pub(crate) fn reduce_binomial_from<N: Net, T: Pod>(
+    n: &N,
+    own: &[T],
+    r: Reduction<'_, T>,
+    root: usize,
+) -> Result<()> {
+    let Reduction { acc, tmp, combine } = r;
+    let (p, me) = (n.size(), n.rank());
+    let (parent, children) = tree_links(p, (me + p - root) % p, root);
+    let mut children = children.into_iter();
+    match children.next() {
+        Some(c) => {
+            n.recv_to_combine(bytes_mut(acc), c, TAG_REDUCE)?;
+            combine(acc, own)?;
+        }
+        None => acc.copy_from_slice(own),
+    }
+    for c in children {
+        n.recv_to_combine(bytes_mut(tmp), c, TAG_REDUCE)?;
+        combine(acc, tmp)?;
+    }
+    if let Some(par) = parent {
+        n.send(bytes(acc), par, TAG_REDUCE)?;
+    }
+    Ok(())
 }
 
 /// Moves a reduction's result from `holder`, where the tree left it, to
@@ -151,7 +183,7 @@ pub(super) fn fold<N: Net, T: Pod>(
             n.send(bytes(acc), me + 1, tag)?;
             Ok(None)
         } else {
-            n.recv(bytes_mut(tmp), me - 1, tag)?;
+            n.recv_to_combine(bytes_mut(tmp), me - 1, tag)?;
             combine(tmp, acc)?; // lower rank's operand first
             acc.copy_from_slice(tmp);
             Ok(Some(me / 2))

@@ -135,7 +135,7 @@ fn reductions_to_every_root() {
                     .collect()
             })
             .collect();
-        for alg in 0..5 {
+        for alg in 0..6 {
             each_world(
                 |n| {
                     (0..n.size())
@@ -162,6 +162,15 @@ fn reductions_to_every_root() {
                                     root,
                                 ),
                                 3 => reduce_binomial_pipelined(n, &mut acc, root, true, 3, f),
+                                4 => {
+                                    let own = std::mem::replace(&mut acc, vec![0; len]);
+                                    reduce_binomial_from(
+                                        n,
+                                        &own,
+                                        Reduction::new(&mut acc, &mut tmp, f),
+                                        root,
+                                    )
+                                }
                                 _ => reduce_binomial_pipelined(n, &mut acc, root, false, 64, f),
                             }
                             .unwrap();
