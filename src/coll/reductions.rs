@@ -226,8 +226,7 @@ impl Communicator {
         let _in = c.enter(sig, None, || {
             check_len("all_reduce", recv.len(), send.len())
         })?;
-        recv.copy_from_slice(send);
-        self.all_reduce_in_place_with(recv, commutative, f)
+        self.all_reduce_into(Some(send), recv, commutative, f)
     }
 
     /// [`all_reduce_with`](Self::all_reduce_with) in place.
@@ -244,12 +243,27 @@ impl Communicator {
                 .elems::<T>(buf.len())
         };
         let _in = c.enter(sig, None, || Ok(()))?;
+        self.all_reduce_into(None, buf, commutative, f)
+    }
+
+    /// All-reduce of `own` (`None`: of `buf`'s contents) into `buf`.
+    fn all_reduce_into<T: Pod>(
+        &self,
+        own: Option<&[T]>,
+        buf: &mut [T],
+        commutative: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        let c = self.shared();
         let f = &mut guarded(c, f);
         // Across nodes: reduce inside each node (shared memory), all-reduce
         // among node leaders (network), broadcast inside each node. Every
         // rank receives its leader's bytes, which all leaders computed alike.
         if tune::allreduce_hierarchical(commutative)? {
             if let Some(h) = self.hierarchy()? {
+                if let Some(own) = own {
+                    buf.copy_from_slice(own);
+                }
                 let mut tmp = buf.to_vec();
                 h.node.reduce_with(buf, &mut tmp, 0, true, &mut *f)?;
                 if let Some(leaders) = &h.leaders {
@@ -259,24 +273,38 @@ impl Communicator {
                 return h.node.broadcast(buf, 0);
             }
         }
-        self.all_reduce_flat_with(buf, commutative, f)
+        self.all_reduce_flat_with(own, buf, commutative, f)
     }
 
     /// All-reduce without the node-aware path (used to agree on context ids,
     /// which the node-aware path itself needs).
     pub(crate) fn all_reduce_flat<T: Reducible>(&self, buf: &mut [T], op: Op) -> Result<()> {
         T::reduce_into(op, &mut [], &[])?;
-        self.all_reduce_flat_with(buf, true, &mut |a, b| T::reduce_into(op, a, b))
+        self.all_reduce_flat_with(None, buf, true, &mut |a, b| T::reduce_into(op, a, b))
     }
 
+    /// `own` as for `all_reduce_into`.
     fn all_reduce_flat_with<T: Pod>(
         &self,
+        own: Option<&[T]>,
         buf: &mut [T],
         commutative: bool,
         f: UserOp<'_, T>,
     ) -> Result<()> {
         let c = self.shared();
         let alg = tune::allreduce(call::<T>(c, buf.len(), commutative)?)?;
+        // Rabenseifner on a power of two takes the operand from the send
+        // buffer itself; every other algorithm starts from a copy.
+        let direct = alg == tune::Allreduce::Rabenseifner && c.size().is_power_of_two();
+        match own {
+            Some(own) if direct => {
+                return with_scratch(c, buf.len(), |tmp| {
+                    algo::allreduce_rabenseifner_from(c, own, Reduction::new(buf, tmp, f))
+                });
+            }
+            Some(own) => buf.copy_from_slice(own),
+            None => {}
+        }
         with_scratch(c, buf.len(), |tmp| match alg {
             tune::Allreduce::RecursiveDoubling => {
                 algo::allreduce_recursive_doubling(c, Reduction::new(buf, tmp, f))

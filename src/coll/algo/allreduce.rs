@@ -77,6 +77,65 @@ pub(crate) fn allreduce_rabenseifner<N: Net, T: Pod>(n: &N, r: Reduction<'_, T>)
     unfold(n, acc, TAG_ALLREDUCE)
 }
 
+/// [`allreduce_rabenseifner`] on a power-of-two number of ranks, with this
+/// rank's operand in `own` rather than already in `acc`. The first halving
+/// step sends its half straight from `own` and receives the partner's half
+/// of the kept range straight into `acc`, folding `own` into it (the
+/// operation commutes): no copy of the operand into `acc` first, and the
+/// sent half is read from memory no one writes (on one node the partner
+/// copies it out of this rank's memory; sent from `acc`, which the next
+/// call writes again, its cache lines would have to be taken back first).
+pub(crate) fn allreduce_rabenseifner_from<N: Net, T: Pod>(
+    n: &N,
+    own: &[T],
+    r: Reduction<'_, T>,
+) -> Result<()> {
+    let Reduction { acc, tmp, combine } = r;
+    let (p, nr) = (n.size(), n.rank());
+    if p == 1 {
+        acc.copy_from_slice(own);
+        return Ok(());
+    }
+    debug_assert!(p.is_power_of_two());
+    let cnt = acc.len();
+    let b = |i: usize| block(cnt, p, i);
+    let mask = p >> 1;
+    let np = nr ^ mask;
+    let (keep, give) = if nr < np {
+        (0..mask, mask..p)
+    } else {
+        (mask..p, 0..mask)
+    };
+    let k = b(keep.start)..b(keep.end);
+    n.sendrecv(
+        bytes(&own[b(give.start)..b(give.end)]),
+        np,
+        bytes_mut(&mut acc[k.clone()]),
+        np,
+        TAG_ALLREDUCE,
+    )?;
+    combine(&mut acc[k.clone()], &own[k])?;
+    halving_steps(
+        n,
+        nr,
+        acc,
+        tmp,
+        TAG_ALLREDUCE,
+        combine,
+        (keep.start, keep.end),
+        mask >> 1,
+    )?;
+    let mut mask = 1;
+    while mask < p {
+        let np = nr ^ mask;
+        let (mine, theirs) = (nr & !(mask - 1), np & !(mask - 1));
+        let (out, inc) = split_pair(acc, b(mine)..b(mine + mask), b(theirs)..b(theirs + mask));
+        n.sendrecv(bytes(out), np, bytes_mut(inc), np, TAG_ALLREDUCE)?;
+        mask <<= 1;
+    }
+    Ok(())
+}
+
 /// Ring: reduce-scatter then all-gather around the ring;
 /// 2(p-1)α + 2(p-1)/p·nβ + (p-1)/p·nγ, for any p. Commutative.
 pub(crate) fn allreduce_ring<N: Net, T: Pod>(n: &N, r: Reduction<'_, T>) -> Result<()> {

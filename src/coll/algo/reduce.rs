@@ -214,10 +214,24 @@ pub(super) fn reduce_scatter_halving<N: Net, T: Pod>(
     combine: UserOp<'_, T>,
 ) -> Result<()> {
     let pof2 = pof2_floor(n.size());
+    halving_steps(n, nr, acc, tmp, tag, combine, (0, pof2), pof2 >> 1)
+}
+
+/// The steps of [`reduce_scatter_halving`] from the one exchanging `mask`
+/// blocks on, this rank's range of blocks being `lo..hi`.
+pub(super) fn halving_steps<N: Net, T: Pod>(
+    n: &N,
+    nr: usize,
+    acc: &mut [T],
+    tmp: &mut [T],
+    tag: u32,
+    combine: UserOp<'_, T>,
+    (mut lo, mut hi): (usize, usize),
+    mut mask: usize,
+) -> Result<()> {
+    let pof2 = pof2_floor(n.size());
     let cnt = acc.len();
     let b = |i: usize| block(cnt, pof2, i);
-    let (mut lo, mut hi) = (0, pof2);
-    let mut mask = pof2 >> 1;
     while mask > 0 {
         let np = nr ^ mask;
         let mid = lo + mask;

@@ -228,15 +228,29 @@ fn non_commutative_reduce_keeps_rank_order() {
 }
 
 type AllReduce = fn(&SimNet, Reduction<'_, f64>) -> Result<()>;
-const ALLREDUCES: [(&str, AllReduce); 4] = [
+const ALLREDUCES: [(&str, AllReduce); 5] = [
     (
         "recursive_doubling",
         allreduce_recursive_doubling::<SimNet, f64>,
     ),
     ("rabenseifner", allreduce_rabenseifner::<SimNet, f64>),
+    ("rabenseifner_from", rabenseifner_from),
     ("ring", allreduce_ring::<SimNet, f64>),
     ("reduce_bcast", allreduce_reduce_bcast::<SimNet, f64>),
 ];
+
+/// [`allreduce_rabenseifner_from`] where it applies (p a power of two),
+/// with the operand moved out of `acc` and `acc` poisoned with NaN, so any
+/// read of `acc` before it is written shows in the result.
+fn rabenseifner_from(n: &SimNet, r: Reduction<'_, f64>) -> Result<()> {
+    if !n.size().is_power_of_two() {
+        return allreduce_rabenseifner(n, r);
+    }
+    let Reduction { acc, tmp, combine } = r;
+    let own = acc.to_vec();
+    acc.fill(f64::NAN);
+    allreduce_rabenseifner_from(n, &own, Reduction::new(acc, tmp, combine))
+}
 
 #[test]
 fn every_allreduce_gives_identical_bits_everywhere() {
