@@ -115,16 +115,8 @@ pub(crate) fn allreduce_rabenseifner_from<N: Net, T: Pod>(
         TAG_ALLREDUCE,
     )?;
     combine(&mut acc[k.clone()], &own[k])?;
-    halving_steps(
-        n,
-        nr,
-        acc,
-        tmp,
-        TAG_ALLREDUCE,
-        combine,
-        (keep.start, keep.end),
-        mask >> 1,
-    )?;
+    let r = Reduction::new(&mut *acc, tmp, combine);
+    halving_steps(n, nr, r, TAG_ALLREDUCE, (keep.start, keep.end), mask >> 1)?;
     let mut mask = 1;
     while mask < p {
         let np = nr ^ mask;

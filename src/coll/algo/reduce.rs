@@ -214,7 +214,14 @@ pub(super) fn reduce_scatter_halving<N: Net, T: Pod>(
     combine: UserOp<'_, T>,
 ) -> Result<()> {
     let pof2 = pof2_floor(n.size());
-    halving_steps(n, nr, acc, tmp, tag, combine, (0, pof2), pof2 >> 1)
+    halving_steps(
+        n,
+        nr,
+        Reduction::new(acc, tmp, combine),
+        tag,
+        (0, pof2),
+        pof2 >> 1,
+    )
 }
 
 /// The steps of [`reduce_scatter_halving`] from the one exchanging `mask`
@@ -222,13 +229,12 @@ pub(super) fn reduce_scatter_halving<N: Net, T: Pod>(
 pub(super) fn halving_steps<N: Net, T: Pod>(
     n: &N,
     nr: usize,
-    acc: &mut [T],
-    tmp: &mut [T],
+    r: Reduction<'_, T>,
     tag: u32,
-    combine: UserOp<'_, T>,
     (mut lo, mut hi): (usize, usize),
     mut mask: usize,
 ) -> Result<()> {
+    let Reduction { acc, tmp, combine } = r;
     let pof2 = pof2_floor(n.size());
     let cnt = acc.len();
     let b = |i: usize| block(cnt, pof2, i);
