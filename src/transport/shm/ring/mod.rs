@@ -186,17 +186,33 @@ impl Producer {
     /// covers it.
     fn safe_len(&self, bufs: &[&[u8]], len: usize) -> usize {
         let cap = self.ring.capacity as u64;
-        // Payload byte `64k - 8` lands at the start of the record's line k.
+        // Payload byte `64k - 8` lands at the start of the record's line k,
+        // whose stamp one lap later is `stamp` (+1 per line).
         let mut at = RECORD_ALIGN as usize - RECORD_HEADER;
-        let mut line = self.tail + RECORD_ALIGN;
+        let mut stamp = stamp_at(self.tail + RECORD_ALIGN + cap);
+        // The buffer holding byte `at`, and where it starts: the word is
+        // loaded straight from it (one load per line; this runs for every
+        // line of every eager message), or gathered across a boundary.
+        let (mut i, mut base) = (0, 0);
         while at + 8 <= len {
-            let mut w = [0u8; 8];
-            gather(bufs, at, &mut w);
-            if (u64::from_ne_bytes(w) >> 32) as u32 == stamp_at(line + cap) {
+            while bufs.get(i).is_some_and(|b| at >= base + b.len()) {
+                base += bufs[i].len();
+                i += 1;
+            }
+            let direct = bufs
+                .get(i)
+                .and_then(|b| b.get(at - base..at - base + 8))
+                .and_then(|w| <[u8; 8]>::try_from(w).ok());
+            let word = direct.unwrap_or_else(|| {
+                let mut w = [0u8; 8];
+                gather(bufs, at, &mut w);
+                w
+            });
+            if (u64::from_ne_bytes(word) >> 32) as u32 == stamp {
                 return at;
             }
             at += RECORD_ALIGN as usize;
-            line += RECORD_ALIGN;
+            stamp = stamp.wrapping_add(1);
         }
         len
     }

@@ -100,6 +100,47 @@ fn payload_that_looks_like_a_header_is_not_taken_for_one() {
 }
 
 #[test]
+fn lookalike_words_split_across_slices_are_found() {
+    // The forged lap of the test above, handed over as many slices whose
+    // boundaries fall inside the words checked at line starts: the records
+    // must end at the same places as with one slice.
+    let cap = 1024usize;
+    let mut forged = vec![0u8; 4 * 248];
+    for rec in 0..4 {
+        for line in 1..4 {
+            let pos = (rec * 256 + line * 64 + cap) as u64;
+            let word = u64::from(stamp_at(pos)) << 32 | 8;
+            let at = rec * 248 + line * 64 - 8;
+            forged[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    let lens = |split: usize| {
+        let (_m, r) = Mem::new(cap);
+        let mut p = Producer::new(r);
+        let mut c = Consumer::new(r);
+        let mut sent = 0;
+        let mut lens = Vec::new();
+        let mut got = Vec::new();
+        while sent < forged.len() {
+            let slices: Vec<&[u8]> = forged[sent..].chunks(split).collect();
+            let n = p.write(&slices).unwrap();
+            assert!(n > 0);
+            sent += n;
+            lens.push(n);
+            let mut buf = vec![0u8; n];
+            assert_eq!(c.read(&mut buf), Ok(n));
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got, forged, "split {split}");
+        lens
+    };
+    let whole = lens(forged.len());
+    for split in [1, 3, 13, 60] {
+        assert_eq!(lens(split), whole, "split {split}");
+    }
+}
+
+#[test]
 fn empty_slices_are_skipped() {
     let (_m, r) = Mem::new(1024);
     let mut p = Producer::new(r);
