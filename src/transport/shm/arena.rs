@@ -3,34 +3,41 @@
 //! memory publish their operands and results without any point-to-point
 //! message (MPICH's release/gather, Open MPI's `coll/sm`).
 //!
-//! A cell is a state word followed by data: a rank writes its data, then
-//! stores the operation's sequence number and length into the state (one
-//! store, release); readers wait until the state shows the sequence they
-//! want (acquire), then read the data. The length is the byte count of the
+//! A cell is a state *line* and, for operations of more than [`INLINE`]
+//! bytes per rank, a data cell: a rank writes its data, then stores the
+//! operation's sequence number and length into the state (one store,
+//! release); readers wait until the state shows the sequence they want
+//! (acquire), then read the data. The length is the byte count of the
 //! rank's whole operation (a large one takes several turns), so a reader
-//! can tell that the ranks' counts differ. Payloads of up to 56 bytes share
-//! the state's cache line, so a small collective moves one line per rank.
-//! (A separate length word cost a second transfer of that line whenever
-//! the other rank polled between the two stores: a back-to-back 64-byte
-//! broadcast took twice as long.)
+//! can tell that the ranks' counts differ, and where the data is: up to
+//! [`INLINE`] bytes share the state's cache line (a small collective moves
+//! one line per rank), more go to the data cell. (A separate length word
+//! cost a second transfer of that line whenever the other rank polled
+//! between the two stores: a back-to-back 64-byte broadcast took twice as
+//! long.)
 //!
 //! The state packs the low 32 bits of the sequence number (high half) and
 //! of the length (low half). Ranks of one arena are never more than
-//! `DEPTH` operations apart, so the full sequence number is recovered from
-//! the one a reader expects (wrapping arithmetic). Each rank has [`DEPTH`] cells,
-//! used in turn (sequence number mod `DEPTH`): a rank may rewrite a cell
-//! only once every rank has started the operation `DEPTH - 1` after the one
-//! that used it last (and so has finished reading it), which lets a rank
-//! run up to `DEPTH - 1` operations ahead of the slowest (a broadcast's
-//! root, say); `coll::node` keeps that rule.
+//! [`LINE_DEPTH`] operations apart, so the full sequence number is
+//! recovered from the one a reader expects (wrapping arithmetic). Each rank
+//! has [`LINE_DEPTH`] state lines and [`DATA_DEPTH`] data cells, used in
+//! turn (sequence number modulo the depth): a rank may rewrite a line (a
+//! data cell) only once every rank has started the operation
+//! `LINE_DEPTH - 1` (`DATA_DEPTH - 1`) after the one that used it last, and
+//! so has finished reading it. Small operations thus let a rank run up to
+//! 63 operations ahead of the slowest (a broadcast's root, the leaves of a
+//! reduce: on a node with more ranks than cores, the ranks that do run get
+//! far before they must give their core away), large ones up to 15 with
+//! modest memory; `coll::node` keeps those rules.
 //!
 //! Layout (offsets in bytes, every part 64-byte aligned):
 //! ```text
-//!   0     magic "CRARENA1", ranks (u64), cell data bytes (u64)
+//!   0     magic "CRARENA2", ranks (u64), cell data bytes (u64)
 //!  64     wake: AtomicU32 (futex word), sleepers: AtomicU32
-//! 128     cells: [turn 0: rank 0 .. rank p-1] ... [turn DEPTH-1: rank 0 .. rank p-1]
-//!         cell = state: AtomicU64 (seq << 32 | length), then `slot` data
-//!                bytes, rounded up to 64
+//! 128     lines: [turn 0: rank 0 .. rank p-1] ... [turn LINE_DEPTH-1: ...]
+//!         line = state: AtomicU64 (seq << 32 | length), INLINE data bytes
+//!  ..     cells: [turn 0: rank 0 .. rank p-1] ... [turn DATA_DEPTH-1: ...]
+//!         cell = `slot` data bytes, rounded up to 64
 //! ```
 //!
 //! Waiting: a rank about to sleep counts itself in `sleepers`, re-checks its
@@ -48,12 +55,29 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA1");
+const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA2");
 const HEADER: usize = 128;
-/// Bytes before a cell's data: the state word.
+/// Bytes of a state line before its inline data: the state word.
 const STATE: usize = 8;
-/// Cells per rank, used in turn.
-pub(crate) const DEPTH: u64 = 16;
+/// Bytes of a state line.
+const LINE: usize = 64;
+/// Data bytes that travel in the state line: operations of at most this
+/// many bytes per rank use no data cell.
+pub(crate) const INLINE: usize = LINE - STATE;
+/// State lines per rank, used in turn.
+pub(crate) const LINE_DEPTH: u64 = 64;
+/// Data cells per rank, used in turn.
+pub(crate) const DATA_DEPTH: u64 = 16;
+
+/// The turns a rank may run ahead of the slowest before it reuses what an
+/// operation of `total` bytes per rank uses: see the module documentation.
+pub(crate) fn depth_for(total: usize) -> u64 {
+    if total <= INLINE {
+        LINE_DEPTH
+    } else {
+        DATA_DEPTH
+    }
+}
 
 /// Where a rank finds an arena (sent to the other ranks when it is made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +96,11 @@ pub(crate) struct Arena {
     cell: usize,
 }
 
+/// A cell's size and the arena's size.
 fn geometry(ranks: usize, slot: usize) -> (usize, usize) {
-    let cell = (STATE + slot).next_multiple_of(64);
-    (cell, HEADER + DEPTH as usize * ranks * cell)
+    let cell = slot.max(1).next_multiple_of(64);
+    let lines = LINE_DEPTH as usize * ranks * LINE;
+    (cell, HEADER + lines + DATA_DEPTH as usize * ranks * cell)
 }
 
 impl Arena {
@@ -150,24 +176,52 @@ impl Arena {
         unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU32) }
     }
 
-    /// Start of the cell of `rank` for sequence number `seq` (rank
+    /// Start of the state line of `rank` for sequence number `seq` (rank
+    /// checked), or `None`.
+    fn line_ptr(&self, seq: u64, rank: usize) -> Option<*mut u8> {
+        if rank >= self.ranks {
+            return None;
+        }
+        let index = (seq % LINE_DEPTH) as usize * self.ranks + rank;
+        // SAFETY: index < LINE_DEPTH * ranks, so the line lies inside the
+        // mapping, whose size is HEADER + LINE_DEPTH * ranks * LINE + the
+        // cells (checked when mapped).
+        Some(unsafe { self.seg.as_ptr().add(HEADER + index * LINE) })
+    }
+
+    /// Start of the data cell of `rank` for sequence number `seq` (rank
     /// checked), or `None`.
     fn cell_ptr(&self, seq: u64, rank: usize) -> Option<*mut u8> {
         if rank >= self.ranks {
             return None;
         }
-        let index = (seq % DEPTH) as usize * self.ranks + rank;
-        // SAFETY: index < DEPTH * ranks, so the cell lies inside the
-        // mapping, whose size is HEADER + DEPTH * ranks * cell (checked
-        // when mapped).
-        Some(unsafe { self.seg.as_ptr().add(HEADER + index * self.cell) })
+        let lines = LINE_DEPTH as usize * self.ranks * LINE;
+        let index = (seq % DATA_DEPTH) as usize * self.ranks + rank;
+        // SAFETY: index < DATA_DEPTH * ranks, so the cell lies inside the
+        // mapping, whose size is HEADER + lines + DATA_DEPTH * ranks * cell
+        // (checked when mapped).
+        Some(unsafe { self.seg.as_ptr().add(HEADER + lines + index * self.cell) })
+    }
+
+    /// Where `rank`'s data for `seq` lies and how many bytes it holds, for
+    /// an operation of `total` bytes per rank: in the state line, or in the
+    /// data cell.
+    fn data_ptr(&self, seq: u64, rank: usize, total: u64) -> Option<(*mut u8, usize)> {
+        if total <= INLINE as u64 {
+            // SAFETY: the line's INLINE data bytes follow its state word
+            // inside the line (see `line_ptr`).
+            self.line_ptr(seq, rank)
+                .map(|p| (unsafe { p.add(STATE) }, INLINE))
+        } else {
+            self.cell_ptr(seq, rank).map(|p| (p, self.slot))
+        }
     }
 
     fn state(&self, seq: u64, rank: usize) -> Option<&AtomicU64> {
-        // SAFETY: the cell starts on a 64-byte boundary inside the mapping
-        // (see `cell_ptr`); its first 8 bytes are the state word, accessed
+        // SAFETY: the line starts on a 64-byte boundary inside the mapping
+        // (see `line_ptr`); its first 8 bytes are the state word, accessed
         // atomically only; the reference borrows `self` (the mapping).
-        self.cell_ptr(seq, rank)
+        self.line_ptr(seq, rank)
             .map(|p| unsafe { &*(p as *const AtomicU64) })
     }
 
@@ -193,20 +247,23 @@ impl Arena {
         seq.saturating_add_signed(i64::from(ahead))
     }
 
-    /// Writes `data` (at most `slot` bytes) into this rank's cell for
-    /// `seq`, then publishes `seq` and `total` (the byte count of the
+    /// Writes `data` (at most `slot` bytes) for `seq` into this rank's
+    /// state line (operations of at most [`INLINE`] bytes in `total`) or
+    /// data cell, then publishes `seq` and `total` (the byte count of the
     /// rank's whole operation) in its state, and wakes sleepers.
     pub(crate) fn publish(&self, seq: u64, rank: usize, data: &[u8], total: u64) {
-        let (Some(p), Some(state)) = (self.cell_ptr(seq, rank), self.state(seq, rank)) else {
+        let (Some((p, room)), Some(state)) =
+            (self.data_ptr(seq, rank, total), self.state(seq, rank))
+        else {
             return;
         };
-        let n = data.len().min(self.slot);
-        // SAFETY: 1. `p + STATE .. p + STATE + n` lies inside the cell
-        // (n <= slot); 2. by the arena's protocol no other process reads
-        // this cell's data until the state store below publishes it, and
-        // none writes it (it is this rank's cell); 3. `data` is a separate
-        // local buffer, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(STATE), n) };
+        let n = data.len().min(room);
+        // SAFETY: 1. `p .. p + n` lies inside the line's inline bytes or
+        // the cell (n <= room); 2. by the arena's protocol no other process
+        // reads this data until the state store below publishes it, and
+        // none writes it (it is this rank's); 3. `data` is a separate local
+        // buffer, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, n) };
         state.store((seq << 32) | (total & 0xffff_ffff), Ordering::SeqCst);
         if self.u32_at(68).load(Ordering::SeqCst) > 0 {
             self.u32_at(64).fetch_add(1, Ordering::SeqCst);
@@ -214,29 +271,32 @@ impl Arena {
         }
     }
 
-    /// Copies the first `out.len()` data bytes (at most `slot`) of
-    /// `rank`'s cell for `seq` into `out`. Call only after `published`
-    /// showed `seq` (or later) there.
+    /// Copies the first `out.len()` data bytes `rank` published for `seq`
+    /// into `out`. Call only after `published` showed `seq` (or later)
+    /// there.
     pub(crate) fn read(&self, seq: u64, rank: usize, out: &mut [u8]) {
         self.read_at(seq, rank, 0, out);
     }
 
-    /// Like [`Arena::read`], from byte `offset` of the cell's data (the
-    /// part past `slot` is not read).
+    /// Like [`Arena::read`], from byte `offset` of the data (the part past
+    /// what the publisher could write is not read). Where the data lies
+    /// follows the length the publisher stored with it.
     pub(crate) fn read_at(&self, seq: u64, rank: usize, offset: usize, out: &mut [u8]) {
-        let Some(p) = self.cell_ptr(seq, rank) else {
+        let total = u64::from(self.total(seq, rank));
+        let Some((p, room)) = self.data_ptr(seq, rank, total) else {
             return;
         };
-        let n = out.len().min(self.slot.saturating_sub(offset));
+        let n = out.len().min(room.saturating_sub(offset));
         if n == 0 {
             return;
         }
-        // SAFETY: 1. `offset + n <= slot`, so the range lies inside the
-        // cell; 2. the acquire load that showed the state ordered the
-        // writer's data before this read, and the writer does not rewrite
-        // the cell until this rank has moved on (the arena's protocol);
-        // 3. `out` is local memory, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(p.add(STATE + offset), out.as_mut_ptr(), n) };
+        // SAFETY: 1. `offset + n <= room`, so the range lies inside the
+        // line's inline bytes or the cell; 2. the acquire load that showed
+        // the state ordered the writer's data before this read, and the
+        // writer does not rewrite it until this rank has moved on (the
+        // arena's protocol); 3. `out` is local memory, so the ranges do not
+        // overlap.
+        unsafe { std::ptr::copy_nonoverlapping(p.add(offset), out.as_mut_ptr(), n) };
     }
 
     /// Sleeps (at most `timeout`) unless `ready()` holds once this rank is
@@ -271,7 +331,7 @@ mod tests {
         let big = (1u64 << 32) + 5;
         a.publish(big, 1, &[1], 1);
         assert_eq!(b.published(big, 1), big);
-        assert!(b.published(big + DEPTH, 1) < big + DEPTH);
+        assert!(b.published(big + LINE_DEPTH, 1) < big + LINE_DEPTH);
         let mut out = [0u8; 100];
         b.read(1, 2, &mut out);
         assert_eq!(out, [7u8; 100]);
