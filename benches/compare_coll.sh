@@ -2,12 +2,15 @@
 # Side-by-side collective latency: Courier vs Open MPI vs MPICH, OSU
 # methodology, at NPS rank counts (default "2 4"; 4 oversubscribes a 2-core
 # machine), ROUNDS interleaved runs (default 3), medians and ratios.
-# Usage: [NPS="2 4"] [ROUNDS=3] [MAX=1048576] [ITERS="200 20"] benches/compare_coll.sh [barrier bcast reduce allreduce allgather alltoall]
+# Usage: [NPS="2 4"] [ROUNDS=3] [MAX=1048576] [ITERS="200 20"] [PEERS="ompi mpich"] benches/compare_coll.sh [barrier bcast reduce allreduce allgather alltoall]
+# (PEERS=ompi leaves MPICH out, e.g. at 4 ranks on 2 cores, where it spins
+# for milliseconds and Open MPI is the better peer.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 MAX=${MAX:-$((1 << 20))}
 NPS=${NPS:-"2 4"}
+PEERS=${PEERS:-"ompi mpich"}
 read -r IT_SMALL IT_LARGE <<< "${ITERS:-200 20}"
 [ $# -gt 0 ] && KINDS=("$@") || KINDS=(barrier bcast reduce allreduce)
 if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
@@ -22,12 +25,17 @@ for np in $NPS; do
   for kind in "${KINDS[@]}"; do
     for r in $(seq "$ROUNDS"); do
       ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" --iterations "$IT_SMALL" | grep -v '^#' > "$out/courier.$r"
-      mpirun.openmpi --oversubscribe -n "$np" "$out/coll_ompi" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" | grep -v '^#' > "$out/ompi.$r"
-      mpiexec.mpich -n "$np" "$out/coll_mpich" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" | grep -v '^#' > "$out/mpich.$r"
+      for peer in $PEERS; do
+        case "$peer" in
+          ompi) mpirun.openmpi --oversubscribe -n "$np" "$out/coll_ompi" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
+          mpich) mpiexec.mpich -n "$np" "$out/coll_mpich" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
+        esac | grep -v '^#' > "$out/$peer.$r"
+      done
     done
-    python3 - "$out" "$ROUNDS" "$kind" "$np" <<'PY'
+    python3 - "$out" "$ROUNDS" "$kind" "$np" $PEERS <<'PY'
 import sys, statistics
-d, rounds, kind, np = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+d, rounds, kind, np, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
+names = {"ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
     runs = []
     for r in range(1, rounds + 1):
@@ -37,14 +45,21 @@ def load(name):
             if len(p) == 1: rows[0] = float(p[0])
             elif len(p) == 2: rows[int(p[0])] = float(p[1])
         runs.append(rows)
-    return {s: statistics.median(run[s] for run in runs if s in run) for s in runs[0]}
-c, o, m = load("courier"), load("ompi"), load("mpich")
-print(f"### {kind}, {np} ranks, median of {rounds}, us")
-print("| size | Courier | Open MPI | MPICH | Courier/Open MPI | Courier/MPICH |")
-print("|---:|---:|---:|---:|---:|---:|")
-for s in sorted(c):
-    if s in o and s in m:
-        print(f"| {s} | {c[s]:.2f} | {o[s]:.2f} | {m[s]:.2f} | {c[s]/o[s]:.2f} | {c[s]/m[s]:.2f} |")
+    return runs
+raw = {s: load(s) for s in ["courier"] + peers}
+med = lambda runs, s: statistics.median(run[s] for run in runs)
+# Ratios per round (runs seconds apart, same machine mode), then the median
+# over rounds; "best" is against the faster peer of each round.
+ratio = lambda p, s: statistics.median(raw["courier"][r][s] / raw[p][r][s] for r in range(rounds))
+best = lambda s: statistics.median(raw["courier"][r][s] / min(raw[p][r][s] for p in peers) for r in range(rounds))
+print(f"### {kind}, {np} ranks, medians of {rounds} interleaved rounds, us; ratios: median of per-round ratios")
+print("| size | Courier | " + " | ".join(names[p] for p in peers) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " | Courier/better peer |")
+print("|---:|" + "---:|" * (2 * len(peers) + 2))
+for s in sorted(raw["courier"][0]):
+    if all(s in raw[p][r] for p in peers for r in range(rounds)) and all(s in raw["courier"][r] for r in range(rounds)):
+        cells = [f"{med(raw['courier'], s):.2f}"] + [f"{med(raw[p], s):.2f}" for p in peers]
+        cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
+        print(f"| {s} | " + " | ".join(cells) + " |")
 PY
   done
 done
