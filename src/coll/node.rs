@@ -408,9 +408,11 @@ impl NodeColl {
         Ok(())
     }
 
-    /// All-to-all of equal blocks of `block` bytes in one turn: `send`
-    /// holds the block for every rank in rank order (at most `slot` bytes
-    /// in all), `recv` gets rank r's block for this rank at `r * block`.
+    /// All-to-all of equal blocks of `block` bytes: `send` holds the block
+    /// for every rank in rank order, `recv` gets rank r's block for this
+    /// rank at `r * block`. Each turn a rank publishes a piece of each of
+    /// its blocks (a cell's worth over all ranks: `slot / p` bytes of each),
+    /// and takes the piece meant for it from every other rank.
     pub(crate) fn alltoall(
         &self,
         check: Check<'_>,
@@ -418,15 +420,32 @@ impl NodeColl {
         recv: &mut [u8],
         block: usize,
     ) -> Result<()> {
-        let s = self.begin(check, send.len())?;
-        self.arena.publish(s, self.me, send, send.len() as u64);
+        let total = send.len();
         let mine = self.me * block..(self.me + 1) * block;
         recv[mine.clone()].copy_from_slice(&send[mine]);
-        self.wait_all(check, s, 0..self.p)?;
-        for r in (0..self.p).filter(|&r| r != self.me) {
-            self.check_total("all-to-all", s, r, send.len())?;
-            self.arena
-                .read_at(s, r, self.me * block, &mut recv[r * block..(r + 1) * block]);
+        let piece = (self.slot() / self.p.max(1)).max(1);
+        let turns = if block <= piece {
+            1
+        } else {
+            block.div_ceil(piece)
+        };
+        for k in 0..turns {
+            let part = chunk(k, piece, block);
+            let s = self.begin(check, total)?;
+            if turns == 1 {
+                self.arena.publish(s, self.me, send, total as u64);
+            } else {
+                let pieces =
+                    (0..self.p).map(|r| &send[r * block + part.start..r * block + part.end]);
+                self.arena.publish_parts(s, self.me, pieces, total as u64);
+            }
+            self.wait_all(check, s, 0..self.p)?;
+            for r in (0..self.p).filter(|&r| r != self.me) {
+                self.check_total("all-to-all", s, r, total)?;
+                let at = self.me * part.len();
+                let to = r * block + part.start..r * block + part.end;
+                self.arena.read_at(s, r, at, &mut recv[to]);
+            }
         }
         Ok(())
     }
@@ -601,7 +620,7 @@ mod tests {
     #[test]
     fn large_operations_take_several_turns() {
         // 64-byte cells; 1000 elements of 8 bytes = 125 turns, more than
-        // DEPTH, with a short last turn.
+        // the depth, with a short last turn.
         for p in [2, 3] {
             run(p, 64, |n| {
                 let me = n.me;
@@ -647,6 +666,18 @@ mod tests {
                     for r in 0..p {
                         let got = &all[r * block..(r + 1) * block];
                         assert!(got.iter().enumerate().all(|(i, &x)| x == (i * 7 + r) as u8));
+                    }
+                    // All-to-all blocks of 301 bytes: pieces of 64 / p bytes
+                    // of each block per turn, the last one short.
+                    let val = |from: usize, to: usize, i: usize| (i * 5 + from * 3 + to) as u8;
+                    let send: Vec<u8> = (0..p)
+                        .flat_map(|to| (0..block).map(move |i| val(me, to, i)))
+                        .collect();
+                    let mut recv = vec![0u8; block * p];
+                    n.alltoall(OK, &send, &mut recv, block).unwrap();
+                    for from in 0..p {
+                        let got = &recv[from * block..(from + 1) * block];
+                        assert!(got.iter().enumerate().all(|(i, &x)| x == val(from, me, i)));
                     }
                 }
             });

@@ -8,7 +8,7 @@
 //! | reduce | arena up to 16 KiB on 2 ranks, 512 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
 //! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
 //! | all-gather | equal counts: arena up to blocks of 16 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm` |
-//! | all-to-all | arena when all of a rank's blocks fit its cell; Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
+//! | all-to-all | arena up to 16 KiB of blocks per rank on 2 ranks, 32 KiB on more (several turns above a cell); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -16,8 +16,7 @@
 //! on this node and reached through shared memory; its cells hold up to
 //! `COURIER_SHM_COLL_SLOT` bytes (16 KiB, less on big communicators), and
 //! larger calls take several turns. `COURIER_SHM_COLL_MAX` replaces the
-//! arena's size limits above (the barrier and all-to-all always use one
-//! cell).
+//! arena's size limits above.
 //!
 //! Before the table, an all-reduce with a commutative operation on a
 //! communicator that spans several nodes, with several ranks on at least
@@ -68,8 +67,6 @@ pub(crate) struct Needs {
     /// ranks on this node, an element type no larger than a cell); a call
     /// larger than a cell takes several turns.
     pub(crate) node: bool,
-    /// The whole call in one cell of the arena.
-    pub(crate) cell: bool,
 }
 
 impl Needs {
@@ -79,7 +76,6 @@ impl Needs {
         pof2: false,
         equal: false,
         node: false,
-        cell: false,
     };
 
     /// Whether call `c` satisfies these needs.
@@ -88,7 +84,6 @@ impl Needs {
             && (!self.pof2 || c.p.is_power_of_two())
             && (!self.equal || c.equal)
             && (!self.node || c.node_slot > 0)
-            && (!self.cell || c.fits_node())
     }
 }
 
@@ -185,7 +180,7 @@ algorithms!(
         Ring = "ring",
         RecursiveDoubling = "recursive_doubling" [pof2, equal],
         Bruck = "bruck" [equal],
-        Shm = "shm" [node, equal, cell],
+        Shm = "shm" [node, equal],
     }
 );
 algorithms!(
@@ -193,7 +188,7 @@ algorithms!(
     Alltoall, "COURIER_ALLTOALL_ALGORITHM" {
         Pairwise = "pairwise",
         Bruck = "bruck" [equal],
-        Shm = "shm" [node, equal, cell],
+        Shm = "shm" [node, equal],
     }
 );
 algorithms!(
@@ -256,6 +251,15 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
 /// cores) only from this many bytes; below, the receiver pulls alone so the
 /// bytes are in its cache (see `Net::recv_to_combine`).
 pub(crate) const COMBINE_COOP_MIN: usize = 1 << 20;
+/// All-to-all (bytes of all of a rank's blocks): see [`NodeMax`]. The
+/// arena copies every block twice (in, out), pairwise exchange once (single
+/// copy): from 3 interleaved sweeps, pairwise wins from blocks of 16 KiB on
+/// 2 ranks (3.7–3.9 against 5.4–5.8 µs) and on 4 (31–46 against 50–64 µs);
+/// below, the arena (8 KiB blocks on 4 ranks: 23.5 against 25–39 µs).
+pub(crate) const NODE_ALLTOALL_MAX: NodeMax = NodeMax {
+    two: 16 * 1024,
+    more: 32 * 1024,
+};
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
 pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
 /// All-reduce with a non-commutative op: recursive doubling up to this many bytes.
@@ -397,7 +401,7 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 }
 
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    let default = if c.equal && c.fits_node() {
+    let default = if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
         Alltoall::Shm
     } else if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck

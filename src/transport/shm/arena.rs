@@ -252,18 +252,35 @@ impl Arena {
     /// data cell, then publishes `seq` and `total` (the byte count of the
     /// rank's whole operation) in its state, and wakes sleepers.
     pub(crate) fn publish(&self, seq: u64, rank: usize, data: &[u8], total: u64) {
+        self.publish_parts(seq, rank, [data], total);
+    }
+
+    /// [`Arena::publish`] of the concatenation of `parts` (an all-to-all's
+    /// pieces for every rank), cut at what the line or cell holds.
+    pub(crate) fn publish_parts<'a>(
+        &self,
+        seq: u64,
+        rank: usize,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        total: u64,
+    ) {
         let (Some((p, room)), Some(state)) =
             (self.data_ptr(seq, rank, total), self.state(seq, rank))
         else {
             return;
         };
-        let n = data.len().min(room);
-        // SAFETY: 1. `p .. p + n` lies inside the line's inline bytes or
-        // the cell (n <= room); 2. by the arena's protocol no other process
-        // reads this data until the state store below publishes it, and
-        // none writes it (it is this rank's); 3. `data` is a separate local
-        // buffer, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, n) };
+        let mut at = 0;
+        for part in parts {
+            let n = part.len().min(room - at);
+            // SAFETY: 1. `p + at .. p + at + n` lies inside the line's
+            // inline bytes or the cell (at + n <= room); 2. by the arena's
+            // protocol no other process reads this data until the state
+            // store below publishes it, and none writes it (it is this
+            // rank's); 3. `part` is local memory, so the ranges do not
+            // overlap.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), n) };
+            at += n;
+        }
         state.store((seq << 32) | (total & 0xffff_ffff), Ordering::SeqCst);
         if self.u32_at(68).load(Ordering::SeqCst) > 0 {
             self.u32_at(64).fetch_add(1, Ordering::SeqCst);
