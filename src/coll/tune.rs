@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
 //! | broadcast | arena up to 32 KiB on 2 ranks, 512 KiB on more; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
-//! | reduce | arena up to 16 KiB on 2 ranks, 512 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
+//! | reduce | arena up to 16 KiB on 2 ranks, 128 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
 //! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
 //! | all-gather | equal counts: arena up to blocks of 16 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm` |
 //! | all-to-all | arena up to 16 KiB of blocks per rank on 2 ranks, 32 KiB on more (several turns above a cell); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
@@ -235,7 +235,11 @@ pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
 /// Reduce: see [`NodeMax`].
 pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
-    more: 512 * 1024,
+    // Once the binomial tree's leaves send from the send buffer and its
+    // root receives into the result (4 ranks, 3 interleaved sweeps):
+    // 256 KiB 78-85 against the arena's 100-133 µs, 512 KiB 172-195
+    // against 234-262; equal at 128 KiB.
+    more: 128 * 1024,
 };
 /// All-reduce: see [`NodeMax`].
 pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
