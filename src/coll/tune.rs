@@ -214,14 +214,14 @@ pub(crate) const LARGE_MIN_RANKS: usize = 8;
 /// Largest bytes per rank a collective sends through the node's arena
 /// (several turns above a cell's worth), on two ranks and on more: above
 /// it the point-to-point algorithms' single-copy transfers win. From
-/// `benches/compare_builds.sh` sweeps of the arena against them at 2 and 4
-/// ranks on a 2-core VM (BENCHMARKS.md): on two ranks the arena stops
-/// winning at 64 KiB (broadcast, all-reduce), 32 KiB (all-gather, once
-/// it sends the own block from the send buffer: 9.9 against 19.4 µs at
-/// 64 KiB) and 32 KiB (reduce, once its leaves send from the send buffer
-/// and its root receives into the result: binomial 4.4–6.6 against the
-/// arena's 6.6–7.7 µs at 32 KiB); on four, the arena's copies overlap the other ranks'
-/// and it wins up to 1 MiB, except all-reduce (128 KiB).
+/// interleaved sweeps of the arena against them at 2 and 4 ranks on a
+/// 2-core VM (`COURIER_<COLL>_ALGORITHM` against the default): on two
+/// ranks the arena stops winning at 64 KiB (broadcast, all-reduce),
+/// 32 KiB (all-gather, once it sends the own block from the send buffer:
+/// 9.9 against 19.4 µs at 64 KiB) and 32 KiB (reduce, once its leaves send
+/// from the send buffer and its root receives into the result: binomial
+/// 4.4–6.6 against the arena's 6.6–7.7 µs at 32 KiB); on four, where the
+/// arena's copies overlap the other ranks', later (per constant below).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NodeMax {
     pub(crate) two: usize,
