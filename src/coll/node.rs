@@ -421,9 +421,16 @@ impl NodeColl {
         block: usize,
     ) -> Result<()> {
         let total = send.len();
+        if self.slot() < self.p {
+            return Err(Error::InvalidArgument(format!(
+                "all-to-all through the arena: cells of {} bytes cannot carry a piece for each of {} ranks",
+                self.slot(),
+                self.p
+            )));
+        }
         let mine = self.me * block..(self.me + 1) * block;
         recv[mine.clone()].copy_from_slice(&send[mine]);
-        let piece = (self.slot() / self.p.max(1)).max(1);
+        let piece = self.slot() / self.p;
         let turns = if block <= piece {
             1
         } else {
@@ -681,6 +688,23 @@ mod tests {
                     }
                 }
             });
+        }
+    }
+
+    #[test]
+    fn an_all_to_all_needs_a_byte_per_rank_in_a_cell() {
+        // Cells of 2 bytes cannot carry a piece for each of 3 ranks: an
+        // error on every rank, nothing truncated.
+        let out = run(3, 2, |n| {
+            let send = vec![n.me as u8; 3];
+            let mut recv = vec![0u8; 3];
+            n.alltoall(OK, &send, &mut recv, 1)
+                .map_err(|e| e.to_string())
+        });
+        for r in out {
+            assert!(r
+                .unwrap_err()
+                .contains("cannot carry a piece for each of 3 ranks"));
         }
     }
 

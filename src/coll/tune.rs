@@ -405,7 +405,8 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 }
 
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    let default = if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
+    // Each turn carries at least a byte for every rank.
+    let default = if c.equal && c.node_slot >= c.p && c.node_up_to(NODE_ALLTOALL_MAX) {
         Alltoall::Shm
     } else if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck
