@@ -51,8 +51,13 @@ impl<T> OrderedQueue<T> {
     }
 
     /// Index of the first item satisfying `pred`.
-    pub(crate) fn position(&self, pred: impl FnMut(&T) -> bool) -> Option<usize> {
-        self.items.iter().position(pred)
+    pub(crate) fn position(&self, mut pred: impl FnMut(&T) -> bool) -> Option<usize> {
+        // The front first: the usual match, without a two-slice iterator.
+        match self.items.front() {
+            None => None,
+            Some(first) if pred(first) => Some(0),
+            Some(_) => self.items.iter().skip(1).position(pred).map(|i| i + 1),
+        }
     }
 
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
@@ -60,7 +65,13 @@ impl<T> OrderedQueue<T> {
     }
 
     pub(crate) fn remove(&mut self, i: usize) -> Option<T> {
-        self.items.remove(i)
+        // The usual match is the first item (messages and receives in
+        // order): a plain pop, not the general shifting removal.
+        if i == 0 {
+            self.items.pop_front()
+        } else {
+            self.items.remove(i)
+        }
     }
 
     /// Removes every item satisfying `pred`, keeping the others in order.
@@ -123,7 +134,9 @@ mod tests {
         for i in 0..6 {
             q.push(i);
         }
+        assert_eq!(q.position(|&x| x % 2 == 0), Some(0));
         assert_eq!(q.position(|&x| x % 2 == 1), Some(1));
+        assert_eq!(q.position(|&x| x > 9), None);
         assert_eq!(q.remove(1), Some(1));
         assert_eq!(q.drain_where(|&x| x > 3), vec![4, 5]);
         assert_eq!(q.iter().copied().collect::<Vec<_>>(), vec![0, 2, 3]);

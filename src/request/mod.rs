@@ -162,6 +162,9 @@ pub(crate) fn recv_blocking_coop_min(
     })
 }
 
+/// Requests a scope has room for before its list of them grows.
+const SCOPE_ROOM: usize = 16;
+
 /// Runs `f` with a [`Scope`] for nonblocking operations on borrowed buffers.
 /// When `f` returns, every request made in the scope that is still in
 /// flight is waited for; errors of requests nobody waited on are dropped
@@ -191,7 +194,9 @@ where
     F: for<'s> FnOnce(&'s Scope<'s, 'env>) -> R,
 {
     let s = Scope {
-        pending: RefCell::new(Vec::new()),
+        // Room for a typical exchange or window without regrowing (one
+        // allocation, as the first push would make anyway).
+        pending: RefCell::new(Vec::with_capacity(SCOPE_ROOM)),
         _scope: PhantomData,
         _env: PhantomData,
     };
