@@ -10,7 +10,7 @@
 //! | `COURIER_SHM_EAGER_LIMIT` | 4096 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
-//! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all) |
+//! | `COURIER_CMA_COOP_MIN` | 131072 | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all); operands a reduction combines at once only from 1 MiB (pulled alone, they are in the receiver's cache) |
 //! | `COURIER_CMA_COOP_SHARE` | 60 | percent (1–99) of a cooperatively copied message that the receiver copies |
 //! | `COURIER_FLOW_WINDOW` | 4194304 | flow-control credit per sending peer: unmatched eager bytes (+128 per message) a receiver may hold from one peer before the sender waits |
 //! | `COURIER_HANDSHAKE_TIMEOUT_MS` | 10000 | accepted connections that have not authenticated within this time are closed (rank listeners and the launcher's service) |
