@@ -76,32 +76,11 @@ impl Net for CommShared {
     }
 
     fn recv(&self, bytes: &mut [u8], src: usize, tag: u32) -> Result<()> {
-        let peer = self.world_rank(src)?;
-        let want = bytes.len();
-        let info = request::recv_blocking(
-            &self.progress,
-            self.coll_context(),
-            Some(peer),
-            Some(tag),
-            bytes,
-        )
-        .map_err(|e| self.group().local_error(e))?;
-        check_len(src, info.len, want)
+        self.recv_coop_min(bytes, src, tag, 0)
     }
 
     fn recv_to_combine(&self, bytes: &mut [u8], src: usize, tag: u32) -> Result<()> {
-        let peer = self.world_rank(src)?;
-        let want = bytes.len();
-        let info = request::recv_blocking_coop_min(
-            &self.progress,
-            self.coll_context(),
-            Some(peer),
-            Some(tag),
-            bytes,
-            super::tune::COMBINE_COOP_MIN,
-        )
-        .map_err(|e| self.group().local_error(e))?;
-        check_len(src, info.len, want)
+        self.recv_coop_min(bytes, src, tag, super::tune::COMBINE_COOP_MIN)
     }
 
     fn sendrecv(
@@ -181,6 +160,25 @@ impl Net for CommShared {
             done?;
             check_len(src, info?.len, want)
         })
+    }
+}
+
+impl CommShared {
+    /// A blocking receive on the collective context, cooperative only from
+    /// `coop_min` bytes (0: as configured), of exactly `bytes.len()` bytes.
+    fn recv_coop_min(&self, bytes: &mut [u8], src: usize, tag: u32, coop_min: usize) -> Result<()> {
+        let peer = self.world_rank(src)?;
+        let want = bytes.len();
+        let info = request::recv_blocking_coop_min(
+            &self.progress,
+            self.coll_context(),
+            Some(peer),
+            Some(tag),
+            bytes,
+            coop_min,
+        )
+        .map_err(|e| self.group().local_error(e))?;
+        check_len(src, info.len, want)
     }
 }
 

@@ -247,9 +247,10 @@ impl Progress {
     /// they are in its cache (see `Net::recv_to_combine`).
     pub(crate) fn with_coop_min<R>(&mut self, min: usize, f: impl FnOnce(&mut Self) -> R) -> R {
         let saved = self.engine.coop_min();
-        if saved > 0 && saved < min {
-            self.engine.set_coop_min(min);
+        if saved == 0 || saved >= min {
+            return f(self);
         }
+        self.engine.set_coop_min(min);
         let r = f(self);
         self.engine.set_coop_min(saved);
         r

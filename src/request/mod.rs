@@ -137,15 +137,11 @@ pub(crate) fn recv_blocking(
     tag: Option<u32>,
     bytes: &mut [u8],
 ) -> Result<MsgInfo> {
-    let mut p = lock(p)?;
-    // SAFETY: `bytes` is mutably borrowed for this whole call, and
-    // `wait_or_detach` finishes the request or detaches the loan before we return.
-    let id = unsafe { p.post_recv(context, source, tag, bytes) };
-    wait_or_detach(&mut p, id)
+    recv_blocking_coop_min(p, context, source, tag, bytes, 0)
 }
 
 /// [`recv_blocking`] with copies cooperative only from `coop_min` bytes
-/// (see `Progress::with_coop_min`).
+/// (see `Progress::with_coop_min`; 0: as configured).
 pub(crate) fn recv_blocking_coop_min(
     p: &RefCell<Progress>,
     context: u32,
@@ -156,7 +152,9 @@ pub(crate) fn recv_blocking_coop_min(
 ) -> Result<MsgInfo> {
     let mut p = lock(p)?;
     p.with_coop_min(coop_min, |p| {
-        // SAFETY: as in `recv_blocking`.
+        // SAFETY: `bytes` is mutably borrowed for this whole call, and
+        // `wait_or_detach` finishes the request or detaches the loan before
+        // we return.
         let id = unsafe { p.post_recv(context, source, tag, bytes) };
         wait_or_detach(p, id)
     })
