@@ -299,9 +299,10 @@ impl Communicator {
     }
 }
 
-/// All-gather of `size` equal blocks of `n` elements of `T` in `buf`. This rank's block is in place, or, with `own`, still in the
-/// caller's send buffer: the point-to-point algorithms then send it from
-/// there and copy it into place during their first exchange.
+/// All-gather of `size` equal blocks of `n` elements of `T` in `buf`.
+/// This rank's block is in place, or, with `own`, still in the caller's
+/// send buffer: the point-to-point algorithms then send it from there and
+/// copy it into place during their first exchange.
 fn gather_blocks<T: Pod>(
     c: &crate::comm::CommShared,
     buf: &mut [u8],
