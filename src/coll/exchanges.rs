@@ -144,15 +144,14 @@ impl Communicator {
         let sz = std::mem::size_of::<T>();
         let mut how = call::<T>(c, n, true)?;
         how.node_bytes = std::mem::size_of_val(send);
+        if how.node_slot < p {
+            // Each turn carries at least a byte for every rank: an arena
+            // whose cells are smaller cannot serve (nor be forced).
+            how.node_slot = 0;
+        }
         match tune::alltoall(how)? {
-            // A forced arena too small for a piece per rank (more ranks
-            // than a cell has bytes) falls back to pairwise exchange.
-            tune::Alltoall::Shm if arena(c)?.slot() >= p => {
-                arena(c)?.alltoall(&|| node::job_check(c), bytes(send), bytes_mut(recv), n * sz)
-            }
             tune::Alltoall::Shm => {
-                let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
-                algo::alltoall_pairwise(c, bytes(send), &d, bytes_mut(recv), &d)
+                arena(c)?.alltoall(&|| node::job_check(c), bytes(send), bytes_mut(recv), n * sz)
             }
             tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
             tune::Alltoall::Pairwise => {

@@ -405,8 +405,7 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 }
 
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    // Each turn carries at least a byte for every rank.
-    let default = if c.equal && c.node_slot >= c.p && c.node_up_to(NODE_ALLTOALL_MAX) {
+    let default = if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
         Alltoall::Shm
     } else if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck
