@@ -110,28 +110,7 @@ impl Net for CommShared {
         tag: u32,
         during: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        let (to, from) = (self.world_rank(dest)?, self.world_rank(src)?);
-        let want = inc.len();
-        request::scope(|s| {
-            let ctx = self.coll_context();
-            let r = Request::recv(
-                s,
-                self.progress.clone(),
-                None,
-                ctx,
-                Some(from),
-                Some(tag),
-                inc,
-                1,
-            )?;
-            let w = Request::send(s, self.progress.clone(), None, to, ctx, tag, out, false)?;
-            let done = during();
-            let info = r.wait_info().map_err(|e| self.group().local_error(e));
-            let sent = w.wait_raw();
-            done?;
-            check_len(src, info?.len, want)?;
-            sent
-        })
+        self.recv_during(Some((out, dest)), inc, src, tag, during)
     }
 
     fn recv_while(
@@ -141,29 +120,44 @@ impl Net for CommShared {
         tag: u32,
         during: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        let peer = self.world_rank(src)?;
-        let want = bytes.len();
-        request::scope(|s| {
-            let ctx = self.coll_context();
-            let r = Request::recv(
-                s,
-                self.progress.clone(),
-                None,
-                ctx,
-                Some(peer),
-                Some(tag),
-                bytes,
-                1,
-            )?;
-            let done = during();
-            let info = r.wait_info().map_err(|e| self.group().local_error(e));
-            done?;
-            check_len(src, info?.len, want)
-        })
+        self.recv_during(None, bytes, src, tag, during)
     }
 }
 
 impl CommShared {
+    /// Posts a receive of exactly `inc.len()` bytes from `src` (and, with
+    /// `send`, a send of those bytes to that rank), runs `during`, then
+    /// waits for both: transfers overlap the local work.
+    fn recv_during(
+        &self,
+        send: Option<(&[u8], usize)>,
+        inc: &mut [u8],
+        src: usize,
+        tag: u32,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let from = self.world_rank(src)?;
+        let to = send.map(|(_, dest)| self.world_rank(dest)).transpose()?;
+        let want = inc.len();
+        request::scope(|s| {
+            let ctx = self.coll_context();
+            let p = || self.progress.clone();
+            let r = Request::recv(s, p(), None, ctx, Some(from), Some(tag), inc, 1)?;
+            let w = match (send, to) {
+                (Some((out, _)), Some(to)) => {
+                    Some(Request::send(s, p(), None, to, ctx, tag, out, false)?)
+                }
+                _ => None,
+            };
+            let done = during();
+            let info = r.wait_info().map_err(|e| self.group().local_error(e));
+            let sent = w.map_or(Ok(()), Request::wait_raw);
+            done?;
+            check_len(src, info?.len, want)?;
+            sent
+        })
+    }
+
     /// A blocking receive on the collective context, cooperative only from
     /// `coop_min` bytes (0: as configured), of exactly `bytes.len()` bytes.
     fn recv_coop_min(&self, bytes: &mut [u8], src: usize, tag: u32, coop_min: usize) -> Result<()> {

@@ -440,6 +440,7 @@ impl NodeColl {
             let part = chunk(k, piece, block);
             let s = self.begin(check, total)?;
             if turns == 1 {
+                // The pieces are the whole send buffer: one copy.
                 self.arena.publish(s, self.me, send, total as u64);
             } else {
                 let pieces =

@@ -13,12 +13,38 @@ pub(super) fn ring_allgather<N: Net>(
     left: usize,
     tag: u32,
 ) -> Result<()> {
+    let at = RingPos {
+        idx: me_idx,
+        right,
+        left,
+    };
+    ring_steps(n, buf, d, at, 0..n.size().saturating_sub(1), tag)
+}
+
+/// A rank's place in a ring: its index, and its neighbours' ranks.
+#[derive(Debug, Clone, Copy)]
+struct RingPos {
+    idx: usize,
+    right: usize,
+    left: usize,
+}
+
+/// Steps `steps` of [`ring_allgather`]: step s passes block `idx - s` to
+/// the right and takes block `idx - s - 1` from the left.
+fn ring_steps<N: Net>(
+    n: &N,
+    buf: &mut [u8],
+    d: &dyn Fn(usize) -> usize,
+    at: RingPos,
+    steps: Range<usize>,
+    tag: u32,
+) -> Result<()> {
     let p = n.size();
-    for s in 0..p.saturating_sub(1) {
-        let ob = (me_idx + p - s) % p;
-        let ib = (me_idx + 2 * p - s - 1) % p;
+    for s in steps {
+        let ob = (at.idx + p - s) % p;
+        let ib = (at.idx + 2 * p - s - 1) % p;
         let (out, inc) = split_pair(buf, d(ob)..d(ob + 1), d(ib)..d(ib + 1));
-        n.sendrecv(out, right, inc, left, tag)?;
+        n.sendrecv(out, at.right, inc, at.left, tag)?;
     }
     Ok(())
 }
@@ -50,14 +76,12 @@ pub(crate) fn allgather_ring<N: Net>(
         d[left]..d[left + 1],
         left,
     )?;
-    // Steps 1.. of the ring: step s forwards block me - s.
-    for s in 1..p - 1 {
-        let ob = (me + p - s) % p;
-        let ib = (me + 2 * p - s - 1) % p;
-        let (out, inc) = split_pair(buf, d[ob]..d[ob + 1], d[ib]..d[ib + 1]);
-        n.sendrecv(out, right, inc, left, TAG_ALLGATHER)?;
-    }
-    Ok(())
+    let at = RingPos {
+        idx: me,
+        right,
+        left,
+    };
+    ring_steps(n, buf, &|i| d[i], at, 1..p - 1, TAG_ALLGATHER)
 }
 
 /// The first exchange of an all-gather whose own block is not in place

@@ -59,22 +59,30 @@ pub(crate) fn allreduce_rabenseifner<N: Net, T: Pod>(n: &N, r: Reduction<'_, T>)
     if p == 1 {
         return Ok(());
     }
+    if let Some(nr) = fold(n, acc, tmp, TAG_ALLREDUCE, combine)? {
+        reduce_scatter_halving(n, nr, acc, tmp, TAG_ALLREDUCE, combine)?;
+        doubling_allgather(n, nr, acc)?;
+    }
+    unfold(n, acc, TAG_ALLREDUCE)
+}
+
+/// The all-gather half of [`allreduce_rabenseifner`]: recursive doubling
+/// among the power-of-two survivors, survivor `nr` holding block `nr`.
+fn doubling_allgather<N: Net, T: Pod>(n: &N, nr: usize, acc: &mut [T]) -> Result<()> {
+    let p = n.size();
     let pof2 = pof2_floor(p);
     let cnt = acc.len();
     let b = |i: usize| block(cnt, pof2, i);
-    if let Some(nr) = fold(n, acc, tmp, TAG_ALLREDUCE, combine)? {
-        reduce_scatter_halving(n, nr, acc, tmp, TAG_ALLREDUCE, combine)?;
-        let mut mask = 1;
-        while mask < pof2 {
-            let np = nr ^ mask;
-            let (mine, theirs) = (nr & !(mask - 1), np & !(mask - 1));
-            let (out, inc) = split_pair(acc, b(mine)..b(mine + mask), b(theirs)..b(theirs + mask));
-            let peer = unfolded(p, np);
-            n.sendrecv(bytes(out), peer, bytes_mut(inc), peer, TAG_ALLREDUCE)?;
-            mask <<= 1;
-        }
+    let mut mask = 1;
+    while mask < pof2 {
+        let np = nr ^ mask;
+        let (mine, theirs) = (nr & !(mask - 1), np & !(mask - 1));
+        let (out, inc) = split_pair(acc, b(mine)..b(mine + mask), b(theirs)..b(theirs + mask));
+        let peer = unfolded(p, np);
+        n.sendrecv(bytes(out), peer, bytes_mut(inc), peer, TAG_ALLREDUCE)?;
+        mask <<= 1;
     }
-    unfold(n, acc, TAG_ALLREDUCE)
+    Ok(())
 }
 
 /// [`allreduce_rabenseifner`] on a power-of-two number of ranks, with this
@@ -117,15 +125,7 @@ pub(crate) fn allreduce_rabenseifner_from<N: Net, T: Pod>(
     combine(&mut acc[k.clone()], &own[k])?;
     let r = Reduction::new(&mut *acc, tmp, combine);
     halving_steps(n, nr, r, TAG_ALLREDUCE, (keep.start, keep.end), mask >> 1)?;
-    let mut mask = 1;
-    while mask < p {
-        let np = nr ^ mask;
-        let (mine, theirs) = (nr & !(mask - 1), np & !(mask - 1));
-        let (out, inc) = split_pair(acc, b(mine)..b(mine + mask), b(theirs)..b(theirs + mask));
-        n.sendrecv(bytes(out), np, bytes_mut(inc), np, TAG_ALLREDUCE)?;
-        mask <<= 1;
-    }
-    Ok(())
+    doubling_allgather(n, nr, acc)
 }
 
 /// Ring: reduce-scatter then all-gather around the ring;

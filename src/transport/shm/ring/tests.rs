@@ -61,15 +61,10 @@ fn records_are_capped_and_space_comes_back() {
     assert_eq!(c.read(&mut rest), Ok(0));
 }
 
-#[test]
-fn payload_that_looks_like_a_header_is_not_taken_for_one() {
-    // A lap of 248-byte records (four lines each) whose bytes at every
-    // line start inside a record would read as ready headers in the next
-    // lap; then a lap of small records over them.
-    let cap = 1024usize;
-    let (_m, r) = Mem::new(cap);
-    let mut p = Producer::new(r);
-    let mut c = Consumer::new(r);
+/// A lap of a ring of `cap` bytes as 248-byte records (four lines each)
+/// whose bytes at every line start inside a record would read as ready
+/// headers in the next lap.
+fn forged_lap(cap: usize) -> Vec<u8> {
     let mut forged = vec![0u8; 4 * 248];
     for rec in 0..4 {
         for line in 1..4 {
@@ -79,6 +74,19 @@ fn payload_that_looks_like_a_header_is_not_taken_for_one() {
             forged[at..at + 8].copy_from_slice(&word.to_ne_bytes());
         }
     }
+    forged
+}
+
+#[test]
+fn payload_that_looks_like_a_header_is_not_taken_for_one() {
+    // A lap of 248-byte records (four lines each) whose bytes at every
+    // line start inside a record would read as ready headers in the next
+    // lap; then a lap of small records over them.
+    let cap = 1024usize;
+    let (_m, r) = Mem::new(cap);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let forged = forged_lap(cap);
     let mut sent = 0;
     let mut got = Vec::new();
     while sent < forged.len() {
@@ -105,15 +113,7 @@ fn lookalike_words_split_across_slices_are_found() {
     // boundaries fall inside the words checked at line starts: the records
     // must end at the same places as with one slice.
     let cap = 1024usize;
-    let mut forged = vec![0u8; 4 * 248];
-    for rec in 0..4 {
-        for line in 1..4 {
-            let pos = (rec * 256 + line * 64 + cap) as u64;
-            let word = u64::from(stamp_at(pos)) << 32 | 8;
-            let at = rec * 248 + line * 64 - 8;
-            forged[at..at + 8].copy_from_slice(&word.to_ne_bytes());
-        }
-    }
+    let forged = forged_lap(cap);
     let lens = |split: usize| {
         let (_m, r) = Mem::new(cap);
         let mut p = Producer::new(r);
