@@ -61,45 +61,66 @@ fn records_are_capped_and_space_comes_back() {
     assert_eq!(c.read(&mut rest), Ok(0));
 }
 
-/// A lap of a ring of `cap` bytes as 248-byte records (four lines each)
-/// whose bytes at every line start inside a record would read as ready
-/// headers in the next lap.
-fn forged_lap(cap: usize) -> Vec<u8> {
-    let mut forged = vec![0u8; 4 * 248];
-    for rec in 0..4 {
-        for line in 1..4 {
-            let pos = (rec * 256 + line * 64 + cap) as u64;
-            let word = u64::from(stamp_at(pos)) << 32 | 8;
-            let at = rec * 248 + line * 64 - 8;
-            forged[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+/// Payloads of one lap of a ring of `cap` bytes: 248-byte messages, each
+/// with one 8-byte word that, written where a correct producer puts it,
+/// would read one lap later as a ready header at a record-slot start
+/// inside the record (a different slot in each message). A correct
+/// producer ends each message's first record just before that word: the
+/// expected record lengths are returned beside the payloads.
+fn forged_lap(cap: usize) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let align = RECORD_ALIGN as usize;
+    let slots = 256 / align; // a 248-byte record spans this many slots
+    let (mut msgs, mut lens) = (Vec::new(), Vec::new());
+    let mut pos = 0u64;
+    for i in 0.. {
+        let at = (1 + i % (slots - 1)) * align - RECORD_HEADER;
+        if pos + footprint_of(at) + footprint_of(248 - at) > cap as u64 {
+            break;
         }
+        let mut msg = vec![0u8; 248];
+        let word = u64::from(stamp_at(pos + (at + RECORD_HEADER) as u64 + cap as u64)) << 32 | 8;
+        msg[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+        msgs.push(msg);
+        lens.extend([at, 248 - at]);
+        pos += footprint_of(at) + footprint_of(248 - at);
     }
-    forged
+    (msgs, lens)
+}
+
+/// Writes each message of `msgs` (handed over as slices of `split` bytes)
+/// until all of it is in, reading every record at once; checks the bytes
+/// and returns the record lengths.
+fn write_lap(p: &mut Producer, c: &mut Consumer, msgs: &[Vec<u8>], split: usize) -> Vec<usize> {
+    let mut lens = Vec::new();
+    for msg in msgs {
+        let mut got = Vec::new();
+        while got.len() < msg.len() {
+            let slices: Vec<&[u8]> = msg[got.len()..].chunks(split).collect();
+            let n = p.write(&slices).unwrap();
+            assert!(n > 0);
+            lens.push(n);
+            let mut buf = vec![0u8; n];
+            assert_eq!(c.read(&mut buf), Ok(n));
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(&got, msg, "split {split}");
+    }
+    lens
 }
 
 #[test]
 fn payload_that_looks_like_a_header_is_not_taken_for_one() {
-    // A lap of 248-byte records (four lines each) whose bytes at every
-    // line start inside a record would read as ready headers in the next
-    // lap; then a lap of small records over them.
+    // A forged lap, then a lap of the smallest records over it: none may
+    // find a lookalike header after it.
     let cap = 1024usize;
     let (_m, r) = Mem::new(cap);
     let mut p = Producer::new(r);
     let mut c = Consumer::new(r);
-    let forged = forged_lap(cap);
-    let mut sent = 0;
-    let mut got = Vec::new();
-    while sent < forged.len() {
-        let n = p.write(&[&forged[sent..]]).unwrap();
-        assert!(n > 0);
-        sent += n;
-        let mut buf = vec![0u8; n];
-        assert_eq!(c.read(&mut buf), Ok(n));
-        got.extend_from_slice(&buf);
-    }
-    assert_eq!(got, forged);
+    let (msgs, expected) = forged_lap(cap);
+    assert!(msgs.len() >= 3);
+    assert_eq!(write_lap(&mut p, &mut c, &msgs, 248), expected);
     let mut out = [0u8; 64];
-    for i in 0..32u8 {
+    for i in 0..(cap / RECORD_ALIGN as usize) as u8 {
         assert_eq!(p.write(&[&[i; 8]]), Ok(8));
         assert_eq!(c.read(&mut out), Ok(8), "record {i}");
         assert_eq!(&out[..8], &[i; 8]);
@@ -110,33 +131,19 @@ fn payload_that_looks_like_a_header_is_not_taken_for_one() {
 #[test]
 fn lookalike_words_split_across_slices_are_found() {
     // The forged lap of the test above, handed over as many slices whose
-    // boundaries fall inside the words checked at line starts: the records
+    // boundaries fall inside the words checked at slot starts: the records
     // must end at the same places as with one slice.
     let cap = 1024usize;
-    let forged = forged_lap(cap);
-    let lens = |split: usize| {
+    let (msgs, expected) = forged_lap(cap);
+    for split in [1, 3, 13, 60, 248] {
         let (_m, r) = Mem::new(cap);
         let mut p = Producer::new(r);
         let mut c = Consumer::new(r);
-        let mut sent = 0;
-        let mut lens = Vec::new();
-        let mut got = Vec::new();
-        while sent < forged.len() {
-            let slices: Vec<&[u8]> = forged[sent..].chunks(split).collect();
-            let n = p.write(&slices).unwrap();
-            assert!(n > 0);
-            sent += n;
-            lens.push(n);
-            let mut buf = vec![0u8; n];
-            assert_eq!(c.read(&mut buf), Ok(n));
-            got.extend_from_slice(&buf);
-        }
-        assert_eq!(got, forged, "split {split}");
-        lens
-    };
-    let whole = lens(forged.len());
-    for split in [1, 3, 13, 60] {
-        assert_eq!(lens(split), whole, "split {split}");
+        assert_eq!(
+            write_lap(&mut p, &mut c, &msgs, split),
+            expected,
+            "split {split}"
+        );
     }
 }
 
