@@ -6,7 +6,7 @@
 use super::flow::{eager_cost, ENVELOPE_COST};
 use super::matching::Envelope;
 use super::requests::{MsgInfo, Rdv, RecvPhase, ReqId, SendPhase, SendState};
-use super::{Body, Dest, Engine, Incoming, Payload, ProtocolError, Transmit, Unexpected};
+use super::{direct, Body, Dest, Engine, Incoming, Payload, ProtocolError, Transmit, Unexpected};
 use crate::ids::Rank;
 use crate::wire::Frame;
 
@@ -116,6 +116,12 @@ impl Engine {
             }
             self.consumed(peer, eager_cost(len as u64));
             Incoming::Recv(id)
+        } else if let direct::DirectMatch::Take = self.match_direct(&env, len) {
+            if let Some(sreq) = sync_sreq {
+                self.queue_control(peer, Frame::SyncAck { sreq });
+            }
+            self.consumed(peer, eager_cost(len as u64));
+            return Ok(Some(self.direct_incoming(peer)));
         } else {
             self.stats.unexpected_arrivals += 1;
             Incoming::Staged {
@@ -127,6 +133,7 @@ impl Engine {
         let dest = match incoming {
             Incoming::Recv(id) => Dest::Req(id),
             Incoming::Staged { .. } => Dest::Staging,
+            Incoming::Direct => Dest::Direct,
         };
         if let Some(p) = self.peers.get_mut(peer as usize) {
             p.incoming = Some(incoming);
@@ -162,6 +169,7 @@ impl Engine {
             self.start_rendezvous_recv(id, info, sreq, addr);
         } else {
             self.stats.unexpected_arrivals += 1;
+            self.defer_direct(&env);
             self.unexpected.push(Unexpected {
                 env,
                 len,
@@ -250,7 +258,7 @@ impl Engine {
     pub(crate) fn staging_mut(&mut self, peer: Rank) -> Option<&mut [u8]> {
         match self.peers.get_mut(peer as usize)?.incoming.as_mut()? {
             Incoming::Staged { data, .. } => Some(data),
-            Incoming::Recv(_) => None,
+            Incoming::Recv(_) | Incoming::Direct => None,
         }
     }
 
@@ -293,6 +301,7 @@ impl Engine {
                     };
                     self.reqs.complete(id, Ok(info));
                 } else {
+                    self.defer_direct(&env);
                     self.unexpected.push(Unexpected {
                         env,
                         len,
@@ -300,6 +309,7 @@ impl Engine {
                     });
                 }
             }
+            Incoming::Direct => self.direct_payload_done(),
         }
     }
 }

@@ -35,6 +35,7 @@
 //! with [`ReqError::Truncated`] and the message stays queued for a later receive.
 
 pub(crate) mod copy;
+mod direct;
 mod flow;
 mod frames;
 pub(crate) mod matching;
@@ -48,6 +49,7 @@ mod untrusted;
 mod tests;
 
 pub(crate) use copy::{CopyPart, Direction, DEFAULT_COOP_SHARE};
+pub(crate) use direct::{DirectOutcome, DirectStart};
 pub(crate) use requests::{MsgInfo, ReqError, ReqId};
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) use untrusted::feed_untrusted;
@@ -72,6 +74,8 @@ pub(crate) enum Dest {
     Req(ReqId),
     /// Into the engine's staging buffer for this peer ([`Engine::staging_mut`]).
     Staging,
+    /// Into the buffer of the direct receive (see [`direct`]), from offset 0.
+    Direct,
 }
 
 /// The payload source of a frame to transmit.
@@ -138,6 +142,8 @@ enum Incoming {
         data: Vec<u8>,
         sync_sreq: Option<u64>,
     },
+    /// Payload goes into the direct receive's buffer.
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +186,11 @@ pub(crate) struct Engine {
     /// without touching the request slab).
     posted: OrderedQueue<(ReqId, Pattern)>,
     unexpected: OrderedQueue<Unexpected>,
+    /// The blocking receive matched without a request, if one waits.
+    direct: Option<direct::DirectRecv>,
+    /// A cancelled direct receive's payload is still arriving (no new
+    /// direct receive may start: its bytes would land in the new buffer).
+    direct_draining: bool,
     transmits: VecDeque<Transmit>,
     deliveries: VecDeque<(ReqId, Vec<u8>)>,
     /// Single-copy parts for the driver: our pulls, and our pushes (which a
@@ -217,6 +228,8 @@ impl Engine {
             reqs: Requests::default(),
             posted: OrderedQueue::default(),
             unexpected: OrderedQueue::default(),
+            direct: None,
+            direct_draining: false,
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
             pulls: VecDeque::new(),
@@ -353,8 +366,9 @@ impl Engine {
             return;
         }
         p.state = PeerState::Gone(reason.clone());
-        p.incoming = None;
+        let was_direct = matches!(p.incoming.take(), Some(Incoming::Direct));
         p.flow.drop_held();
+        self.direct_peer_lost(peer, &reason, was_direct);
         let failed: Vec<ReqId> = self
             .reqs
             .running()

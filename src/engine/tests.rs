@@ -37,6 +37,8 @@ struct SimNet {
     pushes_work: bool,
     /// Advertised receive buffers for pushes: addr → (receiver, request).
     recv_advertised: HashMap<u64, (u32, ReqId)>,
+    /// Each rank's direct-receive buffer.
+    direct_bufs: HashMap<u32, Vec<u8>>,
     rng: Rng,
 }
 
@@ -51,6 +53,7 @@ impl SimNet {
             pulls_work: true,
             pushes_work: true,
             recv_advertised: HashMap::new(),
+            direct_bufs: HashMap::new(),
             rng: Rng(seed | 1),
         }
     }
@@ -166,6 +169,10 @@ impl SimNet {
                 e.staging_mut(from).unwrap().copy_from_slice(&payload);
                 e.handle_payload_done(from);
             }
+            Some(Dest::Direct) => {
+                self.direct_bufs.get_mut(&to).unwrap()[..payload.len()].copy_from_slice(&payload);
+                e.handle_payload_done(from);
+            }
             None => assert!(payload.is_empty()),
         }
         self.deliver(to);
@@ -179,6 +186,48 @@ impl SimNet {
 
     fn done(&self, r: u32, id: ReqId) -> bool {
         self.engines[r as usize].is_done(id)
+    }
+
+    /// A blocking receive as the driver makes it: direct when the engine
+    /// allows, an ordinary receive otherwise or when it falls back. Frames
+    /// are delivered until the direct receive finishes (then the rest).
+    fn recv_blocking(
+        &mut self,
+        at: u32,
+        src: Option<u32>,
+        tag: Option<u32>,
+        cap: usize,
+    ) -> (bool, Result<(MsgInfo, Vec<u8>), ReqError>) {
+        match self.engines[at as usize].begin_direct(0, src, tag, cap) {
+            DirectStart::Waiting => {}
+            DirectStart::Queued(info, data) => {
+                self.pump(at);
+                return (true, Ok((info, data)));
+            }
+            DirectStart::Truncated(e) => return (true, Err(e)),
+            DirectStart::Ordinary => {
+                let id = self.recv(at, src, tag, cap);
+                self.run();
+                return (false, self.take_recv(at, id));
+            }
+        }
+        {
+            self.direct_bufs.insert(at, vec![0; cap]);
+            while !self.engines[at as usize].direct_finished() && self.step() {}
+            let outcome = self.engines[at as usize].end_direct();
+            let buf = self.direct_bufs.remove(&at).unwrap();
+            self.pump(at);
+            match outcome {
+                DirectOutcome::Done(r) => {
+                    return (true, r.map(|info| (info, buf[..info.len].to_vec())))
+                }
+                DirectOutcome::Fallback => {}
+                DirectOutcome::Cancelled { .. } => panic!("the network went idle first"),
+            }
+        }
+        let id = self.recv(at, src, tag, cap);
+        self.run();
+        (false, self.take_recv(at, id))
     }
 
     fn take_recv(&mut self, r: u32, id: ReqId) -> Result<(MsgInfo, Vec<u8>), ReqError> {
@@ -403,6 +452,147 @@ fn non_overtaking_across_protocols_and_interleavings() {
             next[src] += 1;
         }
     }
+}
+
+#[test]
+fn direct_receives_keep_the_order_of_posted_ones() {
+    // The non-overtaking scenario with blocking receives: eager messages
+    // taken directly, rendezvous ones through the fallback, queued ones by
+    // an ordinary receive; every message in order per sender.
+    let mut direct_taken = 0;
+    for seed in 1..40 {
+        let mut net = SimNet::new(3, 32, seed);
+        let lens = [0usize, 5, 100, 31, 33, 1, 64, 2000, 3];
+        for (k, &len) in lens.iter().enumerate() {
+            net.send(0, 2, 7, &bytes(k, len), false);
+            net.send(1, 2, 7, &bytes(100 + k, len), false);
+        }
+        let mut next = [0usize; 2];
+        for _ in 0..2 * lens.len() {
+            let (direct, r) = net.recv_blocking(2, None, Some(7), 4096);
+            let (info, data) = r.unwrap();
+            direct_taken += usize::from(direct);
+            let src = info.source as usize;
+            let k = next[src];
+            assert_eq!(
+                data,
+                bytes(100 * src + k, lens[k]),
+                "seed {seed}: message {k} from {src}"
+            );
+            next[src] += 1;
+        }
+        net.run();
+        assert_eq!(net.engines[2].queue_lengths(), (0, 0), "seed {seed}");
+    }
+    assert!(direct_taken > 100, "only {direct_taken} direct receives");
+}
+
+#[test]
+fn a_direct_receive_truncates_like_a_posted_one_and_waits_behind_it() {
+    let mut net = SimNet::new(2, 64, 3);
+    net.send(0, 1, 1, &bytes(1, 10), false);
+    let (direct, r) = net.recv_blocking(1, Some(0), Some(1), 4);
+    assert!(direct);
+    let truncated = |r: &Result<_, ReqError>| {
+        matches!(
+            r,
+            Err(ReqError::Truncated {
+                capacity: 4,
+                incoming: 10,
+                ..
+            })
+        )
+    };
+    assert!(truncated(&r));
+    assert_eq!(
+        net.engines[1].queue_lengths(),
+        (0, 1),
+        "the message stays queued"
+    );
+    // Queued and too large: truncated at once, still queued.
+    let (direct, r) = net.recv_blocking(1, Some(0), None, 4);
+    assert!(direct && truncated(&r));
+    assert_eq!(net.engines[1].queue_lengths(), (0, 1));
+    // Queued and fitting: taken without a request.
+    let (direct, r) = net.recv_blocking(1, Some(0), Some(1), 10);
+    assert!(direct);
+    assert_eq!(r.unwrap().1, bytes(1, 10));
+    assert_eq!(net.engines[1].queue_lengths(), (0, 0));
+    // A receive posted before: no direct receive.
+    let posted = net.recv(1, Some(0), Some(2), 10);
+    assert_eq!(
+        net.engines[1].begin_direct(0, Some(0), Some(3), 10),
+        DirectStart::Ordinary
+    );
+    net.send(0, 1, 2, b"posted", false);
+    net.run();
+    assert_eq!(net.take_recv(1, posted).unwrap().1, b"posted");
+}
+
+#[test]
+fn a_queued_rendezvous_takes_an_ordinary_receive() {
+    let mut net = SimNet::new(2, 16, 4);
+    let msg = bytes(5, 100);
+    let s = net.send(0, 1, 1, &msg, false);
+    net.run();
+    let (direct, r) = net.recv_blocking(1, Some(0), Some(1), 100);
+    assert!(!direct);
+    assert_eq!(r.unwrap().1, msg);
+    assert!(net.done(0, s));
+}
+
+#[test]
+fn a_synchronous_send_completes_when_a_direct_receive_takes_it() {
+    let mut net = SimNet::new(2, 64, 9);
+    let s = net.send(0, 1, 1, b"sync", true);
+    let (direct, r) = net.recv_blocking(1, Some(0), Some(1), 8);
+    assert!(direct);
+    assert_eq!(r.unwrap().1, b"sync");
+    net.run();
+    assert!(net.done(0, s));
+}
+
+#[test]
+fn a_direct_receive_fails_with_its_peer_and_a_cancelled_one_drains() {
+    let mut e = Engine::new(1, 3, 64);
+    assert_eq!(e.begin_direct(0, Some(0), None, 8), DirectStart::Waiting);
+    e.handle_peer_lost(2, "gone".into());
+    assert!(!e.direct_finished(), "another peer's loss does not matter");
+    e.handle_peer_lost(0, "gone".into());
+    assert!(matches!(
+        e.end_direct(),
+        DirectOutcome::Done(Err(ReqError::PeerLost { peer: 0, .. }))
+    ));
+    assert_eq!(
+        e.begin_direct(0, Some(0), None, 8),
+        DirectStart::Ordinary,
+        "its source is gone"
+    );
+    // Cancelled while the payload arrives: no new direct receive (its
+    // buffer would get the rest) until the payload is complete.
+    let mut e = Engine::new(1, 3, 64);
+    let frame = Frame::Eager {
+        context: 0,
+        tag: 1,
+        len: 4,
+        sync: false,
+        sreq: 0,
+    };
+    assert_eq!(e.begin_direct(0, None, None, 8), DirectStart::Waiting);
+    assert_eq!(e.handle_frame(2, frame), Ok(Some(Dest::Direct)));
+    assert_eq!(e.end_direct(), DirectOutcome::Cancelled { receiving: true });
+    assert_eq!(e.begin_direct(0, None, None, 8), DirectStart::Ordinary);
+    e.handle_payload_done(2);
+    assert_eq!(e.begin_direct(0, None, None, 8), DirectStart::Waiting);
+    assert_eq!(
+        e.end_direct(),
+        DirectOutcome::Cancelled { receiving: false }
+    );
+    assert_eq!(
+        e.queue_lengths(),
+        (0, 0),
+        "the cancelled message is not queued"
+    );
 }
 
 #[test]

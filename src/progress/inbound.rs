@@ -168,6 +168,7 @@ impl InState {
         let dst: &mut [u8] = match cur.dest {
             Dest::Req(id) => bufs.recv_bytes_mut(id),
             Dest::Staging => engine.staging_mut(peer).unwrap_or(&mut []),
+            Dest::Direct => bufs.direct_bytes_mut(),
         };
         let Some(dst) = dst.get_mut(cur.off..cur.len) else {
             return Err(LinkError("payload destination vanished".into()));

@@ -27,6 +27,10 @@ enum Loan {
 pub(crate) struct BufTable {
     loans: Vec<Option<(ReqId, Loan)>>,
     orphans: Vec<ReqId>,
+    /// The buffer of the direct receive (a blocking receive matched
+    /// without a request), or the sink that takes the rest of a cancelled
+    /// one's payload.
+    direct: Option<Loan>,
 }
 
 impl BufTable {
@@ -82,6 +86,45 @@ impl BufTable {
             *loan = Loan::Detached(copy);
         }
         self.orphans.push(id);
+    }
+
+    /// Lends `len` bytes at `ptr` to the direct receive.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be valid for writes and must not be used by
+    /// anyone else until `end_direct` is called.
+    pub(super) unsafe fn lend_direct(&mut self, ptr: *mut u8, len: usize) {
+        self.direct = Some(Loan::Borrowed { ptr, len });
+    }
+
+    /// Ends the direct receive's loan. With `draining` (its payload is
+    /// still arriving), the rest of it goes to a private sink of the same
+    /// size, never to the caller's memory.
+    pub(super) fn end_direct(&mut self, draining: bool) {
+        self.direct = match (&self.direct, draining) {
+            (Some(Loan::Borrowed { len, .. }), true) => Some(Loan::Detached(vec![0; *len])),
+            _ => None,
+        };
+    }
+
+    /// Whether the direct receive lends caller memory right now.
+    pub(super) fn direct_is_borrowed(&self) -> bool {
+        matches!(self.direct, Some(Loan::Borrowed { .. }))
+    }
+
+    /// The bytes the direct receive writes (empty if there is none).
+    pub(crate) fn direct_bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.direct {
+            // SAFETY: 1. `lend_direct`'s contract makes ptr..ptr+len valid
+            // for writes and unaliased until `end_direct`; 2. the slice
+            // borrows `self` mutably, so it cannot outlive the loan (only
+            // `&mut self` ends it) and no second slice can exist.
+            Some(Loan::Borrowed { ptr, len }) => unsafe {
+                std::slice::from_raw_parts_mut(*ptr, *len)
+            },
+            Some(Loan::Detached(v)) => v,
+            None => &mut [],
+        }
     }
 
     /// Whether `id` lends caller memory right now.

@@ -23,7 +23,7 @@ mod wait;
 pub use links::LinkKind;
 pub(crate) use wait::WaitPolicy;
 
-use crate::engine::{Engine, EngineStats, MsgInfo, ReqId};
+use crate::engine::{DirectOutcome, DirectStart, Engine, EngineStats, MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::ids::Rank;
 use crate::transport::shm::ShmTransport;
@@ -239,6 +239,68 @@ impl Progress {
         self.pump();
         self.deliver();
         id
+    }
+
+    /// A blocking receive into `bytes` without a request, when it can be
+    /// one (see the engine's `direct` module): nothing is posted before it.
+    /// A queued message that matches is copied in at once. Returns `None`
+    /// when it cannot be one, or
+    /// when its message turned out to need an ordinary receive (which was
+    /// queued for one): the caller then posts one.
+    #[allow(unsafe_code)]
+    pub(crate) fn recv_direct(
+        &mut self,
+        context: u32,
+        source: Option<Rank>,
+        tag: Option<u32>,
+        bytes: &mut [u8],
+    ) -> Option<Result<MsgInfo>> {
+        /// Ends the loan however the wait ends (an unwinding panic too).
+        struct Loan<'a>(&'a mut Progress);
+        impl Drop for Loan<'_> {
+            fn drop(&mut self) {
+                if self.0.bufs.direct_is_borrowed() {
+                    self.0.end_direct();
+                }
+            }
+        }
+        match self.engine.begin_direct(context, source, tag, bytes.len()) {
+            DirectStart::Waiting => {}
+            DirectStart::Queued(info, data) => {
+                if let Some(dst) = bytes.get_mut(..data.len()) {
+                    dst.copy_from_slice(&data);
+                }
+                self.engine.recycle(data);
+                // A synchronous sender's acknowledgement, returned credit.
+                self.pump();
+                return Some(Ok(info));
+            }
+            DirectStart::Truncated(e) => return Some(Err(e.into())),
+            DirectStart::Ordinary => return None,
+        }
+        // SAFETY: `bytes` is mutably borrowed for this whole call, and the
+        // loan ends (`end_direct`, by the guard at the latest) before we
+        // return or unwind.
+        unsafe { self.bufs.lend_direct(bytes.as_mut_ptr(), bytes.len()) };
+        let loan = Loan(self);
+        let waited = loan.0.wait_until(|p| p.engine.direct_finished());
+        match loan.0.end_direct() {
+            DirectOutcome::Done(r) => Some(r.map_err(Error::from)),
+            DirectOutcome::Fallback => None,
+            DirectOutcome::Cancelled { .. } => Some(waited.and_then(|()| {
+                Err(Error::InvalidState(
+                    "a direct receive ended unfinished".into(),
+                ))
+            })),
+        }
+    }
+
+    /// Ends the direct receive and its loan (see `BufTable::end_direct`).
+    fn end_direct(&mut self) -> DirectOutcome {
+        let outcome = self.engine.end_direct();
+        let draining = matches!(outcome, DirectOutcome::Cancelled { receiving: true });
+        self.bufs.end_direct(draining);
+        outcome
     }
 
     /// Runs `f` with single-copy receives cooperative only from `min`

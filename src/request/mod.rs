@@ -151,6 +151,9 @@ pub(crate) fn recv_blocking_coop_min(
     coop_min: usize,
 ) -> Result<MsgInfo> {
     let mut p = lock(p)?;
+    if let Some(r) = p.recv_direct(context, source, tag, bytes) {
+        return r;
+    }
     p.with_coop_min(coop_min, |p| {
         // SAFETY: `bytes` is mutably borrowed for this whole call, and
         // `wait_or_detach` finishes the request or detaches the loan before

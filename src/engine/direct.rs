@@ -1,0 +1,262 @@
+//! Direct receives: a blocking receive matched without a request.
+//!
+//! A rank blocked in `recv` waits for one message and does nothing else, so
+//! its receive needs none of a request's machinery (a slot in the slab, a
+//! place in the posted queue, a loan looked up by id, a result collected
+//! afterwards). When nothing is posted before it, the driver announces it
+//! with [`Engine::begin_direct`]: an
+//! arriving eager message that matches is then taken on the spot, and its
+//! payload goes to [`Dest::Direct`] (the receive's buffer, which the driver
+//! holds) straight from the link. The outcome is read with
+//! [`Engine::end_direct`]. A queued eager message that matches is taken
+//! at once, also without a request.
+//!
+//! Only a plain eager message is taken this way. A message that needs more
+//! (a rendezvous, or an unexpected message whose payload had begun to
+//! arrive before the receive) is queued as unexpected, as if no receive
+//! were waiting, and the direct receive ends in [`DirectOutcome::Fallback`]:
+//! the driver then posts an ordinary receive, which takes that very message
+//! first (matching order is unchanged: nothing was posted before the direct
+//! receive, and the message is the first queued one that matches).
+
+use super::matching::{Envelope, Pattern};
+use super::requests::{MsgInfo, ReqError};
+use super::{Body, Dest, Engine, Incoming, PeerState};
+use crate::ids::Rank;
+use crate::wire::Frame;
+
+/// The direct receive waiting in the engine.
+#[derive(Debug)]
+pub(super) struct DirectRecv {
+    pattern: Pattern,
+    capacity: usize,
+    state: DirectState,
+}
+
+#[derive(Debug)]
+enum DirectState {
+    /// Nothing matched yet.
+    Waiting,
+    /// A message matched; its payload is arriving.
+    Receiving(MsgInfo),
+    /// Finished (received, truncated or failed).
+    Done(Result<MsgInfo, ReqError>),
+    /// The matching message needs an ordinary receive.
+    Fallback,
+}
+
+/// How a direct receive ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DirectOutcome {
+    /// Received (or failed: truncated, peer lost).
+    Done(Result<MsgInfo, ReqError>),
+    /// The matching message was queued: post an ordinary receive for it.
+    Fallback,
+    /// Ended before its message arrived; if a payload was on its way, the
+    /// engine keeps sending it to [`Dest::Direct`] until it is complete (the
+    /// driver must give those bytes somewhere harmless).
+    Cancelled { receiving: bool },
+}
+
+/// What an arriving message is to the direct receive.
+pub(super) enum DirectMatch {
+    /// Not its message (or there is no direct receive).
+    No,
+    /// Taken: the payload goes to [`Dest::Direct`].
+    Take,
+}
+
+/// How a direct receive starts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DirectStart {
+    /// Waiting for its message: make progress until
+    /// [`Engine::direct_finished`].
+    Waiting,
+    /// A queued eager message matched and was taken: the driver copies
+    /// it into the buffer and hands the vector back with
+    /// [`Engine::recycle`].
+    Queued(MsgInfo, Vec<u8>),
+    /// Finished at once: the queued message that matches is larger than
+    /// the buffer (it stays queued, as for any receive).
+    Truncated(ReqError),
+    /// It cannot be a direct receive: post an ordinary one.
+    Ordinary,
+}
+
+impl Engine {
+    /// Starts a direct receive of at most `capacity` bytes. It cannot be
+    /// one (`Ordinary`) when a receive is posted (that one must match
+    /// first), when the first queued message that matches is a rendezvous,
+    /// when the named source is gone (an ordinary receive reports it), or
+    /// while an earlier direct receive is active or still has a payload
+    /// arriving.
+    pub(crate) fn begin_direct(
+        &mut self,
+        context: u32,
+        source: Option<Rank>,
+        tag: Option<u32>,
+        capacity: usize,
+    ) -> DirectStart {
+        let pattern = Pattern {
+            context,
+            source,
+            tag,
+        };
+        if self.direct.is_some() || self.direct_draining || self.posted.len() != 0 {
+            return DirectStart::Ordinary;
+        }
+        if let Some(i) = self.unexpected.position(|u| pattern.matches(&u.env)) {
+            return self.take_queued_direct(i, capacity);
+        }
+        if let Some(src) = source {
+            match self.peers.get(src as usize).map(|p| &p.state) {
+                Some(PeerState::Open) => {}
+                _ => return DirectStart::Ordinary,
+            }
+        }
+        self.direct = Some(DirectRecv {
+            pattern,
+            capacity,
+            state: DirectState::Waiting,
+        });
+        DirectStart::Waiting
+    }
+
+    /// A direct receive of `capacity` bytes matched queued message `i`.
+    fn take_queued_direct(&mut self, i: usize, capacity: usize) -> DirectStart {
+        match self.unexpected.get(i) {
+            Some(u) if matches!(u.body, Body::Rts { .. }) => return DirectStart::Ordinary,
+            Some(u) if u.len > capacity => {
+                return DirectStart::Truncated(ReqError::Truncated {
+                    source: u.env.source,
+                    tag: u.env.tag,
+                    capacity,
+                    incoming: u.len,
+                })
+            }
+            Some(_) => {}
+            None => return DirectStart::Ordinary,
+        }
+        let Some(u) = self.unexpected.remove(i) else {
+            return DirectStart::Ordinary;
+        };
+        self.consumed(u.env.source, u.cost());
+        let info = MsgInfo {
+            source: u.env.source,
+            tag: u.env.tag,
+            len: u.len,
+        };
+        match u.body {
+            Body::Eager { data, sync_sreq } => {
+                if let Some(sreq) = sync_sreq {
+                    self.queue_control(u.env.source, Frame::SyncAck { sreq });
+                }
+                DirectStart::Queued(info, data)
+            }
+            // Ruled out above.
+            Body::Rts { .. } => DirectStart::Ordinary,
+        }
+    }
+
+    /// Whether the direct receive has an outcome (finished, or falls back).
+    #[inline]
+    pub(crate) fn direct_finished(&self) -> bool {
+        matches!(
+            self.direct.as_ref().map(|d| &d.state),
+            Some(DirectState::Done(_) | DirectState::Fallback)
+        )
+    }
+
+    /// Ends the direct receive and says how.
+    pub(crate) fn end_direct(&mut self) -> DirectOutcome {
+        match self.direct.take().map(|d| d.state) {
+            Some(DirectState::Done(r)) => DirectOutcome::Done(r),
+            Some(DirectState::Fallback) => DirectOutcome::Fallback,
+            Some(DirectState::Receiving(_)) => {
+                self.direct_draining = true;
+                DirectOutcome::Cancelled { receiving: true }
+            }
+            Some(DirectState::Waiting) | None => DirectOutcome::Cancelled { receiving: false },
+        }
+    }
+
+    /// An eager message of `len` bytes that no posted receive took: the
+    /// direct receive's, if it matches (a message too large for it fails
+    /// the receive with `Truncated` and stays queued, as for any receive).
+    pub(super) fn match_direct(&mut self, env: &Envelope, len: usize) -> DirectMatch {
+        let Some(d) = self.direct.as_mut() else {
+            return DirectMatch::No;
+        };
+        if !matches!(d.state, DirectState::Waiting) || !d.pattern.matches(env) {
+            return DirectMatch::No;
+        }
+        if len > d.capacity {
+            d.state = DirectState::Done(Err(ReqError::Truncated {
+                source: env.source,
+                tag: env.tag,
+                capacity: d.capacity,
+                incoming: len,
+            }));
+            return DirectMatch::No;
+        }
+        d.state = DirectState::Receiving(MsgInfo {
+            source: env.source,
+            tag: env.tag,
+            len,
+        });
+        DirectMatch::Take
+    }
+
+    /// A message that no posted receive took and that only an ordinary
+    /// receive can take (it is queued as unexpected): if it is the direct
+    /// receive's, that one falls back.
+    pub(super) fn defer_direct(&mut self, env: &Envelope) {
+        if let Some(d) = self.direct.as_mut() {
+            if matches!(d.state, DirectState::Waiting) && d.pattern.matches(env) {
+                d.state = DirectState::Fallback;
+            }
+        }
+    }
+
+    /// The direct receive's payload is complete.
+    pub(super) fn direct_payload_done(&mut self) {
+        if self.direct_draining {
+            self.direct_draining = false;
+            return;
+        }
+        if let Some(d) = self.direct.as_mut() {
+            if let DirectState::Receiving(info) = d.state {
+                d.state = DirectState::Done(Ok(info));
+            }
+        }
+    }
+
+    /// `peer` is lost: a direct receive that needs it fails.
+    pub(super) fn direct_peer_lost(&mut self, peer: Rank, reason: &str, was_receiving: bool) {
+        if was_receiving {
+            self.direct_draining = false;
+        }
+        let Some(d) = self.direct.as_mut() else {
+            return;
+        };
+        let fails = match d.state {
+            DirectState::Waiting => d.pattern.source == Some(peer),
+            DirectState::Receiving(info) => info.source == peer,
+            DirectState::Done(_) | DirectState::Fallback => false,
+        };
+        if fails {
+            d.state = DirectState::Done(Err(ReqError::PeerLost {
+                peer,
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    /// Where a taken message's payload goes, and what arrives from `peer`.
+    pub(super) fn direct_incoming(&mut self, peer: Rank) -> Dest {
+        if let Some(p) = self.peers.get_mut(peer as usize) {
+            p.incoming = Some(Incoming::Direct);
+        }
+        Dest::Direct
+    }
+}
