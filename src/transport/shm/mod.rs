@@ -309,16 +309,45 @@ impl ShmTransport {
     }
 }
 
+/// Writes of this many bytes up to [`PIPELINE_MAX`] (eager messages,
+/// whatever the eager limit is set to) go into the ring in records of
+/// about [`PIPELINE_RECORD`] bytes, so the reader starts copying before the
+/// whole message is in (a record is published only once all of it is
+/// written). Measured on 2 ranks, 8 interleaved rounds, against one record
+/// per write: latency 2-4 KiB 9-17% lower, window bandwidth 2-4 KiB 8-20%
+/// higher; at 1 KiB latency was 13% lower but window bandwidth 10% lower
+/// (each record costs the reader a header), so smaller writes stay whole.
+const PIPELINE_MIN: usize = 1536;
+const PIPELINE_MAX: usize = 64 * 1024;
+const PIPELINE_RECORD: usize = 1024;
+
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
         let (seg, prod) = self.map_peer(peer)?;
-        let slices: [&[u8]; 2] = [
+        let corrupt = |_| LinkError(format!("rank {peer} corrupted its shared ring"));
+        let mut slices: [&[u8]; 2] = [
             bufs.first().map_or(&[][..], |b| &b[..]),
             bufs.get(1).map_or(&[][..], |b| &b[..]),
         ];
-        let n = prod
-            .write(&slices[..bufs.len().min(2)])
-            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+        let total = slices[0].len() + slices[1].len();
+        let n = if (PIPELINE_MIN..=PIPELINE_MAX).contains(&total) {
+            // In records of about equal size: the reader copies one out
+            // while we copy the next in.
+            let record = total.div_ceil(total.div_ceil(PIPELINE_RECORD));
+            let mut n = 0;
+            while n < total {
+                let k = prod.write_at_most(&slices, record).map_err(corrupt)?;
+                if k == 0 {
+                    break;
+                }
+                n += k;
+                let first = k.min(slices[0].len());
+                slices = [&slices[0][first..], &slices[1][k - first..]];
+            }
+            n
+        } else {
+            prod.write(&slices[..bufs.len().min(2)]).map_err(corrupt)?
+        };
         if n > 0 {
             std::sync::atomic::fence(Ordering::SeqCst);
             let h = header(seg);
@@ -363,6 +392,35 @@ mod tests {
         assert_eq!(ring_capacity(64, 4 << 20), 64 << 10);
         assert_eq!(ring_capacity(1024, 4 << 20), 16 << 10);
         assert_eq!(ring_capacity(1, 4 << 20), 1 << 20);
+    }
+
+    #[test]
+    fn a_medium_write_goes_in_several_records() {
+        let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
+        let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
+        a.add_peer(1, b.addr()).unwrap();
+        b.add_peer(0, a.addr()).unwrap();
+        let head = [9u8; 16];
+        let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let total = head.len() + body.len();
+        let n = a
+            .try_write(1, &[IoSlice::new(&head), IoSlice::new(&body)])
+            .unwrap();
+        assert_eq!(n, total);
+        let first = b.pending(0).unwrap();
+        assert!(
+            first < total && first >= total / 5,
+            "first record {first} of {total}"
+        );
+        let mut got = vec![0u8; total + 1];
+        assert_eq!(b.try_read(0, &mut got).unwrap(), total);
+        assert_eq!((&got[..16], &got[16..total]), (&head[..], &body[..]));
+        // A small write stays one record.
+        assert_eq!(
+            a.try_write(1, &[IoSlice::new(&body[..1000])]).unwrap(),
+            1000
+        );
+        assert_eq!(b.pending(0).unwrap(), 1000);
     }
 
     #[test]
