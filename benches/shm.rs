@@ -1,11 +1,11 @@
 //! The shared-memory building blocks: ring enqueue/dequeue (8 B and 4 KiB
-//! frames), a two-thread ping-pong over two rings, and the single-copy (CMA)
-//! path against a plain memcpy.
+//! frames), a two-thread ping-pong and a two-thread stream over two rings,
+//! and the single-copy (CMA) path against a plain memcpy.
 //! Run: cargo bench --features bench-internals --bench shm
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use courier::bench_internals::{cma_copy, ring_pingpong, HeapRing};
+use courier::bench_internals::{cma_copy, ring_pingpong, ring_stream, HeapRing};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn ring(c: &mut Criterion) {
@@ -37,6 +37,20 @@ fn pingpong(c: &mut Criterion) {
     g.finish();
 }
 
+/// One message of a stream between two threads, windows of 64 answered
+/// by one write (the osu_bw pattern): the ring's message rate with nothing
+/// around it. 24 bytes: an 8-byte message behind its 16-byte header.
+fn stream(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring_stream_message");
+    for size in [24usize, 80, 1040] {
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            b.iter_custom(|iters| ring_stream(size, iters))
+        });
+    }
+    g.finish();
+}
+
 fn single_copy(c: &mut Criterion) {
     let mut g = c.benchmark_group("large_copy");
     g.sample_size(20);
@@ -54,5 +68,5 @@ fn single_copy(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, pingpong, single_copy);
+criterion_group!(benches, ring, pingpong, stream, single_copy);
 criterion_main!(benches);

@@ -113,7 +113,9 @@ pub use universe::{init, Placement, Universe};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_internals {
-    pub use crate::transport::shm::ring::{pingpong as ring_pingpong, HeapRing};
+    pub use crate::transport::shm::ring::{
+        pingpong as ring_pingpong, stream as ring_stream, HeapRing,
+    };
     /// The frame codec (benches and the `frame_decode` fuzz target).
     pub mod wire {
         pub use crate::wire::*;

@@ -433,6 +433,23 @@ impl HeapRing {
 /// `ring_pingpong`). Returns the elapsed time of the whole exchange.
 #[cfg(feature = "bench-internals")]
 pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
+    two_threads(size, rounds, 1)
+}
+
+/// Two threads on heap rings: one streams `messages` writes of `size`
+/// bytes (at most 4 KiB) to the other, which answers each window of 64
+/// with one write, as `osu_bw` does: the transport's message rate with
+/// nothing around it, the floor under `courier bench bw` (criterion bench
+/// `ring_stream`). Returns the elapsed time.
+#[cfg(feature = "bench-internals")]
+pub fn stream(size: usize, messages: u64) -> std::time::Duration {
+    const WINDOW: u64 = 64;
+    two_threads(size, messages.div_ceil(WINDOW), WINDOW)
+}
+
+/// `rounds` times: `burst` writes of `size` bytes one way, one back.
+#[cfg(feature = "bench-internals")]
+fn two_threads(size: usize, rounds: u64, burst: u64) -> std::time::Duration {
     /// The far ends of the two rings, moved to the echo thread.
     struct Ends(RingPtr, RingPtr);
     // SAFETY: the echo thread is the only user of the consumer of the first
@@ -474,7 +491,9 @@ pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
         let (mut c, mut p) = (Consumer::new(ends.0), Producer::new(ends.1));
         let mut buf = vec![0u8; size];
         for _ in 0..rounds {
-            get_all(&mut c, &mut buf);
+            for _ in 0..burst {
+                get_all(&mut c, &mut buf);
+            }
             put_all(&mut p, &buf);
         }
     });
@@ -482,7 +501,9 @@ pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
     let mut buf = vec![1u8; size];
     let start = std::time::Instant::now();
     for _ in 0..rounds {
-        put_all(&mut p, &buf);
+        for _ in 0..burst {
+            put_all(&mut p, &buf);
+        }
         get_all(&mut c, &mut buf);
     }
     let elapsed = start.elapsed();
