@@ -13,6 +13,9 @@ use crate::ids::Rank;
 pub(crate) struct ReqId(u64);
 
 impl ReqId {
+    /// An id no request ever has (the slab never reaches that slot).
+    pub(crate) const NONE: ReqId = ReqId(u64::MAX);
+
     pub(crate) fn new(index: u32, gen: u32) -> Self {
         ReqId((u64::from(gen) << 32) | u64::from(index))
     }

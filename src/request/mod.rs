@@ -31,8 +31,19 @@ use std::rc::Rc;
 mod owned;
 pub use owned::{OwnedRecv, OwnedSend};
 
+/// What posting a send did.
+#[derive(Debug, Clone, Copy)]
+enum Posted {
+    /// Small, and written to the link (or copied aside) at once: the send
+    /// is complete and nothing of it is in the engine or the loan table.
+    Written,
+    /// In flight as this request, with `bytes` lent to it.
+    Req(ReqId),
+}
+
 /// Posts a send of `bytes`: written at once when small and the link takes
-/// it (then complete, with no loan), otherwise queued with `bytes` lent.
+/// it (then complete, with no request and no loan), otherwise queued with
+/// `bytes` lent.
 ///
 /// # Safety
 /// `bytes` must stay valid and unmodified until the request is finished or abandoned.
@@ -43,12 +54,12 @@ unsafe fn post_send_raw(
     tag: u32,
     bytes: &[u8],
     sync: bool,
-) -> ReqId {
+) -> Posted {
     if !sync && p.send_eager_now(peer, context, tag, bytes) {
-        return p.completed_send(peer);
+        return Posted::Written;
     }
     // SAFETY: forwarded from this function's contract.
-    unsafe { p.post_send(peer, context, tag, bytes, sync) }
+    Posted::Req(unsafe { p.post_send(peer, context, tag, bytes, sync) })
 }
 
 /// Borrows the driver for one call. The driver is never borrowed while user
@@ -258,10 +269,16 @@ pub struct Request<'s> {
     _scope: PhantomData<&'s ()>,
 }
 
+/// The id of a request in state [`Collected::Sent`]; never looked up.
+const SENT: ReqId = ReqId::NONE;
+
 /// Whether a request's outcome has been taken from the engine (whose slot
 /// may then already serve another request).
 #[derive(Debug)]
 enum Collected {
+    /// A send complete when posted (written at once): the engine never
+    /// held it; its outcome is an empty status.
+    Sent,
     /// Not yet: the engine still holds it.
     No,
     /// Yes, and handed to a caller that consumed the request.
@@ -294,11 +311,20 @@ impl<'s> Request<'s> {
         bytes: &'s [u8],
         sync: bool,
     ) -> Result<Request<'s>> {
-        let id = {
+        let posted = {
             let mut p = lock(&progress)?;
             // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
             // abandons) this request before 's ends.
             unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) }
+        };
+        let id = match posted {
+            // Nothing in flight: nothing for the scope to wait for.
+            Posted::Written => {
+                let mut r = Request::new(progress, group, SENT, Kind::Send);
+                r.state = Collected::Sent;
+                return Ok(r);
+            }
+            Posted::Req(id) => id,
         };
         scope.pending.borrow_mut().push((progress.clone(), id));
         Ok(Request::new(progress, group, id, Kind::Send))
@@ -345,6 +371,14 @@ impl<'s> Request<'s> {
 
     /// Waits for an internal request and returns what the engine reported.
     pub(crate) fn wait_info(mut self) -> Result<MsgInfo> {
+        if let Collected::Sent = self.state {
+            self.state = Collected::Yes;
+            return Ok(MsgInfo {
+                source: 0,
+                tag: 0,
+                len: 0,
+            });
+        }
         let r = {
             let mut p = lock(&self.progress)?;
             wait_or_detach(&mut p, self.id)
@@ -379,6 +413,7 @@ impl<'s> Request<'s> {
     fn again(&self) -> Option<Result<Status>> {
         match &self.state {
             Collected::No => None,
+            Collected::Sent => Some(Ok(Status::empty())),
             Collected::Kept(o) => Some(duplicate(o)),
             // Not reachable through the API: consuming calls take the request.
             Collected::Yes => Some(Ok(Status::empty())),
@@ -428,7 +463,7 @@ impl<'s> Request<'s> {
     /// Whether the request has already been collected (by `test`,
     /// `wait_any` or an error).
     pub fn is_finished(&self) -> bool {
-        !matches!(self.state, Collected::No)
+        !matches!(self.state, Collected::No | Collected::Sent)
     }
 }
 
@@ -476,6 +511,11 @@ pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
 /// A failure of the whole job while waiting (abort, lost launcher) is
 /// returned with the first unfinished request, which is abandoned.
 pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> {
+    if let Some(i) = reqs.iter().position(|r| matches!(r.state, Collected::Sent)) {
+        let mut r = reqs.remove(i);
+        r.state = Collected::Yes;
+        return Some((i, Ok(Status::empty())));
+    }
     let live: Vec<(usize, ReqId)> = reqs
         .iter()
         .enumerate()

@@ -1,7 +1,7 @@
 //! Nonblocking requests that own their buffers: no scope needed, the
 //! buffer comes back from `wait`.
 
-use super::{finish_on_drop, lock, lock_for_drop, post_send_raw, wait_or_detach};
+use super::{finish_on_drop, lock, lock_for_drop, post_send_raw, wait_or_detach, Posted};
 use crate::engine::ReqId;
 use crate::error::Result;
 use crate::group::Group;
@@ -35,7 +35,10 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
             // SAFETY: the Vec's heap block stays put while `self` owns it (it
             // is never resized), and is only released after the request has
             // finished or been abandoned; a leaked `OwnedSend` leaks the block.
-            unsafe { post_send_raw(&mut p, peer, context, tag, bytes, false) }
+            match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, false) } {
+                Posted::Written => p.completed_send(peer),
+                Posted::Req(id) => id,
+            }
         };
         Ok(OwnedSend {
             progress: progress.clone(),
