@@ -158,6 +158,7 @@ pub(super) struct Requests {
 
 impl Requests {
     /// A new request in a free slot (reused last-in first-out).
+    #[inline]
     pub(super) fn alloc(&mut self, kind: ReqKind) -> ReqId {
         let entry = ReqEntry { kind, result: None };
         if let Some(index) = self.free.pop() {
