@@ -163,7 +163,7 @@ impl Engine {
         let split = match usize::try_from(split) {
             Ok(split) if split > 0 && split < len && addr != 0 => split,
             _ => {
-                return Err(ProtocolError(format!(
+                return Err(ProtocolError::new(format!(
                     "CTS_COOP splitting a message of {len} bytes at {split}"
                 )))
             }
@@ -202,7 +202,7 @@ impl Engine {
                 (info.len, *addr, *sreq)
             }
             _ => {
-                return Err(ProtocolError(format!(
+                return Err(ProtocolError::new(format!(
                     "PUSHED for unknown receive request {rreq:#x}"
                 )))
             }

@@ -20,10 +20,12 @@ impl Engine {
         frame: Frame,
     ) -> Result<Option<Dest>, ProtocolError> {
         let Some(p) = self.peers.get(peer as usize) else {
-            return Err(ProtocolError(format!("frame from unknown rank {peer}")));
+            return Err(ProtocolError::new(format!(
+                "frame from unknown rank {peer}"
+            )));
         };
         if p.incoming.is_some() {
-            return Err(ProtocolError(
+            return Err(ProtocolError::new(
                 "header received while a payload was expected".into(),
             ));
         }
@@ -85,7 +87,7 @@ impl Engine {
             .ok()
             .filter(|&l| l <= limit)
             .ok_or_else(|| {
-                ProtocolError(format!(
+                ProtocolError::new(format!(
                     "eager message of {len} bytes exceeds the eager limit"
                 ))
             })?;
@@ -153,7 +155,7 @@ impl Engine {
         addr: u64,
     ) -> Result<(), ProtocolError> {
         let len = usize::try_from(len)
-            .map_err(|_| ProtocolError(format!("message of {len} bytes is too large")))?;
+            .map_err(|_| ProtocolError::new(format!("message of {len} bytes is too large")))?;
         let env = Envelope {
             context,
             source: peer,
@@ -205,7 +207,7 @@ impl Engine {
                 ..
             }) if info.source == peer && info.len as u64 == len => {}
             _ => {
-                return Err(ProtocolError(format!(
+                return Err(ProtocolError::new(format!(
                     "DATA for unknown receive request {rreq:#x}"
                 )))
             }
@@ -248,7 +250,7 @@ impl Engine {
         let id = ReqId::from_wire(sreq);
         match self.reqs.send_mut(id) {
             Some(s) if s.peer == peer && ok(s) => Ok((id, s)),
-            _ => Err(ProtocolError(format!(
+            _ => Err(ProtocolError::new(format!(
                 "{frame} for unknown send request {sreq:#x}"
             ))),
         }

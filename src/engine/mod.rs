@@ -65,7 +65,16 @@ use std::collections::VecDeque;
 /// A protocol violation by a peer; the driver closes that link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct ProtocolError(pub(crate) String);
+pub(crate) struct ProtocolError(pub(crate) Box<str>);
+
+impl ProtocolError {
+    /// Boxed, so that the handlers' results stay small: they are returned
+    /// for every frame, and a large one went through memory on the way.
+    #[cold]
+    pub(crate) fn new(why: String) -> Self {
+        ProtocolError(why.into_boxed_str())
+    }
+}
 
 /// Where the payload of the frame just handled goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -215,6 +215,7 @@ impl Requests {
     }
 
     /// Sets the outcome of `id` (it then counts as done).
+    #[inline]
     pub(super) fn complete(&mut self, id: ReqId, result: Result<MsgInfo, ReqError>) {
         if let Some(e) = self.get_mut(id) {
             e.result = Some(result);

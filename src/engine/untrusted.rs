@@ -63,7 +63,7 @@ pub(crate) fn feed_untrusted(data: &[u8]) {
                 e.handle_payload_done(from);
             }
             Ok(None) => {}
-            Err(ProtocolError(why)) => e.handle_peer_lost(from, why),
+            Err(ProtocolError(why)) => e.handle_peer_lost(from, why.into()),
         }
         while e.poll_transmit().is_some() {}
         while let Some((_, buf)) = e.poll_delivery() {
