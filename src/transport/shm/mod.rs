@@ -417,11 +417,8 @@ mod tests {
         assert_eq!(b.try_read(0, &mut got).unwrap(), total);
         assert_eq!((&got[..16], &got[16..total]), (&head[..], &body[..]));
         // A small write stays one record.
-        assert_eq!(
-            a.try_write(1, &[IoSlice::new(&body[..1000])]).unwrap(),
-            1000
-        );
-        assert_eq!(b.pending(0).unwrap(), 1000);
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body[..300])]).unwrap(), 300);
+        assert_eq!(b.pending(0).unwrap(), 300);
     }
 
     #[test]
