@@ -97,6 +97,20 @@ impl Links {
         }
     }
 
+    /// Reads whole records of at most `max_record` bytes from `peer`'s
+    /// shared-memory ring, as many as fit in `buf` (0 for other links).
+    pub(super) fn shm_read_records(
+        &mut self,
+        peer: Rank,
+        buf: &mut [u8],
+        max_record: usize,
+    ) -> Result<usize, LinkError> {
+        match (self.kind(peer), self.shm.as_mut()) {
+            (Some(LinkKind::Shm), Some(shm)) => shm.read_records(peer, buf, max_record),
+            _ => Ok(0),
+        }
+    }
+
     /// Starts opening `peer`'s link if it is a TCP link not yet connected.
     pub(super) fn open(&mut self, peer: Rank) -> Result<(), LinkError> {
         if self.kind(peer) == Some(LinkKind::Tcp) {

@@ -25,7 +25,7 @@ pub(crate) mod ring;
 use super::{LinkError, Transport};
 use crate::ids::Rank;
 use crate::sys::{futex, segment::Segment};
-use ring::{Consumer, Producer, RingPtr};
+use ring::{Consumer, Corrupt, Producer, RingPtr};
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -361,6 +361,30 @@ impl Transport for ShmTransport {
     }
 
     fn try_read(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
+        self.read_with(peer, |ring| ring.read(buf))
+    }
+}
+
+impl ShmTransport {
+    /// Reads whole records from `peer`'s ring into `buf`, as many as fit,
+    /// stopping before one of more than `max_record` bytes (see
+    /// `Consumer::read_records`).
+    pub(crate) fn read_records(
+        &mut self,
+        peer: Rank,
+        buf: &mut [u8],
+        max_record: usize,
+    ) -> Result<usize, LinkError> {
+        self.read_with(peer, |ring| ring.read_records(buf, max_record))
+    }
+
+    /// Runs `read` on `peer`'s inbound ring (0 bytes if it has none).
+    #[inline]
+    fn read_with(
+        &mut self,
+        peer: Rank,
+        read: impl FnOnce(&mut Consumer) -> Result<usize, Corrupt>,
+    ) -> Result<usize, LinkError> {
         let Some(Some(p)) = self.peers.get_mut(peer as usize) else {
             return Ok(0);
         };
@@ -376,9 +400,7 @@ impl Transport for ShmTransport {
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
         };
-        inbound
-            .read(buf)
-            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+        read(inbound).map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
     }
 }
 

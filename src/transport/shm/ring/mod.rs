@@ -383,6 +383,43 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Copies whole records out, as many as fit in `dst`, stopping before
+    /// one of more than `max_record` bytes; releases their space. A reader
+    /// that falls behind a stream of small messages takes them all with one
+    /// call (the rest of a partly read record first, if it fits).
+    pub(crate) fn read_records(
+        &mut self,
+        dst: &mut [u8],
+        max_record: usize,
+    ) -> Result<usize, Corrupt> {
+        let mut done = 0usize;
+        loop {
+            let avail = self.open()?;
+            if avail == 0 || avail > dst.len() - done || (self.off == 0 && self.len > max_record) {
+                break;
+            }
+            // SAFETY: as in `read`: the record is published and ours until
+            // we publish a head past it; `avail` stays within its validated
+            // length.
+            unsafe {
+                self.ring.copy_out(
+                    self.head + (RECORD_HEADER + self.off) as u64,
+                    &mut dst[done..done + avail],
+                )
+            };
+            done += avail;
+            self.head += footprint_of(self.len);
+            self.len = 0;
+            self.off = 0;
+        }
+        if done > 0 {
+            self.ring.head().store(self.head, Ordering::Release);
+        }
+        Ok(done)
+    }
+}
+
 /// A ring on heap memory, both ends in one place: for unit tests and the
 /// criterion benches (feature `bench-internals`).
 #[cfg(any(test, feature = "bench-internals"))]

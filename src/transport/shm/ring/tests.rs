@@ -230,3 +230,33 @@ fn two_threads_random_sizes_keep_every_byte_in_order() {
     }
     writer.join().unwrap();
 }
+
+#[test]
+fn read_records_takes_whole_small_records_only() {
+    let (_m, r) = Mem::new(4096);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    for (len, byte) in [(10usize, 1u8), (20, 2), (300, 3), (5, 4), (30, 5)] {
+        assert_eq!(p.write(&[&vec![byte; len]]), Ok(len));
+    }
+    let mut out = [0u8; 64];
+    // Two small records; the third is larger than the limit.
+    assert_eq!(c.read_records(&mut out, 96), Ok(30));
+    assert_eq!((&out[..10], &out[10..30]), (&[1u8; 10][..], &[2u8; 20][..]));
+    assert_eq!(c.read_records(&mut out, 96), Ok(0));
+    // Read part of the large one as a stream reader would, then the rest
+    // (it fits; nothing more does).
+    let mut big = [0u8; 300];
+    assert_eq!(c.read(&mut big[..100]), Ok(100));
+    assert_eq!(c.read_records(&mut big[100..], 96), Ok(200));
+    assert_eq!(big, [3u8; 300]);
+    // A record that does not fit in what is left of `dst` waits.
+    assert_eq!(c.read_records(&mut out[..20], 96), Ok(5));
+    assert_eq!(&out[..5], &[4u8; 5]);
+    assert_eq!(c.read_records(&mut out[..20], 96), Ok(0));
+    assert_eq!(c.read_records(&mut out, 96), Ok(30));
+    // All their space came back: four records of a quarter of the ring fit.
+    for _ in 0..4 {
+        assert_eq!(p.write(&[&[9u8; 1016]]), Ok(1016));
+    }
+}
