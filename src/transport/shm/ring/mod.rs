@@ -186,33 +186,41 @@ impl Producer {
     /// covers it.
     fn safe_len(&self, bufs: &[&[u8]], len: usize) -> usize {
         let cap = self.ring.capacity as u64;
+        let step = RECORD_ALIGN as usize;
         // Payload byte `64k - 8` lands at the start of the record's line k,
         // whose stamp one lap later is `stamp` (+1 per line).
-        let mut at = RECORD_ALIGN as usize - RECORD_HEADER;
+        let mut at = step - RECORD_HEADER;
         let mut stamp = stamp_at(self.tail + RECORD_ALIGN + cap);
-        // The buffer holding byte `at`, and where it starts: the word is
-        // loaded straight from it (one load per line; this runs for every
-        // line of every eager message), or gathered across a boundary.
-        let (mut i, mut base) = (0, 0);
-        while at + 8 <= len {
-            while bufs.get(i).is_some_and(|b| at >= base + b.len()) {
-                base += bufs[i].len();
-                i += 1;
+        // `base`: where the current buffer starts in the concatenation.
+        let mut base = 0usize;
+        for (i, b) in bufs.iter().enumerate() {
+            let end = (base + b.len()).min(len);
+            // The words wholly inside this buffer: loaded straight from it
+            // (this runs for every line of every eager message).
+            while at + 8 <= end {
+                let k = at - base;
+                if let Some(w) = b.get(k..k + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+                    if (u64::from_ne_bytes(w) >> 32) as u32 == stamp {
+                        return at;
+                    }
+                }
+                at += step;
+                stamp = stamp.wrapping_add(1);
             }
-            let direct = bufs
-                .get(i)
-                .and_then(|b| b.get(at - base..at - base + 8))
-                .and_then(|w| <[u8; 8]>::try_from(w).ok());
-            let word = direct.unwrap_or_else(|| {
+            if at + 8 > len {
+                return len;
+            }
+            // A word that starts here and ends in a later buffer.
+            if at < end {
                 let mut w = [0u8; 8];
-                gather(bufs, at, &mut w);
-                w
-            });
-            if (u64::from_ne_bytes(word) >> 32) as u32 == stamp {
-                return at;
+                gather(&bufs[i..], at - base, &mut w);
+                if (u64::from_ne_bytes(w) >> 32) as u32 == stamp {
+                    return at;
+                }
+                at += step;
+                stamp = stamp.wrapping_add(1);
             }
-            at += RECORD_ALIGN as usize;
-            stamp = stamp.wrapping_add(1);
+            base += b.len();
         }
         len
     }
