@@ -10,7 +10,7 @@
 //! | `COURIER_SHM_EAGER_LIMIT` | 4096 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings) |
-//! | `COURIER_CMA_COOP_MIN` | 65536 | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all); operands a reduction combines at once only from 1 MiB (pulled alone, they are in the receiver's cache) |
+//! | `COURIER_CMA_COOP_MIN` | 65536 (1048576 when oversubscribed) | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all); operands a reduction combines at once only from 1 MiB (pulled alone, they are in the receiver's cache) |
 //! | `COURIER_CMA_COOP_SHARE` | 60 | percent (1–99) of a cooperatively copied message that the receiver copies |
 //! | `COURIER_FLOW_WINDOW` | 4194304 | flow-control credit per sending peer: unmatched eager bytes (+128 per message) a receiver may hold from one peer before the sender waits |
 //! | `COURIER_HANDSHAKE_TIMEOUT_MS` | 10000 | accepted connections that have not authenticated within this time are closed (rank listeners and the launcher's service) |
@@ -109,8 +109,12 @@ pub(crate) fn cma_enabled() -> bool {
 /// against 128 KiB (2 ranks, 10 interleaved rounds): at 64 KiB latency
 /// 0.80x, window bandwidth 1.36x, bibw 1.02x; from 16 KiB it was slower
 /// (bandwidth 0.69x: a push and its answer cost more than half the copy).
-pub(crate) fn cma_coop_min() -> usize {
-    parse_env("COURIER_CMA_COOP_MIN").unwrap_or(64 * 1024)
+/// On a node with more ranks than cores the sender's core is seldom free
+/// to push, so the default is 1 MiB there: 4 ranks on 2 cores, 5 rounds,
+/// against 64 KiB: all-to-all 64-128 KiB 0.74-0.77x, broadcast 16-512 KiB
+/// 0.86-0.93x, while a 1 MiB broadcast was 1.7x slower without it.
+pub(crate) fn cma_coop_min(oversubscribed: bool) -> usize {
+    parse_env("COURIER_CMA_COOP_MIN").unwrap_or(if oversubscribed { 1 << 20 } else { 64 * 1024 })
 }
 
 /// `COURIER_CMA_COOP_SHARE`: percent (1–99) of a cooperatively copied

@@ -259,7 +259,8 @@ fn connect(
     mut shm: Option<ShmTransport>,
 ) -> Result<Progress> {
     let mut engine = Engine::new(l.rank, l.size, crate::config::eager_limit());
-    engine.set_coop_min(crate::config::cma_coop_min());
+    let policy = WaitPolicy::for_node(l.local_size);
+    engine.set_coop_min(crate::config::cma_coop_min(policy.oversubscribed));
     if let Some(share) = crate::config::cma_coop_share() {
         engine.set_coop_share(share);
     }
@@ -288,7 +289,7 @@ fn connect(
     if let Some(window) = crate::config::flow_window() {
         engine.set_window(window);
     }
-    let mut progress = Progress::new(engine, l.size, tcp, WaitPolicy::for_node(l.local_size));
+    let mut progress = Progress::new(engine, l.size, tcp, policy);
     progress.set_nodes(cards.iter().map(|c| c.node).collect());
     if let Some(s) = shm {
         progress.set_shm(s);
