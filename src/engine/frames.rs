@@ -19,16 +19,7 @@ impl Engine {
         peer: Rank,
         frame: Frame,
     ) -> Result<Option<Dest>, ProtocolError> {
-        let Some(p) = self.peers.get(peer as usize) else {
-            return Err(ProtocolError::new(format!(
-                "frame from unknown rank {peer}"
-            )));
-        };
-        if p.incoming.is_some() {
-            return Err(ProtocolError::new(
-                "header received while a payload was expected".into(),
-            ));
-        }
+        self.check_header_allowed(peer)?;
         match frame {
             Frame::Eager {
                 context,
@@ -36,7 +27,7 @@ impl Engine {
                 len,
                 sync,
                 sreq,
-            } => self.on_eager(peer, context, tag, len, sync.then_some(sreq)),
+            } => self.on_eager(peer, context, tag, len, sync.then_some(sreq), None),
             Frame::Rts {
                 context,
                 tag,
@@ -72,8 +63,45 @@ impl Engine {
         }
     }
 
-    /// An eager message: into the first matching posted receive, or staged
-    /// as unexpected (it "arrives" when its payload is complete).
+    /// An eager message whose whole payload is at hand (read with its
+    /// header): the driver copies `payload` into the returned destination
+    /// at once, and the receive it completes is complete when this returns
+    /// (no [`Engine::handle_payload_done`] follows). `None`: the engine
+    /// kept the message (unexpected). Never [`Dest::Staging`]. Only for
+    /// `Frame::Eager` (anything else is an error).
+    pub(crate) fn handle_eager_whole(
+        &mut self,
+        peer: Rank,
+        frame: Frame,
+        payload: &[u8],
+    ) -> Result<Option<Dest>, ProtocolError> {
+        let Frame::Eager {
+            context,
+            tag,
+            len,
+            sync,
+            sreq,
+        } = frame
+        else {
+            return Err(ProtocolError::new(format!(
+                "{frame:?} handled as a plain eager message"
+            )));
+        };
+        self.check_header_allowed(peer)?;
+        if len != payload.len() as u64 {
+            return Err(ProtocolError::new(format!(
+                "eager payload of {} bytes announced as {len}",
+                payload.len()
+            )));
+        }
+        self.on_eager(peer, context, tag, len, sync.then_some(sreq), Some(payload))
+    }
+
+    /// An eager message: into the first matching posted receive (or the
+    /// direct receive), or staged as unexpected (it "arrives" when its
+    /// payload is complete). With `whole`, the payload is at hand: a
+    /// matched receive completes now and an unexpected message is kept at
+    /// once (see [`Engine::handle_eager_whole`]).
     fn on_eager(
         &mut self,
         peer: Rank,
@@ -81,6 +109,7 @@ impl Engine {
         tag: u32,
         len: u64,
         sync_sreq: Option<u64>,
+        whole: Option<&[u8]>,
     ) -> Result<Option<Dest>, ProtocolError> {
         let limit = self.caps(peer).0;
         let len = usize::try_from(len)
@@ -96,12 +125,20 @@ impl Engine {
             source: peer,
             tag,
         };
+        let info = MsgInfo {
+            source: peer,
+            tag,
+            len,
+        };
         let incoming = if let Some(id) = self.match_posted(&env, len) {
-            let info = MsgInfo {
-                source: peer,
-                tag,
-                len,
-            };
+            if let Some(sreq) = sync_sreq {
+                self.queue_control(peer, Frame::SyncAck { sreq });
+            }
+            self.consumed(peer, eager_cost(len as u64));
+            if whole.is_some() {
+                self.reqs.complete(id, Ok(info));
+                return Ok(Some(Dest::Req(id)));
+            }
             if let Some(r) = self.reqs.recv_mut(id) {
                 r.phase = RecvPhase::Receiving {
                     info,
@@ -113,22 +150,28 @@ impl Engine {
                     push_pending: false,
                 };
             }
-            if let Some(sreq) = sync_sreq {
-                self.queue_control(peer, Frame::SyncAck { sreq });
-            }
-            self.consumed(peer, eager_cost(len as u64));
             Incoming::Recv(id)
         } else if let direct::DirectMatch::Take = self.match_direct(&env, len) {
             if let Some(sreq) = sync_sreq {
                 self.queue_control(peer, Frame::SyncAck { sreq });
             }
             self.consumed(peer, eager_cost(len as u64));
+            if whole.is_some() {
+                self.direct_payload_done();
+                return Ok(Some(Dest::Direct));
+            }
             return Ok(Some(self.direct_incoming(peer)));
         } else {
             self.stats.unexpected_arrivals += 1;
+            let mut data = self.pool.take(len);
+            if let Some(payload) = whole {
+                data.copy_from_slice(payload);
+                self.queue_unexpected_eager(env, data, sync_sreq);
+                return Ok(None);
+            }
             Incoming::Staged {
                 env,
-                data: self.pool.take(len),
+                data,
                 sync_sreq,
             }
         };
@@ -264,6 +307,31 @@ impl Engine {
         }
     }
 
+    /// A frame header from `peer` may be handled now: the peer is known
+    /// and no payload of its previous frame is still expected.
+    fn check_header_allowed(&self, peer: Rank) -> Result<(), ProtocolError> {
+        match self.peers.get(peer as usize) {
+            None => Err(ProtocolError::new(format!(
+                "frame from unknown rank {peer}"
+            ))),
+            Some(p) if p.incoming.is_some() => Err(ProtocolError::new(
+                "header received while a payload was expected".into(),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// An eager message no receive took: queued as unexpected (a direct
+    /// receive it matches falls back to an ordinary one, which takes it).
+    fn queue_unexpected_eager(&mut self, env: Envelope, data: Vec<u8>, sync_sreq: Option<u64>) {
+        self.defer_direct(&env);
+        self.unexpected.push(Unexpected {
+            env,
+            len: data.len(),
+            body: Body::Eager { data, sync_sreq },
+        });
+    }
+
     /// All payload bytes of the current frame from `peer` have arrived.
     pub(crate) fn handle_payload_done(&mut self, peer: Rank) {
         let Some(incoming) = self
@@ -303,12 +371,7 @@ impl Engine {
                     };
                     self.reqs.complete(id, Ok(info));
                 } else {
-                    self.defer_direct(&env);
-                    self.unexpected.push(Unexpected {
-                        env,
-                        len,
-                        body: Body::Eager { data, sync_sreq },
-                    });
+                    self.queue_unexpected_eager(env, data, sync_sreq);
                 }
             }
             Incoming::Direct => self.direct_payload_done(),

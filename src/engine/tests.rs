@@ -159,6 +159,23 @@ impl SimNet {
             .pop_front()
             .unwrap();
         let e = &mut self.engines[to as usize];
+        if matches!(frame, Frame::Eager { .. }) && self.rng.below(2) == 0 {
+            // As the driver does when the payload came with the header.
+            match e
+                .handle_eager_whole(from, frame, &payload)
+                .expect("valid frame")
+            {
+                Some(Dest::Req(id)) => self.recv_bufs.get_mut(&(to, id)).unwrap()[..payload.len()]
+                    .copy_from_slice(&payload),
+                Some(Dest::Direct) => self.direct_bufs.get_mut(&to).unwrap()[..payload.len()]
+                    .copy_from_slice(&payload),
+                Some(Dest::Staging) => panic!("a whole payload is never staged"),
+                None => {}
+            }
+            self.deliver(to);
+            self.pump(to);
+            return true;
+        }
         match e.handle_frame(from, frame).expect("valid frame") {
             Some(Dest::Req(id)) => {
                 self.recv_bufs.get_mut(&(to, id)).unwrap()[..payload.len()]
@@ -593,6 +610,43 @@ fn a_direct_receive_fails_with_its_peer_and_a_cancelled_one_drains() {
         (0, 0),
         "the cancelled message is not queued"
     );
+}
+
+#[test]
+fn a_whole_eager_frame_is_checked_like_any_other() {
+    let mut e = Engine::new(1, 2, 16);
+    let eager = |len| Frame::Eager {
+        context: 0,
+        tag: 0,
+        len,
+        sync: false,
+        sreq: 0,
+    };
+    assert!(
+        e.handle_eager_whole(0, eager(4), &[1, 2, 3]).is_err(),
+        "length differs"
+    );
+    assert!(
+        e.handle_eager_whole(0, eager(17), &[0; 17]).is_err(),
+        "above the limit"
+    );
+    assert!(
+        e.handle_eager_whole(5, eager(1), &[0]).is_err(),
+        "unknown rank"
+    );
+    assert!(
+        e.handle_eager_whole(0, Frame::Bye, &[]).is_err(),
+        "not eager"
+    );
+    assert_eq!(
+        e.handle_eager_whole(0, eager(3), &[1, 2, 3]),
+        Ok(None),
+        "kept"
+    );
+    assert_eq!(e.probe(0, Some(0), None).map(|i| i.len), Some(3));
+    // While another frame's payload is expected, no header is allowed.
+    assert_eq!(e.handle_frame(0, eager(8)), Ok(Some(Dest::Staging)));
+    assert!(e.handle_eager_whole(0, eager(1), &[0]).is_err());
 }
 
 #[test]

@@ -52,6 +52,17 @@ pub(crate) fn feed_untrusted(data: &[u8]) {
             continue;
         };
         let from = u32::from(peer % 5); // 4 is out of range on purpose
+        if let Frame::Eager { len, .. } = frame {
+            // As the driver does when the payload came with the header.
+            if peer % 2 == 1 && len <= rest.len() as u64 {
+                let (body, tail) = rest.split_at(len as usize);
+                rest = tail;
+                if let Err(ProtocolError(why)) = e.handle_eager_whole(from, frame, body) {
+                    e.handle_peer_lost(from, why.into());
+                }
+                continue;
+            }
+        }
         match e.handle_frame(from, frame) {
             Ok(Some(_)) => {
                 let n = (frame.payload_len() as usize).min(rest.len());

@@ -98,6 +98,7 @@ impl InState {
         peer: Rank,
         links: &mut Links,
         engine: &mut Engine,
+        bufs: &mut BufTable,
         max_len: u64,
     ) -> Result<Step, LinkError> {
         let staged = self.end - self.start;
@@ -108,6 +109,28 @@ impl InState {
         if staged >= hlen {
             let frame = Frame::decode(&self.rx[self.start..self.start + hlen], max_len)
                 .map_err(bad_header)?;
+            if let Frame::Eager { len, .. } = frame {
+                if len <= (staged - hlen) as u64 {
+                    // The whole message is staged: matched and copied in
+                    // one step (no payload state, no second engine call).
+                    let body = self.start + hlen..self.start + hlen + len as usize;
+                    self.start = body.end;
+                    let dest = engine
+                        .handle_eager_whole(peer, frame, &self.rx[body.clone()])
+                        .map_err(|e| LinkError(format!("protocol violation: {e}")))?;
+                    let dst: &mut [u8] = match dest {
+                        Some(Dest::Req(id)) => bufs.recv_bytes_mut(id),
+                        Some(Dest::Direct) => bufs.direct_bytes_mut(),
+                        // Kept by the engine (Staging is never returned).
+                        Some(Dest::Staging) | None => return Ok(Step::Handled),
+                    };
+                    let Some(dst) = dst.get_mut(..body.len()) else {
+                        return Err(LinkError("payload destination vanished".into()));
+                    };
+                    dst.copy_from_slice(&self.rx[body]);
+                    return Ok(Step::Handled);
+                }
+            }
             self.start += hlen;
             let dest = engine
                 .handle_frame(peer, frame)
@@ -243,7 +266,13 @@ impl Progress {
         let mut did = false;
         loop {
             let step = match st.cur {
-                None => st.header_step(peer, &mut self.links, &mut self.engine, self.max_len)?,
+                None => st.header_step(
+                    peer,
+                    &mut self.links,
+                    &mut self.engine,
+                    &mut self.bufs,
+                    self.max_len,
+                )?,
                 Some(cur) => {
                     st.payload_step(peer, cur, &mut self.links, &mut self.engine, &mut self.bufs)?
                 }
