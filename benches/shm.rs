@@ -26,10 +26,11 @@ fn ring(c: &mut Criterion) {
 }
 
 /// One hop (half a round trip) between two threads over two rings: the
-/// cost of moving a small message between cores with nothing around it.
+/// cost of moving a message between cores with nothing around it (sizes:
+/// an 8 B, 256 B, 1 KiB and 4 KiB message behind its 16-byte header).
 fn pingpong(c: &mut Criterion) {
     let mut g = c.benchmark_group("ring_pingpong_hop");
-    for size in [24usize, 1024] {
+    for size in [24usize, 280, 1040, 4112] {
         g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
             b.iter_custom(|iters| ring_pingpong(size, iters) / 2)
         });

@@ -473,7 +473,7 @@ impl HeapRing {
 }
 
 /// Two rings on heap memory and two threads bouncing a `size`-byte write
-/// (at most 4 KiB) through them `rounds` times, spinning between messages:
+/// (at most 8 KiB) through them `rounds` times, spinning between messages:
 /// the transport's round trip with nothing around it (criterion bench
 /// `ring_pingpong`). Returns the elapsed time of the whole exchange.
 #[cfg(feature = "bench-internals")]
@@ -482,7 +482,7 @@ pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
 }
 
 /// Two threads on heap rings: one streams `messages` writes of `size`
-/// bytes (at most 4 KiB) to the other, which answers each window of 64
+/// bytes (at most 8 KiB) to the other, which answers each window of 64
 /// with one write, as `osu_bw` does: the transport's message rate with
 /// nothing around it, the floor under `courier bench bw` (criterion bench
 /// `ring_stream`). Returns the elapsed time.
@@ -502,7 +502,7 @@ fn two_threads(size: usize, rounds: u64, burst: u64) -> std::time::Duration {
     unsafe impl Send for Ends {}
 
     const CAP: usize = 1 << 20;
-    let size = size.clamp(1, 4096);
+    let size = size.clamp(1, 8192);
     let alloc = || vec![0u64; RingPtr::footprint(CAP).div_ceil(8) + 8];
     let (mut m1, mut m2) = (alloc(), alloc());
     let at = |m: &mut Vec<u64>| (m.as_mut_ptr() as usize + 63) & !63;
