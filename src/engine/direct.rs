@@ -4,12 +4,11 @@
 //! its receive needs none of a request's machinery (a slot in the slab, a
 //! place in the posted queue, a loan looked up by id, a result collected
 //! afterwards). When nothing is posted before it, the driver announces it
-//! with [`Engine::begin_direct`]: an
-//! arriving eager message that matches is then taken on the spot, and its
-//! payload goes to [`Dest::Direct`] (the receive's buffer, which the driver
-//! holds) straight from the link. The outcome is read with
-//! [`Engine::end_direct`]. A queued eager message that matches is taken
-//! at once, also without a request.
+//! with [`Engine::begin_direct`]: a queued eager message that matches is
+//! taken at once; otherwise an arriving eager message that matches is
+//! taken on the spot, and its payload goes to [`Dest::Direct`] (the
+//! receive's buffer, which the driver holds) straight from the link. The
+//! outcome is read with [`Engine::end_direct`].
 //!
 //! Only a plain eager message is taken this way. A message that needs more
 //! (a rendezvous, or an unexpected message whose payload had begun to

@@ -244,9 +244,8 @@ impl Progress {
     /// A blocking receive into `bytes` without a request, when it can be
     /// one (see the engine's `direct` module): nothing is posted before it.
     /// A queued message that matches is copied in at once. Returns `None`
-    /// when it cannot be one, or
-    /// when its message turned out to need an ordinary receive (which was
-    /// queued for one): the caller then posts one.
+    /// when it cannot be one, or when its message turned out to need an
+    /// ordinary receive (it was queued for one): the caller then posts one.
     #[allow(unsafe_code)]
     pub(crate) fn recv_direct(
         &mut self,
