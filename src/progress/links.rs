@@ -111,6 +111,12 @@ impl Links {
         }
     }
 
+    /// Whether `peer`'s shared-memory ring holds bytes (false for other links).
+    #[inline]
+    pub(super) fn shm_ready(&self, peer: Rank) -> bool {
+        self.shm.as_ref().is_some_and(|s| s.ready(peer))
+    }
+
     /// Starts opening `peer`'s link if it is a TCP link not yet connected.
     pub(super) fn open(&mut self, peer: Rank) -> Result<(), LinkError> {
         if self.kind(peer) == Some(LinkKind::Tcp) {

@@ -282,7 +282,7 @@ impl Progress {
         // return or unwind.
         unsafe { self.bufs.lend_direct(bytes.as_mut_ptr(), bytes.len()) };
         let loan = Loan(self);
-        let waited = loan.0.wait_until(|p| p.engine.direct_finished());
+        let waited = loan.0.wait_direct(source);
         match loan.0.end_direct() {
             DirectOutcome::Done(r) => Some(r.map_err(Error::from)),
             DirectOutcome::Fallback => None,

@@ -226,6 +226,16 @@ impl ShmTransport {
             .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
     }
 
+    /// Whether `peer`'s ring in our segment holds bytes (false for a rank
+    /// that is not a shared-memory peer).
+    #[inline]
+    pub(crate) fn ready(&self, peer: Rank) -> bool {
+        let Some(Some(p)) = self.peers.get(peer as usize) else {
+            return false;
+        };
+        self.inbound.get(p.inbound).is_some_and(|(_, c)| c.ready())
+    }
+
     /// Whether any ring in our segment holds bytes: the cheap check a
     /// spinning rank makes.
     pub(crate) fn any_ready(&mut self) -> bool {
