@@ -21,6 +21,10 @@ use crate::ids::Rank;
 use crate::transport::LinkError;
 use crate::wire::{Frame, HEADER_LEN, SHORT_HEADER_LEN};
 
+/// At most this many single-copy pulls go in one system call (the
+/// kernel's limit on one call's ranges is 1024).
+const PULL_BATCH: usize = 64;
+
 /// Payloads at least this large skip the staging buffer and are read in place.
 const DIRECT_READ_MIN: usize = 16 * 1024;
 
@@ -312,10 +316,60 @@ impl Progress {
             // part while we pull ours.
             self.pump();
         }
+        // Pushes (a peer waits for them) one by one as they come; pulls
+        // from one peer together, in one system call per batch.
+        let mut pulls = std::mem::take(&mut self.pulls);
         while let Some(part) = self.engine.poll_copy() {
-            let ok = self.copy(&part);
-            self.engine.handle_copy_done(part, ok);
+            match part.dir {
+                Direction::Push => {
+                    let ok = self.copy(&part);
+                    self.engine.handle_copy_done(part, ok);
+                }
+                Direction::Pull => pulls.push(part),
+            }
         }
+        let mut rest = &pulls[..];
+        while let Some(first) = rest.first() {
+            let same = rest
+                .iter()
+                .take(PULL_BATCH)
+                .take_while(|p| p.peer == first.peer)
+                .count();
+            let (batch, tail) = rest.split_at(same);
+            let whole = if batch.len() > 1 {
+                self.pull_together(batch)
+            } else {
+                0
+            };
+            for (i, part) in batch.iter().enumerate() {
+                let ok = i < whole || self.copy(part);
+                self.engine.handle_copy_done(*part, ok);
+            }
+            rest = tail;
+        }
+        pulls.clear();
+        self.pulls = pulls;
+    }
+
+    /// Pulls several parts from one peer with one system call; returns how
+    /// many (from the first) were copied whole.
+    fn pull_together(&mut self, batch: &[CopyPart]) -> usize {
+        let Some(pid) = self.links.shm_pid(batch[0].peer) else {
+            return 0;
+        };
+        let remote: Vec<(u64, usize)> = batch
+            .iter()
+            .map(|p| (p.addr.wrapping_add(p.offset as u64), p.len))
+            .collect();
+        let ranges: Vec<_> = batch
+            .iter()
+            .map(|p| (p.req, p.offset..p.offset + p.len))
+            .collect();
+        self.bufs
+            .with_recv_ranges(&ranges, |local| {
+                crate::sys::cma::read_many(pid, &remote, local)
+            })
+            .unwrap_or(0)
     }
 
     /// Performs one part of a single-copy transfer with cross-memory attach.

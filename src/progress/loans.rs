@@ -8,6 +8,8 @@
 //! states why.
 
 use crate::engine::ReqId;
+use std::io::IoSliceMut;
+use std::ops::Range;
 
 #[derive(Debug)]
 enum Loan {
@@ -127,6 +129,45 @@ impl BufTable {
         }
     }
 
+    /// Runs `f` with the byte ranges `parts` of several receive requests'
+    /// buffers at once (one system call fills them all). `None`, without
+    /// calling `f`, if an id repeats, has no loan or a range does not fit.
+    pub(crate) fn with_recv_ranges<R>(
+        &mut self,
+        parts: &[(ReqId, Range<usize>)],
+        f: impl FnOnce(&mut [IoSliceMut<'_>]) -> R,
+    ) -> Option<R> {
+        let mut raw: Vec<(*mut u8, usize)> = Vec::with_capacity(parts.len());
+        for (i, (id, range)) in parts.iter().enumerate() {
+            if parts[..i].iter().any(|(other, _)| other == id) {
+                return None;
+            }
+            let (ptr, len) = match self.get_mut(*id)? {
+                Loan::Borrowed { ptr, len } => (*ptr, *len),
+                Loan::Detached(v) => (v.as_mut_ptr(), v.len()),
+            };
+            if range.start > range.end || range.end > len {
+                return None;
+            }
+            // `range.start <= len`: the offset stays inside the buffer.
+            raw.push((ptr.wrapping_add(range.start), range.len()));
+        }
+        let mut slices: Vec<IoSliceMut<'_>> = raw
+            .into_iter()
+            .map(|(ptr, len)| {
+                // SAFETY: 1. each range lies inside its loan (checked
+                // above), which `lend`'s contract keeps valid for writes
+                // and unaliased (a detached loan is the table's own Vec);
+                // 2. the ids are distinct, and distinct loans never
+                // overlap, so no two slices alias; 3. the slices live only
+                // for this call, which holds `&mut self`, so no loan can
+                // end or be reached otherwise meanwhile.
+                IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+            })
+            .collect();
+        Some(f(&mut slices))
+    }
+
     /// Whether `id` lends caller memory right now.
     pub(crate) fn is_borrowed(&self, id: ReqId) -> bool {
         matches!(self.get(id), Some(Loan::Borrowed { .. }))
@@ -217,5 +258,42 @@ mod tests {
         assert_eq!(user, vec![0u8; 16]);
         t.remove(id);
         assert!(t.send_bytes(id).is_empty());
+    }
+
+    /// Several receives' ranges at once: each lands in its own buffer (a
+    /// detached one in the table's copy); a repeated id, a range past the
+    /// end or an id without a loan refuses the whole call.
+    #[test]
+    fn ranges_of_several_receives_at_once() {
+        let mut t = BufTable::default();
+        let (mut a, mut b, mut c) = (vec![0u8; 8], vec![0u8; 8], vec![0u8; 8]);
+        let (x, y, z) = (ReqId::new(0, 0), ReqId::new(1, 0), ReqId::new(2, 0));
+        // SAFETY: the vectors outlive the table's use of them below.
+        unsafe {
+            t.lend(x, a.as_mut_ptr(), a.len());
+            t.lend(y, b.as_mut_ptr(), b.len());
+            t.lend(z, c.as_mut_ptr(), c.len());
+        }
+        t.detach(z);
+        let filled = t.with_recv_ranges(&[(x, 2..6), (y, 0..8), (z, 4..8)], |s| {
+            for (k, slice) in s.iter_mut().enumerate() {
+                slice.fill(k as u8 + 1);
+            }
+            s.len()
+        });
+        assert_eq!(filled, Some(3));
+        assert_eq!(a, [0, 0, 1, 1, 1, 1, 0, 0]);
+        assert_eq!(b, [2u8; 8]);
+        assert_eq!(c, [0u8; 8], "a detached loan never reaches the caller");
+        assert_eq!(t.recv_bytes_mut(z), &[0, 0, 0, 0, 3, 3, 3, 3][..]);
+        let never = |_: &mut [std::io::IoSliceMut<'_>]| panic!("must not run");
+        assert!(t.with_recv_ranges(&[(x, 0..1), (x, 1..2)], never).is_none());
+        assert!(t.with_recv_ranges(&[(y, 4..9)], never).is_none());
+        assert!(t
+            .with_recv_ranges(&[(ReqId::new(1, 1), 0..1)], never)
+            .is_none());
+        t.remove(x);
+        t.remove(y);
+        t.remove(z);
     }
 }

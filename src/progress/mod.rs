@@ -54,6 +54,8 @@ pub(crate) struct Progress {
     inp: Vec<Option<Box<InState>>>,
     /// Peers found readable (reused between rounds).
     ready: Vec<Rank>,
+    /// Single-copy pulls gathered for one system call (reused).
+    pulls: Vec<crate::engine::CopyPart>,
     /// Links found broken, to be handled.
     lost: Vec<(Rank, String)>,
     service: service::Service,
@@ -82,6 +84,7 @@ impl Progress {
             pending_out: Vec::new(),
             inp: (0..size).map(|_| None).collect(),
             ready: Vec::new(),
+            pulls: Vec::new(),
             lost: Vec::new(),
             service: service::Service::default(),
             policy,
