@@ -224,3 +224,52 @@ fn body_killed_mid_transfer() {
     }
     std::thread::sleep(Duration::from_secs(30));
 }
+
+/// Windows of distinct large messages both ways at once: the receives are
+/// posted first, so their single-copy pulls wait together and go in one
+/// system call; every buffer must hold its own message (a pull written to
+/// the wrong buffer, or a short batch mishandled, shows here).
+#[test]
+fn windows_of_single_copy_messages_land_in_their_own_buffers() {
+    run("body_pull_windows", 2, &[("COURIER_TRANSPORT", "shm")]);
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_pull_windows() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (me, peer) = (w.rank(), 1 - w.rank());
+    // u32 counts: 8 KiB to 280 KiB (the last copied cooperatively), with an
+    // eager one among them.
+    let lens = [2048usize, 5000, 16_384, 70_000, 700, 3000];
+    let window = 24;
+    for round in 0..4 {
+        let sends: Vec<Vec<u32>> = (0..window)
+            .map(|k| message(me, round * window + k, lens[k % lens.len()]))
+            .collect();
+        let mut recvs: Vec<Vec<u32>> = (0..window)
+            .map(|k| vec![0u32; lens[k % lens.len()]])
+            .collect();
+        w.barrier().unwrap();
+        courier::scope(|s| {
+            let mut reqs = Vec::new();
+            for r in recvs.iter_mut() {
+                reqs.push(w.irecv(s, r, peer, 5).unwrap());
+            }
+            // Let the peer's envelopes pile up before taking any.
+            std::thread::sleep(Duration::from_millis(2));
+            for m in &sends {
+                reqs.push(w.isend(s, m, peer, 5).unwrap());
+            }
+            courier::wait_all(reqs).unwrap();
+        });
+        for (k, r) in recvs.iter().enumerate() {
+            assert_eq!(
+                r,
+                &message(peer, round * window + k, lens[k % lens.len()]),
+                "round {round}, message {k}"
+            );
+        }
+    }
+}
