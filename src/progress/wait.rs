@@ -147,6 +147,12 @@ impl Progress {
     /// general wait.
     pub(super) fn wait_direct(&mut self, source: Option<Rank>) -> Result<()> {
         self.pump();
+        // However often the spin below finds its message at once, the
+        // poller (new and stale connections, the launcher) is asked at
+        // least every SERVICE_INTERVAL, as in the general wait.
+        if self.service_due() {
+            self.progress_once(Some(Duration::ZERO))?;
+        }
         if let Some(src) = source.filter(|_| !self.policy.oversubscribed) {
             if self.links.kind(src) == Some(super::LinkKind::Shm) {
                 for _ in 0..DIRECT_SPIN_ROUNDS {
