@@ -389,9 +389,7 @@ impl Consumer {
         }
         Ok(done)
     }
-}
 
-impl Consumer {
     /// Copies whole records out, as many as fit in `dst`, stopping before
     /// one of more than `max_record` bytes; releases their space. A reader
     /// that falls behind a stream of small messages takes them all with one
@@ -485,7 +483,7 @@ pub fn pingpong(size: usize, rounds: u64) -> std::time::Duration {
 /// bytes (at most 8 KiB) to the other, which answers each window of 64
 /// with one write, as `osu_bw` does: the transport's message rate with
 /// nothing around it, the floor under `courier bench bw` (criterion bench
-/// `ring_stream`). Returns the elapsed time.
+/// `ring_stream_message`). Returns the elapsed time.
 #[cfg(feature = "bench-internals")]
 pub fn stream(size: usize, messages: u64) -> std::time::Duration {
     const WINDOW: u64 = 64;
