@@ -22,7 +22,6 @@ use super::matching::{Envelope, Pattern};
 use super::requests::{MsgInfo, ReqError};
 use super::{Body, Dest, Engine, Incoming, PeerState};
 use crate::ids::Rank;
-use crate::wire::Frame;
 
 /// The direct receive waiting in the engine.
 #[derive(Debug)]
@@ -123,37 +122,19 @@ impl Engine {
 
     /// A direct receive of `capacity` bytes matched queued message `i`.
     fn take_queued_direct(&mut self, i: usize, capacity: usize) -> DirectStart {
-        match self.unexpected.get(i) {
-            Some(u) if matches!(u.body, Body::Rts { .. }) => return DirectStart::Ordinary,
-            Some(u) if u.len > capacity => {
-                return DirectStart::Truncated(ReqError::Truncated {
-                    source: u.env.source,
-                    tag: u.env.tag,
-                    capacity,
-                    incoming: u.len,
-                })
-            }
-            Some(_) => {}
-            None => return DirectStart::Ordinary,
-        }
-        let Some(u) = self.unexpected.remove(i) else {
+        // A rendezvous needs a request: left queued for an ordinary receive.
+        if self
+            .unexpected
+            .get(i)
+            .is_none_or(|u| matches!(u.body, Body::Rts { .. }))
+        {
             return DirectStart::Ordinary;
-        };
-        self.consumed(u.env.source, u.cost());
-        let info = MsgInfo {
-            source: u.env.source,
-            tag: u.env.tag,
-            len: u.len,
-        };
-        match u.body {
-            Body::Eager { data, sync_sreq } => {
-                if let Some(sreq) = sync_sreq {
-                    self.queue_control(u.env.source, Frame::SyncAck { sreq });
-                }
-                DirectStart::Queued(info, data)
-            }
+        }
+        match self.take_queued(i, capacity) {
+            Some(Err(e)) => DirectStart::Truncated(e),
+            Some(Ok((info, Body::Eager { data, .. }))) => DirectStart::Queued(info, data),
             // Ruled out above.
-            Body::Rts { .. } => DirectStart::Ordinary,
+            Some(Ok((_, Body::Rts { .. }))) | None => DirectStart::Ordinary,
         }
     }
 

@@ -3,7 +3,7 @@
 //! the sender and dispatches; payloads follow through
 //! [`Engine::handle_payload_done`].
 
-use super::flow::{eager_cost, ENVELOPE_COST};
+use super::flow::ENVELOPE_COST;
 use super::matching::Envelope;
 use super::requests::{MsgInfo, Rdv, RecvPhase, ReqId, SendPhase, SendState};
 use super::{direct, Body, Dest, Engine, Incoming, Payload, ProtocolError, Transmit, Unexpected};
@@ -131,10 +131,7 @@ impl Engine {
             len,
         };
         let incoming = if let Some(id) = self.match_posted(&env, len) {
-            if let Some(sreq) = sync_sreq {
-                self.queue_control(peer, Frame::SyncAck { sreq });
-            }
-            self.consumed(peer, eager_cost(len as u64));
+            self.eager_matched(peer, len, sync_sreq);
             if whole.is_some() {
                 self.reqs.complete(id, Ok(info));
                 return Ok(Some(Dest::Req(id)));
@@ -152,10 +149,7 @@ impl Engine {
             }
             Incoming::Recv(id)
         } else if let direct::DirectMatch::Take = self.match_direct(&env, len) {
-            if let Some(sreq) = sync_sreq {
-                self.queue_control(peer, Frame::SyncAck { sreq });
-            }
-            self.consumed(peer, eager_cost(len as u64));
+            self.eager_matched(peer, len, sync_sreq);
             if whole.is_some() {
                 self.direct_payload_done();
                 return Ok(Some(Dest::Direct));

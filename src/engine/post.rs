@@ -175,40 +175,60 @@ impl Engine {
     /// Receive `id` (of `capacity` bytes) matched unexpected message `i`:
     /// it fails if the message does not fit (which stays queued), or takes it.
     pub(super) fn take_unexpected(&mut self, id: ReqId, i: usize, capacity: usize) {
-        let Some(u) = self.unexpected.get(i) else {
-            return;
-        };
+        match self.take_queued(i, capacity) {
+            None => {}
+            Some(Err(e)) => self.reqs.complete(id, Err(e)),
+            Some(Ok((info, Body::Eager { data, .. }))) => {
+                self.deliveries.push_back((id, data));
+                self.reqs.complete(id, Ok(info));
+            }
+            Some(Ok((info, Body::Rts { sreq, addr }))) => {
+                self.start_rendezvous_recv(id, info, sreq, addr);
+            }
+        }
+    }
+
+    /// Queued message `i`, for a receive of `capacity` bytes: `Truncated`
+    /// if it does not fit (it stays queued); otherwise it leaves the queue,
+    /// its credit goes back and a synchronous eager sender is acknowledged.
+    pub(super) fn take_queued(
+        &mut self,
+        i: usize,
+        capacity: usize,
+    ) -> Option<Result<(MsgInfo, Body), ReqError>> {
+        let u = self.unexpected.get(i)?;
         if u.len > capacity {
-            let err = ReqError::Truncated {
+            return Some(Err(ReqError::Truncated {
                 source: u.env.source,
                 tag: u.env.tag,
                 capacity,
                 incoming: u.len,
-            };
-            self.reqs.complete(id, Err(err));
-            return;
+            }));
         }
-        let Some(u) = self.unexpected.remove(i) else {
-            return;
-        };
+        let u = self.unexpected.remove(i)?;
         let info = MsgInfo {
             source: u.env.source,
             tag: u.env.tag,
             len: u.len,
         };
         self.consumed(u.env.source, u.cost());
-        match u.body {
-            Body::Eager { data, sync_sreq } => {
-                if let Some(sreq) = sync_sreq {
-                    self.queue_control(u.env.source, Frame::SyncAck { sreq });
-                }
-                self.deliveries.push_back((id, data));
-                self.reqs.complete(id, Ok(info));
-            }
-            Body::Rts { sreq, addr } => {
-                self.start_rendezvous_recv(id, info, sreq, addr);
-            }
+        if let Body::Eager {
+            sync_sreq: Some(sreq),
+            ..
+        } = u.body
+        {
+            self.queue_control(u.env.source, Frame::SyncAck { sreq });
         }
+        Some(Ok((info, u.body)))
+    }
+
+    /// An eager message of `len` bytes from `peer` was matched on arrival:
+    /// its credit goes back and a synchronous sender is acknowledged.
+    pub(super) fn eager_matched(&mut self, peer: Rank, len: usize, sync_sreq: Option<u64>) {
+        if let Some(sreq) = sync_sreq {
+            self.queue_control(peer, Frame::SyncAck { sreq });
+        }
+        self.consumed(peer, eager_cost(len as u64));
     }
 
     /// A message from `peer` costing `cost` credit was matched: credit goes
