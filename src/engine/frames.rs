@@ -354,9 +354,7 @@ impl Engine {
                 // The message "arrives" now: a receive posted meanwhile may take it.
                 let len = data.len();
                 if let Some(id) = self.match_posted(&env, len) {
-                    if let Some(sreq) = sync_sreq {
-                        self.queue_control(peer, Frame::SyncAck { sreq });
-                    }
+                    self.eager_matched(peer, len, sync_sreq);
                     self.deliveries.push_back((id, data));
                     let info = MsgInfo {
                         source: env.source,

@@ -841,6 +841,36 @@ fn eager_frame_now_never_overtakes_queued_frames() {
 }
 
 #[test]
+fn a_message_matched_when_its_staged_payload_completes_returns_its_credit() {
+    // An eager message whose payload is still arriving when a receive is
+    // posted is matched at the payload's end: its credit must go back like
+    // any matched message's, or the sender's window shrinks for good.
+    let mut e = Engine::new(1, 2, 64);
+    e.set_window(0); // 2 × (64 + ENVELOPE_COST): a quarter is 96
+    let frame = Frame::Eager {
+        context: 0,
+        tag: 4,
+        len: 60,
+        sync: false,
+        sreq: 0,
+    };
+    assert_eq!(e.handle_frame(0, frame), Ok(Some(Dest::Staging)));
+    let r = e.post_recv(0, Some(0), Some(4), 64);
+    e.staging_mut(0).unwrap().fill(7);
+    e.handle_payload_done(0);
+    assert!(e.is_done(r));
+    let credit: Vec<Frame> = std::iter::from_fn(|| e.poll_transmit())
+        .map(|t| t.frame)
+        .collect();
+    assert_eq!(
+        credit,
+        vec![Frame::Credit {
+            bytes: 60 + ENVELOPE_COST
+        }]
+    );
+}
+
+#[test]
 fn flow_control_holds_a_flood_at_the_window_and_credit_releases_it() {
     let mut net = SimNet::new(2, 64, 3);
     for e in &mut net.engines {
