@@ -443,31 +443,43 @@ fn truncation_fails_the_receive_and_keeps_the_message() {
     assert_eq!(net.take_recv(1, b).unwrap().1, bytes(2, 30));
 }
 
+/// Ranks 0 and 1 each send the same mixed lengths (eager and rendezvous)
+/// to rank 2 on tag 7; `take` receives one message at rank 2 (any source,
+/// tag 7), and every message must be the next one from its sender,
+/// whatever the interleaving of the links. Returns the network after.
+fn non_overtaking_scenario(
+    seed: u64,
+    mut take: impl FnMut(&mut SimNet) -> (MsgInfo, Vec<u8>),
+) -> SimNet {
+    let mut net = SimNet::new(3, 32, seed);
+    let lens = [0usize, 5, 100, 31, 33, 1, 64, 2000, 3];
+    for (k, &len) in lens.iter().enumerate() {
+        net.send(0, 2, 7, &bytes(k, len), false);
+        net.send(1, 2, 7, &bytes(100 + k, len), false);
+    }
+    let mut next = [0usize; 2];
+    for _ in 0..2 * lens.len() {
+        let (info, data) = take(&mut net);
+        let src = info.source as usize;
+        let k = next[src];
+        assert_eq!(
+            data,
+            bytes(100 * src + k, lens[k]),
+            "seed {seed}: message {k} from {src}"
+        );
+        next[src] += 1;
+    }
+    net
+}
+
 #[test]
 fn non_overtaking_across_protocols_and_interleavings() {
-    // Eager and rendezvous messages from one sender on one tag arrive in
-    // order whatever the interleaving of the three links.
     for seed in 1..40 {
-        let mut net = SimNet::new(3, 32, seed);
-        let lens = [0usize, 5, 100, 31, 33, 1, 64, 2000, 3];
-        for (k, &len) in lens.iter().enumerate() {
-            net.send(0, 2, 7, &bytes(k, len), false);
-            net.send(1, 2, 7, &bytes(100 + k, len), false);
-        }
-        let mut next = [0usize; 2];
-        for _ in 0..2 * lens.len() {
+        non_overtaking_scenario(seed, |net| {
             let r = net.recv(2, None, Some(7), 4096);
             net.run();
-            let (info, data) = net.take_recv(2, r).unwrap();
-            let src = info.source as usize;
-            let k = next[src];
-            assert_eq!(
-                data,
-                bytes(100 * src + k, lens[k]),
-                "seed {seed}: message {k} from {src}"
-            );
-            next[src] += 1;
-        }
+            net.take_recv(2, r).unwrap()
+        });
     }
 }
 
@@ -478,26 +490,11 @@ fn direct_receives_keep_the_order_of_posted_ones() {
     // an ordinary receive; every message in order per sender.
     let mut direct_taken = 0;
     for seed in 1..40 {
-        let mut net = SimNet::new(3, 32, seed);
-        let lens = [0usize, 5, 100, 31, 33, 1, 64, 2000, 3];
-        for (k, &len) in lens.iter().enumerate() {
-            net.send(0, 2, 7, &bytes(k, len), false);
-            net.send(1, 2, 7, &bytes(100 + k, len), false);
-        }
-        let mut next = [0usize; 2];
-        for _ in 0..2 * lens.len() {
+        let mut net = non_overtaking_scenario(seed, |net| {
             let (direct, r) = net.recv_blocking(2, None, Some(7), 4096);
-            let (info, data) = r.unwrap();
             direct_taken += usize::from(direct);
-            let src = info.source as usize;
-            let k = next[src];
-            assert_eq!(
-                data,
-                bytes(100 * src + k, lens[k]),
-                "seed {seed}: message {k} from {src}"
-            );
-            next[src] += 1;
-        }
+            r.unwrap()
+        });
         net.run();
         assert_eq!(net.engines[2].queue_lengths(), (0, 0), "seed {seed}");
     }
