@@ -427,12 +427,19 @@ mod tests {
         assert_eq!(ring_capacity(1, 4 << 20), 1 << 20);
     }
 
-    #[test]
-    fn a_medium_write_goes_in_several_records() {
+    /// Two "ranks" in one process, ranks 0 and 1 of a 2-rank node, mapping
+    /// each other's segments through /proc/self.
+    fn pair() -> (ShmTransport, ShmTransport) {
         let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
         let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
         a.add_peer(1, b.addr()).unwrap();
         b.add_peer(0, a.addr()).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_medium_write_goes_in_several_records() {
+        let (mut a, mut b) = pair();
         let head = [9u8; 16];
         let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         let total = head.len() + body.len();
@@ -455,11 +462,7 @@ mod tests {
 
     #[test]
     fn two_transports_in_one_process_exchange_bytes() {
-        // Two "ranks" in one process, mapping each other's segments through /proc/self.
-        let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
-        let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
-        a.add_peer(1, b.addr()).unwrap();
-        b.add_peer(0, a.addr()).unwrap();
+        let (mut a, mut b) = pair();
         let msg: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         let mut got = Vec::new();
         let mut off = 0;
@@ -482,10 +485,7 @@ mod tests {
 
     #[test]
     fn a_sleeper_is_woken_by_a_write() {
-        let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
-        let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
-        a.add_peer(1, b.addr()).unwrap();
-        b.add_peer(0, a.addr()).unwrap();
+        let (mut a, b) = pair();
         let t = std::thread::spawn(move || {
             let seq = b.prepare_sleep();
             let start = std::time::Instant::now();
