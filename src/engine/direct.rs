@@ -121,19 +121,13 @@ impl Engine {
     }
 
     /// A direct receive of `capacity` bytes matched queued message `i`.
+    #[inline]
     fn take_queued_direct(&mut self, i: usize, capacity: usize) -> DirectStart {
-        // A rendezvous needs a request: left queued for an ordinary receive.
-        if self
-            .unexpected
-            .get(i)
-            .is_none_or(|u| matches!(u.body, Body::Rts { .. }))
-        {
-            return DirectStart::Ordinary;
-        }
-        match self.take_queued(i, capacity) {
+        // A rendezvous needs a request: it is left queued (`None`) for an
+        // ordinary receive.
+        match self.take_queued(i, capacity, true) {
             Some(Err(e)) => DirectStart::Truncated(e),
             Some(Ok((info, Body::Eager { data, .. }))) => DirectStart::Queued(info, data),
-            // Ruled out above.
             Some(Ok((_, Body::Rts { .. }))) | None => DirectStart::Ordinary,
         }
     }

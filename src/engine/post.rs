@@ -175,7 +175,7 @@ impl Engine {
     /// Receive `id` (of `capacity` bytes) matched unexpected message `i`:
     /// it fails if the message does not fit (which stays queued), or takes it.
     pub(super) fn take_unexpected(&mut self, id: ReqId, i: usize, capacity: usize) {
-        match self.take_queued(i, capacity) {
+        match self.take_queued(i, capacity, false) {
             None => {}
             Some(Err(e)) => self.reqs.complete(id, Err(e)),
             Some(Ok((info, Body::Eager { data, .. }))) => {
@@ -191,12 +191,18 @@ impl Engine {
     /// Queued message `i`, for a receive of `capacity` bytes: `Truncated`
     /// if it does not fit (it stays queued); otherwise it leaves the queue,
     /// its credit goes back and a synchronous eager sender is acknowledged.
+    /// With `eager_only`, a rendezvous is left queued (`None`).
+    #[inline]
     pub(super) fn take_queued(
         &mut self,
         i: usize,
         capacity: usize,
+        eager_only: bool,
     ) -> Option<Result<(MsgInfo, Body), ReqError>> {
         let u = self.unexpected.get(i)?;
+        if eager_only && matches!(u.body, Body::Rts { .. }) {
+            return None;
+        }
         if u.len > capacity {
             return Some(Err(ReqError::Truncated {
                 source: u.env.source,
@@ -224,6 +230,7 @@ impl Engine {
 
     /// An eager message of `len` bytes from `peer` was matched on arrival:
     /// its credit goes back and a synchronous sender is acknowledged.
+    #[inline]
     pub(super) fn eager_matched(&mut self, peer: Rank, len: usize, sync_sreq: Option<u64>) {
         if let Some(sreq) = sync_sreq {
             self.queue_control(peer, Frame::SyncAck { sreq });
