@@ -8,12 +8,13 @@
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::ids::{Tag, TAG_UB};
-use crate::progress::Progress;
+use crate::progress::Driver;
 use crate::request::{self, OwnedRecv, OwnedSend, Request, Scope};
 use crate::status::Status;
 use bytemuck::Pod;
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::Arc;
 
 /// Which sender a receive accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +55,20 @@ pub const ANY_TAG: TagMatch = TagMatch::Any;
 /// (point-to-point) and `2k + 1` (collectives). A new communicator takes the
 /// lowest id free on every member, agreed by an all-reduce (bitwise and) of
 /// the members' free masks, as MPICH's `contextid.c` does.
+///
+/// Threads that create communicators at once (from different parent
+/// communicators) take turns with the mask: a thread brings it to the
+/// agreement only when no other thread has it and no waiting parent has a
+/// lower id; otherwise it brings nothing, the agreement fails on every
+/// member, and they all try again. Every rank gives the mask to the lowest
+/// parent first, so the turns end.
 #[derive(Debug)]
 pub(crate) struct ContextIds {
     used: Vec<u64>,
+    /// A thread has the mask out for an agreement.
+    lent: bool,
+    /// Parents (by id) whose threads want the mask.
+    waiting: Vec<usize>,
 }
 
 impl ContextIds {
@@ -66,11 +78,41 @@ impl ContextIds {
     pub(crate) fn new() -> Self {
         let mut used = vec![0u64; Self::IDS / 64];
         used[0] = 1; // the world
-        ContextIds { used }
+        ContextIds {
+            used,
+            lent: false,
+            waiting: Vec::new(),
+        }
     }
 
-    fn free_mask(&self) -> Vec<u64> {
-        self.used.iter().map(|w| !w).collect()
+    /// The free mask for parent `parent`'s agreement, if it may have it now.
+    fn lend_mask(&mut self, parent: usize) -> Option<Vec<u64>> {
+        if !self.waiting.contains(&parent) {
+            self.waiting.push(parent);
+        }
+        let first = self.waiting.iter().min() == Some(&parent);
+        if self.lent || !first {
+            return None;
+        }
+        self.lent = true;
+        Some(self.used.iter().map(|w| !w).collect())
+    }
+
+    /// The mask is back; `agreed` is claimed for good (the agreement
+    /// succeeded), and parent `parent` stops waiting when `done`.
+    fn return_mask(&mut self, parent: usize, agreed: Option<usize>, done: bool) {
+        self.lent = false;
+        if let Some(k) = agreed {
+            self.claim(k);
+        }
+        if done {
+            self.waiting.retain(|&p| p != parent);
+        }
+    }
+
+    /// Parent `parent` stops waiting without having had the mask.
+    fn return_mask_unlent(&mut self, parent: usize) {
+        self.waiting.retain(|&p| p != parent);
     }
 
     fn claim(&mut self, k: usize) {
@@ -87,24 +129,28 @@ impl ContextIds {
 /// State shared by the handles of one communicator.
 #[derive(Debug)]
 pub(crate) struct CommShared {
-    pub(crate) progress: Rc<RefCell<Progress>>,
-    /// Scratch space reused by collectives (16-byte aligned for any element type).
-    pub(crate) scratch: RefCell<Vec<u128>>,
-    contexts: Rc<RefCell<ContextIds>>,
+    pub(crate) progress: Arc<Driver>,
+    /// Scratch space reused by collectives (16-byte aligned for any element
+    /// type); only the thread running this communicator's collective uses it.
+    pub(crate) scratch: Mutex<Vec<u128>>,
+    contexts: Arc<Mutex<ContextIds>>,
     id: usize,
     rank: usize,
-    group: Rc<Group>,
+    group: Arc<Group>,
     /// Sub-communicators for node-aware collectives, built on first use:
     /// `Some(None)` when this communicator does not span several nodes with
     /// several ranks on one of them.
-    pub(crate) hier: RefCell<Option<Option<Rc<Hierarchy>>>>,
-    /// Collectives entered and not yet left on this communicator (nested
-    /// calls are internal steps; see `coll::check`).
-    pub(crate) coll_depth: Cell<u32>,
+    pub(crate) hier: Mutex<Option<Option<Arc<Hierarchy>>>>,
+    /// The thread running a collective on this communicator (a
+    /// `coll::check` thread token; 0: none), and how deeply it is nested
+    /// (nested calls are internal steps). A second thread entering a
+    /// collective meanwhile is refused (see `coll::check`).
+    pub(crate) coll_owner: AtomicU64,
+    pub(crate) coll_depth: AtomicU32,
     /// A user's reduction operation is running on this communicator.
-    pub(crate) in_user_op: Cell<bool>,
+    pub(crate) in_user_op: AtomicBool,
     /// The arena for collectives over shared memory (see `coll::node`).
-    pub(crate) node: RefCell<crate::coll::node::NodeState>,
+    pub(crate) node: Mutex<crate::coll::node::NodeState>,
 }
 
 /// A communicator cut by node: the ranks of this rank's node, and one leader
@@ -118,9 +164,7 @@ pub(crate) struct Hierarchy {
 
 impl Drop for CommShared {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.contexts.try_borrow_mut() {
-            c.release(self.id);
-        }
+        self.contexts.lock().release(self.id);
     }
 }
 
@@ -147,7 +191,7 @@ impl CommShared {
     }
 
     /// The ranks of this communicator, to name senders in statuses and errors.
-    pub(crate) fn group(&self) -> &Rc<Group> {
+    pub(crate) fn group(&self) -> &Arc<Group> {
         &self.group
     }
 
@@ -221,17 +265,17 @@ impl Communicator {
             .ok_or_else(|| {
                 Error::InvalidArgument("split: this rank is missing from its own color".into())
             })?;
-        Ok(Some(self.derived(id, me, Rc::new(Group::of(ranks)))))
+        Ok(Some(self.derived(id, me, Arc::new(Group::of(ranks)))))
     }
 
     /// The node-aware split of this communicator, built on first use (a
     /// collective call: every rank reaches it in the same collective).
-    pub(crate) fn hierarchy(&self) -> Result<Option<Rc<Hierarchy>>> {
-        if let Some(h) = self.shared.hier.borrow().as_ref() {
+    pub(crate) fn hierarchy(&self) -> Result<Option<Arc<Hierarchy>>> {
+        if let Some(h) = self.shared.hier.lock().as_ref() {
             return Ok(h.clone());
         }
         let nodes: Vec<u32> = {
-            let p = self.shared.progress.borrow();
+            let p = self.shared.progress.lock()?;
             (0..self.size())
                 .map(|r| self.shared.world_rank(r).map(|w| p.node_of(w)))
                 .collect::<Result<_>>()?
@@ -248,11 +292,11 @@ impl Communicator {
                 .split(Some(nodes[me]), me as i32)?
                 .ok_or_else(|| Error::InvalidArgument("node split lost this rank".into()))?;
             let leaders = self.split((node.rank() == 0).then_some(0), me as i32)?;
-            Some(Rc::new(Hierarchy { node, leaders }))
+            Some(Arc::new(Hierarchy { node, leaders }))
         } else {
             None
         };
-        *self.shared.hier.borrow_mut() = Some(h.clone());
+        *self.shared.hier.lock() = Some(h.clone());
         Ok(h)
     }
 
@@ -263,15 +307,16 @@ impl Communicator {
             .ok_or_else(|| Error::InvalidArgument("split_by_node produced no communicator".into()))
     }
 
-    fn derived(&self, id: usize, rank: usize, group: Rc<Group>) -> Communicator {
+    fn derived(&self, id: usize, rank: usize, group: Arc<Group>) -> Communicator {
         Communicator {
-            shared: Rc::new(CommShared {
+            shared: Arc::new(CommShared {
                 progress: self.shared.progress.clone(),
-                scratch: RefCell::new(Vec::new()),
-                hier: RefCell::new(None),
-                coll_depth: Cell::new(0),
-                in_user_op: Cell::new(false),
-                node: RefCell::new(Default::default()),
+                scratch: Mutex::new(Vec::new()),
+                hier: Mutex::new(None),
+                coll_owner: AtomicU64::new(0),
+                coll_depth: AtomicU32::new(0),
+                in_user_op: AtomicBool::new(false),
+                node: Mutex::new(Default::default()),
                 contexts: self.shared.contexts.clone(),
                 id,
                 rank,
@@ -280,20 +325,41 @@ impl Communicator {
         }
     }
 
-    /// The lowest context id free on every rank of this communicator, claimed.
+    /// The lowest context id free on every rank of this communicator,
+    /// claimed (see [`ContextIds`] for threads doing this at once).
     fn agree_context_id(&self) -> Result<usize> {
-        let mask = self.shared.contexts.borrow().free_mask();
-        let mut agreed = mask.clone();
-        // Flat on purpose: a node-aware all-reduce would create communicators.
-        self.all_reduce_flat(&mut agreed, crate::Op::BitAnd)?;
-        let k = agreed
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != 0)
-            .map(|(i, w)| 64 * i + w.trailing_zeros() as usize)
-            .ok_or_else(|| Error::InvalidArgument("out of communicator context ids".into()))?;
-        self.shared.contexts.borrow_mut().claim(k);
-        Ok(k)
+        let contexts = &self.shared.contexts;
+        let me = self.shared.id;
+        loop {
+            let lent = contexts.lock().lend_mask(me);
+            let held = lent.is_some();
+            let mut agreed = lent.unwrap_or_else(|| vec![0; ContextIds::IDS / 64]);
+            // The last word says whether every member brought its mask.
+            agreed.push(u64::from(held));
+            // Flat on purpose: a node-aware all-reduce would create communicators.
+            let r = self.all_reduce_flat(&mut agreed, crate::Op::BitAnd);
+            let everyone = r.is_ok() && agreed.pop() == Some(1);
+            let k = agreed
+                .iter()
+                .enumerate()
+                .find(|(_, w)| **w != 0)
+                .map(|(i, w)| 64 * i + w.trailing_zeros() as usize)
+                .filter(|_| everyone);
+            let done = r.is_err() || everyone;
+            if held {
+                contexts.lock().return_mask(me, k, done);
+            } else if done {
+                contexts.lock().return_mask_unlent(me);
+            }
+            r?;
+            if everyone {
+                return k.ok_or_else(|| {
+                    Error::InvalidArgument("out of communicator context ids".into())
+                });
+            }
+            // Another thread of some member had the mask: try again.
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -314,23 +380,24 @@ impl Communicator {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Communicator {
-    shared: Rc<CommShared>,
+    shared: Arc<CommShared>,
 }
 
 impl Communicator {
-    pub(crate) fn world(progress: Rc<RefCell<Progress>>, rank: usize, size: usize) -> Self {
+    pub(crate) fn world(progress: Arc<Driver>, rank: usize, size: usize) -> Self {
         Communicator {
-            shared: Rc::new(CommShared {
+            shared: Arc::new(CommShared {
                 progress,
-                scratch: RefCell::new(Vec::new()),
-                hier: RefCell::new(None),
-                coll_depth: Cell::new(0),
-                in_user_op: Cell::new(false),
-                node: RefCell::new(Default::default()),
-                contexts: Rc::new(RefCell::new(ContextIds::new())),
+                scratch: Mutex::new(Vec::new()),
+                hier: Mutex::new(None),
+                coll_owner: AtomicU64::new(0),
+                coll_depth: AtomicU32::new(0),
+                in_user_op: AtomicBool::new(false),
+                node: Mutex::new(Default::default()),
+                contexts: Arc::new(Mutex::new(ContextIds::new())),
                 id: 0,
                 rank,
-                group: Rc::new(Group::Identity(size)),
+                group: Arc::new(Group::Identity(size)),
             }),
         }
     }
@@ -442,7 +509,7 @@ impl Communicator {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
         let ctx = self.shared.p2p_context();
-        let mut p = request::lock(&self.shared.progress)?;
+        let mut p = self.shared.progress.lock()?;
         let mut found = None;
         p.wait_until(|p| {
             found = p.probe(ctx, src, tag);
@@ -462,7 +529,7 @@ impl Communicator {
     ) -> Result<Option<Status>> {
         let src = self.shared.source(source.into())?;
         let tag = tag_match(tag.into())?;
-        let mut p = request::lock(&self.shared.progress)?;
+        let mut p = self.shared.progress.lock()?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
         match p.probe(self.shared.p2p_context(), src, tag) {
             Some(info) => {
@@ -507,8 +574,8 @@ impl Communicator {
         let tag = check_tag(tag)?;
         Request::send(
             scope,
-            self.shared.progress.clone(),
-            Some(self.shared.group.clone()),
+            &self.shared.progress,
+            request::Names::of(&self.shared.group),
             peer,
             self.shared.p2p_context(),
             tag,
@@ -529,8 +596,8 @@ impl Communicator {
         let tag = tag_match(tag.into())?;
         Request::recv(
             scope,
-            self.shared.progress.clone(),
-            Some(self.shared.group.clone()),
+            &self.shared.progress,
+            request::Names::of(&self.shared.group),
             self.shared.p2p_context(),
             src,
             tag,

@@ -136,3 +136,17 @@ pub mod bench_internals {
         crate::sys::cma::read(std::process::id(), src.as_ptr() as u64, dst)
     }
 }
+
+/// Every handle a program holds may cross threads (`MPI_THREAD_MULTIPLE`):
+/// checked at compile time.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Universe>();
+    send_sync::<Communicator>();
+    send_sync::<Scope<'static, 'static>>();
+    send_sync::<Request<'static>>();
+    send_sync::<OwnedSend<f64>>();
+    send_sync::<OwnedRecv<f64>>();
+    send::<Error>();
+};

@@ -7,11 +7,10 @@ use crate::comm::Communicator;
 use crate::config::TransportMode;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::progress::{LinkKind, Progress, WaitPolicy};
+use crate::progress::{Driver, LinkKind, Progress, WaitPolicy};
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{TcpOptions, TcpTransport};
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Where this rank runs, as the launcher placed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,17 +28,19 @@ pub struct Placement {
 /// The running job as seen by this rank. Dropping it finalizes: pending sends
 /// are flushed and every open link is closed cleanly.
 ///
-/// A `Universe` (and every communicator and request made from it) belongs to
-/// the thread that created it: the runtime makes progress inside the calls
-/// of that thread, so no background thread competes for the cores.
+/// A `Universe`, its communicators and requests are `Send` and `Sync`: any
+/// thread may call any operation, concurrently with others
+/// (`MPI_THREAD_MULTIPLE`). The runtime makes progress inside the calls
+/// that wait, so no background thread competes for the cores; when several
+/// threads wait at once, one of them polls for all while the others sleep.
 #[derive(Debug)]
 pub struct Universe {
-    progress: Rc<RefCell<Progress>>,
+    progress: Arc<Driver>,
     world: Communicator,
     placement: Placement,
     finalized: bool,
     /// The process manager's connection, when started by one (PMI).
-    pmi: Option<std::cell::RefCell<Pmi>>,
+    pmi: Option<parking_lot::Mutex<Pmi>>,
 }
 
 fn hostname() -> String {
@@ -138,7 +139,7 @@ fn init_once() -> Result<Universe> {
         )
         .and_then(|u| {
             if let Some(c) = client {
-                u.progress.borrow_mut().set_service(c.into_stream())?;
+                u.progress.lock_any()?.set_service(c.into_stream())?;
             }
             Ok(u)
         });
@@ -357,9 +358,9 @@ fn init_pmi(mut pmi: Pmi, host: String) -> Result<Universe> {
         key,
         bind,
     };
-    let pmi = std::cell::RefCell::new(pmi);
+    let pmi = parking_lot::Mutex::new(pmi);
     let mut u = assemble(layout, host, |card| {
-        let mut p = pmi.borrow_mut();
+        let mut p = pmi.lock();
         p.put(&format!("courier-c{rank}"), &hex(&card.encode()))?;
         p.barrier()?;
         (0..size)
@@ -377,7 +378,7 @@ fn init_pmi(mut pmi: Pmi, host: String) -> Result<Universe> {
 
 impl Universe {
     fn new(progress: Progress, rank: usize, size: usize, placement: Placement) -> Self {
-        let progress = Rc::new(RefCell::new(progress));
+        let progress = Arc::new(Driver::new(progress));
         let world = Communicator::world(progress.clone(), rank, size);
         Universe {
             progress,
@@ -407,8 +408,9 @@ impl Universe {
     /// opened lazily: a rank that never talked to a peer has no link to it.
     pub fn links(&self) -> Vec<(usize, LinkKind)> {
         self.progress
-            .borrow()
-            .links()
+            .lock_any()
+            .map(|p| p.links())
+            .unwrap_or_default()
             .into_iter()
             .map(|(r, k)| (r as usize, k))
             .collect()
@@ -416,7 +418,9 @@ impl Universe {
 
     /// A human-readable report of links and counters, for debugging.
     pub fn debug_report(&self) -> String {
-        let p = self.progress.borrow();
+        let Ok(p) = self.progress.lock_any() else {
+            return String::from("(report unavailable inside another Courier call)");
+        };
         let t = p.tcp_stats();
         let (e, (posted, unexpected)) = p.engine_stats();
         let links: Vec<String> = p
@@ -443,26 +447,28 @@ impl Universe {
 
     /// The address this rank accepts links on (`None` for a singleton).
     pub fn local_endpoint(&self) -> Option<std::net::SocketAddr> {
-        self.progress.borrow().local_addr()
+        self.progress.lock_any().ok()?.local_addr()
     }
 
     /// Number of connection attempts rejected so far (wrong key, garbage).
     pub fn rejected_connections(&self) -> u64 {
-        self.progress.borrow().tcp_stats().rejected
+        self.progress
+            .lock_any()
+            .map_or(0, |p| p.tcp_stats().rejected)
     }
 
     /// Ends the whole job with exit code `code` (`MPI_Abort`): the launcher
     /// terminates every rank and exits with `code`. Never returns.
     pub fn abort(&self, code: i32) -> ! {
         if let Some(pmi) = &self.pmi {
-            if let Ok(mut p) = pmi.try_borrow_mut() {
+            if let Some(mut p) = pmi.try_lock() {
                 p.abort(code);
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
             std::process::exit(code)
         }
         let msg = ServiceRequest::Abort { code }.encode();
-        if let Ok(mut p) = self.progress.try_borrow_mut() {
+        if let Ok(mut p) = self.progress.lock_any() {
             if p.service_send(&msg).is_ok() {
                 p.await_abort_notice(std::time::Duration::from_secs(2));
             }
@@ -476,13 +482,13 @@ impl Universe {
         self.finalized = true;
         Lifecycle::finalized();
         let r = {
-            let mut p = self.progress.borrow_mut();
+            let mut p = self.progress.lock_any()?;
             let r = p.finalize();
             p.tell_service_finalized();
             r
         };
         let pm = match &self.pmi {
-            Some(pmi) => pmi.borrow_mut().finalize().map_err(Error::from),
+            Some(pmi) => pmi.lock().finalize().map_err(Error::from),
             None => Ok(()),
         };
         r.and(pm)
@@ -497,7 +503,7 @@ impl Drop for Universe {
             // reports this rank's failure and ends the job.
             self.finalized = true;
             Lifecycle::finalized();
-            if let Ok(mut p) = self.progress.try_borrow_mut() {
+            if let Ok(mut p) = self.progress.lock_any() {
                 p.mark_finalized();
             }
             return;
@@ -505,7 +511,7 @@ impl Drop for Universe {
         if !self.finalized {
             self.finalized = true;
             Lifecycle::finalized();
-            if let Ok(mut p) = self.progress.try_borrow_mut() {
+            if let Ok(mut p) = self.progress.lock_any() {
                 if let Err(e) = p.finalize() {
                     if !matches!(e, Error::Aborted { .. }) {
                         eprintln!("courier[rank {}]: finalize: {e}", self.world.rank());
@@ -514,9 +520,7 @@ impl Drop for Universe {
                 p.tell_service_finalized();
             }
             if let Some(pmi) = &self.pmi {
-                if let Ok(mut p) = pmi.try_borrow_mut() {
-                    let _ = p.finalize();
-                }
+                let _ = pmi.lock().finalize();
             }
         }
     }

@@ -23,6 +23,7 @@ use super::algo::{allgather_bruck_tagged, TAG_CHECK};
 use crate::comm::CommShared;
 use crate::error::{Error, Mismatch, Result};
 use bytemuck::Pod;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Which collective a signature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +265,7 @@ pub(crate) fn enabled() -> bool {
 }
 
 /// Proof of having entered a collective on a communicator; leaving (drop)
-/// lets the next outermost call be checked again.
+/// lets the next outermost call be checked again, and another thread in.
 #[derive(Debug)]
 pub(crate) struct Entered<'a> {
     c: &'a CommShared,
@@ -272,10 +273,19 @@ pub(crate) struct Entered<'a> {
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        self.c
-            .coll_depth
-            .set(self.c.coll_depth.get().saturating_sub(1));
+        if self.c.coll_depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.c.coll_owner.store(0, Ordering::Release);
+        }
     }
+}
+
+/// This thread's token for [`CommShared::coll_owner`] (never 0).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
 }
 
 impl CommShared {
@@ -286,21 +296,42 @@ impl CommShared {
     /// waiting for one that gave up. `counts` (v-variants) says which count
     /// each rank must bring: with checking, rank r's count must equal
     /// `counts[r]`.
+    ///
+    /// One thread at a time runs collectives on a communicator (MPI's rule):
+    /// a second thread entering one while another runs is refused with an
+    /// error, whatever the checking setting.
     pub(crate) fn enter(
         &self,
         sig: impl FnOnce() -> Signature,
         counts: Option<&[usize]>,
         local: impl FnOnce() -> Result<()>,
     ) -> Result<Entered<'_>> {
-        if self.in_user_op.get() {
+        let me = thread_token();
+        if self.in_user_op.load(Ordering::Relaxed) && self.coll_owner.load(Ordering::Relaxed) == me
+        {
             return Err(Error::InvalidState(format!(
                 "{} called from inside a reduction operation running on the same communicator",
                 Coll::name(sig().coll)
             )));
         }
-        crate::request::lock(&self.progress)?;
-        let outermost = self.coll_depth.get() == 0;
-        self.coll_depth.set(self.coll_depth.get() + 1);
+        self.progress.lock()?;
+        let outermost =
+            match self
+                .coll_owner
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => true,
+                Err(owner) if owner == me => false,
+                Err(_) => {
+                    return Err(Error::InvalidState(format!(
+                        "{} called on a communicator while another thread runs a collective \
+                     on it: collectives on one communicator must be called by one thread \
+                     at a time, in the same order on every rank",
+                        Coll::name(sig().coll)
+                    )))
+                }
+            };
+        self.coll_depth.fetch_add(1, Ordering::Relaxed);
         let entered = Entered { c: self };
         if !(outermost && enabled()) {
             local()?;
@@ -330,13 +361,13 @@ impl CommShared {
     /// Runs a user's reduction operation; collectives on this communicator
     /// are refused while it runs.
     pub(crate) fn run_user_op<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Reset<'a>(&'a std::cell::Cell<bool>);
+        struct Reset<'a>(&'a AtomicBool);
         impl Drop for Reset<'_> {
             fn drop(&mut self) {
-                self.0.set(false);
+                self.0.store(false, Ordering::Relaxed);
             }
         }
-        self.in_user_op.set(true);
+        self.in_user_op.store(true, Ordering::Relaxed);
         let _reset = Reset(&self.in_user_op);
         f()
     }

@@ -70,10 +70,9 @@ pub(super) fn with_scratch<T: Pod, R>(
 ) -> Result<R> {
     // Held only inside one collective, which `CommShared::enter` keeps
     // from being re-entered on this communicator.
-    let mut scratch = c
-        .scratch
-        .try_borrow_mut()
-        .map_err(|_| Error::InvalidState("a collective re-entered its own communicator".into()))?;
+    let mut scratch = c.scratch.try_lock().ok_or_else(|| {
+        Error::InvalidState("a collective re-entered its own communicator".into())
+    })?;
     let need = len * std::mem::size_of::<T>();
     let words = need.div_ceil(16);
     if scratch.len() < words {
@@ -107,7 +106,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
         bytes: elems * std::mem::size_of::<T>(),
         commutative,
         equal: true,
-        oversubscribed: c.progress.borrow().oversubscribed(),
+        oversubscribed: c.progress.lock()?.oversubscribed(),
         node_slot,
         node_bytes: elems * std::mem::size_of::<T>(),
     })
@@ -115,7 +114,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
 
 /// The communicator's arena, which the selection table found (an
 /// internal error if it is gone).
-pub(super) fn arena(c: &CommShared) -> Result<std::rc::Rc<node::NodeColl>> {
+pub(super) fn arena(c: &CommShared) -> Result<std::sync::Arc<node::NodeColl>> {
     node::arena(c)?.ok_or_else(|| Error::InvalidState("the collective arena vanished".into()))
 }
 

@@ -9,7 +9,7 @@
 
 use crate::comm::CommShared;
 use crate::error::{Error, Result};
-use crate::request::{self, Request};
+use crate::request::{self, Names, Request};
 
 /// Blocking point-to-point messages between the ranks of one communicator.
 pub(crate) trait Net {
@@ -94,7 +94,16 @@ impl Net for CommShared {
         let peer = self.world_rank(dest)?;
         request::scope(|s| {
             let ctx = self.coll_context();
-            let r = Request::send(s, self.progress.clone(), None, peer, ctx, tag, out, false)?;
+            let r = Request::send(
+                s,
+                &self.progress,
+                Names::Internal,
+                peer,
+                ctx,
+                tag,
+                out,
+                false,
+            )?;
             let got = Net::recv(self, inc, src, tag);
             let sent = r.wait_raw();
             got.and(sent)
@@ -141,12 +150,19 @@ impl CommShared {
         let want = inc.len();
         request::scope(|s| {
             let ctx = self.coll_context();
-            let p = || self.progress.clone();
-            let r = Request::recv(s, p(), None, ctx, Some(from), Some(tag), inc, 1)?;
+            let p = &self.progress;
+            let r = Request::recv(s, p, Names::Internal, ctx, Some(from), Some(tag), inc, 1)?;
             let w = match (send, to) {
-                (Some((out, _)), Some(to)) => {
-                    Some(Request::send(s, p(), None, to, ctx, tag, out, false)?)
-                }
+                (Some((out, _)), Some(to)) => Some(Request::send(
+                    s,
+                    p,
+                    Names::Internal,
+                    to,
+                    ctx,
+                    tag,
+                    out,
+                    false,
+                )?),
                 _ => None,
             };
             let done = during();

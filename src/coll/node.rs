@@ -53,8 +53,9 @@ use crate::progress::WaitPolicy;
 use crate::transport::shm::arena::LINE_DEPTH;
 use crate::transport::shm::arena::{self as arena_mem, Arena, ArenaAddr, DATA_DEPTH};
 use bytemuck::Pod;
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Whether a communicator has an arena.
@@ -65,7 +66,7 @@ pub(crate) enum NodeState {
     Unknown,
     /// The communicator spans nodes or transports: point-to-point only.
     Off,
-    On(Rc<NodeColl>),
+    On(Arc<NodeColl>),
 }
 
 /// One rank's side of a communicator's arena.
@@ -74,10 +75,11 @@ pub(crate) struct NodeColl {
     arena: Arena,
     me: usize,
     p: usize,
-    /// Sequence number of the last operation.
-    seq: Cell<u64>,
+    /// Sequence number of the last operation (one thread at a time runs
+    /// the communicator's collectives: see `coll::check`).
+    seq: AtomicU64,
     /// The highest sequence number seen published by each rank.
-    seen: RefCell<Vec<u64>>,
+    seen: Mutex<Vec<u64>>,
     policy: WaitPolicy,
 }
 
@@ -113,19 +115,18 @@ pub(crate) fn slot_size(p: usize) -> usize {
 
 /// The arena of `c`, made on first use if every rank can have one.
 /// Collective: every rank of `c` calls it at the same collective.
-pub(crate) fn arena(c: &CommShared) -> Result<Option<Rc<NodeColl>>> {
-    if let NodeState::On(n) = &*c.node.borrow() {
-        return Ok(Some(n.clone()));
-    }
-    if matches!(&*c.node.borrow(), NodeState::Off) {
-        return Ok(None);
+pub(crate) fn arena(c: &CommShared) -> Result<Option<Arc<NodeColl>>> {
+    match &*c.node.lock() {
+        NodeState::On(n) => return Ok(Some(n.clone())),
+        NodeState::Off => return Ok(None),
+        NodeState::Unknown => {}
     }
     let state = setup(c)?;
     let out = match &state {
         NodeState::On(n) => Some(n.clone()),
         _ => None,
     };
-    *c.node.borrow_mut() = state;
+    *c.node.lock() = state;
     Ok(out)
 }
 
@@ -147,7 +148,7 @@ fn setup(c: &CommShared) -> Result<NodeState> {
     let (p, me) = (c.size(), c.rank());
     let slot = slot_size(p);
     let local = p >= 2 && slot > 0 && {
-        let prog = crate::request::lock(&c.progress)?;
+        let prog = c.progress.lock()?;
         (0..p).all(|r| {
             c.world_rank(r)
                 .is_ok_and(|w| r == me || prog.is_shm_peer(w))
@@ -188,13 +189,13 @@ fn setup(c: &CommShared) -> Result<NodeState> {
     let Some(arena) = arena else {
         return Ok(NodeState::Off);
     };
-    let policy = crate::request::lock(&c.progress)?.policy();
-    Ok(NodeState::On(Rc::new(NodeColl {
+    let policy = c.progress.lock()?.policy();
+    Ok(NodeState::On(Arc::new(NodeColl {
         arena,
         me,
         p,
-        seq: Cell::new(0),
-        seen: RefCell::new(vec![0; p]),
+        seq: AtomicU64::new(0),
+        seen: Mutex::new(vec![0; p]),
         policy,
     })))
 }
@@ -206,7 +207,8 @@ pub(crate) type Check<'a> = &'a dyn Fn() -> Result<()>;
 /// The check a communicator's collectives make: the driver's progress,
 /// which reads the launcher's notices.
 pub(crate) fn job_check(c: &CommShared) -> Result<()> {
-    crate::request::lock(&c.progress)?
+    c.progress
+        .lock()?
         .progress_once(Some(Duration::ZERO))
         .map(|_| ())
 }
@@ -221,8 +223,8 @@ impl NodeColl {
     /// number, once every rank has started operation `s - depth + 1` (so
     /// the line and cells of this turn are free).
     fn begin(&self, check: Check<'_>, total: usize) -> Result<u64> {
-        let s = self.seq.get() + 1;
-        self.seq.set(s);
+        let s = self.seq.load(AtomicOrdering::Relaxed) + 1;
+        self.seq.store(s, AtomicOrdering::Relaxed);
         let depth = arena_mem::depth_for(total);
         if s >= depth {
             self.wait_all(check, s - depth + 1, 0..self.p)?;
@@ -234,13 +236,13 @@ impl NodeColl {
     fn wait_all(&self, check: Check<'_>, s: u64, ranks: impl Iterator<Item = usize>) -> Result<()> {
         let mut waiter = Waiter::new(self.policy);
         for r in ranks {
-            if self.seen.borrow()[r] >= s {
+            if self.seen.lock()[r] >= s {
                 continue;
             }
             loop {
                 let v = self.arena.published(s, r);
                 if v >= s {
-                    self.seen.borrow_mut()[r] = v;
+                    self.seen.lock()[r] = v;
                     break;
                 }
                 waiter.pause(check, &self.arena, || self.arena.published(s, r) >= s)?;
@@ -538,8 +540,8 @@ mod tests {
                             arena,
                             me,
                             p,
-                            seq: Cell::new(0),
-                            seen: RefCell::new(vec![0; p]),
+                            seq: AtomicU64::new(0),
+                            seen: Mutex::new(vec![0; p]),
                             policy,
                         };
                         body(&n)
@@ -753,7 +755,7 @@ mod tests {
                     n.bcast(OK, bytemuck::cast_slice_mut(&mut b), 0).unwrap();
                     assert!(b.iter().enumerate().all(|(i, &x)| x == k * 3 + i as u64));
                     if n.me == 0 {
-                        assert!(n.seq.get() <= n.seen.borrow()[1] + depth);
+                        assert!(n.seq.load(AtomicOrdering::Relaxed) <= n.seen.lock()[1] + depth);
                     }
                 }
             });
@@ -767,8 +769,8 @@ mod tests {
             arena,
             me: 0,
             p: 2,
-            seq: Cell::new(0),
-            seen: RefCell::new(vec![0; 2]),
+            seq: AtomicU64::new(0),
+            seen: Mutex::new(vec![0; 2]),
             policy: WaitPolicy {
                 spin: Duration::ZERO,
                 yield_for: Duration::ZERO,

@@ -181,6 +181,13 @@ impl Engine {
         DirectMatch::Take
     }
 
+    /// Whether the direct receive is waiting for a message like `env`.
+    pub(super) fn direct_waits_for(&self, env: &Envelope) -> bool {
+        self.direct
+            .as_ref()
+            .is_some_and(|d| matches!(d.state, DirectState::Waiting) && d.pattern.matches(env))
+    }
+
     /// A message that no posted receive took and that only an ordinary
     /// receive can take (it is queued as unexpected): if it is the direct
     /// receive's, that one falls back.

@@ -130,6 +130,19 @@ impl Engine {
             tag,
             len,
         };
+        // The direct receive, when there is one, was begun with no receive
+        // posted (`begin_direct`): any posted now came later (another
+        // thread), so it matches first.
+        if self.direct.is_some() {
+            if let direct::DirectMatch::Take = self.match_direct(&env, len) {
+                self.eager_matched(peer, len, sync_sreq);
+                if whole.is_some() {
+                    self.direct_payload_done();
+                    return Ok(Some(Dest::Direct));
+                }
+                return Ok(Some(self.direct_incoming(peer)));
+            }
+        }
         let incoming = if let Some(id) = self.match_posted(&env, len) {
             self.eager_matched(peer, len, sync_sreq);
             if whole.is_some() {
@@ -148,13 +161,6 @@ impl Engine {
                 };
             }
             Incoming::Recv(id)
-        } else if let direct::DirectMatch::Take = self.match_direct(&env, len) {
-            self.eager_matched(peer, len, sync_sreq);
-            if whole.is_some() {
-                self.direct_payload_done();
-                return Ok(Some(Dest::Direct));
-            }
-            return Ok(Some(self.direct_incoming(peer)));
         } else {
             self.stats.unexpected_arrivals += 1;
             let mut data = self.pool.take(len);
@@ -198,7 +204,13 @@ impl Engine {
             source: peer,
             tag,
         };
-        if let Some(id) = self.match_posted(&env, len) {
+        // A direct receive waiting for it came first (see `on_eager`): it
+        // falls back to an ordinary receive, which finds it queued.
+        let direct_first = self.direct.is_some() && self.direct_waits_for(&env);
+        if let Some(id) = (!direct_first)
+            .then(|| self.match_posted(&env, len))
+            .flatten()
+        {
             let info = MsgInfo {
                 source: peer,
                 tag,

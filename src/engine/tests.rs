@@ -1079,3 +1079,43 @@ mod untrusted {
         }
     }
 }
+
+#[test]
+fn a_direct_receive_matches_before_receives_posted_after_it() {
+    // With threads, another thread may post a receive while a direct one
+    // waits (it began with nothing posted, so it is the older): an eager
+    // message for both goes to the direct receive.
+    let mut e = Engine::new(1, 2, 64);
+    assert_eq!(e.begin_direct(0, Some(0), None, 8), DirectStart::Waiting);
+    let later = e.post_recv(0, Some(0), None, 8);
+    let eager = Frame::Eager {
+        context: 0,
+        tag: 1,
+        len: 4,
+        sync: false,
+        sreq: 0,
+    };
+    assert_eq!(e.handle_frame(0, eager), Ok(Some(Dest::Direct)));
+    e.handle_payload_done(0);
+    assert!(matches!(e.end_direct(), DirectOutcome::Done(Ok(_))));
+    assert!(!e.is_done(later), "the later receive still waits");
+    assert_eq!(e.queue_lengths(), (1, 0));
+
+    // A rendezvous for both: the direct receive falls back to an ordinary
+    // one, and the message stays queued for it rather than going to the
+    // receive posted after it.
+    let mut e = Engine::new(1, 2, 64);
+    assert_eq!(e.begin_direct(0, Some(0), None, 1000), DirectStart::Waiting);
+    let later = e.post_recv(0, Some(0), None, 1000);
+    let rts = Frame::Rts {
+        context: 0,
+        tag: 2,
+        len: 500,
+        sreq: 7,
+        addr: 0,
+    };
+    assert_eq!(e.handle_frame(0, rts), Ok(None));
+    assert_eq!(e.end_direct(), DirectOutcome::Fallback);
+    assert!(!e.is_done(later));
+    assert_eq!(e.queue_lengths(), (1, 1), "queued, not matched");
+}

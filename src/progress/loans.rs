@@ -19,6 +19,16 @@ enum Loan {
     Detached(Vec<u8>),
 }
 
+// SAFETY: a `Borrowed` loan is plain bytes (the API lends only `Pod`
+// buffers: no interior mutability, no thread affinity) that its lender gave
+// up for the loan's lifetime, exclusively for a receive (`&mut`), for
+// reading only for a send (`&`; other threads may read it too, which is
+// fine). Loans are reached only through the driver's lock, so whichever
+// thread lent a buffer, the one that reads or writes it holds the lock and
+// nobody else touches the bytes; `lend`'s contract keeps the memory valid
+// until the loan ends (`remove`, `detach`, `end_direct`).
+unsafe impl Send for Loan {}
+
 /// Maps request ids to the bytes they read or write.
 ///
 /// Entries are indexed by the request's slot and carry the whole id: the

@@ -12,6 +12,7 @@
 //! requests, probing, finalizing. Callers never reach the engine or the
 //! loan table directly.
 
+mod driver;
 mod inbound;
 mod links;
 #[allow(unsafe_code)]
@@ -20,6 +21,7 @@ mod outbound;
 mod service;
 mod wait;
 
+pub(crate) use driver::{Driver, Held};
 pub use links::LinkKind;
 pub(crate) use wait::WaitPolicy;
 
@@ -67,6 +69,12 @@ pub(crate) struct Progress {
     busy_rounds: u32,
     /// When the poller is due again (see `wait::SERVICE_INTERVAL`).
     next_service: Instant,
+    /// How this rank's waiting threads take turns (see [`driver`]).
+    turns: driver::Turns,
+    /// The requests made in each open scope (`request::scope`), by slot,
+    /// and the free slots.
+    scopes: Vec<Vec<ReqId>>,
+    free_scopes: Vec<u32>,
 }
 
 impl Progress {
@@ -92,6 +100,9 @@ impl Progress {
             finalized: false,
             busy_rounds: 0,
             next_service: Instant::now() + wait::SERVICE_INTERVAL,
+            turns: driver::Turns::default(),
+            scopes: Vec::new(),
+            free_scopes: Vec::new(),
         }
     }
 
@@ -191,6 +202,44 @@ impl Progress {
         v
     }
 
+    // -------------------------------------------------------------- scopes
+
+    /// A list for the requests of a new scope; returns its slot.
+    pub(crate) fn open_scope(&mut self) -> u32 {
+        if let Some(slot) = self.free_scopes.pop() {
+            return slot;
+        }
+        // Room for a typical exchange or window without regrowing.
+        self.scopes.push(Vec::with_capacity(16));
+        (self.scopes.len() - 1) as u32
+    }
+
+    /// Records request `id` in scope `slot`.
+    #[inline]
+    pub(crate) fn scope_push(&mut self, slot: u32, id: ReqId) {
+        if let Some(list) = self.scopes.get_mut(slot as usize) {
+            list.push(id);
+        }
+    }
+
+    /// The requests of scope `slot`, taken out to be waited for; give the
+    /// emptied list back with [`Progress::close_scope`].
+    pub(crate) fn take_scope(&mut self, slot: u32) -> Vec<ReqId> {
+        self.scopes
+            .get_mut(slot as usize)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Frees scope `slot`, keeping `list`'s room for the next scope.
+    pub(crate) fn close_scope(&mut self, slot: u32, mut list: Vec<ReqId>) {
+        if let Some(l) = self.scopes.get_mut(slot as usize) {
+            list.clear();
+            *l = list;
+            self.free_scopes.push(slot);
+        }
+    }
+
     // ------------------------------------------------------------ requests
 
     /// A request for a small send already written (or copied aside) by
@@ -244,80 +293,12 @@ impl Progress {
         id
     }
 
-    /// A blocking receive into `bytes` without a request, when it can be
-    /// one (see the engine's `direct` module): nothing is posted before it.
-    /// A queued message that matches is copied in at once. Returns `None`
-    /// when it cannot be one, or when its message turned out to need an
-    /// ordinary receive (it was queued for one): the caller then posts one.
-    #[allow(unsafe_code)]
-    pub(crate) fn recv_direct(
-        &mut self,
-        context: u32,
-        source: Option<Rank>,
-        tag: Option<u32>,
-        bytes: &mut [u8],
-    ) -> Option<Result<MsgInfo>> {
-        /// Ends the loan however the wait ends (an unwinding panic too).
-        struct Loan<'a>(&'a mut Progress);
-        impl Drop for Loan<'_> {
-            fn drop(&mut self) {
-                if self.0.bufs.direct_is_borrowed() {
-                    self.0.end_direct();
-                }
-            }
-        }
-        match self.engine.begin_direct(context, source, tag, bytes.len()) {
-            DirectStart::Waiting => {}
-            DirectStart::Queued(info, data) => {
-                if let Some(dst) = bytes.get_mut(..data.len()) {
-                    dst.copy_from_slice(&data);
-                }
-                self.engine.recycle(data);
-                // A synchronous sender's acknowledgement, returned credit.
-                self.pump();
-                return Some(Ok(info));
-            }
-            DirectStart::Truncated(e) => return Some(Err(e.into())),
-            DirectStart::Ordinary => return None,
-        }
-        // SAFETY: `bytes` is mutably borrowed for this whole call, and the
-        // loan ends (`end_direct`, by the guard at the latest) before we
-        // return or unwind.
-        unsafe { self.bufs.lend_direct(bytes.as_mut_ptr(), bytes.len()) };
-        let loan = Loan(self);
-        let waited = loan.0.wait_direct(source);
-        match loan.0.end_direct() {
-            DirectOutcome::Done(r) => Some(r.map_err(Error::from)),
-            DirectOutcome::Fallback => None,
-            DirectOutcome::Cancelled { .. } => Some(waited.and_then(|()| {
-                Err(Error::InvalidState(
-                    "a direct receive ended unfinished".into(),
-                ))
-            })),
-        }
-    }
-
     /// Ends the direct receive and its loan (see `BufTable::end_direct`).
     fn end_direct(&mut self) -> DirectOutcome {
         let outcome = self.engine.end_direct();
         let draining = matches!(outcome, DirectOutcome::Cancelled { receiving: true });
         self.bufs.end_direct(draining);
         outcome
-    }
-
-    /// Runs `f` with single-copy receives cooperative only from `min`
-    /// bytes (or from the configured size, if larger): for receives whose
-    /// bytes this rank reads again at once, pulled by its own core alone
-    /// they are in its cache (see `Net::recv_to_combine`).
-    pub(crate) fn with_coop_min<R>(&mut self, min: usize, f: impl FnOnce(&mut Self) -> R) -> R {
-        let saved = self.engine.coop_min();
-        if saved == 0 || saved >= min {
-            return f(self);
-        }
-        self.engine.set_coop_min(min);
-        let r = f(self);
-        self.engine.set_coop_min(saved);
-        r
     }
 
     /// Whether request `id` has finished (an unknown or stale id counts as finished).
@@ -328,12 +309,6 @@ impl Progress {
     /// Whether request `id` has not been collected yet.
     pub(crate) fn is_live(&self, id: ReqId) -> bool {
         self.engine.is_live(id)
-    }
-
-    /// Waits for request `id` and collects its outcome.
-    pub(crate) fn wait(&mut self, id: ReqId) -> Result<MsgInfo> {
-        self.wait_until(|p| p.engine.is_done(id))?;
-        self.finish(id)
     }
 
     /// Collects a finished request, releasing its buffer.
@@ -448,6 +423,84 @@ impl Progress {
     /// Whether the universe has been finalized.
     pub(crate) fn is_finalized(&self) -> bool {
         self.finalized
+    }
+}
+
+/// The calls that wait: they may let other threads in meanwhile (see
+/// [`driver`]).
+impl Held<'_> {
+    /// A blocking receive into `bytes` without a request, when it can be
+    /// one (see the engine's `direct` module): nothing is posted before it.
+    /// A queued message that matches is copied in at once. Returns `None`
+    /// when it cannot be one, or when its message turned out to need an
+    /// ordinary receive (it was queued for one): the caller then posts one.
+    #[allow(unsafe_code)]
+    pub(crate) fn recv_direct(
+        &mut self,
+        context: u32,
+        source: Option<Rank>,
+        tag: Option<u32>,
+        bytes: &mut [u8],
+    ) -> Option<Result<MsgInfo>> {
+        /// Ends the loan however the wait ends (an unwinding panic too).
+        struct Loan<'a, 'b>(&'a mut Held<'b>);
+        impl Drop for Loan<'_, '_> {
+            fn drop(&mut self) {
+                if self.0.bufs.direct_is_borrowed() {
+                    self.0.end_direct();
+                }
+            }
+        }
+        match self.engine.begin_direct(context, source, tag, bytes.len()) {
+            DirectStart::Waiting => {}
+            DirectStart::Queued(info, data) => {
+                if let Some(dst) = bytes.get_mut(..data.len()) {
+                    dst.copy_from_slice(&data);
+                }
+                self.engine.recycle(data);
+                // A synchronous sender's acknowledgement, returned credit.
+                self.pump();
+                return Some(Ok(info));
+            }
+            DirectStart::Truncated(e) => return Some(Err(e.into())),
+            DirectStart::Ordinary => return None,
+        }
+        // SAFETY: `bytes` is mutably borrowed for this whole call, and the
+        // loan ends (`end_direct`, by the guard at the latest) before we
+        // return or unwind.
+        unsafe { self.bufs.lend_direct(bytes.as_mut_ptr(), bytes.len()) };
+        let loan = Loan(self);
+        let waited = loan.0.wait_direct(source);
+        match loan.0.end_direct() {
+            DirectOutcome::Done(r) => Some(r.map_err(Error::from)),
+            DirectOutcome::Fallback => None,
+            DirectOutcome::Cancelled { .. } => Some(waited.and_then(|()| {
+                Err(Error::InvalidState(
+                    "a direct receive ended unfinished".into(),
+                ))
+            })),
+        }
+    }
+
+    /// Runs `f` with single-copy receives cooperative only from `min`
+    /// bytes (or from the configured size, if larger): for receives whose
+    /// bytes this rank reads again at once, pulled by its own core alone
+    /// they are in its cache (see `Net::recv_to_combine`).
+    pub(crate) fn with_coop_min<R>(&mut self, min: usize, f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = self.engine.coop_min();
+        if saved == 0 || saved >= min {
+            return f(self);
+        }
+        self.engine.set_coop_min(min);
+        let r = f(self);
+        self.engine.set_coop_min(saved);
+        r
+    }
+
+    /// Waits for request `id` and collects its outcome.
+    pub(crate) fn wait(&mut self, id: ReqId) -> Result<MsgInfo> {
+        self.wait_until(|p| p.engine.is_done(id))?;
+        self.finish(id)
     }
 
     /// Finalize: flush every queue, say BYE on every open link, and wait for

@@ -6,7 +6,12 @@
 //! give their cores away. However busy the rank, the poller (listener: new
 //! and stale connections; the launcher: abort notices) is asked at least
 //! every [`SERVICE_INTERVAL`].
+//!
+//! With several threads, one of them at a time runs this loop for all (see
+//! [`driver`](super::driver)): it hands the lock over at every round and
+//! sleeps with it released.
 
+use super::driver::Held;
 use super::Progress;
 use crate::error::{Error, Result};
 use crate::ids::Rank;
@@ -19,6 +24,8 @@ pub(super) const SERVICE_INTERVAL: Duration = Duration::from_millis(5);
 /// Rounds a direct receive from a shared-memory peer spins on that peer's
 /// ring alone before the general wait (a few microseconds).
 const DIRECT_SPIN_ROUNDS: u32 = 4096;
+/// Rounds of a wait between two offers of the lock to another thread.
+const RELAX_ROUNDS: u32 = 16;
 /// Busy rounds between two looks at the clock for [`SERVICE_INTERVAL`].
 const SERVICE_CLOCK_ROUNDS: u32 = 256;
 
@@ -77,6 +84,12 @@ impl Progress {
             .tcp
             .poll(if did { Some(Duration::ZERO) } else { timeout })
             .map_err(|e| Error::io(None, e))?;
+        self.progress_polled(service, did)
+    }
+
+    /// The rest of a round once the poller has been asked (`service`: the
+    /// launcher's connection is readable; `did`: the round already found work).
+    fn progress_polled(&mut self, service: bool, mut did: bool) -> Result<bool> {
         if service {
             self.service.read();
         }
@@ -140,12 +153,38 @@ impl Progress {
             && self.links.shm.as_mut().is_none_or(|s| !s.any_ready())
     }
 
+    /// Whether a busy rank must ask the poller now: idle rounds reach the
+    /// poller by count, but rounds that keep finding messages restart that
+    /// count, so a rank busy with traffic would otherwise never accept (or
+    /// close) a connection, nor hear the launcher. Counted on busy rounds
+    /// only (quiet rounds cost nothing extra): the clock is read every
+    /// [`SERVICE_CLOCK_ROUNDS`] of them, the poller asked every
+    /// [`SERVICE_INTERVAL`].
+    fn service_due(&mut self) -> bool {
+        self.busy_rounds = self.busy_rounds.wrapping_add(1);
+        if self.busy_rounds % SERVICE_CLOCK_ROUNDS != 0 {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next_service {
+            return false;
+        }
+        self.next_service = now + SERVICE_INTERVAL;
+        true
+    }
+}
+
+impl Held<'_> {
     /// Waits for the direct receive. From a named shared-memory source, a
     /// short spin first watches that peer's ring alone and reads it as
     /// soon as bytes arrive (no general progress round between the
     /// message landing and its copy); then, or for any other receive, the
     /// general wait.
     pub(super) fn wait_direct(&mut self, source: Option<Rank>) -> Result<()> {
+        if self.turns.taken {
+            // Another thread progresses for everyone.
+            return self.wait_until(|p| p.engine.direct_finished());
+        }
         self.pump();
         // However often the spin below finds its message at once, the
         // poller (new and stale connections, the launcher) is asked at
@@ -155,37 +194,68 @@ impl Progress {
         }
         if let Some(src) = source.filter(|_| !self.policy.oversubscribed) {
             if self.links.kind(src) == Some(super::LinkKind::Shm) {
-                for _ in 0..DIRECT_SPIN_ROUNDS {
-                    if self.engine.direct_finished() {
-                        return Ok(());
-                    }
-                    if !self.pending_out.is_empty()
-                        || !self.lost.is_empty()
-                        || self.engine.has_transmits()
-                    {
-                        // Output to flush (an answer to what was read):
-                        // the general wait does.
-                        break;
-                    }
-                    if self.links.shm_ready(src) {
-                        self.read_one(src);
-                    } else {
-                        std::hint::spin_loop();
-                    }
+                self.turns.taken = true;
+                let finished = self.spin_on_ring(src);
+                self.turns.taken = false;
+                self.wake_parked();
+                if finished {
+                    return Ok(());
                 }
             }
         }
         self.wait_until(|p| p.engine.direct_finished())
     }
 
-    /// Drives progress until `done` holds, spinning, then yielding, then blocking.
-    pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> Result<()> {
+    /// The spin of [`Held::wait_direct`] on shared-memory peer `src`'s
+    /// ring; returns whether the direct receive finished.
+    fn spin_on_ring(&mut self, src: Rank) -> bool {
+        for round in 0..DIRECT_SPIN_ROUNDS {
+            if round % RELAX_ROUNDS == RELAX_ROUNDS - 1 {
+                self.relax();
+            }
+            if self.engine.direct_finished() {
+                return true;
+            }
+            if !self.pending_out.is_empty() || !self.lost.is_empty() || self.engine.has_transmits()
+            {
+                // Output to flush (an answer to what was read): the
+                // general wait does.
+                return false;
+            }
+            if self.links.shm_ready(src) {
+                self.read_one(src);
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        false
+    }
+
+    /// Drives progress until `done` holds, spinning, then yielding, then
+    /// blocking; or, while another thread holds the progress turn, parks
+    /// until it made progress (see [`driver`](super::driver)).
+    pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Progress) -> bool) -> Result<()> {
         // Control frames produced by the last call (CTS, FIN, acks) go out now,
         // not at the next call, which may be far away.
         self.pump();
         if done(self) {
             return Ok(());
         }
+        while self.turns.taken {
+            self.park();
+            if done(self) {
+                return Ok(());
+            }
+        }
+        self.turns.taken = true;
+        let r = self.progress_until(&mut done);
+        self.turns.taken = false;
+        self.wake_parked();
+        r
+    }
+
+    /// The turn-holder's loop of [`Held::wait_until`].
+    fn progress_until(&mut self, done: &mut impl FnMut(&mut Progress) -> bool) -> Result<()> {
         // The clock is read only once spinning has begun, then every 64th
         // round while spinning (a read costs several quiet rounds), every
         // 16th on oversubscribed nodes (their spin is short and must end on
@@ -203,6 +273,9 @@ impl Progress {
         let clock_every = if self.policy.oversubscribed { 16 } else { 64 };
         loop {
             rounds = rounds.wrapping_add(1);
+            if rounds % RELAX_ROUNDS == 0 {
+                self.relax();
+            }
             if yielding || rounds % clock_every == 0 {
                 now_idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             }
@@ -228,6 +301,7 @@ impl Progress {
                 return Ok(());
             }
             if did {
+                self.wake_parked();
                 idle_since = None;
                 now_idle = Duration::ZERO;
                 rounds = 0;
@@ -239,35 +313,19 @@ impl Progress {
         }
     }
 
-    /// Whether a busy rank must ask the poller now: idle rounds reach the
-    /// poller by count, but rounds that keep finding messages restart that
-    /// count, so a rank busy with traffic would otherwise never accept (or
-    /// close) a connection, nor hear the launcher. Counted on busy rounds
-    /// only (quiet rounds cost nothing extra): the clock is read every
-    /// [`SERVICE_CLOCK_ROUNDS`] of them, the poller asked every
-    /// [`SERVICE_INTERVAL`].
-    fn service_due(&mut self) -> bool {
-        self.busy_rounds = self.busy_rounds.wrapping_add(1);
-        if self.busy_rounds % SERVICE_CLOCK_ROUNDS != 0 {
-            return false;
-        }
-        let now = Instant::now();
-        if now < self.next_service {
-            return false;
-        }
-        self.next_service = now + SERVICE_INTERVAL;
-        true
-    }
-
     /// Sleeps until something may have happened, then makes progress.
     /// With shared-memory peers the rank sleeps on its futex (senders wake
     /// it); TCP links and the launcher are then polled at short intervals.
+    ///
+    /// The lock is released while the thread sleeps; a call made by another
+    /// thread meanwhile wakes it (see [`driver`](super::driver)).
     fn block(&mut self) -> Result<bool> {
-        let Some(shm) = self.links.shm.as_mut() else {
-            return self.progress_once(Some(self.policy.block));
-        };
+        if self.links.shm.is_none() {
+            let t = self.policy.block;
+            return self.sleep_in_poller(t);
+        }
         if self.links.tcp.established_count() > 0 {
-            return self.progress_once(Some(Duration::from_millis(1)));
+            return self.sleep_in_poller(Duration::from_millis(1));
         }
         let timeout = if self.pending_out.is_empty() {
             Duration::from_millis(20)
@@ -275,16 +333,40 @@ impl Progress {
             // Our output waits for a peer to drain its ring; it does not wake us.
             Duration::from_micros(200)
         };
-        let seq = shm.prepare_sleep();
-        let mut ready = std::mem::take(&mut self.ready);
-        shm.readable(&mut ready);
-        if ready.is_empty() && self.links.selfloop.pending() == 0 {
-            shm.sleep(seq, timeout);
-        } else {
-            shm.cancel_sleep();
-        }
+        let p: &mut Progress = self;
+        let mut ready = std::mem::take(&mut p.ready);
+        let selfloop = p.links.selfloop.pending();
+        let sleep = p.links.shm.as_mut().and_then(|shm| {
+            let seq = shm.prepare_sleep();
+            shm.readable(&mut ready);
+            if ready.is_empty() && selfloop == 0 {
+                Some((seq, shm.sleeper()))
+            } else {
+                shm.cancel_sleep();
+                None
+            }
+        });
         ready.clear();
-        self.ready = ready;
+        p.ready = ready;
+        if let Some((seq, sleeper)) = sleep {
+            self.sleep_unlocked(|| sleeper.sleep(seq, timeout));
+        }
         self.progress_once(Some(Duration::ZERO))
+    }
+
+    /// A progress round that first sleeps in the poller for up to
+    /// `timeout`, with the lock released.
+    fn sleep_in_poller(&mut self, timeout: Duration) -> Result<bool> {
+        self.pump();
+        if self.links.selfloop.pending() > 0 {
+            return self.progress_once(Some(Duration::ZERO));
+        }
+        let Some(mut poller) = self.links.tcp.lend_poller() else {
+            return self.progress_once(Some(Duration::ZERO));
+        };
+        let waited = self.sleep_unlocked(|| poller.wait(Some(timeout)));
+        let service = self.links.tcp.return_poller(poller);
+        waited.map_err(|e| Error::io(None, e))?;
+        self.progress_polled(service, false)
     }
 }

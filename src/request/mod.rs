@@ -22,11 +22,10 @@
 use crate::engine::{MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::group::Group;
-use crate::progress::Progress;
+use crate::progress::{Driver, Held, Progress};
 use crate::status::Status;
-use std::cell::{RefCell, RefMut};
 use std::marker::PhantomData;
-use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 
 mod owned;
 pub use owned::{OwnedRecv, OwnedSend};
@@ -62,41 +61,9 @@ unsafe fn post_send_raw(
     Posted::Req(unsafe { p.post_send(peer, context, tag, bytes, sync) })
 }
 
-/// Borrows the driver for one call. The driver is never borrowed while user
-/// code runs, so a failure here means a call from inside the library's own
-/// frame (e.g. a `Drop` of user data during a library call): an error, not a panic.
-#[inline]
-pub(crate) fn lock(p: &RefCell<Progress>) -> Result<RefMut<'_, Progress>> {
-    match p.try_borrow_mut() {
-        Ok(g) if !g.is_finalized() => Ok(g),
-        Ok(_) => Err(Progress::finalized_error()),
-        Err(_) => Err(reentrant_error()),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn reentrant_error() -> Error {
-    Error::InvalidState("a Courier call was made from inside another Courier call".into())
-}
-
-/// Borrows the driver from a `Drop` (which cannot fail). The driver is
-/// never borrowed while user code runs and destructors do not run inside
-/// it, so the borrow always succeeds; if that invariant were ever broken,
-/// a loan could outlive its buffer, so the process aborts instead.
-fn lock_for_drop(p: &RefCell<Progress>) -> RefMut<'_, Progress> {
-    match p.try_borrow_mut() {
-        Ok(g) => g,
-        Err(_) => {
-            eprintln!("courier: a request was dropped inside a Courier call; aborting");
-            std::process::abort()
-        }
-    }
-}
-
 /// Waits for `id`; on failure abandons the request (see
 /// [`Progress::abandon`]) so the caller's memory is free when this returns.
-fn wait_or_detach(p: &mut Progress, id: ReqId) -> Result<MsgInfo> {
+fn wait_or_detach(p: &mut Held<'_>, id: ReqId) -> Result<MsgInfo> {
     match p.wait(id) {
         Ok(info) => Ok(info),
         Err(e) => {
@@ -110,7 +77,7 @@ fn wait_or_detach(p: &mut Progress, id: ReqId) -> Result<MsgInfo> {
 /// the thread unwinds from a panic (or after the universe was finalized),
 /// abandon it: waiting could hang the dying rank on a peer that never
 /// matches, and the job is ending anyway.
-fn finish_on_drop(p: &mut Progress, id: ReqId) {
+fn finish_on_drop(p: &mut Held<'_>, id: ReqId) {
     if std::thread::panicking() || p.is_finalized() {
         p.abandon(id);
     } else {
@@ -120,14 +87,14 @@ fn finish_on_drop(p: &mut Progress, id: ReqId) {
 
 /// Blocking send of `bytes`.
 pub(crate) fn send_blocking(
-    p: &RefCell<Progress>,
+    p: &Driver,
     peer: u32,
     context: u32,
     tag: u32,
     bytes: &[u8],
     sync: bool,
 ) -> Result<()> {
-    let mut p = lock(p)?;
+    let mut p = p.lock()?;
     if !sync && p.send_eager_now(peer, context, tag, bytes) {
         return Ok(());
     }
@@ -142,7 +109,7 @@ pub(crate) fn send_blocking(
 
 /// Blocking receive into `bytes`.
 pub(crate) fn recv_blocking(
-    p: &RefCell<Progress>,
+    p: &Driver,
     context: u32,
     source: Option<u32>,
     tag: Option<u32>,
@@ -154,14 +121,14 @@ pub(crate) fn recv_blocking(
 /// [`recv_blocking`] with copies cooperative only from `coop_min` bytes
 /// (see `Progress::with_coop_min`; 0: as configured).
 pub(crate) fn recv_blocking_coop_min(
-    p: &RefCell<Progress>,
+    p: &Driver,
     context: u32,
     source: Option<u32>,
     tag: Option<u32>,
     bytes: &mut [u8],
     coop_min: usize,
 ) -> Result<MsgInfo> {
-    let mut p = lock(p)?;
+    let mut p = p.lock()?;
     if let Some(r) = p.recv_direct(context, source, tag, bytes) {
         return r;
     }
@@ -173,9 +140,6 @@ pub(crate) fn recv_blocking_coop_min(
         wait_or_detach(p, id)
     })
 }
-
-/// Requests a scope has room for before its list of them grows.
-const SCOPE_ROOM: usize = 16;
 
 /// Runs `f` with a [`Scope`] for nonblocking operations on borrowed buffers.
 /// When `f` returns, every request made in the scope that is still in
@@ -206,22 +170,25 @@ where
     F: for<'s> FnOnce(&'s Scope<'s, 'env>) -> R,
 {
     let s = Scope {
-        // Room for a typical exchange or window without regrowing (one
-        // allocation, as the first push would make anyway).
-        pending: RefCell::new(Vec::with_capacity(SCOPE_ROOM)),
+        reg: OnceLock::new(),
         _scope: PhantomData,
         _env: PhantomData,
     };
     struct End<'a, 's, 'env>(&'a Scope<'s, 'env>);
     impl Drop for End<'_, '_, '_> {
         fn drop(&mut self) {
-            let pending = std::mem::take(&mut *self.0.pending.borrow_mut());
-            for (progress, id) in pending {
-                let mut p = lock_for_drop(&progress);
+            let Some((driver, slot)) = self.0.reg.get() else {
+                return;
+            };
+            let mut p = driver.lock_for_drop();
+            let mut ids = p.take_scope(*slot);
+            for &id in &ids {
                 if p.is_live(id) {
                     finish_on_drop(&mut p, id);
                 }
             }
+            ids.clear();
+            p.close_scope(*slot, ids);
         }
     }
     let end = End(&s);
@@ -231,17 +198,75 @@ where
 }
 
 /// The region in which nonblocking operations may borrow buffers. See [`scope`].
+///
+/// A scope may be shared between threads (`Sync`): requests made from any
+/// of them are waited for when the scope ends, e.g. requests started from
+/// rayon tasks inside `rayon::scope` inside `courier::scope`.
 pub struct Scope<'s, 'env: 's> {
-    pending: RefCell<Vec<(Rc<RefCell<Progress>>, ReqId)>>,
+    /// The driver of the requests made in this scope, and the slot of the
+    /// scope's list of them inside it (see `Progress::open_scope`); set by
+    /// the first request.
+    reg: OnceLock<(Arc<Driver>, u32)>,
     _scope: PhantomData<&'s mut &'s ()>,
     _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl<'s> Scope<'s, '_> {
+    /// Records request `id`, just posted on `driver` (held as `p`), as one
+    /// to wait for at the scope's end; returns the driver as the scope
+    /// keeps it (the request borrows it from there: no reference count
+    /// per request).
+    fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) -> Result<&'s Driver> {
+        let (d, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
+        if !Arc::ptr_eq(d, driver) {
+            // A process has one universe; its driver is the only one.
+            return Err(Error::InvalidState(
+                "a scope's requests must all belong to one universe".into(),
+            ));
+        }
+        p.scope_push(*slot, id);
+        Ok(d)
+    }
 }
 
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scope")
-            .field("requests", &self.pending.borrow().len())
+            .field("open", &self.reg.get().is_some())
             .finish()
+    }
+}
+
+/// How a request's status names the sender.
+#[derive(Debug, Clone)]
+pub(crate) enum Names {
+    /// Collectives' internal traffic: no status.
+    Internal,
+    /// A communicator whose ranks are the world's (the world, its dups):
+    /// no translation, and no reference count per request.
+    World,
+    /// Another communicator's ranks.
+    Group(Arc<Group>),
+}
+
+/// The group of `Names::World`: ranks translate to themselves.
+static WORLD_NAMES: Group = Group::Identity(0);
+
+impl Names {
+    /// How requests on a communicator of group `g` name senders.
+    pub(crate) fn of(g: &Arc<Group>) -> Self {
+        match **g {
+            Group::Identity(_) => Names::World,
+            Group::Map { .. } => Names::Group(g.clone()),
+        }
+    }
+
+    fn group(&self) -> Option<&Group> {
+        match self {
+            Names::Internal => None,
+            Names::World => Some(&WORLD_NAMES),
+            Names::Group(g) => Some(g),
+        }
     }
 }
 
@@ -260,13 +285,12 @@ enum Kind {
 /// thread panics).
 #[must_use = "a request must be waited for (dropping it waits)"]
 pub struct Request<'s> {
-    progress: Rc<RefCell<Progress>>,
-    /// The communicator's ranks, to translate statuses (None: internal traffic).
-    group: Option<Rc<Group>>,
+    /// The driver, as the scope keeps it (`None`: a send complete when posted).
+    driver: Option<&'s Driver>,
+    names: Names,
     id: ReqId,
     kind: Kind,
     state: Collected,
-    _scope: PhantomData<&'s ()>,
 }
 
 /// The id of a request in state [`Collected::Sent`]; never looked up.
@@ -303,31 +327,32 @@ impl<'s> Request<'s> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send<'env>(
         scope: &'s Scope<'s, 'env>,
-        progress: Rc<RefCell<Progress>>,
-        group: Option<Rc<Group>>,
+        driver: &Arc<Driver>,
+        names: Names,
         peer: u32,
         context: u32,
         tag: u32,
         bytes: &'s [u8],
         sync: bool,
     ) -> Result<Request<'s>> {
-        let posted = {
-            let mut p = lock(&progress)?;
-            // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
-            // abandons) this request before 's ends.
-            unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) }
-        };
-        let id = match posted {
+        let mut p = driver.lock()?;
+        // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
+        // abandons) this request before 's ends.
+        let id = match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) } {
             // Nothing in flight: nothing for the scope to wait for.
             Posted::Written => {
-                let mut r = Request::new(progress, group, SENT, Kind::Send);
-                r.state = Collected::Sent;
-                return Ok(r);
+                return Ok(Request {
+                    driver: None,
+                    names,
+                    id: SENT,
+                    kind: Kind::Send,
+                    state: Collected::Sent,
+                })
             }
             Posted::Req(id) => id,
         };
-        scope.pending.borrow_mut().push((progress.clone(), id));
-        Ok(Request::new(progress, group, id, Kind::Send))
+        let driver = scope.record(&mut p, driver, id)?;
+        Ok(Request::new(driver, names, id, Kind::Send))
     }
 
     /// A receive into `bytes` on `context`, of elements of `elem_size`
@@ -335,38 +360,36 @@ impl<'s> Request<'s> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn recv<'env>(
         scope: &'s Scope<'s, 'env>,
-        progress: Rc<RefCell<Progress>>,
-        group: Option<Rc<Group>>,
+        driver: &Arc<Driver>,
+        names: Names,
         context: u32,
         source: Option<u32>,
         tag: Option<u32>,
         bytes: &'s mut [u8],
         elem_size: usize,
     ) -> Result<Request<'s>> {
-        let id = {
-            let mut p = lock(&progress)?;
-            // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
-            // (or abandons) this request before 's ends.
-            unsafe { p.post_recv(context, source, tag, bytes) }
-        };
-        scope.pending.borrow_mut().push((progress.clone(), id));
-        Ok(Request::new(progress, group, id, Kind::Recv { elem_size }))
+        let mut p = driver.lock()?;
+        // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
+        // (or abandons) this request before 's ends.
+        let id = unsafe { p.post_recv(context, source, tag, bytes) };
+        let driver = scope.record(&mut p, driver, id)?;
+        Ok(Request::new(driver, names, id, Kind::Recv { elem_size }))
     }
 
-    fn new(
-        progress: Rc<RefCell<Progress>>,
-        group: Option<Rc<Group>>,
-        id: ReqId,
-        kind: Kind,
-    ) -> Self {
+    fn new(driver: &'s Driver, names: Names, id: ReqId, kind: Kind) -> Self {
         Request {
-            progress,
-            group,
+            driver: Some(driver),
+            names,
             id,
             kind,
             state: Collected::No,
-            _scope: PhantomData,
         }
+    }
+
+    /// The driver of a request the engine holds.
+    fn driver(&self) -> Result<&'s Driver> {
+        self.driver
+            .ok_or_else(|| Error::InvalidState("request without a driver".into()))
     }
 
     /// Waits for an internal request and returns what the engine reported.
@@ -380,7 +403,7 @@ impl<'s> Request<'s> {
             });
         }
         let r = {
-            let mut p = lock(&self.progress)?;
+            let mut p = self.driver()?.lock()?;
             wait_or_detach(&mut p, self.id)
         };
         // Collected (or abandoned): nothing is left for the drop to do.
@@ -395,7 +418,7 @@ impl<'s> Request<'s> {
 
     /// Turns the engine's report into the outcome the user sees.
     fn outcome_of(&self, r: Result<MsgInfo>) -> Result<Status> {
-        match (self.kind, &self.group) {
+        match (self.kind, self.names.group()) {
             (Kind::Recv { elem_size }, Some(g)) => r
                 .map_err(|e| g.local_error(e))
                 .and_then(|info| g.status(info, elem_size)),
@@ -426,10 +449,9 @@ impl<'s> Request<'s> {
         if let Some(o) = self.again() {
             return o;
         }
-        let r = match lock(&self.progress) {
-            Ok(mut p) => wait_or_detach(&mut p, self.id),
-            Err(e) => return Err(e),
-        };
+        let mut p = self.driver()?.lock()?;
+        let r = wait_or_detach(&mut p, self.id);
+        drop(p);
         self.state = Collected::Yes;
         self.outcome_of(r)
     }
@@ -443,7 +465,7 @@ impl<'s> Request<'s> {
             return Some(o);
         }
         let r = {
-            let mut p = match lock(&self.progress) {
+            let mut p = match self.driver().and_then(Driver::lock) {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
             };
@@ -476,8 +498,8 @@ fn duplicate(r: &Result<Status>) -> Result<Status> {
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        if matches!(self.state, Collected::No) {
-            let mut p = lock_for_drop(&self.progress);
+        if let (Collected::No, Some(d)) = (&self.state, self.driver) {
+            let mut p = d.lock_for_drop();
             finish_on_drop(&mut p, self.id);
         }
     }
@@ -489,14 +511,39 @@ impl Drop for Request<'_> {
 pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
     let mut out = Vec::with_capacity(reqs.len());
     let mut first_err = None;
-    for r in reqs {
-        match r.wait() {
+    // One lock for all of them (one driver per process), taken at the first
+    // request the engine holds.
+    let mut held: Option<Held<'_>> = None;
+    for mut r in reqs {
+        let o = match r.again() {
+            Some(o) => o,
+            None => {
+                let p = match (&mut held, r.driver()) {
+                    (Some(p), _) => Ok(p),
+                    (None, Ok(d)) => d.lock().map(|p| held.insert(p)),
+                    (None, Err(e)) => Err(e),
+                };
+                let res = p.map(|p| wait_or_detach(p, r.id));
+                match res {
+                    Ok(res) => r.outcome_of(res),
+                    // Not locked: the drop below finishes it.
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        continue;
+                    }
+                }
+            }
+        };
+        // Collected: its drop (under our lock) has nothing to do.
+        r.state = Collected::Yes;
+        match o {
             Ok(s) => out.push(s),
             Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
     }
+    drop(held);
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
@@ -523,27 +570,25 @@ pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> 
         .map(|(i, r)| (i, r.id))
         .collect();
     let &(first, _) = live.first()?;
-    let progress = reqs[first].progress.clone();
-    let waited = match lock(&progress) {
-        Ok(mut p) => p
-            .wait_until(|p| live.iter().any(|&(_, id)| p.is_done(id)))
-            .inspect_err(|_| p.abandon(live[0].1)),
-        Err(e) => Err(e),
+    let mut p = match reqs[first].driver().and_then(Driver::lock) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut r = reqs.remove(first);
+            r.state = Collected::Yes;
+            return Some((first, Err(e)));
+        }
     };
-    if let Err(e) = waited {
+    if let Err(e) = p.wait_until(|p| live.iter().any(|&(_, id)| p.is_done(id))) {
+        p.abandon(live[0].1);
+        drop(p);
         let mut r = reqs.remove(first);
         r.state = Collected::Yes;
         return Some((first, Err(e)));
     }
-    let i = {
-        let p = progress.borrow();
-        live.iter().find(|&&(_, id)| p.is_done(id))?.0
-    };
+    let i = live.iter().find(|&&(_, id)| p.is_done(id))?.0;
+    let res = p.finish(reqs[i].id);
+    drop(p);
     let mut r = reqs.remove(i);
-    let res = match lock(&progress) {
-        Ok(mut p) => p.finish(r.id),
-        Err(e) => Err(e),
-    };
     r.state = Collected::Yes;
     Some((i, r.outcome_of(res)))
 }

@@ -1,21 +1,20 @@
 //! Nonblocking requests that own their buffers: no scope needed, the
 //! buffer comes back from `wait`.
 
-use super::{finish_on_drop, lock, lock_for_drop, post_send_raw, wait_or_detach, Posted};
+use super::{finish_on_drop, post_send_raw, wait_or_detach, Posted};
 use crate::engine::ReqId;
 use crate::error::Result;
 use crate::group::Group;
-use crate::progress::Progress;
+use crate::progress::Driver;
 use crate::status::Status;
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A nonblocking send that owns its buffer; `wait` gives the buffer back.
 /// Dropping it waits for the send.
 #[must_use = "a request must be waited for (dropping it waits)"]
 #[derive(Debug)]
 pub struct OwnedSend<T: bytemuck::Pod> {
-    progress: Rc<RefCell<Progress>>,
+    progress: Arc<Driver>,
     id: ReqId,
     buf: Option<Vec<T>>,
 }
@@ -23,14 +22,14 @@ pub struct OwnedSend<T: bytemuck::Pod> {
 impl<T: bytemuck::Pod> OwnedSend<T> {
     /// A standard-mode send of `buf` to world rank `peer` on `context`.
     pub(crate) fn new(
-        progress: &Rc<RefCell<Progress>>,
+        progress: &Arc<Driver>,
         peer: u32,
         context: u32,
         tag: u32,
         buf: Vec<T>,
     ) -> Result<Self> {
         let id = {
-            let mut p = lock(progress)?;
+            let mut p = progress.lock()?;
             let bytes: &[u8] = bytemuck::cast_slice(&buf);
             // SAFETY: the Vec's heap block stays put while `self` owns it (it
             // is never resized), and is only released after the request has
@@ -50,7 +49,7 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
     /// Waits for the send and returns the buffer.
     pub fn wait(mut self) -> Result<Vec<T>> {
         let r = {
-            let mut p = lock(&self.progress)?;
+            let mut p = self.progress.lock()?;
             wait_or_detach(&mut p, self.id)
         };
         let buf = self.buf.take().unwrap_or_default();
@@ -59,7 +58,7 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
 
     /// Whether the send has completed (makes progress first).
     pub fn test(&mut self) -> Result<bool> {
-        let mut p = lock(&self.progress)?;
+        let mut p = self.progress.lock()?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
         Ok(p.is_done(self.id))
     }
@@ -68,7 +67,7 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
 impl<T: bytemuck::Pod> Drop for OwnedSend<T> {
     fn drop(&mut self) {
         if self.buf.is_some() {
-            let mut p = lock_for_drop(&self.progress);
+            let mut p = self.progress.lock_for_drop();
             finish_on_drop(&mut p, self.id);
         }
     }
@@ -79,9 +78,9 @@ impl<T: bytemuck::Pod> Drop for OwnedSend<T> {
 #[must_use = "a request must be waited for (dropping it waits)"]
 #[derive(Debug)]
 pub struct OwnedRecv<T: bytemuck::Pod> {
-    progress: Rc<RefCell<Progress>>,
+    progress: Arc<Driver>,
     /// The communicator's ranks, to translate the status.
-    group: Rc<Group>,
+    group: Arc<Group>,
     id: ReqId,
     buf: Option<Vec<T>>,
 }
@@ -89,15 +88,15 @@ pub struct OwnedRecv<T: bytemuck::Pod> {
 impl<T: bytemuck::Pod> OwnedRecv<T> {
     /// A receive into `buf` on `context`; `group` names the sender in its status.
     pub(crate) fn new(
-        progress: &Rc<RefCell<Progress>>,
-        group: Rc<Group>,
+        progress: &Arc<Driver>,
+        group: Arc<Group>,
         context: u32,
         source: Option<u32>,
         tag: Option<u32>,
         mut buf: Vec<T>,
     ) -> Result<Self> {
         let id = {
-            let mut p = lock(progress)?;
+            let mut p = progress.lock()?;
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
             // SAFETY: as in `OwnedSend::new`; nothing reads or writes the Vec
             // until the request has finished or been abandoned.
@@ -114,7 +113,7 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
     /// Waits for the message; returns the buffer and the status.
     pub fn wait(mut self) -> Result<(Vec<T>, Status)> {
         let r = {
-            let mut p = lock(&self.progress)?;
+            let mut p = self.progress.lock()?;
             wait_or_detach(&mut p, self.id)
         };
         let buf = self.buf.take().unwrap_or_default();
@@ -125,7 +124,7 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
 
     /// Whether the receive has completed (makes progress first).
     pub fn test(&mut self) -> Result<bool> {
-        let mut p = lock(&self.progress)?;
+        let mut p = self.progress.lock()?;
         p.progress_once(Some(std::time::Duration::ZERO))?;
         Ok(p.is_done(self.id))
     }
@@ -134,7 +133,7 @@ impl<T: bytemuck::Pod> OwnedRecv<T> {
 impl<T: bytemuck::Pod> Drop for OwnedRecv<T> {
     fn drop(&mut self) {
         if self.buf.is_some() {
-            let mut p = lock_for_drop(&self.progress);
+            let mut p = self.progress.lock_for_drop();
             finish_on_drop(&mut p, self.id);
         }
     }

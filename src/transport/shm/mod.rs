@@ -113,7 +113,9 @@ struct Peer {
 /// The shared-memory transport of one rank.
 #[derive(Debug)]
 pub(crate) struct ShmTransport {
-    own: Segment,
+    /// Shared with the [`Sleeper`]s lent to a thread that sleeps without
+    /// the driver's lock.
+    own: std::sync::Arc<Segment>,
     my_local: u32,
     peers: Vec<Option<Peer>>,
     local_peers: Vec<Rank>,
@@ -141,7 +143,7 @@ impl ShmTransport {
             (*(b as *const AtomicU64)).store(MAGIC, Ordering::Release);
         }
         Ok(ShmTransport {
-            own,
+            own: std::sync::Arc::new(own),
             my_local,
             peers: (0..size).map(|_| None).collect(),
             local_peers: Vec::new(),
@@ -306,16 +308,39 @@ impl ShmTransport {
         seq
     }
 
-    /// Sleeps until a sender wakes us or `timeout` passes.
-    pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
-        let h = header(&self.own);
-        futex::wait(h.wake, seq, timeout);
-        h.sleeping.store(0, Ordering::SeqCst);
-    }
-
     /// Cancels a `prepare_sleep` that found work.
     pub(crate) fn cancel_sleep(&self) {
         header(&self.own).sleeping.store(0, Ordering::SeqCst);
+    }
+
+    /// A handle to sleep on this rank's doorbell after `prepare_sleep`,
+    /// usable without borrowing the transport (a thread sleeps with the
+    /// driver unlocked, so that the rank's other threads can work).
+    pub(crate) fn sleeper(&self) -> Sleeper {
+        Sleeper(self.own.clone())
+    }
+
+    /// Rings this rank's own doorbell: a thread of this rank asleep on it
+    /// (see [`ShmTransport::sleeper`]) wakes up.
+    pub(crate) fn wake_own(&self) {
+        let h = header(&self.own);
+        h.wake.fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(h.wake);
+    }
+}
+
+/// This rank's doorbell, to sleep on without the transport (see
+/// [`ShmTransport::sleeper`]); it keeps the segment mapped.
+#[derive(Debug)]
+pub(crate) struct Sleeper(std::sync::Arc<Segment>);
+
+impl Sleeper {
+    /// Sleeps until a sender (or [`ShmTransport::wake_own`]) wakes us or
+    /// `timeout` passes; `seq` is what `prepare_sleep` returned.
+    pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
+        let h = header(&self.0);
+        futex::wait(h.wake, seq, timeout);
+        h.sleeping.store(0, Ordering::SeqCst);
     }
 }
 
@@ -484,12 +509,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeper_is_woken_by_its_own_rank() {
+        let (_a, b) = pair();
+        let seq = b.prepare_sleep();
+        let sleeper = b.sleeper();
+        let t = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            sleeper.sleep(seq, Duration::from_secs(20));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        b.wake_own();
+        let slept = t.join().unwrap();
+        assert!(slept < Duration::from_secs(10), "slept {slept:?}");
+    }
+
+    #[test]
     fn a_sleeper_is_woken_by_a_write() {
         let (mut a, b) = pair();
         let t = std::thread::spawn(move || {
             let seq = b.prepare_sleep();
             let start = std::time::Instant::now();
-            b.sleep(seq, Duration::from_secs(20));
+            b.sleeper().sleep(seq, Duration::from_secs(20));
             (start.elapsed(), b)
         });
         std::thread::sleep(Duration::from_millis(100));

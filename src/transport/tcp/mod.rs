@@ -30,6 +30,32 @@ const LISTENER: Token = Token(0);
 /// Token of the rendezvous-service connection, watched for aborts and EOF.
 pub(crate) const SERVICE: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// Token of the waker another thread of this rank uses to end a sleep in
+/// the poller (see [`TcpTransport::wake`]).
+const WAKER: Token = Token(usize::MAX);
+
+/// The poller and its event buffer, lent to the thread that sleeps in it
+/// with the driver unlocked (so that the rank's other threads can work
+/// meanwhile); see [`TcpTransport::lend_poller`].
+#[derive(Debug)]
+pub(crate) struct Poller {
+    poll: Poll,
+    events: Events,
+}
+
+impl Poller {
+    /// Waits up to `timeout` for events (an interrupted wait found none).
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.events.clear();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// Counters for the debug report.
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,8 +69,11 @@ pub(crate) struct TcpStats {
 /// The TCP transport of one rank.
 #[derive(Debug)]
 pub(crate) struct TcpTransport {
-    poll: Poll,
-    events: Events,
+    /// `None` while lent out (see [`TcpTransport::lend_poller`]).
+    poller: Option<Poller>,
+    /// Registers sockets, also while the poller is lent out.
+    registry: mio::Registry,
+    waker: mio::Waker,
     listener: Option<TcpListener>,
     local_addr: Option<SocketAddr>,
     me: Rank,
@@ -98,6 +127,8 @@ impl TcpTransport {
         options: TcpOptions,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(&registry, WAKER)?;
         let mut listener = None;
         let mut local_addr = None;
         if let Some(ip) = bind {
@@ -108,8 +139,12 @@ impl TcpTransport {
             listener = Some(l);
         }
         Ok(TcpTransport {
-            poll,
-            events: Events::with_capacity(256),
+            poller: Some(Poller {
+                poll,
+                events: Events::with_capacity(256),
+            }),
+            registry,
+            waker,
             listener,
             local_addr,
             me,
@@ -142,9 +177,7 @@ impl TcpTransport {
 
     /// Watches the rendezvous-service connection.
     pub(crate) fn register_service(&mut self, s: &mut TcpStream) -> io::Result<()> {
-        self.poll
-            .registry()
-            .register(s, SERVICE, Interest::READABLE)
+        self.registry.register(s, SERVICE, Interest::READABLE)
     }
 
     pub(crate) fn stats(&self) -> TcpStats {
@@ -227,19 +260,48 @@ impl TcpTransport {
     }
 
     /// Waits up to `timeout` for events and advances accepts and handshakes.
-    /// Returns whether the service connection became readable.
+    /// Returns whether the service connection became readable. While the
+    /// poller is lent out, finds nothing (its borrower handles the events).
     pub(crate) fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
-            Err(e) => return Err(e),
-        }
+        let Some(poller) = self.poller.as_mut() else {
+            return Ok(false);
+        };
+        poller.wait(timeout)?;
+        Ok(self.handle_events())
+    }
+
+    /// Lends the poller to a thread that sleeps in it without the driver's
+    /// lock; `None` when it is already lent. Give it back with
+    /// [`TcpTransport::return_poller`].
+    pub(crate) fn lend_poller(&mut self) -> Option<Poller> {
+        self.poller.take()
+    }
+
+    /// Takes the poller back and handles the events it caught; returns
+    /// whether the service connection became readable.
+    pub(crate) fn return_poller(&mut self, poller: Poller) -> bool {
+        self.poller = Some(poller);
+        self.handle_events()
+    }
+
+    /// Ends a sleep in the poller (from another thread of this rank).
+    pub(crate) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    /// Advances accepts, handshakes and links on the events last caught.
+    fn handle_events(&mut self) -> bool {
+        let Some(poller) = self.poller.as_ref() else {
+            return false;
+        };
         let mut service = false;
+        let mut listener_ready = false;
         let mut touched: Vec<(usize, bool, bool)> = Vec::new();
-        for ev in self.events.iter() {
+        for ev in poller.events.iter() {
             match ev.token() {
-                LISTENER => {}
+                LISTENER => listener_ready = true,
                 SERVICE => service = true,
+                WAKER => {}
                 Token(t) => touched.push((
                     t - FIRST_CONN,
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -247,7 +309,6 @@ impl TcpTransport {
                 )),
             }
         }
-        let listener_ready = self.events.iter().any(|e| e.token() == LISTENER);
         if listener_ready {
             self.accept_all();
         }
@@ -271,7 +332,7 @@ impl TcpTransport {
                 self.advance(i);
             }
         }
-        Ok(service)
+        service
     }
 
     /// Closes the link to `peer` (after loss or at finalize).

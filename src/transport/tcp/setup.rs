@@ -84,7 +84,7 @@ impl TcpTransport {
         };
         let slot = &mut self.conns[i];
         let c = slot.insert(conn);
-        if let Err(e) = self.poll.registry().register(
+        if let Err(e) = self.registry.register(
             &mut c.stream,
             Token(FIRST_CONN + i),
             Interest::READABLE | Interest::WRITABLE,
@@ -101,7 +101,7 @@ impl TcpTransport {
             if matches!(c.state, State::Established { .. }) {
                 self.established_n -= 1;
             }
-            let _ = self.poll.registry().deregister(&mut c.stream);
+            let _ = self.registry.deregister(&mut c.stream);
             self.free.push(i);
             for pc in self.peer_conn.iter_mut() {
                 if *pc == Some(i) {

@@ -163,6 +163,13 @@ pub(crate) struct Producer {
     head_cache: u64,
 }
 
+// SAFETY: a `Producer` is the ring's one producer role, not a share of it:
+// moving it to another thread moves the role (the ring's words are read and
+// written with atomics, its data under the single-producer protocol, from
+// whichever thread holds the role), and the mapping outlives it (see
+// `RingPtr::new`). It is not `Sync`: two threads never use one role at once.
+unsafe impl Send for Producer {}
+
 impl Producer {
     /// Takes the producer role on a ring whose consumer has read everything
     /// written so far (a fresh ring, in practice).
@@ -306,6 +313,9 @@ pub(crate) struct Consumer {
     /// Bytes of it already read.
     off: usize,
 }
+
+// SAFETY: as for `Producer`: the ring's one consumer role, moved whole.
+unsafe impl Send for Consumer {}
 
 impl Consumer {
     /// Takes the consumer role, starting from the ring's published head.
