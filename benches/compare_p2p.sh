@@ -3,8 +3,10 @@
 #   TRANSPORT=shm (default): Courier (shared memory) vs Open MPI and MPICH, each
 #                            with its default single-host path;
 #   TRANSPORT=tcp:           Courier over TCP vs Open MPI's TCP BTL.
-# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr ...]
-# (NP: ranks of mbw_mr, NP/2 pairs; the table compares its messages per second.)
+# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] [THREADS=2] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr|latency_mt ...]
+# (NP: ranks of mbw_mr, NP/2 pairs; the table compares its messages per second.
+#  THREADS: threads per rank of latency_mt, run unbound (--bind-to none) by
+#  every system, the peers at MPI_THREAD_MULTIPLE.)
 # Every system runs ROUNDS times, interleaved; the table shows medians and the
 # ratio Courier/peer (latency: lower is better; bandwidth: higher is better),
 # taken per round (runs seconds apart) and then the median over rounds.
@@ -21,8 +23,10 @@ if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null;
 fi
 out=$(mktemp -d)
 cargo build --release -q
-mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c
-mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c
+mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c -lpthread
+mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c -lpthread
+THREADS=${THREADS:-2}
+export THREADS
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 case "$TRANSPORT" in
   shm) SYSTEMS=(courier ompi mpich) ;;
@@ -30,27 +34,36 @@ case "$TRANSPORT" in
   *) echo "TRANSPORT must be shm or tcp" >&2; exit 2 ;;
 esac
 run() { # system kind
-  local n=2 bind="--bind-to core"
+  local n=2 bind="--bind-to core" mbind=core
   [ "$2" = mbw_mr ] && n=$NP
-  [ "$n" -gt 2 ] && bind="--oversubscribe --bind-to none" # more ranks than cores
+  [ "$n" -gt 2 ] && bind="--oversubscribe --bind-to none" mbind=none # more ranks than cores
+  [ "$2" = latency_mt ] && bind="--bind-to none -x THREADS" mbind=none # threads spread over the cores
   case "$1" in
-    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" ;;
+    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" --threads "$THREADS" ;;
     ompi)
       if [ "$TRANSPORT" = tcp ]; then
         mpirun.openmpi -n "$n" --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"
       else
         mpirun.openmpi -n "$n" $bind "$out/p2p_ompi" "$2" "$MIN" "$MAX"
       fi ;;
-    mpich) mpiexec.mpich -n "$n" -bind-to "$([ "$n" -gt 2 ] && echo none || echo core)" "$out/p2p_mpich" "$2" "$MIN" "$MAX" ;;
+    mpich) mpiexec.mpich -n "$n" -bind-to "$mbind" "$out/p2p_mpich" "$2" "$MIN" "$MAX" ;;
   esac
 }
 for kind in "${KINDS[@]}"; do
+  systems=("${SYSTEMS[@]}")
+  if [ "$kind" = latency_mt ] && [ "${OMPI_MT:-0}" != 1 ]; then
+    # Open MPI 4.1's shared-memory path under MPI_THREAD_MULTIPLE takes
+    # milliseconds per message here (1 B: 2.9 ms with 2 threads per rank),
+    # so a sweep takes hours: left out unless OMPI_MT=1.
+    systems=(courier mpich)
+    [ "$TRANSPORT" = tcp ] && systems=(courier ompi)
+  fi
   for r in $(seq "$ROUNDS"); do
-    for s in "${SYSTEMS[@]}"; do
+    for s in "${systems[@]}"; do
       run "$s" "$kind" | grep -v '^#' > "$out/$s.$kind.$r"
     done
   done
-  python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${SYSTEMS[@]}" <<'PY'
+  python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
 import sys, statistics
 d, kind, rounds, transport, systems = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 names = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
@@ -71,7 +84,7 @@ t = {s: {size: statistics.median(run[size] for run in raw[s]) for size in raw[s]
 # can change between rounds (see BENCHMARKS.md on bimodal runs).
 def ratio(p, size):
     return statistics.median(raw["courier"][r][size] / raw[p][r][size] for r in range(rounds))
-unit = {"latency": "us", "mbw_mr": "messages/s"}.get(kind, "MB/s")
+unit = {"latency": "us", "latency_mt": "us", "mbw_mr": "messages/s"}.get(kind, "MB/s")
 peers = systems[1:]
 print(f"## {kind} ({transport}), medians of {rounds} interleaved rounds, {unit}; ratios: median of per-round ratios")
 print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " |")

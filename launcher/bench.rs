@@ -42,6 +42,11 @@ pub(crate) enum Kind {
     /// windows of 64 messages to rank i + n/2 (osu_mbw_mr).
     #[value(name = "mbw_mr")]
     MbwMr,
+    /// Multi-threaded latency: `--threads` threads on each of ranks 0 and
+    /// 1 ping-pong at once, thread t with thread t; the average of their
+    /// one-way latencies (osu_latency_mt).
+    #[value(name = "latency_mt")]
+    LatencyMt,
     /// Job start-up: wall time of a job that only initializes and finalizes,
     /// and the time spent in `courier::init()` (osu_init).
     Startup,
@@ -83,6 +88,9 @@ pub(crate) struct BenchArgs {
     /// Transport between the ranks (default: auto, i.e. shared memory on one host).
     #[arg(long, value_enum, value_name = "KIND")]
     transport: Option<crate::run::TransportArg>,
+    /// Threads per rank (latency_mt).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 /// The transport named in table titles.
@@ -133,7 +141,13 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
             .unwrap_or_default(),
         tag_output: false,
         timeout: None,
-        bind: crate::run::Binding::Auto,
+        // Threads of a rank spread over the cores (as `--bind-to none`):
+        // bound to one core each, latency_mt's threads would share it.
+        bind: if args.kind == Some(Kind::LatencyMt) {
+            crate::run::Binding::None
+        } else {
+            crate::run::Binding::Auto
+        },
         hosts: vec![crate::hosts::Host {
             name: "localhost".into(),
             slots: args.np,
@@ -301,6 +315,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
             Kind::Bw => bandwidth(&world, args, false),
             Kind::Bibw => bandwidth(&world, args, true),
             Kind::MbwMr => message_rate(&world, args),
+            Kind::LatencyMt => latency_mt(&world, args),
             Kind::Startup => Ok(()),
             coll => collective(&world, args, coll),
         };
@@ -387,6 +402,72 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
         let us = secs * 1e6 / (2.0 * n as f64);
         if me == 0 {
             println!("{size:<10}{us:>18.2}");
+        }
+    }
+    sync(w).map_err(e)
+}
+
+/// osu_latency_mt: `args.threads` threads per rank, thread t of rank 0
+/// ping-pongs with thread t of rank 1 (tag TAG + 1 + t), all at once; each
+/// thread times its own round trips, rank 0 prints the mean one-way
+/// latency over its threads.
+fn latency_mt(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
+    let e = |e: Error| e.to_string();
+    let me = w.rank();
+    let threads = usize::from(args.threads);
+    if me == 0 {
+        println!(
+            "# Courier Multi-threaded Latency Test ({})",
+            transport_name()
+        );
+        println!("# [ threads per rank: {threads} ]");
+        println!("# Size          Latency (us)");
+    }
+    for size in sizes(args) {
+        let (n, skip) = iters(args, size, (10000, 100), (1000, 10));
+        sync(w).map_err(e)?;
+        if me > 1 {
+            continue;
+        }
+        let peer = 1 - me;
+        let per_thread: Vec<Result<f64, String>> = std::thread::scope(|ts| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let tag = TAG + 1 + t as u32;
+                    ts.spawn(move || {
+                        let mut sbuf = vec![0u8; size];
+                        let mut rbuf = vec![0u8; size];
+                        let secs = timed(n, skip, |i| {
+                            if args.validate {
+                                fill(&mut sbuf, size, i + t);
+                            }
+                            if me == 0 {
+                                w.send(&sbuf, peer, tag).map_err(e)?;
+                                w.recv(&mut rbuf, peer, tag).map_err(e)?;
+                            } else {
+                                w.recv(&mut rbuf, peer, tag).map_err(e)?;
+                                w.send(&sbuf, peer, tag).map_err(e)?;
+                            }
+                            if args.validate {
+                                check(&rbuf, size, i + t)?;
+                            }
+                            Ok(())
+                        })?;
+                        Ok(secs * 1e6 / (2.0 * n as f64))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+                .collect()
+        });
+        let mut sum = 0.0;
+        for us in per_thread {
+            sum += us?;
+        }
+        if me == 0 {
+            println!("{size:<10}{:>18.2}", sum / threads as f64);
         }
     }
     sync(w).map_err(e)

@@ -6,10 +6,15 @@
  *   bibw:    both sides post 64 Irecv + 64 Isend per window.
  *   mbw_mr:  n/2 pairs (rank i sends to i + n/2) run the bw pattern at
  *            once; aggregate MB/s and messages/s from the slowest sender.
- * Usage: osu_p2p latency|bw|bibw|mbw_mr [min_size] [max_size]
- * Build: mpicc.openmpi -O2 -o osu_p2p_ompi osu_p2p.c
+ *   latency_mt: THREADS (default 2) threads on each of ranks 0 and 1 run
+ *            the latency ping-pong at once, thread t with thread t (tag
+ *            10 + t), under MPI_THREAD_MULTIPLE; the average over threads
+ *            of each one's one-way latency (osu_latency_mt).
+ * Usage: osu_p2p latency|bw|bibw|mbw_mr|latency_mt [min_size] [max_size]
+ * Build: mpicc.openmpi -O2 -o osu_p2p_ompi osu_p2p.c -lpthread
  */
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +22,76 @@
 #define WINDOW 64
 #define LARGE 8192
 
+struct mt_arg {
+    int rank, tag;
+    long sz;
+    double us;
+};
+
+static void *mt_thread(void *p) {
+    struct mt_arg *a = p;
+    long sz = a->sz;
+    char *s = malloc(sz + 1), *r = malloc(sz + 1);
+    memset(s, 'a', sz + 1);
+    int n = sz > LARGE ? 1000 : 10000, skip = sz > LARGE ? 10 : 100, peer = 1 - a->rank;
+    double t0 = 0;
+    for (int i = 0; i < n + skip; i++) {
+        if (i == skip) t0 = MPI_Wtime();
+        if (a->rank == 0) {
+            MPI_Send(s, sz, MPI_CHAR, peer, a->tag, MPI_COMM_WORLD);
+            MPI_Recv(r, sz, MPI_CHAR, peer, a->tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        } else {
+            MPI_Recv(r, sz, MPI_CHAR, peer, a->tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Send(s, sz, MPI_CHAR, peer, a->tag, MPI_COMM_WORLD);
+        }
+    }
+    a->us = (MPI_Wtime() - t0) * 1e6 / (2.0 * n);
+    free(s);
+    free(r);
+    return NULL;
+}
+
+static int latency_mt(int rank, long min, long max) {
+    int threads = getenv("THREADS") ? atoi(getenv("THREADS")) : 2;
+    if (threads < 1 || threads > 64) threads = 2;
+    if (rank == 0) {
+        printf("# [ threads per rank: %d ]\n# Size          Latency (us)\n", threads);
+        fflush(stdout);
+    }
+    for (long sz = min; sz <= max; sz *= 2) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (rank > 1) continue;
+        pthread_t th[64];
+        struct mt_arg a[64];
+        for (int t = 0; t < threads; t++) {
+            a[t] = (struct mt_arg){rank, 10 + t, sz, 0};
+            pthread_create(&th[t], NULL, mt_thread, &a[t]);
+        }
+        double sum = 0;
+        for (int t = 0; t < threads; t++) {
+            pthread_join(th[t], NULL);
+            sum += a[t].us;
+        }
+        if (rank == 0) printf("%-10ld%18.2f\n", sz, sum / threads);
+        fflush(stdout);
+    }
+    MPI_Finalize();
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    const char *kind0 = argc > 1 ? argv[1] : "latency";
+    if (!strcmp(kind0, "latency_mt")) {
+        int provided;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+        int rank;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        if (provided < MPI_THREAD_MULTIPLE) {
+            if (rank == 0) fprintf(stderr, "MPI_THREAD_MULTIPLE not provided\n");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        return latency_mt(rank, argc > 2 ? atol(argv[2]) : 1, argc > 3 ? atol(argv[3]) : 4 << 20);
+    }
     MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

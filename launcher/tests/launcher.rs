@@ -446,6 +446,7 @@ fn every_benchmark_runs_validated() {
         ("bw", "2"),
         ("bibw", "2"),
         ("mbw_mr", "4"),
+        ("latency_mt", "2"),
         ("barrier", "3"),
         ("bcast", "3"),
         ("reduce", "3"),

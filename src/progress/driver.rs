@@ -7,10 +7,13 @@
 //!   unlock per call.
 //! * Waiting is shared: one thread at a time holds the *progress turn* and
 //!   runs the spin → yield → block loop ([`wait`](super::wait)) for
-//!   everyone. The others park on a condition variable; the turn-holder
-//!   wakes them when a round made progress (a request may have completed)
-//!   and when it leaves, so one of them takes the turn over. Eight threads
-//!   waiting on two cores therefore leave the cores to the one that polls.
+//!   everyone. The others park, each saying what it waits for (a request,
+//!   the direct receive, or anything); after a round that made progress
+//!   the turn-holder wakes exactly the threads whose wait is over, and
+//!   when it leaves it wakes one parked thread to take the turn over.
+//!   Eight threads waiting on two cores therefore leave the cores to the
+//!   one that polls, and a completion costs one wake-up, not one per
+//!   parked thread.
 //! * The turn-holder hands the lock to any thread queued for it at every
 //!   round (`MutexGuard::bump`, a fair hand-over), and sleeps (futex or
 //!   poller) with the lock released. A call that ends while it sleeps wakes
@@ -21,8 +24,9 @@
 //!   lock is not re-entrant, so it is refused rather than deadlocking.
 
 use super::Progress;
+use crate::engine::ReqId;
 use crate::error::{Error, Result};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -40,8 +44,27 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct Driver {
     state: Mutex<Progress>,
-    /// Threads parked until the turn-holder completed something or left.
-    parked: Condvar,
+}
+
+/// What a parked thread waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitKey {
+    /// Request `id` to finish.
+    Req(ReqId),
+    /// The direct receive to finish.
+    Direct,
+    /// Anything (probes, `wait_any`, finalize): woken after every round
+    /// that made progress.
+    Any,
+}
+
+/// A parked thread.
+#[derive(Debug)]
+struct Parked {
+    key: WaitKey,
+    thread: std::thread::Thread,
+    /// Unparked already since it parked (not again for every round).
+    woken: bool,
 }
 
 /// What the waiting threads of a rank share (inside the lock).
@@ -52,15 +75,14 @@ pub(super) struct Turns {
     /// The turn-holder sleeps (the lock released) in the poller or on the
     /// shared-memory doorbell.
     pub(super) sleeping: bool,
-    /// Threads parked until the turn-holder makes progress or leaves.
-    pub(super) parked: u32,
+    /// Threads parked until their wait is over or the turn is free.
+    parked: Vec<Parked>,
 }
 
 impl Driver {
     pub(crate) fn new(progress: Progress) -> Self {
         Driver {
             state: Mutex::new(progress),
-            parked: Condvar::new(),
         }
     }
 
@@ -102,10 +124,7 @@ impl Driver {
         }
         let g = self.state.lock();
         INSIDE.with(|c| c.set(true));
-        Ok(Held {
-            g,
-            parked: &self.parked,
-        })
+        Ok(Held { g })
     }
 }
 
@@ -118,7 +137,6 @@ fn reentrant_error() -> Error {
 /// The driver, held by this thread for one call.
 pub(crate) struct Held<'a> {
     g: MutexGuard<'a, Progress>,
-    parked: &'a Condvar,
 }
 
 impl std::fmt::Debug for Held<'_> {
@@ -149,6 +167,13 @@ impl Drop for Held<'_> {
             // What this call queued is pushed now, not after the sleep.
             self.g.wake_sleeper();
         }
+        if !self.g.turns.parked.is_empty() {
+            // This call may have completed a parked thread's request (a
+            // receive posted here can take a queued message; a test
+            // makes progress): its wait is over now, not at the
+            // turn-holder's next busy round.
+            self.wake_finished_slow();
+        }
         INSIDE.with(|c| c.set(false));
     }
 }
@@ -161,6 +186,12 @@ impl Held<'_> {
         MutexGuard::bump(&mut self.g);
     }
 
+    /// Yields the core with the lock released (a thread of this rank that
+    /// the scheduler runs instead may need it).
+    pub(super) fn yield_unlocked(&mut self) {
+        MutexGuard::unlocked(&mut self.g, std::thread::yield_now);
+    }
+
     /// Runs `f` (a sleep) with the lock released, marked as the sleeping
     /// turn-holder so that other threads' calls wake it.
     pub(super) fn sleep_unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
@@ -170,22 +201,64 @@ impl Held<'_> {
         r
     }
 
-    /// Parks until the turn-holder made progress or left (or a while passed).
-    pub(super) fn park(&mut self) {
+    /// Parks until the turn-holder finds the wait for `key` over, or
+    /// leaves the turn (or a while passed: the caller looks again).
+    pub(super) fn park(&mut self, key: WaitKey) {
         if self.g.turns.sleeping {
             // Its sleep may be long: it will look for what we wait for now.
             self.g.wake_sleeper();
         }
-        self.g.turns.parked += 1;
-        self.parked.wait_for(&mut self.g, PARK_MAX);
-        self.g.turns.parked -= 1;
+        let me = std::thread::current();
+        let id = me.id();
+        self.g.turns.parked.push(Parked {
+            key,
+            thread: me,
+            woken: false,
+        });
+        // An unpark that comes before the park is kept: no wake-up is lost.
+        MutexGuard::unlocked(&mut self.g, || std::thread::park_timeout(PARK_MAX));
+        self.g.turns.parked.retain(|w| w.thread.id() != id);
     }
 
-    /// Wakes the parked threads (after progress, or when leaving the turn).
+    /// Wakes the parked threads whose wait is over (after a round that
+    /// made progress); returns whether it woke any.
     #[inline]
-    pub(super) fn wake_parked(&mut self) {
-        if self.g.turns.parked > 0 {
-            self.parked.notify_all();
+    pub(super) fn wake_finished(&mut self) -> bool {
+        if self.g.turns.parked.is_empty() {
+            return false;
+        }
+        self.wake_finished_slow()
+    }
+
+    #[cold]
+    fn wake_finished_slow(&mut self) -> bool {
+        let p = &mut *self.g;
+        let mut woke = false;
+        for w in p.turns.parked.iter_mut().filter(|w| !w.woken) {
+            let over = match w.key {
+                WaitKey::Req(id) => p.engine.is_done(id),
+                WaitKey::Direct => p.engine.direct_finished(),
+                WaitKey::Any => true,
+            };
+            if over {
+                w.woken = true;
+                w.thread.unpark();
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    /// Leaving the turn: wakes one parked thread (not woken yet) to take it.
+    #[inline]
+    pub(super) fn pass_turn(&mut self) {
+        if self.g.turns.parked.is_empty() {
+            return;
+        }
+        self.wake_finished_slow();
+        if let Some(w) = self.g.turns.parked.iter_mut().find(|w| !w.woken) {
+            w.woken = true;
+            w.thread.unpark();
         }
     }
 }

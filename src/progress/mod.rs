@@ -499,7 +499,7 @@ impl Held<'_> {
 
     /// Waits for request `id` and collects its outcome.
     pub(crate) fn wait(&mut self, id: ReqId) -> Result<MsgInfo> {
-        self.wait_until(|p| p.engine.is_done(id))?;
+        self.wait_for(driver::WaitKey::Req(id), |p| p.engine.is_done(id))?;
         self.finish(id)
     }
 

@@ -11,7 +11,7 @@
 //! [`driver`](super::driver)): it hands the lock over at every round and
 //! sleeps with it released.
 
-use super::driver::Held;
+use super::driver::{Held, WaitKey};
 use super::Progress;
 use crate::error::{Error, Result};
 use crate::ids::Rank;
@@ -183,7 +183,7 @@ impl Held<'_> {
     pub(super) fn wait_direct(&mut self, source: Option<Rank>) -> Result<()> {
         if self.turns.taken {
             // Another thread progresses for everyone.
-            return self.wait_until(|p| p.engine.direct_finished());
+            return self.wait_for(WaitKey::Direct, |p| p.engine.direct_finished());
         }
         self.pump();
         // However often the spin below finds its message at once, the
@@ -197,13 +197,13 @@ impl Held<'_> {
                 self.turns.taken = true;
                 let finished = self.spin_on_ring(src);
                 self.turns.taken = false;
-                self.wake_parked();
+                self.pass_turn();
                 if finished {
                     return Ok(());
                 }
             }
         }
-        self.wait_until(|p| p.engine.direct_finished())
+        self.wait_for(WaitKey::Direct, |p| p.engine.direct_finished())
     }
 
     /// The spin of [`Held::wait_direct`] on shared-memory peer `src`'s
@@ -223,7 +223,10 @@ impl Held<'_> {
                 return false;
             }
             if self.links.shm_ready(src) {
-                self.read_one(src);
+                if self.read_one(src) {
+                    // It may have been another thread's message.
+                    self.wake_finished();
+                }
             } else {
                 std::hint::spin_loop();
             }
@@ -233,8 +236,18 @@ impl Held<'_> {
 
     /// Drives progress until `done` holds, spinning, then yielding, then
     /// blocking; or, while another thread holds the progress turn, parks
-    /// until it made progress (see [`driver`](super::driver)).
-    pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Progress) -> bool) -> Result<()> {
+    /// until it finds the wait over (see [`driver`](super::driver)).
+    pub(crate) fn wait_until(&mut self, done: impl FnMut(&mut Progress) -> bool) -> Result<()> {
+        self.wait_for(WaitKey::Any, done)
+    }
+
+    /// [`Held::wait_until`] for a wait that `key` names to the turn-holder
+    /// (it wakes a parked thread when that is over).
+    pub(crate) fn wait_for(
+        &mut self,
+        key: WaitKey,
+        mut done: impl FnMut(&mut Progress) -> bool,
+    ) -> Result<()> {
         // Control frames produced by the last call (CTS, FIN, acks) go out now,
         // not at the next call, which may be far away.
         self.pump();
@@ -242,7 +255,7 @@ impl Held<'_> {
             return Ok(());
         }
         while self.turns.taken {
-            self.park();
+            self.park(key);
             if done(self) {
                 return Ok(());
             }
@@ -250,11 +263,11 @@ impl Held<'_> {
         self.turns.taken = true;
         let r = self.progress_until(&mut done);
         self.turns.taken = false;
-        self.wake_parked();
+        self.pass_turn();
         r
     }
 
-    /// The turn-holder's loop of [`Held::wait_until`].
+    /// The turn-holder's loop of [`Held::wait_for`].
     fn progress_until(&mut self, done: &mut impl FnMut(&mut Progress) -> bool) -> Result<()> {
         // The clock is read only once spinning has begun, then every 64th
         // round while spinning (a read costs several quiet rounds), every
@@ -301,14 +314,20 @@ impl Held<'_> {
                 return Ok(());
             }
             if did {
-                self.wake_parked();
+                if self.wake_finished() {
+                    // The woken threads need a core, perhaps this one
+                    // (threads may outnumber cores), and the lock.
+                    self.yield_unlocked();
+                }
                 idle_since = None;
                 now_idle = Duration::ZERO;
                 rounds = 0;
             } else if yielding {
                 // Give the core to a rank that shares it (oversubscribed
-                // nodes): it is usually the one we are waiting for.
-                std::thread::yield_now();
+                // nodes) or a thread of this rank: it is usually the one
+                // we are waiting for. Not holding the lock, which that
+                // thread may need.
+                self.yield_unlocked();
             }
         }
     }
