@@ -5,7 +5,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use courier::bench_internals::{cma_copy, ring_pingpong, ring_stream, HeapRing};
+use courier::bench_internals::{cma_copy, combine_sum, ring_pingpong, ring_stream, HeapRing};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn ring(c: &mut Criterion) {
@@ -69,5 +69,23 @@ fn single_copy(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, pingpong, stream, single_copy);
+/// A reduction's local combine of 64 MiB of f64 (`acc += x`), in one
+/// thread and split over two rayon threads (when a rank has a core to
+/// spare: `COURIER_PAR_COMBINE_MIN`).
+fn combine(c: &mut Criterion) {
+    let mut g = c.benchmark_group("combine_sum_f64");
+    g.sample_size(10);
+    let n = (64 << 20) / 8;
+    let x = vec![1.5f64; n];
+    let mut acc = vec![0.5f64; n];
+    g.throughput(Throughput::Bytes(64 << 20));
+    for threads in [1usize, 2] {
+        g.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, &t| {
+            b.iter(|| combine_sum(black_box(&mut acc), black_box(&x), t).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ring, pingpong, stream, single_copy, combine);
 criterion_main!(benches);

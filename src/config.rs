@@ -22,6 +22,7 @@
 //! | `COURIER_COLL_SEGMENT` | 65536 | segment size (bytes) of the pipelined tree collectives |
 //! | `COURIER_HIERARCHICAL` | 1 | 0 turns off the node-aware all-reduce (reduce in each node, all-reduce among node leaders, broadcast in each node) |
 //! | `COURIER_CHECK` | 0 | 1: every collective first checks that all ranks passed matching arguments; a mismatch is the same `Error::CollectiveMismatch` on every rank (costs one small all-gather per collective) |
+//! | `COURIER_PAR_COMBINE_MIN` | 1048576 | from this many bytes, the local combine of a reduction with a predefined operation (reduce, all-reduce) is split over rayon threads, when the rank has spare cores (its CPU mask and its share of the node's cores both hold two or more); 0 never splits |
 //! | `COURIER_SPIN_US` | 500 (0 when oversubscribed) | microseconds to busy-poll before yielding |
 //! | `COURIER_YIELD_US` | 2000 (200 when oversubscribed) | microseconds to poll-and-yield before blocking |
 //! | `COURIER_IFACE` | first interface up | network interface whose address ranks listen on across hosts (also `courier run --iface`) |
@@ -146,6 +147,18 @@ pub const DEFAULT_SHM_EAGER_LIMIT: usize = 4 * 1024;
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
 pub(crate) fn tcp_buffer() -> Option<usize> {
     parse_env("COURIER_TCP_BUFFER")
+}
+
+/// `COURIER_PAR_COMBINE_MIN`: bytes from which a reduction's local combine
+/// is split over rayon threads (`None`: never).
+pub(crate) fn par_combine_min() -> Option<usize> {
+    static MIN: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *MIN.get_or_init(
+        || match parse_env::<usize>("COURIER_PAR_COMBINE_MIN").unwrap_or(1 << 20) {
+            0 => None,
+            n => Some(n),
+        },
+    )
 }
 
 /// A duration given in microseconds.

@@ -35,6 +35,21 @@
 //! # Ok::<(), courier::Error>(())
 //! ```
 //!
+//! # Threads
+//!
+//! Every handle ([`Universe`], [`Communicator`], [`Scope`], [`Request`]) is
+//! `Send + Sync`: any thread may call any operation, concurrently
+//! (`MPI_THREAD_MULTIPLE`; [`init_thread`] and [`Universe::threading`]
+//! speak MPI's levels). Matching follows MPI's rules per (source, tag,
+//! communicator) whatever thread posted a receive. One waiting thread
+//! polls for all; the others sleep until their message is in. Collectives
+//! on different communicators may run at once from different threads; two
+//! at once on one communicator are refused with an error. A [`Scope`] may
+//! be shared with rayon tasks (`rayon::scope` inside [`scope`]);
+//! `examples/hybrid.rs` runs rayon inside ranks and communicates from its
+//! tasks. Large reductions split their local combine over rayon threads
+//! when the rank has cores to spare (`COURIER_PAR_COMBINE_MIN`).
+//!
 //! Layers (see `docs/architecture.md`), top to bottom: the API (`universe`,
 //! `comm`, `coll`, `request`, `group`, `status`); the driver (`progress`,
 //! the only layer that does I/O); wire-up (`bootstrap`); the sans-IO
@@ -106,7 +121,7 @@ pub use ids::{Tag, TAG_UB};
 pub use progress::LinkKind;
 pub use request::{scope, wait_all, wait_any, OwnedRecv, OwnedSend, Request, Scope};
 pub use status::{Status, NO_SOURCE, NO_TAG};
-pub use universe::{init, Placement, Universe};
+pub use universe::{init, init_thread, Placement, Threading, Universe};
 
 /// Internal building blocks exposed for the criterion benches and the fuzz
 /// targets only (feature `bench-internals`); not a supported API.
@@ -125,6 +140,12 @@ pub mod bench_internals {
     /// `[peer][frame header][payload]` records. Never panics.
     pub fn engine_feed(data: &[u8]) {
         crate::engine::feed_untrusted(data)
+    }
+
+    /// `acc += x` element-wise, split over `threads` rayon threads: a
+    /// reduction's local combine (see `COURIER_PAR_COMBINE_MIN`).
+    pub fn combine_sum(acc: &mut [f64], x: &[f64], threads: usize) -> crate::Result<()> {
+        crate::coll::op::combine(crate::Op::Sum, acc, x, threads)
     }
 
     /// Single-copy transfer of `src` into `dst` through cross-memory attach

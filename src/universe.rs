@@ -72,6 +72,39 @@ pub fn init() -> Result<Universe> {
     r
 }
 
+/// How much concurrency a program asks of the runtime (`MPI_Init_thread`'s
+/// levels), ordered from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Threading {
+    /// One thread in the process (`MPI_THREAD_SINGLE`).
+    Single,
+    /// Several threads, only the one that initialized calls Courier
+    /// (`MPI_THREAD_FUNNELED`).
+    Funneled,
+    /// Several threads call Courier, never two at once (`MPI_THREAD_SERIALIZED`).
+    Serialized,
+    /// Any thread calls anything at any time (`MPI_THREAD_MULTIPLE`).
+    Multiple,
+}
+
+/// [`init`] for a program that needs thread support `required`. Courier
+/// always provides [`Threading::Multiple`] (as MPI allows, more than
+/// asked): its handles are `Send + Sync`, and a rank with one thread pays
+/// one uncontended lock per call for it (measured within noise of the
+/// single-threaded design in BENCHMARKS.md). The level provided is
+/// [`Universe::threading`].
+///
+/// ```
+/// use courier::Threading;
+/// let universe = courier::init_thread(Threading::Funneled)?;
+/// assert!(universe.threading() >= Threading::Funneled);
+/// # Ok::<(), courier::Error>(())
+/// ```
+pub fn init_thread(required: Threading) -> Result<Universe> {
+    let _ = required;
+    init()
+}
+
 /// Where the process is in MPI's one-init, one-finalize life.
 struct Lifecycle;
 
@@ -387,6 +420,12 @@ impl Universe {
             finalized: false,
             pmi: None,
         }
+    }
+
+    /// The thread support provided (`MPI_Query_thread`): always
+    /// [`Threading::Multiple`].
+    pub fn threading(&self) -> Threading {
+        Threading::Multiple
     }
 
     /// The communicator of all ranks of the job.

@@ -301,3 +301,48 @@ fn body_rayon_scope() {
     });
     assert!(inc.iter().enumerate().all(|(i, &x)| x == datum(peer, 0, i)));
 }
+
+#[test]
+fn the_hybrid_example_runs_with_rayon_threads() {
+    // The example, built next to the launcher (same profile) if it is not
+    // there yet (`cargo test --all-targets` builds examples as tests).
+    let dir = std::path::Path::new(common::courier()).parent().unwrap();
+    let exe = dir.join("examples/hybrid");
+    if !exe.exists() {
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "-q", "-p", "courier", "--example", "hybrid"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().unwrap().success(),
+            "building examples/hybrid"
+        );
+    }
+    assert!(exe.exists(), "{} not built", exe.display());
+    for np in ["2", "4"] {
+        let j = common::launch(
+            &[
+                "-n",
+                np,
+                "--bind-to",
+                "none",
+                "--timeout",
+                "120",
+                "-x",
+                "RAYON_NUM_THREADS=2",
+            ],
+            &[&exe.to_string_lossy()],
+        );
+        assert!(
+            j.code == Some(0) && j.stdout.contains("hybrid: ok"),
+            "{np} ranks: exit {:?}\n{}\n{}",
+            j.code,
+            j.stdout,
+            j.stderr
+        );
+        assert!(j.stdout.contains("x 2 rayon threads"), "{}", j.stdout);
+    }
+}

@@ -86,6 +86,18 @@ pub(super) fn with_scratch<T: Pod, R>(
     f(tmp)
 }
 
+/// Threads to split the local combine of a reduction of `bytes` per
+/// operand over (see `op::combine`): the rank's own cores from
+/// `COURIER_PAR_COMBINE_MIN` bytes on, 1 (no split) below it or when the
+/// rank has no core to spare (ranks sharing a node's cores: a split would
+/// take cores from the other ranks).
+pub(super) fn combine_threads(c: &CommShared, bytes: usize) -> usize {
+    match crate::config::par_combine_min() {
+        Some(min) if bytes >= min => c.progress.lock().map_or(1, |p| p.policy().own_cores),
+        _ => 1,
+    }
+}
+
 /// A predefined operation must be defined for `T` (bitwise operations on
 /// floats are not).
 pub(super) fn check_op<T: Reducible>(op: Op) -> Result<()> {

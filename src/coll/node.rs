@@ -528,6 +528,7 @@ mod tests {
             yield_for: Duration::from_micros(200),
             block: Duration::from_millis(1),
             oversubscribed: true,
+            own_cores: 1,
         };
         std::thread::scope(|s| {
             let body = &body;
@@ -776,6 +777,7 @@ mod tests {
                 yield_for: Duration::ZERO,
                 block: Duration::from_millis(1),
                 oversubscribed: true,
+                own_cores: 1,
             },
         };
         // Rank 1 never comes: the barrier waits until the check fails.

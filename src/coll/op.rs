@@ -84,10 +84,24 @@ macro_rules! loc_reducible {
 }
 
 /// Element types the predefined operations apply to.
-pub trait Reducible: bytemuck::Pod {
+pub trait Reducible: bytemuck::Pod + Send + Sync {
     /// `acc[i] = acc[i] op x[i]` for every `i` (`acc` holds the operand from
     /// lower ranks, `x` the one from higher ranks).
     fn reduce_into(op: Op, acc: &mut [Self], x: &[Self]) -> Result<()>;
+}
+
+/// `acc[i] = acc[i] op x[i]`, split into `threads` parts run on rayon's
+/// pool when `threads` ≥ 2 (see `coll::combine_threads`). Element-wise, so
+/// the result has the same bits however it is split.
+pub(crate) fn combine<T: Reducible>(op: Op, acc: &mut [T], x: &[T], threads: usize) -> Result<()> {
+    if threads < 2 || acc.len() < 2 {
+        return T::reduce_into(op, acc, x);
+    }
+    use rayon::prelude::*;
+    let part = acc.len().div_ceil(threads);
+    acc.par_chunks_mut(part)
+        .zip(x.par_chunks(part))
+        .try_for_each(|(a, b)| T::reduce_into(op, a, b))
 }
 
 fn unsupported(op: Op, ty: &str) -> Error {
@@ -178,6 +192,17 @@ mod tests {
         let m = |value, index| LocI32 { value, index };
         let mut a = [m(1, 4)];
         LocI32::reduce_into(Op::MaxLoc, &mut a, &[m(1, 2)]).unwrap();
+        // Split over threads: the same bits as in one piece.
+        let x: Vec<f64> = (0..100_003).map(|i| (i as f64).sin() * 1e3).collect();
+        let mut one: Vec<f64> = (0..100_003).map(|i| (i as f64).cos()).collect();
+        let mut split = one.clone();
+        combine(Op::Sum, &mut one, &x, 1).unwrap();
+        combine(Op::Sum, &mut split, &x, 3).unwrap();
+        assert!(one
+            .iter()
+            .zip(&split)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(combine(Op::BitAnd, &mut [1.0f32; 8], &[2.0; 8], 4).is_err());
         assert_eq!(a, [m(1, 2)], "ties keep the lower index");
         assert!(
             LocF32::reduce_into(Op::Sum, &mut [LocF32::default()], &[LocF32::default()]).is_err()

@@ -6,10 +6,10 @@
 
 use super::algo::{self, Reduction};
 use super::check::{Coll, OpCode, Signature};
-use super::op::{Op, Reducible};
+use super::op::{combine, Op, Reducible};
 use super::{
-    arena, call, check_len, check_op, check_root, displacements, guarded, node, tune, with_scratch,
-    UserOp,
+    arena, call, check_len, check_op, check_root, combine_threads, displacements, guarded, node,
+    tune, with_scratch, UserOp,
 };
 use crate::comm::Communicator;
 use crate::error::Result;
@@ -44,7 +44,8 @@ impl Communicator {
         };
         // An operation undefined for T fails on every rank, before any message.
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
-        self.reduce_with(send, recv, root, true, &mut |a, b| T::reduce_into(op, a, b))
+        let par = combine_threads(c, std::mem::size_of_val(send));
+        self.reduce_with(send, recv, root, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`reduce`](Self::reduce) in place (`MPI_IN_PLACE`): `buf` holds this
@@ -62,9 +63,8 @@ impl Communicator {
         let send = buf.to_vec();
         let mut none = [];
         let recv: &mut [T] = if self.rank() == root { buf } else { &mut none };
-        self.reduce_with(&send, recv, root, true, &mut |a, b| {
-            T::reduce_into(op, a, b)
-        })
+        let par = combine_threads(c, std::mem::size_of_val(&send[..]));
+        self.reduce_with(&send, recv, root, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`reduce`](Self::reduce) with a user operation `f(lower, higher)`
@@ -178,7 +178,8 @@ impl Communicator {
                 .elems::<T>(send.len())
         };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
-        self.all_reduce_with(send, recv, true, &mut |a, b| T::reduce_into(op, a, b))
+        let par = combine_threads(c, std::mem::size_of_val(send));
+        self.all_reduce_with(send, recv, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`all_reduce`](Self::all_reduce) in place (`MPI_IN_PLACE`): `buf` holds
@@ -191,7 +192,8 @@ impl Communicator {
                 .elems::<T>(buf.len())
         };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
-        self.all_reduce_in_place_with(buf, true, &mut |a, b| T::reduce_into(op, a, b))
+        let par = combine_threads(c, std::mem::size_of_val(buf));
+        self.all_reduce_in_place_with(buf, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower,

@@ -37,6 +37,10 @@ pub(crate) struct WaitPolicy {
     pub(crate) block: Duration,
     /// More ranks on this node than cores.
     pub(crate) oversubscribed: bool,
+    /// Cores this rank may use for its own work besides the one it runs
+    /// on, counted with it: its CPU mask and its share of the node's
+    /// cores, whichever is smaller (1: none spare).
+    pub(crate) own_cores: usize,
 }
 
 impl WaitPolicy {
@@ -51,6 +55,14 @@ impl WaitPolicy {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         let oversubscribed = local_size > cores;
+        let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map(|set| {
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .count()
+            })
+            .unwrap_or(1);
+        let own_cores = mask.min((cores / local_size.max(1)) as usize).max(1);
         let (spin, yield_for) = if oversubscribed {
             // The rank waited for may need this very core: give it away at
             // once (spinning 5 µs first made 4 ranks on 2 cores 2-3x slower
@@ -66,6 +78,7 @@ impl WaitPolicy {
             yield_for,
             block: Duration::from_millis(100),
             oversubscribed,
+            own_cores,
         }
     }
 }
