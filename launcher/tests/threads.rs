@@ -16,8 +16,24 @@ use std::time::Duration;
 /// Threads per rank in these tests.
 const THREADS: usize = 4;
 
+/// `COURIER_THREADS_SCALE` (default 1): multiplies the messages of the
+/// exchange test (`scripts/threads_stress.sh` runs it long).
+fn scale() -> usize {
+    std::env::var("COURIER_THREADS_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 fn run(body: &str, np: usize, transport: &str) {
-    run_body_env(body, np, &[("COURIER_TRANSPORT", transport)], 120).assert_ranks_passed(np);
+    let scale = scale().to_string();
+    let env = [
+        ("COURIER_TRANSPORT", transport),
+        ("COURIER_THREADS_SCALE", scale.as_str()),
+    ];
+    run_body_env(body, np, &env, 120 * scale.parse::<u32>().unwrap_or(1))
+        .assert_ranks_passed(np);
 }
 
 /// A message's size: mostly small, some medium, a few large (up to 4 MiB
@@ -69,13 +85,13 @@ fn body_threads_exchange() {
     let (me, n) = (w.rank(), w.size());
     let (next, prev) = ((me + 1) % n, (me + n - 1) % n);
     let big = std::env::var("COURIER_TRANSPORT").as_deref() == Ok("shm");
-    const M: usize = 60;
+    let m = 60 * scale();
     std::thread::scope(|ts| {
         for t in 0..THREADS {
             let w = w.clone();
             ts.spawn(move || {
                 let mut inc = vec![0u32; (4 << 20) / 4];
-                for k in 0..M {
+                for k in 0..m {
                     let out = payload(me, t, k, size_of(me, t, k, big));
                     let want = size_of(prev, t, k, big) / 4;
                     if k % 2 == 0 {
@@ -111,12 +127,12 @@ fn body_threads_exchange() {
     });
     w.barrier().unwrap();
 
-    const M2: usize = 100;
+    let m2 = 100 * scale();
     std::thread::scope(|ts| {
         for t in 1..THREADS {
             let w = w.clone();
             ts.spawn(move || {
-                for k in 0..M2 {
+                for k in 0..m2 {
                     let len = size_of(me, t, k, false) % 2048;
                     w.send(&payload(me, t, k, len), next, 100 + t as u32)
                         .unwrap();
@@ -125,7 +141,7 @@ fn body_threads_exchange() {
         }
         let mut seen = [0usize; THREADS];
         let mut inc = vec![0u32; 512];
-        for _ in 0..(THREADS - 1) * M2 {
+        for _ in 0..(THREADS - 1) * m2 {
             let st = w.recv(&mut inc, ANY_SOURCE, ANY_TAG).unwrap();
             assert_eq!(st.source, prev);
             let t = st.tag as usize - 100;
