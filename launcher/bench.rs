@@ -301,7 +301,15 @@ fn sync(w: &Communicator) -> Result<(), Error> {
 }
 
 fn run_rank(args: &BenchArgs) -> Result<(), String> {
-    let universe = courier::init().map_err(|e| e.to_string())?;
+    // One thread communicates, as in OSU's benchmarks (MPI_Init: the peers
+    // run single-threaded, without locks); latency_mt's threads need
+    // Multiple.
+    let level = if args.kind == Some(Kind::LatencyMt) {
+        courier::Threading::Multiple
+    } else {
+        courier::Threading::Funneled
+    };
+    let universe = courier::init_thread(level).map_err(|e| e.to_string())?;
     let world = universe.world();
     let kinds = match args.kind {
         Some(k) => vec![k],

@@ -66,10 +66,7 @@ fn hostname() -> String {
 /// # Ok::<(), courier::Error>(())
 /// ```
 pub fn init() -> Result<Universe> {
-    Lifecycle::begin()?;
-    let r = init_once();
-    Lifecycle::began(r.is_ok());
-    r
+    init_thread(Threading::Multiple)
 }
 
 /// How much concurrency a program asks of the runtime (`MPI_Init_thread`'s
@@ -87,22 +84,47 @@ pub enum Threading {
     Multiple,
 }
 
-/// [`init`] for a program that needs thread support `required`. Courier
-/// always provides [`Threading::Multiple`] (as MPI allows, more than
-/// asked): its handles are `Send + Sync`, and a rank with one thread pays
-/// one uncontended lock per call for it (measured within noise of the
-/// single-threaded design in BENCHMARKS.md). The level provided is
-/// [`Universe::threading`].
+/// [`init`] for a program that needs thread support `required`
+/// (`MPI_Init_thread`); the level provided is [`Universe::threading`].
+///
+/// * `Serialized` and `Multiple` (what [`init`] asks for) provide
+///   `Multiple`: any thread may call anything at once. Each call takes an
+///   uncontended lock (a few nanoseconds).
+/// * `Single` and `Funneled` provide `Funneled`: only the thread that
+///   called `init_thread` may call Courier (another thread's call is an
+///   `Error::InvalidState`), and calls take no lock: the cost of a
+///   single-threaded library, for programs that communicate from one
+///   thread (their other threads may compute, e.g. with rayon).
 ///
 /// ```
 /// use courier::Threading;
 /// let universe = courier::init_thread(Threading::Funneled)?;
-/// assert!(universe.threading() >= Threading::Funneled);
+/// assert_eq!(universe.threading(), Threading::Funneled);
+/// let world = universe.world();
+/// let elsewhere = std::thread::scope(|s| s.spawn(|| world.barrier()).join().unwrap());
+/// assert!(matches!(elsewhere, Err(courier::Error::InvalidState(_))));
+/// world.barrier()?; // the initializing thread may
 /// # Ok::<(), courier::Error>(())
 /// ```
 pub fn init_thread(required: Threading) -> Result<Universe> {
-    let _ = required;
-    init()
+    Lifecycle::begin()?;
+    REQUIRED.store(required as u8, std::sync::atomic::Ordering::Relaxed);
+    let r = init_once();
+    Lifecycle::began(r.is_ok());
+    r
+}
+
+/// The level the running `init_thread` was asked for (one init per process).
+static REQUIRED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(3);
+
+/// The level asked of the running `init_thread`.
+fn required() -> Threading {
+    match REQUIRED.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Threading::Single,
+        1 => Threading::Funneled,
+        2 => Threading::Serialized,
+        _ => Threading::Multiple,
+    }
 }
 
 /// Where the process is in MPI's one-init, one-finalize life.
@@ -411,7 +433,9 @@ fn init_pmi(mut pmi: Pmi, host: String) -> Result<Universe> {
 
 impl Universe {
     fn new(progress: Progress, rank: usize, size: usize, placement: Placement) -> Self {
-        let progress = Arc::new(Driver::new(progress));
+        // Below Multiple the driver belongs to this thread: no lock per call.
+        let owner = (required() <= Threading::Funneled).then(crate::progress::thread_token);
+        let progress = Arc::new(Driver::new(progress, owner));
         let world = Communicator::world(progress.clone(), rank, size);
         Universe {
             progress,
@@ -422,10 +446,14 @@ impl Universe {
         }
     }
 
-    /// The thread support provided (`MPI_Query_thread`): always
-    /// [`Threading::Multiple`].
+    /// The thread support provided (`MPI_Query_thread`): `Multiple`, or
+    /// `Funneled` when [`init_thread`] was asked for `Single` or `Funneled`.
     pub fn threading(&self) -> Threading {
-        Threading::Multiple
+        if self.progress.is_owned() {
+            Threading::Funneled
+        } else {
+            Threading::Multiple
+        }
     }
 
     /// The communicator of all ranks of the job.
@@ -550,13 +578,19 @@ impl Drop for Universe {
         if !self.finalized {
             self.finalized = true;
             Lifecycle::finalized();
-            if let Ok(mut p) = self.progress.lock_any() {
-                if let Err(e) = p.finalize() {
-                    if !matches!(e, Error::Aborted { .. }) {
-                        eprintln!("courier[rank {}]: finalize: {e}", self.world.rank());
+            match self.progress.lock_any() {
+                Err(e) => eprintln!(
+                    "courier[rank {}]: the universe was dropped where it cannot finalize: {e}",
+                    self.world.rank()
+                ),
+                Ok(mut p) => {
+                    if let Err(e) = p.finalize() {
+                        if !matches!(e, Error::Aborted { .. }) {
+                            eprintln!("courier[rank {}]: finalize: {e}", self.world.rank());
+                        }
                     }
+                    p.tell_service_finalized();
                 }
-                p.tell_service_finalized();
             }
             if let Some(pmi) = &self.pmi {
                 let _ = pmi.lock().finalize();

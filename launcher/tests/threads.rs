@@ -32,8 +32,7 @@ fn run(body: &str, np: usize, transport: &str) {
         ("COURIER_TRANSPORT", transport),
         ("COURIER_THREADS_SCALE", scale.as_str()),
     ];
-    run_body_env(body, np, &env, 120 * scale.parse::<u32>().unwrap_or(1))
-        .assert_ranks_passed(np);
+    run_body_env(body, np, &env, 120 * scale.parse::<u32>().unwrap_or(1)).assert_ranks_passed(np);
 }
 
 /// A message's size: mostly small, some medium, a few large (up to 4 MiB

@@ -23,7 +23,7 @@ use super::algo::{allgather_bruck_tagged, TAG_CHECK};
 use crate::comm::CommShared;
 use crate::error::{Error, Mismatch, Result};
 use bytemuck::Pod;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which collective a signature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,15 +279,6 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// This thread's token for [`CommShared::coll_owner`] (never 0).
-fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    TOKEN.with(|t| *t)
-}
-
 impl CommShared {
     /// Enters a collective described by `sig` (built only when checking:
     /// hashing a type name costs what a small collective does). `local` validates this
@@ -306,7 +297,7 @@ impl CommShared {
         counts: Option<&[usize]>,
         local: impl FnOnce() -> Result<()>,
     ) -> Result<Entered<'_>> {
-        let me = thread_token();
+        let me = crate::progress::thread_token();
         if self.in_user_op.load(Ordering::Relaxed) && self.coll_owner.load(Ordering::Relaxed) == me
         {
             return Err(Error::InvalidState(format!(

@@ -22,13 +22,21 @@
 //! * A library call made from inside another on the same thread (a
 //!   destructor run by the library) is an error, as before threads: the
 //!   lock is not re-entrant, so it is refused rather than deadlocking.
+//! * A program that asked for less than `Threading::Multiple`
+//!   (`init_thread(Single | Funneled)`) gets an *owned* driver: only the
+//!   thread that initialized may call, checked by a thread token at every
+//!   call (another thread gets an error), and the calls take the state
+//!   without the lock: no locked instruction per call, as a
+//!   single-threaded MPI library.
 
 use super::Progress;
 use crate::engine::ReqId;
 use crate::error::{Error, Result};
 use parking_lot::{Mutex, MutexGuard};
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long a parked thread sleeps before it looks again by itself (a
@@ -38,12 +46,34 @@ const PARK_MAX: Duration = Duration::from_millis(20);
 thread_local! {
     /// This thread is inside a library call that holds (or waits with) the driver.
     static INSIDE: Cell<bool> = const { Cell::new(false) };
+    /// This thread's token (see [`thread_token`]); 0 until first asked.
+    static TOKEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number that names the calling thread for as long as the process
+/// lives (never 0, never reused).
+#[inline]
+pub(crate) fn thread_token() -> u64 {
+    TOKEN.with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return v;
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let v = NEXT.fetch_add(1, Ordering::Relaxed);
+        t.set(v);
+        v
+    })
 }
 
 /// A rank's progress state, shared by its threads.
 #[derive(Debug)]
 pub(crate) struct Driver {
     state: Mutex<Progress>,
+    /// `Some(token)`: an owned driver (see the module's documentation):
+    /// only that thread calls, and never through the lock. Fixed at
+    /// creation.
+    owner: Option<u64>,
 }
 
 /// What a parked thread waits for.
@@ -80,10 +110,18 @@ pub(super) struct Turns {
 }
 
 impl Driver {
-    pub(crate) fn new(progress: Progress) -> Self {
+    /// A driver shared by any threads (`owner: None`), or owned by the
+    /// thread of token `owner`.
+    pub(crate) fn new(progress: Progress, owner: Option<u64>) -> Self {
         Driver {
             state: Mutex::new(progress),
+            owner,
         }
+    }
+
+    /// Whether only one thread may call (an owned driver).
+    pub(crate) fn is_owned(&self) -> bool {
+        self.owner.is_some()
     }
 
     /// Takes the driver for one call: an error after finalize, or when the
@@ -104,14 +142,18 @@ impl Driver {
     }
 
     /// Takes the driver from a `Drop` (which cannot fail). Destructors do
-    /// not run inside library calls, so this succeeds; if that invariant
-    /// were ever broken, a loan could outlive its buffer, so the process
-    /// aborts instead.
+    /// not run inside library calls, so this succeeds, unless an owned
+    /// driver's request is dropped on another thread (the program broke
+    /// the level it asked for); then a loan could outlive its buffer, so
+    /// the process aborts instead.
     pub(crate) fn lock_for_drop(&self) -> Held<'_> {
         match self.enter() {
             Ok(h) => h,
-            Err(_) => {
-                eprintln!("courier: a request was dropped inside a Courier call; aborting");
+            Err(e) => {
+                // Inside another call, or on a thread an owned driver
+                // refuses: the request cannot be finished, and its buffer
+                // must not be freed under it.
+                eprintln!("courier: an unfinished request was dropped where it cannot be waited for ({e}); aborting");
                 std::process::abort()
             }
         }
@@ -122,10 +164,37 @@ impl Driver {
         if INSIDE.with(Cell::get) {
             return Err(reentrant_error());
         }
-        let g = self.state.lock();
+        let g = match self.owner {
+            None => Access::Locked(self.state.lock()),
+            Some(owner) if owner == thread_token() => {
+                // SAFETY: an owned driver's lock is never taken (`owner`
+                // is fixed at creation, so every entry comes here), and
+                // only the owner thread reaches this line; `INSIDE` (set
+                // below until this `Held` drops) keeps that thread from
+                // making a second reference while this one lives, and a
+                // `Held` never leaves its thread (it is not `Send`). So
+                // this is the only reference to the state.
+                Access::Owned(unsafe { &mut *self.state.data_ptr() })
+            }
+            Some(_) => return Err(foreign_thread_error()),
+        };
         INSIDE.with(|c| c.set(true));
-        Ok(Held { g })
+        Ok(Held {
+            g,
+            _not_send: PhantomData,
+        })
     }
+}
+
+#[cold]
+#[inline(never)]
+fn foreign_thread_error() -> Error {
+    Error::InvalidState(
+        "this universe was initialized for one thread (init_thread with Threading::Single \
+         or Funneled): only the thread that initialized it may call Courier; use \
+         Threading::Multiple (the default of courier::init) to call from any thread"
+            .into(),
+    )
 }
 
 #[cold]
@@ -134,9 +203,20 @@ fn reentrant_error() -> Error {
     Error::InvalidState("a Courier call was made from inside another Courier call".into())
 }
 
+/// How a call holds the state.
+enum Access<'a> {
+    /// Through the lock (a shared driver).
+    Locked(MutexGuard<'a, Progress>),
+    /// Directly, on the owner thread of an owned driver.
+    Owned(&'a mut Progress),
+}
+
 /// The driver, held by this thread for one call.
 pub(crate) struct Held<'a> {
-    g: MutexGuard<'a, Progress>,
+    g: Access<'a>,
+    /// Stays on the thread that took it (an owned driver's access is
+    /// sound only there).
+    _not_send: PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for Held<'_> {
@@ -149,25 +229,31 @@ impl Deref for Held<'_> {
     type Target = Progress;
     #[inline]
     fn deref(&self) -> &Progress {
-        &self.g
+        match &self.g {
+            Access::Locked(g) => g,
+            Access::Owned(p) => p,
+        }
     }
 }
 
 impl DerefMut for Held<'_> {
     #[inline]
     fn deref_mut(&mut self) -> &mut Progress {
-        &mut self.g
+        match &mut self.g {
+            Access::Locked(g) => g,
+            Access::Owned(p) => p,
+        }
     }
 }
 
 impl Drop for Held<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.g.turns.sleeping {
+        if self.turns.sleeping {
             // What this call queued is pushed now, not after the sleep.
-            self.g.wake_sleeper();
+            self.wake_sleeper();
         }
-        if !self.g.turns.parked.is_empty() {
+        if !self.turns.parked.is_empty() {
             // This call may have completed a parked thread's request (a
             // receive posted here can take a queued message; a test
             // makes progress): its wait is over now, not at the
@@ -183,48 +269,59 @@ impl Held<'_> {
     /// fair hand-over; nearly free when nobody is queued).
     #[inline]
     pub(super) fn relax(&mut self) {
-        MutexGuard::bump(&mut self.g);
+        if let Access::Locked(g) = &mut self.g {
+            MutexGuard::bump(g);
+        }
+    }
+
+    /// Runs `f` with the lock released (on an owned driver, just runs it:
+    /// no other thread is in the library).
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        match &mut self.g {
+            Access::Locked(g) => MutexGuard::unlocked(g, f),
+            Access::Owned(_) => f(),
+        }
     }
 
     /// Yields the core with the lock released (a thread of this rank that
     /// the scheduler runs instead may need it).
     pub(super) fn yield_unlocked(&mut self) {
-        MutexGuard::unlocked(&mut self.g, std::thread::yield_now);
+        self.unlocked(std::thread::yield_now);
     }
 
     /// Runs `f` (a sleep) with the lock released, marked as the sleeping
     /// turn-holder so that other threads' calls wake it.
     pub(super) fn sleep_unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        self.g.turns.sleeping = true;
-        let r = MutexGuard::unlocked(&mut self.g, f);
-        self.g.turns.sleeping = false;
+        self.turns.sleeping = true;
+        let r = self.unlocked(f);
+        self.turns.sleeping = false;
         r
     }
 
     /// Parks until the turn-holder finds the wait for `key` over, or
     /// leaves the turn (or a while passed: the caller looks again).
     pub(super) fn park(&mut self, key: WaitKey) {
-        if self.g.turns.sleeping {
+        if self.turns.sleeping {
             // Its sleep may be long: it will look for what we wait for now.
-            self.g.wake_sleeper();
+            self.wake_sleeper();
         }
         let me = std::thread::current();
         let id = me.id();
-        self.g.turns.parked.push(Parked {
+        self.turns.parked.push(Parked {
             key,
             thread: me,
             woken: false,
         });
         // An unpark that comes before the park is kept: no wake-up is lost.
-        MutexGuard::unlocked(&mut self.g, || std::thread::park_timeout(PARK_MAX));
-        self.g.turns.parked.retain(|w| w.thread.id() != id);
+        self.unlocked(|| std::thread::park_timeout(PARK_MAX));
+        self.turns.parked.retain(|w| w.thread.id() != id);
     }
 
     /// Wakes the parked threads whose wait is over (after a round that
     /// made progress); returns whether it woke any.
     #[inline]
     pub(super) fn wake_finished(&mut self) -> bool {
-        if self.g.turns.parked.is_empty() {
+        if self.turns.parked.is_empty() {
             return false;
         }
         self.wake_finished_slow()
@@ -232,7 +329,7 @@ impl Held<'_> {
 
     #[cold]
     fn wake_finished_slow(&mut self) -> bool {
-        let p = &mut *self.g;
+        let p: &mut Progress = self;
         let mut woke = false;
         for w in p.turns.parked.iter_mut().filter(|w| !w.woken) {
             let over = match w.key {
@@ -252,11 +349,11 @@ impl Held<'_> {
     /// Leaving the turn: wakes one parked thread (not woken yet) to take it.
     #[inline]
     pub(super) fn pass_turn(&mut self) {
-        if self.g.turns.parked.is_empty() {
+        if self.turns.parked.is_empty() {
             return;
         }
         self.wake_finished_slow();
-        if let Some(w) = self.g.turns.parked.iter_mut().find(|w| !w.woken) {
+        if let Some(w) = self.turns.parked.iter_mut().find(|w| !w.woken) {
             w.woken = true;
             w.thread.unpark();
         }

@@ -12,6 +12,7 @@
 //! requests, probing, finalizing. Callers never reach the engine or the
 //! loan table directly.
 
+#[allow(unsafe_code)]
 mod driver;
 mod inbound;
 mod links;
@@ -21,7 +22,7 @@ mod outbound;
 mod service;
 mod wait;
 
-pub(crate) use driver::{Driver, Held};
+pub(crate) use driver::{thread_token, Driver, Held};
 pub use links::LinkKind;
 pub(crate) use wait::WaitPolicy;
 
