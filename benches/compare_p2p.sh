@@ -3,10 +3,11 @@
 #   TRANSPORT=shm (default): Courier (shared memory) vs Open MPI and MPICH, each
 #                            with its default single-host path;
 #   TRANSPORT=tcp:           Courier over TCP vs Open MPI's TCP BTL.
-# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] [THREADS=2] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr|latency_mt ...]
+# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] [THREADS=2] [MR_THREADS=1] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr|latency_mt ...]
 # (NP: ranks of mbw_mr, NP/2 pairs; the table compares its messages per second.
-#  THREADS: threads per rank of latency_mt, run unbound (--bind-to none) by
-#  every system, the peers at MPI_THREAD_MULTIPLE.)
+#  THREADS: threads per rank of latency_mt; MR_THREADS: streaming threads per
+#  rank of mbw_mr. With more than one thread every system runs unbound
+#  (--bind-to none), the peers at MPI_THREAD_MULTIPLE.)
 # Every system runs ROUNDS times, interleaved; the table shows medians and the
 # ratio Courier/peer (latency: lower is better; bandwidth: higher is better),
 # taken per round (runs seconds apart) and then the median over rounds.
@@ -25,8 +26,6 @@ out=$(mktemp -d)
 cargo build --release -q
 mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c -lpthread
 mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c -lpthread
-THREADS=${THREADS:-2}
-export THREADS
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 case "$TRANSPORT" in
   shm) SYSTEMS=(courier ompi mpich) ;;
@@ -37,9 +36,13 @@ run() { # system kind
   local n=2 bind="--bind-to core" mbind=core
   [ "$2" = mbw_mr ] && n=$NP
   [ "$n" -gt 2 ] && bind="--oversubscribe --bind-to none" mbind=none # more ranks than cores
-  [ "$2" = latency_mt ] && bind="--bind-to none -x THREADS" mbind=none # threads spread over the cores
+  local t=1
+  [ "$2" = latency_mt ] && t=${THREADS:-2}
+  [ "$2" = mbw_mr ] && t=${MR_THREADS:-1}
+  export THREADS=$t # read by the peers
+  [ "$t" -gt 1 ] && bind="--oversubscribe --bind-to none -x THREADS" mbind=none # threads spread over the cores
   case "$1" in
-    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" --threads "$THREADS" ;;
+    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" --threads "$t" ;;
     ompi)
       if [ "$TRANSPORT" = tcp ]; then
         mpirun.openmpi -n "$n" --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"

@@ -88,9 +88,10 @@ pub(crate) struct BenchArgs {
     /// Transport between the ranks (default: auto, i.e. shared memory on one host).
     #[arg(long, value_enum, value_name = "KIND")]
     transport: Option<crate::run::TransportArg>,
-    /// Threads per rank (latency_mt).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// Threads per rank: latency_mt (default 2), mbw_mr (default 1; each
+    /// thread of a sender streams to the same thread of its receiver).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 /// The transport named in table titles.
@@ -143,7 +144,7 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         timeout: None,
         // Threads of a rank spread over the cores (as `--bind-to none`):
         // bound to one core each, latency_mt's threads would share it.
-        bind: if args.kind == Some(Kind::LatencyMt) {
+        bind: if args.kind == Some(Kind::LatencyMt) || args.threads.is_some_and(|t| t > 1) {
             crate::run::Binding::None
         } else {
             crate::run::Binding::Auto
@@ -304,7 +305,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
     // One thread communicates, as in OSU's benchmarks (MPI_Init: the peers
     // run single-threaded, without locks); latency_mt's threads need
     // Multiple.
-    let level = if args.kind == Some(Kind::LatencyMt) {
+    let level = if args.kind == Some(Kind::LatencyMt) || args.threads.is_some_and(|t| t > 1) {
         courier::Threading::Multiple
     } else {
         courier::Threading::Funneled
@@ -422,7 +423,7 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
 fn latency_mt(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     let e = |e: Error| e.to_string();
     let me = w.rank();
-    let threads = usize::from(args.threads);
+    let threads = usize::from(args.threads.unwrap_or(2));
     if me == 0 {
         println!(
             "# Courier Multi-threaded Latency Test ({})",
@@ -556,6 +557,7 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     let e = |e: Error| e.to_string();
     let (p, me) = (w.size(), w.rank());
     let pairs = p / 2;
+    let threads = usize::from(args.threads.unwrap_or(1));
     let sender = me < pairs;
     let peer = if sender { me + pairs } else { me - pairs };
     if me == 0 {
@@ -563,47 +565,80 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             "# Courier Multiple Bandwidth / Message Rate Test ({})",
             transport_name()
         );
-        println!("# [ pairs: {pairs} ] [ window size: {WINDOW} ]");
+        if threads > 1 {
+            println!(
+                "# [ pairs: {pairs} ] [ threads per rank: {threads} ] [ window size: {WINDOW} ]"
+            );
+        } else {
+            println!("# [ pairs: {pairs} ] [ window size: {WINDOW} ]");
+        }
         println!("# Size                  MB/s        Messages/s");
     }
     let max = args.max_size;
-    let mut sbuf = vec![0u8; max];
-    let mut rbufs = vec![0u8; max * WINDOW];
+    let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..threads)
+        .map(|_| (vec![0u8; max], vec![0u8; max * WINDOW]))
+        .collect();
     for size in sizes(args) {
         let (n, skip) = iters(args, size, (100, 10), (20, 2));
         w.barrier().map_err(e)?;
-        let secs = timed(n, skip, |i| {
-            if args.validate && sender {
-                fill(&mut sbuf[..size], size, i);
-            }
-            courier::scope(|s| -> Result<(), Error> {
-                let mut reqs = Vec::with_capacity(WINDOW);
-                if sender {
-                    for _ in 0..WINDOW {
-                        reqs.push(w.isend(s, &sbuf[..size], peer, TAG)?);
+        // Thread t streams on tags TAG + 2t (data) and TAG + 2t + 1 (acks).
+        let stream = |t: usize, (sbuf, rbufs): &mut (Vec<u8>, Vec<u8>)| {
+            let (tag, ack_tag) = (TAG + 10 + 2 * t as u32, TAG + 11 + 2 * t as u32);
+            timed(n, skip, |i| {
+                if args.validate && sender {
+                    fill(&mut sbuf[..size], size, i + t);
+                }
+                courier::scope(|s| -> Result<(), Error> {
+                    let mut reqs = Vec::with_capacity(WINDOW);
+                    if sender {
+                        for _ in 0..WINDOW {
+                            reqs.push(w.isend(s, &sbuf[..size], peer, tag)?);
+                        }
+                    } else {
+                        for chunk in rbufs.chunks_mut(size.max(1)).take(WINDOW) {
+                            reqs.push(w.irecv(s, &mut chunk[..size], peer, tag)?);
+                        }
                     }
+                    courier::wait_all(reqs)?;
+                    Ok(())
+                })
+                .map_err(e)?;
+                let mut ack = [0u8; 4];
+                if sender {
+                    w.recv(&mut ack, peer, ack_tag).map_err(e)?;
                 } else {
-                    for chunk in rbufs.chunks_mut(size.max(1)).take(WINDOW) {
-                        reqs.push(w.irecv(s, &mut chunk[..size], peer, TAG)?);
+                    w.send(&ack, peer, ack_tag).map_err(e)?;
+                    if args.validate {
+                        for chunk in rbufs.chunks(size.max(1)).take(WINDOW) {
+                            check(&chunk[..size], size, i + t)?;
+                        }
                     }
                 }
-                courier::wait_all(reqs)?;
                 Ok(())
             })
-            .map_err(e)?;
-            let mut ack = [0u8; 4];
-            if sender {
-                w.recv(&mut ack, peer, ACK_TAG).map_err(e)?;
-            } else {
-                w.send(&ack, peer, ACK_TAG).map_err(e)?;
-                if args.validate {
-                    for chunk in rbufs.chunks(size.max(1)).take(WINDOW) {
-                        check(&chunk[..size], size, i)?;
-                    }
-                }
+        };
+        let secs = if threads == 1 {
+            stream(0, &mut bufs[0])?
+        } else {
+            // The threads stream at once; the slowest one's time is the rank's.
+            let times: Vec<Result<f64, String>> = std::thread::scope(|ts| {
+                let stream = &stream;
+                let handles: Vec<_> = bufs
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(t, b)| ts.spawn(move || stream(t, b)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+                    .collect()
+            });
+            let mut slowest = 0f64;
+            for t in times {
+                slowest = slowest.max(t?);
             }
-            Ok(())
-        })?;
+            slowest
+        };
         // The pairs ran at once: the slowest sender's time is the job's.
         let mut slowest = [0f64];
         w.all_reduce(
@@ -613,7 +648,7 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
         )
         .map_err(e)?;
         if me == 0 {
-            let rate = (pairs * n * WINDOW) as f64 / slowest[0];
+            let rate = (pairs * threads * n * WINDOW) as f64 / slowest[0];
             let mbps = rate * size as f64 / 1e6;
             println!("{size:<10}{mbps:>18.2}{rate:>18.2}");
         }

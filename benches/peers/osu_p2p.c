@@ -6,6 +6,10 @@
  *   bibw:    both sides post 64 Irecv + 64 Isend per window.
  *   mbw_mr:  n/2 pairs (rank i sends to i + n/2) run the bw pattern at
  *            once; aggregate MB/s and messages/s from the slowest sender.
+ *            With THREADS > 1 (environment), under MPI_THREAD_MULTIPLE, each
+ *            rank runs THREADS such streams at once, thread t with thread
+ *            t of its peer (tags 10 + 2t, 11 + 2t); the slowest thread's
+ *            time is the rank's.
  *   latency_mt: THREADS (default 2) threads on each of ranks 0 and 1 run
  *            the latency ping-pong at once, thread t with thread t (tag
  *            10 + t), under MPI_THREAD_MULTIPLE; the average over threads
@@ -51,6 +55,68 @@ static void *mt_thread(void *p) {
     return NULL;
 }
 
+struct mr_arg {
+    int snd, peer, t;
+    long sz;
+    double secs;
+};
+
+static void *mr_thread(void *p) {
+    struct mr_arg *a = p;
+    long sz = a->sz;
+    char *s = malloc(sz + 1), *r = malloc((size_t)(sz + 1) * WINDOW);
+    memset(s, 'a', sz + 1);
+    MPI_Request req[WINDOW];
+    int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10;
+    double tm = 0;
+    for (int i = 0; i < n + skip; i++) {
+        if (i == skip) tm = MPI_Wtime();
+        for (int w = 0; w < WINDOW; w++) {
+            if (a->snd) MPI_Isend(s, sz, MPI_CHAR, a->peer, 10 + 2 * a->t, MPI_COMM_WORLD, &req[w]);
+            else MPI_Irecv(r + (size_t)w * sz, sz, MPI_CHAR, a->peer, 10 + 2 * a->t, MPI_COMM_WORLD, &req[w]);
+        }
+        MPI_Waitall(WINDOW, req, MPI_STATUSES_IGNORE);
+        int ack = 0;
+        if (a->snd) MPI_Recv(&ack, 4, MPI_CHAR, a->peer, 11 + 2 * a->t, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        else MPI_Send(&ack, 4, MPI_CHAR, a->peer, 11 + 2 * a->t, MPI_COMM_WORLD);
+    }
+    a->secs = MPI_Wtime() - tm;
+    free(s);
+    free(r);
+    return NULL;
+}
+
+static int mbw_mr_mt(int rank, int size, int threads, long min, long max) {
+    int pairs = size / 2, snd = rank < pairs;
+    int peer = snd ? rank + pairs : rank - pairs;
+    if (rank == 0) {
+        printf("# [ threads per rank: %d ]\n# Size                  MB/s        Messages/s\n", threads);
+        fflush(stdout);
+    }
+    for (long sz = min; sz <= max; sz *= 2) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        pthread_t th[64];
+        struct mr_arg a[64];
+        for (int t = 0; t < threads; t++) {
+            a[t] = (struct mr_arg){snd, peer, t, sz, 0};
+            pthread_create(&th[t], NULL, mr_thread, &a[t]);
+        }
+        double secs = 0, slowest;
+        for (int t = 0; t < threads; t++) {
+            pthread_join(th[t], NULL);
+            if (a[t].secs > secs) secs = a[t].secs;
+        }
+        if (!snd) secs = 0;
+        MPI_Allreduce(&secs, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        int n = sz > LARGE ? 20 : 100;
+        double rate = (double)pairs * threads * n * WINDOW / slowest;
+        if (rank == 0) printf("%-10ld%18.2f%18.2f\n", sz, rate * sz / 1e6, rate);
+        fflush(stdout);
+    }
+    MPI_Finalize();
+    return 0;
+}
+
 static int latency_mt(int rank, long min, long max) {
     int threads = getenv("THREADS") ? atoi(getenv("THREADS")) : 2;
     if (threads < 1 || threads > 64) threads = 2;
@@ -81,6 +147,18 @@ static int latency_mt(int rank, long min, long max) {
 
 int main(int argc, char **argv) {
     const char *kind0 = argc > 1 ? argv[1] : "latency";
+    int threads0 = getenv("THREADS") ? atoi(getenv("THREADS")) : 1;
+    if (!strcmp(kind0, "mbw_mr") && threads0 > 1 && threads0 <= 64) {
+        int provided, rank, size;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        if (provided < MPI_THREAD_MULTIPLE || size % 2) {
+            if (rank == 0) fprintf(stderr, "mbw_mr with threads: needs MPI_THREAD_MULTIPLE and an even -n\n");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        return mbw_mr_mt(rank, size, threads0, argc > 2 ? atol(argv[2]) : 1, argc > 3 ? atol(argv[3]) : 4 << 20);
+    }
     if (!strcmp(kind0, "latency_mt")) {
         int provided;
         MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);

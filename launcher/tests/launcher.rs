@@ -471,6 +471,22 @@ fn every_benchmark_runs_validated() {
         assert_eq!(rows, expect, "{kind}: {stdout}");
         assert!(stdout.contains("validation: passed"), "{kind}: {stdout}");
     }
+    // Message rate with two streaming threads per rank (every byte checked).
+    let out = Command::new(courier())
+        .args(["bench", "mbw_mr", "-n", "2", "--threads", "2", "--validate"])
+        .args([
+            "--iterations",
+            "3",
+            "--min-size",
+            "4",
+            "--max-size",
+            "65536",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mbw_mr --threads 2: {stdout}");
+    assert!(stdout.contains("threads per rank: 2") && stdout.contains("validation: passed"));
     let odd = Command::new(courier())
         .args(["bench", "mbw_mr", "-n", "3"])
         .output()
