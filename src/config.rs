@@ -23,6 +23,7 @@
 //! | `COURIER_HIERARCHICAL` | 1 | 0 turns off the node-aware all-reduce (reduce in each node, all-reduce among node leaders, broadcast in each node) |
 //! | `COURIER_CHECK` | 0 | 1: every collective first checks that all ranks passed matching arguments; a mismatch is the same `Error::CollectiveMismatch` on every rank (costs one small all-gather per collective) |
 //! | `COURIER_PAR_COMBINE_MIN` | 1048576 | from this many bytes, the local combine of a reduction with a predefined operation (reduce, all-reduce) is split over rayon threads, when the rank has spare cores (its CPU mask and its share of the node's cores both hold two or more); 0 never splits |
+//! | `COURIER_PAR_COMBINE_THREADS` | the rank's spare cores | threads a split combine uses, overriding the count of the rank's own cores (1: never split) |
 //! | `COURIER_SPIN_US` | 500 (0 when oversubscribed) | microseconds to busy-poll before yielding |
 //! | `COURIER_YIELD_US` | 2000 (200 when oversubscribed) | microseconds to poll-and-yield before blocking |
 //! | `COURIER_IFACE` | first interface up | network interface whose address ranks listen on across hosts (also `courier run --iface`) |
@@ -159,6 +160,12 @@ pub(crate) fn par_combine_min() -> Option<usize> {
             n => Some(n),
         },
     )
+}
+
+/// `COURIER_PAR_COMBINE_THREADS`: threads a split combine uses, if set.
+pub(crate) fn par_combine_threads() -> Option<usize> {
+    static N: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *N.get_or_init(|| parse_env::<usize>("COURIER_PAR_COMBINE_THREADS").map(|n| n.max(1)))
 }
 
 /// A duration given in microseconds.

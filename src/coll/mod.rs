@@ -93,7 +93,8 @@ pub(super) fn with_scratch<T: Pod, R>(
 /// take cores from the other ranks).
 pub(super) fn combine_threads(c: &CommShared, bytes: usize) -> usize {
     match crate::config::par_combine_min() {
-        Some(min) if bytes >= min => c.progress.lock().map_or(1, |p| p.policy().own_cores),
+        Some(min) if bytes >= min => crate::config::par_combine_threads()
+            .unwrap_or_else(|| c.progress.lock().map_or(1, |p| p.policy().own_cores)),
         _ => 1,
     }
 }
