@@ -93,8 +93,14 @@ pub trait Reducible: bytemuck::Pod + Send + Sync {
 /// `acc[i] = acc[i] op x[i]`, split into `threads` parts run on rayon's
 /// pool when `threads` ≥ 2 (see `coll::combine_threads`). Element-wise, so
 /// the result has the same bits however it is split.
+///
+/// Not split on a thread of rayon's pool: the program already keeps the
+/// cores busy, and a worker waiting for the parts could run one of the
+/// program's own tasks meanwhile, inside this collective (a task that
+/// calls a collective on the same communicator would then nest in it).
+/// A thread outside the pool just waits for the parts.
 pub(crate) fn combine<T: Reducible>(op: Op, acc: &mut [T], x: &[T], threads: usize) -> Result<()> {
-    if threads < 2 || acc.len() < 2 {
+    if threads < 2 || acc.len() < 2 || rayon::current_thread_index().is_some() {
         return T::reduce_into(op, acc, x);
     }
     use rayon::prelude::*;

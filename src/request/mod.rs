@@ -216,16 +216,23 @@ impl<'s> Scope<'s, '_> {
     /// to wait for at the scope's end; returns the driver as the scope
     /// keeps it (the request borrows it from there: no reference count
     /// per request).
-    fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) -> Result<&'s Driver> {
+    fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) -> &'s Driver {
         let (d, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
-        if !Arc::ptr_eq(d, driver) {
-            // A process has one universe; its driver is the only one.
-            return Err(Error::InvalidState(
-                "a scope's requests must all belong to one universe".into(),
-            ));
-        }
         p.scope_push(*slot, id);
-        Ok(d)
+        d
+    }
+
+    /// Before posting on `driver`: the scope's requests all belong to one
+    /// driver (a process has one universe, so this always holds; checked
+    /// before anything is posted, so that a refusal leaves nothing in
+    /// flight that the scope would not wait for).
+    fn check_driver(&self, driver: &Arc<Driver>) -> Result<()> {
+        match self.reg.get() {
+            Some((d, _)) if !Arc::ptr_eq(d, driver) => Err(Error::InvalidState(
+                "a scope's requests must all belong to one universe".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -335,6 +342,7 @@ impl<'s> Request<'s> {
         bytes: &'s [u8],
         sync: bool,
     ) -> Result<Request<'s>> {
+        scope.check_driver(driver)?;
         let mut p = driver.lock()?;
         // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
         // abandons) this request before 's ends.
@@ -351,7 +359,7 @@ impl<'s> Request<'s> {
             }
             Posted::Req(id) => id,
         };
-        let driver = scope.record(&mut p, driver, id)?;
+        let driver = scope.record(&mut p, driver, id);
         Ok(Request::new(driver, names, id, Kind::Send))
     }
 
@@ -368,11 +376,12 @@ impl<'s> Request<'s> {
         bytes: &'s mut [u8],
         elem_size: usize,
     ) -> Result<Request<'s>> {
+        scope.check_driver(driver)?;
         let mut p = driver.lock()?;
         // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
         // (or abandons) this request before 's ends.
         let id = unsafe { p.post_recv(context, source, tag, bytes) };
-        let driver = scope.record(&mut p, driver, id)?;
+        let driver = scope.record(&mut p, driver, id);
         Ok(Request::new(driver, names, id, Kind::Recv { elem_size }))
     }
 
