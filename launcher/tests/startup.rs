@@ -138,3 +138,54 @@ fn body_all_pairs_at_once() {
     assert_eq!(links, expect, "{}", u.debug_report());
     meet(&w, &others, 9);
 }
+
+/// The kernel's count of connections dropped because a listen queue was
+/// full (`TcpExt: ListenOverflows` in /proc/net/netstat), if readable.
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let i = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        return values.split_whitespace().nth(i)?.parse().ok();
+    }
+    None
+}
+
+/// Every rank connects to the launcher at once at start-up: its listen
+/// queue must hold them all (a queue of 128 overflowed from about 256
+/// ranks, and each dropped connection cost its rank a second).
+#[test]
+fn a_512_rank_start_overflows_no_listen_queue() {
+    let Some(before) = listen_overflows() else {
+        eprintln!("skipped: no ListenOverflows counter in /proc/net/netstat");
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_string_lossy();
+    let j = common::launch(
+        &["-n", "512", "--oversubscribe", "--timeout", "300"],
+        &[
+            &exe,
+            "--exact",
+            "body_init_only",
+            "--include-ignored",
+            "--test-threads",
+            "1",
+        ],
+    );
+    j.assert_ranks_passed(512);
+    let after = listen_overflows().unwrap();
+    assert_eq!(after - before, 0, "listen queue overflows during the start");
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_init_only() {
+    let Some(u) = rank_init() else { return };
+    assert_eq!(u.world().size(), 512);
+}

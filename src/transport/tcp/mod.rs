@@ -133,6 +133,12 @@ impl TcpTransport {
         let mut local_addr = None;
         if let Some(ip) = bind {
             let mut l = TcpListener::bind(SocketAddr::new(ip, 0))?;
+            // Room for every peer connecting at once (mio listens with
+            // 128; the kernel caps this at net.core.somaxconn).
+            let backlog = i32::try_from(size.saturating_add(64))
+                .unwrap_or(i32::MAX)
+                .max(1024);
+            socket2::SockRef::from(&l).listen(backlog)?;
             poll.registry()
                 .register(&mut l, LISTENER, Interest::READABLE)?;
             local_addr = Some(l.local_addr()?);
