@@ -189,7 +189,8 @@ impl ShmTransport {
             inbound: self.inbound.len(),
             primed: false,
         });
-        self.inbound.push((peer, Consumer::new(ring)));
+        // Our segment is fresh and only we read our rings: each head is 0.
+        self.inbound.push((peer, Consumer::fresh(ring)));
         self.local_peers.push(peer);
         Ok(())
     }

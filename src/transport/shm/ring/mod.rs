@@ -318,7 +318,21 @@ pub(crate) struct Consumer {
 unsafe impl Send for Consumer {}
 
 impl Consumer {
+    /// Takes the consumer role on a ring nobody has read yet, in a segment
+    /// this rank created (zeroed): its head is 0, known without touching
+    /// the ring's memory (a rank adds one ring per local peer at start-up;
+    /// reading each head faulted in a page per peer).
+    pub(crate) fn fresh(ring: RingPtr) -> Self {
+        Consumer {
+            ring,
+            head: 0,
+            len: 0,
+            off: 0,
+        }
+    }
+
     /// Takes the consumer role, starting from the ring's published head.
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn new(ring: RingPtr) -> Self {
         let head = ring.head().load(Ordering::Acquire) & !(RECORD_ALIGN - 1);
         Consumer {
