@@ -201,7 +201,31 @@ where
 ///
 /// A scope may be shared between threads (`Sync`): requests made from any
 /// of them are waited for when the scope ends, e.g. requests started from
-/// rayon tasks inside `rayon::scope` inside `courier::scope`.
+/// rayon tasks inside `rayon::scope` inside `courier::scope`:
+///
+/// ```
+/// let universe = courier::init()?;
+/// let world = universe.world();
+/// let me = world.rank(); // a world of one sends to itself
+/// let out: Vec<u32> = (0..4000).collect();
+/// let mut inc = vec![0u32; 4000];
+/// courier::scope(|s| {
+///     rayon::scope(|rs| {
+///         for (b, (o, i)) in out.chunks(1000).zip(inc.chunks_mut(1000)).enumerate() {
+///             let world = &world;
+///             rs.spawn(move |_| {
+///                 // Each task exchanges its own block; the scope waits for
+///                 // whatever a task leaves unfinished.
+///                 let r = world.irecv(s, i, me, b as u32).unwrap();
+///                 world.isend(s, o, me, b as u32).unwrap().wait().unwrap();
+///                 r.wait().unwrap();
+///             });
+///         }
+///     });
+/// });
+/// assert_eq!(inc, out);
+/// # Ok::<(), courier::Error>(())
+/// ```
 pub struct Scope<'s, 'env: 's> {
     /// The driver of the requests made in this scope, and the slot of the
     /// scope's list of them inside it (see `Progress::open_scope`); set by
