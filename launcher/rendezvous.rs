@@ -61,13 +61,6 @@ pub(crate) struct Service {
     pub(crate) rejected: u64,
 }
 
-/// A listen queue with room for `size` connections arriving at once.
-pub(crate) fn listen_backlog(size: u32) -> i32 {
-    i32::try_from(size.saturating_add(64))
-        .unwrap_or(i32::MAX)
-        .max(1024)
-}
-
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -82,11 +75,8 @@ impl Service {
         size: u32,
     ) -> io::Result<Self> {
         let mut listener = TcpListener::bind(bind)?;
-        // Every rank (or proxy) connects at once at start-up: a queue of
-        // mio's 128 overflowed from about 256 ranks, and the kernel retries
-        // a dropped connection only after a second. Room for the whole job
-        // (the kernel caps it at net.core.somaxconn).
-        socket2::SockRef::from(&listener).listen(listen_backlog(size))?;
+        // Every rank (or proxy) connects at once at start-up.
+        courier::bootstrap::listen_for_job(&listener, size)?;
         registry.register(&mut listener, Token(base), Interest::READABLE)?;
         Ok(Service {
             listener,

@@ -25,6 +25,10 @@ pub mod auth {
 pub(crate) mod pmi;
 pub mod protocol;
 
+/// Listen queues sized to a job (the launcher's rendezvous service uses it
+/// too).
+pub use crate::transport::tcp::listen_for_job;
+
 use crate::transport::shm::ShmAddr;
 use auth::{Connector, JobKey, CHALLENGE_LEN, SERVICE, VERDICT_LEN};
 use protocol::{Deframer, Reply, Request, MAX_REPLY};

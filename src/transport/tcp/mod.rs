@@ -113,6 +113,18 @@ fn tune(stream: &TcpStream, options: &TcpOptions) {
     }
 }
 
+/// Gives `listener` a queue with room for `size` connections arriving at
+/// once (at least 1024; the kernel caps it at `net.core.somaxconn`). mio
+/// listens with 128: a job's ranks connecting together (to the launcher at
+/// start-up, or to one peer) overflowed it from about 256 ranks, and the
+/// kernel retries a dropped connection only after a second.
+pub fn listen_for_job(listener: &impl std::os::fd::AsFd, size: u32) -> io::Result<()> {
+    let backlog = i32::try_from(size.saturating_add(64))
+        .unwrap_or(i32::MAX)
+        .max(1024);
+    socket2::SockRef::from(listener).listen(backlog)
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -133,12 +145,7 @@ impl TcpTransport {
         let mut local_addr = None;
         if let Some(ip) = bind {
             let mut l = TcpListener::bind(SocketAddr::new(ip, 0))?;
-            // Room for every peer connecting at once (mio listens with
-            // 128; the kernel caps this at net.core.somaxconn).
-            let backlog = i32::try_from(size.saturating_add(64))
-                .unwrap_or(i32::MAX)
-                .max(1024);
-            socket2::SockRef::from(&l).listen(backlog)?;
+            listen_for_job(&l, size)?;
             poll.registry()
                 .register(&mut l, LISTENER, Interest::READABLE)?;
             local_addr = Some(l.local_addr()?);
