@@ -169,6 +169,31 @@ impl Drop for CommShared {
 }
 
 impl CommShared {
+    /// A communicator with context id `id`, where this rank is `rank` of `group`.
+    fn communicator(
+        progress: Arc<Driver>,
+        contexts: Arc<Mutex<ContextIds>>,
+        id: usize,
+        rank: usize,
+        group: Arc<Group>,
+    ) -> Communicator {
+        Communicator {
+            shared: Arc::new(CommShared {
+                progress,
+                scratch: Mutex::new(Vec::new()),
+                hier: Mutex::new(None),
+                coll_owner: AtomicU64::new(0),
+                coll_depth: AtomicU32::new(0),
+                in_user_op: AtomicBool::new(false),
+                node: Mutex::new(Default::default()),
+                contexts,
+                id,
+                rank,
+                group,
+            }),
+        }
+    }
+
     pub(crate) fn p2p_context(&self) -> u32 {
         2 * self.id as u32
     }
@@ -308,21 +333,8 @@ impl Communicator {
     }
 
     fn derived(&self, id: usize, rank: usize, group: Arc<Group>) -> Communicator {
-        Communicator {
-            shared: Arc::new(CommShared {
-                progress: self.shared.progress.clone(),
-                scratch: Mutex::new(Vec::new()),
-                hier: Mutex::new(None),
-                coll_owner: AtomicU64::new(0),
-                coll_depth: AtomicU32::new(0),
-                in_user_op: AtomicBool::new(false),
-                node: Mutex::new(Default::default()),
-                contexts: self.shared.contexts.clone(),
-                id,
-                rank,
-                group,
-            }),
-        }
+        let s = &self.shared;
+        CommShared::communicator(s.progress.clone(), s.contexts.clone(), id, rank, group)
     }
 
     /// The lowest context id free on every rank of this communicator,
@@ -385,21 +397,8 @@ pub struct Communicator {
 
 impl Communicator {
     pub(crate) fn world(progress: Arc<Driver>, rank: usize, size: usize) -> Self {
-        Communicator {
-            shared: Arc::new(CommShared {
-                progress,
-                scratch: Mutex::new(Vec::new()),
-                hier: Mutex::new(None),
-                coll_owner: AtomicU64::new(0),
-                coll_depth: AtomicU32::new(0),
-                in_user_op: AtomicBool::new(false),
-                node: Mutex::new(Default::default()),
-                contexts: Arc::new(Mutex::new(ContextIds::new())),
-                id: 0,
-                rank,
-                group: Arc::new(Group::Identity(size)),
-            }),
-        }
+        let contexts = Arc::new(Mutex::new(ContextIds::new()));
+        CommShared::communicator(progress, contexts, 0, rank, Arc::new(Group::Identity(size)))
     }
 
     /// This process's rank in the communicator.
