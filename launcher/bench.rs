@@ -416,6 +416,27 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     sync(w).map_err(e)
 }
 
+/// Runs `f(t, &mut items[t])` on one thread per item, all at once, and
+/// returns their results in order (the first error, or a panicking
+/// thread, is the error).
+fn on_threads<B: Send>(
+    items: &mut [B],
+    f: impl Fn(usize, &mut B) -> Result<f64, String> + Sync,
+) -> Result<Vec<f64>, String> {
+    std::thread::scope(|ts| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .iter_mut()
+            .enumerate()
+            .map(|(t, b)| ts.spawn(move || f(t, b)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+            .collect()
+    })
+}
+
 /// osu_latency_mt: `args.threads` threads per rank, thread t of rank 0
 /// ping-pongs with thread t of rank 1 (tag TAG + 1 + t), all at once; each
 /// thread times its own round trips, rank 0 prints the mean one-way
@@ -439,42 +460,30 @@ fn latency_mt(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             continue;
         }
         let peer = 1 - me;
-        let per_thread: Vec<Result<f64, String>> = std::thread::scope(|ts| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let tag = TAG + 1 + t as u32;
-                    ts.spawn(move || {
-                        let mut sbuf = vec![0u8; size];
-                        let mut rbuf = vec![0u8; size];
-                        let secs = timed(n, skip, |i| {
-                            if args.validate {
-                                fill(&mut sbuf, size, i + t);
-                            }
-                            if me == 0 {
-                                w.send(&sbuf, peer, tag).map_err(e)?;
-                                w.recv(&mut rbuf, peer, tag).map_err(e)?;
-                            } else {
-                                w.recv(&mut rbuf, peer, tag).map_err(e)?;
-                                w.send(&sbuf, peer, tag).map_err(e)?;
-                            }
-                            if args.validate {
-                                check(&rbuf, size, i + t)?;
-                            }
-                            Ok(())
-                        })?;
-                        Ok(secs * 1e6 / (2.0 * n as f64))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
-                .collect()
-        });
-        let mut sum = 0.0;
-        for us in per_thread {
-            sum += us?;
-        }
+        let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..threads)
+            .map(|_| (vec![0u8; size], vec![0u8; size]))
+            .collect();
+        let per_thread = on_threads(&mut bufs, |t, (sbuf, rbuf)| {
+            let tag = TAG + 1 + t as u32;
+            let secs = timed(n, skip, |i| {
+                if args.validate {
+                    fill(sbuf, size, i + t);
+                }
+                if me == 0 {
+                    w.send(sbuf, peer, tag).map_err(e)?;
+                    w.recv(rbuf, peer, tag).map_err(e)?;
+                } else {
+                    w.recv(rbuf, peer, tag).map_err(e)?;
+                    w.send(sbuf, peer, tag).map_err(e)?;
+                }
+                if args.validate {
+                    check(rbuf, size, i + t)?;
+                }
+                Ok(())
+            })?;
+            Ok(secs * 1e6 / (2.0 * n as f64))
+        })?;
+        let sum: f64 = per_thread.iter().sum();
         if me == 0 {
             println!("{size:<10}{:>18.2}", sum / threads as f64);
         }
@@ -621,23 +630,9 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             stream(0, &mut bufs[0])?
         } else {
             // The threads stream at once; the slowest one's time is the rank's.
-            let times: Vec<Result<f64, String>> = std::thread::scope(|ts| {
-                let stream = &stream;
-                let handles: Vec<_> = bufs
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(t, b)| ts.spawn(move || stream(t, b)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
-                    .collect()
-            });
-            let mut slowest = 0f64;
-            for t in times {
-                slowest = slowest.max(t?);
-            }
-            slowest
+            on_threads(&mut bufs, stream)?
+                .into_iter()
+                .fold(0f64, f64::max)
         };
         // The pairs ran at once: the slowest sender's time is the job's.
         let mut slowest = [0f64];
