@@ -295,11 +295,16 @@ impl Held<'_> {
         let mut idle_since: Option<Instant> = None;
         let mut now_idle = Duration::ZERO;
         let mut rounds = 0u32;
+        // Counted apart from `rounds`, which restarts at every busy round:
+        // a stream of traffic must not keep other threads off the lock.
+        let mut since_relax = 0u32;
         let mut yielding = false;
         let clock_every = if self.policy.oversubscribed { 16 } else { 64 };
         loop {
             rounds = rounds.wrapping_add(1);
-            if rounds % RELAX_ROUNDS == 0 {
+            since_relax += 1;
+            if since_relax == RELAX_ROUNDS {
+                since_relax = 0;
                 self.relax();
             }
             if yielding || rounds % clock_every == 0 {
