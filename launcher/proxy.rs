@@ -22,7 +22,9 @@
 //! once and must stay responsive with thousands of them: an event loop.
 
 use crate::sys;
-use courier::bootstrap::{ENV_BIND, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_RANK, ENV_SERVICE};
+use courier::bootstrap::{
+    ENV_BIND, ENV_CARD_STORE, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_RANK, ENV_SERVICE,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -150,6 +152,7 @@ fn spawn_ranks(plan: &Plan, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> Opt
             .env(ENV_RANK, rank.to_string())
             .env(ENV_LOCAL_RANK, local.to_string())
             .env(ENV_LOCAL_SIZE, local_size.to_string())
+            .env_remove(ENV_CARD_STORE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -157,7 +160,7 @@ fn spawn_ranks(plan: &Plan, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> Opt
         if let Some(ip) = bind {
             cmd.env(ENV_BIND, ip.to_string());
         }
-        sys::prepare_child(&mut cmd, None);
+        sys::prepare_child(&mut cmd, None, None);
         match cmd.spawn() {
             Ok(mut child) => {
                 if let Some(p) = child.stdout.take() {

@@ -1,10 +1,13 @@
 //! The job's rendezvous service: key/value PUT, GET and a FENCE answered for
 //! all ranks at once (cf. Hydra's `pmiserv_kvs.c`). Speaks
 //! `courier::bootstrap::protocol` after the `auth` handshake; a connection
-//! that fails the handshake or sends garbage is logged and closed.
+//! that fails the handshake or sends garbage is logged and closed. Ranks
+//! started on this host hold its card store: their fence is answered by
+//! filling the store once (`courier::bootstrap::store`).
 
 use courier::bootstrap::auth::{self, Acceptor, JobKey, AUTH_LEN, HELLO_LEN, SERVICE};
 use courier::bootstrap::protocol::{Deframer, Reply, Request, MAX_REQUEST};
+use courier::bootstrap::store::{self, CardStore};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, HashSet};
@@ -51,7 +54,10 @@ pub(crate) struct Service {
     next: usize,
     kv: Vec<(String, Vec<u8>)>,
     index: HashMap<String, usize>,
-    fenced: Vec<usize>,
+    /// Connections waiting in the fence, and whether they read the store.
+    fenced: Vec<(usize, bool)>,
+    /// This host's card store, which the ranks started here inherit.
+    store: Option<CardStore>,
     rank_conn: HashMap<u32, usize>,
     /// Ranks that completed the handshake (initialized) at some point.
     joined: HashSet<u32>,
@@ -73,6 +79,7 @@ impl Service {
         base: usize,
         key: JobKey,
         size: u32,
+        store: Option<CardStore>,
     ) -> io::Result<Self> {
         let mut listener = TcpListener::bind(bind)?;
         // Every rank (or proxy) connects at once at start-up.
@@ -88,11 +95,17 @@ impl Service {
             kv: Vec::new(),
             index: HashMap::new(),
             fenced: Vec::new(),
+            store,
             rank_conn: HashMap::new(),
             joined: HashSet::new(),
             finalized: HashSet::new(),
             rejected: 0,
         })
+    }
+
+    /// The descriptor of the card store the ranks of this host inherit.
+    pub(crate) fn store_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.store.as_ref().map(CardStore::fd)
     }
 
     /// The address ranks connect to.
@@ -229,7 +242,7 @@ impl Service {
                     self.rank_conn.remove(&rank);
                 }
             }
-            self.fenced.retain(|&f| f != id);
+            self.fenced.retain(|&(f, _)| f != id);
         }
     }
 
@@ -321,7 +334,8 @@ impl Service {
             let Some(body) = c.deframer.next_message().map_err(|e| e.to_string())? else {
                 return Ok(());
             };
-            match Request::decode(&body).map_err(|e| e.to_string())? {
+            let req = Request::decode(&body).map_err(|e| e.to_string())?;
+            match req {
                 Request::Put { key, value } => match self.index.get(&key) {
                     Some(&i) => self.kv[i].1 = value,
                     None => {
@@ -335,21 +349,13 @@ impl Service {
                         .extend_from_slice(&Reply::GetResult { value }.encode());
                     flush(c).map_err(|e| e.to_string())?;
                 }
-                Request::Fence => {
-                    if !self.fenced.contains(&id) {
-                        self.fenced.push(id);
+                Request::Fence | Request::FenceStore => {
+                    let by_store = matches!(req, Request::FenceStore);
+                    if !self.fenced.iter().any(|&(f, _)| f == id) {
+                        self.fenced.push((id, by_store));
                     }
                     if self.fenced.len() == self.size as usize {
-                        let reply = Reply::FenceDone {
-                            entries: self.kv.clone(),
-                        }
-                        .encode();
-                        for f in std::mem::take(&mut self.fenced) {
-                            if let Some(c) = self.conns.get_mut(&f) {
-                                c.out.extend_from_slice(&reply);
-                                let _ = flush(c);
-                            }
-                        }
+                        self.complete_fence();
                     }
                 }
                 Request::Abort { code } => out.push(Event::Abort { rank, code }),
@@ -358,6 +364,56 @@ impl Service {
                     c.out.extend_from_slice(&Reply::FinalizeAck.encode());
                     flush(c).map_err(|e| e.to_string())?;
                 }
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Answers every rank in the fence: through the card store those that
+    /// hold it (when it can be filled), with every pair the others.
+    fn complete_fence(&mut self) {
+        let fenced = std::mem::take(&mut self.fenced);
+        let stored = if fenced.iter().any(|&(_, by_store)| by_store) {
+            self.fill_store()
+        } else {
+            None
+        };
+        let mut full: Option<Vec<u8>> = None;
+        for (f, by_store) in fenced {
+            let Some(c) = self.conns.get_mut(&f) else {
+                continue;
+            };
+            match stored {
+                Some(len) if by_store => {
+                    c.out
+                        .extend_from_slice(&Reply::FenceStored { len }.encode());
+                }
+                _ => {
+                    let reply = full.get_or_insert_with(|| {
+                        Reply::FenceDone {
+                            entries: self.kv.clone(),
+                        }
+                        .encode()
+                    });
+                    c.out.extend_from_slice(reply);
+                }
+            }
+            let _ = flush(c);
+        }
+    }
+
+    /// Writes the card table into the store; `None` (with a note) if it
+    /// cannot, and the ranks get the cards in the fence reply instead.
+    fn fill_store(&mut self) -> Option<u32> {
+        let s = self.store.as_mut()?;
+        match store::table_from_pairs(self.size, &self.kv)
+            .and_then(|t| s.fill(&t).map_err(|e| e.to_string()))
+        {
+            Ok(len) => Some(len),
+            Err(e) => {
+                eprintln!("courier: card store: {e}; the fence reply carries the cards");
+                None
             }
         }
     }

@@ -6,9 +6,10 @@ use crate::run::{route_to, Binding, Job, JobSpec, Proxy, Rank, Sink, SIGNAL_TOKE
 use crate::stdio::{LineBuffer, Stream};
 use crate::sys;
 use courier::bootstrap::auth::JobKey;
+use courier::bootstrap::store::CardStore;
 use courier::bootstrap::{
-    ENV_BIND, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_RANK, ENV_SERVICE,
-    ENV_SIZE,
+    ENV_BIND, ENV_CARD_STORE, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_RANK,
+    ENV_SERVICE, ENV_SIZE,
 };
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Poll, Token};
@@ -112,12 +113,22 @@ impl Job {
         let (signal_rx, last_signal) = install_signals(&poll)?;
         let mut layout = Layout::new(spec)?;
         let service_base = STDIO_BASE + 2 * spec.np + 2 * layout.proxy_hosts.len();
+        // The ranks of this host read every card from one store (none when
+        // all ranks run elsewhere, or if memfd is unavailable: then the
+        // fence reply carries the cards).
+        let store = layout
+            .local_host
+            .iter()
+            .any(|&l| l)
+            .then(|| CardStore::create().ok())
+            .flatten();
         let service = Service::new(
             poll.registry(),
             layout.service_addr,
             service_base,
             layout.key.clone(),
             spec.np as u32,
+            store,
         )
         .map_err(|e| format!("cannot start the rendezvous service: {e}"))?;
         layout.service_addr = service
@@ -172,6 +183,7 @@ impl Job {
             let mut cmd = Command::new(&spec.program);
             cmd.args(&spec.args)
                 .env_remove(ENV_BIND)
+                .env_remove(ENV_CARD_STORE)
                 .env(ENV_RANK, rank.to_string())
                 .env(ENV_SIZE, spec.np.to_string())
                 .env(ENV_LOCAL_RANK, l.local_rank[rank].to_string())
@@ -194,8 +206,12 @@ impl Job {
             if own_group {
                 cmd.process_group(0);
             }
+            let store = self.service.store_fd();
+            if let Some(fd) = store {
+                cmd.env(ENV_CARD_STORE, fd.to_string());
+            }
             let core = (!l.cores.is_empty()).then(|| l.cores[machine_slot % l.cores.len()]);
-            sys::prepare_child(&mut cmd, core);
+            sys::prepare_child(&mut cmd, core, store);
             machine_slot += 1;
             let mut child = cmd.spawn().map_err(|e| {
                 format!("cannot start rank {rank} ({}): {e}", spec.program.display())
@@ -248,7 +264,7 @@ impl Job {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .process_group(0);
-            sys::prepare_child(&mut cmd, None);
+            sys::prepare_child(&mut cmd, None, None);
             let mut child = cmd
                 .spawn()
                 .map_err(|e| format!("cannot run the launch agent {agent:?} for {host}: {e}"))?;

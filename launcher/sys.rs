@@ -1,7 +1,9 @@
 //! The launcher's few system calls: signalling ranks and tying their lives to ours.
 
+use courier::bootstrap::store::CardStore;
 use nix::sys::signal::{kill as nix_kill, Signal};
 use nix::unistd::Pid;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -22,13 +24,14 @@ pub(crate) fn kill(pid: u32, own_group: bool, sig: i32) {
 }
 
 /// Prepares the child before exec: it gets SIGKILL if the launcher dies
-/// (PR_SET_PDEATHSIG), and is bound to `core` if one is given.
-pub(crate) fn prepare_child(cmd: &mut Command, core: Option<usize>) {
+/// (PR_SET_PDEATHSIG), is bound to `core` if one is given, and keeps
+/// descriptor `inherit` (the node's card store) across exec.
+pub(crate) fn prepare_child(cmd: &mut Command, core: Option<usize>, inherit: Option<RawFd>) {
     let parent = std::process::id();
     let mut cpus = nix::sched::CpuSet::new();
     let bind = core.is_some_and(|c| cpus.set(c).is_ok());
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (prctl, getppid, sched_setaffinity); the
+    // async-signal-safe functions (prctl, getppid, sched_setaffinity, fcntl); the
     // CPU set is built before the fork, so it allocates nothing and touches no locks.
     unsafe {
         cmd.pre_exec(move || {
@@ -36,6 +39,9 @@ pub(crate) fn prepare_child(cmd: &mut Command, core: Option<usize>) {
             // The parent may have died between fork and prctl.
             if nix::unistd::getppid().as_raw() as u32 != parent {
                 return Err(std::io::Error::other("launcher exited during start-up"));
+            }
+            if let Some(fd) = inherit {
+                CardStore::inherit(fd)?;
             }
             if bind {
                 // Binding is an optimisation: a refusal (cgroup limits) is not fatal.

@@ -264,7 +264,6 @@ fn assemble(
     let card = PeerCard {
         node: l.node,
         tcp: tcp_addr,
-        host: host.clone(),
         shm: shm.as_ref().map(ShmTransport::addr),
     };
     let cards = exchange(&card)?;

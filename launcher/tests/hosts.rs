@@ -290,6 +290,19 @@ fn body_across_hosts() {
         "node ids follow the host list"
     );
     println!("rank {me} on {host} as node {node}");
+    // Under `courier run`, the launcher's host reads the cards from its
+    // store (and closes it); ranks a proxy started get them in the fence
+    // reply, as do ranks of other process managers (PMI).
+    let by_courier = std::env::var_os("COURIER_RANK").is_some();
+    assert_eq!(
+        std::env::var_os("COURIER_CARD_STORE").is_some(),
+        by_courier && node == 0,
+        "rank {me}: a card store only on the launcher's host"
+    );
+    assert!(
+        !common::holds_card_store(),
+        "rank {me} kept its card store open"
+    );
     // Point-to-point around the ring, and collectives across the hosts.
     let mut got = [0u64; 1000];
     w.sendrecv(

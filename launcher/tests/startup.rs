@@ -41,6 +41,12 @@ fn body_ring64() {
     let (r, n) = (w.rank(), w.size());
     assert_eq!(n, 64);
     assert_eq!(r.to_string(), std::env::var("COURIER_RANK").unwrap());
+    // The cards came from the node's card store, which init closed.
+    assert!(std::env::var_os("COURIER_CARD_STORE").is_some());
+    assert!(
+        !common::holds_card_store(),
+        "rank {r} kept its card store open"
+    );
     let mut token = [0u64; 2];
     if r == 0 {
         w.send(&[0u64, 1], 1, 0).unwrap();

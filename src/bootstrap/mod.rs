@@ -16,6 +16,7 @@
 //! | `COURIER_SERVICE` | `host:port` of the rendezvous service |
 //! | `COURIER_JOB_KEY` | the per-job secret, hex (never sent on any connection) |
 //! | `COURIER_BIND` | address the data listener binds to (default 127.0.0.1) |
+//! | `COURIER_CARD_STORE` | descriptor of the node's card store, if the launcher made one ([`store`]) |
 
 /// The job key and the connection handshake (shared with the launcher and
 /// the rendezvous service; it lives next to the TCP link it opens).
@@ -24,6 +25,7 @@ pub mod auth {
 }
 pub(crate) mod pmi;
 pub mod protocol;
+pub mod store;
 
 /// Listen queues sized to a job (the launcher's rendezvous service uses it
 /// too).
@@ -52,6 +54,8 @@ pub const ENV_SERVICE: &str = "COURIER_SERVICE";
 pub const ENV_JOB_KEY: &str = "COURIER_JOB_KEY";
 /// Environment variable: address for the data listener.
 pub const ENV_BIND: &str = "COURIER_BIND";
+/// Environment variable: the inherited descriptor of the node's card store.
+pub const ENV_CARD_STORE: &str = "COURIER_CARD_STORE";
 
 /// Why wire-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,8 @@ pub(crate) struct JobEnv {
     pub(crate) service: SocketAddr,
     pub(crate) key: JobKey,
     pub(crate) bind: std::net::IpAddr,
+    /// The node's card store, inherited from the launcher.
+    pub(crate) card_store: Option<std::os::fd::RawFd>,
 }
 
 fn var(name: &'static str) -> Result<Option<String>, BootstrapError> {
@@ -154,6 +160,8 @@ impl JobEnv {
             service: parse(ENV_SERVICE)?,
             key,
             bind,
+            card_store: var(ENV_CARD_STORE)?
+                .map_or(Ok(None), |_| parse(ENV_CARD_STORE).map(Some))?,
         }))
     }
 }
@@ -222,7 +230,6 @@ pub(crate) fn outward_address() -> Result<std::net::IpAddr, String> {
 pub(crate) struct PeerCard {
     pub(crate) node: u32,
     pub(crate) tcp: SocketAddr,
-    pub(crate) host: String,
     /// The rank's shared-memory segment, if it offers one.
     pub(crate) shm: Option<ShmAddr>,
 }
@@ -245,7 +252,7 @@ fn decode_shm(s: &str) -> Option<ShmAddr> {
 
 impl PeerCard {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut s = format!("node={};tcp={};host={}", self.node, self.tcp, self.host);
+        let mut s = format!("node={};tcp={}", self.node, self.tcp);
         if let Some(shm) = &self.shm {
             s.push_str(";shm=");
             s.push_str(&encode_shm(shm));
@@ -255,21 +262,19 @@ impl PeerCard {
 
     pub(crate) fn decode(b: &[u8]) -> Option<PeerCard> {
         let s = std::str::from_utf8(b).ok()?;
-        let (mut node, mut tcp, mut host, mut shm) = (None, None, None, None);
+        let (mut node, mut tcp, mut shm) = (None, None, None);
         for field in s.split(';') {
             let (k, v) = field.split_once('=')?;
             match k {
                 "node" => node = v.parse().ok(),
                 "tcp" => tcp = v.parse().ok(),
-                "host" => host = Some(v.to_string()),
                 "shm" => shm = Some(decode_shm(v)?),
-                _ => {} // fields of later versions are ignored
+                _ => {} // fields of other versions are ignored
             }
         }
         Some(PeerCard {
             node: node?,
             tcp: tcp?,
-            host: host?,
             shm,
         })
     }
@@ -343,7 +348,9 @@ impl ServiceClient {
         }
     }
 
-    /// PUT own card, FENCE, and return every card indexed by rank.
+    /// PUT own card, FENCE, and return every card indexed by rank: from
+    /// the node's card store when the launcher gave this rank one and
+    /// filled it, else from the fence reply.
     pub(crate) fn exchange_cards(
         &mut self,
         env: &JobEnv,
@@ -353,15 +360,19 @@ impl ServiceClient {
             key: format!("card.{}", env.rank),
             value: card.encode(),
         })?;
-        self.send(&Request::Fence)?;
-        let entries = match self.recv()? {
-            Reply::FenceDone { entries } => entries,
-            Reply::Abort { code } => {
+        self.send(&match env.card_store {
+            Some(_) => Request::FenceStore,
+            None => Request::Fence,
+        })?;
+        let entries = match (self.recv()?, env.card_store) {
+            (Reply::FenceStored { len }, Some(fd)) => return store::read_store(fd, len, env.size),
+            (Reply::FenceDone { entries }, _) => entries,
+            (Reply::Abort { code }, _) => {
                 return Err(BootstrapError::Protocol(format!(
                     "job aborted with code {code} during wire-up"
                 )))
             }
-            other => {
+            (other, _) => {
                 return Err(BootstrapError::Protocol(format!(
                     "unexpected reply {other:?}"
                 )))
@@ -416,13 +427,17 @@ mod tests {
         let mut c = PeerCard {
             node: 3,
             tcp: "127.0.0.1:4000".parse().unwrap(),
-            host: "h1".into(),
             shm: None,
         };
         assert_eq!(PeerCard::decode(&c.encode()), Some(c.clone()));
         let mut extended = c.encode();
         extended.extend_from_slice(b";future=abc");
         assert_eq!(PeerCard::decode(&extended), Some(c.clone()));
+        // Cards of earlier versions carried the host name: ignored.
+        assert_eq!(
+            PeerCard::decode(b"node=3;tcp=127.0.0.1:4000;host=h1"),
+            Some(c.clone())
+        );
         c.shm = Some(ShmAddr {
             pid: 7,
             fd: 9,
@@ -430,11 +445,8 @@ mod tests {
             local_rank: 1,
         });
         assert_eq!(PeerCard::decode(&c.encode()), Some(c.clone()));
-        assert_eq!(
-            PeerCard::decode(b"node=1;tcp=127.0.0.1:1;host=x;shm=bad"),
-            None
-        );
-        assert_eq!(PeerCard::decode(b"node=1;tcp=nonsense;host=x"), None);
+        assert_eq!(PeerCard::decode(b"node=1;tcp=127.0.0.1:1;shm=bad"), None);
+        assert_eq!(PeerCard::decode(b"node=1;tcp=nonsense"), None);
         assert_eq!(PeerCard::decode(b"\xff"), None);
     }
 }

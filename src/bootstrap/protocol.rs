@@ -12,14 +12,22 @@
 //!                  3 GET key            look a key up (after a fence)
 //!                  4 ABORT code:i32     end the whole job with this exit code
 //!                  5 FINALIZE           this rank is finishing cleanly
+//!                  6 FENCE_STORE        FENCE, answered through the node's card store
 //! service → rank 130 FENCE_DONE n (key value)*n   every pair put before the fence
+//!                134 FENCE_STORED len:u32  the card table fills `len` bytes of the store
 //!                131 GET_RESULT found:u8 [value]
 //!                132 ABORT code:i32     the job is being torn down
 //!                133 FINALIZE_ACK
 //! ```
 //!
 //! Wire-up costs one PUT and one FENCE per rank: the service answers the fence
-//! for all ranks at once with every card, so start-up is O(1) round trips.
+//! for all ranks at once, so start-up is O(1) round trips. A rank the
+//! launcher started on its own host holds the node's card store (see
+//! [`store`](super::store)) and asks FENCE_STORE: the service writes every
+//! card once, as a binary table, into the store and answers with its length
+//! alone, so a node receives the cards once instead of once per rank. Any
+//! other rank (or a store that cannot be filled) gets FENCE_DONE with every
+//! pair.
 
 /// Largest message a rank may send to the service.
 pub const MAX_REQUEST: usize = 1 << 20;
@@ -50,6 +58,10 @@ pub enum Request {
     },
     /// Clean finish.
     Finalize,
+    /// Collective fence, answered with [`Reply::FenceStored`] when the
+    /// service can fill the node's card store (else with
+    /// [`Reply::FenceDone`]).
+    FenceStore,
 }
 
 /// The service's reply or notice.
@@ -72,6 +84,12 @@ pub enum Reply {
     },
     /// FINALIZE acknowledged.
     FinalizeAck,
+    /// The fence completed and the card table fills the first `len` bytes
+    /// of the node's card store.
+    FenceStored {
+        /// Length of the table in bytes.
+        len: u32,
+    },
 }
 
 /// Why bytes could not be decoded.
@@ -174,6 +192,7 @@ impl Request {
                 b.extend_from_slice(&code.to_le_bytes());
             }
             Request::Finalize => b.push(5),
+            Request::FenceStore => b.push(6),
         }
         framed(b)
     }
@@ -190,6 +209,7 @@ impl Request {
             3 => Request::Get { key: r.string()? },
             4 => Request::Abort { code: r.i32()? },
             5 => Request::Finalize,
+            6 => Request::FenceStore,
             op => return Err(CodecError::BadOp(op)),
         };
         r.end()?;
@@ -225,6 +245,10 @@ impl Reply {
                 b.extend_from_slice(&code.to_le_bytes());
             }
             Reply::FinalizeAck => b.push(133),
+            Reply::FenceStored { len } => {
+                b.push(134);
+                b.extend_from_slice(&len.to_le_bytes());
+            }
         }
         framed(b)
     }
@@ -251,6 +275,7 @@ impl Reply {
             },
             132 => Reply::Abort { code: r.i32()? },
             133 => Reply::FinalizeAck,
+            134 => Reply::FenceStored { len: r.u32()? },
             op => return Err(CodecError::BadOp(op)),
         };
         r.end()?;
@@ -318,6 +343,7 @@ mod tests {
             Request::Get { key: "k".into() },
             Request::Abort { code: -3 },
             Request::Finalize,
+            Request::FenceStore,
         ] {
             assert_eq!(Request::decode(&one(&r.encode())), Ok(r));
         }
@@ -335,6 +361,7 @@ mod tests {
             },
             Reply::Abort { code: 7 },
             Reply::FinalizeAck,
+            Reply::FenceStored { len: 4096 },
         ] {
             assert_eq!(Reply::decode(&one(&r.encode())), Ok(r));
         }
