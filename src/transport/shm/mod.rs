@@ -1,13 +1,24 @@
 //! Shared-memory links between ranks of one node.
 //!
 //! Each rank owns one segment holding its *inbound* rings, one per local
-//! sender (indexed by the sender's local rank), plus a wake-up word:
+//! sender (indexed by the sender's local rank), plus a wake-up word and the
+//! senders' announcements:
 //!
 //! ```text
-//!   0      magic "CRSHM002" (u64), ring capacity (u64), slots (u64)
+//!   0      magic "CRSHM003" (u64), ring capacity (u64), slots (u64),
+//!          announced: AtomicU32 (how many senders announced themselves)
 //!   64     wake: AtomicU32 (futex word), sleeping: AtomicU32
-//!   128    ring of local rank 0, ring of local rank 1, ... (ring::CTL_BYTES + capacity each)
+//!   128    announcement bits: AtomicU64 × ⌈slots / 64⌉, padded to 64 bytes
+//!   rings  ring of local rank 0, ring of local rank 1, ... (ring::CTL_BYTES + capacity each)
 //! ```
+//!
+//! A sender announces itself once, when it maps the segment for its first
+//! message: it sets its bit and bumps `announced`, then writes. The owner
+//! polls only the rings of senders that announced themselves, rereading the
+//! bits when `announced` changes (one load per poll otherwise). So a poll
+//! costs O(peers that ever sent), not O(local ranks), and the ring of a
+//! peer that never sends is never touched: an idle rank of a 1,024-rank
+//! node keeps no page of 1,023 rings resident.
 //!
 //! The per-rank budget (`COURIER_SHM_BUDGET`, default 4 MiB) is split among
 //! the local senders, so a node's footprint is `local ranks × budget`: it
@@ -30,7 +41,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM002");
+const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM003");
 const HEADER: usize = 128;
 const MIN_RING: usize = 16 * 1024;
 const MAX_RING: usize = 1 << 20;
@@ -43,8 +54,18 @@ pub(crate) fn ring_capacity(local_size: u32, budget: usize) -> usize {
     1 << (usize::BITS - 1 - per.leading_zeros())
 }
 
+/// Offset of the first ring: after the header and the announcement bits.
+fn rings_at(slots: usize) -> usize {
+    HEADER + (slots.div_ceil(64) * 8).next_multiple_of(64)
+}
+
+/// Offset of the ring of local rank `slot`.
+fn ring_offset(slots: usize, slot: usize, cap: usize) -> usize {
+    rings_at(slots) + slot * RingPtr::footprint(cap)
+}
+
 fn segment_size(slots: usize, cap: usize) -> usize {
-    HEADER + slots * RingPtr::footprint(cap)
+    rings_at(slots) + slots * RingPtr::footprint(cap)
 }
 
 /// How a peer's segment is reached, from its card.
@@ -79,19 +100,38 @@ fn header(seg: &Segment) -> Header<'_> {
     }
 }
 
+/// The count of announced senders.
+fn announced(seg: &Segment) -> &AtomicU32 {
+    // SAFETY: offset 24 is inside the header of a mapped segment (callers
+    // check the size at map time), 4-byte aligned; the reference borrows
+    // `seg`; all access to the word is atomic.
+    unsafe { &*(seg.as_ptr().add(24) as *const AtomicU32) }
+}
+
+/// Word `i` of the announcement bits of a segment of `slots` slots.
+fn announce_word(seg: &Segment, slots: usize, i: usize) -> Option<&AtomicU64> {
+    if i >= slots.div_ceil(64) || rings_at(slots) > seg.len() {
+        return None;
+    }
+    // SAFETY: the word lies between HEADER and rings_at(slots), inside the
+    // mapping (checked above), 8-byte aligned; the reference borrows `seg`;
+    // all access to the bits is atomic.
+    Some(unsafe { &*(seg.as_ptr().add(HEADER + 8 * i) as *const AtomicU64) })
+}
+
 fn word(seg: &Segment, at: usize) -> u64 {
     // SAFETY: `at` is 0, 8 or 16, inside the header of a mapped segment; the
     // words are written once before the segment is published and read atomically.
     unsafe { (*(seg.as_ptr().add(at) as *const AtomicU64)).load(Ordering::Acquire) }
 }
 
-fn ring_in(seg: &Segment, slot: usize, cap: usize) -> Option<RingPtr> {
-    let off = HEADER + slot * RingPtr::footprint(cap);
+fn ring_in(seg: &Segment, slots: usize, slot: usize, cap: usize) -> Option<RingPtr> {
+    let off = ring_offset(slots, slot, cap);
     if off + RingPtr::footprint(cap) > seg.len() {
         return None;
     }
     // SAFETY: 1. the ring lies inside the mapping (checked above) and is
-    // 64-byte aligned (HEADER and footprints are multiples of 64, the mapping
+    // 64-byte aligned (rings_at and footprints are multiples of 64, the mapping
     // is page aligned); 2. the owner of `seg` keeps it mapped as long as the
     // producer/consumer made from this pointer (both live in the same
     // `ShmTransport` as the segment); 3. slot `slot` has exactly one producer
@@ -108,6 +148,8 @@ struct Peer {
     inbound: usize,
     /// Our mapping of their slot has been faulted in.
     primed: bool,
+    /// Local rank (slot in our segment).
+    slot: u32,
 }
 
 /// The shared-memory transport of one rank.
@@ -119,8 +161,14 @@ pub(crate) struct ShmTransport {
     my_local: u32,
     peers: Vec<Option<Peer>>,
     local_peers: Vec<Rank>,
-    /// Our consumers, one per local peer, packed for cheap polling.
+    /// Our consumers, one per local peer: those that announced themselves
+    /// first (`..active`, the ones polled), packed for cheap polling.
     inbound: Vec<(Rank, Consumer)>,
+    active: usize,
+    /// The peer of each slot of our segment.
+    slot_peer: Vec<Option<Rank>>,
+    /// `announced` when the bits were last read.
+    seen: u32,
 }
 
 impl ShmTransport {
@@ -148,6 +196,9 @@ impl ShmTransport {
             peers: (0..size).map(|_| None).collect(),
             local_peers: Vec::new(),
             inbound: Vec::new(),
+            active: 0,
+            slot_peer: vec![None; slots],
+            seen: 0,
         })
     }
 
@@ -175,24 +226,90 @@ impl ShmTransport {
                 addr.local_rank
             )));
         }
-        let ring = ring_in(&self.own, addr.local_rank as usize, cap)
+        let ring = ring_in(&self.own, slots, addr.local_rank as usize, cap)
             .ok_or_else(|| LinkError("ring outside the segment".into()))?;
-        let Some(slot) = self.peers.get_mut(peer as usize) else {
+        let Some(entry) = self.peers.get_mut(peer as usize) else {
             return Err(LinkError(format!("no rank {peer}")));
         };
-        if slot.is_some() {
+        if entry.is_some() || self.slot_peer[addr.local_rank as usize].is_some() {
             return Err(LinkError(format!("rank {peer} added twice")));
         }
-        *slot = Some(Peer {
+        *entry = Some(Peer {
             addr,
             out: None,
             inbound: self.inbound.len(),
             primed: false,
+            slot: addr.local_rank,
         });
         // Our segment is fresh and only we read our rings: each head is 0.
         self.inbound.push((peer, Consumer::fresh(ring)));
         self.local_peers.push(peer);
+        let slot = addr.local_rank as usize;
+        self.slot_peer[slot] = Some(peer);
+        // It may have announced itself before we knew it (a later
+        // announcement bumps the count, which `refresh` notices).
+        if announce_word(&self.own, slots, slot / 64)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (slot % 64)) != 0)
+        {
+            self.activate(peer);
+        }
         Ok(())
+    }
+
+    /// Starts polling the rings of senders that announced themselves since
+    /// the last look (one load when none did).
+    #[inline]
+    fn refresh(&mut self) {
+        let now = announced(&self.own).load(Ordering::Acquire);
+        if now != self.seen {
+            self.seen = now;
+            self.activate_announced();
+        }
+    }
+
+    #[cold]
+    fn activate_announced(&mut self) {
+        let slots = self.slot_peer.len();
+        for i in 0..slots.div_ceil(64) {
+            let Some(w) = announce_word(&self.own, slots, i) else {
+                return;
+            };
+            let mut bits = w.load(Ordering::Acquire);
+            while bits != 0 {
+                let slot = i * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // Bits of slots we have no peer for (yet) wait for `add_peer`.
+                if let Some(Some(peer)) = self.slot_peer.get(slot) {
+                    self.activate(*peer);
+                }
+            }
+        }
+    }
+
+    /// Moves `peer`'s consumer into the polled part of `inbound`.
+    fn activate(&mut self, peer: Rank) {
+        let Some(Some(p)) = self.peers.get(peer as usize) else {
+            return;
+        };
+        let at = p.inbound;
+        if at < self.active {
+            return;
+        }
+        let to = self.active;
+        self.inbound.swap(at, to);
+        self.active += 1;
+        for i in [at, to] {
+            let moved = self.inbound[i].0;
+            if let Some(Some(q)) = self.peers.get_mut(moved as usize) {
+                q.inbound = i;
+            }
+        }
+    }
+
+    /// How many senders this rank polls (those that announced themselves).
+    #[cfg(test)]
+    fn polled(&self) -> usize {
+        self.active
     }
 
     /// Whether `peer` is reached through shared memory.
@@ -208,7 +325,8 @@ impl ShmTransport {
     /// Local peers whose rings in our segment hold bytes (or are corrupt:
     /// reading them reports it).
     pub(crate) fn readable(&mut self, out: &mut Vec<Rank>) {
-        for (p, c) in &mut self.inbound {
+        self.refresh();
+        for (p, c) in &mut self.inbound[..self.active] {
             if c.ready() {
                 out.push(*p);
             }
@@ -242,7 +360,10 @@ impl ShmTransport {
     /// Whether any ring in our segment holds bytes: the cheap check a
     /// spinning rank makes.
     pub(crate) fn any_ready(&mut self) -> bool {
-        self.inbound.iter_mut().any(|(_, c)| c.ready())
+        self.refresh();
+        self.inbound[..self.active]
+            .iter_mut()
+            .any(|(_, c)| c.ready())
     }
 
     /// Peers whose segments we have mapped (links in use).
@@ -282,15 +403,18 @@ impl ShmTransport {
             {
                 return Err(LinkError(format!("rank {peer}: malformed segment header")));
             }
-            let ring = ring_in(&seg, my_local, cap)
+            let ring = ring_in(&seg, slots, my_local, cap)
                 .ok_or_else(|| LinkError("ring outside the segment".into()))?;
             let prod = Producer::new(ring);
             // The ring is ours to fill: fault it in once, now, rather than
             // page by page during the first lap of traffic.
-            seg.prefault(
-                HEADER + my_local * RingPtr::footprint(cap),
-                RingPtr::footprint(cap),
-            );
+            seg.prefault(ring_offset(slots, my_local, cap), RingPtr::footprint(cap));
+            // Announce ourselves before the first write, so the owner polls
+            // our ring from now on (see the module's documentation).
+            let w = announce_word(&seg, slots, my_local / 64)
+                .ok_or_else(|| LinkError(format!("rank {peer}: malformed segment header")))?;
+            w.fetch_or(1 << (my_local % 64), Ordering::SeqCst);
+            announced(&seg).fetch_add(1, Ordering::SeqCst);
             p.out = Some((seg, prod));
         }
         p.out
@@ -429,9 +553,11 @@ impl ShmTransport {
             // pages into our page table at once, not one fault per page.
             p.primed = true;
             let cap = word(&self.own, 8) as usize;
-            let fp = RingPtr::footprint(cap);
-            self.own
-                .prefault(HEADER + p.addr.local_rank as usize * fp, fp);
+            let slots = self.slot_peer.len();
+            self.own.prefault(
+                ring_offset(slots, p.slot as usize, cap),
+                RingPtr::footprint(cap),
+            );
         }
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
@@ -507,6 +633,48 @@ mod tests {
         assert_eq!(got, msg);
         assert_eq!(a.mapped_peers(), vec![1]);
         assert!(b.mapped_peers().is_empty());
+    }
+
+    #[test]
+    fn only_senders_that_announced_themselves_are_polled() {
+        // Ranks 0, 1, 2 of a 3-rank node.
+        let mut t: Vec<ShmTransport> = (0..3)
+            .map(|l| ShmTransport::new(3, l, 3, 64 << 10).unwrap())
+            .collect();
+        // Rank 0 sends to rank 2 before rank 2 has added it as a peer.
+        let addr2 = t[2].addr();
+        t[0].add_peer(2, addr2).unwrap();
+        assert_eq!(t[0].try_write(2, &[IoSlice::new(b"early")]).unwrap(), 5);
+        for (me, other) in [(1, 0), (2, 0), (0, 1), (2, 1), (0, 2), (1, 2)] {
+            if (me, other) != (0, 2) {
+                let a = t[other].addr();
+                t[me].add_peer(other as Rank, a).unwrap();
+            }
+        }
+        let ready = |t: &mut ShmTransport| {
+            let mut v = Vec::new();
+            t.readable(&mut v);
+            v
+        };
+        assert_eq!(ready(&mut t[2]), vec![0]);
+        assert_eq!(
+            t[2].polled(),
+            1,
+            "rank 1 never sent: its ring is not polled"
+        );
+        let mut buf = [0u8; 16];
+        assert_eq!(t[2].try_read(0, &mut buf).unwrap(), 5);
+        assert!(ready(&mut t[2]).is_empty());
+        // Rank 1's first message announces it.
+        assert_eq!(t[1].try_write(2, &[IoSlice::new(b"late")]).unwrap(), 4);
+        assert_eq!(ready(&mut t[2]), vec![1]);
+        assert_eq!(t[2].polled(), 2);
+        assert!(t[2].any_ready());
+        assert_eq!(t[2].try_read(1, &mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"late");
+        // Nobody sent to rank 0 or 1.
+        assert_eq!((t[0].polled(), t[1].polled()), (0, 0));
+        assert!(!t[0].any_ready());
     }
 
     #[test]
