@@ -7,10 +7,16 @@
 //! The link is the agent's stdin/stdout. Launcher → proxy, one per line
 //! (values hex-encoded, so any bytes pass): `courier-proxy 1`, then
 //! `env NAME HEX`, `rank GLOBAL LOCAL`, `program HEX`, `arg HEX`, `start`;
-//! later `signal N`. End of input means the launcher is gone. Proxy →
+//! later `signal N`, and `cards HEX` (the job's card table, once, when the
+//! fence completes). End of input means the launcher is gone. Proxy →
 //! launcher: `o RANK LINE` and `e RANK LINE` (a rank's stdout/stderr line),
-//! `x RANK CODE` (exited), `k RANK SIGNAL` (killed), `! MESSAGE` (proxy
-//! error).
+//! `x RANK CODE` (exited), `k RANK SIGNAL` (killed), `s ok` or
+//! `s MESSAGE` (the host's card store is filled, or why not), `! MESSAGE`
+//! (proxy error).
+//!
+//! The proxy holds its host's card store (`courier::bootstrap::store`),
+//! which its ranks inherit: the host receives the card table once, on the
+//! launcher's link, instead of once per rank.
 //!
 //! Why threads here, when `courier run` uses one mio loop: the proxy is a
 //! relay with nothing else to do, for the ranks of one host. A blocking
@@ -22,6 +28,7 @@
 //! once and must stay responsive with thousands of them: an event loop.
 
 use crate::sys;
+use courier::bootstrap::store::CardStore;
 use courier::bootstrap::{
     ENV_BIND, ENV_CARD_STORE, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_RANK, ENV_SERVICE,
 };
@@ -47,6 +54,7 @@ struct Plan {
 enum Msg {
     Line(usize, u8, Vec<u8>),
     Signal(i32),
+    Cards(Option<Vec<u8>>),
     LauncherGone,
 }
 
@@ -113,12 +121,15 @@ pub(crate) fn main() -> i32 {
         }
     };
     let (tx, rx) = mpsc::channel::<Msg>();
-    let Some(children) = spawn_ranks(&plan, &tx, &mut out) else {
+    // Without a store (memfd unavailable) the ranks get every card in the
+    // fence reply.
+    let store = CardStore::create().ok();
+    let Some(children) = spawn_ranks(&plan, store.as_ref(), &tx, &mut out) else {
         return 2;
     };
     watch_launcher(input, tx.clone());
     drop(tx);
-    forward(children, &rx, &mut out)
+    forward(children, store, &rx, &mut out)
 }
 
 /// A rank started by the proxy (`None` once it has exited, or if it could
@@ -127,7 +138,12 @@ type Children = Vec<(usize, Option<Child>)>;
 
 /// Starts the plan's ranks, each with a reader thread per output pipe.
 /// `None` (after telling the launcher) when the plan has no program.
-fn spawn_ranks(plan: &Plan, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> Option<Children> {
+fn spawn_ranks(
+    plan: &Plan,
+    store: Option<&CardStore>,
+    tx: &mpsc::Sender<Msg>,
+    out: &mut impl Write,
+) -> Option<Children> {
     let service = plan
         .env
         .iter()
@@ -160,7 +176,11 @@ fn spawn_ranks(plan: &Plan, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> Opt
         if let Some(ip) = bind {
             cmd.env(ENV_BIND, ip.to_string());
         }
-        sys::prepare_child(&mut cmd, None, None);
+        let store = store.map(CardStore::fd);
+        if let Some(fd) = store {
+            cmd.env(ENV_CARD_STORE, fd.to_string());
+        }
+        sys::prepare_child(&mut cmd, None, store);
         match cmd.spawn() {
             Ok(mut child) => {
                 if let Some(p) = child.stdout.take() {
@@ -204,7 +224,8 @@ fn relay_pipe(rank: usize, kind: u8, pipe: impl Read + Send + 'static, tx: mpsc:
     });
 }
 
-/// A thread that reads the launcher's link: signals to forward, and its end.
+/// A thread that reads the launcher's link: signals to forward, the card
+/// table, and its end.
 fn watch_launcher(mut input: impl BufRead + Send + 'static, tx: mpsc::Sender<Msg>) {
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -220,11 +241,28 @@ fn watch_launcher(mut input: impl BufRead + Send + 'static, tx: mpsc::Sender<Msg
                         if let Ok(sig) = n.parse() {
                             let _ = tx.send(Msg::Signal(sig));
                         }
+                    } else if let Some(h) = line.trim().strip_prefix("cards ") {
+                        let _ = tx.send(Msg::Cards(unhex(h)));
                     }
                 }
             }
         }
     });
+}
+
+/// Fills this host's card store with the launcher's `table` and says
+/// whether it could (`s ok`, else `s` and why).
+fn store_cards(store: Option<&mut CardStore>, table: Option<Vec<u8>>, out: &mut impl Write) {
+    let r = match (store, table) {
+        (Some(s), Some(t)) => s.fill(&t).map(drop).map_err(|e| e.to_string()),
+        (None, _) => Err("this host has no card store".to_string()),
+        (_, None) => Err("the card table is not hex".to_string()),
+    };
+    let reply = match r {
+        Ok(()) => "s ok\n".to_string(),
+        Err(e) => format!("s {e}\n"),
+    };
+    say(out, reply.as_bytes());
 }
 
 fn signal_all(children: &Children, sig: i32) {
@@ -235,7 +273,12 @@ fn signal_all(children: &Children, sig: i32) {
 
 /// Forwards output, signals and exits until every rank has exited (0), or
 /// kills them all when the launcher is gone (1).
-fn forward(mut children: Children, rx: &mpsc::Receiver<Msg>, out: &mut impl Write) -> i32 {
+fn forward(
+    mut children: Children,
+    mut store: Option<CardStore>,
+    rx: &mpsc::Receiver<Msg>,
+    out: &mut impl Write,
+) -> i32 {
     let mut pending_signals: Vec<i32> = Vec::new();
     let mut gone = false;
     loop {
@@ -252,6 +295,7 @@ fn forward(mut children: Children, rx: &mpsc::Receiver<Msg>, out: &mut impl Writ
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(Msg::Line(rank, kind, line)) => relay_line(out, kind, rank, &line),
             Ok(Msg::Signal(sig)) => signal_all(&children, sig),
+            Ok(Msg::Cards(table)) => store_cards(store.as_mut(), table, out),
             Ok(Msg::LauncherGone) => gone = true,
             Err(_) => {}
         }
@@ -265,6 +309,7 @@ fn forward(mut children: Children, rx: &mpsc::Receiver<Msg>, out: &mut impl Writ
                         match m {
                             Msg::Line(r, kind, line) => relay_line(out, kind, r, &line),
                             Msg::Signal(sig) => pending_signals.push(sig),
+                            Msg::Cards(t) => store_cards(store.as_mut(), t, out),
                             Msg::LauncherGone => gone = true,
                         }
                     }

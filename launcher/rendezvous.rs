@@ -1,9 +1,14 @@
 //! The job's rendezvous service: key/value PUT, GET and a FENCE answered for
 //! all ranks at once (cf. Hydra's `pmiserv_kvs.c`). Speaks
 //! `courier::bootstrap::protocol` after the `auth` handshake; a connection
-//! that fails the handshake or sends garbage is logged and closed. Ranks
-//! started on this host hold its card store: their fence is answered by
-//! filling the store once (`courier::bootstrap::store`).
+//! that fails the handshake or sends garbage is logged and closed.
+//!
+//! Every host's ranks hold that host's card store (`courier::bootstrap::store`):
+//! this host's store is the service's, a remote host's is its proxy's. When
+//! the fence completes, the service fills its own store and sends the table
+//! once to each proxy ([`Event::StoreCards`]), and answers a host's ranks
+//! with the table's length once their store is filled
+//! ([`Service::proxy_stored`]): each host receives the cards once.
 
 use courier::bootstrap::auth::{self, Acceptor, JobKey, AUTH_LEN, HELLO_LEN, SERVICE};
 use courier::bootstrap::protocol::{Deframer, Reply, Request, MAX_REQUEST};
@@ -41,6 +46,12 @@ pub(crate) enum Event {
     Abort { rank: u32, code: i32 },
     /// A rank initialized (completed its handshake).
     Joined { rank: u32 },
+    /// Proxy `proxy` is to write the card table into its host's store and
+    /// say so ([`Service::proxy_stored`]).
+    StoreCards {
+        proxy: usize,
+        table: std::rc::Rc<[u8]>,
+    },
 }
 
 /// The rendezvous service of one job.
@@ -58,6 +69,12 @@ pub(crate) struct Service {
     fenced: Vec<(usize, bool)>,
     /// This host's card store, which the ranks started here inherit.
     store: Option<CardStore>,
+    /// The proxy of each rank on a remote host (`None`: this host).
+    proxy_of: Vec<Option<usize>>,
+    /// Fenced connections waiting for their proxy to fill its store, and
+    /// the table's length.
+    awaiting: HashMap<usize, Vec<usize>>,
+    table_len: u32,
     rank_conn: HashMap<u32, usize>,
     /// Ranks that completed the handshake (initialized) at some point.
     joined: HashSet<u32>,
@@ -96,11 +113,45 @@ impl Service {
             index: HashMap::new(),
             fenced: Vec::new(),
             store,
+            proxy_of: Vec::new(),
+            awaiting: HashMap::new(),
+            table_len: 0,
             rank_conn: HashMap::new(),
             joined: HashSet::new(),
             finalized: HashSet::new(),
             rejected: 0,
         })
+    }
+
+    /// Says which ranks a proxy started (`proxy_of[rank]`).
+    pub(crate) fn set_proxies(&mut self, proxy_of: Vec<Option<usize>>) {
+        self.proxy_of = proxy_of;
+    }
+
+    /// Proxy `proxy` filled its host's store (`ok`) or could not: its
+    /// ranks waiting in the fence get the table's length, or every card.
+    pub(crate) fn proxy_stored(&mut self, proxy: usize, ok: bool) {
+        let len = self.table_len;
+        let mut full: Option<Vec<u8>> = None;
+        for id in self.awaiting.remove(&proxy).unwrap_or_default() {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if ok {
+                c.out
+                    .extend_from_slice(&Reply::FenceStored { len }.encode());
+            } else {
+                let kv = &self.kv;
+                let reply = full.get_or_insert_with(|| {
+                    Reply::FenceDone {
+                        entries: kv.clone(),
+                    }
+                    .encode()
+                });
+                c.out.extend_from_slice(reply);
+            }
+            let _ = flush(c);
+        }
     }
 
     /// The descriptor of the card store the ranks of this host inherit.
@@ -355,7 +406,7 @@ impl Service {
                         self.fenced.push((id, by_store));
                     }
                     if self.fenced.len() == self.size as usize {
-                        self.complete_fence();
+                        self.complete_fence(out);
                     }
                 }
                 Request::Abort { code } => out.push(Event::Abort { rank, code }),
@@ -370,29 +421,55 @@ impl Service {
 }
 
 impl Service {
-    /// Answers every rank in the fence: through the card store those that
-    /// hold it (when it can be filled), with every pair the others.
-    fn complete_fence(&mut self) {
+    /// Answers every rank in the fence: through its host's card store one
+    /// that holds it (when the table can be made), with every pair the
+    /// others. A remote host's ranks are answered once its proxy has filled
+    /// its store ([`Service::proxy_stored`]).
+    fn complete_fence(&mut self, out: &mut Vec<Event>) {
         let fenced = std::mem::take(&mut self.fenced);
-        let stored = if fenced.iter().any(|&(_, by_store)| by_store) {
-            self.fill_store()
+        let table = if fenced.iter().any(|&(_, by_store)| by_store) {
+            store::table_from_pairs(self.size, &self.kv)
+                .map_err(|e| {
+                    eprintln!("courier: card store: {e}; the fence reply carries the cards")
+                })
+                .ok()
         } else {
             None
         };
+        let local = match &table {
+            Some(t) => {
+                self.table_len = t.len() as u32;
+                self.fill_store(t)
+            }
+            None => None,
+        };
+        let mut remote = Vec::new();
         let mut full: Option<Vec<u8>> = None;
         for (f, by_store) in fenced {
             let Some(c) = self.conns.get_mut(&f) else {
                 continue;
             };
-            match stored {
-                Some(len) if by_store => {
+            let proxy = match c.phase {
+                Phase::Ready(rank) => self.proxy_of.get(rank as usize).copied().flatten(),
+                _ => None,
+            };
+            match (proxy, local) {
+                (Some(p), _) if by_store && table.is_some() => {
+                    self.awaiting.entry(p).or_default().push(f);
+                    if !remote.contains(&p) {
+                        remote.push(p);
+                    }
+                    continue;
+                }
+                (None, Some(len)) if by_store => {
                     c.out
                         .extend_from_slice(&Reply::FenceStored { len }.encode());
                 }
                 _ => {
+                    let kv = &self.kv;
                     let reply = full.get_or_insert_with(|| {
                         Reply::FenceDone {
-                            entries: self.kv.clone(),
+                            entries: kv.clone(),
                         }
                         .encode()
                     });
@@ -401,15 +478,22 @@ impl Service {
             }
             let _ = flush(c);
         }
+        if let Some(t) = table {
+            let table: std::rc::Rc<[u8]> = t.into();
+            for proxy in remote {
+                out.push(Event::StoreCards {
+                    proxy,
+                    table: table.clone(),
+                });
+            }
+        }
     }
 
-    /// Writes the card table into the store; `None` (with a note) if it
-    /// cannot, and the ranks get the cards in the fence reply instead.
-    fn fill_store(&mut self) -> Option<u32> {
+    /// Writes the card table into this host's store; `None` (with a note)
+    /// if it cannot, and the ranks get the cards in the fence reply instead.
+    fn fill_store(&mut self, table: &[u8]) -> Option<u32> {
         let s = self.store.as_mut()?;
-        match store::table_from_pairs(self.size, &self.kv)
-            .and_then(|t| s.fill(&t).map_err(|e| e.to_string()))
-        {
+        match s.fill(table) {
             Ok(len) => Some(len),
             Err(e) => {
                 eprintln!("courier: card store: {e}; the fence reply carries the cards");

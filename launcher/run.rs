@@ -404,6 +404,19 @@ impl Job {
             b.and_then(|b| std::str::from_utf8(b).ok())
                 .and_then(|t| t.trim().parse::<i32>().ok())
         };
+        if kind == Some(b"s") {
+            // `s ok`: the proxy filled its host's card store.
+            let ok = line.trim_ascii_end() == b"s ok";
+            if !ok {
+                eprintln!(
+                    "courier: proxy on {}: card store: {}; the fence reply carries the cards",
+                    self.proxies[p].host,
+                    String::from_utf8_lossy(line.get(2..).unwrap_or_default()).trim_end()
+                );
+            }
+            self.service.proxy_stored(p, ok);
+            return;
+        }
         match (kind, rank) {
             (Some(b"o"), Some(r)) => {
                 crate::stdio::emit(r, Stream::Out, self.tag_output, rest.unwrap_or(b"\n"))
@@ -595,6 +608,20 @@ impl Job {
                     .collect();
                 if let (Some(&r), None) = (quitters.first(), self.exit) {
                     self.clean_exit_without_init(r);
+                }
+            }
+            ServiceEvent::StoreCards { proxy, table } => {
+                let Some(w) = self.proxies.get_mut(proxy).and_then(|p| p.stdin.as_mut()) else {
+                    return;
+                };
+                use std::io::Write;
+                let line = format!("cards {}\n", courier::bootstrap::hex(&table));
+                if w.write_all(line.as_bytes())
+                    .and_then(|()| w.flush())
+                    .is_err()
+                {
+                    // The proxy is gone; its ranks' end is reported as theirs.
+                    self.service.proxy_stored(proxy, false);
                 }
             }
             ServiceEvent::Abort { rank, code } => {

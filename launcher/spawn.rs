@@ -149,9 +149,11 @@ impl Job {
             all_exited_at: None,
             late_events: Vec::new(),
         };
-        let started = job
-            .spawn_ranks(spec, &layout)
-            .and_then(|()| job.spawn_proxies(spec, &layout));
+        let started = job.spawn_ranks(spec, &layout).and_then(|()| {
+            let proxy_of = job.ranks.iter().map(|r| r.proxy).collect();
+            job.service.set_proxies(proxy_of);
+            job.spawn_proxies(spec, &layout)
+        });
         if let Err(e) = started {
             job.exit = Some(127);
             job.terminate(libc::SIGKILL);
