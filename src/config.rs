@@ -40,6 +40,7 @@
 //! | `COURIER_SERVICE` | `host:port` of the launcher's rendezvous service |
 //! | `COURIER_JOB_KEY` | the per-job secret, hex (never sent on any connection) |
 //! | `COURIER_BIND` | address the data listener binds to (default 127.0.0.1) |
+//! | `COURIER_CARD_STORE` | the inherited descriptor of the host's card store (every rank's card, filled once at the fence) |
 
 /// Default eager limit in bytes.
 pub const DEFAULT_EAGER_LIMIT: usize = 64 * 1024;
