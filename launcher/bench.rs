@@ -19,8 +19,10 @@
 //! `COURIER_BENCH_DEBUG=1` makes every rank print its link and protocol
 //! counters (`Universe::debug_report`) at the end.
 
+use crate::results::{Format, Run, Table};
 use clap::{Args, ValueEnum};
 use courier::{Communicator, Error};
+use std::io::IsTerminal;
 use std::time::Instant;
 
 const WINDOW: usize = 64;
@@ -92,6 +94,11 @@ pub(crate) struct BenchArgs {
     /// thread of a sender streams to the same thread of its receiver).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Output: OSU's text tables, one JSON document per benchmark (with
+    /// the machine, version, transport, iterations and settings), or CSV
+    /// rows; `courier report` plots the JSON.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 /// The transport named in table titles.
@@ -132,14 +139,18 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
     if rank_args.first().map(String::as_str) != Some("bench") {
         rank_args.insert(0, "bench".into());
     }
+    // On a terminal, rank 0 reports each size of a long run on stderr.
+    let progress = std::io::stderr().is_terminal();
     let spec = crate::run::JobSpec {
         np: args.np,
         program: exe,
         args: rank_args,
         env: args
             .transport
-            .map(|t| vec![("COURIER_TRANSPORT".to_string(), t.as_env().to_string())])
-            .unwrap_or_default(),
+            .map(|t| ("COURIER_TRANSPORT".to_string(), t.as_env().to_string()))
+            .into_iter()
+            .chain(progress.then(|| ("COURIER_BENCH_PROGRESS".to_string(), "1".to_string())))
+            .collect(),
         tag_output: false,
         timeout: None,
         // Threads of a rank spread over the cores (as `--bind-to none`):
@@ -157,15 +168,20 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
         agent: vec!["ssh".into()],
     };
     if args.kind == Some(Kind::Startup) {
-        return startup(&spec, args.iterations.unwrap_or(5));
+        return startup(&spec, &args);
     }
-    crate::run::run(&spec)
+    let t0 = Instant::now();
+    let code = crate::run::run(&spec);
+    if progress && crate::results::worth_a_total(t0.elapsed()) {
+        eprintln!("courier bench: total {:.1} s", t0.elapsed().as_secs_f64());
+    }
+    code
 }
 
 /// This process is a rank of a benchmark job: runs its part.
 fn as_rank(args: &BenchArgs) -> i32 {
     let r = if args.kind == Some(Kind::Startup) {
-        startup_rank()
+        startup_rank(args.format)
     } else {
         run_rank(args)
     };
@@ -203,32 +219,50 @@ fn check_launch(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the start-up job `repeat` times; prints each wall time and the median.
-fn startup(spec: &crate::run::JobSpec, repeat: usize) -> i32 {
-    println!("# Courier Start-up Test: {} ranks, {repeat} jobs", spec.np);
+/// Runs the start-up job `--iterations` times (default 5); prints each
+/// wall time and the median (in JSON and CSV: one row per job).
+fn startup(spec: &crate::run::JobSpec, args: &BenchArgs) -> i32 {
+    let repeat = args.iterations.unwrap_or(5).max(1);
+    let title = format!("Courier Start-up Test: {} ranks, {repeat} jobs", spec.np);
+    let text = args.format == Format::Text;
+    let mut run = Run::courier("startup", &title, &["wall_ms"]);
+    run.ranks = spec.np;
+    run.transport = transport_name().into();
+    run.iterations = Some(repeat);
+    let mut table = Table::new(args.format, run, &[]);
+    if text {
+        println!("# {title}");
+    }
     let mut walls = Vec::with_capacity(repeat);
-    for _ in 0..repeat.max(1) {
+    for _ in 0..repeat {
         let t0 = Instant::now();
         let code = crate::run::run(spec);
         let wall = t0.elapsed().as_secs_f64() * 1e3;
         if code != 0 {
             return code;
         }
-        println!("wall: {wall:.1} ms");
+        if text {
+            println!("wall: {wall:.1} ms");
+        } else {
+            table.row(None, &[wall]);
+        }
         walls.push(wall);
     }
     walls.sort_by(f64::total_cmp);
-    println!(
-        "nprocs: {}, median wall time: {:.1} ms",
-        spec.np,
-        walls[walls.len() / 2]
-    );
+    if text {
+        println!(
+            "nprocs: {}, median wall time: {:.1} ms",
+            spec.np,
+            walls[walls.len() / 2]
+        );
+    }
+    table.finish();
     0
 }
 
 /// The rank side of the start-up test (cf. osu_init): time `init`, reduce
 /// min/max/avg to rank 0 over point-to-point, print, finalize.
-fn startup_rank() -> Result<(), String> {
+fn startup_rank(format: Format) -> Result<(), String> {
     let t0 = Instant::now();
     let universe = courier::init().map_err(|e| e.to_string())?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -243,11 +277,17 @@ fn startup_rank() -> Result<(), String> {
             max = max.max(t[0]);
             sum += t[0];
         }
-        println!(
+        let line = format!(
             "nprocs: {}, min: {min:.2} ms, max: {max:.2} ms, avg: {:.2} ms",
             w.size(),
             sum / w.size() as f64
         );
+        // JSON and CSV on stdout stay parseable.
+        if format == Format::Text {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
     } else {
         w.send(&[ms], 0, SYNC_TAG).map_err(e)?;
     }
@@ -301,6 +341,41 @@ fn sync(w: &Communicator) -> Result<(), Error> {
     Ok(())
 }
 
+/// Rank 0's table of benchmark `kind` (`None` on other ranks): `header`
+/// holds the OSU text header lines, the first being the title.
+fn table(
+    w: &Communicator,
+    args: &BenchArgs,
+    kind: &str,
+    header: &[String],
+    columns: &[&str],
+) -> Option<Table> {
+    if w.rank() != 0 {
+        return None;
+    }
+    let title = header.first().map_or("", |h| h.trim_start_matches("# "));
+    let mut run = Run::courier(kind, title, columns);
+    run.transport = transport_name().into();
+    run.ranks = w.size();
+    run.threads = args.threads;
+    run.iterations = args.iterations;
+    Some(Table::new(args.format, run, header))
+}
+
+/// Adds a row to rank 0's table.
+fn row(t: &mut Option<Table>, size: Option<usize>, values: &[f64]) {
+    if let Some(t) = t.as_mut() {
+        t.row(size, values);
+    }
+}
+
+/// Ends rank 0's table.
+fn finish(t: Option<Table>) {
+    if let Some(t) = t {
+        t.finish();
+    }
+}
+
 fn run_rank(args: &BenchArgs) -> Result<(), String> {
     // One thread communicates, as in OSU's benchmarks (MPI_Init: the peers
     // run single-threaded, without locks); latency_mt's threads need
@@ -337,9 +412,15 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
         eprintln!("{}", universe.debug_report());
     }
     if args.validate && world.rank() == 0 {
-        match &failure {
-            None => println!("validation: passed"),
-            Some(_) => println!("validation: failed"),
+        let verdict = match &failure {
+            None => "validation: passed",
+            Some(_) => "validation: failed",
+        };
+        // JSON and CSV on stdout stay parseable.
+        if args.format == Format::Text {
+            println!("{verdict}");
+        } else {
+            eprintln!("{verdict}");
         }
     }
     match failure {
@@ -378,10 +459,16 @@ fn iters(
 fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     let e = |e: Error| e.to_string();
     let me = w.rank();
-    if me == 0 {
-        println!("# Courier Latency Test ({})", transport_name());
-        println!("# Size          Latency (us)");
-    }
+    let mut t = table(
+        w,
+        args,
+        "latency",
+        &[
+            format!("# Courier Latency Test ({})", transport_name()),
+            "# Size          Latency (us)".into(),
+        ],
+        &["latency_us"],
+    );
     let max = args.max_size;
     let mut sbuf = vec![0u8; max];
     let mut rbuf = vec![0u8; max];
@@ -409,10 +496,9 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             Ok(())
         })?;
         let us = secs * 1e6 / (2.0 * n as f64);
-        if me == 0 {
-            println!("{size:<10}{us:>18.2}");
-        }
+        row(&mut t, Some(size), &[us]);
     }
+    finish(t);
     sync(w).map_err(e)
 }
 
@@ -445,14 +531,20 @@ fn latency_mt(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     let e = |e: Error| e.to_string();
     let me = w.rank();
     let threads = usize::from(args.threads.unwrap_or(2));
-    if me == 0 {
-        println!(
-            "# Courier Multi-threaded Latency Test ({})",
-            transport_name()
-        );
-        println!("# [ threads per rank: {threads} ]");
-        println!("# Size          Latency (us)");
-    }
+    let mut t = table(
+        w,
+        args,
+        "latency_mt",
+        &[
+            format!(
+                "# Courier Multi-threaded Latency Test ({})",
+                transport_name()
+            ),
+            format!("# [ threads per rank: {threads} ]"),
+            "# Size          Latency (us)".into(),
+        ],
+        &["latency_us"],
+    );
     for size in sizes(args) {
         let (n, skip) = iters(args, size, (10000, 100), (1000, 10));
         sync(w).map_err(e)?;
@@ -484,27 +576,30 @@ fn latency_mt(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             Ok(secs * 1e6 / (2.0 * n as f64))
         })?;
         let sum: f64 = per_thread.iter().sum();
-        if me == 0 {
-            println!("{size:<10}{:>18.2}", sum / threads as f64);
-        }
+        row(&mut t, Some(size), &[sum / threads as f64]);
     }
+    finish(t);
     sync(w).map_err(e)
 }
 
 fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<(), String> {
     let e = |e: Error| e.to_string();
     let me = w.rank();
-    if me == 0 {
-        if bidirectional {
-            println!(
-                "# Courier Bi-Directional Bandwidth Test ({})",
-                transport_name()
-            );
-        } else {
-            println!("# Courier Bandwidth Test ({})", transport_name());
-        }
-        println!("# Size      Bandwidth (MB/s)");
-    }
+    let title = if bidirectional {
+        format!(
+            "# Courier Bi-Directional Bandwidth Test ({})",
+            transport_name()
+        )
+    } else {
+        format!("# Courier Bandwidth Test ({})", transport_name())
+    };
+    let mut t = table(
+        w,
+        args,
+        if bidirectional { "bibw" } else { "bw" },
+        &[title, "# Size      Bandwidth (MB/s)".into()],
+        &["bandwidth_MBps"],
+    );
     let max = args.max_size;
     let mut sbuf = vec![0u8; max];
     let mut rbufs = vec![0u8; max * WINDOW];
@@ -554,10 +649,9 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
         })?;
         let factor = if bidirectional { 2.0 } else { 1.0 };
         let mbps = factor * (size * n * WINDOW) as f64 / 1e6 / secs;
-        if me == 0 {
-            println!("{size:<10}{mbps:>18.2}");
-        }
+        row(&mut t, Some(size), &[mbps]);
     }
+    finish(t);
     sync(w).map_err(e)
 }
 
@@ -569,20 +663,26 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
     let threads = usize::from(args.threads.unwrap_or(1));
     let sender = me < pairs;
     let peer = if sender { me + pairs } else { me - pairs };
-    if me == 0 {
-        println!(
-            "# Courier Multiple Bandwidth / Message Rate Test ({})",
-            transport_name()
-        );
-        if threads > 1 {
-            println!(
-                "# [ pairs: {pairs} ] [ threads per rank: {threads} ] [ window size: {WINDOW} ]"
-            );
-        } else {
-            println!("# [ pairs: {pairs} ] [ window size: {WINDOW} ]");
-        }
-        println!("# Size                  MB/s        Messages/s");
-    }
+    let mut t = table(
+        w,
+        args,
+        "mbw_mr",
+        &[
+            format!(
+                "# Courier Multiple Bandwidth / Message Rate Test ({})",
+                transport_name()
+            ),
+            if threads > 1 {
+                format!(
+                    "# [ pairs: {pairs} ] [ threads per rank: {threads} ] [ window size: {WINDOW} ]"
+                )
+            } else {
+                format!("# [ pairs: {pairs} ] [ window size: {WINDOW} ]")
+            },
+            "# Size                  MB/s        Messages/s".into(),
+        ],
+        &["bandwidth_MBps", "messages_per_s"],
+    );
     let max = args.max_size;
     let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..threads)
         .map(|_| (vec![0u8; max], vec![0u8; max * WINDOW]))
@@ -642,12 +742,11 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
             courier::Op::Max,
         )
         .map_err(e)?;
-        if me == 0 {
-            let rate = (pairs * threads * n * WINDOW) as f64 / slowest[0];
-            let mbps = rate * size as f64 / 1e6;
-            println!("{size:<10}{mbps:>18.2}{rate:>18.2}");
-        }
+        let rate = (pairs * threads * n * WINDOW) as f64 / slowest[0];
+        let mbps = rate * size as f64 / 1e6;
+        row(&mut t, Some(size), &[mbps, rate]);
     }
+    finish(t);
     w.barrier().map_err(e)
 }
 
@@ -657,26 +756,32 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
 /// the per-rank contribution; f32 elements where the operation reduces).
 fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), String> {
     let e = |e: Error| e.to_string();
-    let (p, me) = (w.size(), w.rank());
-    if me == 0 {
-        let name = match kind {
-            Kind::Barrier => "Barrier",
-            Kind::Bcast => "Broadcast",
-            Kind::Reduce => "Reduce",
-            Kind::Allreduce => "Allreduce",
-            Kind::Allgather => "Allgather",
-            _ => "All-to-All",
-        };
-        println!(
-            "# Courier {name} Latency Test, {p} ranks ({})",
-            transport_name()
-        );
-        if kind == Kind::Barrier {
-            println!("# Avg Latency(us)");
-        } else {
-            println!("# Size       Avg Latency(us)");
-        }
-    }
+    let p = w.size();
+    let (name, id) = match kind {
+        Kind::Barrier => ("Barrier", "barrier"),
+        Kind::Bcast => ("Broadcast", "bcast"),
+        Kind::Reduce => ("Reduce", "reduce"),
+        Kind::Allreduce => ("Allreduce", "allreduce"),
+        Kind::Allgather => ("Allgather", "allgather"),
+        _ => ("All-to-All", "alltoall"),
+    };
+    let mut t = table(
+        w,
+        args,
+        id,
+        &[
+            format!(
+                "# Courier {name} Latency Test, {p} ranks ({})",
+                transport_name()
+            ),
+            if kind == Kind::Barrier {
+                "# Avg Latency(us)".into()
+            } else {
+                "# Size       Avg Latency(us)".into()
+            },
+        ],
+        &["avg_latency_us"],
+    );
     let sizes: Vec<usize> = if kind == Kind::Barrier {
         vec![0]
     } else {
@@ -708,15 +813,10 @@ fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), Stri
         if args.validate && kind == Kind::Allreduce && recv.iter().any(|&x| x != p as f32) {
             return Err(format!("validation failed: allreduce of {size} bytes"));
         }
-        if me == 0 {
-            let avg = sum[0] / p as f64;
-            if kind == Kind::Barrier {
-                println!("{avg:>18.2}");
-            } else {
-                println!("{size:<10}{avg:>18.2}");
-            }
-        }
+        let avg = sum[0] / p as f64;
+        row(&mut t, (kind != Kind::Barrier).then_some(size), &[avg]);
     }
+    finish(t);
     Ok(())
 }
 

@@ -9,8 +9,10 @@
 
 mod bench;
 mod hosts;
+mod plot;
 mod proxy;
 mod rendezvous;
+mod results;
 mod run;
 mod spawn;
 mod stdio;
@@ -36,6 +38,9 @@ enum Cmd {
     Run(RunArgs),
     /// Run OSU-style benchmarks (latency, bandwidth, bi-bandwidth, start-up).
     Bench(bench::BenchArgs),
+    /// Plot benchmark results (`courier bench --format json`, or OSU text
+    /// tables of other libraries) against message size, as SVG.
+    Report(plot::ReportArgs),
     /// Internal: the per-host helper the launcher starts on remote hosts
     /// (reads its instructions on stdin).
     #[command(hide = true)]
@@ -246,6 +251,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(&job_spec(&a)),
         Cmd::Bench(b) => bench::main(b),
+        Cmd::Report(r) => plot::main(r),
         Cmd::Proxy => proxy::main(),
     };
     std::process::exit(code)
