@@ -5,42 +5,46 @@
 # Usage: [NPS="2 4"] [ROUNDS=3] [MAX=1048576] [ITERS="200 20"] [PEERS="ompi mpich"] benches/compare_coll.sh [barrier bcast reduce allreduce allgather alltoall]
 # (PEERS=ompi leaves MPICH out, e.g. at 4 ranks on 2 cores, where it spins
 # for milliseconds and Open MPI is the better peer.)
+# RESULTS (default target/bench-results/coll) receives the raw tables, the
+# medians as `courier bench --format json` documents
+# (NPr/KIND-SYSTEM.json) and their plots (NPr/KIND.svg, `courier report`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 MAX=${MAX:-$((1 << 20))}
 NPS=${NPS:-"2 4"}
-PEERS=${PEERS:-"ompi mpich"}
 read -r IT_SMALL IT_LARGE <<< "${ITERS:-200 20}"
 [ $# -gt 0 ] && KINDS=("$@") || KINDS=(barrier bcast reduce allreduce)
-if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev mpich >/dev/null
-fi
-out=$(mktemp -d)
+source benches/peers.sh
+PEERS=${PEERS:-$PEERS_AVAILABLE}
+out=${RESULTS:-target/bench-results/coll}
+mkdir -p "$out"
 cargo build --release -q
-mpicc.openmpi -O2 -o "$out/coll_ompi" benches/peers/osu_coll.c
-mpicc.mpich -O2 -o "$out/coll_mpich" benches/peers/osu_coll.c
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+case " $PEERS " in *" ompi "*) mpicc.openmpi -O2 -o "$out/coll_ompi" benches/peers/osu_coll.c ;; esac
+case " $PEERS " in *" mpich "*) mpicc.mpich -O2 -o "$out/coll_mpich" benches/peers/osu_coll.c ;; esac
 for np in $NPS; do
+  mkdir -p "$out/${np}r"
   for kind in "${KINDS[@]}"; do
     for r in $(seq "$ROUNDS"); do
-      ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" --iterations "$IT_SMALL" | grep -v '^#' > "$out/courier.$r"
+      ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" --iterations "$IT_SMALL" | grep -v '^#' > "$out/${np}r/courier.$kind.$r"
       for peer in $PEERS; do
         case "$peer" in
           ompi) mpirun.openmpi --oversubscribe -n "$np" "$out/coll_ompi" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
           mpich) mpiexec.mpich -n "$np" "$out/coll_mpich" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
-        esac | grep -v '^#' > "$out/$peer.$r"
+        esac | grep -v '^#' > "$out/${np}r/$peer.$kind.$r"
       done
     done
-    python3 - "$out" "$ROUNDS" "$kind" "$np" $PEERS <<'PY'
+    python3 - "$out/${np}r" "$ROUNDS" "$kind" "$np" $PEERS <<'PY'
 import sys, statistics
+sys.path.insert(0, "benches")
+from results import write_runs
 d, rounds, kind, np, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 names = {"ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
     runs = []
     for r in range(1, rounds + 1):
         rows = {}
-        for line in open(f"{d}/{name}.{r}"):
+        for line in open(f"{d}/{name}.{kind}.{r}"):
             p = line.split()
             if len(p) == 1: rows[0] = float(p[0])
             elif len(p) == 2: rows[int(p[0])] = float(p[1])
@@ -51,7 +55,7 @@ med = lambda runs, s: statistics.median(run[s] for run in runs)
 # Ratios per round (runs seconds apart, same machine mode), then the median
 # over rounds; "best" is against the faster peer of each round.
 ratio = lambda p, s: statistics.median(raw["courier"][r][s] / raw[p][r][s] for r in range(rounds))
-best = lambda s: statistics.median(raw["courier"][r][s] / min(raw[p][r][s] for p in peers) for r in range(rounds))
+best = lambda s: statistics.median(raw["courier"][r][s] / min(raw[p][r][s] for p in peers) for r in range(rounds)) if peers else float("nan")
 print(f"### {kind}, {np} ranks, medians of {rounds} interleaved rounds, us; ratios: median of per-round ratios")
 print("| size | Courier | " + " | ".join(names[p] for p in peers) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " | Courier/better peer |")
 print("|---:|" + "---:|" * (2 * len(peers) + 2))
@@ -60,6 +64,11 @@ for s in sorted(raw["courier"][0]):
         cells = [f"{med(raw['courier'], s):.2f}"] + [f"{med(raw[p], s):.2f}" for p in peers]
         cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
         print(f"| {s} | " + " | ".join(cells) + " |")
+systems = ["courier"] + peers
+sizes = [s for s in sorted(raw["courier"][0]) if all(s in raw[p][r] for p in systems for r in range(rounds))]
+write_runs(d, kind, "shared memory", np, systems,
+           {p: {(None if kind == "barrier" else s): [med(raw[p], s)] for s in sizes} for p in systems},
+           ["avg_latency_us"], rounds)
 PY
   done
 done

@@ -11,6 +11,9 @@
 # Every system runs ROUNDS times, interleaved; the table shows medians and the
 # ratio Courier/peer (latency: lower is better; bandwidth: higher is better),
 # taken per round (runs seconds apart) and then the median over rounds.
+# RESULTS (default target/bench-results/p2p-TRANSPORT) receives every raw
+# table (SYSTEM.KIND.ROUND), the medians as `courier bench --format json`
+# documents (KIND-SYSTEM.json) and their plot (KIND.svg, `courier report`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRANSPORT=${TRANSPORT:-shm}
@@ -19,17 +22,15 @@ MIN=${MIN:-1}
 MAX=${MAX:-$((4 << 20))}
 NP=${NP:-2}
 [ $# -gt 0 ] && KINDS=("$@") || KINDS=(latency bw)
-if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev mpich >/dev/null
-fi
-out=$(mktemp -d)
+source benches/peers.sh
+out=${RESULTS:-target/bench-results/p2p-$TRANSPORT}
+mkdir -p "$out"
 cargo build --release -q
-mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c -lpthread
-mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c -lpthread
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+case " $PEERS_AVAILABLE " in *" ompi "*) mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c -lpthread ;; esac
+case " $PEERS_AVAILABLE " in *" mpich "*) mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c -lpthread ;; esac
 case "$TRANSPORT" in
-  shm) SYSTEMS=(courier ompi mpich) ;;
-  tcp) SYSTEMS=(courier ompi) ;;
+  shm) SYSTEMS=(courier $PEERS_AVAILABLE) ;;
+  tcp) SYSTEMS=(courier); [[ " $PEERS_AVAILABLE " == *" ompi "* ]] && SYSTEMS+=(ompi) ;;
   *) echo "TRANSPORT must be shm or tcp" >&2; exit 2 ;;
 esac
 run() { # system kind
@@ -58,16 +59,18 @@ for kind in "${KINDS[@]}"; do
     # Open MPI 4.1's shared-memory path under MPI_THREAD_MULTIPLE takes
     # milliseconds per message here (1 B: 2.9 ms with 2 threads per rank),
     # so a sweep takes hours: left out unless OMPI_MT=1.
-    systems=(courier mpich)
-    [ "$TRANSPORT" = tcp ] && systems=(courier ompi)
+    systems=()
+    for s in "${SYSTEMS[@]}"; do [ "$s" = ompi ] && [ "$TRANSPORT" = shm ] || systems+=("$s"); done
   fi
   for r in $(seq "$ROUNDS"); do
     for s in "${systems[@]}"; do
       run "$s" "$kind" | grep -v '^#' > "$out/$s.$kind.$r"
     done
   done
-  python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
-import sys, statistics
+  NP=$NP python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
+import os, sys, statistics
+sys.path.insert(0, "benches")
+from results import write_runs
 d, kind, rounds, transport, systems = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 names = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -96,5 +99,9 @@ for size in sorted(t["courier"]):
     vals = " | ".join(f"{t[s][size]:.2f}" for s in systems)
     ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
     print(f"| {size} | {vals} | {ratios} |")
+columns = {"latency": ["latency_us"], "latency_mt": ["latency_us"], "mbw_mr": ["messages_per_s"]}.get(kind, ["bandwidth_MBps"])
+ranks = int(os.environ["NP"]) if kind == "mbw_mr" else 2
+write_runs(d, kind, {"shm": "shared memory", "tcp": "TCP"}[transport], ranks, systems,
+           {s: {size: [v] for size, v in t[s].items()} for s in systems}, columns, rounds)
 PY
 done

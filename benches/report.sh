@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Regenerates every plot under docs/plots/ and the headline table
+# (docs/plots/headline.md, the top of BENCHMARKS.md) from fresh runs:
+# Courier against Open MPI and MPICH (installed from apt when missing; a
+# peer that cannot be installed is skipped, with a note), ROUNDS (default 5)
+# interleaved rounds, ratios as medians of per-round ratios.
+# Usage: [ROUNDS=5] benches/report.sh        (about 30 minutes on 2 cores)
+# Raw tables, JSON medians and plots stay in target/bench-results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ROUNDS=${ROUNDS:-5}
+res=target/bench-results
+rm -rf "$res"
+mkdir -p "$res" docs/plots
+cargo build --release -q
+benches/compare_p2p.sh latency bw bibw mbw_mr | tee "$res/p2p.md"
+NPS="2 4" benches/compare_coll.sh barrier bcast reduce allreduce allgather alltoall | tee "$res/coll.md"
+benches/compare_startup.sh 2 32 64 | tee "$res/startup.md"
+for f in "$res"/p2p-shm/*.svg; do cp "$f" "docs/plots/p2p-$(basename "$f")"; done
+for np in 2 4; do
+  for f in "$res/coll/${np}r"/*.svg; do cp "$f" "docs/plots/coll-${np}ranks-$(basename "$f")"; done
+done
+python3 benches/headline.py "$res" > docs/plots/headline.md
+echo "plots: docs/plots/*.svg; headline table: docs/plots/headline.md" >&2
