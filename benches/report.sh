@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every plot under docs/plots/ and the headline table
-# (docs/plots/headline.md, the top of BENCHMARKS.md) from fresh runs:
+# (docs/plots/headline.md, the top of BENCHMARKS.md) and the full tables
+# (docs/plots/tables/) from fresh runs:
 # Courier against Open MPI and MPICH (installed from apt when missing; a
 # peer that cannot be installed is skipped, with a note), ROUNDS (default 5)
 # interleaved rounds, ratios as medians of per-round ratios.
@@ -27,4 +28,6 @@ for np in 2 4; do
   for f in "$res/coll/${np}r"/*.svg; do cp "$f" "docs/plots/coll-${np}ranks-$(basename "$f")"; done
 done
 python3 benches/headline.py "$res" > docs/plots/headline.md
+mkdir -p docs/plots/tables
+cp "$res"/p2p.md "$res"/coll.md "$res"/startup.md docs/plots/tables/
 echo "plots: docs/plots/*.svg; headline table: docs/plots/headline.md" >&2

@@ -235,7 +235,12 @@ pub(crate) fn plot(
     let root = SVGBackend::new(out, (900, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (upper, lower) = root.split_vertically(480);
-    let xs = decades(lines.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    // Sizes are powers of two: the axis spans exactly the sizes measured.
+    let (x0, x1) = lines
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(x), h.max(x)));
+    let xs = x0..x1.max(x0 * 2.0);
     let ys = decades(lines.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
     let mut chart = ChartBuilder::on(&upper)
         .caption(&title, ("sans-serif", 22))
@@ -249,6 +254,11 @@ pub(crate) fn plot(
         .x_desc("message size (bytes)")
         .y_desc(axis_title(&name))
         .x_label_formatter(&|x| human_size(*x))
+        .y_label_formatter(&|y| match *y {
+            y if y >= 10.0 => format!("{y:.0}"),
+            y if y >= 1.0 => format!("{y:.1}"),
+            y => format!("{y:.2}"),
+        })
         .draw()
         .map_err(e)?;
     for (i, s) in lines.iter().enumerate() {
@@ -265,9 +275,19 @@ pub(crate) fn plot(
             .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(e)?;
     }
+    let falls = lines[0]
+        .points
+        .first()
+        .zip(lines[0].points.last())
+        .is_some_and(|(a, b)| a.1 > b.1);
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        // Away from the lines: they start high when the figure falls with size.
+        .position(if falls {
+            SeriesLabelPosition::LowerLeft
+        } else {
+            SeriesLabelPosition::UpperLeft
+        })
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

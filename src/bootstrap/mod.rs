@@ -366,7 +366,13 @@ impl ServiceClient {
         })?;
         let entries = match (self.recv()?, env.card_store) {
             (Reply::FenceStored { len }, Some(fd)) => return store::read_store(fd, len, env.size),
-            (Reply::FenceDone { entries }, _) => entries,
+            (Reply::FenceDone { entries }, fd) => {
+                // The service could not fill the store: it stays unread.
+                if let Some(fd) = fd {
+                    store::discard(fd);
+                }
+                entries
+            }
             (Reply::Abort { code }, _) => {
                 return Err(BootstrapError::Protocol(format!(
                     "job aborted with code {code} during wire-up"

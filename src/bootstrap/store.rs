@@ -208,6 +208,16 @@ impl CardStore {
     }
 }
 
+/// Closes the store this rank inherited as `fd` without reading it (the
+/// fence reply carried the cards), if `fd` is one.
+pub(crate) fn discard(fd: RawFd) {
+    let is_store = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|t| t.to_string_lossy().starts_with(&format!("/memfd:{NAME}")));
+    if is_store {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 /// Reads the `len`-byte card table of a job of `size` ranks from the store
 /// this rank inherited as `fd`, then closes `fd`. Refuses a descriptor that
 /// is not a sealed courier card store.
@@ -319,6 +329,18 @@ mod tests {
                 .map_or(true, |p| !p.to_string_lossy().contains(NAME)),
             "the inherited descriptor is closed"
         );
+    }
+
+    #[test]
+    fn discard_closes_only_a_store() {
+        let s = CardStore::create().unwrap();
+        let dup = nix::unistd::dup(s.fd()).unwrap();
+        discard(dup);
+        assert!(std::fs::read_link(format!("/proc/self/fd/{dup}"))
+            .map_or(true, |p| !p.to_string_lossy().contains(NAME)));
+        let f = File::open("/proc/self/stat").unwrap();
+        discard(f.as_raw_fd());
+        assert!(std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).is_ok());
     }
 
     #[test]
