@@ -137,20 +137,7 @@ impl Service {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if ok {
-                c.out
-                    .extend_from_slice(&Reply::FenceStored { len }.encode());
-            } else {
-                let kv = &self.kv;
-                let reply = full.get_or_insert_with(|| {
-                    Reply::FenceDone {
-                        entries: kv.clone(),
-                    }
-                    .encode()
-                });
-                c.out.extend_from_slice(reply);
-            }
-            let _ = flush(c);
+            answer_fence(c, ok.then_some(len), &self.kv, &mut full);
         }
     }
 
@@ -453,30 +440,16 @@ impl Service {
                 Phase::Ready(rank) => self.proxy_of.get(rank as usize).copied().flatten(),
                 _ => None,
             };
-            match (proxy, local) {
-                (Some(p), _) if by_store && table.is_some() => {
+            match proxy {
+                Some(p) if by_store && table.is_some() => {
                     self.awaiting.entry(p).or_default().push(f);
                     if !remote.contains(&p) {
                         remote.push(p);
                     }
-                    continue;
                 }
-                (None, Some(len)) if by_store => {
-                    c.out
-                        .extend_from_slice(&Reply::FenceStored { len }.encode());
-                }
-                _ => {
-                    let kv = &self.kv;
-                    let reply = full.get_or_insert_with(|| {
-                        Reply::FenceDone {
-                            entries: kv.clone(),
-                        }
-                        .encode()
-                    });
-                    c.out.extend_from_slice(reply);
-                }
+                Some(_) => answer_fence(c, None, &self.kv, &mut full),
+                None => answer_fence(c, local.filter(|_| by_store), &self.kv, &mut full),
             }
-            let _ = flush(c);
         }
         if let Some(t) = table {
             let table: std::rc::Rc<[u8]> = t.into();
@@ -501,6 +474,31 @@ impl Service {
             }
         }
     }
+}
+
+/// Queues a fence's answer on `c`: the length of the card table in its
+/// host's store, or (`None`) every pair, encoded once per fence in `full`.
+fn answer_fence(
+    c: &mut Conn,
+    stored: Option<u32>,
+    kv: &[(String, Vec<u8>)],
+    full: &mut Option<Vec<u8>>,
+) {
+    match stored {
+        Some(len) => c
+            .out
+            .extend_from_slice(&Reply::FenceStored { len }.encode()),
+        None => {
+            let reply = full.get_or_insert_with(|| {
+                Reply::FenceDone {
+                    entries: kv.to_vec(),
+                }
+                .encode()
+            });
+            c.out.extend_from_slice(reply);
+        }
+    }
+    let _ = flush(c);
 }
 
 fn flush(c: &mut Conn) -> io::Result<()> {

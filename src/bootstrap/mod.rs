@@ -280,6 +280,32 @@ impl PeerCard {
     }
 }
 
+/// Every card of a job of `size` ranks from key/value pairs
+/// (`card.<rank>` → text card); `Err` names a rank whose card is missing
+/// or malformed.
+pub(crate) fn cards_from_pairs(
+    size: u32,
+    pairs: &[(String, Vec<u8>)],
+) -> Result<Vec<PeerCard>, String> {
+    let mut cards: Vec<Option<PeerCard>> = vec![None; size as usize];
+    for (k, v) in pairs {
+        let Some(r) = k
+            .strip_prefix("card.")
+            .and_then(|r| r.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if let Some(slot) = cards.get_mut(r) {
+            *slot = PeerCard::decode(v);
+        }
+    }
+    cards
+        .into_iter()
+        .enumerate()
+        .map(|(r, c)| c.ok_or_else(|| format!("no valid card for rank {r}")))
+        .collect()
+}
+
 /// A blocking client of the rendezvous service, used during `init`.
 #[derive(Debug)]
 pub(crate) struct ServiceClient {
@@ -384,25 +410,7 @@ impl ServiceClient {
                 )))
             }
         };
-        let mut cards = vec![None; env.size as usize];
-        for (k, v) in entries {
-            let Some(r) = k
-                .strip_prefix("card.")
-                .and_then(|r| r.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            if let Some(slot) = cards.get_mut(r) {
-                *slot = PeerCard::decode(&v);
-            }
-        }
-        cards
-            .into_iter()
-            .enumerate()
-            .map(|(r, c)| {
-                c.ok_or_else(|| BootstrapError::Protocol(format!("no valid card for rank {r}")))
-            })
-            .collect()
+        cards_from_pairs(env.size, &entries).map_err(BootstrapError::Protocol)
     }
 
     /// The connected stream, for the progress engine to watch after wire-up.

@@ -129,24 +129,7 @@ pub(crate) fn decode_table(t: &[u8], size: u32) -> Result<Vec<PeerCard>, String>
 /// pairs (`card.<rank>` → text card); `Err` if a rank's card is missing or
 /// malformed.
 pub fn table_from_pairs(size: u32, pairs: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
-    let mut cards: Vec<Option<PeerCard>> = vec![None; size as usize];
-    for (k, v) in pairs {
-        let Some(r) = k
-            .strip_prefix("card.")
-            .and_then(|r| r.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if let Some(slot) = cards.get_mut(r) {
-            *slot = PeerCard::decode(v);
-        }
-    }
-    let cards = cards
-        .into_iter()
-        .enumerate()
-        .map(|(r, c)| c.ok_or_else(|| format!("no valid card for rank {r}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(encode_table(&cards))
+    super::cards_from_pairs(size, pairs).map(|c| encode_table(&c))
 }
 
 /// The launcher's side of a node's card store.

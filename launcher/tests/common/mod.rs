@@ -52,8 +52,12 @@ impl Job {
     }
 
     /// Asserts success and that `np` ranks each ran one passing body.
+    /// Counts libtest's ". 1 passed; 0 failed", which it writes in one
+    /// piece: "test result: " and "ok" are separate writes, and a process
+    /// manager that forwards raw chunks (Hydra) can interleave them
+    /// between ranks ("test result: test result: ok").
     pub fn assert_ranks_passed(&self, np: usize) {
-        let passed = self.stdout.matches("test result: ok. 1 passed").count();
+        let passed = self.stdout.matches(". 1 passed; 0 failed").count();
         assert!(
             self.code == Some(0) && passed == np,
             "job failed (exit {:?}, {passed}/{np} ranks passed)\n--- stdout\n{}\n--- stderr\n{}",
