@@ -163,11 +163,17 @@ fn jobs_across_two_simulated_hosts() {
             j.stdout
         );
     };
+    // A rank that fails (an assertion of its body) ends the step, and a
+    // time limit ends a hung one: Slurm by default lets the other ranks
+    // wait forever for a peer that is gone (no Courier launcher supervises
+    // a PMI job).
     let mut cmd = vec![
         "env",
         "EXPECT_NODES=0011",
         "srun",
         "--mpi=pmi2",
+        "--kill-on-bad-exit=1",
+        "--time=2",
         "-N2",
         "-n4",
     ];
@@ -177,6 +183,7 @@ fn jobs_across_two_simulated_hosts() {
         "env",
         "EXPECT_NODES=0011",
         "salloc",
+        "--time=2",
         "-N2",
         "-n4",
         courier(),
@@ -205,7 +212,7 @@ fn jobs_across_two_simulated_hosts() {
     cmd.extend(body("body_across_hosts"));
     check(&tb.exec_on_h1(&cmd), "mpiexec.hydra");
     // srun without PMI: a clear error, not a job of singletons.
-    let mut cmd = vec!["srun", "-N2", "-n2"];
+    let mut cmd = vec!["srun", "--time=2", "-N2", "-n2"];
     cmd.extend(body("body_plain_srun"));
     let j = tb.exec_on_h1(&cmd);
     assert!(j.code.is_some_and(|c| c != 0), "{}", j.stdout);
