@@ -149,7 +149,7 @@ pub(crate) fn main(args: BenchArgs) -> i32 {
             .transport
             .map(|t| ("COURIER_TRANSPORT".to_string(), t.as_env().to_string()))
             .into_iter()
-            .chain(progress.then(|| ("COURIER_BENCH_PROGRESS".to_string(), "1".to_string())))
+            .chain(progress.then(|| (crate::results::PROGRESS.to_string(), "1".to_string())))
             .collect(),
         tag_output: false,
         timeout: None,
@@ -229,10 +229,7 @@ fn startup(spec: &crate::run::JobSpec, args: &BenchArgs) -> i32 {
     run.ranks = spec.np;
     run.transport = transport_name().into();
     run.iterations = Some(repeat);
-    let mut table = Table::new(args.format, run, &[]);
-    if text {
-        println!("# {title}");
-    }
+    let mut table = Table::new(args.format, run, &[format!("# {title}")]);
     let mut walls = Vec::with_capacity(repeat);
     for _ in 0..repeat {
         let t0 = Instant::now();
@@ -282,12 +279,7 @@ fn startup_rank(format: Format) -> Result<(), String> {
             w.size(),
             sum / w.size() as f64
         );
-        // JSON and CSV on stdout stay parseable.
-        if format == Format::Text {
-            println!("{line}");
-        } else {
-            eprintln!("{line}");
-        }
+        remark(format, &line);
     } else {
         w.send(&[ms], 0, SYNC_TAG).map_err(e)?;
     }
@@ -339,6 +331,16 @@ fn sync(w: &Communicator) -> Result<(), Error> {
         dist *= 2;
     }
     Ok(())
+}
+
+/// A line beside the figures: on stdout with OSU's text tables, on stderr
+/// otherwise, so that JSON and CSV on stdout stay parseable.
+fn remark(format: Format, line: &str) {
+    if format == Format::Text {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 /// Rank 0's table of benchmark `kind` (`None` on other ranks): `header`
@@ -416,12 +418,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
             None => "validation: passed",
             Some(_) => "validation: failed",
         };
-        // JSON and CSV on stdout stay parseable.
-        if args.format == Format::Text {
-            println!("{verdict}");
-        } else {
-            eprintln!("{verdict}");
-        }
+        remark(args.format, verdict);
     }
     match failure {
         Some(e) => Err(e),

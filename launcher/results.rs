@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// Schema tag of the JSON documents.
 pub(crate) const SCHEMA: &str = "courier-bench/1";
 
+/// Set by `courier bench` for its ranks when its stderr is a terminal:
+/// rank 0 then reports the sizes of a long run there.
+pub(crate) const PROGRESS: &str = "COURIER_BENCH_PROGRESS";
+
 /// How `courier bench` prints its results.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub(crate) enum Format {
@@ -41,17 +45,17 @@ impl Machine {
     /// This machine.
     pub(crate) fn here() -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let cpu = read("/proc/cpuinfo")
-            .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
         Machine {
             host: read("/proc/sys/kernel/hostname").trim().to_string(),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-            cpu,
+            cpu: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default(),
             // The machine's, not this process's CPU mask (a rank is bound to one).
-            cpus: read("/proc/cpuinfo")
+            cpus: cpuinfo
                 .lines()
                 .filter(|l| l.starts_with("processor"))
                 .count(),
@@ -94,41 +98,59 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// A run of Courier on this machine, without rows yet.
-    pub(crate) fn courier(benchmark: &str, title: &str, columns: &[&str]) -> Run {
-        // The launcher's wire-up variables are not settings.
-        const INTERNAL: &[&str] = &[
-            "COURIER_RANK",
-            "COURIER_SIZE",
-            "COURIER_LOCAL_RANK",
-            "COURIER_LOCAL_SIZE",
-            "COURIER_NODE_ID",
-            "COURIER_SERVICE",
-            "COURIER_JOB_KEY",
-            "COURIER_BIND",
-            "COURIER_CARD_STORE",
-            "COURIER_BENCH_PROGRESS",
-        ];
-        let settings = std::env::vars()
-            .filter(|(k, _)| k.starts_with("COURIER_") && !INTERNAL.contains(&k.as_str()))
-            .collect();
+    /// A run of `library` with no rows, nothing known of where or when it
+    /// was measured.
+    fn new(library: &str, benchmark: &str, title: &str, columns: Vec<String>) -> Run {
         Run {
             schema: SCHEMA.into(),
-            library: format!("Courier {}", env!("CARGO_PKG_VERSION")),
+            library: library.into(),
             benchmark: benchmark.into(),
             title: title.into(),
             transport: String::new(),
             ranks: 0,
             threads: None,
             iterations: None,
-            settings,
-            machine: Machine::here(),
-            unix_time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
+            settings: BTreeMap::new(),
+            machine: Machine::default(),
+            unix_time: 0,
+            columns,
             rows: Vec::new(),
         }
+    }
+
+    /// A run of Courier on this machine, now, without rows yet.
+    pub(crate) fn courier(benchmark: &str, title: &str, columns: &[&str]) -> Run {
+        use courier::bootstrap::{
+            ENV_BIND, ENV_CARD_STORE, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID,
+            ENV_RANK, ENV_SERVICE, ENV_SIZE,
+        };
+        // The launcher's wire-up variables are not settings.
+        const INTERNAL: &[&str] = &[
+            ENV_RANK,
+            ENV_SIZE,
+            ENV_LOCAL_RANK,
+            ENV_LOCAL_SIZE,
+            ENV_NODE_ID,
+            ENV_SERVICE,
+            ENV_JOB_KEY,
+            ENV_BIND,
+            ENV_CARD_STORE,
+            PROGRESS,
+        ];
+        let mut run = Run::new(
+            &format!("Courier {}", env!("CARGO_PKG_VERSION")),
+            benchmark,
+            title,
+            columns.iter().map(|c| c.to_string()).collect(),
+        );
+        run.settings = std::env::vars()
+            .filter(|(k, _)| k.starts_with("COURIER_") && !INTERNAL.contains(&k.as_str()))
+            .collect();
+        run.machine = Machine::here();
+        run.unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        run
     }
 
     /// The label of this run in a plot's legend.
@@ -208,7 +230,7 @@ impl Table {
         Table {
             format,
             run,
-            progress: std::env::var_os("COURIER_BENCH_PROGRESS").is_some(),
+            progress: std::env::var_os(PROGRESS).is_some(),
             started: Instant::now(),
         }
     }
@@ -316,11 +338,8 @@ pub(crate) fn parse_osu(text: &str, label: &str) -> Result<Run, String> {
         return Err(format!("{title}: no rows"));
     }
     let benchmark = benchmark_of(&title).ok_or_else(|| format!("unknown benchmark {title:?}"))?;
-    let columns = columns_of(benchmark, &header);
-    let mut run = Run::courier(benchmark, &title, &[]);
-    run.library = label.to_string();
-    run.settings.clear();
-    run.columns = columns;
+    // The table says nothing of the machine or the settings it came from.
+    let mut run = Run::new(label, benchmark, &title, columns_of(benchmark, &header));
     run.rows = rows;
     Ok(run)
 }

@@ -194,10 +194,22 @@ impl CardStore {
 /// Closes the store this rank inherited as `fd` without reading it (the
 /// fence reply carried the cards), if `fd` is one.
 pub(crate) fn discard(fd: RawFd) {
-    let is_store = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .is_ok_and(|t| t.to_string_lossy().starts_with(&format!("/memfd:{NAME}")));
-    if is_store {
+    if check_store(fd).is_ok() {
         let _ = nix::unistd::close(fd);
+    }
+}
+
+/// `Ok` when this process's descriptor `fd` is a courier card store (a
+/// memfd of that name), else what it is.
+fn check_store(fd: RawFd) -> Result<(), String> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|e| e.to_string())?;
+    if target
+        .to_string_lossy()
+        .starts_with(&format!("/memfd:{NAME}"))
+    {
+        Ok(())
+    } else {
+        Err(format!("{} is not a card store", target.display()))
     }
 }
 
@@ -208,16 +220,9 @@ pub(crate) fn read_store(fd: RawFd, len: u32, size: u32) -> Result<Vec<PeerCard>
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
     let bad =
         |why: String| BootstrapError::Protocol(format!("card store (descriptor {fd}): {why}"));
-    let path = format!("/proc/self/fd/{fd}");
-    let target = std::fs::read_link(&path).map_err(|e| bad(e.to_string()))?;
-    if !target
-        .to_string_lossy()
-        .starts_with(&format!("/memfd:{NAME}"))
-    {
-        return Err(bad(format!("{} is not a card store", target.display())));
-    }
+    check_store(fd).map_err(bad)?;
     // Our own open file description: the inherited number is closed below.
-    let file = File::open(&path).map_err(|e| bad(e.to_string()))?;
+    let file = File::open(format!("/proc/self/fd/{fd}")).map_err(|e| bad(e.to_string()))?;
     let _ = nix::unistd::close(fd);
     let seals = fcntl(file.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(|e| bad(e.to_string()))?;
     let seals = SealFlag::from_bits_truncate(seals);
