@@ -148,8 +148,6 @@ struct Peer {
     inbound: usize,
     /// Our mapping of their slot has been faulted in.
     primed: bool,
-    /// Local rank (slot in our segment).
-    slot: u32,
 }
 
 /// The shared-memory transport of one rank.
@@ -239,7 +237,6 @@ impl ShmTransport {
             out: None,
             inbound: self.inbound.len(),
             primed: false,
-            slot: addr.local_rank,
         });
         // Our segment is fresh and only we read our rings: each head is 0.
         self.inbound.push((peer, Consumer::fresh(ring)));
@@ -555,7 +552,7 @@ impl ShmTransport {
             let cap = word(&self.own, 8) as usize;
             let slots = self.slot_peer.len();
             self.own.prefault(
-                ring_offset(slots, p.slot as usize, cap),
+                ring_offset(slots, p.addr.local_rank as usize, cap),
                 RingPtr::footprint(cap),
             );
         }
