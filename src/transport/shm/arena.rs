@@ -32,13 +32,21 @@
 //!
 //! Layout (offsets in bytes, every part 64-byte aligned):
 //! ```text
-//!   0     magic "CRARENA2", ranks (u64), cell data bytes (u64)
+//!   0     magic "CRARENA3", ranks (u64), cell data bytes (u64)
 //!  64     wake: AtomicU32 (futex word), sleepers: AtomicU32
-//! 128     lines: [turn 0: rank 0 .. rank p-1] ... [turn LINE_DEPTH-1: ...]
+//! 128     progress: [rank 0 .. rank p-1], one line each: AtomicU64
+//!  ..     lines: [turn 0: rank 0 .. rank p-1] ... [turn LINE_DEPTH-1: ...]
 //!         line = state: AtomicU64 (seq << 32 | length), INLINE data bytes
 //!  ..     cells: [turn 0: rank 0 .. rank p-1] ... [turn DATA_DEPTH-1: ...]
 //!         cell = `slot` data bytes, rounded up to 64
 //! ```
+//!
+//! A rank need not publish in every operation (a broadcast's receivers,
+//! a reduce's root: nobody reads their cells). It then tells how far it
+//! has got through its *progress* word instead, on a line of its own,
+//! which others read only to know that it has moved on (to reuse a line or
+//! cell): `coll::node` writes it every few operations and before any wait,
+//! so such a rank moves one line per operation, not two.
 //!
 //! Waiting: a rank about to sleep counts itself in `sleepers`, re-checks its
 //! condition, then sleeps on `wake` (futex); a rank that published and sees
@@ -55,7 +63,7 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA2");
+const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA3");
 const HEADER: usize = 128;
 /// Bytes of a state line before its inline data: the state word.
 const STATE: usize = 8;
@@ -79,6 +87,11 @@ pub(crate) fn depth_for(total: usize) -> u64 {
     }
 }
 
+/// Offset of the state lines: after the header and the progress lines.
+fn lines_at(ranks: usize) -> usize {
+    HEADER + ranks * LINE
+}
+
 /// Where a rank finds an arena (sent to the other ranks when it is made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ArenaAddr {
@@ -100,7 +113,10 @@ pub(crate) struct Arena {
 fn geometry(ranks: usize, slot: usize) -> (usize, usize) {
     let cell = slot.max(1).next_multiple_of(64);
     let lines = LINE_DEPTH as usize * ranks * LINE;
-    (cell, HEADER + lines + DATA_DEPTH as usize * ranks * cell)
+    (
+        cell,
+        lines_at(ranks) + lines + DATA_DEPTH as usize * ranks * cell,
+    )
 }
 
 impl Arena {
@@ -184,9 +200,9 @@ impl Arena {
         }
         let index = (seq % LINE_DEPTH) as usize * self.ranks + rank;
         // SAFETY: index < LINE_DEPTH * ranks, so the line lies inside the
-        // mapping, whose size is HEADER + LINE_DEPTH * ranks * LINE + the
-        // cells (checked when mapped).
-        Some(unsafe { self.seg.as_ptr().add(HEADER + index * LINE) })
+        // mapping, whose size is lines_at(ranks) + LINE_DEPTH * ranks *
+        // LINE + the cells (checked when mapped).
+        Some(unsafe { self.seg.as_ptr().add(lines_at(self.ranks) + index * LINE) })
     }
 
     /// Start of the data cell of `rank` for sequence number `seq` (rank
@@ -195,12 +211,39 @@ impl Arena {
         if rank >= self.ranks {
             return None;
         }
-        let lines = LINE_DEPTH as usize * self.ranks * LINE;
+        let lines = lines_at(self.ranks) + LINE_DEPTH as usize * self.ranks * LINE;
         let index = (seq % DATA_DEPTH) as usize * self.ranks + rank;
         // SAFETY: index < DATA_DEPTH * ranks, so the cell lies inside the
-        // mapping, whose size is HEADER + lines + DATA_DEPTH * ranks * cell
-        // (checked when mapped).
-        Some(unsafe { self.seg.as_ptr().add(HEADER + lines + index * self.cell) })
+        // mapping, whose size is lines + DATA_DEPTH * ranks * cell (checked
+        // when mapped).
+        Some(unsafe { self.seg.as_ptr().add(lines + index * self.cell) })
+    }
+
+    /// The progress word of `rank` (checked), or `None`.
+    fn progress_word(&self, rank: usize) -> Option<&AtomicU64> {
+        if rank >= self.ranks {
+            return None;
+        }
+        // SAFETY: 1. rank < ranks, so the word starts a line inside the
+        // progress lines (HEADER .. lines_at(ranks)) of the mapping, 8-byte
+        // aligned; 2. the reference borrows `self` (the mapping); 3. every
+        // process accesses it atomically only.
+        Some(unsafe { &*(self.seg.as_ptr().add(HEADER + rank * LINE) as *const AtomicU64) })
+    }
+
+    /// Tells that `rank` has started operation `seq` (and so is done
+    /// reading everything of earlier ones), and wakes sleepers.
+    pub(crate) fn announce(&self, rank: usize, seq: u64) {
+        if let Some(w) = self.progress_word(rank) {
+            w.store(seq, Ordering::SeqCst);
+            self.wake_sleepers();
+        }
+    }
+
+    /// The operation `rank` last announced it had started (acquire).
+    pub(crate) fn announced(&self, rank: usize) -> u64 {
+        self.progress_word(rank)
+            .map_or(0, |w| w.load(Ordering::Acquire))
     }
 
     /// Where `rank`'s data for `seq` lies and how many bytes it holds, for
@@ -282,6 +325,12 @@ impl Arena {
             at += n;
         }
         state.store((seq << 32) | (total & 0xffff_ffff), Ordering::SeqCst);
+        self.wake_sleepers();
+    }
+
+    /// Wakes the ranks asleep in [`Arena::sleep_unless`] (after a SeqCst
+    /// store of what they wait for).
+    fn wake_sleepers(&self) {
         if self.u32_at(68).load(Ordering::SeqCst) > 0 {
             self.u32_at(64).fetch_add(1, Ordering::SeqCst);
             futex::wake_all(self.u32_at(64));
@@ -361,6 +410,43 @@ mod tests {
         let mut big = [0u8; 1000];
         b.read(3, 0, &mut big);
         assert!(big[..100].iter().all(|&x| x == 3) && big[100..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn progress_words_are_per_rank_and_apart_from_the_cells() {
+        let a = Arena::create(3, 64).unwrap();
+        let b = Arena::open(a.addr(), 3, 64).unwrap();
+        assert_eq!((b.announced(0), b.announced(2)), (0, 0));
+        a.announce(2, 77);
+        a.announce(9, 1); // no such rank: ignored
+        assert_eq!((b.announced(0), b.announced(1), b.announced(2)), (0, 0, 77));
+        // Cells and lines of every turn and rank leave the words alone.
+        for seq in 0..LINE_DEPTH {
+            for r in 0..3 {
+                a.publish(seq, r, &[0xff; 64], 64);
+                a.publish(seq, r, &[0xff; 8], 8);
+            }
+        }
+        assert_eq!((b.announced(0), b.announced(1), b.announced(2)), (0, 0, 77));
+        a.announce(2, 1 << 40);
+        assert_eq!(b.announced(2), 1 << 40, "a full 64-bit count");
+    }
+
+    #[test]
+    fn a_sleeper_is_woken_by_an_announcement() {
+        let a = Arena::create(2, 8).unwrap();
+        let b = Arena::open(a.addr(), 2, 8).unwrap();
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                a.announce(1, 3);
+            });
+            while b.announced(1) < 3 {
+                b.sleep_unless(|| b.announced(1) >= 3, Duration::from_secs(5));
+            }
+        });
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]
