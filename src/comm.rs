@@ -150,7 +150,7 @@ pub(crate) struct CommShared {
     /// A user's reduction operation is running on this communicator.
     pub(crate) in_user_op: AtomicBool,
     /// The arena for collectives over shared memory (see `coll::node`).
-    pub(crate) node: Mutex<crate::coll::node::NodeState>,
+    pub(crate) node: std::sync::OnceLock<Option<crate::coll::node::NodeColl>>,
 }
 
 /// A communicator cut by node: the ranks of this rank's node, and one leader
@@ -185,7 +185,7 @@ impl CommShared {
                 coll_owner: AtomicU64::new(0),
                 coll_depth: AtomicU32::new(0),
                 in_user_op: AtomicBool::new(false),
-                node: Mutex::new(Default::default()),
+                node: std::sync::OnceLock::new(),
                 contexts,
                 id,
                 rank,

@@ -109,17 +109,24 @@ pub(super) fn check_op<T: Reducible>(op: Op) -> Result<()> {
 /// elements of `T` per rank. The first call on a communicator decides
 /// (collectively) whether it gets a shared-memory arena.
 pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result<tune::Call> {
-    let node_slot = match node::arena(c)? {
+    let node = node::arena(c)?;
+    let node_slot = match node {
         // An element larger than a cell cannot go through the arena.
         Some(n) if std::mem::size_of::<T>() <= n.slot() => n.slot(),
         _ => 0,
+    };
+    let oversubscribed = match node {
+        // The rank's policy, as the arena took it (no driver lock on the
+        // way of a small collective).
+        Some(n) => n.oversubscribed(),
+        None => c.progress.lock()?.oversubscribed(),
     };
     Ok(tune::Call {
         p: c.size(),
         bytes: elems * std::mem::size_of::<T>(),
         commutative,
         equal: true,
-        oversubscribed: c.progress.lock()?.oversubscribed(),
+        oversubscribed,
         node_slot,
         node_bytes: elems * std::mem::size_of::<T>(),
     })
@@ -127,7 +134,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
 
 /// The communicator's arena, which the selection table found (an
 /// internal error if it is gone).
-pub(super) fn arena(c: &CommShared) -> Result<std::sync::Arc<node::NodeColl>> {
+pub(super) fn arena(c: &CommShared) -> Result<&node::NodeColl> {
     node::arena(c)?.ok_or_else(|| Error::InvalidState("the collective arena vanished".into()))
 }
 

@@ -61,19 +61,7 @@ use crate::transport::shm::arena::{self as arena_mem, Arena, ArenaAddr, DATA_DEP
 use bytemuck::Pod;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Whether a communicator has an arena.
-#[derive(Debug, Default)]
-pub(crate) enum NodeState {
-    /// Not decided yet (no collective so far).
-    #[default]
-    Unknown,
-    /// The communicator spans nodes or transports: point-to-point only.
-    Off,
-    On(Arc<NodeColl>),
-}
 
 /// One rank's side of a communicator's arena.
 #[derive(Debug)]
@@ -149,21 +137,17 @@ pub(crate) fn slot_size(p: usize) -> usize {
     fair.clamp(MIN_SLOT.min(limit), limit) & !63
 }
 
-/// The arena of `c`, made on first use if every rank can have one.
-/// Collective: every rank of `c` calls it at the same collective.
-pub(crate) fn arena(c: &CommShared) -> Result<Option<Arc<NodeColl>>> {
-    match &*c.node.lock() {
-        NodeState::On(n) => return Ok(Some(n.clone())),
-        NodeState::Off => return Ok(None),
-        NodeState::Unknown => {}
+/// The arena of `c`, made on first use if every rank can have one (`None`:
+/// the communicator spans nodes or transports, and uses point-to-point
+/// only). Collective: every rank of `c` calls it at the same collective.
+pub(crate) fn arena(c: &CommShared) -> Result<Option<&NodeColl>> {
+    if let Some(n) = c.node.get() {
+        return Ok(n.as_ref());
     }
-    let state = setup(c)?;
-    let out = match &state {
-        NodeState::On(n) => Some(n.clone()),
-        _ => None,
-    };
-    *c.node.lock() = state;
-    Ok(out)
+    let made = setup(c)?;
+    // One thread at a time runs the communicator's collectives
+    // (`coll::check`), so nobody set it meanwhile.
+    Ok(c.node.get_or_init(|| made).as_ref())
 }
 
 /// All ranks agree on `ok` (bitwise and over the communicator).
@@ -180,7 +164,7 @@ fn agree(c: &CommShared, ok: bool) -> Result<bool> {
     Ok(v[0] == 1)
 }
 
-fn setup(c: &CommShared) -> Result<NodeState> {
+fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
     let (p, me) = (c.size(), c.rank());
     let slot = slot_size(p);
     let local = p >= 2 && slot > 0 && {
@@ -191,7 +175,7 @@ fn setup(c: &CommShared) -> Result<NodeState> {
         })
     };
     if !agree(c, local)? {
-        return Ok(NodeState::Off);
+        return Ok(None);
     }
     // Rank 0 makes the arena and tells the others where it is.
     let made = if me == 0 {
@@ -220,13 +204,13 @@ fn setup(c: &CommShared) -> Result<NodeState> {
         None => None,
     };
     if !agree(c, arena.is_some())? {
-        return Ok(NodeState::Off);
+        return Ok(None);
     }
     let Some(arena) = arena else {
-        return Ok(NodeState::Off);
+        return Ok(None);
     };
     let policy = c.progress.lock()?.policy();
-    Ok(NodeState::On(Arc::new(NodeColl {
+    Ok(Some(NodeColl {
         arena,
         me,
         p,
@@ -234,7 +218,7 @@ fn setup(c: &CommShared) -> Result<NodeState> {
         announced: AtomicU64::new(0),
         seen: Mutex::new(Seen::new(p)),
         policy,
-    })))
+    }))
 }
 
 /// Looks at the job while a rank sleeps in a wait: an error ends the wait
@@ -251,6 +235,11 @@ pub(crate) fn job_check(c: &CommShared) -> Result<()> {
 }
 
 impl NodeColl {
+    /// Whether the node has more ranks than cores (the rank's policy).
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.policy.oversubscribed
+    }
+
     /// Data bytes a rank may publish per operation.
     pub(crate) fn slot(&self) -> usize {
         self.arena.slot()
@@ -615,6 +604,7 @@ impl Waiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     std::thread_local! {
         /// Set in the ranks of one `run` when one of them panicked.
