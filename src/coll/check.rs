@@ -273,7 +273,12 @@ pub(crate) struct Entered<'a> {
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        if self.c.coll_depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+        // Only the owner thread changes the depth (see `enter`).
+        let depth = self.c.coll_depth.load(Ordering::Relaxed);
+        self.c
+            .coll_depth
+            .store(depth.saturating_sub(1), Ordering::Relaxed);
+        if depth == 1 {
             self.c.coll_owner.store(0, Ordering::Release);
         }
     }
@@ -306,23 +311,38 @@ impl CommShared {
             )));
         }
         self.progress.lock()?;
-        let outermost =
-            match self
-                .coll_owner
+        let claimed = if self.progress.is_owned() {
+            // Only the owner thread gets past an owned driver's lock above:
+            // plain stores claim the communicator (a locked instruction
+            // here waits for the last collective's stores to the arena
+            // to reach the other core, a good part of a small collective).
+            match self.coll_owner.load(Ordering::Relaxed) {
+                0 => {
+                    self.coll_owner.store(me, Ordering::Relaxed);
+                    Ok(0)
+                }
+                owner => Err(owner),
+            }
+        } else {
+            self.coll_owner
                 .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => true,
-                Err(owner) if owner == me => false,
-                Err(_) => {
-                    return Err(Error::InvalidState(format!(
-                        "{} called on a communicator while another thread runs a collective \
+        };
+        let outermost = match claimed {
+            Ok(_) => true,
+            Err(owner) if owner == me => false,
+            Err(_) => {
+                return Err(Error::InvalidState(format!(
+                    "{} called on a communicator while another thread runs a collective \
                      on it: collectives on one communicator must be called by one thread \
                      at a time, in the same order on every rank",
-                        Coll::name(sig().coll)
-                    )))
-                }
-            };
-        self.coll_depth.fetch_add(1, Ordering::Relaxed);
+                    Coll::name(sig().coll)
+                )))
+            }
+        };
+        // Only the owner changes the depth (load and store, not a locked
+        // add: see above).
+        let depth = self.coll_depth.load(Ordering::Relaxed);
+        self.coll_depth.store(depth + 1, Ordering::Relaxed);
         let entered = Entered { c: self };
         if !(outermost && enabled()) {
             local()?;

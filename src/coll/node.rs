@@ -59,7 +59,6 @@ use crate::progress::WaitPolicy;
 use crate::transport::shm::arena::LINE_DEPTH;
 use crate::transport::shm::arena::{self as arena_mem, Arena, ArenaAddr, DATA_DEPTH};
 use bytemuck::Pod;
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
@@ -75,26 +74,52 @@ pub(crate) struct NodeColl {
     /// The last operation this rank announced in its progress word.
     announced: AtomicU64,
     /// What this rank knows of the others.
-    seen: Mutex<Seen>,
+    seen: Seen,
     policy: WaitPolicy,
 }
 
 /// What a rank has seen of the others, so that it looks at shared lines
-/// only when it must.
+/// only when it must. Only the thread running the communicator's
+/// collectives uses it (see `coll::check`): relaxed loads and stores, no
+/// locked instruction on the way of a small collective.
 #[derive(Debug)]
 struct Seen {
     /// The highest sequence number each rank published in its cell.
-    published: Vec<u64>,
+    published: Box<[AtomicU64]>,
     /// The highest operation each rank is known to have started (from its
     /// cells or its progress word).
-    started: Vec<u64>,
+    started: Box<[AtomicU64]>,
 }
 
 impl Seen {
     fn new(p: usize) -> Self {
         Seen {
-            published: vec![0; p],
-            started: vec![0; p],
+            published: (0..p).map(|_| AtomicU64::new(0)).collect(),
+            started: (0..p).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn published(&self, r: usize) -> u64 {
+        self.published
+            .get(r)
+            .map_or(0, |v| v.load(AtomicOrdering::Relaxed))
+    }
+
+    fn started(&self, r: usize) -> u64 {
+        self.started
+            .get(r)
+            .map_or(0, |v| v.load(AtomicOrdering::Relaxed))
+    }
+
+    fn set_published(&self, r: usize, v: u64) {
+        if let Some(x) = self.published.get(r) {
+            x.store(v, AtomicOrdering::Relaxed);
+        }
+    }
+
+    fn set_started(&self, r: usize, v: u64) {
+        if let Some(x) = self.started.get(r) {
+            x.store(v, AtomicOrdering::Relaxed);
         }
     }
 }
@@ -216,7 +241,7 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         p,
         seq: AtomicU64::new(0),
         announced: AtomicU64::new(0),
-        seen: Mutex::new(Seen::new(p)),
+        seen: Seen::new(p),
         policy,
     }))
 }
@@ -291,15 +316,12 @@ impl NodeColl {
     fn wait_started(&self, check: Check<'_>, s: u64) -> Result<()> {
         let mut waiter = Waiter::new(self.policy);
         for r in (0..self.p).filter(|&r| r != self.me) {
-            {
-                let seen = self.seen.lock();
-                if seen.started[r] >= s || seen.published[r] >= s {
-                    continue;
-                }
+            if self.seen.started(r) >= s || self.seen.published(r) >= s {
+                continue;
             }
             loop {
                 if let Some(v) = self.has_started(s, r) {
-                    self.seen.lock().started[r] = v;
+                    self.seen.set_started(r, v);
                     break;
                 }
                 self.announce();
@@ -313,13 +335,13 @@ impl NodeColl {
     fn wait_all(&self, check: Check<'_>, s: u64, ranks: impl Iterator<Item = usize>) -> Result<()> {
         let mut waiter = Waiter::new(self.policy);
         for r in ranks {
-            if self.seen.lock().published[r] >= s {
+            if self.seen.published(r) >= s {
                 continue;
             }
             loop {
                 let v = self.arena.published(s, r);
                 if v >= s {
-                    self.seen.lock().published[r] = v;
+                    self.seen.set_published(r, v);
                     break;
                 }
                 self.announce();
@@ -667,7 +689,7 @@ mod tests {
                             p,
                             seq: AtomicU64::new(0),
                             announced: AtomicU64::new(0),
-                            seen: Mutex::new(Seen::new(p)),
+                            seen: Seen::new(p),
                             policy,
                         };
                         body(&n)
@@ -881,8 +903,7 @@ mod tests {
                     n.bcast(OK, bytemuck::cast_slice_mut(&mut b), 0).unwrap();
                     assert!(b.iter().enumerate().all(|(i, &x)| x == k * 3 + i as u64));
                     if n.me == 0 {
-                        let seen = n.seen.lock();
-                        let known = seen.started[1].max(seen.published[1]);
+                        let known = n.seen.started(1).max(n.seen.published(1));
                         assert!(n.seq.load(AtomicOrdering::Relaxed) <= known + depth);
                     }
                 }
@@ -962,7 +983,7 @@ mod tests {
             p: 2,
             seq: AtomicU64::new(0),
             announced: AtomicU64::new(0),
-            seen: Mutex::new(Seen::new(2)),
+            seen: Seen::new(2),
             policy: WaitPolicy {
                 spin: Duration::ZERO,
                 yield_for: Duration::ZERO,
