@@ -311,13 +311,18 @@ fn gather_blocks<T: Pod>(
     let sz = std::mem::size_of::<T>();
     let p = c.size();
     let me = c.rank();
-    let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
     let alg = tune::allgather(call::<T>(c, n, true)?)?;
-    if let (Some(own), tune::Allgather::Shm | tune::Allgather::Bruck) = (own, alg) {
+    if alg == tune::Allgather::Shm {
+        // Publishes `own` straight from the send buffer, and copies it into
+        // place while the others publish theirs.
+        return arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own);
+    }
+    let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
+    if let (Some(own), tune::Allgather::Bruck) = (own, alg) {
         buf[d[me]..d[me + 1]].copy_from_slice(own);
     }
     match alg {
-        tune::Allgather::Shm => arena(c)?.allgather(&|| node::job_check(c), buf, n * sz),
+        tune::Allgather::Shm => Ok(()),
         tune::Allgather::Ring => algo::allgather_ring(c, buf, &d, own),
         tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d, own),
         tune::Allgather::Bruck => algo::allgather_bruck(c, buf, n * sz),

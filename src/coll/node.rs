@@ -503,14 +503,37 @@ impl NodeColl {
     }
 
     /// All-gather of equal blocks of `block` bytes, a cell's worth of each
-    /// per turn; this rank's block is in place in `buf`.
-    pub(crate) fn allgather(&self, check: Check<'_>, buf: &mut [u8], block: usize) -> Result<()> {
+    /// per turn. This rank's block is in place in `buf`, or in `own` (of
+    /// `block` bytes), which is published from there and copied into
+    /// place while the other ranks publish theirs.
+    pub(crate) fn allgather(
+        &self,
+        check: Check<'_>,
+        buf: &mut [u8],
+        block: usize,
+        own: Option<&[u8]>,
+    ) -> Result<()> {
+        let mine = self.me * block..(self.me + 1) * block;
+        if own.is_some_and(|o| o.len() != block) || buf.get(mine.clone()).is_none() {
+            return Err(Error::InvalidState(
+                "all-gather: blocks of unexpected lengths".into(),
+            ));
+        }
         for k in 0..self.turns(block) {
             let part = chunk(k, self.slot(), block);
             let s = self.begin(check, block)?;
-            let mine = self.me * block;
-            let data = &buf[mine + part.start..mine + part.end];
-            self.arena.publish(s, self.me, data, block as u64);
+            match own {
+                Some(own) => {
+                    self.arena
+                        .publish(s, self.me, &own[part.clone()], block as u64);
+                    buf[mine.start + part.start..mine.start + part.end]
+                        .copy_from_slice(&own[part.clone()]);
+                }
+                None => {
+                    let data = &buf[mine.start + part.start..mine.start + part.end];
+                    self.arena.publish(s, self.me, data, block as u64);
+                }
+            }
             self.wait_all(check, s, 0..self.p)?;
             for r in (0..self.p).filter(|&r| r != self.me) {
                 self.check_total("all-gather", s, r, block)?;
@@ -763,7 +786,7 @@ mod tests {
                     }
                     let mut all = vec![0u32; 3 * p];
                     all[3 * me..3 * me + 3].copy_from_slice(&[me as u32, k as u32, 7]);
-                    n.allgather(OK, bytemuck::cast_slice_mut(&mut all), 12)
+                    n.allgather(OK, bytemuck::cast_slice_mut(&mut all), 12, None)
                         .unwrap();
                     for r in 0..p {
                         assert_eq!(all[3 * r..3 * r + 3], [r as u32, k as u32, 7]);
@@ -815,15 +838,21 @@ mod tests {
                         .enumerate()
                         .all(|(i, &x)| x == i as u64 * sum_ranks));
                     // Blocks of 301 bytes: 5 turns, the last of 45 bytes.
+                    // Once in place, once from a separate send buffer.
                     let block = 301;
-                    let mut all = vec![0u8; block * p];
-                    for (i, x) in all[me * block..(me + 1) * block].iter_mut().enumerate() {
-                        *x = (i * 7 + me) as u8;
-                    }
-                    n.allgather(OK, &mut all, block).unwrap();
-                    for r in 0..p {
-                        let got = &all[r * block..(r + 1) * block];
-                        assert!(got.iter().enumerate().all(|(i, &x)| x == (i * 7 + r) as u8));
+                    let own: Vec<u8> = (0..block).map(|i| (i * 7 + me) as u8).collect();
+                    for separate in [false, true] {
+                        let mut all = vec![0u8; block * p];
+                        if separate {
+                            n.allgather(OK, &mut all, block, Some(&own)).unwrap();
+                        } else {
+                            all[me * block..(me + 1) * block].copy_from_slice(&own);
+                            n.allgather(OK, &mut all, block, None).unwrap();
+                        }
+                        for r in 0..p {
+                            let got = &all[r * block..(r + 1) * block];
+                            assert!(got.iter().enumerate().all(|(i, &x)| x == (i * 7 + r) as u8));
+                        }
                     }
                     // All-to-all blocks of 301 bytes: pieces of 64 / p bytes
                     // of each block per turn, the last one short.
@@ -869,7 +898,9 @@ mod tests {
             n.barrier(OK).unwrap();
             let mut all = vec![0u8; 2 * if n.me == 0 { 8 } else { 4 }];
             let block = all.len() / 2;
-            let gather = n.allgather(OK, &mut all, block).map_err(|e| e.to_string());
+            let gather = n
+                .allgather(OK, &mut all, block, None)
+                .map_err(|e| e.to_string());
             (bcast, gather)
         });
         assert!(errs[0].0.is_ok());
