@@ -5,9 +5,10 @@
 //! Every operation takes the next sequence number `s` of the communicator
 //! (the same on every rank: collectives are called in the same order) and
 //! uses the state lines of turn `s mod LINE_DEPTH` and, above
-//! `arena::INLINE` bytes per rank, the data cells of turn `s mod
-//! DATA_DEPTH`. Before a rank rewrites them it waits until every rank has
-//! started operation `s - depth + 1` (`arena::depth_for`), and so has
+//! `arena::INLINE` bytes per rank, its small cell of that turn (up to 256
+//! bytes) or the data cells of turn `s mod DATA_DEPTH`. Before a rank
+//! rewrites them it waits until every rank has started operation
+//! `s - depth + 1` (`Arena::depth_for`), and so has
 //! finished reading those of operation `s - depth`; that is nearly always
 //! known already from what the rank saw since. A rank can thus run 63
 //! small or 15 large operations ahead (a broadcast's root pipelines; on a
@@ -57,7 +58,7 @@ use crate::error::{Error, Result};
 use crate::progress::WaitPolicy;
 #[cfg(test)]
 use crate::transport::shm::arena::LINE_DEPTH;
-use crate::transport::shm::arena::{self as arena_mem, Arena, ArenaAddr, DATA_DEPTH};
+use crate::transport::shm::arena::{Arena, ArenaAddr, DATA_DEPTH};
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -276,7 +277,7 @@ impl NodeColl {
     fn begin(&self, check: Check<'_>, total: usize) -> Result<u64> {
         let s = self.seq.load(AtomicOrdering::Relaxed) + 1;
         self.seq.store(s, AtomicOrdering::Relaxed);
-        let depth = arena_mem::depth_for(total);
+        let depth = self.arena.depth_for(total);
         if s >= depth {
             self.wait_started(check, s - depth + 1)?;
         }
@@ -920,7 +921,8 @@ mod tests {
         // Rank 1 sleeps before each receive: rank 0's broadcasts do not wait
         // for it until the lines (small) or cells (large) run out, and no
         // data is overwritten early.
-        for (words, depth) in [(2usize, LINE_DEPTH), (16, DATA_DEPTH)] {
+        // 16 B in the line, 128 B in a small cell, 320 B in a data cell.
+        for (words, depth) in [(2usize, LINE_DEPTH), (16, LINE_DEPTH), (40, DATA_DEPTH)] {
             run(2, 256, |n| {
                 for k in 0..4 * depth {
                     let mut b = vec![0u64; words];
@@ -956,8 +958,8 @@ mod tests {
                         std::thread::sleep(Duration::from_micros(30));
                     }
                 };
-                // Small (state line) and large (data cell) in turn.
-                let words = |k: usize| if k % 4 == 0 { 40 } else { 3 };
+                // In the state line, a small cell or a data cell, in turn.
+                let words = |k: usize| [3, 40, 3, 16][k % 4];
                 // Broadcasts from rank 0; the last rank is slow.
                 for k in 0..4 * LINE_DEPTH as usize {
                     if me == p - 1 {

@@ -4,7 +4,7 @@
 //! message (MPICH's release/gather, Open MPI's `coll/sm`).
 //!
 //! A cell is a state *line* and, for operations of more than [`INLINE`]
-//! bytes per rank, a data cell: a rank writes its data, then stores the
+//! bytes per rank, a small cell (up to 256 bytes) or a data cell: a rank writes its data, then stores the
 //! operation's sequence number and length into the state (one store,
 //! release); readers wait until the state shows the sequence they want
 //! (acquire), then read the data. The length is the byte count of the
@@ -37,6 +37,7 @@
 //! 128     progress: [rank 0 .. rank p-1], one line each: AtomicU64
 //!  ..     lines: [turn 0: rank 0 .. rank p-1] ... [turn LINE_DEPTH-1: ...]
 //!         line = state: AtomicU64 (seq << 32 | length), INLINE data bytes
+//!  ..     small cells: as the lines, 256 bytes each (none above 128 ranks)
 //!  ..     cells: [turn 0: rank 0 .. rank p-1] ... [turn DATA_DEPTH-1: ...]
 //!         cell = `slot` data bytes, rounded up to 64
 //! ```
@@ -72,24 +73,42 @@ const LINE: usize = 64;
 /// Data bytes that travel in the state line: operations of at most this
 /// many bytes per rank use no data cell.
 pub(crate) const INLINE: usize = LINE - STATE;
-/// State lines per rank, used in turn.
+/// State lines (and small cells) per rank, used in turn.
 pub(crate) const LINE_DEPTH: u64 = 64;
 /// Data cells per rank, used in turn.
 pub(crate) const DATA_DEPTH: u64 = 16;
+/// Bytes of a small cell: operations of more than [`INLINE`] and at most
+/// this many bytes per rank use one, which has the lines' depth (a data
+/// cell's depth of 16 let a broadcast's root run only 15 operations ahead:
+/// 64-byte broadcasts on 4 ranks and 2 cores took 2.5× as long as 32-byte
+/// ones).
+const SMALL: usize = 256;
+/// Arenas of more ranks have no small cells (they would take
+/// `64 × SMALL` bytes per rank).
+const SMALL_RANKS: usize = 128;
 
-/// The turns a rank may run ahead of the slowest before it reuses what an
-/// operation of `total` bytes per rank uses: see the module documentation.
-pub(crate) fn depth_for(total: usize) -> u64 {
-    if total <= INLINE {
-        LINE_DEPTH
+/// Bytes of a small cell in an arena of `ranks` ranks (0: none).
+fn small_of(ranks: usize) -> usize {
+    if ranks <= SMALL_RANKS {
+        SMALL
     } else {
-        DATA_DEPTH
+        0
     }
 }
 
 /// Offset of the state lines: after the header and the progress lines.
 fn lines_at(ranks: usize) -> usize {
     HEADER + ranks * LINE
+}
+
+/// Offset of the small cells: after the state lines.
+fn small_at(ranks: usize) -> usize {
+    lines_at(ranks) + LINE_DEPTH as usize * ranks * LINE
+}
+
+/// Offset of the data cells: after the small cells.
+fn cells_at(ranks: usize) -> usize {
+    small_at(ranks) + LINE_DEPTH as usize * ranks * small_of(ranks)
 }
 
 /// Where a rank finds an arena (sent to the other ranks when it is made).
@@ -112,11 +131,7 @@ pub(crate) struct Arena {
 /// A cell's size and the arena's size.
 fn geometry(ranks: usize, slot: usize) -> (usize, usize) {
     let cell = slot.max(1).next_multiple_of(64);
-    let lines = LINE_DEPTH as usize * ranks * LINE;
-    (
-        cell,
-        lines_at(ranks) + lines + DATA_DEPTH as usize * ranks * cell,
-    )
+    (cell, cells_at(ranks) + DATA_DEPTH as usize * ranks * cell)
 }
 
 impl Arena {
@@ -200,8 +215,8 @@ impl Arena {
         }
         let index = (seq % LINE_DEPTH) as usize * self.ranks + rank;
         // SAFETY: index < LINE_DEPTH * ranks, so the line lies inside the
-        // mapping, whose size is lines_at(ranks) + LINE_DEPTH * ranks *
-        // LINE + the cells (checked when mapped).
+        // mapping, whose state lines span lines_at(ranks) ..
+        // small_at(ranks) (the size was checked when mapped).
         Some(unsafe { self.seg.as_ptr().add(lines_at(self.ranks) + index * LINE) })
     }
 
@@ -211,12 +226,40 @@ impl Arena {
         if rank >= self.ranks {
             return None;
         }
-        let lines = lines_at(self.ranks) + LINE_DEPTH as usize * self.ranks * LINE;
         let index = (seq % DATA_DEPTH) as usize * self.ranks + rank;
         // SAFETY: index < DATA_DEPTH * ranks, so the cell lies inside the
-        // mapping, whose size is lines + DATA_DEPTH * ranks * cell (checked
-        // when mapped).
-        Some(unsafe { self.seg.as_ptr().add(lines + index * self.cell) })
+        // mapping, whose size is cells_at(ranks) + DATA_DEPTH * ranks * cell
+        // (checked when mapped).
+        Some(unsafe {
+            self.seg
+                .as_ptr()
+                .add(cells_at(self.ranks) + index * self.cell)
+        })
+    }
+
+    /// Start of the small cell of `rank` for sequence number `seq` (rank
+    /// checked; `None` also when the arena has no small cells).
+    fn small_ptr(&self, seq: u64, rank: usize) -> Option<*mut u8> {
+        let small = small_of(self.ranks);
+        if rank >= self.ranks || small == 0 {
+            return None;
+        }
+        let index = (seq % LINE_DEPTH) as usize * self.ranks + rank;
+        // SAFETY: index < LINE_DEPTH * ranks, so the cell lies inside the
+        // small cells, small_at(ranks) .. cells_at(ranks), of the mapping
+        // (its size was checked when mapped).
+        Some(unsafe { self.seg.as_ptr().add(small_at(self.ranks) + index * small) })
+    }
+
+    /// The turns a rank may run ahead of the slowest before it reuses what
+    /// an operation of `total` bytes per rank uses: the lines' depth for
+    /// what fits a line or a small cell, the data cells' otherwise.
+    pub(crate) fn depth_for(&self, total: usize) -> u64 {
+        if total <= INLINE.max(small_of(self.ranks)) {
+            LINE_DEPTH
+        } else {
+            DATA_DEPTH
+        }
     }
 
     /// The progress word of `rank` (checked), or `None`.
@@ -250,11 +293,14 @@ impl Arena {
     /// an operation of `total` bytes per rank: in the state line, or in the
     /// data cell.
     fn data_ptr(&self, seq: u64, rank: usize, total: u64) -> Option<(*mut u8, usize)> {
+        let small = small_of(self.ranks);
         if total <= INLINE as u64 {
             // SAFETY: the line's INLINE data bytes follow its state word
             // inside the line (see `line_ptr`).
             self.line_ptr(seq, rank)
                 .map(|p| (unsafe { p.add(STATE) }, INLINE))
+        } else if total <= small as u64 {
+            self.small_ptr(seq, rank).map(|p| (p, small))
         } else {
             self.cell_ptr(seq, rank).map(|p| (p, self.slot))
         }
@@ -423,13 +469,61 @@ mod tests {
         // Cells and lines of every turn and rank leave the words alone.
         for seq in 0..LINE_DEPTH {
             for r in 0..3 {
-                a.publish(seq, r, &[0xff; 64], 64);
+                a.publish(seq, r, &[0xff; 64], 1000);
+                a.publish(seq, r, &[0xff; 200], 200);
                 a.publish(seq, r, &[0xff; 8], 8);
             }
         }
         assert_eq!((b.announced(0), b.announced(1), b.announced(2)), (0, 0, 77));
         a.announce(2, 1 << 40);
         assert_eq!(b.announced(2), 1 << 40, "a full 64-bit count");
+    }
+
+    #[test]
+    fn lines_small_cells_and_data_cells_never_overlap() {
+        let p = 3;
+        let a = Arena::create(p, 512).unwrap();
+        let b = Arena::open(a.addr(), p, 512).unwrap();
+        // In the line, a small cell, a data cell.
+        let sizes = [40usize, 200, 500];
+        assert_eq!(
+            sizes.map(|n| a.depth_for(n)),
+            [LINE_DEPTH, LINE_DEPTH, DATA_DEPTH]
+        );
+        // Where each (turn, rank, kind) lies: apart from every other, and
+        // inside the mapping (data cells repeat every DATA_DEPTH turns).
+        let mut places = Vec::new();
+        for seq in 0..LINE_DEPTH {
+            for r in 0..p {
+                for len in sizes {
+                    if len > SMALL && seq >= DATA_DEPTH {
+                        continue;
+                    }
+                    let (ptr, room) = a.data_ptr(seq, r, len as u64).unwrap();
+                    assert!(room >= len.min(512));
+                    places.push((ptr as usize, room));
+                }
+            }
+        }
+        places.sort();
+        for w in places.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{w:?} overlap");
+        }
+        let end = a.seg.as_ptr() as usize + a.seg.len();
+        assert!(places.iter().all(|&(ptr, room)| ptr + room <= end));
+        // Round trips, each kind.
+        for (i, len) in sizes.into_iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|k| (k * 3 + i) as u8).collect();
+            a.publish(5, 2, &data, len as u64);
+            let mut out = vec![0u8; len];
+            b.read(5, 2, &mut out);
+            assert_eq!(out, data);
+        }
+        // A big arena has no small cells: a 200-byte operation uses a data
+        // cell, with its depth.
+        let big = Arena::create(SMALL_RANKS + 1, 1024).unwrap();
+        assert_eq!(big.depth_for(200), DATA_DEPTH);
+        assert_eq!(big.data_ptr(0, 0, 200).map(|(_, room)| room), Some(1024));
     }
 
     #[test]
