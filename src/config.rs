@@ -17,7 +17,7 @@
 //! | `COURIER_MAX_MESSAGE` | 2^40 | largest message length accepted from a peer |
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
 //! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm: `COURIER_BARRIER_ALGORITHM`, `COURIER_BCAST_ALGORITHM`, `COURIER_REDUCE_ALGORITHM`, `COURIER_ALLREDUCE_ALGORITHM`, `COURIER_ALLGATHER_ALGORITHM`, `COURIER_ALLTOALL_ALGORITHM`, `COURIER_REDUCE_SCATTER_ALGORITHM`, `COURIER_SCAN_ALGORITHM` (names in `coll::tune`) |
-//! | `COURIER_SHM_COLL_SLOT` | 16384 | largest data bytes per rank and cell of a communicator's shared-memory arena (cells shrink on big communicators: 4 MiB per arena); collectives on a communicator within one node go through the arena, a cell's worth per turn; 0 disables |
+//! | `COURIER_SHM_COLL_SLOT` | 16384 | largest data bytes per rank and cell of a communicator's shared-memory arena (cells shrink on big communicators: 4 MiB of cells per arena, besides 4 KiB of state lines and, up to 128 ranks, 16 KiB of small cells per rank); collectives on a communicator within one node go through the arena, a cell's worth per turn; 0 disables |
 //! | `COURIER_SHM_COLL_MAX` | per collective (`coll::tune`) | largest bytes per rank that broadcast, reduce, all-reduce and all-gather send through the arena (several turns above a cell) before point-to-point algorithms take over |
 //! | `COURIER_COLL_SEGMENT` | 65536 | segment size (bytes) of the pipelined tree collectives |
 //! | `COURIER_HIERARCHICAL` | 1 | 0 turns off the node-aware all-reduce (reduce in each node, all-reduce among node leaders, broadcast in each node) |
