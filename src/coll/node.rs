@@ -56,9 +56,7 @@ use super::UserOp;
 use crate::comm::CommShared;
 use crate::error::{Error, Result};
 use crate::progress::WaitPolicy;
-#[cfg(test)]
-use crate::transport::shm::arena::LINE_DEPTH;
-use crate::transport::shm::arena::{Arena, ArenaAddr, DATA_DEPTH};
+use crate::transport::shm::arena::{Arena, ArenaAddr, DATA_DEPTH, LINE_DEPTH};
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -132,6 +130,20 @@ impl Seen {
 /// empty cell in every operation instead, 2 ranks, back-to-back: 4–32-byte
 /// broadcasts took 1.2–1.35× as long, reduces 1.5–1.6×.)
 const ANNOUNCE_EVERY: u64 = 16;
+
+/// A quiet rank still publishes (an empty cell) through one lap of
+/// [`LINE_DEPTH`] operations in every this many laps. A state line keeps
+/// only the low 32 bits of its sequence number, which a reader can place
+/// only if the line is less than 2^31 operations stale: a rank quiet for
+/// longer (a broadcast's receiver in a loop of billions of broadcasts, a
+/// few minutes at 0.1 µs each) would otherwise leave lines that read as
+/// published. This keeps every line under 2^20 + 64 operations stale.
+const REFRESH_LAPS: u64 = 1 << 14;
+
+/// Whether operation `s` falls in a lap in which quiet ranks publish.
+fn refresh_lap(s: u64) -> bool {
+    (s / LINE_DEPTH) % REFRESH_LAPS == 0
+}
 
 /// `COURIER_SHM_COLL_SLOT`: the largest data bytes per rank and cell in a
 /// communicator's arena (0 disables collectives over shared memory).
@@ -286,10 +298,13 @@ impl NodeColl {
 
     /// Starts the next operation of a rank that publishes nothing in it:
     /// as [`NodeColl::begin`], announcing its progress every
-    /// [`ANNOUNCE_EVERY`] operations (the others learn it from there).
+    /// [`ANNOUNCE_EVERY`] operations (the others learn it from there), or,
+    /// in a refresh lap, publishing an empty cell (see [`REFRESH_LAPS`]).
     fn begin_quiet(&self, check: Check<'_>, total: usize) -> Result<u64> {
         let s = self.begin(check, total)?;
-        if s % ANNOUNCE_EVERY == 0 {
+        if refresh_lap(s) {
+            self.arena.publish(s, self.me, &[], total as u64);
+        } else if s % ANNOUNCE_EVERY == 0 {
             self.announce();
         }
         Ok(s)
@@ -1005,6 +1020,27 @@ mod tests {
                 n.barrier(OK).unwrap();
             });
         }
+    }
+
+    #[test]
+    fn quiet_ranks_leave_no_line_stale_for_2_to_the_31_operations() {
+        // Every window of 2^20 + 2 laps holds a whole refresh lap, in which
+        // a quiet rank writes each of its lines once.
+        let window = (REFRESH_LAPS + 2) * LINE_DEPTH;
+        assert!(window < 1 << 31);
+        for start in [0u64, 1, 63, 64, 5 << 20, (1 << 32) - 7, u64::MAX / 2] {
+            let laps: Vec<u64> = (start..start + window)
+                .step_by(LINE_DEPTH as usize)
+                .map(|s| s / LINE_DEPTH)
+                .filter(|lap| lap % REFRESH_LAPS == 0)
+                .collect();
+            let whole = laps
+                .iter()
+                .any(|&lap| lap * LINE_DEPTH >= start && (lap + 1) * LINE_DEPTH <= start + window);
+            assert!(whole, "no whole refresh lap after operation {start}");
+        }
+        assert!(refresh_lap(1) && refresh_lap(63) && !refresh_lap(64));
+        assert!(refresh_lap(REFRESH_LAPS * LINE_DEPTH + 5));
     }
 
     #[test]
