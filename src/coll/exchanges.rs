@@ -318,13 +318,16 @@ fn gather_blocks<T: Pod>(
         return arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own);
     }
     let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
-    if let (Some(own), tune::Allgather::Bruck) = (own, alg) {
-        buf[d[me]..d[me + 1]].copy_from_slice(own);
-    }
     match alg {
-        tune::Allgather::Shm => Ok(()),
         tune::Allgather::Ring => algo::allgather_ring(c, buf, &d, own),
         tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d, own),
-        tune::Allgather::Bruck => algo::allgather_bruck(c, buf, n * sz),
+        tune::Allgather::Bruck => {
+            if let Some(own) = own {
+                buf[d[me]..d[me + 1]].copy_from_slice(own);
+            }
+            algo::allgather_bruck(c, buf, n * sz)
+        }
+        // Returned above.
+        tune::Allgather::Shm => Ok(()),
     }
 }

@@ -4,22 +4,25 @@
 //! message (MPICH's release/gather, Open MPI's `coll/sm`).
 //!
 //! A cell is a state *line* and, for operations of more than [`INLINE`]
-//! bytes per rank, a small cell (up to 256 bytes) or a data cell: a rank writes its data, then stores the
-//! operation's sequence number and length into the state (one store,
-//! release); readers wait until the state shows the sequence they want
-//! (acquire), then read the data. The length is the byte count of the
-//! rank's whole operation (a large one takes several turns), so a reader
-//! can tell that the ranks' counts differ, and where the data is: up to
-//! [`INLINE`] bytes share the state's cache line (a small collective moves
-//! one line per rank), more go to the data cell. (A separate length word
+//! bytes per rank, a small cell (up to 256 bytes) or a data cell: a rank
+//! writes its data, then stores the operation's sequence number and
+//! length into the state (one store, release); readers wait until the
+//! state shows the sequence they want (acquire), then read the data. The
+//! length is the byte count of the rank's whole operation (a large one
+//! takes several turns), so a reader can tell that the ranks' counts
+//! differ, and where the data is: up to [`INLINE`] bytes share the state's
+//! cache line (a small collective moves one line per rank), more go to a
+//! small cell or the data cell. (A separate length word
 //! cost a second transfer of that line whenever the other rank polled
 //! between the two stores: a back-to-back 64-byte broadcast took twice as
 //! long.)
 //!
 //! The state packs the low 32 bits of the sequence number (high half) and
 //! of the length (low half). Ranks of one arena are never more than
-//! [`LINE_DEPTH`] operations apart, so the full sequence number is
-//! recovered from the one a reader expects (wrapping arithmetic). Each rank
+//! [`LINE_DEPTH`] operations apart, and no line goes unwritten for 2^31
+//! operations (`coll::node` has ranks that publish nothing refresh their
+//! lines now and then), so the full sequence number is recovered from the
+//! one a reader expects (wrapping arithmetic). Each rank
 //! has [`LINE_DEPTH`] state lines and [`DATA_DEPTH`] data cells, used in
 //! turn (sequence number modulo the depth): a rank may rewrite a line (a
 //! data cell) only once every rank has started the operation
@@ -290,8 +293,8 @@ impl Arena {
     }
 
     /// Where `rank`'s data for `seq` lies and how many bytes it holds, for
-    /// an operation of `total` bytes per rank: in the state line, or in the
-    /// data cell.
+    /// an operation of `total` bytes per rank: in the state line, a small
+    /// cell or a data cell.
     fn data_ptr(&self, seq: u64, rank: usize, total: u64) -> Option<(*mut u8, usize)> {
         let small = small_of(self.ranks);
         if total <= INLINE as u64 {
