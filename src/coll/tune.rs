@@ -8,7 +8,7 @@
 //! | reduce | arena up to 16 KiB on 2 ranks, 128 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
 //! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
 //! | all-gather | equal counts: arena up to blocks of 16 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm` |
-//! | all-to-all | arena up to 16 KiB of blocks per rank on 2 ranks, 32 KiB on more (several turns above a cell); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
+//! | all-to-all | arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -257,12 +257,14 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
 pub(crate) const COMBINE_COOP_MIN: usize = 1 << 20;
 /// All-to-all (bytes of all of a rank's blocks): see [`NodeMax`]. The
 /// arena copies every block twice (in, out), pairwise exchange once (single
-/// copy): from 3 interleaved sweeps, pairwise wins from blocks of 16 KiB on
-/// 2 ranks (3.7–3.9 against 5.4–5.8 µs) and on 4 (31–46 against 50–64 µs);
-/// below, the arena (8 KiB blocks on 4 ranks: 23.5 against 25–39 µs).
+/// copy): pairwise wins from blocks of 16 KiB on 2 ranks (3.7–3.9 against
+/// 5.4–5.8 µs), the arena up to 64 KiB in all on more (8 alternating
+/// runs, session 9: 16 KiB blocks on 4 ranks 29–40 µs against 43–57,
+/// 8 KiB blocks on 8 ranks 74–104 against 126–181; 32 KiB blocks on 4
+/// ranks 56–60 against 44–61).
 pub(crate) const NODE_ALLTOALL_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
-    more: 32 * 1024,
+    more: 64 * 1024,
 };
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
 pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
