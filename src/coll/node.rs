@@ -37,7 +37,9 @@
 //! announces in its progress word every few operations, and before any
 //! wait, that it has moved on, which is all the others need to know from it
 //! before they reuse a line or cell: per operation it moves one cache line
-//! (the one it reads), not two.
+//! (the one it reads), not two. (It still publishes through one lap in
+//! every 2^14, so that none of its lines gets too stale to place: see
+//! `REFRESH_LAPS`.)
 //!
 //! Reductions combine in rank order, `((r0 ⊕ r1) ⊕ r2) ⊕ …`, so they serve
 //! non-commutative operations too, and the result is bit-identical on
