@@ -311,23 +311,19 @@ fn gather_blocks<T: Pod>(
     let sz = std::mem::size_of::<T>();
     let p = c.size();
     let me = c.rank();
-    let alg = tune::allgather(call::<T>(c, n, true)?)?;
-    if alg == tune::Allgather::Shm {
+    // Block displacements, for the point-to-point algorithms only.
+    let d = || -> Vec<usize> { (0..=p).map(|r| r * n * sz).collect() };
+    match tune::allgather(call::<T>(c, n, true)?)? {
         // Publishes `own` straight from the send buffer, and copies it into
         // place while the others publish theirs.
-        return arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own);
-    }
-    let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();
-    match alg {
-        tune::Allgather::Ring => algo::allgather_ring(c, buf, &d, own),
-        tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d, own),
+        tune::Allgather::Shm => arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own),
+        tune::Allgather::Ring => algo::allgather_ring(c, buf, &d(), own),
+        tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d(), own),
         tune::Allgather::Bruck => {
             if let Some(own) = own {
-                buf[d[me]..d[me + 1]].copy_from_slice(own);
+                buf[me * n * sz..(me + 1) * n * sz].copy_from_slice(own);
             }
             algo::allgather_bruck(c, buf, n * sz)
         }
-        // Returned above.
-        tune::Allgather::Shm => Ok(()),
     }
 }
