@@ -3,9 +3,9 @@
 //! the sender and dispatches; payloads follow through
 //! [`Engine::handle_payload_done`].
 
-use super::flow::ENVELOPE_COST;
+use super::flow::{eager_cost, ENVELOPE_COST};
 use super::matching::Envelope;
-use super::requests::{MsgInfo, Rdv, RecvPhase, ReqId, SendPhase, SendState};
+use super::requests::{MsgInfo, Rdv, RecvPhase, ReqId, ReqKind, SendPhase, SendState};
 use super::{direct, Body, Dest, Engine, Incoming, Payload, ProtocolError, Transmit, Unexpected};
 use crate::ids::Rank;
 use crate::wire::Frame;
@@ -87,14 +87,63 @@ impl Engine {
                 "{frame:?} handled as a plain eager message"
             )));
         };
-        self.check_header_allowed(peer)?;
         if len != payload.len() as u64 {
             return Err(ProtocolError::new(format!(
                 "eager payload of {} bytes announced as {len}",
                 payload.len()
             )));
         }
+        let env = Envelope {
+            context,
+            source: peer,
+            tag,
+        };
+        if !sync {
+            if let Some(id) = self.take_first_posted(&env, payload.len()) {
+                return Ok(Some(Dest::Req(id)));
+            }
+        }
+        self.check_header_allowed(peer)?;
         self.on_eager(peer, context, tag, len, sync.then_some(sreq), Some(payload))
+    }
+
+    /// The usual case of a stream of small messages, done in one pass: a
+    /// plain eager message of `len` bytes, at hand whole, from a peer whose
+    /// link is between frames, that the first posted receive takes (it
+    /// matches and has room) while no direct receive waits. The receive
+    /// is complete when this returns. Anything else (`None`) goes the
+    /// general way ([`Engine::on_eager`]), which decides exactly as this
+    /// would have: the first posted receive that matches is the first one
+    /// in the queue.
+    #[inline]
+    fn take_first_posted(&mut self, env: &Envelope, len: usize) -> Option<ReqId> {
+        if self.direct.is_some() {
+            return None;
+        }
+        let quarter = self.window / 4;
+        let p = self.peers.get_mut(env.source as usize)?;
+        if p.incoming.is_some() || len > p.eager_limit || env.source == self.me {
+            return None;
+        }
+        let &(id, pattern) = self.posted.front()?;
+        if !pattern.matches(env) {
+            return None;
+        }
+        let e = self.reqs.get_mut(id)?;
+        match &e.kind {
+            ReqKind::Recv(r) if e.result.is_none() && len <= r.capacity => {}
+            _ => return None,
+        }
+        e.result = Some(Ok(MsgInfo {
+            source: env.source,
+            tag: env.tag,
+            len,
+        }));
+        self.posted.pop_front();
+        if let Some(bytes) = p.flow.owe(eager_cost(len as u64), quarter) {
+            self.queue_control(env.source, Frame::Credit { bytes });
+        }
+        Some(id)
     }
 
     /// An eager message: into the first matching posted receive (or the

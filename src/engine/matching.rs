@@ -93,6 +93,18 @@ impl<T> OrderedQueue<T> {
         self.items.len()
     }
 
+    /// The first item.
+    #[inline]
+    pub(crate) fn front(&self) -> Option<&T> {
+        self.items.front()
+    }
+
+    /// Removes the first item.
+    #[inline]
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
+        self.items.pop_front()
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.items.iter()
     }

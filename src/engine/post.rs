@@ -139,6 +139,7 @@ impl Engine {
     /// Posts a receive of at most `capacity` bytes. If a queued message
     /// matches, it is taken now (its bytes come out of `poll_delivery`, or a
     /// CTS goes out for a rendezvous message).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn post_recv(
         &mut self,
         context: u32,
@@ -146,6 +147,20 @@ impl Engine {
         tag: Option<u32>,
         capacity: usize,
     ) -> ReqId {
+        self.post_recv_queued(context, source, tag, capacity).0
+    }
+
+    /// [`Engine::post_recv`], and whether the receive only joined the
+    /// posted queue (`true`: nothing matched, nothing to deliver, transmit
+    /// or copy because of it).
+    #[inline]
+    pub(crate) fn post_recv_queued(
+        &mut self,
+        context: u32,
+        source: Option<Rank>,
+        tag: Option<u32>,
+        capacity: usize,
+    ) -> (ReqId, bool) {
         let pattern = Pattern {
             context,
             source,
@@ -158,18 +173,18 @@ impl Engine {
         }));
         if let Some(i) = self.unexpected.position(|u| pattern.matches(&u.env)) {
             self.take_unexpected(id, i, capacity);
-            return id;
+            return (id, false);
         }
         if let Some(src) = source {
             if let Some(PeerState::Gone(reason)) = self.peers.get(src as usize).map(|p| &p.state) {
                 let reason = reason.clone();
                 self.reqs
                     .complete(id, Err(ReqError::PeerLost { peer: src, reason }));
-                return id;
+                return (id, false);
             }
         }
         self.posted.push((id, pattern));
-        id
+        (id, true)
     }
 
     /// Receive `id` (of `capacity` bytes) matched unexpected message `i`:

@@ -647,6 +647,70 @@ fn a_whole_eager_frame_is_checked_like_any_other() {
 }
 
 #[test]
+fn a_whole_eager_frame_that_a_posted_receive_waits_for_is_checked_the_same() {
+    // The first posted receive takes a whole message in one pass
+    // (`take_first_posted`): every check of the general way still holds.
+    let mut e = Engine::new(1, 2, 16);
+    let eager = |tag, len| Frame::Eager {
+        context: 0,
+        tag,
+        len,
+        sync: false,
+        sreq: 0,
+    };
+    let r = e.post_recv(0, None, None, 8);
+    assert!(e.handle_eager_whole(0, eager(0, 4), &[1, 2, 3]).is_err());
+    assert!(e.handle_eager_whole(0, eager(0, 17), &[0; 17]).is_err());
+    assert!(e.handle_eager_whole(5, eager(0, 1), &[0]).is_err());
+    assert!(!e.is_done(r), "a rejected frame completed a receive");
+    // Too large for the receive: it fails, the message stays queued.
+    assert_eq!(e.handle_eager_whole(0, eager(1, 9), &[9; 9]), Ok(None));
+    assert!(matches!(
+        e.take_result(r),
+        Some(Err(ReqError::Truncated {
+            capacity: 8,
+            incoming: 9,
+            ..
+        }))
+    ));
+    assert_eq!(e.probe(0, None, Some(1)).map(|i| i.len), Some(9));
+    let big = e.post_recv(0, None, Some(1), 16);
+    assert_eq!(
+        e.take_result(big).and_then(Result::ok).map(|i| i.len),
+        Some(9)
+    );
+    // A receive for another tag first: the message goes to the second.
+    let other = e.post_recv(0, None, Some(7), 8);
+    let mine = e.post_recv(0, Some(0), Some(2), 8);
+    assert_eq!(
+        e.handle_eager_whole(0, eager(2, 3), &[1, 2, 3]),
+        Ok(Some(Dest::Req(mine)))
+    );
+    assert!(!e.is_done(other));
+    assert_eq!(
+        e.take_result(mine),
+        Some(Ok(MsgInfo {
+            source: 0,
+            tag: 2,
+            len: 3
+        }))
+    );
+    // The first posted receive matches: taken, complete at once.
+    let first = e.post_recv(0, None, None, 8);
+    assert_eq!(
+        e.handle_eager_whole(0, eager(7, 2), &[1, 2]),
+        Ok(Some(Dest::Req(other)))
+    );
+    assert!(e.is_done(other) && !e.is_done(first));
+    // While another frame's payload is expected, no header is allowed,
+    // not even one the first posted receive would take.
+    assert_eq!(e.handle_frame(0, eager(5, 8)), Ok(Some(Dest::Req(first))));
+    let second = e.post_recv(0, None, None, 8);
+    assert!(e.handle_eager_whole(0, eager(5, 1), &[0]).is_err());
+    assert!(!e.is_done(second));
+}
+
+#[test]
 fn synchronous_eager_send_completes_only_after_the_match() {
     let mut net = SimNet::new(2, 64, 5);
     let s = net.send(0, 1, 1, b"sync", true);

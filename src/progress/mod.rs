@@ -285,12 +285,17 @@ impl Progress {
         tag: Option<u32>,
         bytes: &mut [u8],
     ) -> ReqId {
-        let id = self.engine.post_recv(context, source, tag, bytes.len());
+        let (id, queued) = self
+            .engine
+            .post_recv_queued(context, source, tag, bytes.len());
         // SAFETY: forwarded from this function's contract.
         unsafe { self.bufs.lend(id, bytes.as_mut_ptr(), bytes.len()) };
-        // A queued eager message may have matched at once: copy it in now.
-        self.pump();
-        self.deliver();
+        if !queued {
+            // A queued message matched at once: copy an eager one in now,
+            // send the clear-to-send of a rendezvous.
+            self.pump();
+            self.deliver();
+        }
         id
     }
 
