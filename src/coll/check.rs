@@ -310,7 +310,7 @@ impl CommShared {
                 Coll::name(sig().coll)
             )));
         }
-        self.progress.lock()?;
+        self.progress.check_callable()?;
         let claimed = if self.progress.is_owned() {
             // Only the owner thread gets past an owned driver's lock above:
             // plain stores claim the communicator (a locked instruction

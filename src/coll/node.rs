@@ -180,10 +180,18 @@ pub(crate) fn slot_size(p: usize) -> usize {
 /// The arena of `c`, made on first use if every rank can have one (`None`:
 /// the communicator spans nodes or transports, and uses point-to-point
 /// only). Collective: every rank of `c` calls it at the same collective.
+#[inline]
 pub(crate) fn arena(c: &CommShared) -> Result<Option<&NodeColl>> {
-    if let Some(n) = c.node.get() {
-        return Ok(n.as_ref());
+    match c.node.get() {
+        Some(n) => Ok(n.as_ref()),
+        None => arena_first(c),
     }
+}
+
+/// [`arena`] on the communicator's first collective: set up (or not).
+#[cold]
+#[inline(never)]
+fn arena_first(c: &CommShared) -> Result<Option<&NodeColl>> {
     let made = setup(c)?;
     // One thread at a time runs the communicator's collectives
     // (`coll::check`), so nobody set it meanwhile.
@@ -332,7 +340,7 @@ impl NodeColl {
 
     /// Waits until every other rank has started operation `s` (or later).
     fn wait_started(&self, check: Check<'_>, s: u64) -> Result<()> {
-        let mut waiter = Waiter::new(self.policy);
+        let mut waiter = Waiter::new(&self.policy);
         for r in (0..self.p).filter(|&r| r != self.me) {
             if self.seen.started(r) >= s || self.seen.published(r) >= s {
                 continue;
@@ -351,7 +359,7 @@ impl NodeColl {
 
     /// Waits until every rank in `ranks` has published `s` (or later).
     fn wait_all(&self, check: Check<'_>, s: u64, ranks: impl Iterator<Item = usize>) -> Result<()> {
-        let mut waiter = Waiter::new(self.policy);
+        let mut waiter = Waiter::new(&self.policy);
         for r in ranks {
             if self.seen.published(r) >= s {
                 continue;
@@ -620,15 +628,15 @@ fn chunk(k: usize, per: usize, len: usize) -> std::ops::Range<usize> {
 }
 
 /// Spin, then yield, then sleep (looking at the job between sleeps).
-struct Waiter {
-    policy: WaitPolicy,
+struct Waiter<'a> {
+    policy: &'a WaitPolicy,
     start: Option<Instant>,
     rounds: u32,
     yielding: bool,
 }
 
-impl Waiter {
-    fn new(policy: WaitPolicy) -> Self {
+impl<'a> Waiter<'a> {
+    fn new(policy: &'a WaitPolicy) -> Self {
         Waiter {
             policy,
             start: None,

@@ -135,6 +135,34 @@ impl Driver {
         Ok(held)
     }
 
+    /// What [`Driver::lock`] checks (not finalized, not inside another
+    /// call, an owned driver's own thread), without taking the state: for
+    /// calls that only need to know they may go on (a collective over the
+    /// arena, which never touches the driver on its way). An owned driver
+    /// reads the flag directly, with no guard to build and drop.
+    #[inline]
+    pub(crate) fn check_callable(&self) -> Result<()> {
+        match self.owner {
+            Some(owner) => {
+                if INSIDE.with(Cell::get) {
+                    return Err(reentrant_error());
+                }
+                if owner != thread_token() {
+                    return Err(foreign_thread_error());
+                }
+                // SAFETY: as in `enter`: only the owner thread gets here,
+                // outside any call of its own (`INSIDE` is clear), so no
+                // other reference to the state exists while this read runs.
+                let finalized = unsafe { (*self.state.data_ptr()).is_finalized() };
+                if finalized {
+                    return Err(Progress::finalized_error());
+                }
+                Ok(())
+            }
+            None => self.lock().map(drop),
+        }
+    }
+
     /// [`Driver::lock`] that also works after finalize (reports, teardown).
     #[inline]
     pub(crate) fn lock_any(&self) -> Result<Held<'_>> {
