@@ -14,7 +14,7 @@ use crate::status::Status;
 use bytemuck::Pod;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Which sender a receive accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +138,10 @@ pub(crate) struct CommShared {
     rank: usize,
     group: Arc<Group>,
     /// Sub-communicators for node-aware collectives, built on first use:
-    /// `Some(None)` when this communicator does not span several nodes with
-    /// several ranks on one of them.
-    pub(crate) hier: Mutex<Option<Option<Arc<Hierarchy>>>>,
+    /// `None` when this communicator does not span several nodes with
+    /// several ranks on one of them. (A `OnceLock`: read without a lock
+    /// by every all-reduce.)
+    pub(crate) hier: OnceLock<Option<Hierarchy>>,
     /// The thread running a collective on this communicator (a
     /// `coll::check` thread token; 0: none), and how deeply it is nested
     /// (nested calls are internal steps). A second thread entering a
@@ -181,7 +182,7 @@ impl CommShared {
             shared: Arc::new(CommShared {
                 progress,
                 scratch: Mutex::new(Vec::new()),
-                hier: Mutex::new(None),
+                hier: OnceLock::new(),
                 coll_owner: AtomicU64::new(0),
                 coll_depth: AtomicU32::new(0),
                 in_user_op: AtomicBool::new(false),
@@ -295,10 +296,20 @@ impl Communicator {
 
     /// The node-aware split of this communicator, built on first use (a
     /// collective call: every rank reaches it in the same collective).
-    pub(crate) fn hierarchy(&self) -> Result<Option<Arc<Hierarchy>>> {
-        if let Some(h) = self.shared.hier.lock().as_ref() {
-            return Ok(h.clone());
+    #[inline]
+    pub(crate) fn hierarchy(&self) -> Result<Option<&Hierarchy>> {
+        match self.shared.hier.get() {
+            Some(h) => Ok(h.as_ref()),
+            None => self.hierarchy_first(),
         }
+    }
+
+    /// [`Communicator::hierarchy`] on first use: built (one thread at a
+    /// time runs the communicator's collectives, so nobody else sets it
+    /// meanwhile).
+    #[cold]
+    #[inline(never)]
+    fn hierarchy_first(&self) -> Result<Option<&Hierarchy>> {
         let nodes: Vec<u32> = {
             let p = self.shared.progress.lock()?;
             (0..self.size())
@@ -317,12 +328,11 @@ impl Communicator {
                 .split(Some(nodes[me]), me as i32)?
                 .ok_or_else(|| Error::InvalidArgument("node split lost this rank".into()))?;
             let leaders = self.split((node.rank() == 0).then_some(0), me as i32)?;
-            Some(Arc::new(Hierarchy { node, leaders }))
+            Some(Hierarchy { node, leaders })
         } else {
             None
         };
-        *self.shared.hier.lock() = Some(h.clone());
-        Ok(h)
+        Ok(self.shared.hier.get_or_init(|| h).as_ref())
     }
 
     /// Splits by node (`MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)`): the ranks

@@ -74,6 +74,10 @@ pub(crate) struct NodeColl {
     seq: AtomicU64,
     /// The last operation this rank announced in its progress word.
     announced: AtomicU64,
+    /// An operation every other rank is known to have started (the least
+    /// of what `seen` says of them when last computed): starting an
+    /// operation whose turn that frees looks at no rank at all.
+    all_started: AtomicU64,
     /// What this rank knows of the others.
     seen: Seen,
     policy: WaitPolicy,
@@ -264,6 +268,7 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         p,
         seq: AtomicU64::new(0),
         announced: AtomicU64::new(0),
+        all_started: AtomicU64::new(0),
         seen: Seen::new(p),
         policy,
     }))
@@ -300,7 +305,7 @@ impl NodeColl {
         let s = self.seq.load(AtomicOrdering::Relaxed) + 1;
         self.seq.store(s, AtomicOrdering::Relaxed);
         let depth = self.arena.depth_for(total);
-        if s >= depth {
+        if s >= depth && s - depth + 1 > self.all_started.load(AtomicOrdering::Relaxed) {
             self.wait_started(check, s - depth + 1)?;
         }
         Ok(s)
@@ -341,18 +346,25 @@ impl NodeColl {
     /// Waits until every other rank has started operation `s` (or later).
     fn wait_started(&self, check: Check<'_>, s: u64) -> Result<()> {
         let mut waiter = Waiter::new(&self.policy);
+        let mut least = u64::MAX;
         for r in (0..self.p).filter(|&r| r != self.me) {
-            if self.seen.started(r) >= s || self.seen.published(r) >= s {
+            let known = self.seen.started(r).max(self.seen.published(r));
+            if known >= s {
+                least = least.min(known);
                 continue;
             }
             loop {
                 if let Some(v) = self.has_started(s, r) {
                     self.seen.set_started(r, v);
+                    least = least.min(v);
                     break;
                 }
                 self.announce();
                 waiter.pause(check, &self.arena, || self.has_started(s, r).is_some())?;
             }
+        }
+        if least != u64::MAX {
+            self.all_started.store(least, AtomicOrdering::Relaxed);
         }
         Ok(())
     }
@@ -509,8 +521,8 @@ impl NodeColl {
         total: usize,
         combine: UserOp<'_, T>,
     ) -> Result<()> {
-        let published = |r: usize| !(own.is_some() && r == self.me);
-        for r in (0..self.p).filter(|&r| published(r)) {
+        // This rank's own count is the one compared with.
+        for r in (0..self.p).filter(|&r| r != self.me) {
             self.check_total(what, s, r, total)?;
         }
         if self.me != 0 {
@@ -738,6 +750,7 @@ mod tests {
                             p,
                             seq: AtomicU64::new(0),
                             announced: AtomicU64::new(0),
+                            all_started: AtomicU64::new(0),
                             seen: Seen::new(p),
                             policy,
                         };
@@ -1062,6 +1075,7 @@ mod tests {
             p: 2,
             seq: AtomicU64::new(0),
             announced: AtomicU64::new(0),
+            all_started: AtomicU64::new(0),
             seen: Seen::new(2),
             policy: WaitPolicy {
                 spin: Duration::ZERO,

@@ -111,24 +111,28 @@ macro_rules! algorithms {
             }
 
             /// The override from the environment, if any (read once).
+            #[inline]
             pub(crate) fn forced() -> Result<Option<$name>> {
                 static CHOICE: OnceLock<std::result::Result<Option<$name>, String>> = OnceLock::new();
-                CHOICE
-                    .get_or_init(|| match std::env::var($var) {
-                        Err(_) => Ok(None),
-                        Ok(s) if s.is_empty() => Ok(None),
-                        $(Ok(s) if s == $text => Ok(Some($name::$variant)),)*
-                        Ok(s) => Err(format!(
-                            concat!($var, "={:?}: expected one of ", $($text, " "),*),
-                            s
-                        )),
-                    })
-                    .clone()
-                    .map_err(Error::InvalidArgument)
+                // Read on every call of the collective: the choice is
+                // copied out, only an error's text is cloned.
+                match CHOICE.get_or_init(|| match std::env::var($var) {
+                    Err(_) => Ok(None),
+                    Ok(s) if s.is_empty() => Ok(None),
+                    $(Ok(s) if s == $text => Ok(Some($name::$variant)),)*
+                    Ok(s) => Err(format!(
+                        concat!($var, "={:?}: expected one of ", $($text, " "),*),
+                        s
+                    )),
+                }) {
+                    Ok(choice) => Ok(*choice),
+                    Err(e) => Err(Error::InvalidArgument(e.clone())),
+                }
             }
 
             /// The forced algorithm if it can serve `c`, else `default`.
             #[allow(dead_code)]
+            #[inline]
             pub(crate) fn choose(c: Call, default: $name) -> Result<$name> {
                 Ok(match $name::forced()? {
                     Some(a) if a.needs().met_by(c) => a,
