@@ -389,11 +389,18 @@ impl NodeColl {
         Ok(())
     }
 
+    /// Every rank but this one (what this rank published itself it need
+    /// not wait for).
+    fn others(&self) -> impl Iterator<Item = usize> {
+        let me = self.me;
+        (0..self.p).filter(move |&r| r != me)
+    }
+
     /// Barrier.
     pub(crate) fn barrier(&self, check: Check<'_>) -> Result<()> {
         let s = self.begin(check, 0)?;
         self.arena.publish(s, self.me, &[], 0);
-        self.wait_all(check, s, 0..self.p)
+        self.wait_all(check, s, self.others())
     }
 
     /// Turns an operation of `len` bytes per rank takes: one per cell's
@@ -494,7 +501,7 @@ impl NodeColl {
             let s = self.begin(check, total)?;
             self.arena
                 .publish(s, self.me, bytes(&acc[part.clone()]), total as u64);
-            self.wait_all(check, s, 0..self.p)?;
+            self.wait_all(check, s, self.others())?;
             let (acc, tmp) = (&mut acc[part.clone()], &mut tmp[part]);
             self.fold("all-reduce", s, acc, tmp, None, total, combine)?;
         }
@@ -572,7 +579,7 @@ impl NodeColl {
                     self.arena.publish(s, self.me, data, block as u64);
                 }
             }
-            self.wait_all(check, s, 0..self.p)?;
+            self.wait_all(check, s, self.others())?;
             for r in (0..self.p).filter(|&r| r != self.me) {
                 self.check_total("all-gather", s, r, block)?;
                 let at = r * block;
@@ -622,7 +629,7 @@ impl NodeColl {
                     (0..self.p).map(|r| &send[r * block + part.start..r * block + part.end]);
                 self.arena.publish_parts(s, self.me, pieces, total as u64);
             }
-            self.wait_all(check, s, 0..self.p)?;
+            self.wait_all(check, s, self.others())?;
             for r in (0..self.p).filter(|&r| r != self.me) {
                 self.check_total("all-to-all", s, r, total)?;
                 let at = self.me * part.len();
