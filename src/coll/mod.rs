@@ -108,6 +108,7 @@ pub(super) fn check_op<T: Reducible>(op: Op) -> Result<()> {
 /// What the selection table needs to know of a call moving `elems`
 /// elements of `T` per rank. The first call on a communicator decides
 /// (collectively) whether it gets a shared-memory arena.
+#[inline]
 pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result<tune::Call> {
     let node = node::arena(c)?;
     let node_slot = match node {

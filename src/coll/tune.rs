@@ -326,6 +326,7 @@ impl Call {
     /// Whether the call goes through the arena by default: it has one and
     /// the call is at most `max` bytes per rank (`COURIER_SHM_COLL_MAX`
     /// overrides `max` for every collective).
+    #[inline]
     fn node_up_to(&self, max: NodeMax) -> bool {
         let max = if self.p <= 2 { max.two } else { max.more };
         static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
@@ -340,10 +341,12 @@ impl Call {
     }
 }
 
+#[inline]
 fn large(c: Call) -> bool {
     c.bytes >= LARGE && c.p >= LARGE_MIN_RANKS && !c.oversubscribed
 }
 
+#[inline]
 pub(crate) fn barrier(c: Call) -> Result<Barrier> {
     let default = if c.fits_node() {
         Barrier::Shm
@@ -353,6 +356,7 @@ pub(crate) fn barrier(c: Call) -> Result<Barrier> {
     Barrier::choose(c, default)
 }
 
+#[inline]
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
     let default = if c.node_up_to(NODE_BCAST_MAX) {
         Bcast::Shm
@@ -364,6 +368,7 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
     Bcast::choose(c, default)
 }
 
+#[inline]
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
         _ if c.node_up_to(NODE_REDUCE_MAX) => Reduce::Shm,
@@ -374,6 +379,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     Reduce::choose(c, default)
 }
 
+#[inline]
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
         _ if c.node_up_to(NODE_ALLREDUCE_MAX) => Allreduce::Shm,
@@ -395,6 +401,7 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
     Ok(on && commutative && Allreduce::forced()?.is_none())
 }
 
+#[inline]
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
@@ -410,6 +417,7 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     Allgather::choose(c, default)
 }
 
+#[inline]
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     let default = if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
         Alltoall::Shm
@@ -421,6 +429,7 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     Alltoall::choose(c, default)
 }
 
+#[inline]
 pub(crate) fn reduce_scatter(c: Call) -> Result<ReduceScatter> {
     let default = if c.commutative {
         ReduceScatter::Ring
