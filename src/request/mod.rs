@@ -67,8 +67,8 @@ unsafe fn post_send_raw(
 fn wait_or_detach(p: &mut Held<'_>, id: ReqId) -> Result<MsgInfo> {
     // Finished already (most of a window by the time its first request
     // is collected): collected without the waiting loop's set-up, as
-    // MPI_Wait returns at once for a complete request. (Output queued by
-    // earlier calls goes out at the next call that waits or tests.)
+    // MPI_Wait returns at once for a complete request. (The wait that saw
+    // it finish pushed what finishing it produced.)
     if p.is_done(id) {
         return p.finish(id);
     }
