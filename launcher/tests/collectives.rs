@@ -40,7 +40,7 @@ fn every_algorithm_forced() {
         ),
         (
             "COURIER_ALLGATHER_ALGORITHM",
-            &["ring", "recursive_doubling", "bruck", "shm"],
+            &["ring", "recursive_doubling", "bruck", "shm", "shm_pull"],
         ),
         ("COURIER_ALLTOALL_ALGORITHM", &["pairwise", "bruck", "shm"]),
         (

@@ -317,6 +317,16 @@ fn gather_blocks<T: Pod>(
         // Publishes `own` straight from the send buffer, and copies it into
         // place while the others publish theirs.
         tune::Allgather::Shm => arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own),
+        // Single copy straight from each rank's block; the copying
+        // all-gather if cross-memory attach is refused on some rank.
+        tune::Allgather::ShmPull => {
+            let node = arena(c)?;
+            let check = || node::job_check(c);
+            if node.allgather_pull(&check, buf, n * sz, own)? {
+                return Ok(());
+            }
+            node.allgather(&check, buf, n * sz, own)
+        }
         tune::Allgather::Ring => algo::allgather_ring(c, buf, &d(), own),
         tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d(), own),
         tune::Allgather::Bruck => {

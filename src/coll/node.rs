@@ -31,6 +31,7 @@
 //! | reduce | the others publish their operands; the root waits for them and folds all in rank order |
 //! | all-reduce | publish the operand; wait for all; fold them in rank order (every rank folds the same bytes in the same order, so all get the same bits) |
 //! | all-gather | publish the block; wait for all; copy every block out |
+//! | all-gather by pulls (`shm_pull`: large blocks on 2 ranks) | publish where the block lies (process, address); copy the own block into place; pull every other block straight from its owner's memory (cross-memory attach, one copy); publish "done" and wait until every rank is (the blocks must not change before); if a rank could not pull, all fall back to the row above |
 //! | all-to-all | publish the blocks for every rank; wait for all; copy this rank's block out of every cell |
 //!
 //! A rank that publishes nothing (a broadcast's receivers, a reduce's root)
@@ -128,6 +129,11 @@ impl Seen {
         }
     }
 }
+
+/// Bytes a rank publishes to say where its block lies for a single-copy
+/// pull: its process id, the block's address and its length (one `u64`
+/// each, little-endian).
+const PLACE: usize = 24;
 
 /// A rank that publishes nothing in an operation (a broadcast's
 /// receivers, a reduce's root) announces its progress every this many
@@ -590,6 +596,81 @@ impl NodeColl {
         Ok(())
     }
 
+    /// All-gather of `block` bytes per rank by single copy, for blocks
+    /// larger than a cell: every rank publishes where its block lies (its
+    /// process and the address, in its state line), copies its own block
+    /// into place, pulls every other rank's block straight out of that
+    /// rank's memory (cross-memory attach) into `buf`, and publishes that
+    /// it is done; it returns (and its block may change) only once every
+    /// rank is done. Each byte is copied once, with two line exchanges
+    /// and no message. `own` as for [`NodeColl::allgather`].
+    ///
+    /// `Ok(false)`: a rank could not pull (cross-memory attach refused);
+    /// every rank learns it from the others' reports and nothing was
+    /// lost: the caller runs the copying all-gather instead.
+    pub(crate) fn allgather_pull(
+        &self,
+        check: Check<'_>,
+        buf: &mut [u8],
+        block: usize,
+        own: Option<&[u8]>,
+    ) -> Result<bool> {
+        let mine = self.me * block..(self.me + 1) * block;
+        if own.is_some_and(|o| o.len() != block) || buf.get(mine.clone()).is_none() {
+            return Err(Error::InvalidState(
+                "all-gather: blocks of unexpected lengths".into(),
+            ));
+        }
+        let source = match own {
+            Some(own) => own.as_ptr(),
+            None => buf[mine.clone()].as_ptr(),
+        };
+        // Where this rank's block lies: process, address, length.
+        let mut place = [0u8; PLACE];
+        place[..8].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
+        place[8..16].copy_from_slice(&(source as u64).to_le_bytes());
+        place[16..].copy_from_slice(&(block as u64).to_le_bytes());
+        let s = self.begin(check, PLACE)?;
+        self.arena.publish(s, self.me, &place, PLACE as u64);
+        if let Some(own) = own {
+            buf[mine].copy_from_slice(own);
+        }
+        self.wait_all(check, s, self.others())?;
+        let mut pulled = true;
+        for r in (0..self.p).filter(|&r| r != self.me) {
+            self.check_total("all-gather", s, r, PLACE)?;
+            let mut theirs = [0u8; PLACE];
+            self.arena.read(s, r, &mut theirs);
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&theirs[8 * i..8 * (i + 1)]);
+                u64::from_le_bytes(w)
+            };
+            let (pid, addr, len) = (word(0), word(1), word(2));
+            if len != block as u64 {
+                return Err(Error::InvalidArgument(format!(
+                    "all-gather: rank {r} contributes {len} bytes where this rank has {block} \
+                     (the ranks' counts must match)"
+                )));
+            }
+            let into = &mut buf[r * block..(r + 1) * block];
+            pulled &= !pull_refused()
+                && u32::try_from(pid)
+                    .is_ok_and(|pid| crate::sys::cma::read(pid, addr, into).is_ok());
+        }
+        // Done: the others may let their blocks change once all say so.
+        let s = self.begin(check, 1)?;
+        self.arena.publish(s, self.me, &[u8::from(pulled)], 1);
+        self.wait_all(check, s, self.others())?;
+        let mut all = pulled;
+        for r in (0..self.p).filter(|&r| r != self.me) {
+            let mut theirs = [0u8];
+            self.arena.read(s, r, &mut theirs);
+            all &= theirs[0] == 1;
+        }
+        Ok(all)
+    }
+
     /// All-to-all of equal blocks of `block` bytes: `send` holds the block
     /// for every rank in rank order, `recv` gets rank r's block for this
     /// rank at `r * block`. Each turn a rank publishes a piece of each of
@@ -639,6 +720,18 @@ impl NodeColl {
         }
         Ok(())
     }
+}
+
+/// Whether this rank's single-copy pulls fail on purpose (the unit tests
+/// of the fallback); never outside tests.
+#[cfg(not(test))]
+fn pull_refused() -> bool {
+    false
+}
+
+#[cfg(test)]
+fn pull_refused() -> bool {
+    tests::REFUSE_PULL.with(std::cell::Cell::get)
 }
 
 /// Part `k` of a `len`-long sequence cut into pieces of `per`.
@@ -697,6 +790,8 @@ mod tests {
     use std::sync::Arc;
 
     std::thread_local! {
+        /// This simulated rank's single-copy pulls fail (see `pull_refused`).
+        pub(super) static REFUSE_PULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         /// Set in the ranks of one `run` when one of them panicked.
         static FAILED: std::cell::RefCell<Option<Arc<std::sync::atomic::AtomicBool>>> =
             const { std::cell::RefCell::new(None) };
@@ -1095,5 +1190,52 @@ mod tests {
         // Rank 1 never comes: the barrier waits until the check fails.
         let r = n.barrier(&|| Err(crate::error::Error::Aborted { code: 3 }));
         assert!(matches!(r, Err(crate::error::Error::Aborted { code: 3 })));
+    }
+
+    #[test]
+    fn all_gather_by_single_copy_pulls_and_its_fallback() {
+        // The simulated ranks are threads of this process: each pulls from
+        // the others' buffers with process_vm_readv on its own pid. With
+        // one rank's pulls refused, every rank reports that the pull
+        // failed, and the copying all-gather then gives the same result.
+        let p = 3;
+        let block = 5000;
+        for refused in [None, Some(1)] {
+            let outcomes = run(p, 256, |n| {
+                let me = n.me;
+                REFUSE_PULL.with(|c| c.set(refused == Some(me)));
+                let own: Vec<u8> = (0..block).map(|i| (i * 7 + me * 13) as u8).collect();
+                let mut pulled = Vec::new();
+                for separate in [false, true] {
+                    for _ in 0..3 {
+                        let mut all = vec![0u8; block * p];
+                        let src = if separate {
+                            Some(&own[..])
+                        } else {
+                            all[me * block..(me + 1) * block].copy_from_slice(&own);
+                            None
+                        };
+                        let ok = n.allgather_pull(OK, &mut all, block, src).unwrap();
+                        if !ok {
+                            n.allgather(OK, &mut all, block, src).unwrap();
+                        }
+                        pulled.push(ok);
+                        for r in 0..p {
+                            let got = &all[r * block..(r + 1) * block];
+                            assert!(
+                                got.iter()
+                                    .enumerate()
+                                    .all(|(i, &x)| x == (i * 7 + r * 13) as u8),
+                                "rank {me}: block {r} wrong (pulled: {ok})"
+                            );
+                        }
+                    }
+                }
+                pulled
+            });
+            for got in outcomes {
+                assert_eq!(got, vec![refused.is_none(); 6], "refused: {refused:?}");
+            }
+        }
     }
 }
