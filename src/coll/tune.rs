@@ -257,13 +257,16 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     more: 256 * 1024,
 };
 /// All-gather on two ranks of one node by single-copy pulls
-/// (`Allgather::ShmPull`), for blocks in this range. Against the default
-/// before it (the arena at 16 KiB, recursive doubling above), 2 ranks, 7
-/// interleaved rounds, median of per-round ratios: 16 KiB 0.75, 32 KiB
-/// 0.87, 64–512 KiB 0.94–0.96, 1 MiB 0.99. On 4 ranks and 2 cores its two
-/// line exchanges cost context switches: 1.1–1.5x at 32–128 KiB, 0.91 at
+/// (`Allgather::ShmPull`), for blocks in this range (above the arena's
+/// copying all-gather, [`NODE_ALLGATHER_MAX`]). Against recursive doubling
+/// (the default before it), 2 ranks, 5–7 interleaved rounds, median of
+/// per-round ratios, in two sittings: 32 KiB 0.86–0.87, 64–512 KiB
+/// 0.90–0.96, 1 MiB 0.98–0.99. Against the arena at 16 KiB it depends on
+/// the VM's mode (0.75 in one sitting, 1.15 in another; 9 rounds), so
+/// 16 KiB stays with the arena. On 4 ranks and 2 cores its two line
+/// exchanges cost context switches: 1.1–1.5x at 32–128 KiB, 0.91 at
 /// 256–512 KiB (5 rounds), so it is not the default there.
-pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 16 * 1024..=512 * 1024;
+pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=512 * 1024;
 
 /// Whether cross-memory attach may be used (`COURIER_CMA`, read once).
 fn cma() -> bool {
