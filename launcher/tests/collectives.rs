@@ -42,7 +42,10 @@ fn every_algorithm_forced() {
             "COURIER_ALLGATHER_ALGORITHM",
             &["ring", "recursive_doubling", "bruck", "shm", "shm_pull"],
         ),
-        ("COURIER_ALLTOALL_ALGORITHM", &["pairwise", "bruck", "shm"]),
+        (
+            "COURIER_ALLTOALL_ALGORITHM",
+            &["pairwise", "bruck", "shm", "shm_pull"],
+        ),
         (
             "COURIER_REDUCE_SCATTER_ALGORITHM",
             &["ring", "reduce_scatterv"],

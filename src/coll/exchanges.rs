@@ -153,6 +153,17 @@ impl Communicator {
             tune::Alltoall::Shm => {
                 arena(c)?.alltoall(&|| node::job_check(c), bytes(send), bytes_mut(recv), n * sz)
             }
+            // Single copy straight from each rank's send buffer; the
+            // copying all-to-all if cross-memory attach is refused.
+            tune::Alltoall::ShmPull => {
+                let node = arena(c)?;
+                let check = || node::job_check(c);
+                let (send, recv) = (bytes(send), bytes_mut(recv));
+                if node.alltoall_pull(&check, send, recv, n * sz)? {
+                    return Ok(());
+                }
+                node.alltoall(&check, send, recv, n * sz)
+            }
             tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
             tune::Alltoall::Pairwise => {
                 let d: Vec<usize> = (0..=p).map(|r| r * n * sz).collect();

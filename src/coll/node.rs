@@ -31,7 +31,7 @@
 //! | reduce | the others publish their operands; the root waits for them and folds all in rank order |
 //! | all-reduce | publish the operand; wait for all; fold them in rank order (every rank folds the same bytes in the same order, so all get the same bits) |
 //! | all-gather | publish the block; wait for all; copy every block out |
-//! | all-gather by pulls (`shm_pull`: large blocks on 2 ranks) | publish where the block lies (process, address); copy the own block into place; pull every other block straight from its owner's memory (cross-memory attach, one copy); publish "done" and wait until every rank is (the blocks must not change before); if a rank could not pull, all fall back to the row above |
+//! | all-gather, all-to-all by pulls (`shm_pull`: large blocks on 2 ranks) | publish where the block lies (process, address); copy the own block into place; pull every other block (all-to-all: this rank's piece of every other send buffer) straight from its owner's memory (cross-memory attach, one copy); publish "done" and wait until every rank is (the blocks must not change before); if a rank could not pull, all fall back to the copying version |
 //! | all-to-all | publish the blocks for every rank; wait for all; copy this rank's block out of every cell |
 //!
 //! A rank that publishes nothing (a broadcast's receivers, a reduce's root)
@@ -596,18 +596,10 @@ impl NodeColl {
         Ok(())
     }
 
-    /// All-gather of `block` bytes per rank by single copy, for blocks
-    /// larger than a cell: every rank publishes where its block lies (its
-    /// process and the address, in its state line), copies its own block
-    /// into place, pulls every other rank's block straight out of that
-    /// rank's memory (cross-memory attach) into `buf`, and publishes that
-    /// it is done; it returns (and its block may change) only once every
-    /// rank is done. Each byte is copied once, with two line exchanges
-    /// and no message. `own` as for [`NodeColl::allgather`].
-    ///
-    /// `Ok(false)`: a rank could not pull (cross-memory attach refused);
-    /// every rank learns it from the others' reports and nothing was
-    /// lost: the caller runs the copying all-gather instead.
+    /// All-gather of `block` bytes per rank by single-copy pulls (see
+    /// [`NodeColl::pull_blocks`]); `own` as for [`NodeColl::allgather`].
+    /// `Ok(false)`: a pull was refused; the caller runs the copying
+    /// all-gather instead.
     pub(crate) fn allgather_pull(
         &self,
         check: Check<'_>,
@@ -623,9 +615,64 @@ impl NodeColl {
         }
         let source = match own {
             Some(own) => own.as_ptr(),
-            None => buf[mine.clone()].as_ptr(),
+            None => buf[mine].as_ptr(),
         };
-        // Where this rank's block lies: process, address, length.
+        self.pull_blocks(check, "all-gather", buf, block, source, 0, own)
+    }
+
+    /// All-to-all of equal blocks of `block` bytes by single-copy pulls:
+    /// this rank's block of every other rank's `send` is pulled straight
+    /// into `recv` (see [`NodeColl::pull_blocks`]). `Ok(false)`: a pull was
+    /// refused; the caller runs the copying all-to-all instead.
+    pub(crate) fn alltoall_pull(
+        &self,
+        check: Check<'_>,
+        send: &[u8],
+        recv: &mut [u8],
+        block: usize,
+    ) -> Result<bool> {
+        let mine = self.me * block..(self.me + 1) * block;
+        let (Some(own), true) = (send.get(mine), recv.len() == send.len()) else {
+            return Err(Error::InvalidState(
+                "all-to-all: blocks of unexpected lengths".into(),
+            ));
+        };
+        let at = self.me * block;
+        self.pull_blocks(
+            check,
+            "all-to-all",
+            recv,
+            block,
+            send.as_ptr(),
+            at,
+            Some(own),
+        )
+    }
+
+    /// Every rank gets a block of `block` bytes from every other rank by
+    /// single copy: each publishes where its blocks lie (its process and
+    /// `source`, in its state line), copies `own` (if any) into its own
+    /// block of `recv`, pulls from each other rank the bytes at offset `at`
+    /// of that rank's `source` straight into that rank's block of `recv`
+    /// (cross-memory attach), and publishes that it is done; it returns
+    /// (and its source may change) only once every rank is done. Each byte
+    /// is copied once, with two line exchanges and no message.
+    ///
+    /// `Ok(false)`: a rank could not pull (cross-memory attach refused);
+    /// every rank learns it from the others' reports, and nothing was
+    /// lost (`recv` is rewritten by the caller's fallback).
+    #[allow(clippy::too_many_arguments)]
+    fn pull_blocks(
+        &self,
+        check: Check<'_>,
+        what: &str,
+        recv: &mut [u8],
+        block: usize,
+        source: *const u8,
+        at: usize,
+        own: Option<&[u8]>,
+    ) -> Result<bool> {
+        // Where this rank's blocks lie: process, address, block length.
         let mut place = [0u8; PLACE];
         place[..8].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
         place[8..16].copy_from_slice(&(source as u64).to_le_bytes());
@@ -633,12 +680,12 @@ impl NodeColl {
         let s = self.begin(check, PLACE)?;
         self.arena.publish(s, self.me, &place, PLACE as u64);
         if let Some(own) = own {
-            buf[mine].copy_from_slice(own);
+            recv[self.me * block..(self.me + 1) * block].copy_from_slice(own);
         }
         self.wait_all(check, s, self.others())?;
         let mut pulled = true;
         for r in (0..self.p).filter(|&r| r != self.me) {
-            self.check_total("all-gather", s, r, PLACE)?;
+            self.check_total(what, s, r, PLACE)?;
             let mut theirs = [0u8; PLACE];
             self.arena.read(s, r, &mut theirs);
             let word = |i: usize| {
@@ -649,14 +696,15 @@ impl NodeColl {
             let (pid, addr, len) = (word(0), word(1), word(2));
             if len != block as u64 {
                 return Err(Error::InvalidArgument(format!(
-                    "all-gather: rank {r} contributes {len} bytes where this rank has {block} \
+                    "{what}: rank {r} has blocks of {len} bytes where this rank has {block} \
                      (the ranks' counts must match)"
                 )));
             }
-            let into = &mut buf[r * block..(r + 1) * block];
+            let into = &mut recv[r * block..(r + 1) * block];
             pulled &= !pull_refused()
-                && u32::try_from(pid)
-                    .is_ok_and(|pid| crate::sys::cma::read(pid, addr, into).is_ok());
+                && u32::try_from(pid).is_ok_and(|pid| {
+                    crate::sys::cma::read(pid, addr.wrapping_add(at as u64), into).is_ok()
+                });
         }
         // Done: the others may let their blocks change once all say so.
         let s = self.begin(check, 1)?;
@@ -1193,7 +1241,7 @@ mod tests {
     }
 
     #[test]
-    fn all_gather_by_single_copy_pulls_and_its_fallback() {
+    fn all_gather_and_all_to_all_by_single_copy_pulls_and_their_fallback() {
         // The simulated ranks are threads of this process: each pulls from
         // the others' buffers with process_vm_readv on its own pid. With
         // one rank's pulls refused, every rank reports that the pull
@@ -1231,10 +1279,30 @@ mod tests {
                         }
                     }
                 }
+                // All-to-all: this rank's piece of every send buffer.
+                let val = |from: usize, to: usize, i: usize| (i * 5 + from * 3 + to) as u8;
+                let send: Vec<u8> = (0..p)
+                    .flat_map(|to| (0..block).map(move |i| val(me, to, i)))
+                    .collect();
+                for _ in 0..3 {
+                    let mut recv = vec![0u8; block * p];
+                    let ok = n.alltoall_pull(OK, &send, &mut recv, block).unwrap();
+                    if !ok {
+                        n.alltoall(OK, &send, &mut recv, block).unwrap();
+                    }
+                    pulled.push(ok);
+                    for from in 0..p {
+                        let got = &recv[from * block..(from + 1) * block];
+                        assert!(
+                            got.iter().enumerate().all(|(i, &x)| x == val(from, me, i)),
+                            "rank {me}: piece from {from} wrong (pulled: {ok})"
+                        );
+                    }
+                }
                 pulled
             });
             for got in outcomes {
-                assert_eq!(got, vec![refused.is_none(); 6], "refused: {refused:?}");
+                assert_eq!(got, vec![refused.is_none(); 9], "refused: {refused:?}");
             }
         }
     }
