@@ -553,6 +553,23 @@ impl NodeColl {
         Ok(())
     }
 
+    /// Where this rank's block lies in an all-gather's `buf`, once the
+    /// lengths are checked (`own`, if given, is one block).
+    fn own_block(
+        &self,
+        buf: &[u8],
+        block: usize,
+        own: Option<&[u8]>,
+    ) -> Result<std::ops::Range<usize>> {
+        let mine = self.me * block..(self.me + 1) * block;
+        if own.is_some_and(|o| o.len() != block) || buf.get(mine.clone()).is_none() {
+            return Err(Error::InvalidState(
+                "all-gather: blocks of unexpected lengths".into(),
+            ));
+        }
+        Ok(mine)
+    }
+
     /// All-gather of equal blocks of `block` bytes, a cell's worth of each
     /// per turn. This rank's block is in place in `buf`, or in `own` (of
     /// `block` bytes), which is published from there and copied into
@@ -564,12 +581,7 @@ impl NodeColl {
         block: usize,
         own: Option<&[u8]>,
     ) -> Result<()> {
-        let mine = self.me * block..(self.me + 1) * block;
-        if own.is_some_and(|o| o.len() != block) || buf.get(mine.clone()).is_none() {
-            return Err(Error::InvalidState(
-                "all-gather: blocks of unexpected lengths".into(),
-            ));
-        }
+        let mine = self.own_block(buf, block, own)?;
         for k in 0..self.turns(block) {
             let part = chunk(k, self.slot(), block);
             let s = self.begin(check, block)?;
@@ -607,12 +619,7 @@ impl NodeColl {
         block: usize,
         own: Option<&[u8]>,
     ) -> Result<bool> {
-        let mine = self.me * block..(self.me + 1) * block;
-        if own.is_some_and(|o| o.len() != block) || buf.get(mine.clone()).is_none() {
-            return Err(Error::InvalidState(
-                "all-gather: blocks of unexpected lengths".into(),
-            ));
-        }
+        let mine = self.own_block(buf, block, own)?;
         let source = match own {
             Some(own) => own.as_ptr(),
             None => buf[mine].as_ptr(),
