@@ -77,6 +77,15 @@ fn collectives_over_tcp_and_without_cma() {
     run_body_env("body_collectives", 5, &[("COURIER_TRANSPORT", "tcp")], 180)
         .assert_ranks_passed(5);
     run_body_env("body_collectives", 4, &[("COURIER_CMA", "0")], 180).assert_ranks_passed(4);
+    // The single-copy all-gather and all-to-all forced without
+    // cross-memory attach: every rank reports a refused pull and all take
+    // the arena's copying way together.
+    let env = [
+        ("COURIER_CMA", "0"),
+        ("COURIER_ALLGATHER_ALGORITHM", "shm_pull"),
+        ("COURIER_ALLTOALL_ALGORITHM", "shm_pull"),
+    ];
+    run_body_env("body_collectives", 3, &env, 180).assert_ranks_passed(3);
 }
 
 /// The node's arena with its smallest cells (1 KiB) and no size limit:

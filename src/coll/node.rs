@@ -708,7 +708,11 @@ impl NodeColl {
                 )));
             }
             let into = &mut recv[r * block..(r + 1) * block];
-            pulled &= !pull_refused()
+            // A rank whose cross-memory attach is off (`COURIER_CMA=0`,
+            // even with the algorithm forced) reports a refusal, so that
+            // all take the copying way together.
+            pulled &= super::tune::cma()
+                && !pull_refused()
                 && u32::try_from(pid).is_ok_and(|pid| {
                     crate::sys::cma::read(pid, addr.wrapping_add(at as u64), into).is_ok()
                 });

@@ -280,7 +280,7 @@ pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 32 * 102
 pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024..=1024 * 1024;
 
 /// Whether cross-memory attach may be used (`COURIER_CMA`, read once).
-fn cma() -> bool {
+pub(crate) fn cma() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(crate::config::cma_enabled)
 }
