@@ -359,16 +359,29 @@ impl Call {
     #[inline]
     fn node_up_to(&self, max: NodeMax) -> bool {
         let max = if self.p <= 2 { max.two } else { max.more };
-        static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
-        let max = OVERRIDE
-            .get_or_init(|| {
-                std::env::var("COURIER_SHM_COLL_MAX")
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(max);
+        let max = node_max_override().unwrap_or(max);
         self.node_slot > 0 && self.node_bytes <= max.max(self.node_slot)
     }
+
+    /// Whether the call takes the arena's single-copy pulls by default:
+    /// it has an arena, its blocks are in `range`, cross-memory attach is
+    /// on, and `COURIER_SHM_COLL_MAX` does not ask for the copying arena.
+    #[inline]
+    fn pulls_in(&self, range: &std::ops::RangeInclusive<usize>) -> bool {
+        self.node_slot > 0 && range.contains(&self.bytes) && node_max_override().is_none() && cma()
+    }
+}
+
+/// `COURIER_SHM_COLL_MAX`, read once: the arena's size limit for every
+/// collective, instead of the table's.
+#[inline]
+fn node_max_override() -> Option<usize> {
+    static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
+    *OVERRIDE.get_or_init(|| {
+        std::env::var("COURIER_SHM_COLL_MAX")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 #[inline]
@@ -435,12 +448,7 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
-    } else if c.p == 2
-        && c.node_slot > 0
-        && !c.oversubscribed
-        && NODE_ALLGATHER_PULL.contains(&c.bytes)
-        && cma()
-    {
+    } else if c.p == 2 && !c.oversubscribed && c.pulls_in(&NODE_ALLGATHER_PULL) {
         Allgather::ShmPull
     } else if c.node_up_to(NODE_ALLGATHER_MAX) {
         Allgather::Shm
@@ -456,7 +464,7 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 
 #[inline]
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    let default = if c.equal && c.node_slot > 0 && NODE_ALLTOALL_PULL.contains(&c.bytes) && cma() {
+    let default = if c.equal && c.pulls_in(&NODE_ALLTOALL_PULL) {
         Alltoall::ShmPull
     } else if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
         Alltoall::Shm
