@@ -679,6 +679,11 @@ impl NodeColl {
         at: usize,
         own: Option<&[u8]>,
     ) -> Result<bool> {
+        if recv.len() < self.p * block {
+            return Err(Error::InvalidState(format!(
+                "{what}: a receive buffer shorter than a block per rank"
+            )));
+        }
         // Where this rank's blocks lie: process, address, block length.
         let mut place = [0u8; PLACE];
         place[..8].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
@@ -690,7 +695,10 @@ impl NodeColl {
             recv[self.me * block..(self.me + 1) * block].copy_from_slice(own);
         }
         self.wait_all(check, s, self.others())?;
-        let mut pulled = true;
+        // Every rank's place first: ranks whose counts differ all see it
+        // and return before anyone pulls (nobody reads a block whose owner
+        // has given up).
+        let mut places = Vec::with_capacity(self.p);
         for r in (0..self.p).filter(|&r| r != self.me) {
             self.check_total(what, s, r, PLACE)?;
             let mut theirs = [0u8; PLACE];
@@ -707,6 +715,10 @@ impl NodeColl {
                      (the ranks' counts must match)"
                 )));
             }
+            places.push((r, pid, addr));
+        }
+        let mut pulled = true;
+        for (r, pid, addr) in places {
             let into = &mut recv[r * block..(r + 1) * block];
             // A rank whose cross-memory attach is off (`COURIER_CMA=0`,
             // even with the algorithm forced) reports a refusal, so that
@@ -1316,5 +1328,24 @@ mod tests {
                 assert_eq!(got, vec![refused.is_none(); 9], "refused: {refused:?}");
             }
         }
+    }
+
+    #[test]
+    fn pulls_with_counts_that_differ_fail_on_every_rank_before_any_pull() {
+        // Rank 1 brings blocks of another length: every rank sees it among
+        // the places and returns an error (none waits for the others'
+        // "done", none reads a block whose owner gave up).
+        let p = 3;
+        let errors = run(p, 256, |n| {
+            let block = if n.me == 1 { 96 } else { 64 };
+            let own = vec![n.me as u8; block];
+            let mut all = vec![0u8; block * p];
+            let gather = n.allgather_pull(OK, &mut all, block, Some(&own));
+            let send = vec![n.me as u8; block * p];
+            let mut recv = vec![0u8; block * p];
+            let exchange = n.alltoall_pull(OK, &send, &mut recv, block);
+            (gather.is_err(), exchange.is_err())
+        });
+        assert_eq!(errors, vec![(true, true); p]);
     }
 }
