@@ -353,7 +353,7 @@ impl NodeColl {
     fn wait_started(&self, check: Check<'_>, s: u64) -> Result<()> {
         let mut waiter = Waiter::new(&self.policy);
         let mut least = u64::MAX;
-        for r in (0..self.p).filter(|&r| r != self.me) {
+        for r in self.others() {
             let known = self.seen.started(r).max(self.seen.published(r));
             if known >= s {
                 least = least.min(known);
@@ -535,7 +535,7 @@ impl NodeColl {
         combine: UserOp<'_, T>,
     ) -> Result<()> {
         // This rank's own count is the one compared with.
-        for r in (0..self.p).filter(|&r| r != self.me) {
+        for r in self.others() {
             self.check_total(what, s, r, total)?;
         }
         if self.me != 0 {
@@ -598,7 +598,7 @@ impl NodeColl {
                 }
             }
             self.wait_all(check, s, self.others())?;
-            for r in (0..self.p).filter(|&r| r != self.me) {
+            for r in self.others() {
                 self.check_total("all-gather", s, r, block)?;
                 let at = r * block;
                 self.arena
@@ -699,7 +699,7 @@ impl NodeColl {
         // and return before anyone pulls (nobody reads a block whose owner
         // has given up).
         let mut places = Vec::with_capacity(self.p);
-        for r in (0..self.p).filter(|&r| r != self.me) {
+        for r in self.others() {
             self.check_total(what, s, r, PLACE)?;
             let mut theirs = [0u8; PLACE];
             self.arena.read(s, r, &mut theirs);
@@ -717,24 +717,25 @@ impl NodeColl {
             }
             places.push((r, pid, addr));
         }
-        let mut pulled = true;
+        // A rank whose cross-memory attach is off (`COURIER_CMA=0`, even
+        // with the algorithm forced) reports a refusal, so that all take
+        // the copying way together; after a refused pull, none is tried.
+        let mut pulled = super::tune::cma() && !pull_refused();
         for (r, pid, addr) in places {
+            if !pulled {
+                break;
+            }
             let into = &mut recv[r * block..(r + 1) * block];
-            // A rank whose cross-memory attach is off (`COURIER_CMA=0`,
-            // even with the algorithm forced) reports a refusal, so that
-            // all take the copying way together.
-            pulled &= super::tune::cma()
-                && !pull_refused()
-                && u32::try_from(pid).is_ok_and(|pid| {
-                    crate::sys::cma::read(pid, addr.wrapping_add(at as u64), into).is_ok()
-                });
+            pulled = u32::try_from(pid).is_ok_and(|pid| {
+                crate::sys::cma::read(pid, addr.wrapping_add(at as u64), into).is_ok()
+            });
         }
         // Done: the others may let their blocks change once all say so.
         let s = self.begin(check, 1)?;
         self.arena.publish(s, self.me, &[u8::from(pulled)], 1);
         self.wait_all(check, s, self.others())?;
         let mut all = pulled;
-        for r in (0..self.p).filter(|&r| r != self.me) {
+        for r in self.others() {
             let mut theirs = [0u8];
             self.arena.read(s, r, &mut theirs);
             all &= theirs[0] == 1;
@@ -782,7 +783,7 @@ impl NodeColl {
                 self.arena.publish_parts(s, self.me, pieces, total as u64);
             }
             self.wait_all(check, s, self.others())?;
-            for r in (0..self.p).filter(|&r| r != self.me) {
+            for r in self.others() {
                 self.check_total("all-to-all", s, r, total)?;
                 let at = self.me * part.len();
                 let to = r * block + part.start..r * block + part.end;
