@@ -9,6 +9,7 @@
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
 //! | `COURIER_SHM_EAGER_LIMIT` | 4096 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
+//! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; all-gather and all-to-all copy through the arena instead of pulling) |
 //! | `COURIER_CMA_COOP_MIN` | 65536 (1048576 when oversubscribed) | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all); operands a reduction combines at once only from 1 MiB (pulled alone, they are in the receiver's cache) |
 //! | `COURIER_CMA_COOP_SHARE` | 60 | percent (1–99) of a cooperatively copied message that the receiver copies |
@@ -100,6 +101,12 @@ pub(crate) fn shm_budget() -> usize {
 /// `COURIER_SHM_EAGER_LIMIT`: eager limit towards shared-memory peers.
 pub(crate) fn shm_eager_limit() -> usize {
     parse_env("COURIER_SHM_EAGER_LIMIT").unwrap_or(DEFAULT_SHM_EAGER_LIMIT)
+}
+
+/// `COURIER_SHM_MEMBARRIER`: 0 makes every shared-memory write fence
+/// instead of leaving the barrier to a receiver about to sleep.
+pub(crate) fn shm_membarrier() -> bool {
+    parse_env::<u32>("COURIER_SHM_MEMBARRIER") != Some(0)
 }
 
 /// `COURIER_CMA`: 0 disables single-copy cross-memory attach.

@@ -295,7 +295,13 @@ fn shm_transport(l: &Layout, mode: TransportMode) -> Result<Option<ShmTransport>
         return Ok(None);
     }
     let budget = crate::config::shm_budget();
-    match ShmTransport::new(l.size, l.local_rank, l.local_size, budget) {
+    match ShmTransport::new(
+        l.size,
+        l.local_rank,
+        l.local_size,
+        budget,
+        crate::config::shm_membarrier(),
+    ) {
         Ok(s) => Ok(Some(s)),
         Err(e) if mode == TransportMode::Shm => Err(Error::Bootstrap(format!(
             "cannot create a shared-memory segment: {e}"

@@ -4,6 +4,7 @@
 
 pub(crate) mod cma;
 pub(crate) mod futex;
+pub(crate) mod membarrier;
 pub(crate) mod segment;
 
 /// Takes ownership of descriptor `fd`, inherited from the process manager

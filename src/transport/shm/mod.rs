@@ -7,7 +7,8 @@
 //! ```text
 //!   0      magic "CRSHM003" (u64), ring capacity (u64), slots (u64),
 //!          announced: AtomicU32 (how many senders announced themselves)
-//!   64     wake: AtomicU32 (futex word), sleeping: AtomicU32
+//!   64     wake: AtomicU32 (futex word), sleeping: AtomicU32,
+//!          barrier: AtomicU32 (1: the owner sleeps through a global membarrier)
 //!   128    announcement bits: AtomicU64 × ⌈slots / 64⌉, padded to 64 bytes
 //!   rings  ring of local rank 0, ring of local rank 1, ... (ring::CTL_BYTES + capacity each)
 //! ```
@@ -27,8 +28,15 @@
 //!
 //! Waiting: a rank about to sleep sets `sleeping`, re-checks its rings, then
 //! sleeps on `wake` (futex); a sender that published bytes and sees
-//! `sleeping` bumps `wake` and wakes it (Dekker-style: both sides use SeqCst
-//! between their store and their load, so no wake-up is lost).
+//! `sleeping` bumps `wake` and wakes it. Dekker's pattern: each side needs a
+//! full barrier between its store and its load, or a wake-up can be lost.
+//! The sleeper's side is rare, the sender's is every message, and on x86 a
+//! sender's fence waits for the record's cache line to come back from the
+//! receiver's core. So when every process could register for
+//! `membarrier(2)` (see `sys::membarrier`), the sleeper issues a global
+//! barrier and says so in its header (`barrier` = 1), and senders to it
+//! skip their fence; otherwise both fence (`COURIER_SHM_MEMBARRIER=0`
+//! forces that).
 
 pub(crate) mod arena;
 pub(crate) mod ring;
@@ -81,6 +89,9 @@ pub(crate) struct ShmAddr {
 struct Header<'a> {
     wake: &'a AtomicU32,
     sleeping: &'a AtomicU32,
+    /// 1 while the owner puts a global membarrier between announcing its
+    /// sleep and re-checking its rings: its senders need no fence.
+    barrier: &'a AtomicU32,
 }
 
 /// Reads the header fields of a mapped segment.
@@ -89,13 +100,14 @@ struct Header<'a> {
 fn header(seg: &Segment) -> Header<'_> {
     let base = seg.as_ptr();
     // SAFETY: 1. the segment is at least HEADER bytes (checked by callers at
-    // map time) and page aligned, so offsets 64 and 68 are valid, aligned u32s;
+    // map time) and page aligned, so offsets 64, 68 and 72 are valid, aligned u32s;
     // 2. the references borrow `seg`, so the mapping outlives them; 3. peers
     // access these words only atomically.
     unsafe {
         Header {
             wake: &*(base.add(64) as *const AtomicU32),
             sleeping: &*(base.add(68) as *const AtomicU32),
+            barrier: &*(base.add(72) as *const AtomicU32),
         }
     }
 }
@@ -167,15 +179,22 @@ pub(crate) struct ShmTransport {
     slot_peer: Vec<Option<Rank>>,
     /// `announced` when the bits were last read.
     seen: u32,
+    /// This process is registered for global membarriers: it may skip the
+    /// fence after a write to a peer that sleeps through one, and it
+    /// sleeps through one itself.
+    light: bool,
 }
 
 impl ShmTransport {
     /// Creates this rank's segment for a node of `local_size` ranks.
+    /// `membarrier`: use asymmetric barriers for wake-ups if the kernel can
+    /// (see the module's documentation).
     pub(crate) fn new(
         size: u32,
         my_local: u32,
         local_size: u32,
         budget: usize,
+        membarrier: bool,
     ) -> std::io::Result<Self> {
         let cap = ring_capacity(local_size, budget);
         let slots = local_size.max(1) as usize;
@@ -188,6 +207,8 @@ impl ShmTransport {
             (*(b.add(16) as *const AtomicU64)).store(slots as u64, Ordering::Relaxed);
             (*(b as *const AtomicU64)).store(MAGIC, Ordering::Release);
         }
+        let light = membarrier && crate::sys::membarrier::register();
+        header(&own).barrier.store(light as u32, Ordering::Release);
         Ok(ShmTransport {
             own: std::sync::Arc::new(own),
             my_local,
@@ -197,6 +218,7 @@ impl ShmTransport {
             active: 0,
             slot_peer: vec![None; slots],
             seen: 0,
+            light,
         })
     }
 
@@ -422,11 +444,21 @@ impl ShmTransport {
     /// Prepares to sleep: announces it, so senders will wake us. Returns the
     /// wake word's value to pass to [`ShmTransport::sleep`], after which the
     /// caller must check its rings once more.
-    pub(crate) fn prepare_sleep(&self) -> u32 {
+    pub(crate) fn prepare_sleep(&mut self) -> u32 {
         let h = header(&self.own);
         let seq = h.wake.load(Ordering::SeqCst);
         h.sleeping.store(1, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
+        if self.light && !crate::sys::membarrier::global() {
+            // Never seen after a successful registration; if it happens,
+            // senders fence from now on. One that read the old flag just
+            // now may have been missed: this sleep is cut short instead.
+            self.light = false;
+            h.barrier.store(0, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            h.sleeping.store(0, Ordering::SeqCst);
+            return seq.wrapping_sub(1);
+        }
         seq
     }
 
@@ -480,6 +512,7 @@ const PIPELINE_MAX: usize = 64 * 1024;
 
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
+        let light = self.light;
         let (seg, prod) = self.map_peer(peer)?;
         let corrupt = |_| LinkError(format!("rank {peer} corrupted its shared ring"));
         let mut slices: [&[u8]; 2] = [
@@ -507,8 +540,14 @@ impl Transport for ShmTransport {
             prod.write(&slices[..bufs.len().min(2)]).map_err(corrupt)?
         };
         if n > 0 {
-            std::sync::atomic::fence(Ordering::SeqCst);
             let h = header(seg);
+            if light && h.barrier.load(Ordering::Relaxed) == 1 {
+                // The receiver's membarrier stands in for our fence; keep
+                // only the compiler from moving the load above the store.
+                std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            } else {
+                std::sync::atomic::fence(Ordering::SeqCst);
+            }
             if h.sleeping.load(Ordering::SeqCst) != 0 {
                 h.wake.fetch_add(1, Ordering::SeqCst);
                 futex::wake_all(h.wake);
@@ -579,8 +618,8 @@ mod tests {
     /// Two "ranks" in one process, ranks 0 and 1 of a 2-rank node, mapping
     /// each other's segments through /proc/self.
     fn pair() -> (ShmTransport, ShmTransport) {
-        let mut a = ShmTransport::new(2, 0, 2, 64 << 10).unwrap();
-        let mut b = ShmTransport::new(2, 1, 2, 64 << 10).unwrap();
+        let mut a = ShmTransport::new(2, 0, 2, 64 << 10, true).unwrap();
+        let mut b = ShmTransport::new(2, 1, 2, 64 << 10, true).unwrap();
         a.add_peer(1, b.addr()).unwrap();
         b.add_peer(0, a.addr()).unwrap();
         (a, b)
@@ -636,7 +675,7 @@ mod tests {
     fn only_senders_that_announced_themselves_are_polled() {
         // Ranks 0, 1, 2 of a 3-rank node.
         let mut t: Vec<ShmTransport> = (0..3)
-            .map(|l| ShmTransport::new(3, l, 3, 64 << 10).unwrap())
+            .map(|l| ShmTransport::new(3, l, 3, 64 << 10, true).unwrap())
             .collect();
         // Rank 0 sends to rank 2 before rank 2 has added it as a peer.
         let addr2 = t[2].addr();
@@ -676,7 +715,7 @@ mod tests {
 
     #[test]
     fn a_sleeper_is_woken_by_its_own_rank() {
-        let (_a, b) = pair();
+        let (_a, mut b) = pair();
         let seq = b.prepare_sleep();
         let sleeper = b.sleeper();
         let t = std::thread::spawn(move || {
@@ -692,7 +731,7 @@ mod tests {
 
     #[test]
     fn a_sleeper_is_woken_by_a_write() {
-        let (mut a, b) = pair();
+        let (mut a, mut b) = pair();
         let t = std::thread::spawn(move || {
             let seq = b.prepare_sleep();
             let start = std::time::Instant::now();
@@ -707,5 +746,58 @@ mod tests {
             slept < Duration::from_secs(10),
             "not woken: slept {slept:?}"
         );
+    }
+
+    /// A writer races a reader that sleeps whenever its ring is empty: a
+    /// lost wake-up would leave the reader asleep until its (long) timeout.
+    /// Run in both modes: with fences on both sides, and with the sleeper's
+    /// membarrier standing in for the writer's fence. (It catches a protocol
+    /// that misses wake-ups in ordinary interleavings; the store-buffer
+    /// window the barriers close is too narrow to be hit on demand.)
+    #[test]
+    fn no_wake_up_is_lost_when_writes_race_sleeps() {
+        for membarrier in [false, true] {
+            let mut a = ShmTransport::new(2, 0, 2, 64 << 10, membarrier).unwrap();
+            let mut b = ShmTransport::new(2, 1, 2, 64 << 10, membarrier).unwrap();
+            a.add_peer(1, b.addr()).unwrap();
+            b.add_peer(0, a.addr()).unwrap();
+            const N: usize = 20_000;
+            let reader = std::thread::spawn(move || {
+                let (mut got, mut worst, mut slept) = (0, Duration::ZERO, 0);
+                let mut buf = [0u8; 256];
+                while got < N {
+                    let seq = b.prepare_sleep();
+                    if b.any_ready() {
+                        b.cancel_sleep();
+                    } else {
+                        let start = std::time::Instant::now();
+                        b.sleeper().sleep(seq, Duration::from_secs(5));
+                        worst = worst.max(start.elapsed());
+                        slept += 1;
+                    }
+                    while let Ok(n @ 1..) = b.try_read(0, &mut buf) {
+                        got += n;
+                    }
+                }
+                (worst, slept)
+            });
+            let mut x = 12345u32;
+            for _ in 0..N {
+                // A pseudo-random pause, so writes land at every point of
+                // the reader's way to sleep.
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                for _ in 0..x % 64 {
+                    std::hint::spin_loop();
+                }
+                while a.try_write(1, &[IoSlice::new(b"x")]).unwrap() == 0 {}
+            }
+            let (worst, slept) = reader.join().unwrap();
+            assert!(
+                worst < Duration::from_secs(2),
+                "membarrier {membarrier}: a wake-up was lost ({worst:?} asleep; {slept} sleeps)"
+            );
+        }
     }
 }
