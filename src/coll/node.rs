@@ -130,10 +130,56 @@ impl Seen {
     }
 }
 
-/// Bytes a rank publishes to say where its block lies for a single-copy
-/// pull: its process id, the block's address and its length (one `u64`
-/// each, little-endian).
-const PLACE: usize = 24;
+/// Where a rank's buffers lie for a single-copy collective, published in
+/// its state line: its process, the address others pull from, an address
+/// others write to (0: none) and the length every rank must share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    pid: u64,
+    from: u64,
+    to: u64,
+    len: u64,
+}
+
+/// Bytes of a published [`Place`] (four little-endian `u64`s).
+const PLACE: usize = 32;
+
+impl Place {
+    fn encode(&self) -> [u8; PLACE] {
+        let mut b = [0u8; PLACE];
+        for (i, w) in [self.pid, self.from, self.to, self.len]
+            .into_iter()
+            .enumerate()
+        {
+            b[8 * i..8 * (i + 1)].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    fn decode(b: &[u8; PLACE]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[8 * i..8 * (i + 1)]);
+            u64::from_le_bytes(w)
+        };
+        Place {
+            pid: word(0),
+            from: word(1),
+            to: word(2),
+            len: word(3),
+        }
+    }
+
+    /// The owner's process id, if it is one.
+    fn process(&self) -> Option<u32> {
+        u32::try_from(self.pid).ok()
+    }
+}
+
+/// What a rank reports when its part of a single-copy collective is over.
+const DONE_PULLED: u8 = 1;
+const DONE_REFUSED: u8 = 0;
+const DONE_FAILED: u8 = 2;
 
 /// A rank that publishes nothing in an operation (a broadcast's
 /// receivers, a reduce's root) announces its progress every this many
@@ -656,6 +702,135 @@ impl NodeColl {
         )
     }
 
+    /// Reduce of every rank's `own` to `root` by single copies, with the
+    /// folding shared between the ranks: the vector is cut into one slice
+    /// per rank ([`reduce_slice`]); each rank pulls its slice of every other
+    /// rank's operand (cross-memory attach), folds the operands in rank
+    /// order, and a rank other than the root writes its folded slice
+    /// straight into the root's result. So every operand byte crosses
+    /// between the processes once, and all ranks fold at once (on 2 ranks
+    /// the root folds 3/5 of the vector, the other rank 2/5, which it also
+    /// writes). At the root `acc` is the result (what it holds on entry is
+    /// not used), elsewhere scratch; `tmp` is scratch; both have `own`'s
+    /// length. `commutative`: the operation is, and the first two operands
+    /// may be folded the other way round (the same bits).
+    ///
+    /// `Ok(false)`: a rank could not pull or write (cross-memory attach
+    /// refused); every rank learns it, and the caller's fallback must
+    /// rewrite the root's `acc` from scratch. A failing `combine` is an
+    /// error on every rank.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reduce_pull<T: Pod>(
+        &self,
+        check: Check<'_>,
+        own: &[T],
+        acc: &mut [T],
+        tmp: &mut [T],
+        root: usize,
+        commutative: bool,
+        combine: UserOp<'_, T>,
+    ) -> Result<bool> {
+        let n = own.len();
+        if acc.len() != n || tmp.len() != n || root >= self.p {
+            return Err(Error::InvalidState(
+                "reduce: buffers of unexpected lengths".into(),
+            ));
+        }
+        let mine = Place {
+            pid: u64::from(std::process::id()),
+            from: own.as_ptr() as u64,
+            to: if self.me == root {
+                acc.as_mut_ptr() as u64
+            } else {
+                0
+            },
+            len: std::mem::size_of_val(own) as u64,
+        };
+        let s = self.begin(check, PLACE)?;
+        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
+        let places = self.places(check, "reduce", "operands", s, mine)?;
+        // `places` skips this rank: rank r's is at r or r - 1.
+        let place = |r: usize| {
+            places
+                .get(if r < self.me { r } else { r.wrapping_sub(1) })
+                .map(|&(_, p)| p)
+        };
+        let slice = reduce_slice(self.p, root, n, self.me);
+        let at = (slice.start * std::mem::size_of::<T>()) as u64;
+        let (acc, tmp, own) = (
+            &mut acc[slice.clone()],
+            &mut tmp[slice.clone()],
+            &own[slice],
+        );
+        let pull = |r: usize, into: &mut [T]| {
+            place(r).is_some_and(|p| {
+                p.process().is_some_and(|pid| {
+                    crate::sys::cma::read(pid, p.from.wrapping_add(at), bytes_mut(into)).is_ok()
+                })
+            })
+        };
+        // As in `pull_blocks`: a rank that may not pull reports a refusal.
+        let mut pulled = super::tune::cma() && !pull_refused();
+        let mut failure = None;
+        // Rank 0 of a commutative operation pulls rank 1's operand straight
+        // into `acc` and folds its own into it (x1 ∘ x0 = x0 ∘ x1, bit for
+        // bit, for every commutative operation): no copy of its own first.
+        let swap = commutative && self.me == 0 && self.p > 1;
+        if pulled {
+            if swap {
+                pulled = pull(1, acc);
+                if pulled {
+                    failure = combine(acc, own).err();
+                }
+            } else if self.me == 0 {
+                acc.copy_from_slice(own);
+            } else {
+                pulled = pull(0, acc);
+            }
+        }
+        for r in if swap { 2 } else { 1 }..self.p {
+            if !pulled || failure.is_some() {
+                break;
+            }
+            let folded = if r == self.me {
+                combine(acc, own)
+            } else {
+                pulled = pull(r, tmp);
+                if !pulled {
+                    break;
+                }
+                combine(acc, tmp)
+            };
+            if let Err(e) = folded {
+                failure = Some(e);
+                break;
+            }
+        }
+        if pulled && failure.is_none() && self.me != root && !acc.is_empty() {
+            pulled = place(root).is_some_and(|p| {
+                p.to != 0
+                    && p.process().is_some_and(|pid| {
+                        crate::sys::cma::write(pid, p.to.wrapping_add(at), bytes(acc)).is_ok()
+                    })
+            });
+        }
+        let outcome = match (&failure, pulled) {
+            (Some(_), _) => DONE_FAILED,
+            (None, true) => DONE_PULLED,
+            (None, false) => DONE_REFUSED,
+        };
+        let reports = self.report(check, outcome)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Some(&(r, _)) = reports.iter().find(|&&(_, v)| v == DONE_FAILED) {
+            return Err(Error::InvalidState(format!(
+                "reduce: the reduction operation failed on rank {r}"
+            )));
+        }
+        Ok(pulled && reports.iter().all(|&(_, v)| v == DONE_PULLED))
+    }
+
     /// Every rank gets a block of `block` bytes from every other rank by
     /// single copy: each publishes where its blocks lie (its process and
     /// `source`, in its state line), copies `own` (if any) into its own
@@ -684,63 +859,83 @@ impl NodeColl {
                 "{what}: a receive buffer shorter than a block per rank"
             )));
         }
-        // Where this rank's blocks lie: process, address, block length.
-        let mut place = [0u8; PLACE];
-        place[..8].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
-        place[8..16].copy_from_slice(&(source as u64).to_le_bytes());
-        place[16..].copy_from_slice(&(block as u64).to_le_bytes());
+        let mine = Place {
+            pid: u64::from(std::process::id()),
+            from: source as u64,
+            to: 0,
+            len: block as u64,
+        };
         let s = self.begin(check, PLACE)?;
-        self.arena.publish(s, self.me, &place, PLACE as u64);
+        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
         if let Some(own) = own {
             recv[self.me * block..(self.me + 1) * block].copy_from_slice(own);
         }
+        let places = self.places(check, what, "blocks", s, mine)?;
+        // A rank whose cross-memory attach is off (`COURIER_CMA=0`, even
+        // with the algorithm forced) reports a refusal, so that all take
+        // the copying way together; after a refused pull, none is tried.
+        let mut pulled = super::tune::cma() && !pull_refused();
+        for (r, place) in places {
+            if !pulled {
+                break;
+            }
+            let into = &mut recv[r * block..(r + 1) * block];
+            pulled = place.process().is_some_and(|pid| {
+                crate::sys::cma::read(pid, place.from.wrapping_add(at as u64), into).is_ok()
+            });
+        }
+        let reports = self.report(check, if pulled { DONE_PULLED } else { DONE_REFUSED })?;
+        Ok(pulled && reports.iter().all(|&(_, v)| v == DONE_PULLED))
+    }
+
+    /// Waits for every other rank's [`Place`], published for operation
+    /// `s` (this rank published `mine`), and returns them in rank order.
+    /// Every rank's is read before any is returned: ranks whose lengths
+    /// differ all see it and return their error before anyone touches
+    /// another's memory (nobody reads a buffer whose owner has given up).
+    fn places(
+        &self,
+        check: Check<'_>,
+        what: &str,
+        units: &str,
+        s: u64,
+        mine: Place,
+    ) -> Result<Vec<(usize, Place)>> {
         self.wait_all(check, s, self.others())?;
-        // Every rank's place first: ranks whose counts differ all see it
-        // and return before anyone pulls (nobody reads a block whose owner
-        // has given up).
         let mut places = Vec::with_capacity(self.p);
         for r in self.others() {
             self.check_total(what, s, r, PLACE)?;
             let mut theirs = [0u8; PLACE];
             self.arena.read(s, r, &mut theirs);
-            let word = |i: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&theirs[8 * i..8 * (i + 1)]);
-                u64::from_le_bytes(w)
-            };
-            let (pid, addr, len) = (word(0), word(1), word(2));
-            if len != block as u64 {
+            let place = Place::decode(&theirs);
+            if place.len != mine.len {
                 return Err(Error::InvalidArgument(format!(
-                    "{what}: rank {r} has blocks of {len} bytes where this rank has {block} \
-                     (the ranks' counts must match)"
+                    "{what}: rank {r} has {units} of {} bytes where this rank has {} \
+                     (the ranks' counts must match)",
+                    place.len, mine.len
                 )));
             }
-            places.push((r, pid, addr));
+            places.push((r, place));
         }
-        // A rank whose cross-memory attach is off (`COURIER_CMA=0`, even
-        // with the algorithm forced) reports a refusal, so that all take
-        // the copying way together; after a refused pull, none is tried.
-        let mut pulled = super::tune::cma() && !pull_refused();
-        for (r, pid, addr) in places {
-            if !pulled {
-                break;
-            }
-            let into = &mut recv[r * block..(r + 1) * block];
-            pulled = u32::try_from(pid).is_ok_and(|pid| {
-                crate::sys::cma::read(pid, addr.wrapping_add(at as u64), into).is_ok()
-            });
-        }
-        // Done: the others may let their blocks change once all say so.
+        Ok(places)
+    }
+
+    /// Publishes how this rank's part of a single-copy collective ended
+    /// ([`DONE_PULLED`], [`DONE_REFUSED`], [`DONE_FAILED`]) and waits for every other
+    /// rank's report, which it returns: nobody returns (and lets its
+    /// buffers change) before everyone is done with them.
+    fn report(&self, check: Check<'_>, mine: u8) -> Result<Vec<(usize, u8)>> {
         let s = self.begin(check, 1)?;
-        self.arena.publish(s, self.me, &[u8::from(pulled)], 1);
+        self.arena.publish(s, self.me, &[mine], 1);
         self.wait_all(check, s, self.others())?;
-        let mut all = pulled;
-        for r in self.others() {
-            let mut theirs = [0u8];
-            self.arena.read(s, r, &mut theirs);
-            all &= theirs[0] == 1;
-        }
-        Ok(all)
+        Ok(self
+            .others()
+            .map(|r| {
+                let mut theirs = [0u8];
+                self.arena.read(s, r, &mut theirs);
+                (r, theirs[0])
+            })
+            .collect())
     }
 
     /// All-to-all of equal blocks of `block` bytes: `send` holds the block
@@ -792,6 +987,19 @@ impl NodeColl {
         }
         Ok(())
     }
+}
+
+/// The elements of a reduction of `n` that rank `r` of `p` folds in
+/// [`NodeColl::reduce_pull`]: consecutive slices in rank order, in
+/// proportion to the work each rank has left besides: 2p - 1 for the
+/// root, 2p - 2 for every other rank, which also writes its slice into
+/// the root's result (on 2 ranks: 3/5 and 2/5).
+fn reduce_slice(p: usize, root: usize, n: usize, r: usize) -> std::ops::Range<usize> {
+    let weight = |q: usize| if q == root { 2 * p - 1 } else { 2 * p - 2 };
+    let total: usize = (0..p).map(weight).sum();
+    let before: usize = (0..r).map(weight).sum();
+    let at = |w: usize| (n as u128 * w as u128 / total.max(1) as u128) as usize;
+    at(before)..at(before + weight(r))
 }
 
 /// Whether this rank's single-copy pulls fail on purpose (the unit tests
@@ -1348,5 +1556,118 @@ mod tests {
             (gather.is_err(), exchange.is_err())
         });
         assert_eq!(errors, vec![(true, true); p]);
+    }
+
+    #[test]
+    fn reduce_by_pulls_folds_in_rank_order_and_falls_back_together() {
+        // A non-commutative fold (acc * 31 + x): any slice folded out of
+        // rank order, or written to the wrong place, changes the result.
+        // The commutative path (rank 0 folds its own operand into rank 1's)
+        // with a wrapping sum.
+        fn fold(commutative: bool, a: &mut [u64], b: &[u64]) {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = if commutative {
+                    x.wrapping_add(y)
+                } else {
+                    x.wrapping_mul(31).wrapping_add(y)
+                };
+            }
+        }
+        let val = |r: usize, i: usize| (i * 1_000_003 + r * 7919) as u64;
+        for (p, commutative) in [(2, false), (3, false), (2, true), (3, true)] {
+            for refused in [None, Some(1)] {
+                for n in [1usize, 2, 5, 3000] {
+                    let want: Vec<u64> = (0..n)
+                        .map(|i| {
+                            let mut a = [val(0, i)];
+                            for r in 1..p {
+                                fold(commutative, &mut a, &[val(r, i)]);
+                            }
+                            a[0]
+                        })
+                        .collect();
+                    let outcomes = run(p, 256, |node| {
+                        let me = node.me;
+                        REFUSE_PULL.with(|c| c.set(refused == Some(me)));
+                        let own: Vec<u64> = (0..n).map(|i| val(me, i)).collect();
+                        let mut pulled = Vec::new();
+                        for root in 0..p {
+                            let mut acc = vec![u64::MAX; n];
+                            let mut tmp = vec![0u64; n];
+                            let mut f = |a: &mut [u64], b: &[u64]| {
+                                fold(commutative, a, b);
+                                Ok(())
+                            };
+                            let ok = node
+                                .reduce_pull(
+                                    OK,
+                                    &own,
+                                    &mut acc,
+                                    &mut tmp,
+                                    root,
+                                    commutative,
+                                    &mut f,
+                                )
+                                .unwrap();
+                            if !ok {
+                                acc.copy_from_slice(&own);
+                                node.reduce(OK, &own, &mut acc, &mut tmp, root, &mut f)
+                                    .unwrap();
+                            }
+                            if me == root {
+                                assert_eq!(acc, want, "p {p} n {n} root {root} pulled {ok}");
+                            }
+                            pulled.push(ok);
+                        }
+                        pulled
+                    });
+                    for got in outcomes {
+                        assert_eq!(got, vec![refused.is_none(); p], "p {p} n {n}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_operation_in_a_reduce_by_pulls_is_an_error_on_every_rank() {
+        let p = 3;
+        let errors = run(p, 256, |node| {
+            let own = vec![node.me as u32; 600];
+            let (mut acc, mut tmp) = (vec![0u32; 600], vec![0u32; 600]);
+            let me = node.me;
+            let mut f = |_: &mut [u32], _: &[u32]| {
+                if me == 1 {
+                    Err(Error::InvalidArgument("no".into()))
+                } else {
+                    Ok(())
+                }
+            };
+            let r = node.reduce_pull(OK, &own, &mut acc, &mut tmp, 0, false, &mut f);
+            // The next operation still works: nobody was left behind.
+            node.barrier(OK).unwrap();
+            r.is_err()
+        });
+        assert_eq!(errors, vec![true; p]);
+    }
+
+    #[test]
+    fn reduce_slices_cover_the_vector_in_rank_order() {
+        for p in 1..6 {
+            for root in 0..p {
+                for n in [0usize, 1, 4, 99, 1 << 20] {
+                    let mut next = 0;
+                    for r in 0..p {
+                        let s = reduce_slice(p, root, n, r);
+                        assert_eq!(s.start, next);
+                        next = s.end;
+                    }
+                    assert_eq!(next, n);
+                }
+            }
+        }
+        // Two ranks: the root folds 3/5.
+        assert_eq!(reduce_slice(2, 0, 1000, 0), 0..600);
+        assert_eq!(reduce_slice(2, 1, 1000, 0), 0..400);
     }
 }

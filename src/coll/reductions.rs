@@ -112,6 +112,19 @@ impl Communicator {
                         f,
                     );
                 }
+                tune::Reduce::ShmPull => {
+                    let node = arena(c)?;
+                    let check = || node::job_check(c);
+                    let n = send.len();
+                    let pulled = with_scratch(c, 2 * n, |s: &mut [T]| {
+                        let (acc, tmp) = s.split_at_mut(n);
+                        node.reduce_pull(&check, send, acc, tmp, root, commutative, f)
+                    })?;
+                    if pulled {
+                        return Ok(());
+                    }
+                    return node.reduce(&check, send, &mut [], &mut [], root, f);
+                }
                 tune::Reduce::Binomial => {
                     algo::reduce_binomial_leaf(c, send, root, commutative, None)?
                 }
@@ -129,7 +142,9 @@ impl Communicator {
         let direct = commutative && alg == tune::Reduce::Binomial;
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
-            if !direct {
+            // By pulls, the result is written whole: a copy of `send` in it
+            // first would only take back the lines the others wrote last time.
+            if !direct && alg != tune::Reduce::ShmPull {
                 recv.copy_from_slice(send);
             }
             recv
@@ -155,6 +170,17 @@ impl Communicator {
                 algo::reduce_rabenseifner(c, Reduction::new(acc, tmp, f), root)
             }
             tune::Reduce::Shm => arena(c)?.reduce(&|| node::job_check(c), send, acc, tmp, root, f),
+            // The root: the copying arena reduce if a pull was refused
+            // (`acc` holds a copy of `send` again for it).
+            tune::Reduce::ShmPull => {
+                let node = arena(c)?;
+                let check = || node::job_check(c);
+                if node.reduce_pull(&check, send, acc, tmp, root, commutative, f)? {
+                    return Ok(());
+                }
+                acc.copy_from_slice(send);
+                node.reduce(&check, send, acc, tmp, root, f)
+            }
         })
     }
 

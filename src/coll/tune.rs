@@ -166,6 +166,7 @@ algorithms!(
         Pipelined = "pipelined",
         Rabenseifner = "rabenseifner" [commutative],
         Shm = "shm" [node],
+        ShmPull = "shm_pull" [node],
     }
 );
 algorithms!(
@@ -278,6 +279,18 @@ pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 32 * 102
 /// ranks on 2 cores (3) 16–64 KiB 0.52–0.68: each piece is copied once,
 /// where the arena copies it in and out.
 pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024..=1024 * 1024;
+
+/// Reduce over one node by single-copy pulls with the folding shared
+/// (`Reduce::ShmPull`), for operands in this range on two ranks. Against
+/// the default before it (binomial, whose root pulls the whole operand and
+/// folds it alone), same build, 5 interleaved rounds, median of per-round
+/// ratios: 32 KiB 0.73, 64 KiB 0.78, 128–256 KiB 0.66–0.75, 512 KiB 0.47,
+/// 1 MiB 0.56; against the arena at 16 KiB 1.21, so that stays.
+pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=1024 * 1024;
+/// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
+/// 64 KiB 1.18, 128 KiB – 1 MiB 0.77–0.83; 8 ranks 128 KiB 1.07,
+/// 256 KiB – 1 MiB 0.59–0.70.
+pub(crate) const NODE_REDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = 256 * 1024..=1024 * 1024;
 
 /// Whether cross-memory attach may be used (`COURIER_CMA`, read once).
 pub(crate) fn cma() -> bool {
@@ -414,6 +427,14 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
 #[inline]
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
+        _ if c.pulls_in(if c.p == 2 && !c.oversubscribed {
+            &NODE_REDUCE_PULL
+        } else {
+            &NODE_REDUCE_PULL_MORE
+        }) =>
+        {
+            Reduce::ShmPull
+        }
         _ if c.node_up_to(NODE_REDUCE_MAX) => Reduce::Shm,
         (true, true) => Reduce::Rabenseifner,
         (true, false) => Reduce::Pipelined,
