@@ -36,6 +36,7 @@ fn every_algorithm_forced() {
                 "ring",
                 "reduce_bcast",
                 "shm",
+                "shm_pull",
             ],
         ),
         (
@@ -77,12 +78,13 @@ fn collectives_over_tcp_and_without_cma() {
     run_body_env("body_collectives", 5, &[("COURIER_TRANSPORT", "tcp")], 180)
         .assert_ranks_passed(5);
     run_body_env("body_collectives", 4, &[("COURIER_CMA", "0")], 180).assert_ranks_passed(4);
-    // The single-copy reduce, all-gather and all-to-all forced without
+    // The single-copy reductions, all-gather and all-to-all forced without
     // cross-memory attach: every rank reports a refused pull and all take
     // the arena's copying way together.
     let env = [
         ("COURIER_CMA", "0"),
         ("COURIER_REDUCE_ALGORITHM", "shm_pull"),
+        ("COURIER_ALLREDUCE_ALGORITHM", "shm_pull"),
         ("COURIER_ALLGATHER_ALGORITHM", "shm_pull"),
         ("COURIER_ALLTOALL_ALGORITHM", "shm_pull"),
     ];

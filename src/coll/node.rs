@@ -702,44 +702,52 @@ impl NodeColl {
         )
     }
 
-    /// Reduce of every rank's `own` to `root` by single copies, with the
-    /// folding shared between the ranks: the vector is cut into one slice
-    /// per rank ([`reduce_slice`]); each rank pulls its slice of every other
-    /// rank's operand (cross-memory attach), folds the operands in rank
-    /// order, and a rank other than the root writes its folded slice
-    /// straight into the root's result. So every operand byte crosses
-    /// between the processes once, and all ranks fold at once (on 2 ranks
-    /// the root folds 3/5 of the vector, the other rank 2/5, which it also
-    /// writes). At the root `acc` is the result (what it holds on entry is
-    /// not used), elsewhere scratch; `tmp` is scratch; both have `own`'s
-    /// length. `commutative`: the operation is, and the first two operands
-    /// may be folded the other way round (the same bits).
+    /// Reduce of every rank's `own` to `root` (`Some`) or to every rank
+    /// (`None`: all-reduce) by single copies, with the folding shared
+    /// between the ranks: the vector is cut into one slice per rank
+    /// ([`fold_slice`]); each rank pulls its slice of every other rank's
+    /// operand (cross-memory attach), folds the operands in rank order,
+    /// and writes its folded slice straight into the result of the root
+    /// (or of every other rank). So every operand byte crosses between the
+    /// processes once, and all ranks fold at once. `acc` is the result at
+    /// the root and in an all-reduce (what it holds on entry is not used),
+    /// scratch elsewhere; it must not overlap `own`; `tmp` is scratch; both
+    /// have `own`'s length. `commutative`: the operation is, and the first
+    /// two operands may be folded the other way round (the same bits).
+    /// Every slice is folded by one rank, so an all-reduce's results are
+    /// the same bits on every rank.
     ///
     /// `Ok(false)`: a rank could not pull or write (cross-memory attach
     /// refused); every rank learns it, and the caller's fallback must
-    /// rewrite the root's `acc` from scratch. A failing `combine` is an
-    /// error on every rank.
+    /// rewrite the results from scratch. A failing `combine` is an error on
+    /// every rank.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn reduce_pull<T: Pod>(
+    pub(crate) fn fold_pull<T: Pod>(
         &self,
         check: Check<'_>,
         own: &[T],
         acc: &mut [T],
         tmp: &mut [T],
-        root: usize,
+        root: Option<usize>,
         commutative: bool,
         combine: UserOp<'_, T>,
     ) -> Result<bool> {
+        let what = if root.is_some() {
+            "reduce"
+        } else {
+            "all-reduce"
+        };
         let n = own.len();
-        if acc.len() != n || tmp.len() != n || root >= self.p {
-            return Err(Error::InvalidState(
-                "reduce: buffers of unexpected lengths".into(),
-            ));
+        if acc.len() != n || tmp.len() != n || root.is_some_and(|r| r >= self.p) {
+            return Err(Error::InvalidState(format!(
+                "{what}: buffers of unexpected lengths"
+            )));
         }
+        let gets_result = root.is_none_or(|r| r == self.me);
         let mine = Place {
             pid: u64::from(std::process::id()),
             from: own.as_ptr() as u64,
-            to: if self.me == root {
+            to: if gets_result {
                 acc.as_mut_ptr() as u64
             } else {
                 0
@@ -748,14 +756,14 @@ impl NodeColl {
         };
         let s = self.begin(check, PLACE)?;
         self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
-        let places = self.places(check, "reduce", "operands", s, mine)?;
+        let places = self.places(check, what, "operands", s, mine)?;
         // `places` skips this rank: rank r's is at r or r - 1.
         let place = |r: usize| {
             places
                 .get(if r < self.me { r } else { r.wrapping_sub(1) })
                 .map(|&(_, p)| p)
         };
-        let slice = reduce_slice(self.p, root, n, self.me);
+        let slice = fold_slice(self.p, root, n, self.me);
         let at = (slice.start * std::mem::size_of::<T>()) as u64;
         let (acc, tmp, own) = (
             &mut acc[slice.clone()],
@@ -806,13 +814,18 @@ impl NodeColl {
                 break;
             }
         }
-        if pulled && failure.is_none() && self.me != root && !acc.is_empty() {
-            pulled = place(root).is_some_and(|p| {
-                p.to != 0
-                    && p.process().is_some_and(|pid| {
-                        crate::sys::cma::write(pid, p.to.wrapping_add(at), bytes(acc)).is_ok()
-                    })
-            });
+        if pulled && failure.is_none() && !acc.is_empty() {
+            for r in self.others().filter(|&r| root.is_none_or(|root| root == r)) {
+                pulled = place(r).is_some_and(|p| {
+                    p.to != 0
+                        && p.process().is_some_and(|pid| {
+                            crate::sys::cma::write(pid, p.to.wrapping_add(at), bytes(acc)).is_ok()
+                        })
+                });
+                if !pulled {
+                    break;
+                }
+            }
         }
         let outcome = match (&failure, pulled) {
             (Some(_), _) => DONE_FAILED,
@@ -825,7 +838,7 @@ impl NodeColl {
         }
         if let Some(&(r, _)) = reports.iter().find(|&&(_, v)| v == DONE_FAILED) {
             return Err(Error::InvalidState(format!(
-                "reduce: the reduction operation failed on rank {r}"
+                "{what}: the reduction operation failed on rank {r}"
             )));
         }
         Ok(pulled && reports.iter().all(|&(_, v)| v == DONE_PULLED))
@@ -990,12 +1003,17 @@ impl NodeColl {
 }
 
 /// The elements of a reduction of `n` that rank `r` of `p` folds in
-/// [`NodeColl::reduce_pull`]: consecutive slices in rank order, in
-/// proportion to the work each rank has left besides: 2p - 1 for the
-/// root, 2p - 2 for every other rank, which also writes its slice into
-/// the root's result (on 2 ranks: 3/5 and 2/5).
-fn reduce_slice(p: usize, root: usize, n: usize, r: usize) -> std::ops::Range<usize> {
-    let weight = |q: usize| if q == root { 2 * p - 1 } else { 2 * p - 2 };
+/// [`NodeColl::fold_pull`]: consecutive slices in rank order. In an
+/// all-reduce (`root` `None`) every rank has the same work, so equal
+/// slices; in a reduce, slices in proportion to the work each rank has
+/// besides: 2p - 1 for the root, 2p - 2 for every other rank, which also
+/// writes its slice into the root's result (on 2 ranks: 3/5 and 2/5).
+fn fold_slice(p: usize, root: Option<usize>, n: usize, r: usize) -> std::ops::Range<usize> {
+    let weight = |q: usize| match root {
+        None => 1,
+        Some(root) if q == root => 2 * p - 1,
+        Some(_) => 2 * p - 2,
+    };
     let total: usize = (0..p).map(weight).sum();
     let before: usize = (0..r).map(weight).sum();
     let at = |w: usize| (n as u128 * w as u128 / total.max(1) as u128) as usize;
@@ -1559,7 +1577,7 @@ mod tests {
     }
 
     #[test]
-    fn reduce_by_pulls_folds_in_rank_order_and_falls_back_together() {
+    fn reduce_and_all_reduce_by_pulls_fold_in_rank_order_and_fall_back_together() {
         // A non-commutative fold (acc * 31 + x): any slice folded out of
         // rank order, or written to the wrong place, changes the result.
         // The commutative path (rank 0 folds its own operand into rank 1's)
@@ -1591,7 +1609,8 @@ mod tests {
                         REFUSE_PULL.with(|c| c.set(refused == Some(me)));
                         let own: Vec<u64> = (0..n).map(|i| val(me, i)).collect();
                         let mut pulled = Vec::new();
-                        for root in 0..p {
+                        // Every root, then all-reduce (`None`).
+                        for root in (0..p).map(Some).chain([None]) {
                             let mut acc = vec![u64::MAX; n];
                             let mut tmp = vec![0u64; n];
                             let mut f = |a: &mut [u64], b: &[u64]| {
@@ -1599,30 +1618,27 @@ mod tests {
                                 Ok(())
                             };
                             let ok = node
-                                .reduce_pull(
-                                    OK,
-                                    &own,
-                                    &mut acc,
-                                    &mut tmp,
-                                    root,
-                                    commutative,
-                                    &mut f,
-                                )
+                                .fold_pull(OK, &own, &mut acc, &mut tmp, root, commutative, &mut f)
                                 .unwrap();
                             if !ok {
                                 acc.copy_from_slice(&own);
-                                node.reduce(OK, &own, &mut acc, &mut tmp, root, &mut f)
-                                    .unwrap();
+                                match root {
+                                    Some(root) => {
+                                        node.reduce(OK, &own, &mut acc, &mut tmp, root, &mut f)
+                                    }
+                                    None => node.allreduce(OK, &mut acc, &mut tmp, &mut f),
+                                }
+                                .unwrap();
                             }
-                            if me == root {
-                                assert_eq!(acc, want, "p {p} n {n} root {root} pulled {ok}");
+                            if root.is_none_or(|root| root == me) {
+                                assert_eq!(acc, want, "p {p} n {n} root {root:?} pulled {ok}");
                             }
                             pulled.push(ok);
                         }
                         pulled
                     });
                     for got in outcomes {
-                        assert_eq!(got, vec![refused.is_none(); p], "p {p} n {n}");
+                        assert_eq!(got, vec![refused.is_none(); p + 1], "p {p} n {n}");
                     }
                 }
             }
@@ -1643,7 +1659,7 @@ mod tests {
                     Ok(())
                 }
             };
-            let r = node.reduce_pull(OK, &own, &mut acc, &mut tmp, 0, false, &mut f);
+            let r = node.fold_pull(OK, &own, &mut acc, &mut tmp, Some(0), false, &mut f);
             // The next operation still works: nobody was left behind.
             node.barrier(OK).unwrap();
             r.is_err()
@@ -1652,13 +1668,13 @@ mod tests {
     }
 
     #[test]
-    fn reduce_slices_cover_the_vector_in_rank_order() {
+    fn fold_slices_cover_the_vector_in_rank_order() {
         for p in 1..6 {
-            for root in 0..p {
+            for root in (0..p).map(Some).chain([None]) {
                 for n in [0usize, 1, 4, 99, 1 << 20] {
                     let mut next = 0;
                     for r in 0..p {
-                        let s = reduce_slice(p, root, n, r);
+                        let s = fold_slice(p, root, n, r);
                         assert_eq!(s.start, next);
                         next = s.end;
                     }
@@ -1667,7 +1683,8 @@ mod tests {
             }
         }
         // Two ranks: the root folds 3/5.
-        assert_eq!(reduce_slice(2, 0, 1000, 0), 0..600);
-        assert_eq!(reduce_slice(2, 1, 1000, 0), 0..400);
+        assert_eq!(fold_slice(2, Some(0), 1000, 0), 0..600);
+        assert_eq!(fold_slice(2, Some(1), 1000, 0), 0..400);
+        assert_eq!(fold_slice(3, None, 10, 1), 3..6);
     }
 }

@@ -118,7 +118,7 @@ impl Communicator {
                     let n = send.len();
                     let pulled = with_scratch(c, 2 * n, |s: &mut [T]| {
                         let (acc, tmp) = s.split_at_mut(n);
-                        node.reduce_pull(&check, send, acc, tmp, root, commutative, f)
+                        node.fold_pull(&check, send, acc, tmp, Some(root), commutative, f)
                     })?;
                     if pulled {
                         return Ok(());
@@ -175,7 +175,7 @@ impl Communicator {
             tune::Reduce::ShmPull => {
                 let node = arena(c)?;
                 let check = || node::job_check(c);
-                if node.reduce_pull(&check, send, acc, tmp, root, commutative, f)? {
+                if node.fold_pull(&check, send, acc, tmp, Some(root), commutative, f)? {
                     return Ok(());
                 }
                 acc.copy_from_slice(send);
@@ -324,6 +324,32 @@ impl Communicator {
         // Rabenseifner on a power of two takes the operand from the send
         // buffer itself; every other algorithm starts from a copy.
         let direct = alg == tune::Allreduce::Rabenseifner && c.size().is_power_of_two();
+        if alg == tune::Allreduce::ShmPull {
+            // Pulls from the operand while the others write into `buf`: in
+            // place, the operand is copied aside first. The copying arena
+            // all-reduce if a pull was refused.
+            let node = arena(c)?;
+            let check = || node::job_check(c);
+            let n = buf.len();
+            return match own {
+                Some(own) => with_scratch(c, n, |tmp| {
+                    if node.fold_pull(&check, own, buf, tmp, None, commutative, f)? {
+                        return Ok(());
+                    }
+                    buf.copy_from_slice(own);
+                    node.allreduce(&check, buf, tmp, f)
+                }),
+                None => with_scratch(c, 2 * n, |s: &mut [T]| {
+                    let (own, tmp) = s.split_at_mut(n);
+                    own.copy_from_slice(buf);
+                    if node.fold_pull(&check, own, buf, tmp, None, commutative, f)? {
+                        return Ok(());
+                    }
+                    buf.copy_from_slice(own);
+                    node.allreduce(&check, buf, tmp, f)
+                }),
+            };
+        }
         match own {
             Some(own) if direct => {
                 return with_scratch(c, buf.len(), |tmp| {
@@ -345,6 +371,9 @@ impl Communicator {
                 algo::allreduce_reduce_bcast(c, Reduction::new(buf, tmp, f))
             }
             tune::Allreduce::Shm => arena(c)?.allreduce(&|| node::job_check(c), buf, tmp, f),
+            tune::Allreduce::ShmPull => Err(crate::Error::InvalidState(
+                "all-reduce by pulls runs above".into(),
+            )),
         })
     }
 
