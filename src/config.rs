@@ -10,7 +10,7 @@
 //! | `COURIER_SHM_EAGER_LIMIT` | 4096 | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
-//! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; reduce, all-reduce, all-gather and all-to-all copy through the arena instead of pulling) |
+//! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; broadcast, reduce, all-reduce, all-gather and all-to-all copy through the arena instead of pulling) |
 //! | `COURIER_CMA_COOP_MIN` | 65536 (1048576 when oversubscribed) | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all); operands a reduction combines at once only from 1 MiB (pulled alone, they are in the receiver's cache) |
 //! | `COURIER_CMA_COOP_SHARE` | 60 | percent (1–99) of a cooperatively copied message that the receiver copies |
 //! | `COURIER_FLOW_WINDOW` | 4194304 | flow-control credit per sending peer: unmatched eager bytes (+128 per message) a receiver may hold from one peer before the sender waits |
@@ -19,7 +19,7 @@
 //! | `COURIER_TCP_BUFFER` | unset (kernel autotuning) | SO_SNDBUF/SO_RCVBUF of TCP data links, bytes |
 //! | `COURIER_<COLL>_ALGORITHM` | by size | force a collective algorithm: `COURIER_BARRIER_ALGORITHM`, `COURIER_BCAST_ALGORITHM`, `COURIER_REDUCE_ALGORITHM`, `COURIER_ALLREDUCE_ALGORITHM`, `COURIER_ALLGATHER_ALGORITHM`, `COURIER_ALLTOALL_ALGORITHM`, `COURIER_REDUCE_SCATTER_ALGORITHM`, `COURIER_SCAN_ALGORITHM` (names in `coll::tune`) |
 //! | `COURIER_SHM_COLL_SLOT` | 16384 | largest data bytes per rank and cell of a communicator's shared-memory arena (cells shrink on big communicators: 4 MiB of cells per arena, besides 4 KiB of state lines and, up to 128 ranks, 16 KiB of small cells per rank); collectives on a communicator within one node go through the arena, a cell's worth per turn; 0 disables |
-//! | `COURIER_SHM_COLL_MAX` | per collective (`coll::tune`) | largest bytes per rank that broadcast, reduce, all-reduce and all-gather send through the arena (several turns above a cell) before point-to-point algorithms take over; when set, reduce, all-reduce, all-gather and all-to-all of large blocks copy through the arena instead of pulling (`shm_pull`) |
+//! | `COURIER_SHM_COLL_MAX` | per collective (`coll::tune`) | largest bytes per rank that broadcast, reduce, all-reduce and all-gather send through the arena (several turns above a cell) before point-to-point algorithms take over; when set, broadcast, reduce, all-reduce, all-gather and all-to-all of large blocks copy through the arena instead of pulling (`shm_pull`) |
 //! | `COURIER_COLL_SEGMENT` | 65536 | segment size (bytes) of the pipelined tree collectives |
 //! | `COURIER_HIERARCHICAL` | 1 | 0 turns off the node-aware all-reduce (reduce in each node, all-reduce among node leaders, broadcast in each node) |
 //! | `COURIER_CHECK` | 0 | 1: every collective first checks that all ranks passed matching arguments; a mismatch is the same `Error::CollectiveMismatch` on every rank (costs one small all-gather per collective) |

@@ -15,14 +15,15 @@ fn every_collective_on_1_to_9_ranks() {
 }
 
 /// Every algorithm of every collective, forced through its environment
-/// variable, on power-of-two and other sizes.
+/// variable, on power-of-two and other sizes (2 ranks: the algorithms'
+/// two-rank shapes, such as the split of a broadcast by pulls).
 #[test]
 fn every_algorithm_forced() {
     let forced: &[(&str, &[&str])] = &[
         ("COURIER_BARRIER_ALGORITHM", &["dissemination", "shm"]),
         (
             "COURIER_BCAST_ALGORITHM",
-            &["binomial", "scatter_allgather", "shm"],
+            &["binomial", "scatter_allgather", "shm", "shm_pull"],
         ),
         (
             "COURIER_REDUCE_ALGORITHM",
@@ -55,7 +56,7 @@ fn every_algorithm_forced() {
     ];
     for (var, algs) in forced {
         for alg in *algs {
-            for np in [3, 4] {
+            for np in [2, 3, 4] {
                 run_body_env("body_collectives", np, &[(var, alg)], 180).assert_ranks_passed(np);
             }
         }
@@ -78,11 +79,12 @@ fn collectives_over_tcp_and_without_cma() {
     run_body_env("body_collectives", 5, &[("COURIER_TRANSPORT", "tcp")], 180)
         .assert_ranks_passed(5);
     run_body_env("body_collectives", 4, &[("COURIER_CMA", "0")], 180).assert_ranks_passed(4);
-    // The single-copy reductions, all-gather and all-to-all forced without
-    // cross-memory attach: every rank reports a refused pull and all take
-    // the arena's copying way together.
+    // The single-copy broadcast, reductions, all-gather and all-to-all
+    // forced without cross-memory attach: every rank reports a refused
+    // pull and all take the arena's copying way together.
     let env = [
         ("COURIER_CMA", "0"),
+        ("COURIER_BCAST_ALGORITHM", "shm_pull"),
         ("COURIER_REDUCE_ALGORITHM", "shm_pull"),
         ("COURIER_ALLREDUCE_ALGORITHM", "shm_pull"),
         ("COURIER_ALLGATHER_ALGORITHM", "shm_pull"),

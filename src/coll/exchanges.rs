@@ -41,6 +41,15 @@ impl Communicator {
         let _in = c.enter(sig, None, || check_root(c, root))?;
         match tune::bcast(call::<T>(c, buf.len(), true)?)? {
             tune::Bcast::Shm => arena(c)?.bcast(&|| node::job_check(c), bytes_mut(buf), root),
+            // The copying arena broadcast if a pull was refused.
+            tune::Bcast::ShmPull => {
+                let node = arena(c)?;
+                let check = || node::job_check(c);
+                if node.bcast_pull(&check, bytes_mut(buf), root)? {
+                    return Ok(());
+                }
+                node.bcast(&check, bytes_mut(buf), root)
+            }
             tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
             tune::Bcast::Pipelined => {
                 algo::bcast_binomial_pipelined(c, bytes_mut(buf), root, tune::segment())

@@ -176,6 +176,10 @@ impl Place {
     }
 }
 
+/// Percent of a broadcast by pulls on two ranks that the receiver pulls;
+/// the root writes the rest into the receiver's buffer meanwhile.
+const BCAST_PULL_SHARE: usize = 60;
+
 /// What a rank reports when its part of a single-copy collective is over.
 const DONE_PULLED: u8 = 1;
 const DONE_REFUSED: u8 = 0;
@@ -700,6 +704,57 @@ impl NodeColl {
             at,
             Some(own),
         )
+    }
+
+    /// Broadcast of `buf` from `root` by single copies: every rank
+    /// publishes where its buffer lies; on two ranks the receiver pulls the
+    /// first part from the root's buffer while the root writes the rest
+    /// into the receiver's (both cores copy at once, as a cooperative
+    /// point-to-point transfer does; [`BCAST_PULL_SHARE`]); on more, every
+    /// receiver pulls it all.
+    ///
+    /// `Ok(false)`: a rank could not pull or write (cross-memory attach
+    /// refused); every rank learns it, and the caller's fallback rewrites
+    /// the receivers' buffers.
+    pub(crate) fn bcast_pull(&self, check: Check<'_>, buf: &mut [u8], root: usize) -> Result<bool> {
+        let len = buf.len();
+        let mine = Place {
+            pid: u64::from(std::process::id()),
+            from: buf.as_ptr() as u64,
+            to: buf.as_mut_ptr() as u64,
+            len: len as u64,
+        };
+        let s = self.begin(check, PLACE)?;
+        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
+        let places = self.places(check, "broadcast", "buffers", s, mine)?;
+        let split = if self.p == 2 {
+            len * BCAST_PULL_SHARE / 100
+        } else {
+            len
+        };
+        let mut ok = super::tune::cma() && !pull_refused();
+        if self.me == root {
+            for (_, p) in places.iter().filter(|_| split < len) {
+                if !ok {
+                    break;
+                }
+                ok = p.process().is_some_and(|pid| {
+                    crate::sys::cma::write(pid, p.to.wrapping_add(split as u64), &buf[split..])
+                        .is_ok()
+                });
+            }
+        } else if ok {
+            ok = places
+                .iter()
+                .find(|&&(r, _)| r == root)
+                .is_some_and(|&(_, p)| {
+                    p.process().is_some_and(|pid| {
+                        crate::sys::cma::read(pid, p.from, &mut buf[..split]).is_ok()
+                    })
+                });
+        }
+        let reports = self.report(check, if ok { DONE_PULLED } else { DONE_REFUSED })?;
+        Ok(ok && reports.iter().all(|&(_, v)| v == DONE_PULLED))
     }
 
     /// Reduce of every rank's `own` to `root` (`Some`) or to every rank
@@ -1686,5 +1741,43 @@ mod tests {
         assert_eq!(fold_slice(2, Some(0), 1000, 0), 0..600);
         assert_eq!(fold_slice(2, Some(1), 1000, 0), 0..400);
         assert_eq!(fold_slice(3, None, 10, 1), 3..6);
+    }
+
+    #[test]
+    fn broadcast_by_pulls_from_every_root_and_its_fallback() {
+        // Two ranks split the copy (the root writes the tail), three pull
+        // it all; odd lengths put the split anywhere.
+        for p in [2, 3] {
+            for refused in [None, Some(1)] {
+                let outcomes = run(p, 256, |node| {
+                    let me = node.me;
+                    REFUSE_PULL.with(|c| c.set(refused == Some(me)));
+                    let mut pulled = Vec::new();
+                    for len in [0usize, 1, 7, 4099] {
+                        for root in 0..p {
+                            let val = |i: usize| (i * 13 + root * 7 + len) as u8;
+                            let mut buf: Vec<u8> = if me == root {
+                                (0..len).map(val).collect()
+                            } else {
+                                vec![0xAA; len]
+                            };
+                            let ok = node.bcast_pull(OK, &mut buf, root).unwrap();
+                            if !ok {
+                                node.bcast(OK, &mut buf, root).unwrap();
+                            }
+                            assert!(
+                                buf.iter().enumerate().all(|(i, &x)| x == val(i)),
+                                "p {p} len {len} root {root} rank {me} pulled {ok}"
+                            );
+                            pulled.push(ok);
+                        }
+                    }
+                    pulled
+                });
+                for got in outcomes {
+                    assert_eq!(got, vec![refused.is_none(); 4 * p], "p {p}");
+                }
+            }
+        }
     }
 }
