@@ -144,6 +144,13 @@ struct Place {
 /// Bytes of a published [`Place`] (four little-endian `u64`s).
 const PLACE: usize = 32;
 
+/// This process's id, asked of the kernel once (`getpid` is a system
+/// call, and every single-copy collective publishes it).
+fn own_pid() -> u64 {
+    static PID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| u64::from(std::process::id()))
+}
+
 impl Place {
     fn encode(&self) -> [u8; PLACE] {
         let mut b = [0u8; PLACE];
@@ -719,7 +726,7 @@ impl NodeColl {
     pub(crate) fn bcast_pull(&self, check: Check<'_>, buf: &mut [u8], root: usize) -> Result<bool> {
         let len = buf.len();
         let mine = Place {
-            pid: u64::from(std::process::id()),
+            pid: own_pid(),
             from: buf.as_ptr() as u64,
             to: buf.as_mut_ptr() as u64,
             len: len as u64,
@@ -800,7 +807,7 @@ impl NodeColl {
         }
         let gets_result = root.is_none_or(|r| r == self.me);
         let mine = Place {
-            pid: u64::from(std::process::id()),
+            pid: own_pid(),
             from: own.as_ptr() as u64,
             to: if gets_result {
                 acc.as_mut_ptr() as u64
@@ -928,7 +935,7 @@ impl NodeColl {
             )));
         }
         let mine = Place {
-            pid: u64::from(std::process::id()),
+            pid: own_pid(),
             from: source as u64,
             to: 0,
             len: block as u64,
