@@ -26,6 +26,10 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 const WINDOW: usize = 64;
+/// Default largest size of the point-to-point tests.
+const P2P_MAX: usize = 4 << 20;
+/// Default largest size of the collective tests (OSU's).
+const COLL_MAX: usize = 1 << 20;
 const LARGE: usize = 8192;
 const TAG: u32 = 100;
 const ACK_TAG: u32 = 101;
@@ -78,9 +82,10 @@ pub(crate) struct BenchArgs {
     /// Smallest message size in bytes.
     #[arg(long, default_value_t = 1)]
     min_size: usize,
-    /// Largest message size in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
-    max_size: usize,
+    /// Largest message size in bytes [default: 4 MiB; 1 MiB for the
+    /// collectives, as OSU's].
+    #[arg(long)]
+    max_size: Option<usize>,
     /// Timed iterations per size (default: OSU's, by size); for startup, jobs to run (default 5).
     #[arg(long)]
     iterations: Option<usize>,
@@ -112,7 +117,7 @@ fn transport_name() -> &'static str {
 
 /// Entry point: launch a job of ourselves, or run as a rank.
 pub(crate) fn main(args: BenchArgs) -> i32 {
-    if args.min_size > args.max_size {
+    if args.max_size.is_some_and(|max| args.min_size > max) {
         eprintln!("courier: error: --min-size must not exceed --max-size");
         return 2;
     }
@@ -289,7 +294,7 @@ fn startup_rank(format: Format) -> Result<(), String> {
 fn sizes(args: &BenchArgs) -> Vec<usize> {
     let mut v = Vec::new();
     let mut s = args.min_size.max(1);
-    while s <= args.max_size {
+    while s <= args.max_size.unwrap_or(P2P_MAX) {
         v.push(s);
         s *= 2;
     }
@@ -466,7 +471,7 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
         ],
         &["latency_us"],
     );
-    let max = args.max_size;
+    let max = args.max_size.unwrap_or(P2P_MAX);
     let mut sbuf = vec![0u8; max];
     let mut rbuf = vec![0u8; max];
     for size in sizes(args) {
@@ -597,7 +602,7 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
         &[title, "# Size      Bandwidth (MB/s)".into()],
         &["bandwidth_MBps"],
     );
-    let max = args.max_size;
+    let max = args.max_size.unwrap_or(P2P_MAX);
     let mut sbuf = vec![0u8; max];
     let mut rbufs = vec![0u8; max * WINDOW];
     for size in sizes(args) {
@@ -680,7 +685,7 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
         ],
         &["bandwidth_MBps", "messages_per_s"],
     );
-    let max = args.max_size;
+    let max = args.max_size.unwrap_or(P2P_MAX);
     let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..threads)
         .map(|_| (vec![0u8; max], vec![0u8; max * WINDOW]))
         .collect();
@@ -784,7 +789,7 @@ fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), Stri
     } else {
         let mut v = Vec::new();
         let mut s = args.min_size.max(4);
-        while s <= args.max_size.min(1 << 20) {
+        while s <= args.max_size.unwrap_or(COLL_MAX) {
             v.push(s);
             s *= 2;
         }

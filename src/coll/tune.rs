@@ -287,8 +287,9 @@ pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024
 /// the default before it (binomial, whose root pulls the whole operand and
 /// folds it alone), same build, 5 interleaved rounds, median of per-round
 /// ratios: 32 KiB 0.73, 64 KiB 0.78, 128–256 KiB 0.66–0.75, 512 KiB 0.47,
-/// 1 MiB 0.56; against the arena at 16 KiB 1.21, so that stays.
-pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=1024 * 1024;
+/// 1 MiB 0.56, 2 MiB 0.71, 4 MiB 0.82; against the arena at 16 KiB 1.21,
+/// so that stays.
+pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=4 << 20;
 /// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
 /// 64 KiB 1.18, 128 KiB – 1 MiB 0.77–0.83; 8 ranks 128 KiB 1.07,
 /// 256 KiB – 1 MiB 0.59–0.70.
@@ -309,9 +310,10 @@ pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024..=
 /// everyone's result), for operands in this range on two ranks. Against
 /// the default before it (the arena up to 32 KiB, Rabenseifner above),
 /// same build, 5 interleaved rounds, median of per-round ratios: 32 KiB
-/// 0.55, 64 KiB – 1 MiB 0.49–0.60; 16 KiB 0.78 and 0.98 in two sittings,
-/// 8 KiB 1.38, so the arena keeps those.
-pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=1024 * 1024;
+/// 0.55, 64 KiB – 1 MiB 0.49–0.60, 2 MiB 0.84 (4 MiB 0.98: not won);
+/// 16 KiB 0.78 and 0.98 in two sittings, 8 KiB 1.38, so the arena keeps
+/// those.
+pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=2 << 20;
 /// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
 /// 32 KiB 1.00, 64 KiB – 1 MiB 0.63–0.92; 8 ranks 64 KiB – 1 MiB
 /// 0.55–0.76.
@@ -626,7 +628,7 @@ mod tests {
         };
         assert_eq!(reduce(node(2, 16 << 10)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(2, 32 << 10)).unwrap(), Reduce::ShmPull);
-        assert_eq!(reduce(node(2, 2 << 20)).unwrap(), Reduce::Binomial);
+        assert_eq!(reduce(node(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(node(4, 128 << 10)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(4, 256 << 10)).unwrap(), Reduce::ShmPull);
         assert_eq!(allreduce(node(2, 16 << 10)).unwrap(), Allreduce::Shm);
