@@ -40,15 +40,10 @@ impl Communicator {
         let sig = || Signature::new(Coll::Bcast).root(root).elems::<T>(buf.len());
         let _in = c.enter(sig, None, || check_root(c, root))?;
         match tune::bcast(call::<T>(c, buf.len(), true)?)? {
-            tune::Bcast::Shm => arena(c)?.bcast(&|| node::job_check(c), bytes_mut(buf), root),
-            // The copying arena broadcast if a pull was refused.
-            tune::Bcast::ShmPull => {
-                let node = arena(c)?;
-                let check = || node::job_check(c);
-                if node.bcast_pull(&check, bytes_mut(buf), root)? {
-                    return Ok(());
-                }
-                node.bcast(&check, bytes_mut(buf), root)
+            tune::Bcast::ShmPull if bcast_by_pulls(c, bytes_mut(buf), root)? => Ok(()),
+            // (By pulls refused somewhere: every rank takes the copying arena.)
+            tune::Bcast::Shm | tune::Bcast::ShmPull => {
+                arena(c)?.bcast(&|| node::job_check(c), bytes_mut(buf), root)
             }
             tune::Bcast::Binomial => algo::bcast_binomial(c, bytes_mut(buf), root),
             tune::Bcast::Pipelined => {
@@ -356,4 +351,12 @@ fn gather_blocks<T: Pod>(
             algo::allgather_bruck(c, buf, n * sz)
         }
     }
+}
+
+/// Broadcast by single copies (`NodeColl::bcast_pull`), out of line (it
+/// serves large calls only). `Ok(false)`: refused somewhere.
+#[inline(never)]
+fn bcast_by_pulls(c: &crate::comm::CommShared, buf: &mut [u8], root: usize) -> Result<bool> {
+    let node = arena(c)?;
+    node.bcast_pull(&|| node::job_check(c), buf, root)
 }

@@ -95,14 +95,21 @@ impl Communicator {
             Ok(())
         })?;
         let f = &mut guarded(c, f);
-        let alg = tune::reduce(call::<T>(c, send.len(), commutative)?)?;
+        let mut alg = tune::reduce(call::<T>(c, send.len(), commutative)?)?;
+        if alg == tune::Reduce::ShmPull {
+            if reduce_by_pulls(c, send, recv, root, commutative, f)? {
+                return Ok(());
+            }
+            // Refused somewhere: every rank takes the copying arena reduce.
+            alg = tune::Reduce::Shm;
+        }
         let seg = (tune::segment() / std::mem::size_of::<T>().max(1)).max(1);
         // A rank that only sends its operand up sends it straight from
         // `send`: copying it to a working buffer first cost a copy per call
         // and, the peer reading it in place, cache lines to take back.
         if c.rank() != root {
             let leaf = match alg {
-                tune::Reduce::Shm => {
+                tune::Reduce::Shm | tune::Reduce::ShmPull => {
                     return arena(c)?.reduce(
                         &|| node::job_check(c),
                         send,
@@ -111,19 +118,6 @@ impl Communicator {
                         root,
                         f,
                     );
-                }
-                tune::Reduce::ShmPull => {
-                    let node = arena(c)?;
-                    let check = || node::job_check(c);
-                    let n = send.len();
-                    let pulled = with_scratch(c, 2 * n, |s: &mut [T]| {
-                        let (acc, tmp) = s.split_at_mut(n);
-                        node.fold_pull(&check, send, acc, tmp, Some(root), commutative, f)
-                    })?;
-                    if pulled {
-                        return Ok(());
-                    }
-                    return node.reduce(&check, send, &mut [], &mut [], root, f);
                 }
                 tune::Reduce::Binomial => {
                     algo::reduce_binomial_leaf(c, send, root, commutative, None)?
@@ -142,9 +136,7 @@ impl Communicator {
         let direct = commutative && alg == tune::Reduce::Binomial;
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
-            // By pulls, the result is written whole: a copy of `send` in it
-            // first would only take back the lines the others wrote last time.
-            if !direct && alg != tune::Reduce::ShmPull {
+            if !direct {
                 recv.copy_from_slice(send);
             }
             recv
@@ -169,17 +161,8 @@ impl Communicator {
             tune::Reduce::Rabenseifner => {
                 algo::reduce_rabenseifner(c, Reduction::new(acc, tmp, f), root)
             }
-            tune::Reduce::Shm => arena(c)?.reduce(&|| node::job_check(c), send, acc, tmp, root, f),
-            // The root: the copying arena reduce if a pull was refused
-            // (`acc` holds a copy of `send` again for it).
-            tune::Reduce::ShmPull => {
-                let node = arena(c)?;
-                let check = || node::job_check(c);
-                if node.fold_pull(&check, send, acc, tmp, Some(root), commutative, f)? {
-                    return Ok(());
-                }
-                acc.copy_from_slice(send);
-                node.reduce(&check, send, acc, tmp, root, f)
+            tune::Reduce::Shm | tune::Reduce::ShmPull => {
+                arena(c)?.reduce(&|| node::job_check(c), send, acc, tmp, root, f)
             }
         })
     }
@@ -324,32 +307,15 @@ impl Communicator {
         // Rabenseifner on a power of two takes the operand from the send
         // buffer itself; every other algorithm starts from a copy.
         let direct = alg == tune::Allreduce::Rabenseifner && c.size().is_power_of_two();
-        if alg == tune::Allreduce::ShmPull {
-            // Pulls from the operand while the others write into `buf`: in
-            // place, the operand is copied aside first. The copying arena
-            // all-reduce if a pull was refused.
-            let node = arena(c)?;
-            let check = || node::job_check(c);
-            let n = buf.len();
-            return match own {
-                Some(own) => with_scratch(c, n, |tmp| {
-                    if node.fold_pull(&check, own, buf, tmp, None, commutative, f)? {
-                        return Ok(());
-                    }
-                    buf.copy_from_slice(own);
-                    node.allreduce(&check, buf, tmp, f)
-                }),
-                None => with_scratch(c, 2 * n, |s: &mut [T]| {
-                    let (own, tmp) = s.split_at_mut(n);
-                    own.copy_from_slice(buf);
-                    if node.fold_pull(&check, own, buf, tmp, None, commutative, f)? {
-                        return Ok(());
-                    }
-                    buf.copy_from_slice(own);
-                    node.allreduce(&check, buf, tmp, f)
-                }),
-            };
-        }
+        let alg = match alg {
+            tune::Allreduce::ShmPull if all_reduce_by_pulls(c, own, buf, commutative, f)? => {
+                return Ok(());
+            }
+            // Refused somewhere (`buf` as on entry): every rank takes the
+            // copying arena all-reduce.
+            tune::Allreduce::ShmPull => tune::Allreduce::Shm,
+            alg => alg,
+        };
         match own {
             Some(own) if direct => {
                 return with_scratch(c, buf.len(), |tmp| {
@@ -370,10 +336,9 @@ impl Communicator {
             tune::Allreduce::ReduceBcast => {
                 algo::allreduce_reduce_bcast(c, Reduction::new(buf, tmp, f))
             }
-            tune::Allreduce::Shm => arena(c)?.allreduce(&|| node::job_check(c), buf, tmp, f),
-            tune::Allreduce::ShmPull => Err(crate::Error::InvalidState(
-                "all-reduce by pulls runs above".into(),
-            )),
+            tune::Allreduce::Shm | tune::Allreduce::ShmPull => {
+                arena(c)?.allreduce(&|| node::job_check(c), buf, tmp, f)
+            }
         })
     }
 
@@ -545,5 +510,69 @@ impl Communicator {
                 self.scatterv(&full, counts, recv, 0)
             }
         }
+    }
+}
+
+// The single-copy reductions, out of line: they serve large calls only,
+// and kept inside the functions above they grew them past what the
+// compiler inlines on the way of small calls; their copying fallbacks are
+// the callers' own arena paths, so those keep a single call site.
+
+/// This rank's part of a reduce by pulls (`NodeColl::fold_pull`): into
+/// `recv` at the root, through scratch elsewhere. `Ok(false)`: refused
+/// somewhere, nothing was delivered.
+#[inline(never)]
+fn reduce_by_pulls<T: Pod>(
+    c: &crate::comm::CommShared,
+    send: &[T],
+    recv: &mut [T],
+    root: usize,
+    commutative: bool,
+    f: UserOp<'_, T>,
+) -> Result<bool> {
+    let node = arena(c)?;
+    let check = || node::job_check(c);
+    let n = send.len();
+    if c.rank() == root {
+        // The result is written whole: nothing of `send` is copied into it
+        // first (that would only take back the lines the others wrote).
+        return with_scratch(c, n, |tmp| {
+            node.fold_pull(&check, send, recv, tmp, Some(root), commutative, f)
+        });
+    }
+    with_scratch(c, 2 * n, |s: &mut [T]| {
+        let (acc, tmp) = s.split_at_mut(n);
+        node.fold_pull(&check, send, acc, tmp, Some(root), commutative, f)
+    })
+}
+
+/// All-reduce by pulls of `own` (`None`: of `buf`'s contents) into `buf`.
+/// The others pull from the operand while they write into `buf`: in
+/// place, the operand is copied aside first. `Ok(false)`: refused
+/// somewhere; `buf` holds what it held on entry.
+#[inline(never)]
+fn all_reduce_by_pulls<T: Pod>(
+    c: &crate::comm::CommShared,
+    own: Option<&[T]>,
+    buf: &mut [T],
+    commutative: bool,
+    f: UserOp<'_, T>,
+) -> Result<bool> {
+    let node = arena(c)?;
+    let check = || node::job_check(c);
+    let n = buf.len();
+    match own {
+        Some(own) => with_scratch(c, n, |tmp| {
+            node.fold_pull(&check, own, buf, tmp, None, commutative, f)
+        }),
+        None => with_scratch(c, 2 * n, |s: &mut [T]| {
+            let (own, tmp) = s.split_at_mut(n);
+            own.copy_from_slice(buf);
+            let pulled = node.fold_pull(&check, own, buf, tmp, None, commutative, f)?;
+            if !pulled {
+                buf.copy_from_slice(own);
+            }
+            Ok(pulled)
+        }),
     }
 }

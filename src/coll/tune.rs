@@ -304,6 +304,9 @@ pub(crate) const NODE_REDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = 256 * 
 /// cost of about 1.8 µs: two system calls and two line exchanges). On 4
 /// ranks (every receiver pulls it all, 3 rounds) 1.3–1.8×: not there.
 pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024;
+/// No size (a collective that never pulls by default on more ranks).
+#[allow(clippy::reversed_empty_ranges)]
+const NEVER: std::ops::RangeInclusive<usize> = 1..=0;
 
 /// All-reduce over one node by single-copy pulls with the folding shared
 /// (`Allreduce::ShmPull`: each rank folds one slice and writes it into
@@ -411,6 +414,37 @@ impl Call {
     fn pulls_in(&self, range: &std::ops::RangeInclusive<usize>) -> bool {
         self.node_slot > 0 && range.contains(&self.bytes) && node_max_override().is_none() && cma()
     }
+
+    /// [`Call::pulls_in`] `two` on two ranks with a core each, `more`
+    /// otherwise (empty: never). A call below both ranges (every small
+    /// one) decides with one comparison; the rest is out of line, so the
+    /// selection stays small enough to inline.
+    #[inline]
+    fn pulls(
+        &self,
+        two: &std::ops::RangeInclusive<usize>,
+        more: &std::ops::RangeInclusive<usize>,
+    ) -> bool {
+        let least = if more.is_empty() {
+            *two.start()
+        } else {
+            (*two.start()).min(*more.start())
+        };
+        self.bytes >= least && self.pulls_by_ranks(two, more)
+    }
+
+    #[inline(never)]
+    fn pulls_by_ranks(
+        &self,
+        two: &std::ops::RangeInclusive<usize>,
+        more: &std::ops::RangeInclusive<usize>,
+    ) -> bool {
+        self.pulls_in(if self.p == 2 && !self.oversubscribed {
+            two
+        } else {
+            more
+        })
+    }
 }
 
 /// `COURIER_SHM_COLL_MAX`, read once: the arena's size limit for every
@@ -440,9 +474,10 @@ pub(crate) fn barrier(c: Call) -> Result<Barrier> {
     Barrier::choose(c, default)
 }
 
-#[inline]
+// Always inline: the one call site is on the way of every small call.
+#[inline(always)]
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
-    let default = if c.p == 2 && !c.oversubscribed && c.pulls_in(&NODE_BCAST_PULL) {
+    let default = if c.pulls(&NODE_BCAST_PULL, &NEVER) {
         Bcast::ShmPull
     } else if c.node_up_to(NODE_BCAST_MAX) {
         Bcast::Shm
@@ -454,17 +489,11 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
     Bcast::choose(c, default)
 }
 
-#[inline]
+// Always inline: the one call site is on the way of every small call.
+#[inline(always)]
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
-        _ if c.pulls_in(if c.p == 2 && !c.oversubscribed {
-            &NODE_REDUCE_PULL
-        } else {
-            &NODE_REDUCE_PULL_MORE
-        }) =>
-        {
-            Reduce::ShmPull
-        }
+        _ if c.pulls(&NODE_REDUCE_PULL, &NODE_REDUCE_PULL_MORE) => Reduce::ShmPull,
         _ if c.node_up_to(NODE_REDUCE_MAX) => Reduce::Shm,
         (true, true) => Reduce::Rabenseifner,
         (true, false) => Reduce::Pipelined,
@@ -473,17 +502,11 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     Reduce::choose(c, default)
 }
 
-#[inline]
+// Always inline: the one call site is on the way of every small call.
+#[inline(always)]
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
-        _ if c.pulls_in(if c.p == 2 && !c.oversubscribed {
-            &NODE_ALLREDUCE_PULL
-        } else {
-            &NODE_ALLREDUCE_PULL_MORE
-        }) =>
-        {
-            Allreduce::ShmPull
-        }
+        _ if c.pulls(&NODE_ALLREDUCE_PULL, &NODE_ALLREDUCE_PULL_MORE) => Allreduce::ShmPull,
         _ if c.node_up_to(NODE_ALLREDUCE_MAX) => Allreduce::Shm,
         (true, n) if n <= ALLREDUCE_SMALL => Allreduce::RecursiveDoubling,
         (true, _) => Allreduce::Rabenseifner,
