@@ -187,6 +187,15 @@ impl Place {
 /// the root writes the rest into the receiver's buffer meanwhile.
 const BCAST_PULL_SHARE: usize = 60;
 
+/// What the other ranks reported at the end of a single-copy collective.
+#[derive(Debug, Clone, Copy)]
+struct Reports {
+    /// Every one pulled (and wrote) all it had to.
+    all_pulled: bool,
+    /// The first whose reduction operation failed.
+    failed: Option<usize>,
+}
+
 /// What a rank reports when its part of a single-copy collective is over.
 const DONE_PULLED: u8 = 1;
 const DONE_REFUSED: u8 = 0;
@@ -760,8 +769,8 @@ impl NodeColl {
                     })
                 });
         }
-        let reports = self.report(check, if ok { DONE_PULLED } else { DONE_REFUSED })?;
-        Ok(ok && reports.iter().all(|&(_, v)| v == DONE_PULLED))
+        let others = self.report(check, if ok { DONE_PULLED } else { DONE_REFUSED })?;
+        Ok(ok && others.all_pulled)
     }
 
     /// Reduce of every rank's `own` to `root` (`Some`) or to every rank
@@ -894,16 +903,16 @@ impl NodeColl {
             (None, true) => DONE_PULLED,
             (None, false) => DONE_REFUSED,
         };
-        let reports = self.report(check, outcome)?;
+        let others = self.report(check, outcome)?;
         if let Some(e) = failure {
             return Err(e);
         }
-        if let Some(&(r, _)) = reports.iter().find(|&&(_, v)| v == DONE_FAILED) {
+        if let Some(r) = others.failed {
             return Err(Error::InvalidState(format!(
                 "{what}: the reduction operation failed on rank {r}"
             )));
         }
-        Ok(pulled && reports.iter().all(|&(_, v)| v == DONE_PULLED))
+        Ok(pulled && others.all_pulled)
     }
 
     /// Every rank gets a block of `block` bytes from every other rank by
@@ -959,8 +968,8 @@ impl NodeColl {
                 crate::sys::cma::read(pid, place.from.wrapping_add(at as u64), into).is_ok()
             });
         }
-        let reports = self.report(check, if pulled { DONE_PULLED } else { DONE_REFUSED })?;
-        Ok(pulled && reports.iter().all(|&(_, v)| v == DONE_PULLED))
+        let others = self.report(check, if pulled { DONE_PULLED } else { DONE_REFUSED })?;
+        Ok(pulled && others.all_pulled)
     }
 
     /// Waits for every other rank's [`Place`], published for operation
@@ -996,21 +1005,26 @@ impl NodeColl {
     }
 
     /// Publishes how this rank's part of a single-copy collective ended
-    /// ([`DONE_PULLED`], [`DONE_REFUSED`], [`DONE_FAILED`]) and waits for every other
-    /// rank's report, which it returns: nobody returns (and lets its
-    /// buffers change) before everyone is done with them.
-    fn report(&self, check: Check<'_>, mine: u8) -> Result<Vec<(usize, u8)>> {
+    /// ([`DONE_PULLED`], [`DONE_REFUSED`], [`DONE_FAILED`]) and waits for
+    /// every other rank's report: nobody returns (and lets its buffers
+    /// change) before everyone is done with them.
+    fn report(&self, check: Check<'_>, mine: u8) -> Result<Reports> {
         let s = self.begin(check, 1)?;
         self.arena.publish(s, self.me, &[mine], 1);
         self.wait_all(check, s, self.others())?;
-        Ok(self
-            .others()
-            .map(|r| {
-                let mut theirs = [0u8];
-                self.arena.read(s, r, &mut theirs);
-                (r, theirs[0])
-            })
-            .collect())
+        let mut others = Reports {
+            all_pulled: true,
+            failed: None,
+        };
+        for r in self.others() {
+            let mut theirs = [0u8];
+            self.arena.read(s, r, &mut theirs);
+            others.all_pulled &= theirs[0] == DONE_PULLED;
+            if theirs[0] == DONE_FAILED && others.failed.is_none() {
+                others.failed = Some(r);
+            }
+        }
+        Ok(others)
     }
 
     /// All-to-all of equal blocks of `block` bytes: `send` holds the block
