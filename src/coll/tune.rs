@@ -304,6 +304,10 @@ pub(crate) const NODE_REDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = 256 * 
 /// cost of about 1.8 µs: two system calls and two line exchanges). On 4
 /// ranks (every receiver pulls it all, 3 rounds) 1.3–1.8×: not there.
 pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024;
+/// Most ranks for which broadcast, reduce and all-reduce pull by default:
+/// they were measured up to 8. With more, each rank's slice shrinks and
+/// its system calls grow with the rank count (2(p − 1) per all-reduce).
+pub(crate) const PULL_MAX_RANKS: usize = 8;
 /// No size (a collective that never pulls by default on more ranks).
 #[allow(clippy::reversed_empty_ranges)]
 const NEVER: std::ops::RangeInclusive<usize> = 1..=0;
@@ -439,11 +443,12 @@ impl Call {
         two: &std::ops::RangeInclusive<usize>,
         more: &std::ops::RangeInclusive<usize>,
     ) -> bool {
-        self.pulls_in(if self.p == 2 && !self.oversubscribed {
-            two
-        } else {
-            more
-        })
+        self.p <= PULL_MAX_RANKS
+            && self.pulls_in(if self.p == 2 && !self.oversubscribed {
+                two
+            } else {
+                more
+            })
     }
 }
 
@@ -658,6 +663,7 @@ mod tests {
         assert_eq!(allreduce(node(2, 32 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 32 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(8, 64 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_ne!(allreduce(node(9, 1 << 20)).unwrap(), Allreduce::ShmPull);
         let crowded = Call {
             oversubscribed: true,
             ..node(2, 32 << 10)
