@@ -500,13 +500,17 @@ impl Sleeper {
 
 /// Writes of this many bytes up to [`PIPELINE_MAX`] (eager messages,
 /// whatever the eager limit is set to) go into the ring in records of
-/// about 512 bytes (up to 2 KiB) or 1 KiB (above), so the reader starts
+/// about 512 bytes (up to 2 KiB) or 2 KiB (above), so the reader starts
 /// copying before the whole message is in (a record is published only
 /// once all of it is written). Measured on 2 ranks, 8 interleaved rounds,
-/// against one record per write: latency 512 B 6%, 1 KiB 13%, 2-4 KiB
-/// 9-17% lower; window bandwidth 2-4 KiB 8-20% higher, 512 B-1 KiB 9-10%
-/// lower (each record costs the reader a header), where it is 1.5-1.8x
-/// the peers' and latency was the one short of its target.
+/// on an AMD EPYC VM, with 1 KiB records above 2 KiB, against one record
+/// per write: latency 512 B 6%, 1 KiB 13%, 2-4 KiB 9-17% lower; window
+/// bandwidth 2-4 KiB 8-20% higher, 512 B-1 KiB 9-10% lower (each record
+/// costs the reader a header), where it is 1.5-1.8x the peers' and
+/// latency was the one short of its target. On an Intel VM (4 MiB L2),
+/// 5-7 rounds, 2 KiB records against 1 KiB: latency 4 KiB 0.89-0.90
+/// (one record: 0.90), window bandwidth 4 KiB 0.96; 512-byte records 1.21.
+const PIPELINE_RECORD_LARGE: usize = 2 * 1024;
 const PIPELINE_MIN: usize = 512;
 const PIPELINE_MAX: usize = 64 * 1024;
 
@@ -523,7 +527,11 @@ impl Transport for ShmTransport {
         let n = if (PIPELINE_MIN..=PIPELINE_MAX).contains(&total) {
             // In records of about equal size: the reader copies one out
             // while we copy the next in.
-            let target = if total <= 2 * 1024 { 512 } else { 1024 };
+            let target = if total <= 2 * 1024 {
+                512
+            } else {
+                PIPELINE_RECORD_LARGE
+            };
             let record = total.div_ceil(total.div_ceil(target));
             let mut n = 0;
             while n < total {
