@@ -311,8 +311,9 @@ impl Communicator {
             tune::Allreduce::ShmPull if all_reduce_by_pulls(c, own, buf, commutative, f)? => {
                 return Ok(());
             }
-            // Refused somewhere (`buf` as on entry): every rank takes the
-            // copying arena all-reduce.
+            // Refused somewhere: every rank takes the copying arena
+            // all-reduce (which starts from `own` below, or from the operand
+            // restored in `buf`).
             tune::Allreduce::ShmPull => tune::Allreduce::Shm,
             alg => alg,
         };
@@ -549,7 +550,8 @@ fn reduce_by_pulls<T: Pod>(
 /// All-reduce by pulls of `own` (`None`: of `buf`'s contents) into `buf`.
 /// The others pull from the operand while they write into `buf`: in
 /// place, the operand is copied aside first. `Ok(false)`: refused
-/// somewhere; `buf` holds what it held on entry.
+/// somewhere; in place, `buf` holds its operand again, otherwise parts of
+/// it may have been written and the caller starts from `own` anew.
 #[inline(never)]
 fn all_reduce_by_pulls<T: Pod>(
     c: &crate::comm::CommShared,
