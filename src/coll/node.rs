@@ -31,7 +31,9 @@
 //! | reduce | the others publish their operands; the root waits for them and folds all in rank order |
 //! | all-reduce | publish the operand; wait for all; fold them in rank order (every rank folds the same bytes in the same order, so all get the same bits) |
 //! | all-gather | publish the block; wait for all; copy every block out |
-//! | all-gather, all-to-all by pulls (`shm_pull`: large blocks on 2 ranks) | publish where the block lies (process, address); copy the own block into place; pull every other block (all-to-all: this rank's piece of every other send buffer) straight from its owner's memory (cross-memory attach, one copy); publish "done" and wait until every rank is (the blocks must not change before); if a rank could not pull, all fall back to the copying version |
+//! | all-gather, all-to-all by pulls (`shm_pull`, large blocks) | publish where the block lies (process, address); copy the own block into place; pull every other block (all-to-all: this rank's piece of every other send buffer) straight from its owner's memory (cross-memory attach, one copy); publish "done" and wait until every rank is (the blocks must not change before); if a rank could not pull, all fall back to the copying version |
+//! | broadcast by pulls (`shm_pull`) | publish where the buffer lies; on 2 ranks the receiver pulls 60% while the root writes the rest into it, on more every receiver pulls it all; "done" and fallback as above |
+//! | reduce, all-reduce by pulls (`shm_pull`) | publish where operand and result lie; pull this rank's slice of every operand and fold it in rank order; write the folded slice into the root's (all-reduce: every rank's) result; "done" (or a failed operation) and fallback as above |
 //! | all-to-all | publish the blocks for every rank; wait for all; copy this rank's block out of every cell |
 //!
 //! A rank that publishes nothing (a broadcast's receivers, a reduce's root)
@@ -177,10 +179,44 @@ impl Place {
         }
     }
 
+    /// This process's place: pulled from at `from`, written to at `to`
+    /// (0: nowhere), `len` bytes.
+    fn mine(from: u64, to: u64, len: usize) -> Self {
+        Place {
+            pid: own_pid(),
+            from,
+            to,
+            len: len as u64,
+        }
+    }
+
     /// The owner's process id, if it is one.
     fn process(&self) -> Option<u32> {
         u32::try_from(self.pid).ok()
     }
+
+    /// Copies `into.len()` bytes from offset `at` of the owner's `from`
+    /// into `into` (cross-memory attach); whether it could.
+    fn pull(&self, at: u64, into: &mut [u8]) -> bool {
+        self.process()
+            .is_some_and(|pid| crate::sys::cma::read(pid, self.from.wrapping_add(at), into).is_ok())
+    }
+
+    /// Copies `data` to offset `at` of the owner's `to`; whether it could
+    /// (not if the owner published no destination).
+    fn push(&self, at: u64, data: &[u8]) -> bool {
+        self.to != 0
+            && self.process().is_some_and(|pid| {
+                crate::sys::cma::write(pid, self.to.wrapping_add(at), data).is_ok()
+            })
+    }
+}
+
+/// Whether this rank may pull at all. One whose cross-memory attach is off
+/// (`COURIER_CMA=0`, even with the algorithm forced) reports a refusal
+/// instead, so that all ranks take the copying way together.
+fn may_pull() -> bool {
+    super::tune::cma() && !pull_refused()
 }
 
 /// Percent of a broadcast by pulls on two ranks that the receiver pulls;
@@ -734,43 +770,28 @@ impl NodeColl {
     /// the receivers' buffers.
     pub(crate) fn bcast_pull(&self, check: Check<'_>, buf: &mut [u8], root: usize) -> Result<bool> {
         let len = buf.len();
-        let mine = Place {
-            pid: own_pid(),
-            from: buf.as_ptr() as u64,
-            to: buf.as_mut_ptr() as u64,
-            len: len as u64,
-        };
-        let s = self.begin(check, PLACE)?;
-        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
+        let mine = Place::mine(buf.as_ptr() as u64, buf.as_mut_ptr() as u64, len);
+        let s = self.publish_place(check, mine)?;
         let places = self.places(check, "broadcast", "buffers", s, mine)?;
         let split = if self.p == 2 {
             len * BCAST_PULL_SHARE / 100
         } else {
             len
         };
-        let mut ok = super::tune::cma() && !pull_refused();
+        let mut ok = may_pull();
         if self.me == root {
             for (_, p) in places.iter().filter(|_| split < len) {
                 if !ok {
                     break;
                 }
-                ok = p.process().is_some_and(|pid| {
-                    crate::sys::cma::write(pid, p.to.wrapping_add(split as u64), &buf[split..])
-                        .is_ok()
-                });
+                ok = p.push(split as u64, &buf[split..]);
             }
         } else if ok {
-            ok = places
-                .iter()
-                .find(|&&(r, _)| r == root)
-                .is_some_and(|&(_, p)| {
-                    p.process().is_some_and(|pid| {
-                        crate::sys::cma::read(pid, p.from, &mut buf[..split]).is_ok()
-                    })
-                });
+            ok = self
+                .place_of(&places, root)
+                .is_some_and(|p| p.pull(0, &mut buf[..split]));
         }
-        let others = self.report(check, if ok { DONE_PULLED } else { DONE_REFUSED })?;
-        Ok(ok && others.all_pulled)
+        self.report_pulls(check, ok)
     }
 
     /// Reduce of every rank's `own` to `root` (`Some`) or to every rank
@@ -815,25 +836,15 @@ impl NodeColl {
             )));
         }
         let gets_result = root.is_none_or(|r| r == self.me);
-        let mine = Place {
-            pid: own_pid(),
-            from: own.as_ptr() as u64,
-            to: if gets_result {
-                acc.as_mut_ptr() as u64
-            } else {
-                0
-            },
-            len: std::mem::size_of_val(own) as u64,
+        let to = if gets_result {
+            acc.as_mut_ptr() as u64
+        } else {
+            0
         };
-        let s = self.begin(check, PLACE)?;
-        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
+        let mine = Place::mine(own.as_ptr() as u64, to, std::mem::size_of_val(own));
+        let s = self.publish_place(check, mine)?;
         let places = self.places(check, what, "operands", s, mine)?;
-        // `places` skips this rank: rank r's is at r or r - 1.
-        let place = |r: usize| {
-            places
-                .get(if r < self.me { r } else { r.wrapping_sub(1) })
-                .map(|&(_, p)| p)
-        };
+        let place = |r: usize| self.place_of(&places, r);
         let slice = fold_slice(self.p, root, n, self.me);
         let at = (slice.start * std::mem::size_of::<T>()) as u64;
         let (acc, tmp, own) = (
@@ -841,15 +852,8 @@ impl NodeColl {
             &mut tmp[slice.clone()],
             &own[slice],
         );
-        let pull = |r: usize, into: &mut [T]| {
-            place(r).is_some_and(|p| {
-                p.process().is_some_and(|pid| {
-                    crate::sys::cma::read(pid, p.from.wrapping_add(at), bytes_mut(into)).is_ok()
-                })
-            })
-        };
-        // As in `pull_blocks`: a rank that may not pull reports a refusal.
-        let mut pulled = super::tune::cma() && !pull_refused();
+        let pull = |r: usize, into: &mut [T]| place(r).is_some_and(|p| p.pull(at, bytes_mut(into)));
+        let mut pulled = may_pull();
         let mut failure = None;
         // Rank 0 of a commutative operation pulls rank 1's operand straight
         // into `acc` and folds its own into it (x1 ∘ x0 = x0 ∘ x1, bit for
@@ -887,12 +891,7 @@ impl NodeColl {
         }
         if pulled && failure.is_none() && !acc.is_empty() {
             for r in self.others().filter(|&r| root.is_none_or(|root| root == r)) {
-                pulled = place(r).is_some_and(|p| {
-                    p.to != 0
-                        && p.process().is_some_and(|pid| {
-                            crate::sys::cma::write(pid, p.to.wrapping_add(at), bytes(acc)).is_ok()
-                        })
-                });
+                pulled = place(r).is_some_and(|p| p.push(at, bytes(acc)));
                 if !pulled {
                     break;
                 }
@@ -943,33 +942,36 @@ impl NodeColl {
                 "{what}: a receive buffer shorter than a block per rank"
             )));
         }
-        let mine = Place {
-            pid: own_pid(),
-            from: source as u64,
-            to: 0,
-            len: block as u64,
-        };
-        let s = self.begin(check, PLACE)?;
-        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
+        let mine = Place::mine(source as u64, 0, block);
+        let s = self.publish_place(check, mine)?;
         if let Some(own) = own {
             recv[self.me * block..(self.me + 1) * block].copy_from_slice(own);
         }
         let places = self.places(check, what, "blocks", s, mine)?;
-        // A rank whose cross-memory attach is off (`COURIER_CMA=0`, even
-        // with the algorithm forced) reports a refusal, so that all take
-        // the copying way together; after a refused pull, none is tried.
-        let mut pulled = super::tune::cma() && !pull_refused();
+        // After a refused pull, none is tried.
+        let mut pulled = may_pull();
         for (r, place) in places {
             if !pulled {
                 break;
             }
-            let into = &mut recv[r * block..(r + 1) * block];
-            pulled = place.process().is_some_and(|pid| {
-                crate::sys::cma::read(pid, place.from.wrapping_add(at as u64), into).is_ok()
-            });
+            pulled = place.pull(at as u64, &mut recv[r * block..(r + 1) * block]);
         }
-        let others = self.report(check, if pulled { DONE_PULLED } else { DONE_REFUSED })?;
-        Ok(pulled && others.all_pulled)
+        self.report_pulls(check, pulled)
+    }
+
+    /// Starts a single-copy collective: publishes this rank's place as
+    /// the next operation, whose number it returns.
+    fn publish_place(&self, check: Check<'_>, mine: Place) -> Result<u64> {
+        let s = self.begin(check, PLACE)?;
+        self.arena.publish(s, self.me, &mine.encode(), PLACE as u64);
+        Ok(s)
+    }
+
+    /// Rank `r`'s place among `places` (every rank's but this one's, in
+    /// rank order, as [`NodeColl::places`] returns them).
+    fn place_of(&self, places: &[(usize, Place)], r: usize) -> Option<Place> {
+        let i = if r < self.me { r } else { r.checked_sub(1)? };
+        places.get(i).filter(|&&(q, _)| q == r).map(|&(_, p)| p)
     }
 
     /// Waits for every other rank's [`Place`], published for operation
@@ -1002,6 +1004,13 @@ impl NodeColl {
             places.push((r, place));
         }
         Ok(places)
+    }
+
+    /// [`NodeColl::report`] of a collective that only pulls or writes:
+    /// whether every rank, this one included, did all it had to.
+    fn report_pulls(&self, check: Check<'_>, pulled: bool) -> Result<bool> {
+        let others = self.report(check, if pulled { DONE_PULLED } else { DONE_REFUSED })?;
+        Ok(pulled && others.all_pulled)
     }
 
     /// Publishes how this rank's part of a single-copy collective ended

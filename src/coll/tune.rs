@@ -304,8 +304,9 @@ pub(crate) const NODE_REDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = 256 * 
 /// cost of about 1.8 µs: two system calls and two line exchanges). On 4
 /// ranks (every receiver pulls it all, 3 rounds) 1.3–1.8×: not there.
 pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024;
-/// Most ranks for which broadcast, reduce and all-reduce pull by default:
-/// they were measured up to 8. With more, each rank's slice shrinks and
+/// Most ranks for which a collective that chooses through [`Call::pulls`]
+/// (broadcast, reduce, all-reduce; all-gather pulls on 2 ranks only)
+/// pulls by default: they were measured up to 8. With more, each rank's slice shrinks and
 /// its system calls grow with the rank count (2(p − 1) per all-reduce).
 pub(crate) const PULL_MAX_RANKS: usize = 8;
 /// No size (a collective that never pulls by default on more ranks).
@@ -535,7 +536,7 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
-    } else if c.p == 2 && !c.oversubscribed && c.pulls_in(&NODE_ALLGATHER_PULL) {
+    } else if c.pulls(&NODE_ALLGATHER_PULL, &NEVER) {
         Allgather::ShmPull
     } else if c.node_up_to(NODE_ALLGATHER_MAX) {
         Allgather::Shm
@@ -672,6 +673,8 @@ mod tests {
         assert_eq!(bcast(node(2, 32 << 10)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(node(2, 64 << 10)).unwrap(), Bcast::ShmPull);
         assert_eq!(bcast(node(4, 64 << 10)).unwrap(), Bcast::Shm);
+        assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::ShmPull);
+        assert_eq!(allgather(node(4, 64 << 10)).unwrap(), Allgather::Shm);
     }
 }
 
