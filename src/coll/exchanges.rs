@@ -154,19 +154,15 @@ impl Communicator {
             how.node_slot = 0;
         }
         match tune::alltoall(how)? {
-            tune::Alltoall::Shm => {
-                arena(c)?.alltoall(&|| node::job_check(c), bytes(send), bytes_mut(recv), n * sz)
+            // Single copy straight from each rank's send buffer.
+            tune::Alltoall::ShmPull
+                if alltoall_by_pulls(c, bytes(send), bytes_mut(recv), n * sz)? =>
+            {
+                Ok(())
             }
-            // Single copy straight from each rank's send buffer; the
-            // copying all-to-all if cross-memory attach is refused.
-            tune::Alltoall::ShmPull => {
-                let node = arena(c)?;
-                let check = || node::job_check(c);
-                let (send, recv) = (bytes(send), bytes_mut(recv));
-                if node.alltoall_pull(&check, send, recv, n * sz)? {
-                    return Ok(());
-                }
-                node.alltoall(&check, send, recv, n * sz)
+            // (By pulls refused somewhere: every rank takes the copying arena.)
+            tune::Alltoall::Shm | tune::Alltoall::ShmPull => {
+                arena(c)?.alltoall(&|| node::job_check(c), bytes(send), bytes_mut(recv), n * sz)
             }
             tune::Alltoall::Bruck => algo::alltoall_bruck(c, bytes(send), bytes_mut(recv), n * sz),
             tune::Alltoall::Pairwise => {
@@ -331,16 +327,11 @@ fn gather_blocks<T: Pod>(
     match tune::allgather(call::<T>(c, n, true)?)? {
         // Publishes `own` straight from the send buffer, and copies it into
         // place while the others publish theirs.
-        tune::Allgather::Shm => arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own),
-        // Single copy straight from each rank's block; the copying
-        // all-gather if cross-memory attach is refused on some rank.
-        tune::Allgather::ShmPull => {
-            let node = arena(c)?;
-            let check = || node::job_check(c);
-            if node.allgather_pull(&check, buf, n * sz, own)? {
-                return Ok(());
-            }
-            node.allgather(&check, buf, n * sz, own)
+        // Single copy straight from each rank's block.
+        tune::Allgather::ShmPull if allgather_by_pulls(c, buf, n * sz, own)? => Ok(()),
+        // (By pulls refused somewhere: every rank takes the copying arena.)
+        tune::Allgather::Shm | tune::Allgather::ShmPull => {
+            arena(c)?.allgather(&|| node::job_check(c), buf, n * sz, own)
         }
         tune::Allgather::Ring => algo::allgather_ring(c, buf, &d(), own),
         tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d(), own),
@@ -353,10 +344,40 @@ fn gather_blocks<T: Pod>(
     }
 }
 
-/// Broadcast by single copies (`NodeColl::bcast_pull`), out of line (it
-/// serves large calls only). `Ok(false)`: refused somewhere.
+// The single-copy exchanges, out of line (they serve large calls only);
+// a refusal is handed back, and the caller's own arena path, one call
+// site for both ways, copies instead.
+
+/// Broadcast by single copies (`NodeColl::bcast_pull`). `Ok(false)`:
+/// refused somewhere.
 #[inline(never)]
 fn bcast_by_pulls(c: &crate::comm::CommShared, buf: &mut [u8], root: usize) -> Result<bool> {
     let node = arena(c)?;
     node.bcast_pull(&|| node::job_check(c), buf, root)
+}
+
+/// All-to-all by single copies (`NodeColl::alltoall_pull`). `Ok(false)`:
+/// refused somewhere.
+#[inline(never)]
+fn alltoall_by_pulls(
+    c: &crate::comm::CommShared,
+    send: &[u8],
+    recv: &mut [u8],
+    block: usize,
+) -> Result<bool> {
+    let node = arena(c)?;
+    node.alltoall_pull(&|| node::job_check(c), send, recv, block)
+}
+
+/// All-gather by single copies (`NodeColl::allgather_pull`). `Ok(false)`:
+/// refused somewhere.
+#[inline(never)]
+fn allgather_by_pulls(
+    c: &crate::comm::CommShared,
+    buf: &mut [u8],
+    block: usize,
+    own: Option<&[u8]>,
+) -> Result<bool> {
+    let node = arena(c)?;
+    node.allgather_pull(&|| node::job_check(c), buf, block, own)
 }
