@@ -106,6 +106,18 @@ pub(crate) struct BenchArgs {
     format: Format,
 }
 
+impl BenchArgs {
+    /// The largest size of a point-to-point test.
+    fn p2p_max(&self) -> usize {
+        self.max_size.unwrap_or(P2P_MAX)
+    }
+
+    /// The largest size of a collective test.
+    fn coll_max(&self) -> usize {
+        self.max_size.unwrap_or(COLL_MAX)
+    }
+}
+
 /// The transport named in table titles.
 fn transport_name() -> &'static str {
     match std::env::var("COURIER_TRANSPORT").as_deref() {
@@ -294,7 +306,7 @@ fn startup_rank(format: Format) -> Result<(), String> {
 fn sizes(args: &BenchArgs) -> Vec<usize> {
     let mut v = Vec::new();
     let mut s = args.min_size.max(1);
-    while s <= args.max_size.unwrap_or(P2P_MAX) {
+    while s <= args.p2p_max() {
         v.push(s);
         s *= 2;
     }
@@ -471,7 +483,7 @@ fn latency(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
         ],
         &["latency_us"],
     );
-    let max = args.max_size.unwrap_or(P2P_MAX);
+    let max = args.p2p_max();
     let mut sbuf = vec![0u8; max];
     let mut rbuf = vec![0u8; max];
     for size in sizes(args) {
@@ -602,7 +614,7 @@ fn bandwidth(w: &Communicator, args: &BenchArgs, bidirectional: bool) -> Result<
         &[title, "# Size      Bandwidth (MB/s)".into()],
         &["bandwidth_MBps"],
     );
-    let max = args.max_size.unwrap_or(P2P_MAX);
+    let max = args.p2p_max();
     let mut sbuf = vec![0u8; max];
     let mut rbufs = vec![0u8; max * WINDOW];
     for size in sizes(args) {
@@ -685,7 +697,7 @@ fn message_rate(w: &Communicator, args: &BenchArgs) -> Result<(), String> {
         ],
         &["bandwidth_MBps", "messages_per_s"],
     );
-    let max = args.max_size.unwrap_or(P2P_MAX);
+    let max = args.p2p_max();
     let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..threads)
         .map(|_| (vec![0u8; max], vec![0u8; max * WINDOW]))
         .collect();
@@ -789,7 +801,7 @@ fn collective(w: &Communicator, args: &BenchArgs, kind: Kind) -> Result<(), Stri
     } else {
         let mut v = Vec::new();
         let mut s = args.min_size.max(4);
-        while s <= args.max_size.unwrap_or(COLL_MAX) {
+        while s <= args.coll_max() {
             v.push(s);
             s *= 2;
         }
