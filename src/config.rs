@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
-//! | `COURIER_SHM_EAGER_LIMIT` | 4096 | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_EAGER_LIMIT` | 4096 (131072 on a `close` node) | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, collectives of two ranks through the arena up to large sizes); `far`: pulls win from a few KiB |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; broadcast, reduce, all-reduce, all-gather and all-to-all copy through the arena instead of pulling) |
@@ -98,9 +99,27 @@ pub(crate) fn shm_budget() -> usize {
     parse_env("COURIER_SHM_BUDGET").unwrap_or(4 << 20)
 }
 
-/// `COURIER_SHM_EAGER_LIMIT`: eager limit towards shared-memory peers.
-pub(crate) fn shm_eager_limit() -> usize {
-    parse_env("COURIER_SHM_EAGER_LIMIT").unwrap_or(DEFAULT_SHM_EAGER_LIMIT)
+/// `COURIER_SHM_EAGER_LIMIT`: eager limit towards shared-memory peers
+/// (`None`: by the node's profile).
+pub(crate) fn shm_eager_limit() -> Option<usize> {
+    parse_env("COURIER_SHM_EAGER_LIMIT")
+}
+
+/// `COURIER_SHM_PROFILE`: `close` or `far` forces the node's profile;
+/// `None` (unset, `auto`) measures it.
+pub(crate) fn shm_profile() -> Result<Option<crate::transport::shm::calibrate::Profile>, String> {
+    use crate::transport::shm::calibrate::Profile;
+    match std::env::var("COURIER_SHM_PROFILE")
+        .as_deref()
+        .map(str::trim)
+    {
+        Err(_) | Ok("") | Ok("auto") => Ok(None),
+        Ok("close") => Ok(Some(Profile::Close)),
+        Ok("far") => Ok(Some(Profile::Far)),
+        Ok(other) => Err(format!(
+            "COURIER_SHM_PROFILE={other:?}: expected auto, close or far"
+        )),
+    }
 }
 
 /// `COURIER_SHM_MEMBARRIER`: 0 makes every shared-memory write fence
@@ -147,11 +166,18 @@ pub(crate) fn handshake_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(parse_env("COURIER_HANDSHAKE_TIMEOUT_MS").unwrap_or(10_000))
 }
 
-/// Default eager limit between ranks of one node, in bytes. Larger messages
-/// are pulled single-copy (CMA): at 8 KiB that took latency from 3.1 to
-/// 2.2 µs and bidirectional bandwidth 1.4× higher; at 4 KiB the ring stays
-/// ahead on bandwidth (2 ranks, 5 interleaved rounds).
+/// Default eager limit between ranks of one node, in bytes, on a `far` node
+/// (see `COURIER_SHM_PROFILE`). Larger messages are pulled single-copy
+/// (CMA): at 8 KiB that took latency from 3.1 to 2.2 µs and bidirectional
+/// bandwidth 1.4× higher; at 4 KiB the ring stays ahead on bandwidth (2
+/// ranks, 5 interleaved rounds).
 pub const DEFAULT_SHM_EAGER_LIMIT: usize = 4 * 1024;
+
+/// Default eager limit between ranks of one `close` node: there the ring
+/// beats the pull up to here (2 ranks, 3 interleaved rounds, eager against
+/// the pull: latency 8–64 KiB 0.16–0.54, `bw` 8 KiB – 128 KiB 1.6–3.8×,
+/// `bibw` 1.2–2.1×; from 256 KiB level).
+pub const CLOSE_SHM_EAGER_LIMIT: usize = 128 * 1024;
 
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
 pub(crate) fn tcp_buffer() -> Option<usize> {

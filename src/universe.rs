@@ -8,6 +8,7 @@ use crate::config::TransportMode;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::progress::{Driver, LinkKind, Progress, WaitPolicy};
+use crate::transport::shm::calibrate::Profile;
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{TcpOptions, TcpTransport};
 use std::sync::Arc;
@@ -325,8 +326,8 @@ fn connect(
     if let Some(share) = crate::config::cma_coop_share() {
         engine.set_coop_share(share);
     }
-    let shm_eager = crate::config::shm_eager_limit();
     let cma = crate::config::cma_enabled();
+    let mut shm_peers = Vec::new();
     for (r, c) in cards.iter().enumerate() {
         let r = r as u32;
         tcp.set_addr(r, c.tcp);
@@ -335,7 +336,7 @@ fn connect(
         }
         match (shm.as_mut(), c.shm) {
             (Some(s), Some(addr)) => match s.add_peer(r, addr) {
-                Ok(()) => engine.set_peer_caps(r, shm_eager, cma),
+                Ok(()) => shm_peers.push(r),
                 Err(e) if mode == TransportMode::Shm => return Err(Error::Bootstrap(e.0)),
                 Err(_) => {}
             },
@@ -347,15 +348,65 @@ fn connect(
             _ => {}
         }
     }
+    let profile = match shm.as_mut() {
+        Some(s) if !shm_peers.is_empty() => node_profile(l, cards, s, policy, cma)?,
+        _ => Profile::Far,
+    };
+    let shm_eager = crate::config::shm_eager_limit().unwrap_or(match profile {
+        Profile::Close => crate::config::CLOSE_SHM_EAGER_LIMIT,
+        Profile::Far => crate::config::DEFAULT_SHM_EAGER_LIMIT,
+    });
+    for &r in &shm_peers {
+        engine.set_peer_caps(r, shm_eager, cma);
+    }
     if let Some(window) = crate::config::flow_window() {
         engine.set_window(window);
     }
     let mut progress = Progress::new(engine, l.size, tcp, policy);
     progress.set_nodes(cards.iter().map(|c| c.node).collect());
     if let Some(s) = shm {
-        progress.set_shm(s);
+        progress.set_shm(s, profile);
     }
     Ok(progress)
+}
+
+/// How this node's ranks move data between them (`COURIER_SHM_PROFILE`,
+/// else measured by local ranks 0 and 1 and read by the others: see
+/// `transport::shm::calibrate`). Not measured where the measure would
+/// mislead or cannot run: more ranks than cores (the two would wait for
+/// their turns on a core, not for each other), cross-memory attach off,
+/// or local rank 0 or 1 without shared memory.
+fn node_profile(
+    l: &Layout,
+    cards: &[PeerCard],
+    shm: &mut ShmTransport,
+    policy: WaitPolicy,
+    cma: bool,
+) -> Result<Profile> {
+    if let Some(forced) = crate::config::shm_profile().map_err(Error::InvalidArgument)? {
+        return Ok(forced);
+    }
+    if policy.oversubscribed || !cma {
+        return Ok(Profile::Far);
+    }
+    let local = |k: u32| {
+        cards
+            .iter()
+            .position(|c| c.node == l.node && c.shm.is_some_and(|a| a.local_rank == k))
+    };
+    let (Some(lead), Some(partner)) = (local(0), local(1)) else {
+        return Ok(Profile::Far);
+    };
+    let verdict = match l.local_rank {
+        0 => match cards[partner].shm {
+            Some(a) if shm.has_peer(partner as u32) => Some(shm.calibrate_lead(a.pid)),
+            _ => None,
+        },
+        1 if shm.has_peer(lead as u32) => shm.calibrate_partner(lead as u32),
+        _ if shm.has_peer(lead as u32) => shm.calibrated_by(lead as u32),
+        _ => None,
+    };
+    Ok(verdict.unwrap_or(Profile::Far))
 }
 
 /// Wire-up under a standard process manager (PMI): rank 0 makes the job key;
@@ -501,10 +552,15 @@ impl Universe {
             .map(|(r, k)| format!("{r}:{k:?}"))
             .collect();
         format!(
-            "rank {} links [{}] tcp connects={} accepts={} declined_duplicates={} rejected={} \
-             eager_sent={} rendezvous_sent={} unexpected_arrivals={} posted={} unexpected={}",
+            "rank {} links [{}] node_profile={} tcp connects={} accepts={} declined_duplicates={} \
+             rejected={} eager_sent={} rendezvous_sent={} unexpected_arrivals={} posted={} \
+             unexpected={}",
             self.world.rank(),
             links.join(" "),
+            match p.profile() {
+                Profile::Close => "close",
+                Profile::Far => "far",
+            },
             t.connects,
             t.accepts,
             t.declined_duplicates,

@@ -29,6 +29,10 @@ fn sizes_from_1_byte_to_256_mib_with_checksums() {
         vec![("COURIER_TRANSPORT", "shm")],
         vec![("COURIER_TRANSPORT", "shm"), ("COURIER_CMA_COOP_MIN", "0")],
         vec![("COURIER_TRANSPORT", "shm"), ("COURIER_CMA", "0")],
+        vec![
+            ("COURIER_TRANSPORT", "shm"),
+            ("COURIER_SHM_PROFILE", "close"),
+        ],
         vec![("COURIER_TRANSPORT", "tcp")],
     ] {
         run("body_sizes", 2, &env);
@@ -87,6 +91,76 @@ fn body_sizes() {
 }
 
 #[test]
+fn the_node_profile_is_measured_once_and_the_same_on_every_rank() {
+    // Two ranks on two cores: local ranks 0 and 1 measure (either verdict
+    // may come, by the machine); forced, and oversubscribed (never measured).
+    run("body_node_profile", 2, &[("COURIER_TRANSPORT", "shm")]);
+    for (np, profile, expect) in [
+        (2, "close", "close"),
+        (2, "far", "far"),
+        (2, "auto", "any"),
+        (9, "", "far"),
+    ] {
+        run(
+            "body_node_profile",
+            np,
+            &[
+                ("COURIER_TRANSPORT", "shm"),
+                ("COURIER_SHM_PROFILE", profile),
+                ("EXPECT_PROFILE", expect),
+            ],
+        );
+    }
+    let j = run_body_env(
+        "body_node_profile",
+        2,
+        &[("COURIER_SHM_PROFILE", "near")],
+        60,
+    );
+    assert_ne!(j.code, Some(0));
+    assert!(
+        j.stderr.contains("COURIER_SHM_PROFILE")
+            && j.stderr.contains("expected auto, close or far"),
+        "{}",
+        j.stderr
+    );
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_node_profile() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let report = u.debug_report();
+    let mine = report
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("node_profile="))
+        .expect("the report names the node's profile")
+        .to_string();
+    assert!(mine == "close" || mine == "far", "{report}");
+    match std::env::var("EXPECT_PROFILE").as_deref() {
+        Ok("any") | Err(_) => {}
+        Ok(expect) => assert_eq!(mine, expect),
+    }
+    let code = [u8::from(mine == "close")];
+    let mut all = vec![0u8; w.size()];
+    w.all_gather(&code, &mut all).unwrap();
+    assert!(all.iter().all(|&c| c == code[0]), "profiles {all:?}");
+    // Messages of every size around both eager limits arrive whole.
+    let peer = (w.rank() + 1) % w.size();
+    let from = (w.rank() + w.size() - 1) % w.size();
+    for n in [4096usize, 4097, 65536, 131072, 131073, 300_000] {
+        let out: Vec<u8> = (0..n).map(|i| (i * 7 + w.rank()) as u8).collect();
+        let mut inc = vec![0u8; n];
+        w.sendrecv(&out, peer, 5, &mut inc, from, 5).unwrap();
+        assert!(inc
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i * 7 + from) as u8));
+    }
+}
+
+#[test]
 fn point_to_point_bodies_on_every_transport() {
     // The bodies of tests/p2p.rs run there under auto (shared memory); here
     // the same semantics are checked on forced transports through bodies of
@@ -98,6 +172,14 @@ fn point_to_point_bodies_on_every_transport() {
         "body_mixed_semantics",
         4,
         &[("COURIER_TRANSPORT", "shm"), ("COURIER_CMA", "0")],
+    );
+    run(
+        "body_mixed_semantics",
+        4,
+        &[
+            ("COURIER_TRANSPORT", "shm"),
+            ("COURIER_SHM_PROFILE", "close"),
+        ],
     );
 }
 

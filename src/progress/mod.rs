@@ -29,6 +29,7 @@ pub(crate) use wait::WaitPolicy;
 use crate::engine::{DirectOutcome, DirectStart, Engine, EngineStats, MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::ids::Rank;
+use crate::transport::shm::calibrate::Profile;
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{TcpStats, TcpTransport};
 use crate::wire::Frame;
@@ -50,6 +51,8 @@ pub(crate) struct Progress {
     /// Node of every world rank (from wire-up); empty for a singleton.
     nodes: Vec<u32>,
     cma_warned: bool,
+    /// How this node moves data between its ranks (measured at start-up).
+    profile: Profile,
     /// Frames queued per peer, and the peers with a non-empty queue.
     out: Vec<VecDeque<OutFrame>>,
     pending_out: Vec<Rank>,
@@ -89,6 +92,7 @@ impl Progress {
             links: Links::new(me, size, tcp),
             nodes: Vec::new(),
             cma_warned: false,
+            profile: Profile::Far,
             out: (0..size).map(|_| VecDeque::new()).collect(),
             pending_out: Vec::new(),
             inp: (0..size).map(|_| None).collect(),
@@ -109,9 +113,11 @@ impl Progress {
 
     // ------------------------------------------------------------ set-up
 
-    /// Uses shared memory for the peers already added to `shm`.
-    pub(crate) fn set_shm(&mut self, shm: ShmTransport) {
+    /// Uses shared memory for the peers already added to `shm`, on a node
+    /// of this profile.
+    pub(crate) fn set_shm(&mut self, shm: ShmTransport, profile: Profile) {
         self.links.set_shm(shm);
+        self.profile = profile;
     }
 
     /// Watches the rendezvous-service connection for abort notices and EOF.
@@ -158,6 +164,12 @@ impl Progress {
     /// How this rank waits (spin, yield, block).
     pub(crate) fn policy(&self) -> WaitPolicy {
         self.policy
+    }
+
+    /// How this node moves data between its ranks (`Far` without shared
+    /// memory).
+    pub(crate) fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// Whether this node runs more ranks than it has cores.

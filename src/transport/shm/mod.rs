@@ -5,12 +5,15 @@
 //! senders' announcements:
 //!
 //! ```text
-//!   0      magic "CRSHM003" (u64), ring capacity (u64), slots (u64),
+//!   0      magic "CRSHM004" (u64), ring capacity (u64), slots (u64),
 //!          announced: AtomicU32 (how many senders announced themselves)
 //!   64     wake: AtomicU32 (futex word), sleeping: AtomicU32,
 //!          barrier: AtomicU32 (1: the owner sleeps through a global membarrier)
 //!   128    announcement bits: AtomicU64 × ⌈slots / 64⌉, padded to 64 bytes
 //!   rings  ring of local rank 0, ring of local rank 1, ... (ring::CTL_BYTES + capacity each)
+//!   end    calibrate::AREA bytes, page aligned: where local ranks 0 and 1
+//!          measure the node at start-up (see `calibrate`; used in local
+//!          rank 0's segment only, untouched and so never resident elsewhere)
 //! ```
 //!
 //! A sender announces itself once, when it maps the segment for its first
@@ -39,6 +42,7 @@
 //! forces that).
 
 pub(crate) mod arena;
+pub(crate) mod calibrate;
 pub(crate) mod ring;
 
 use super::{LinkError, Transport};
@@ -49,7 +53,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM003");
+const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM004");
 const HEADER: usize = 128;
 const MIN_RING: usize = 16 * 1024;
 const MAX_RING: usize = 1 << 20;
@@ -73,7 +77,7 @@ fn ring_offset(slots: usize, slot: usize, cap: usize) -> usize {
 }
 
 fn segment_size(slots: usize, cap: usize) -> usize {
-    rings_at(slots) + slots * RingPtr::footprint(cap)
+    (rings_at(slots) + slots * RingPtr::footprint(cap)).next_multiple_of(4096) + calibrate::AREA
 }
 
 /// How a peer's segment is reached, from its card.
