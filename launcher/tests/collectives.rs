@@ -14,6 +14,23 @@ fn every_collective_on_1_to_9_ranks() {
     }
 }
 
+/// Two ranks take different defaults on a node that copies faster than it
+/// pulls (`close`: the arena up to megabytes) and on one that does not;
+/// which one this machine is depends on where its cores sit, so both are
+/// forced here.
+#[test]
+fn every_collective_on_a_close_and_a_far_node() {
+    for profile in ["close", "far"] {
+        run_body_env(
+            "body_collectives",
+            2,
+            &[("COURIER_SHM_PROFILE", profile)],
+            180,
+        )
+        .assert_ranks_passed(2);
+    }
+}
+
 /// Every algorithm of every collective, forced through its environment
 /// variable, on power-of-two and other sizes (2 ranks: the algorithms'
 /// two-rank shapes, such as the split of a broadcast by pulls).

@@ -130,6 +130,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
         oversubscribed,
         node_slot,
         node_bytes: elems * std::mem::size_of::<T>(),
+        close: node.is_some_and(node::NodeColl::close),
     })
 }
 

@@ -62,6 +62,7 @@ use crate::comm::CommShared;
 use crate::error::{Error, Result};
 use crate::progress::WaitPolicy;
 use crate::transport::shm::arena::{Arena, ArenaAddr, DATA_DEPTH, LINE_DEPTH};
+use crate::transport::shm::calibrate::Profile;
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -84,6 +85,9 @@ pub(crate) struct NodeColl {
     /// What this rank knows of the others.
     seen: Seen,
     policy: WaitPolicy,
+    /// The node copies through shared memory faster than it pulls
+    /// (`Profile::Close`), as rank 0 saw it: the same on every rank.
+    close: bool,
 }
 
 /// What a rank has seen of the others, so that it looks at shared lines
@@ -337,16 +341,18 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
     if !agree(c, local)? {
         return Ok(None);
     }
-    // Rank 0 makes the arena and tells the others where it is.
+    // Rank 0 makes the arena and tells the others where it is, and how
+    // its node moves data (so that every rank picks the same algorithms).
     let made = if me == 0 {
         Arena::create(p, slot).ok()
     } else {
         None
     };
-    let mut addr = [0u64; 3];
+    let mut addr = [0u64; 4];
     if let Some(a) = &made {
         let ArenaAddr { pid, fd, size } = a.addr();
-        addr = [u64::from(pid), fd as u64, size as u64];
+        let close = c.progress.lock()?.profile() == Profile::Close;
+        addr = [u64::from(pid), fd as u64, size as u64, u64::from(close)];
     }
     algo::bcast_binomial(c, bytes_mut(&mut addr), 0)?;
     let arena = match made {
@@ -379,6 +385,7 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         all_started: AtomicU64::new(0),
         seen: Seen::new(p),
         policy,
+        close: addr[3] == 1,
     }))
 }
 
@@ -399,6 +406,12 @@ impl NodeColl {
     /// Whether the node has more ranks than cores (the rank's policy).
     pub(crate) fn oversubscribed(&self) -> bool {
         self.policy.oversubscribed
+    }
+
+    /// Whether the node copies through shared memory faster than it pulls
+    /// (rank 0's profile; the same on every rank).
+    pub(crate) fn close(&self) -> bool {
+        self.close
     }
 
     /// Data bytes a rank may publish per operation.
@@ -1238,6 +1251,7 @@ mod tests {
                             all_started: AtomicU64::new(0),
                             seen: Seen::new(p),
                             policy,
+                            close: false,
                         };
                         body(&n)
                     })
@@ -1562,6 +1576,7 @@ mod tests {
             announced: AtomicU64::new(0),
             all_started: AtomicU64::new(0),
             seen: Seen::new(2),
+            close: false,
             policy: WaitPolicy {
                 spin: Duration::ZERO,
                 yield_for: Duration::ZERO,

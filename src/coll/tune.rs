@@ -231,15 +231,27 @@ pub(crate) const LARGE_MIN_RANKS: usize = 8;
 /// from the send buffer and its root receives into the result: binomial
 /// 4.4–6.6 against the arena's 6.6–7.7 µs at 32 KiB); on four, where the
 /// arena's copies overlap the other ranks', later (per constant below).
+///
+/// `close`: the same on two ranks of a node whose ranks copy through
+/// shared memory faster than they pull (`Profile::Close`, measured at
+/// start-up): there the arena beat the pulls and the point-to-point
+/// algorithms up to far larger sizes (2 ranks, AMD EPYC VM with the two
+/// vCPUs sharing a core's caches, 3 interleaved rounds, arena ÷ default
+/// of the far table: broadcast 64 KiB – 4 MiB 0.31–0.63; all-gather 32 KiB
+/// – 4 MiB 0.45–0.69; reduce 32 KiB – 1 MiB 0.31–0.96, 2 MiB 0.97, 4 MiB
+/// 1.04; all-to-all 16–512 KiB 0.36–0.95, 1–4 MiB 0.98–0.99; all-reduce 32–
+/// 128 KiB 0.55–0.93, 256 KiB 1.04, 512 KiB – 4 MiB 1.10–1.38).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NodeMax {
     pub(crate) two: usize,
     pub(crate) more: usize,
+    pub(crate) close: usize,
 }
 /// Broadcast: see [`NodeMax`].
 pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
     two: 32 * 1024,
     more: 512 * 1024,
+    close: usize::MAX,
 };
 /// Reduce: see [`NodeMax`].
 pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
@@ -249,16 +261,19 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // 256 KiB 78-85 against the arena's 100-133 µs, 512 KiB 172-195
     // against 234-262; equal at 128 KiB.
     more: 128 * 1024,
+    close: 2 << 20,
 };
 /// All-reduce: see [`NodeMax`].
 pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
     two: 32 * 1024,
     more: 64 * 1024,
+    close: 128 * 1024,
 };
 /// All-gather (bytes per block): see [`NodeMax`].
 pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
     more: 256 * 1024,
+    close: usize::MAX,
 };
 /// All-gather on two ranks of one node by single-copy pulls
 /// (`Allgather::ShmPull`), for blocks in this range (above the arena's
@@ -304,6 +319,62 @@ pub(crate) const NODE_REDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = 256 * 
 /// cost of about 1.8 µs: two system calls and two line exchanges). On 4
 /// ranks (every receiver pulls it all, 3 rounds) 1.3–1.8×: not there.
 pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024;
+/// Where a collective pulls by default (single copies, `shm_pull`): `two`
+/// on two ranks with a core each, `close` on such two ranks of a node that
+/// copies faster than it pulls (above the arena's [`NodeMax::close`]),
+/// `more` otherwise; empty ranges: never.
+#[derive(Debug, Clone)]
+pub(crate) struct Pulls {
+    pub(crate) two: std::ops::RangeInclusive<usize>,
+    pub(crate) close: std::ops::RangeInclusive<usize>,
+    pub(crate) more: std::ops::RangeInclusive<usize>,
+}
+
+impl Pulls {
+    /// The smallest size any of the ranges holds (`usize::MAX`: none).
+    const fn least(&self) -> usize {
+        let mut least = usize::MAX;
+        let ranges = [&self.two, &self.close, &self.more];
+        let mut i = 0;
+        while i < ranges.len() {
+            let (a, b) = (*ranges[i].start(), *ranges[i].end());
+            if a <= b && a < least {
+                least = a;
+            }
+            i += 1;
+        }
+        least
+    }
+}
+
+/// Broadcast: see [`Pulls`]; never on a close node, where the arena wins.
+const BCAST_PULLS: Pulls = Pulls {
+    two: NODE_BCAST_PULL,
+    close: NEVER,
+    more: NEVER,
+};
+/// Reduce: see [`Pulls`]; from 4 MiB on a close node.
+const REDUCE_PULLS: Pulls = Pulls {
+    two: NODE_REDUCE_PULL,
+    close: (2 << 20) + 1..=4 << 20,
+    more: NODE_REDUCE_PULL_MORE,
+};
+/// All-reduce: see [`Pulls`]; from 256 KiB on a close node.
+const ALLREDUCE_PULLS: Pulls = Pulls {
+    two: NODE_ALLREDUCE_PULL,
+    close: 128 * 1024 + 1..=2 << 20,
+    more: NODE_ALLREDUCE_PULL_MORE,
+};
+/// All-gather: see [`Pulls`]; two ranks only, never on a close node.
+const ALLGATHER_PULLS: Pulls = Pulls {
+    two: NODE_ALLGATHER_PULL,
+    close: NEVER,
+    more: NEVER,
+};
+/// All-to-all on two ranks of a close node: pulls above the arena (which
+/// takes [`NODE_ALLTOALL_PULL`]'s range elsewhere, on any number of ranks).
+const NODE_ALLTOALL_PULL_CLOSE: std::ops::RangeInclusive<usize> = 512 * 1024 + 1..=1024 * 1024;
+
 /// Most ranks for which a collective that chooses through [`Call::pulls`]
 /// (broadcast, reduce, all-reduce; all-gather pulls on 2 ranks only)
 /// pulls by default: they were measured up to 8. With more, each rank's slice shrinks and
@@ -348,6 +419,7 @@ pub(crate) const COMBINE_COOP_MIN: usize = 1 << 20;
 pub(crate) const NODE_ALLTOALL_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
     more: 64 * 1024,
+    close: 512 * 1024,
 };
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
 pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
@@ -393,6 +465,9 @@ pub(crate) struct Call {
     /// Bytes each rank puts in the arena for the call (`bytes`, or all of
     /// a rank's blocks for all-to-all).
     pub(crate) node_bytes: usize,
+    /// The arena's ranks copy through shared memory faster than they pull
+    /// (`Profile::Close`, as the communicator's rank 0 saw it).
+    pub(crate) close: bool,
 }
 
 impl Call {
@@ -407,7 +482,11 @@ impl Call {
     /// overrides `max` for every collective).
     #[inline]
     fn node_up_to(&self, max: NodeMax) -> bool {
-        let max = if self.p <= 2 { max.two } else { max.more };
+        let max = match (self.p <= 2, self.close) {
+            (true, false) => max.two,
+            (true, true) => max.close,
+            (false, _) => max.more,
+        };
         let max = node_max_override().unwrap_or(max);
         self.node_slot > 0 && self.node_bytes <= max.max(self.node_slot)
     }
@@ -420,35 +499,22 @@ impl Call {
         self.node_slot > 0 && range.contains(&self.bytes) && node_max_override().is_none() && cma()
     }
 
-    /// [`Call::pulls_in`] `two` on two ranks with a core each, `more`
-    /// otherwise (empty: never). A call below both ranges (every small
-    /// one) decides with one comparison; the rest is out of line, so the
-    /// selection stays small enough to inline.
+    /// [`Call::pulls_in`] the range of `pulls` for this call's ranks and
+    /// node. A call below every range (every small one) decides with one
+    /// comparison; the rest is out of line, so the selection stays small
+    /// enough to inline.
     #[inline]
-    fn pulls(
-        &self,
-        two: &std::ops::RangeInclusive<usize>,
-        more: &std::ops::RangeInclusive<usize>,
-    ) -> bool {
-        let least = if more.is_empty() {
-            *two.start()
-        } else {
-            (*two.start()).min(*more.start())
-        };
-        self.bytes >= least && self.pulls_by_ranks(two, more)
+    fn pulls(&self, pulls: &Pulls) -> bool {
+        self.bytes >= pulls.least() && self.pulls_by_ranks(pulls)
     }
 
     #[inline(never)]
-    fn pulls_by_ranks(
-        &self,
-        two: &std::ops::RangeInclusive<usize>,
-        more: &std::ops::RangeInclusive<usize>,
-    ) -> bool {
+    fn pulls_by_ranks(&self, pulls: &Pulls) -> bool {
         self.p <= PULL_MAX_RANKS
-            && self.pulls_in(if self.p == 2 && !self.oversubscribed {
-                two
-            } else {
-                more
+            && self.pulls_in(match (self.p == 2 && !self.oversubscribed, self.close) {
+                (true, false) => &pulls.two,
+                (true, true) => &pulls.close,
+                (false, _) => &pulls.more,
             })
     }
 }
@@ -483,7 +549,7 @@ pub(crate) fn barrier(c: Call) -> Result<Barrier> {
 // Always inline: the one call site is on the way of every small call.
 #[inline(always)]
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
-    let default = if c.pulls(&NODE_BCAST_PULL, &NEVER) {
+    let default = if c.pulls(&BCAST_PULLS) {
         Bcast::ShmPull
     } else if c.node_up_to(NODE_BCAST_MAX) {
         Bcast::Shm
@@ -499,7 +565,7 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
 #[inline(always)]
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
-        _ if c.pulls(&NODE_REDUCE_PULL, &NODE_REDUCE_PULL_MORE) => Reduce::ShmPull,
+        _ if c.pulls(&REDUCE_PULLS) => Reduce::ShmPull,
         _ if c.node_up_to(NODE_REDUCE_MAX) => Reduce::Shm,
         (true, true) => Reduce::Rabenseifner,
         (true, false) => Reduce::Pipelined,
@@ -512,7 +578,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 #[inline(always)]
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
-        _ if c.pulls(&NODE_ALLREDUCE_PULL, &NODE_ALLREDUCE_PULL_MORE) => Allreduce::ShmPull,
+        _ if c.pulls(&ALLREDUCE_PULLS) => Allreduce::ShmPull,
         _ if c.node_up_to(NODE_ALLREDUCE_MAX) => Allreduce::Shm,
         (true, n) if n <= ALLREDUCE_SMALL => Allreduce::RecursiveDoubling,
         (true, _) => Allreduce::Rabenseifner,
@@ -536,7 +602,7 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
-    } else if c.pulls(&NODE_ALLGATHER_PULL, &NEVER) {
+    } else if c.pulls(&ALLGATHER_PULLS) {
         Allgather::ShmPull
     } else if c.node_up_to(NODE_ALLGATHER_MAX) {
         Allgather::Shm
@@ -552,7 +618,12 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 
 #[inline]
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    let default = if c.equal && c.pulls_in(&NODE_ALLTOALL_PULL) {
+    let pulls = if c.close && c.p == 2 && !c.oversubscribed {
+        &NODE_ALLTOALL_PULL_CLOSE
+    } else {
+        &NODE_ALLTOALL_PULL
+    };
+    let default = if c.equal && c.pulls_in(pulls) {
         Alltoall::ShmPull
     } else if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
         Alltoall::Shm
@@ -591,6 +662,7 @@ mod tests {
             oversubscribed: false,
             node_slot: 0,
             node_bytes: 0,
+            close: false,
         }
     }
 
@@ -676,6 +748,37 @@ mod tests {
         assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::ShmPull);
         assert_eq!(allgather(node(4, 64 << 10)).unwrap(), Allgather::Shm);
     }
+
+    #[test]
+    fn two_ranks_of_a_close_node_keep_to_the_arena_longer() {
+        let close = |p: usize, bytes: usize| Call {
+            node_slot: 16 * 1024,
+            node_bytes: bytes,
+            close: true,
+            ..call(p, bytes)
+        };
+        for n in [64 << 10, 1 << 20, 8 << 20] {
+            assert_eq!(bcast(close(2, n)).unwrap(), Bcast::Shm);
+            assert_eq!(allgather(close(2, n)).unwrap(), Allgather::Shm);
+        }
+        assert_eq!(reduce(close(2, 2 << 20)).unwrap(), Reduce::Shm);
+        assert_eq!(reduce(close(2, 4 << 20)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(close(2, 8 << 20)).unwrap(), Reduce::Binomial);
+        assert_eq!(allreduce(close(2, 128 << 10)).unwrap(), Allreduce::Shm);
+        assert_eq!(allreduce(close(2, 256 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Shm);
+        assert_eq!(alltoall(close(2, 1 << 20)).unwrap(), Alltoall::ShmPull);
+        // More ranks (not measured on a close node) keep the far table.
+        assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Binomial);
+        assert_eq!(reduce(close(4, 256 << 10)).unwrap(), Reduce::ShmPull);
+        assert_eq!(alltoall(close(4, 16 << 10)).unwrap(), Alltoall::ShmPull);
+        // Two ranks sharing a core take the "more" ranges, close or not.
+        let crowded = Call {
+            oversubscribed: true,
+            ..close(2, 256 << 10)
+        };
+        assert_eq!(allreduce(crowded).unwrap(), Allreduce::ShmPull);
+    }
 }
 
 #[cfg(test)]
@@ -692,6 +795,7 @@ mod needs_tests {
             oversubscribed: false,
             node_slot: 0,
             node_bytes: 0,
+            close: false,
         };
         assert!(!Allgather::RecursiveDoubling.needs().met_by(c));
         assert!(Allgather::RecursiveDoubling.needs().met_by(Call {
