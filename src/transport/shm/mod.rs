@@ -164,6 +164,10 @@ struct Peer {
     inbound: usize,
     /// Our mapping of their slot has been faulted in.
     primed: bool,
+    /// Bytes came from them since our last write to them: the exchange is
+    /// a conversation, and our next eager message is split into records so
+    /// they start copying early (see [`PIPELINE_MIN`]).
+    heard: bool,
 }
 
 /// The shared-memory transport of one rank.
@@ -263,6 +267,7 @@ impl ShmTransport {
             out: None,
             inbound: self.inbound.len(),
             primed: false,
+            heard: true,
         });
         // Our segment is fresh and only we read our rings: each head is 0.
         self.inbound.push((peer, Consumer::fresh(ring)));
@@ -506,7 +511,16 @@ impl Sleeper {
 /// whatever the eager limit is set to) go into the ring in records of
 /// about 512 bytes (up to 2 KiB) or 2 KiB (above), so the reader starts
 /// copying before the whole message is in (a record is published only
-/// once all of it is written). Measured on 2 ranks, 8 interleaved rounds,
+/// once all of it is written) — when the peer has sent us something since
+/// our last write to it (a conversation: it is likely waiting for this
+/// message). A write that follows our own writes (a stream, a window of
+/// sends) goes as one record: the reader is busy with the earlier ones,
+/// and each record costs both sides a header. One record for a stream,
+/// against records always (2 ranks, AMD EPYC VM, 3 interleaved rounds):
+/// `bw` 2–4 KiB 1.09–1.11 with the vCPUs sharing caches, 1.27–1.74
+/// without; `bibw` 512 B–2 KiB 1.09–1.11 and 1.7–2.4; latency (always a
+/// conversation) keeps the records, which it needs there: one record
+/// per message was 1.11–1.29× slower at 1–8 KiB. Measured on 2 ranks, 8 interleaved rounds,
 /// on an AMD EPYC VM, with 1 KiB records above 2 KiB, against one record
 /// per write: latency 512 B 6%, 1 KiB 13%, 2-4 KiB 9-17% lower; window
 /// bandwidth 2-4 KiB 8-20% higher, 512 B-1 KiB 9-10% lower (each record
@@ -515,12 +529,21 @@ impl Sleeper {
 /// 5-7 rounds, 2 KiB records against 1 KiB: latency 4 KiB 0.89-0.90
 /// (one record: 0.90), window bandwidth 4 KiB 0.96; 512-byte records 1.21.
 const PIPELINE_RECORD_LARGE: usize = 2 * 1024;
+/// Up to here a stream's writes are split too: records of at most 544
+/// bytes are read and matched whole (`Engine::handle_eager_whole`), which a
+/// 1 KiB record is not (one record per 1 KiB write of a stream: `bw` and
+/// `bibw` 0.94).
+const PIPELINE_ALWAYS_MAX: usize = 1024;
 const PIPELINE_MIN: usize = 512;
 const PIPELINE_MAX: usize = 64 * 1024;
 
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
         let light = self.light;
+        let heard = match self.peers.get_mut(peer as usize) {
+            Some(Some(p)) => std::mem::replace(&mut p.heard, false),
+            _ => false,
+        };
         let (seg, prod) = self.map_peer(peer)?;
         let corrupt = |_| LinkError(format!("rank {peer} corrupted its shared ring"));
         let mut slices: [&[u8]; 2] = [
@@ -528,7 +551,9 @@ impl Transport for ShmTransport {
             bufs.get(1).map_or(&[][..], |b| &b[..]),
         ];
         let total = slices[0].len() + slices[1].len();
-        let n = if (PIPELINE_MIN..=PIPELINE_MAX).contains(&total) {
+        let n = if (heard || total <= PIPELINE_ALWAYS_MAX)
+            && (PIPELINE_MIN..=PIPELINE_MAX).contains(&total)
+        {
             // In records of about equal size: the reader copies one out
             // while we copy the next in.
             let target = if total <= 2 * 1024 {
@@ -610,7 +635,10 @@ impl ShmTransport {
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
         };
-        read(inbound).map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+        let n = read(inbound)
+            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+        p.heard |= n > 0;
+        Ok(n)
     }
 }
 
@@ -658,6 +686,35 @@ mod tests {
         // A small write stays one record.
         assert_eq!(a.try_write(1, &[IoSlice::new(&body[..300])]).unwrap(), 300);
         assert_eq!(b.pending(0).unwrap(), 300);
+    }
+
+    #[test]
+    fn a_stream_of_writes_goes_in_whole_records_until_the_peer_answers() {
+        let (mut a, mut b) = pair();
+        let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let mut got = vec![0u8; 3 * body.len()];
+        // The first write of the link is split; the next, with nothing
+        // heard from the peer in between, is one record.
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
+        assert!(b.pending(0).unwrap() < 4096);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 4096);
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
+        assert_eq!(b.pending(0).unwrap(), 4096);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 4096);
+        // Writes of up to 1 KiB are always split (records read whole).
+        assert_eq!(
+            a.try_write(1, &[IoSlice::new(&body[..1024])]).unwrap(),
+            1024
+        );
+        assert_eq!(b.pending(0).unwrap(), 512);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 1024);
+        // The peer answers: our next write is split again.
+        assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
+        assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
+        assert!(b.pending(0).unwrap() < 4096);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 4096);
+        assert_eq!(&got[..4096], &body[..]);
     }
 
     #[test]
