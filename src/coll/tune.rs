@@ -4,11 +4,11 @@
 //! | collective | default choice (n: bytes per rank, p: ranks) | override names |
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
-//! | broadcast | arena up to 32 KiB on 2 ranks, 512 KiB on more; binomial; scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core | `binomial`, `pipelined`, `scatter_allgather`, `shm` |
-//! | reduce | arena up to 16 KiB on 2 ranks, 128 KiB on more; binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm` |
-//! | all-reduce | arena up to 32 KiB on 2 ranks, 64 KiB on more; recursive doubling up to 8 KiB; Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm` |
-//! | all-gather | equal counts: arena up to blocks of 16 KiB on 2 ranks, 256 KiB on more; recursive doubling when p is a power of two, else Bruck up to 512 KiB in total and ring above; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm` |
-//! | all-to-all | arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm` |
+//! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 32 KiB, single copies 64–256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
+//! | reduce | on one node: 2 ranks: arena up to 16 KiB, single copies with the folding shared 32 KiB – 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
+//! | all-reduce | on one node: 2 ranks: arena up to 16 KiB, single copies with the folding shared 32 KiB – 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
+//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 16 KiB, single copies 32–512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
+//! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -248,9 +248,16 @@ pub(crate) struct NodeMax {
     pub(crate) close: usize,
 }
 /// Broadcast: see [`NodeMax`].
+///
+/// On more ranks, every size: the arena against the binomial tree (the
+/// default above 512 KiB before), AMD EPYC VM, interleaved rounds, 4
+/// ranks on 2 cores 1–4 MiB 0.60–0.68 (4 rounds, vCPUs not sharing
+/// caches) and 0.46–0.64 (3, sharing); 8 ranks 1–4 MiB 0.25–0.46. With a
+/// core per rank, from 8 ranks and 512 KiB, scatter + all-gather still
+/// comes first (not measurable on 2 cores; MPICH's choice).
 pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
     two: 32 * 1024,
-    more: 512 * 1024,
+    more: usize::MAX,
     close: usize::MAX,
 };
 /// Reduce: see [`NodeMax`].
@@ -270,9 +277,14 @@ pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
     close: 128 * 1024,
 };
 /// All-gather (bytes per block): see [`NodeMax`].
+///
+/// On more ranks, every size: the arena against recursive doubling (the
+/// default above 256 KiB before), interleaved rounds, 4 ranks on 2 cores
+/// 512 KiB – 2 MiB 0.47–0.68 (4 rounds, vCPUs not sharing caches) and
+/// 0.59–0.70 (3, sharing); 8 ranks 512 KiB – 1 MiB 0.37–0.40.
 pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
-    more: 256 * 1024,
+    more: usize::MAX,
     close: usize::MAX,
 };
 /// All-gather on two ranks of one node by single-copy pulls
@@ -551,10 +563,10 @@ pub(crate) fn barrier(c: Call) -> Result<Barrier> {
 pub(crate) fn bcast(c: Call) -> Result<Bcast> {
     let default = if c.pulls(&BCAST_PULLS) {
         Bcast::ShmPull
-    } else if c.node_up_to(NODE_BCAST_MAX) {
-        Bcast::Shm
     } else if large(c) {
         Bcast::ScatterAllgather
+    } else if c.node_up_to(NODE_BCAST_MAX) {
+        Bcast::Shm
     } else {
         Bcast::Binomial
     };
@@ -747,6 +759,13 @@ mod tests {
         assert_eq!(bcast(node(4, 64 << 10)).unwrap(), Bcast::Shm);
         assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::ShmPull);
         assert_eq!(allgather(node(4, 64 << 10)).unwrap(), Allgather::Shm);
+        assert_eq!(allgather(node(4, 4 << 20)).unwrap(), Allgather::Shm);
+        assert_eq!(bcast(node(4, 4 << 20)).unwrap(), Bcast::Shm);
+        let crowded8 = Call {
+            oversubscribed: true,
+            ..node(8, 4 << 20)
+        };
+        assert_eq!(bcast(crowded8).unwrap(), Bcast::Shm);
     }
 
     #[test]
@@ -769,7 +788,8 @@ mod tests {
         assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Shm);
         assert_eq!(alltoall(close(2, 1 << 20)).unwrap(), Alltoall::ShmPull);
         // More ranks (not measured on a close node) keep the far table.
-        assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Binomial);
+        assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Shm);
+        assert_eq!(bcast(close(8, 1 << 20)).unwrap(), Bcast::ScatterAllgather);
         assert_eq!(reduce(close(4, 256 << 10)).unwrap(), Reduce::ShmPull);
         assert_eq!(alltoall(close(4, 16 << 10)).unwrap(), Alltoall::ShmPull);
         // Two ranks sharing a core take the "more" ranges, close or not.
