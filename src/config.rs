@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
-//! | `COURIER_SHM_EAGER_LIMIT` | 4096 (131072 on a `close` node) | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_EAGER_LIMIT` | 8192 (131072 on a `close` node) | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, collectives of two ranks through the arena up to large sizes); `far`: pulls win from a few KiB |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
@@ -168,10 +168,11 @@ pub(crate) fn handshake_timeout() -> std::time::Duration {
 
 /// Default eager limit between ranks of one node, in bytes, on a `far` node
 /// (see `COURIER_SHM_PROFILE`). Larger messages are pulled single-copy
-/// (CMA): at 8 KiB that took latency from 3.1 to 2.2 µs and bidirectional
-/// bandwidth 1.4× higher; at 4 KiB the ring stays ahead on bandwidth (2
-/// ranks, 5 interleaved rounds).
-pub const DEFAULT_SHM_EAGER_LIMIT: usize = 4 * 1024;
+/// (CMA). Once a stream of eager messages went into the ring one record
+/// each, 8 KiB eager beat the pull (AMD EPYC VM, vCPUs not sharing caches,
+/// 4 interleaved rounds, 8 KiB eager ÷ pulled): latency 0.80, `bw` 1.65,
+/// `bibw` 1.33; at 16 KiB latency was 1.24 (`bw` 1.85, `bibw` 1.16).
+pub const DEFAULT_SHM_EAGER_LIMIT: usize = 8 * 1024;
 
 /// Default eager limit between ranks of one `close` node: there the ring
 /// beats the pull up to here (2 ranks, 3 interleaved rounds, eager against
