@@ -105,17 +105,26 @@ pub(crate) fn shm_eager_limit() -> Option<usize> {
     parse_env("COURIER_SHM_EAGER_LIMIT")
 }
 
+/// A node profile forced by `COURIER_SHM_PROFILE` (the transport's
+/// `calibrate::Profile` of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForcedProfile {
+    /// `close`.
+    Close,
+    /// `far`.
+    Far,
+}
+
 /// `COURIER_SHM_PROFILE`: `close` or `far` forces the node's profile;
 /// `None` (unset, `auto`) measures it.
-pub(crate) fn shm_profile() -> Result<Option<crate::transport::shm::calibrate::Profile>, String> {
-    use crate::transport::shm::calibrate::Profile;
+pub(crate) fn shm_profile() -> Result<Option<ForcedProfile>, String> {
     match std::env::var("COURIER_SHM_PROFILE")
         .as_deref()
         .map(str::trim)
     {
         Err(_) | Ok("") | Ok("auto") => Ok(None),
-        Ok("close") => Ok(Some(Profile::Close)),
-        Ok("far") => Ok(Some(Profile::Far)),
+        Ok("close") => Ok(Some(ForcedProfile::Close)),
+        Ok("far") => Ok(Some(ForcedProfile::Far)),
         Ok(other) => Err(format!(
             "COURIER_SHM_PROFILE={other:?}: expected auto, close or far"
         )),

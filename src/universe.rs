@@ -383,8 +383,10 @@ fn node_profile(
     policy: WaitPolicy,
     cma: bool,
 ) -> Result<Profile> {
-    if let Some(forced) = crate::config::shm_profile().map_err(Error::InvalidArgument)? {
-        return Ok(forced);
+    match crate::config::shm_profile().map_err(Error::InvalidArgument)? {
+        Some(crate::config::ForcedProfile::Close) => return Ok(Profile::Close),
+        Some(crate::config::ForcedProfile::Far) => return Ok(Profile::Far),
+        None => {}
     }
     if policy.oversubscribed || !cma {
         return Ok(Profile::Far);
@@ -398,10 +400,10 @@ fn node_profile(
         return Ok(Profile::Far);
     };
     let verdict = match l.local_rank {
-        0 => match cards[partner].shm {
-            Some(a) if shm.has_peer(partner as u32) => Some(shm.calibrate_lead(a.pid)),
-            _ => None,
-        },
+        0 => {
+            let pid = cards[partner].shm.filter(|_| shm.has_peer(partner as u32));
+            Some(shm.calibrate_lead(pid.map(|a| a.pid)))
+        }
         1 if shm.has_peer(lead as u32) => shm.calibrate_partner(lead as u32),
         _ if shm.has_peer(lead as u32) => shm.calibrated_by(lead as u32),
         _ => None,

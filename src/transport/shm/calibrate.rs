@@ -174,9 +174,10 @@ fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
 
 impl ShmTransport {
     /// Local rank 0: measures against the partner (local rank 1, process
-    /// `partner_pid`) and publishes the verdict in our segment.
-    pub(crate) fn calibrate_lead(&self, partner_pid: u32) -> Profile {
-        let verdict = self.measure(partner_pid);
+    /// `partner_pid`; `None`: not reachable, so `Far`) and publishes the
+    /// verdict in our segment, where the others wait for it.
+    pub(crate) fn calibrate_lead(&self, partner_pid: Option<u32>) -> Profile {
+        let verdict = partner_pid.map_or(Profile::Far, |pid| self.measure(pid));
         if let Some(a) = area(&self.own) {
             a.verdict.store(verdict as u32, Ordering::Release);
             a.turn.store(DONE, Ordering::Release);
@@ -315,7 +316,7 @@ mod tests {
             unreachable!()
         };
         let (a, b, c) = std::thread::scope(|s| {
-            let a = s.spawn(move || lead.calibrate_lead(std::process::id()));
+            let a = s.spawn(move || lead.calibrate_lead(Some(std::process::id())));
             let b = s.spawn(move || partner.calibrate_partner(0));
             let c = s.spawn(move || third.calibrated_by(0));
             (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
@@ -328,7 +329,7 @@ mod tests {
     fn a_lead_whose_partner_never_comes_says_far_and_says_it_to_the_others() {
         let t = ShmTransport::new(2, 0, 2, 64 * 1024, false).unwrap();
         let t0 = Instant::now();
-        assert_eq!(t.calibrate_lead(std::process::id()), Profile::Far);
+        assert_eq!(t.calibrate_lead(Some(std::process::id())), Profile::Far);
         assert!(t0.elapsed() >= WAIT);
         let a = area(&t.own).unwrap();
         assert_eq!(a.verdict.load(Ordering::Acquire), Profile::Far as u32);
