@@ -160,6 +160,73 @@ fn body_node_profile() {
     }
 }
 
+/// Windows of medium messages both ways (a stream: one ring record per
+/// message, read whole with the records behind it), between ping-pongs of
+/// messages split into records (a conversation), on both node profiles:
+/// every message lands whole in its own buffer.
+#[test]
+fn streams_and_conversations_of_medium_messages_interleave() {
+    for profile in ["close", "far"] {
+        run(
+            "body_medium_streams",
+            2,
+            &[
+                ("COURIER_TRANSPORT", "shm"),
+                ("COURIER_SHM_PROFILE", profile),
+            ],
+        );
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_medium_streams() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (me, peer) = (w.rank(), 1 - w.rank());
+    // u32 counts: 544 B to 8 KiB, around the records read whole.
+    let lens = [136usize, 256, 375, 512, 520, 525, 1024, 2048, 100];
+    let window = 40;
+    for round in 0..20 {
+        let sends: Vec<Vec<u32>> = (0..window)
+            .map(|k| message(me, round * window + k, lens[(k + round) % lens.len()]))
+            .collect();
+        let mut recvs: Vec<Vec<u32>> = (0..window)
+            .map(|k| vec![0u32; lens[(k + round) % lens.len()]])
+            .collect();
+        courier::scope(|s| {
+            let mut reqs = Vec::new();
+            for r in recvs.iter_mut() {
+                reqs.push(w.irecv(s, r, peer, 3).unwrap());
+            }
+            for m in &sends {
+                reqs.push(w.isend(s, m, peer, 3).unwrap());
+            }
+            courier::wait_all(reqs).unwrap();
+        });
+        for (k, r) in recvs.iter().enumerate() {
+            assert_eq!(
+                r,
+                &message(peer, round * window + k, r.len()),
+                "round {round} message {k}"
+            );
+        }
+        // A conversation: each message answers the last.
+        for k in 0..4 {
+            let n = lens[(round + k) % lens.len()];
+            let mut back = vec![0u32; n];
+            if me == 0 {
+                w.send(&message(me, k, n), peer, 4).unwrap();
+                w.recv(&mut back, peer, 4).unwrap();
+            } else {
+                w.recv(&mut back, peer, 4).unwrap();
+                w.send(&message(me, k, n), peer, 4).unwrap();
+            }
+            assert_eq!(back, message(peer, k, n));
+        }
+    }
+}
+
 #[test]
 fn point_to_point_bodies_on_every_transport() {
     // The bodies of tests/p2p.rs run there under auto (shared memory); here

@@ -97,6 +97,15 @@ impl Links {
         }
     }
 
+    /// The first unread bytes of the record at the front of `peer`'s
+    /// shared-memory ring, left unread (0 for other links).
+    pub(super) fn shm_peek(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
+        match (self.kind(peer), self.shm.as_mut()) {
+            (Some(LinkKind::Shm), Some(shm)) => shm.peek(peer, buf),
+            _ => Ok(0),
+        }
+    }
+
     /// Reads whole records of at most `max_record` bytes from `peer`'s
     /// shared-memory ring, as many as fit in `buf` (0 for other links).
     pub(super) fn shm_read_records(

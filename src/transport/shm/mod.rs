@@ -375,6 +375,20 @@ impl ShmTransport {
             .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
     }
 
+    /// The first unread bytes of the record at the front of `peer`'s ring,
+    /// left unread (see `Consumer::peek`); 0 when none.
+    pub(crate) fn peek(&mut self, peer: Rank, dst: &mut [u8]) -> Result<usize, LinkError> {
+        let Some(Some(p)) = self.peers.get(peer as usize) else {
+            return Ok(0);
+        };
+        let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
+            return Ok(0);
+        };
+        inbound
+            .peek(dst)
+            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+    }
+
     /// Whether `peer`'s ring in our segment holds bytes (false for a rank
     /// that is not a shared-memory peer).
     #[inline]

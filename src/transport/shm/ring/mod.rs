@@ -369,6 +369,21 @@ impl Consumer {
         self.open()
     }
 
+    /// Copies the first unread bytes of the open record (opening the next
+    /// one if it is published) into `dst` without consuming them; returns
+    /// how many (0: nothing to read yet).
+    pub(crate) fn peek(&mut self, dst: &mut [u8]) -> Result<usize, Corrupt> {
+        let n = self.open()?.min(dst.len());
+        // SAFETY: as in `read`: the record is published (its header was
+        // read with acquire ordering) and ours until we publish a head past
+        // it; `n` stays within its validated length.
+        unsafe {
+            self.ring
+                .copy_out(self.head + (RECORD_HEADER + self.off) as u64, &mut dst[..n])
+        };
+        Ok(n)
+    }
+
     /// Whether a record is open or published (which may turn out corrupt:
     /// `read` says so).
     #[inline]

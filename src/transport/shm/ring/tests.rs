@@ -260,3 +260,31 @@ fn read_records_takes_whole_small_records_only() {
         assert_eq!(p.write(&[&[9u8; 1016]]), Ok(1016));
     }
 }
+
+#[test]
+fn peek_shows_the_front_record_without_consuming_it() {
+    let (_m, r) = Mem::new(4096);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let mut head = [0u8; 8];
+    assert_eq!(c.peek(&mut head), Ok(0), "nothing published yet");
+    let msg: Vec<u8> = (0..100u8).collect();
+    assert_eq!(p.write(&[&msg]), Ok(100));
+    assert_eq!(p.write(&[&[7u8; 3]]), Ok(3));
+    assert_eq!(c.peek(&mut head), Ok(8));
+    assert_eq!(head, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        c.peek(&mut head),
+        Ok(8),
+        "peeking twice sees the same bytes"
+    );
+    // Part of the record read: the peek starts at the first unread byte,
+    // and never runs into the next record.
+    let mut some = [0u8; 95];
+    assert_eq!(c.read(&mut some), Ok(95));
+    assert_eq!(c.peek(&mut head), Ok(5));
+    assert_eq!(head[..5], [95, 96, 97, 98, 99]);
+    let mut rest = [0u8; 16];
+    assert_eq!(c.read(&mut rest), Ok(8));
+    assert_eq!(rest[..8], [95, 96, 97, 98, 99, 7, 7, 7]);
+}
