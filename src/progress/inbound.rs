@@ -160,7 +160,7 @@ impl InState {
                     let Some(dst) = dst.get_mut(..body.len()) else {
                         return Err(LinkError("payload destination vanished".into()));
                     };
-                    dst.copy_from_slice(&self.rx[body]);
+                    crate::wire::copy_payload(dst, &self.rx[body]);
                     return Ok(Step::Handled);
                 }
             }

@@ -475,3 +475,39 @@ impl Frame {
 
 #[cfg(test)]
 mod tests;
+
+/// Copies `src` into `dst` (equal lengths): up to 64 bytes with a few
+/// fixed-size moves instead of a call to `memcpy` (whose dispatch costs
+/// more than a small message's payload; most messages of a message-rate
+/// stream are a few bytes), above through `copy_from_slice`.
+#[inline]
+pub(crate) fn copy_payload(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n != dst.len() {
+        dst.copy_from_slice(src); // panics, as copy_from_slice does
+        return;
+    }
+    fn two<const K: usize>(dst: &mut [u8], src: &[u8], n: usize) {
+        // Two overlapping K-byte moves cover K..=2K bytes.
+        let (a, b) = (&src[..K], &src[n - K..]);
+        let (a, b): ([u8; K], [u8; K]) = (
+            a.try_into().unwrap_or([0; K]),
+            b.try_into().unwrap_or([0; K]),
+        );
+        dst[..K].copy_from_slice(&a);
+        dst[n - K..].copy_from_slice(&b);
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        4..=7 => two::<4>(dst, src, n),
+        8..=15 => two::<8>(dst, src, n),
+        16..=32 => two::<16>(dst, src, n),
+        33..=64 => two::<32>(dst, src, n),
+        _ => dst.copy_from_slice(src),
+    }
+}

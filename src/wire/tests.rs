@@ -216,3 +216,14 @@ mod props {
         }
     }
 }
+
+#[test]
+fn payloads_of_every_small_length_are_copied_exactly() {
+    let src: Vec<u8> = (1..=100u8).collect();
+    for n in 0..=100 {
+        let mut dst = vec![0u8; n + 2];
+        copy_payload(&mut dst[1..=n], &src[..n]);
+        assert_eq!(&dst[1..=n], &src[..n], "length {n}");
+        assert_eq!((dst[0], dst[n + 1]), (0, 0), "length {n}: wrote outside");
+    }
+}

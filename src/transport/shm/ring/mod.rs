@@ -125,6 +125,14 @@ impl RingPtr {
         let cap = self.capacity;
         let at = (pos as usize) & (cap - 1);
         let first = src.len().min(cap - at);
+        if first == src.len() {
+            // Not wrapping: one copy, inline when small (see `copy_out`).
+            // SAFETY: `at + first <= cap` bytes of the data area, which the
+            // caller owns (no other side reads them now).
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.data().add(at), first) };
+            crate::wire::copy_payload(dst, src);
+            return;
+        }
         // SAFETY: `at + first <= cap` and `src.len() - first <= at`, so both
         // copies stay inside the data area; the caller owns those bytes.
         unsafe {
@@ -142,6 +150,15 @@ impl RingPtr {
         let cap = self.capacity;
         let at = (pos as usize) & (cap - 1);
         let first = dst.len().min(cap - at);
+        if first == dst.len() {
+            // Not wrapping (always so for a record within one line): one
+            // copy, inline when small (`wire::copy_payload`).
+            // SAFETY: as in `copy_in`, mirrored: `at + first <= cap` bytes
+            // of the data area, which the caller owns.
+            let src = unsafe { std::slice::from_raw_parts(self.data().add(at), first) };
+            crate::wire::copy_payload(dst, src);
+            return;
+        }
         // SAFETY: as in `copy_in`, mirrored.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data().add(at), dst.as_mut_ptr(), first);
