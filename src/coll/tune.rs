@@ -5,9 +5,9 @@
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
 //! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 32 KiB, single copies 64–256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
-//! | reduce | on one node: 2 ranks: arena up to 16 KiB, single copies with the folding shared 32 KiB – 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
+//! | reduce | on one node: 2 ranks: arena up to 128 KiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
 //! | all-reduce | on one node: 2 ranks: arena up to 16 KiB, single copies with the folding shared 32 KiB – 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
-//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 16 KiB, single copies 32–512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
+//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 32 KiB, single copies to 512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
 //! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
@@ -262,7 +262,11 @@ pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
 };
 /// Reduce: see [`NodeMax`].
 pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
-    two: 16 * 1024,
+    // The arena against the pulls (their default from 32 KiB before), 2
+    // ranks of a far node, AMD EPYC VM: vCPUs not sharing caches (3
+    // rounds) 32 KiB 0.42, 64 KiB 0.62, 128 KiB 0.86, 256 KiB 1.06, 512
+    // KiB 1.22; sharing them, far profile forced (4) 32–128 KiB 0.29–0.61.
+    two: 128 * 1024,
     // Once the binomial tree's leaves send from the send buffer and its
     // root receives into the result (4 ranks, 3 interleaved sweeps):
     // 256 KiB 78-85 against the arena's 100-133 µs, 512 KiB 172-195
@@ -283,7 +287,10 @@ pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
 /// 512 KiB – 2 MiB 0.47–0.68 (4 rounds, vCPUs not sharing caches) and
 /// 0.59–0.70 (3, sharing); 8 ranks 512 KiB – 1 MiB 0.37–0.40.
 pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
-    two: 16 * 1024,
+    // The arena against the pulls at 32 KiB, 2 ranks of a far node: 0.70
+    // (vCPUs not sharing caches, 3 rounds), 0.46 (sharing, far forced, 4);
+    // at 64 KiB 0.98 and 0.51, above 1.08–1.16 without sharing.
+    two: 32 * 1024,
     more: usize::MAX,
     close: usize::MAX,
 };
@@ -297,7 +304,7 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
 /// 16 KiB stays with the arena. On 4 ranks and 2 cores its two line
 /// exchanges cost context switches: 1.1–1.5x at 32–128 KiB, 0.91 at
 /// 256–512 KiB (5 rounds), so it is not the default there.
-pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=512 * 1024;
+pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 32 * 1024 + 1..=512 * 1024;
 
 /// All-to-all over one node by single-copy pulls (`Alltoall::ShmPull`),
 /// for blocks in this range. Against the default before it (the arena up
@@ -314,9 +321,10 @@ pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024
 /// the default before it (binomial, whose root pulls the whole operand and
 /// folds it alone), same build, 5 interleaved rounds, median of per-round
 /// ratios: 32 KiB 0.73, 64 KiB 0.78, 128–256 KiB 0.66–0.75, 512 KiB 0.47,
-/// 1 MiB 0.56, 2 MiB 0.71, 4 MiB 0.82; against the arena at 16 KiB 1.21,
-/// so that stays.
-pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=4 << 20;
+/// 1 MiB 0.56, 2 MiB 0.71, 4 MiB 0.82; against the arena at 16 KiB 1.21.
+/// The arena now keeps up to 128 KiB ([`NODE_REDUCE_MAX`], measured
+/// against the pulls on an AMD EPYC VM).
+pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 128 * 1024 + 1..=4 << 20;
 /// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
 /// 64 KiB 1.18, 128 KiB – 1 MiB 0.77–0.83; 8 ranks 128 KiB 1.07,
 /// 256 KiB – 1 MiB 0.59–0.70.
@@ -739,8 +747,8 @@ mod tests {
             node_bytes: bytes,
             ..call(p, bytes)
         };
-        assert_eq!(reduce(node(2, 16 << 10)).unwrap(), Reduce::Shm);
-        assert_eq!(reduce(node(2, 32 << 10)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(node(2, 128 << 10)).unwrap(), Reduce::Shm);
+        assert_eq!(reduce(node(2, 256 << 10)).unwrap(), Reduce::ShmPull);
         assert_eq!(reduce(node(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(node(4, 128 << 10)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(4, 256 << 10)).unwrap(), Reduce::ShmPull);
@@ -757,7 +765,8 @@ mod tests {
         assert_eq!(bcast(node(2, 32 << 10)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(node(2, 64 << 10)).unwrap(), Bcast::ShmPull);
         assert_eq!(bcast(node(4, 64 << 10)).unwrap(), Bcast::Shm);
-        assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::ShmPull);
+        assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::Shm);
+        assert_eq!(allgather(node(2, 64 << 10)).unwrap(), Allgather::ShmPull);
         assert_eq!(allgather(node(4, 64 << 10)).unwrap(), Allgather::Shm);
         assert_eq!(allgather(node(4, 4 << 20)).unwrap(), Allgather::Shm);
         assert_eq!(bcast(node(4, 4 << 20)).unwrap(), Bcast::Shm);
