@@ -6,8 +6,8 @@
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
 //! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 32 KiB, single copies 64–256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
 //! | reduce | on one node: 2 ranks: arena up to 128 KiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
-//! | all-reduce | on one node: 2 ranks: arena up to 16 KiB, single copies with the folding shared 32 KiB – 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
-//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 32 KiB, single copies to 512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
+//! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
+//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 64 KiB, single copies to 512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
 //! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
@@ -289,8 +289,9 @@ pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
 pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     // The arena against the pulls at 32 KiB, 2 ranks of a far node: 0.70
     // (vCPUs not sharing caches, 3 rounds), 0.46 (sharing, far forced, 4);
-    // at 64 KiB 0.98 and 0.51, above 1.08–1.16 without sharing.
-    two: 32 * 1024,
+    // at 64 KiB 0.98 and 0.51 (0.83 in a second sitting, once publications
+    // no longer fenced), above 1.08–1.16 without sharing.
+    two: 64 * 1024,
     more: usize::MAX,
     close: usize::MAX,
 };
@@ -304,7 +305,7 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
 /// 16 KiB stays with the arena. On 4 ranks and 2 cores its two line
 /// exchanges cost context switches: 1.1–1.5x at 32–128 KiB, 0.91 at
 /// 256–512 KiB (5 rounds), so it is not the default there.
-pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 32 * 1024 + 1..=512 * 1024;
+pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 64 * 1024 + 1..=512 * 1024;
 
 /// All-to-all over one node by single-copy pulls (`Alltoall::ShmPull`),
 /// for blocks in this range. Against the default before it (the arena up
@@ -411,8 +412,11 @@ const NEVER: std::ops::RangeInclusive<usize> = 1..=0;
 /// same build, 5 interleaved rounds, median of per-round ratios: 32 KiB
 /// 0.55, 64 KiB – 1 MiB 0.49–0.60, 2 MiB 0.84 (4 MiB 0.98: not won);
 /// 16 KiB 0.78 and 0.98 in two sittings, 8 KiB 1.38, so the arena keeps
-/// those.
-pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024..=2 << 20;
+/// those; and 32 KiB too since the arena's publications stopped fencing
+/// (AMD EPYC VM, arena ÷ pulls at 32 KiB: 0.68 with the vCPUs not sharing
+/// caches, 0.59 sharing them with the far profile forced; 64 KiB 0.98 and
+/// 0.81, 128 KiB 1.58 and 1.00).
+pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024 + 1..=2 << 20;
 /// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
 /// 32 KiB 1.00, 64 KiB – 1 MiB 0.63–0.92; 8 ranks 64 KiB – 1 MiB
 /// 0.55–0.76.
@@ -752,8 +756,8 @@ mod tests {
         assert_eq!(reduce(node(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(node(4, 128 << 10)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(4, 256 << 10)).unwrap(), Reduce::ShmPull);
-        assert_eq!(allreduce(node(2, 16 << 10)).unwrap(), Allreduce::Shm);
-        assert_eq!(allreduce(node(2, 32 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(node(2, 32 << 10)).unwrap(), Allreduce::Shm);
+        assert_eq!(allreduce(node(2, 64 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 32 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(8, 64 << 10)).unwrap(), Allreduce::ShmPull);
         assert_ne!(allreduce(node(9, 1 << 20)).unwrap(), Allreduce::ShmPull);
@@ -765,8 +769,8 @@ mod tests {
         assert_eq!(bcast(node(2, 32 << 10)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(node(2, 64 << 10)).unwrap(), Bcast::ShmPull);
         assert_eq!(bcast(node(4, 64 << 10)).unwrap(), Bcast::Shm);
-        assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::Shm);
-        assert_eq!(allgather(node(2, 64 << 10)).unwrap(), Allgather::ShmPull);
+        assert_eq!(allgather(node(2, 64 << 10)).unwrap(), Allgather::Shm);
+        assert_eq!(allgather(node(2, 128 << 10)).unwrap(), Allgather::ShmPull);
         assert_eq!(allgather(node(4, 64 << 10)).unwrap(), Allgather::Shm);
         assert_eq!(allgather(node(4, 4 << 20)).unwrap(), Allgather::Shm);
         assert_eq!(bcast(node(4, 4 << 20)).unwrap(), Bcast::Shm);
