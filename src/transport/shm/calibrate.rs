@@ -219,12 +219,18 @@ impl ShmTransport {
 
     /// Local rank 1: serves the lead's copies, then reads its verdict
     /// (`None`: the lead did not come, or gave none in time).
-    pub(crate) fn calibrate_partner(&mut self, lead: Rank) -> Option<Profile> {
+    pub(crate) fn calibrate_partner(&self, lead: Rank) -> Option<Profile> {
         let seg = self.lead_segment(lead)?;
         let a = area(&seg)?;
         let private = vec![0x5au8; PROBE];
         a.source.store(private.as_ptr() as u64, Ordering::Release);
-        a.turn.store(1, Ordering::Release);
+        if a.turn
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // The lead gave up on us already (DONE): its verdict stands.
+            return Profile::from_word(a.verdict.load(Ordering::Acquire));
+        }
         let deadline = Instant::now() + WAIT;
         let mut expect = 2u64;
         loop {
@@ -248,7 +254,7 @@ impl ShmTransport {
     }
 
     /// Any other local rank: waits for the lead's verdict.
-    pub(crate) fn calibrated_by(&mut self, lead: Rank) -> Option<Profile> {
+    pub(crate) fn calibrated_by(&self, lead: Rank) -> Option<Profile> {
         let seg = self.lead_segment(lead)?;
         let a = area(&seg)?;
         let mut verdict = None;
@@ -323,6 +329,22 @@ mod tests {
         });
         assert_eq!(Some(a), b);
         assert_eq!(Some(a), c);
+    }
+
+    #[test]
+    fn a_partner_that_comes_after_the_lead_gave_up_takes_its_verdict() {
+        let mut t: Vec<ShmTransport> = (0..2)
+            .map(|k| ShmTransport::new(2, k, 2, 64 * 1024, false).unwrap())
+            .collect();
+        let addrs: Vec<_> = t.iter().map(ShmTransport::addr).collect();
+        t[1].add_peer(0, addrs[0]).unwrap();
+        assert_eq!(t[0].calibrate_lead(None), Profile::Far);
+        let t0 = Instant::now();
+        assert_eq!(t[1].calibrate_partner(0), Some(Profile::Far));
+        assert!(
+            t0.elapsed() < WAIT,
+            "it did not wait for a lead that is gone"
+        );
     }
 
     #[test]

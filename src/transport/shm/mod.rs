@@ -534,14 +534,15 @@ impl Sleeper {
 /// `bw` 2–4 KiB 1.09–1.11 with the vCPUs sharing caches, 1.27–1.74
 /// without; `bibw` 512 B–2 KiB 1.09–1.11 and 1.7–2.4; latency (always a
 /// conversation) keeps the records, which it needs there: one record
-/// per message was 1.11–1.29× slower at 1–8 KiB. Measured on 2 ranks, 8 interleaved rounds,
-/// on an AMD EPYC VM, with 1 KiB records above 2 KiB, against one record
-/// per write: latency 512 B 6%, 1 KiB 13%, 2-4 KiB 9-17% lower; window
+/// per message was 1.11–1.29× slower at 1–8 KiB.
+///
+/// Record sizes, from earlier sittings: records always (1 KiB above 2
+/// KiB) against one record per write, 2 ranks, 8 interleaved rounds, AMD
+/// EPYC VM: latency 512 B 6%, 1 KiB 13%, 2-4 KiB 9-17% lower; window
 /// bandwidth 2-4 KiB 8-20% higher, 512 B-1 KiB 9-10% lower (each record
-/// costs the reader a header), where it is 1.5-1.8x the peers' and
-/// latency was the one short of its target. On an Intel VM (4 MiB L2),
-/// 5-7 rounds, 2 KiB records against 1 KiB: latency 4 KiB 0.89-0.90
-/// (one record: 0.90), window bandwidth 4 KiB 0.96; 512-byte records 1.21.
+/// costs the reader a header). On an Intel VM (4 MiB L2), 5-7 rounds, 2
+/// KiB records against 1 KiB: latency 4 KiB 0.89-0.90 (one record: 0.90),
+/// window bandwidth 4 KiB 0.96; 512-byte records 1.21.
 const PIPELINE_RECORD_LARGE: usize = 2 * 1024;
 /// Up to here a stream's writes are split too: records of at most 544
 /// bytes are read and matched whole (`Engine::handle_eager_whole`), which a
