@@ -874,6 +874,19 @@ fn buffer_pool_reuses_and_stays_bounded() {
     );
     let c = pool.take(2000);
     assert_eq!(c.len(), 2000);
+    // Buffers too small for what comes now make way for larger ones.
+    for _ in 0..BufferPool::MAX_BUFFERS {
+        pool.give(vec![0u8; 100]);
+    }
+    assert_eq!(pool.free.len(), BufferPool::MAX_BUFFERS);
+    let d = pool.take(5000);
+    pool.give(d);
+    assert_eq!(pool.free.len(), 1, "the small buffers were dropped");
+    assert_eq!(
+        pool.take(5000).capacity(),
+        5000,
+        "and the large one is reused"
+    );
     for _ in 0..1000 {
         pool.give(vec![0u8; 1 << 16]);
     }
