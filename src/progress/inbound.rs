@@ -98,18 +98,15 @@ fn ring_to_dest(links: &mut Links, peer: Rank, len: usize) -> Result<bool, LinkE
 }
 
 /// Whether the `rec`-byte record at the front of `peer`'s ring holds
-/// exactly one whole eager message (looked at in place, not read).
-fn one_message(links: &mut Links, peer: Rank, rec: usize, max_len: u64) -> Result<bool, LinkError> {
-    let mut head = [0u8; HEADER_LEN];
+/// exactly one whole plain eager message (its short header looked at in
+/// place, not read). Out of line: only records above `SHM_WHOLE_RECORD`
+/// get here.
+#[inline(never)]
+fn one_message(links: &mut Links, peer: Rank, rec: usize) -> Result<bool, LinkError> {
+    let mut head = [0u8; SHORT_HEADER_LEN];
     let n = links.shm_peek(peer, &mut head)?;
-    let Some(hlen) = head.first().and_then(|&b| Frame::header_len(b).ok()) else {
-        return Ok(false);
-    };
-    Ok(n >= hlen
-        && matches!(
-            Frame::decode(&head[..hlen], max_len),
-            Ok(Frame::Eager { len, .. }) if len as usize + hlen == rec
-        ))
+    Ok(n == SHORT_HEADER_LEN
+        && Frame::short_eager_len(&head).is_some_and(|len| len + SHORT_HEADER_LEN == rec))
 }
 
 impl InState {
@@ -189,27 +186,26 @@ impl InState {
             if staged > 0 {
                 hlen // the rest of a header split between records
             } else {
-                match links.shm_pending(peer)? {
+                let whole = match links.shm_pending(peer)? {
                     0 => return Ok(Step::Idle),
                     // Small: whole, one read (a second costs more than
                     // copying the payload once more), with every small
                     // record behind it (a stream of small messages).
-                    rec if rec <= SHM_WHOLE_RECORD => {
-                        let room = &mut self.rx[..SHM_BATCH];
-                        let n = links.shm_read_records(peer, room, SHM_WHOLE_RECORD)?;
-                        self.end = n;
-                        return Ok(if n == 0 { Step::Idle } else { Step::Refilled });
-                    }
-                    rec if rec <= SHM_WHOLE_MESSAGE && one_message(links, peer, rec, max_len)? => {
-                        let room = &mut self.rx[..SHM_BATCH];
-                        let n = links.shm_read_records(peer, room, SHM_WHOLE_MESSAGE)?;
-                        self.end = n;
-                        return Ok(if n == 0 { Step::Idle } else { Step::Refilled });
+                    rec if rec <= SHM_WHOLE_RECORD => SHM_WHOLE_RECORD,
+                    rec if rec <= SHM_WHOLE_MESSAGE && one_message(links, peer, rec)? => {
+                        SHM_WHOLE_MESSAGE
                     }
                     // Larger: the header alone, then the payload straight
                     // to its destination.
-                    _ => SHORT_HEADER_LEN,
+                    _ => 0,
+                };
+                if whole > 0 {
+                    let room = &mut self.rx[..SHM_BATCH];
+                    let n = links.shm_read_records(peer, room, whole)?;
+                    self.end = n;
+                    return Ok(if n == 0 { Step::Idle } else { Step::Refilled });
                 }
+                SHORT_HEADER_LEN
             }
         } else if self.header_only {
             HEADER_LEN

@@ -234,6 +234,20 @@ impl Frame {
         }
     }
 
+    /// The payload length a plain eager frame's short header in `b`
+    /// announces (`None` for any other header). Unvalidated: a hint for a
+    /// reader choosing how to read (`Frame::decode` validates the header
+    /// when it is handled), kept apart from `decode` so that the hot path's
+    /// one call of it stays inlined.
+    pub(crate) fn short_eager_len(b: &[u8]) -> Option<usize> {
+        match b {
+            [SHORT_MAGIC, _, _, _, l0, l1, l2, l3, ..] => {
+                usize::try_from(u32::from_le_bytes([*l0, *l1, *l2, *l3])).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Length of the header that starts with byte `first` (see the unit
     /// test `header_len_tells_the_two_forms_apart`).
     pub fn header_len(first: u8) -> Result<usize, WireError> {
