@@ -227,3 +227,26 @@ fn payloads_of_every_small_length_are_copied_exactly() {
         assert_eq!((dst[0], dst[n + 1]), (0, 0), "length {n}: wrote outside");
     }
 }
+
+#[test]
+fn short_eager_len_reads_only_a_plain_eager_header() {
+    let plain = Frame::Eager {
+        context: 3,
+        tag: 9,
+        len: 2048,
+        sync: false,
+        sreq: 0,
+    }
+    .encode();
+    assert_eq!(Frame::short_eager_len(&plain), Some(2048));
+    let sync = Frame::Eager {
+        context: 3,
+        tag: 9,
+        len: 2048,
+        sync: true,
+        sreq: 5,
+    }
+    .encode();
+    assert_eq!(Frame::short_eager_len(&sync), None);
+    assert_eq!(Frame::short_eager_len(&plain[..7]), None);
+}
