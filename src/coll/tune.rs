@@ -8,7 +8,7 @@
 //! | reduce | on one node: 2 ranks: arena up to 128 KiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
 //! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
 //! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 64 KiB, single copies to 512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
-//! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
+//! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB above the arena's limit (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -647,9 +647,16 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     } else {
         &NODE_ALLTOALL_PULL
     };
-    let default = if c.equal && c.pulls_in(pulls) {
+    let arena = c.equal && c.node_up_to(NODE_ALLTOALL_MAX);
+    // On more than two ranks the arena keeps what fits its limit, pulls or
+    // not: 4 ranks on 2 cores, 16 KiB blocks (64 KiB in all), arena ÷ pulls
+    // 0.63 with the vCPUs sharing a core's caches (4 rounds), 0.97 without
+    // (4); 32 KiB blocks 0.94 and 1.29 (so the limit stays at 64 KiB).
+    let default = if arena && c.p > 2 {
+        Alltoall::Shm
+    } else if c.equal && c.pulls_in(pulls) {
         Alltoall::ShmPull
-    } else if c.equal && c.node_up_to(NODE_ALLTOALL_MAX) {
+    } else if arena {
         Alltoall::Shm
     } else if c.equal && c.bytes <= ALLTOALL_BRUCK_BLOCK && c.p >= 3 {
         Alltoall::Bruck
@@ -804,7 +811,16 @@ mod tests {
         assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(close(8, 1 << 20)).unwrap(), Bcast::ScatterAllgather);
         assert_eq!(reduce(close(4, 256 << 10)).unwrap(), Reduce::ShmPull);
-        assert_eq!(alltoall(close(4, 16 << 10)).unwrap(), Alltoall::ShmPull);
+        // All-to-all's arena bytes are all of a rank's blocks: 4 × 16 KiB
+        // fit its limit on more ranks, 4 × 32 KiB are pulled.
+        let blocks = |p: usize, block: usize| Call {
+            node_bytes: p * block,
+            ..close(p, block)
+        };
+        assert_eq!(alltoall(blocks(4, 16 << 10)).unwrap(), Alltoall::Shm);
+        assert_eq!(alltoall(blocks(4, 32 << 10)).unwrap(), Alltoall::ShmPull);
+        assert_eq!(alltoall(blocks(8, 16 << 10)).unwrap(), Alltoall::ShmPull);
+        assert_eq!(alltoall(blocks(2, 16 << 10)).unwrap(), Alltoall::Shm);
         // Two ranks sharing a core take the "more" ranges, close or not.
         let crowded = Call {
             oversubscribed: true,
