@@ -305,10 +305,11 @@ mod tests {
         assert_eq!(decide(&mut [], &mut []), Profile::Far);
     }
 
-    #[test]
-    fn lead_partner_and_a_third_rank_get_the_same_verdict() {
-        let mut t: Vec<ShmTransport> = (0..3)
-            .map(|k| ShmTransport::new(3, k, 3, 64 * 1024, false).unwrap())
+    /// The transports of an `n`-rank node in one process, every one a
+    /// peer of every other.
+    fn node(n: u32) -> Vec<ShmTransport> {
+        let mut t: Vec<ShmTransport> = (0..n)
+            .map(|k| ShmTransport::new(n, k, n, 64 * 1024, false).unwrap())
             .collect();
         let addrs: Vec<_> = t.iter().map(ShmTransport::addr).collect();
         for (k, tk) in t.iter_mut().enumerate() {
@@ -318,6 +319,12 @@ mod tests {
                 }
             }
         }
+        t
+    }
+
+    #[test]
+    fn lead_partner_and_a_third_rank_get_the_same_verdict() {
+        let mut t = node(3);
         let [lead, partner, third] = &mut t[..] else {
             unreachable!()
         };
@@ -333,11 +340,7 @@ mod tests {
 
     #[test]
     fn a_partner_that_comes_after_the_lead_gave_up_takes_its_verdict() {
-        let mut t: Vec<ShmTransport> = (0..2)
-            .map(|k| ShmTransport::new(2, k, 2, 64 * 1024, false).unwrap())
-            .collect();
-        let addrs: Vec<_> = t.iter().map(ShmTransport::addr).collect();
-        t[1].add_peer(0, addrs[0]).unwrap();
+        let t = node(2);
         assert_eq!(t[0].calibrate_lead(None), Profile::Far);
         let t0 = Instant::now();
         assert_eq!(t[1].calibrate_partner(0), Some(Profile::Far));
