@@ -348,7 +348,7 @@ fn connect(
             _ => {}
         }
     }
-    let profile = match shm.as_mut() {
+    let profile = match shm.as_ref() {
         Some(s) if !shm_peers.is_empty() => node_profile(l, cards, s, policy, cma)?,
         _ => Profile::Far,
     };
@@ -379,7 +379,7 @@ fn connect(
 fn node_profile(
     l: &Layout,
     cards: &[PeerCard],
-    shm: &mut ShmTransport,
+    shm: &ShmTransport,
     policy: WaitPolicy,
     cma: bool,
 ) -> Result<Profile> {

@@ -392,9 +392,14 @@ const ALLGATHER_PULLS: Pulls = Pulls {
     close: NEVER,
     more: NEVER,
 };
-/// All-to-all on two ranks of a close node: pulls above the arena (which
-/// takes [`NODE_ALLTOALL_PULL`]'s range elsewhere, on any number of ranks).
-const NODE_ALLTOALL_PULL_CLOSE: std::ops::RangeInclusive<usize> = 512 * 1024 + 1..=1024 * 1024;
+/// All-to-all: see [`Pulls`]; [`NODE_ALLTOALL_PULL`] on any number of
+/// ranks (not bounded by [`PULL_MAX_RANKS`]), above the arena on two ranks
+/// of a close node.
+const ALLTOALL_PULLS: Pulls = Pulls {
+    two: NODE_ALLTOALL_PULL,
+    close: 512 * 1024 + 1..=1024 * 1024,
+    more: NODE_ALLTOALL_PULL,
+};
 
 /// Most ranks for which a collective that chooses through [`Call::pulls`]
 /// (broadcast, reduce, all-reduce; all-gather pulls on 2 ranks only)
@@ -534,12 +539,18 @@ impl Call {
 
     #[inline(never)]
     fn pulls_by_ranks(&self, pulls: &Pulls) -> bool {
-        self.p <= PULL_MAX_RANKS
-            && self.pulls_in(match (self.p == 2 && !self.oversubscribed, self.close) {
-                (true, false) => &pulls.two,
-                (true, true) => &pulls.close,
-                (false, _) => &pulls.more,
-            })
+        self.p <= PULL_MAX_RANKS && self.pulls_in(self.pull_range(pulls))
+    }
+
+    /// The range of `pulls` for this call: `two` on two ranks with a core
+    /// each, `close` on such two of a close node, `more` otherwise.
+    #[inline]
+    fn pull_range<'a>(&self, pulls: &'a Pulls) -> &'a std::ops::RangeInclusive<usize> {
+        match (self.p == 2 && !self.oversubscribed, self.close) {
+            (true, false) => &pulls.two,
+            (true, true) => &pulls.close,
+            (false, _) => &pulls.more,
+        }
     }
 }
 
@@ -642,11 +653,6 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
 
 #[inline]
 pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
-    let pulls = if c.close && c.p == 2 && !c.oversubscribed {
-        &NODE_ALLTOALL_PULL_CLOSE
-    } else {
-        &NODE_ALLTOALL_PULL
-    };
     let arena = c.equal && c.node_up_to(NODE_ALLTOALL_MAX);
     // On more than two ranks the arena keeps what fits its limit, pulls or
     // not: 4 ranks on 2 cores, 16 KiB blocks (64 KiB in all), arena ÷ pulls
@@ -654,7 +660,7 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     // (4); 32 KiB blocks 0.94 and 1.29 (so the limit stays at 64 KiB).
     let default = if arena && c.p > 2 {
         Alltoall::Shm
-    } else if c.equal && c.pulls_in(pulls) {
+    } else if c.equal && c.pulls_in(c.pull_range(&ALLTOALL_PULLS)) {
         Alltoall::ShmPull
     } else if arena {
         Alltoall::Shm

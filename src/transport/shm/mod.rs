@@ -364,29 +364,30 @@ impl ShmTransport {
     /// Unread bytes of the record at the front of `peer`'s ring (0: none
     /// yet, or no ring): lets a reader size its read to what arrived.
     pub(crate) fn pending(&mut self, peer: Rank) -> Result<usize, LinkError> {
-        let Some(Some(p)) = self.peers.get(peer as usize) else {
-            return Ok(0);
-        };
-        let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
-            return Ok(0);
-        };
-        inbound
-            .pending()
-            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+        self.look_at(peer, Consumer::pending)
     }
 
     /// The first unread bytes of the record at the front of `peer`'s ring,
     /// left unread (see `Consumer::peek`); 0 when none.
     pub(crate) fn peek(&mut self, peer: Rank, dst: &mut [u8]) -> Result<usize, LinkError> {
+        self.look_at(peer, |ring| ring.peek(dst))
+    }
+
+    /// Runs `look` on `peer`'s inbound ring without reading from it (0 if
+    /// it has none).
+    #[inline]
+    fn look_at(
+        &mut self,
+        peer: Rank,
+        look: impl FnOnce(&mut Consumer) -> Result<usize, Corrupt>,
+    ) -> Result<usize, LinkError> {
         let Some(Some(p)) = self.peers.get(peer as usize) else {
             return Ok(0);
         };
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
         };
-        inbound
-            .peek(dst)
-            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+        look(inbound).map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
     }
 
     /// Whether `peer`'s ring in our segment holds bytes (false for a rank
