@@ -11,16 +11,23 @@
 //! cache line, written by one side and read by the other, as in Open MPI's
 //! "fast boxes".
 //!
-//! Records start on 64-byte boundaries of the free-running byte position.
-//! A header's stamp is derived from its position (`pos / 64 + 1`, low 32
-//! bits), so a stale header left from the previous lap, or the zeroed memory
-//! of a fresh ring, never looks ready. Payload bytes of an earlier lap
-//! could (a user's data is arbitrary): the producer checks the 8 bytes that
-//! land at each line start inside a record, and ends the record before any
-//! that would read as a ready header one lap later, so that line gets a real
-//! header instead. (Clearing the next header slot would be simpler, but the
-//! consumer is polling that very line: the extra store made a ping-pong 4×
-//! slower here.) The consumer owns `head` (the start of
+//! Records start on 64-byte boundaries of the free-running byte position
+//! (a small message is one line; records packed at 16 bytes moved fewer
+//! lines for a stream of 1–8-byte messages, 3–5% more of them per second,
+//! but a 16–64-byte message then straddled two lines and its latency grew
+//! by 15–25%). A header's stamp is derived from its position
+//! (`pos / 64 + 1`, low 32 bits), so a header left from the previous lap,
+//! or the zeroed memory of a fresh ring, never looks ready. Payload bytes
+//! of an earlier lap could (a user's data is arbitrary), but the consumer
+//! only ever looks for a header right after the record it finished: so
+//! before publishing a record the producer looks at the slot just past it
+//! (free space) and overwrites it if it would read as ready. That slot must
+//! be free, so the producer never fills the last slot of the ring.
+//! (Clearing that slot unconditionally would be simpler, but the consumer
+//! may be polling its line: an extra store there made a ping-pong 4×
+//! slower. Checking every line start inside each record instead, as this
+//! ring once did, cost a scan of every eager payload: 14–19% of `bw` at
+//! 16–128 KiB.) The consumer owns `head` (the start of
 //! the first record not yet fully read), on a cache line of its own; it
 //! publishes `head` (release) when it finishes a record, and the producer
 //! re-reads it (acquire) only when the ring looks full, so in steady state
@@ -47,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of control data before the ring's data area.
 pub(crate) const CTL_BYTES: usize = 64;
-/// Records start at multiples of this many bytes.
+/// Records start at multiples of this many bytes (a cache line).
 const RECORD_ALIGN: u64 = 64;
 /// Bytes of a record header.
 const RECORD_HEADER: usize = 8;
@@ -203,52 +210,6 @@ impl Producer {
         self.ring.capacity as u64 - (self.tail - self.head_cache)
     }
 
-    /// The longest prefix (at most `len` bytes) of the concatenation of
-    /// `bufs` that can go in a record at `tail` without leaving, at a line
-    /// start inside the record, bytes that would read as a ready header one
-    /// lap later. Such a line instead starts the next record, whose header
-    /// covers it.
-    fn safe_len(&self, bufs: &[&[u8]], len: usize) -> usize {
-        let cap = self.ring.capacity as u64;
-        let step = RECORD_ALIGN as usize;
-        // Payload byte `64k - 8` lands at the start of the record's line k,
-        // whose stamp one lap later is `stamp` (+1 per line).
-        let mut at = step - RECORD_HEADER;
-        let mut stamp = stamp_at(self.tail + RECORD_ALIGN + cap);
-        // `base`: where the current buffer starts in the concatenation.
-        let mut base = 0usize;
-        for (i, b) in bufs.iter().enumerate() {
-            let end = (base + b.len()).min(len);
-            // The words wholly inside this buffer: loaded straight from it
-            // (this runs for every line of every eager message).
-            while at + 8 <= end {
-                let k = at - base;
-                if let Some(w) = b.get(k..k + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-                    if (u64::from_ne_bytes(w) >> 32) as u32 == stamp {
-                        return at;
-                    }
-                }
-                at += step;
-                stamp = stamp.wrapping_add(1);
-            }
-            if at + 8 > len {
-                return len;
-            }
-            // A word that starts here and ends in a later buffer.
-            if at < end {
-                let mut w = [0u8; 8];
-                gather(&bufs[i..], at - base, &mut w);
-                if (u64::from_ne_bytes(w) >> 32) as u32 == stamp {
-                    return at;
-                }
-                at += step;
-                stamp = stamp.wrapping_add(1);
-            }
-            base += b.len();
-        }
-        len
-    }
-
     /// Copies a prefix of the concatenation of `bufs` into the ring as one
     /// record and publishes it; returns the byte count (0 when full).
     pub(crate) fn write(&mut self, bufs: &[&[u8]]) -> Result<usize, Corrupt> {
@@ -263,7 +224,9 @@ impl Producer {
         if want == 0 {
             return Ok(0);
         }
-        if self.free() < footprint_of(want) {
+        let fits = footprint_of(want);
+        // One slot past the record stays free (see the module's notes).
+        if self.free() < fits + RECORD_ALIGN {
             let head = self.ring.head().load(Ordering::Acquire);
             // The counters never wrap (2^64 bytes), so the consumer can never
             // be ahead, nor more than a ring behind.
@@ -272,50 +235,44 @@ impl Producer {
             }
             self.head_cache = head;
         }
-        let free = self.free() as usize;
-        if free < RECORD_ALIGN as usize {
+        let free = self.free();
+        if free < 2 * RECORD_ALIGN {
             return Ok(0);
         }
-        let len = self.safe_len(bufs, want.min(free - RECORD_HEADER));
+        // footprint_of(len) + RECORD_ALIGN <= free (multiples of 64).
+        let len = want.min((free - RECORD_ALIGN) as usize - RECORD_HEADER);
+        let at = self.tail;
         let mut off = 0usize;
         for b in bufs {
             if off == len {
                 break;
             }
             let n = b.len().min(len - off);
-            // SAFETY: the record's bytes tail..tail+footprint_of(len) are
-            // free (the consumer released them: head_cache was read with
-            // acquire ordering, and footprint_of(len) <= free), so only the
+            // SAFETY: the bytes at..at+footprint_of(len) are free (the
+            // consumer released them: head_cache was read with acquire
+            // ordering, and footprint_of(len) <= free), so only the
             // producer touches them until the header is published.
             unsafe {
                 self.ring
-                    .copy_in(self.tail + (RECORD_HEADER + off) as u64, &b[..n])
+                    .copy_in(at + (RECORD_HEADER + off) as u64, &b[..n])
             };
             off += n;
         }
-        let next = self.tail + footprint_of(len);
-        let header = u64::from(stamp_at(self.tail)) << 32 | len as u64;
-        self.ring.header(self.tail).store(header, Ordering::Release);
+        let next = at + footprint_of(len);
+        // The slot the consumer reads after this record: free space (one
+        // slot always is), holding whatever an earlier lap left there. If
+        // that reads as ready, it is overwritten before the record is
+        // published (the consumer reaches it only through this record's
+        // header, whose release store orders this one before it).
+        let after = self.ring.header(next);
+        let stamp = stamp_at(next);
+        if (after.load(Ordering::Relaxed) >> 32) as u32 == stamp {
+            after.store(u64::from(!stamp) << 32, Ordering::Relaxed);
+        }
+        let header = u64::from(stamp_at(at)) << 32 | len as u64;
+        self.ring.header(at).store(header, Ordering::Release);
         self.tail = next;
         Ok(len)
-    }
-}
-
-/// Copies bytes `at..at + out.len()` of the concatenation of `bufs` into `out`.
-fn gather(bufs: &[&[u8]], mut at: usize, out: &mut [u8]) {
-    let mut filled = 0;
-    for b in bufs {
-        if at >= b.len() {
-            at -= b.len();
-            continue;
-        }
-        let n = (b.len() - at).min(out.len() - filled);
-        out[filled..filled + n].copy_from_slice(&b[at..at + n]);
-        filled += n;
-        at = 0;
-        if filled == out.len() {
-            break;
-        }
     }
 }
 

@@ -35,11 +35,12 @@ fn records_are_capped_and_space_comes_back() {
     let (_m, r) = Mem::new(1024);
     let mut p = Producer::new(r);
     let mut c = Consumer::new(r);
-    // A quarter of the ring, less the record header, per record.
+    // A quarter of the ring, less the record header, per record; the last
+    // slot of the ring stays free.
     assert_eq!(p.write(&[&[1u8; 1000]]), Ok(248));
     assert_eq!(p.write(&[&[2u8; 300], &[3u8; 300]]), Ok(248));
     assert_eq!(p.write(&[&[4u8; 248]]), Ok(248));
-    assert_eq!(p.write(&[&[5u8; 248]]), Ok(248));
+    assert_eq!(p.write(&[&[5u8; 248]]), Ok(184));
     assert_eq!(p.write(&[&[6u8; 1]]), Ok(0));
     // A record read in pieces releases its space only at its end.
     let mut out = [0u8; 100];
@@ -54,96 +55,63 @@ fn records_are_capped_and_space_comes_back() {
     // Two records are free again: 512 bytes.
     assert_eq!(p.write(&[&[7u8; 300]]), Ok(248));
     let mut rest = vec![0u8; 2000];
-    assert_eq!(c.read(&mut rest), Ok(244 + 248 + 248));
+    assert_eq!(c.read(&mut rest), Ok(244 + 184 + 248));
     assert!(rest[..244].iter().all(|&b| b == 4));
-    assert!(rest[244..492].iter().all(|&b| b == 5));
-    assert!(rest[492..740].iter().all(|&b| b == 7));
+    assert!(rest[244..428].iter().all(|&b| b == 5));
+    assert!(rest[428..676].iter().all(|&b| b == 7));
     assert_eq!(c.read(&mut rest), Ok(0));
 }
 
-/// Payloads of one lap of a ring of `cap` bytes: 248-byte messages, each
-/// with one 8-byte word that, written where a correct producer puts it,
-/// would read one lap later as a ready header at a record-slot start
-/// inside the record (a different slot in each message). A correct
-/// producer ends each message's first record just before that word: the
-/// expected record lengths are returned beside the payloads.
-fn forged_lap(cap: usize) -> (Vec<Vec<u8>>, Vec<usize>) {
-    let align = RECORD_ALIGN as usize;
-    let slots = 256 / align; // a 248-byte record spans this many slots
-    let (mut msgs, mut lens) = (Vec::new(), Vec::new());
+/// Payloads of one lap of a ring of `cap` bytes, written as records of
+/// `len` bytes from position 0: every 8-byte word at a record-slot start
+/// reads, one lap later, as a ready header for that slot.
+fn forged_lap(cap: usize, len: usize) -> Vec<Vec<u8>> {
+    let mut msgs = Vec::new();
     let mut pos = 0u64;
-    for i in 0.. {
-        let at = (1 + i % (slots - 1)) * align - RECORD_HEADER;
-        if pos + footprint_of(at) + footprint_of(248 - at) > cap as u64 {
-            break;
+    while pos + footprint_of(len) + RECORD_ALIGN <= cap as u64 {
+        let mut msg = vec![0u8; len];
+        let mut at = RECORD_ALIGN as usize - RECORD_HEADER;
+        while at + 8 <= len {
+            let slot = pos + (at + RECORD_HEADER) as u64 + cap as u64;
+            let word = u64::from(stamp_at(slot)) << 32 | 8;
+            msg[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+            at += RECORD_ALIGN as usize;
         }
-        let mut msg = vec![0u8; 248];
-        let word = u64::from(stamp_at(pos + (at + RECORD_HEADER) as u64 + cap as u64)) << 32 | 8;
-        msg[at..at + 8].copy_from_slice(&word.to_ne_bytes());
         msgs.push(msg);
-        lens.extend([at, 248 - at]);
-        pos += footprint_of(at) + footprint_of(248 - at);
+        pos += footprint_of(len);
     }
-    (msgs, lens)
-}
-
-/// Writes each message of `msgs` (handed over as slices of `split` bytes)
-/// until all of it is in, reading every record at once; checks the bytes
-/// and returns the record lengths.
-fn write_lap(p: &mut Producer, c: &mut Consumer, msgs: &[Vec<u8>], split: usize) -> Vec<usize> {
-    let mut lens = Vec::new();
-    for msg in msgs {
-        let mut got = Vec::new();
-        while got.len() < msg.len() {
-            let slices: Vec<&[u8]> = msg[got.len()..].chunks(split).collect();
-            let n = p.write(&slices).unwrap();
-            assert!(n > 0);
-            lens.push(n);
-            let mut buf = vec![0u8; n];
-            assert_eq!(c.read(&mut buf), Ok(n));
-            got.extend_from_slice(&buf);
-        }
-        assert_eq!(&got, msg, "split {split}");
-    }
-    lens
+    msgs
 }
 
 #[test]
 fn payload_that_looks_like_a_header_is_not_taken_for_one() {
-    // A forged lap, then a lap of the smallest records over it: none may
-    // find a lookalike header after it.
-    let cap = 1024usize;
-    let (_m, r) = Mem::new(cap);
-    let mut p = Producer::new(r);
-    let mut c = Consumer::new(r);
-    let (msgs, expected) = forged_lap(cap);
-    assert!(msgs.len() >= 3);
-    assert_eq!(write_lap(&mut p, &mut c, &msgs, 248), expected);
-    let mut out = [0u8; 64];
-    for i in 0..(cap / RECORD_ALIGN as usize) as u8 {
-        assert_eq!(p.write(&[&[i; 8]]), Ok(8));
-        assert_eq!(c.read(&mut out), Ok(8), "record {i}");
-        assert_eq!(&out[..8], &[i; 8]);
-        assert_eq!(c.read(&mut out), Ok(0), "a forged record after {i}");
-    }
-}
-
-#[test]
-fn lookalike_words_split_across_slices_are_found() {
-    // The forged lap of the test above, handed over as many slices whose
-    // boundaries fall inside the words checked at slot starts: the records
-    // must end at the same places as with one slice.
-    let cap = 1024usize;
-    let (msgs, expected) = forged_lap(cap);
-    for split in [1, 3, 13, 60, 248] {
-        let (_m, r) = Mem::new(cap);
-        let mut p = Producer::new(r);
-        let mut c = Consumer::new(r);
-        assert_eq!(
-            write_lap(&mut p, &mut c, &msgs, split),
-            expected,
-            "split {split}"
-        );
+    // A lap of records whose payloads are lookalike headers at every slot,
+    // then laps of records of every small size over it: none may find a
+    // lookalike after it. Records of a forged lap go whole (one each).
+    for forged in [8, 24, 40, 120, 248] {
+        for small in 1..=40 {
+            let cap = 1024usize;
+            let (_m, r) = Mem::new(cap);
+            let mut p = Producer::new(r);
+            let mut c = Consumer::new(r);
+            let mut buf = vec![0u8; 256];
+            for msg in forged_lap(cap, forged) {
+                assert_eq!(p.write(&[&msg]), Ok(forged));
+                assert_eq!(c.read(&mut buf), Ok(forged));
+                assert_eq!(&buf[..forged], &msg[..]);
+            }
+            for i in 0..2 * cap / small {
+                let fill = [i as u8; 40];
+                assert_eq!(p.write(&[&fill[..small]]), Ok(small));
+                assert_eq!(c.read(&mut buf), Ok(small), "{forged}/{small}: record {i}");
+                assert_eq!(&buf[..small], &fill[..small]);
+                assert_eq!(
+                    c.read(&mut buf),
+                    Ok(0),
+                    "{forged}/{small}: a forged record after {i}"
+                );
+            }
+        }
     }
 }
 
@@ -170,8 +138,9 @@ fn corrupted_rings_are_detected() {
     let (_m, r) = Mem::new(256);
     let mut p = Producer::new(r);
     r.head().store(u64::MAX - 63, Ordering::Release);
-    // Four records fit without looking at the head; the fifth needs it.
-    for _ in 0..4 {
+    // Three records fit without looking at the head (the last slot stays
+    // free); the fourth needs it.
+    for _ in 0..3 {
         assert_eq!(p.write(&[&[0u8; 100]]), Ok(56));
     }
     assert_eq!(p.write(&[&[0u8; 100]]), Err(Corrupt));
@@ -255,10 +224,12 @@ fn read_records_takes_whole_small_records_only() {
     assert_eq!(&out[..5], &[4u8; 5]);
     assert_eq!(c.read_records(&mut out[..20], 96), Ok(0));
     assert_eq!(c.read_records(&mut out, 96), Ok(30));
-    // All their space came back: four records of a quarter of the ring fit.
-    for _ in 0..4 {
+    // All their space came back: three records of a quarter of the ring
+    // fit, and a fourth but for the ring's last slot.
+    for _ in 0..3 {
         assert_eq!(p.write(&[&[9u8; 1016]]), Ok(1016));
     }
+    assert_eq!(p.write(&[&[9u8; 1016]]), Ok(952));
 }
 
 #[test]
