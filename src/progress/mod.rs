@@ -115,7 +115,8 @@ impl Progress {
 
     /// Uses shared memory for the peers already added to `shm`, on a node
     /// of this profile.
-    pub(crate) fn set_shm(&mut self, shm: ShmTransport, profile: Profile) {
+    pub(crate) fn set_shm(&mut self, mut shm: ShmTransport, profile: Profile) {
+        shm.set_profile(profile);
         self.links.set_shm(shm);
         self.profile = profile;
     }
