@@ -126,7 +126,7 @@ impl Driver {
 
     /// Takes the driver for one call: an error after finalize, or when the
     /// calling thread is already inside a library call.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock(&self) -> Result<Held<'_>> {
         let held = self.enter()?;
         if held.is_finalized() {
@@ -187,7 +187,7 @@ impl Driver {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn enter(&self) -> Result<Held<'_>> {
         if INSIDE.with(Cell::get) {
             return Err(reentrant_error());
@@ -277,6 +277,12 @@ impl DerefMut for Held<'_> {
 impl Drop for Held<'_> {
     #[inline]
     fn drop(&mut self) {
+        if let Access::Owned(_) = self.g {
+            // The owner thread is the only one: nobody sleeps with the
+            // turn or is parked while it is inside a call.
+            INSIDE.with(|c| c.set(false));
+            return;
+        }
         if self.turns.sleeping {
             // What this call queued is pushed now, not after the sleep.
             self.wake_sleeper();
