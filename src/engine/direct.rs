@@ -132,6 +132,13 @@ impl Engine {
         }
     }
 
+    /// Whether a direct receive is under way (it takes the next matching
+    /// message before any posted receive does).
+    #[inline]
+    pub(crate) fn direct_active(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// Whether the direct receive has an outcome (finished, or falls back).
     #[inline]
     pub(crate) fn direct_finished(&self) -> bool {

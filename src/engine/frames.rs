@@ -107,6 +107,27 @@ impl Engine {
         self.on_eager(peer, context, tag, len, sync.then_some(sreq), Some(payload))
     }
 
+    /// A plain eager message of `len` bytes from `peer`, whole at hand
+    /// (still in its link), that the first posted receive takes now; the
+    /// caller then copies the payload into that receive's buffer. `None`:
+    /// the general way ([`Engine::handle_eager_whole`] and the rest) must
+    /// handle it. See [`Engine::take_first_posted`].
+    #[inline]
+    pub(crate) fn take_eager_now(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        len: usize,
+    ) -> Option<ReqId> {
+        let env = Envelope {
+            context,
+            source: peer,
+            tag,
+        };
+        self.take_first_posted(&env, len)
+    }
+
     /// The usual case of a stream of small messages, done in one pass: a
     /// plain eager message of `len` bytes, at hand whole, from a peer whose
     /// link is between frames, that the first posted receive takes (it

@@ -109,6 +109,47 @@ fn one_message(links: &mut Links, peer: Rank, rec: usize) -> Result<bool, LinkEr
         && Frame::short_eager_len(&head).is_some_and(|len| len + SHORT_HEADER_LEN == rec))
 }
 
+/// Takes the messages at the front of `peer`'s shared-memory ring, each a
+/// whole plain eager message in a record of its own, that the first posted
+/// receive takes (`Engine::take_eager_now`): header read from the ring,
+/// payload copied from it straight into the receive's buffer (no staging,
+/// no frame value). Stops at the first message that must go the general
+/// way. Returns how many it took.
+#[inline]
+fn take_from_ring(
+    peer: Rank,
+    links: &mut Links,
+    engine: &mut Engine,
+    bufs: &mut BufTable,
+    max_len: u64,
+) -> Result<usize, LinkError> {
+    if engine.direct_active() {
+        // A blocking receive: the general way (which it takes anyway).
+        return Ok(0);
+    }
+    let mut vanished = false;
+    let taken = links.shm_take_each(peer, SHM_WHOLE_MESSAGE, |head, body| {
+        let Some((context, tag, len)) = Frame::short_eager(head, max_len) else {
+            return false;
+        };
+        if len != body.len() {
+            return false;
+        }
+        let Some(id) = engine.take_eager_now(peer, context, tag, len) else {
+            return false;
+        };
+        match bufs.recv_bytes_mut(id).get_mut(..len) {
+            Some(dst) => body.copy_to(dst),
+            None => vanished = true,
+        }
+        true
+    })?;
+    if vanished {
+        return Err(LinkError("payload destination vanished".into()));
+    }
+    Ok(taken)
+}
+
 impl InState {
     fn new() -> Self {
         InState {
@@ -186,6 +227,11 @@ impl InState {
             if staged > 0 {
                 hlen // the rest of a header split between records
             } else {
+                // Whole small messages that the first posted receive takes
+                // go straight from the ring into its buffer.
+                if take_from_ring(peer, links, engine, bufs, max_len)? > 0 {
+                    return Ok(Step::Handled);
+                }
                 let whole = match links.shm_pending(peer)? {
                     0 => return Ok(Step::Idle),
                     // Small: whole, one read (a second costs more than

@@ -4,7 +4,7 @@
 
 use crate::ids::Rank;
 use crate::transport::selfloop::SelfLoop;
-use crate::transport::shm::ShmTransport;
+use crate::transport::shm::{RecordBody, ShmTransport, TAKE_HEAD};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::{LinkError, Transport};
 use std::io::IoSlice;
@@ -102,6 +102,21 @@ impl Links {
     pub(super) fn shm_peek(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
         match (self.kind(peer), self.shm.as_mut()) {
             (Some(LinkKind::Shm), Some(shm)) => shm.peek(peer, buf),
+            _ => Ok(0),
+        }
+    }
+
+    /// Takes whole small records from `peer`'s shared-memory ring while
+    /// `take` accepts them (0 for other links; see `Consumer::take_each`).
+    #[inline]
+    pub(super) fn shm_take_each(
+        &mut self,
+        peer: Rank,
+        max_record: usize,
+        take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
+    ) -> Result<usize, LinkError> {
+        match (self.kind(peer), self.shm.as_mut()) {
+            (Some(LinkKind::Shm), Some(shm)) => shm.take_each(peer, max_record, take),
             _ => Ok(0),
         }
     }

@@ -248,6 +248,25 @@ impl Frame {
         }
     }
 
+    /// The context, tag and payload length of a valid plain eager frame's
+    /// short header in `b` (`None` for anything else, valid or not: the
+    /// caller hands those to [`Frame::decode`]). `max_len` bounds the
+    /// length, as in `decode`.
+    #[inline]
+    pub(crate) fn short_eager(
+        b: &[u8; SHORT_HEADER_LEN],
+        max_len: u64,
+    ) -> Option<(u32, u32, usize)> {
+        if b[0] != SHORT_MAGIC || b[1] != VERSION || b[2] != 0 || b[3] != 0 {
+            return None;
+        }
+        let len = u32_at(b, 4);
+        if u64::from(len) > max_len {
+            return None;
+        }
+        Some((u32_at(b, 8), u32_at(b, 12), usize::try_from(len).ok()?))
+    }
+
     /// Length of the header that starts with byte `first` (see the unit
     /// test `header_len_tells_the_two_forms_apart`).
     pub fn header_len(first: u8) -> Result<usize, WireError> {

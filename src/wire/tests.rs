@@ -250,3 +250,37 @@ fn short_eager_len_reads_only_a_plain_eager_header() {
     assert_eq!(Frame::short_eager_len(&sync), None);
     assert_eq!(Frame::short_eager_len(&plain[..7]), None);
 }
+
+#[test]
+fn short_eager_accepts_exactly_what_decode_reads_as_plain_eager() {
+    let plain = Frame::Eager {
+        context: 3,
+        tag: 9,
+        len: 2048,
+        sync: false,
+        sreq: 0,
+    }
+    .encode();
+    let head: [u8; SHORT_HEADER_LEN] = plain[..SHORT_HEADER_LEN].try_into().unwrap();
+    assert_eq!(Frame::short_eager(&head, 4096), Some((3, 9, 2048)));
+    // Too long for the bound, and every single-byte corruption of the
+    // fixed fields: refused here, and an error (or another frame) for
+    // decode, never a different eager message.
+    assert_eq!(Frame::short_eager(&head, 2047), None);
+    for at in 0..4 {
+        let mut bad = head;
+        bad[at] ^= 0x40;
+        assert_eq!(Frame::short_eager(&bad, 4096), None, "byte {at}");
+        assert!(!matches!(
+            Frame::decode(&bad, 4096),
+            Ok(Frame::Eager { sync: false, .. })
+        ));
+    }
+    // Any field value goes through unchanged.
+    let mut odd = head;
+    odd[8..16].copy_from_slice(&[0xff; 8]);
+    assert_eq!(
+        Frame::short_eager(&odd, 4096),
+        Some((u32::MAX, u32::MAX, 2048))
+    );
+}

@@ -403,6 +403,50 @@ impl Consumer {
         Ok(done)
     }
 
+    /// Takes whole records of [`TAKE_HEAD`] to `max_record` bytes from the
+    /// front, one by one, while `take` accepts them: it sees a record's
+    /// first `TAKE_HEAD` bytes (copied out) and the rest in place, and
+    /// returns whether it took the record (whose space is then released);
+    /// the first record it declines stays, unread. Only between records
+    /// (none partly read). Returns how many it took. A small message goes
+    /// this way from the ring straight to its destination, with no copy
+    /// in between.
+    pub(crate) fn take_each(
+        &mut self,
+        max_record: usize,
+        mut take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
+    ) -> Result<usize, Corrupt> {
+        let mut taken = 0;
+        loop {
+            let avail = self.open()?;
+            if avail < TAKE_HEAD || self.off != 0 || avail > max_record {
+                break;
+            }
+            let mut head = [0u8; TAKE_HEAD];
+            // SAFETY: as in `read`: the record is published and ours until
+            // we publish a head past it; TAKE_HEAD <= its validated length.
+            unsafe {
+                self.ring
+                    .copy_out(self.head + RECORD_HEADER as u64, &mut head)
+            };
+            let body = RecordBody {
+                ring: &self.ring,
+                pos: self.head + (RECORD_HEADER + TAKE_HEAD) as u64,
+                len: avail - TAKE_HEAD,
+            };
+            if !take(&head, body) {
+                break;
+            }
+            self.head += footprint_of(self.len);
+            self.len = 0;
+            taken += 1;
+        }
+        if taken > 0 {
+            self.ring.head().store(self.head, Ordering::Release);
+        }
+        Ok(taken)
+    }
+
     /// Copies whole records out, as many as fit in `dst`, stopping before
     /// one of more than `max_record` bytes; releases their space. A reader
     /// that falls behind a stream of small messages takes them all with one
@@ -436,6 +480,37 @@ impl Consumer {
             self.ring.head().store(self.head, Ordering::Release);
         }
         Ok(done)
+    }
+}
+
+/// Bytes of a record that [`Consumer::take_each`] shows its caller before
+/// the caller decides whether to take the record (a short frame header).
+pub(crate) const TAKE_HEAD: usize = 16;
+
+/// The rest of a record being taken by [`Consumer::take_each`] (after its
+/// first [`TAKE_HEAD`] bytes), to copy where it belongs.
+#[derive(Debug)]
+pub(crate) struct RecordBody<'a> {
+    ring: &'a RingPtr,
+    pos: u64,
+    len: usize,
+}
+
+impl RecordBody<'_> {
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies the body (at most `dst.len()` bytes of it) into `dst`.
+    pub(crate) fn copy_to(&self, dst: &mut [u8]) {
+        let n = self.len.min(dst.len());
+        // SAFETY: as in `Consumer::read`: the record is published (its
+        // header was read with acquire ordering) and ours until the
+        // consumer releases it, which it does only after the caller's
+        // closure (holding this body) returned; `pos..pos + n` lies within
+        // the record's validated length.
+        unsafe { self.ring.copy_out(self.pos, &mut dst[..n]) }
     }
 }
 

@@ -259,3 +259,45 @@ fn peek_shows_the_front_record_without_consuming_it() {
     assert_eq!(c.read(&mut rest), Ok(8));
     assert_eq!(rest[..8], [95, 96, 97, 98, 99, 7, 7, 7]);
 }
+
+#[test]
+fn take_each_hands_over_whole_records_until_one_is_declined() {
+    let (_m, r) = Mem::new(4096);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let rec =
+        |n: u8, len: usize| -> Vec<u8> { (0..len).map(|i| n.wrapping_add(i as u8)).collect() };
+    for (n, len) in [(1u8, 24usize), (2, 100), (3, 10), (4, 40), (5, 600)] {
+        assert_eq!(p.write(&[&rec(n, len)]), Ok(len));
+    }
+    let mut seen = Vec::new();
+    // Takes the first two; the third is shorter than a head: it stops there.
+    let taken = c.take_each(512, |head, body| {
+        let mut all = head.to_vec();
+        let mut rest = vec![0u8; body.len()];
+        body.copy_to(&mut rest);
+        all.extend_from_slice(&rest);
+        seen.push(all);
+        true
+    });
+    assert_eq!(taken, Ok(2));
+    assert_eq!(seen, vec![rec(1, 24), rec(2, 100)]);
+    // The declined record is still there, whole.
+    let mut out = [0u8; 10];
+    assert_eq!(c.read(&mut out), Ok(10));
+    assert_eq!(out.to_vec(), rec(3, 10));
+    // A declining closure takes nothing; a record above the limit stops it.
+    assert_eq!(c.take_each(512, |_, _| false), Ok(0));
+    assert_eq!(c.take_each(512, |_, _| true), Ok(1));
+    assert_eq!(c.take_each(512, |_, _| true), Ok(0));
+    assert_eq!(c.pending(), Ok(600));
+    // Partly read: nothing is taken until the record is finished.
+    assert_eq!(c.read(&mut out), Ok(10));
+    assert_eq!(c.take_each(4096, |_, _| true), Ok(0));
+    let mut rest = vec![0u8; 590];
+    assert_eq!(c.read(&mut rest), Ok(590));
+    // Their space came back.
+    for _ in 0..3 {
+        assert_eq!(p.write(&[&[9u8; 1016]]), Ok(1016));
+    }
+}
