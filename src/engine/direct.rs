@@ -132,11 +132,37 @@ impl Engine {
         }
     }
 
-    /// Whether a direct receive is under way (it takes the next matching
-    /// message before any posted receive does).
+    /// A plain eager message of `len` bytes, whole at hand, from a peer
+    /// between frames and within its eager limit, that the waiting direct
+    /// receive takes: it matches and fits. The receive is finished when
+    /// this returns true; anything else (a mismatch, a truncation, a peer
+    /// mid-payload) is left to the general way (`Engine::on_eager`), which
+    /// decides as this would have for a message it takes.
     #[inline]
-    pub(crate) fn direct_active(&self) -> bool {
-        self.direct.is_some()
+    pub(super) fn take_direct_now(&mut self, env: &Envelope, len: usize) -> bool {
+        let Some(p) = self.peers.get(env.source as usize) else {
+            return false;
+        };
+        if p.incoming.is_some() || len > p.eager_limit || env.source == self.me {
+            return false;
+        }
+        let Some(d) = self.direct.as_mut() else {
+            return false;
+        };
+        if self.direct_draining
+            || !matches!(d.state, DirectState::Waiting)
+            || !d.pattern.matches(env)
+            || len > d.capacity
+        {
+            return false;
+        }
+        d.state = DirectState::Done(Ok(MsgInfo {
+            source: env.source,
+            tag: env.tag,
+            len,
+        }));
+        self.eager_matched(env.source, len, None);
+        true
     }
 
     /// Whether the direct receive has an outcome (finished, or falls back).

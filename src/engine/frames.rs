@@ -108,10 +108,12 @@ impl Engine {
     }
 
     /// A plain eager message of `len` bytes from `peer`, whole at hand
-    /// (still in its link), that the first posted receive takes now; the
-    /// caller then copies the payload into that receive's buffer. `None`:
-    /// the general way ([`Engine::handle_eager_whole`] and the rest) must
-    /// handle it. See [`Engine::take_first_posted`].
+    /// (still in its link), that the direct receive or else the first
+    /// posted receive takes now, finished: the caller then copies the
+    /// payload into that receive's buffer (`dest`). `None`: the general
+    /// way ([`Engine::handle_eager_whole`] and the rest) must handle it,
+    /// and decides as this would have. See [`Engine::take_first_posted`]
+    /// and `Engine::take_direct_now`.
     #[inline]
     pub(crate) fn take_eager_now(
         &mut self,
@@ -119,13 +121,16 @@ impl Engine {
         context: u32,
         tag: u32,
         len: usize,
-    ) -> Option<ReqId> {
+    ) -> Option<Dest> {
         let env = Envelope {
             context,
             source: peer,
             tag,
         };
-        self.take_first_posted(&env, len)
+        if self.direct.is_some() {
+            return self.take_direct_now(&env, len).then_some(Dest::Direct);
+        }
+        self.take_first_posted(&env, len).map(Dest::Req)
     }
 
     /// The usual case of a stream of small messages, done in one pass: a

@@ -1196,3 +1196,61 @@ fn a_direct_receive_matches_before_receives_posted_after_it() {
     assert!(!e.is_done(later));
     assert_eq!(e.queue_lengths(), (1, 1), "queued, not matched");
 }
+
+#[test]
+fn a_message_taken_now_goes_where_the_general_way_would_put_it() {
+    // Two engines fed the same arrivals, one through `take_eager_now`
+    // (falling back to the general way when it declines), one only the
+    // general way: same destinations, same outcomes, same queues.
+    let arrivals = [
+        (0u32, 1u32, 4usize),
+        (0, 2, 4),
+        (0, 1, 100),
+        (0, 1, 4),
+        (1, 1, 4),
+    ];
+    let run = |fast: bool| {
+        let mut e = Engine::new(1, 3, 64);
+        let posted = e.post_recv(0, Some(0), Some(1), 8);
+        let mut dests = Vec::new();
+        let mut direct = Vec::new();
+        for (i, &(context, tag, len)) in arrivals.iter().enumerate() {
+            if i == 3 {
+                // A blocking receive now waits (nothing posted is left).
+                assert_eq!(e.begin_direct(0, Some(0), Some(1), 8), DirectStart::Waiting);
+            }
+            let payload = vec![i as u8; len];
+            let taken = if fast {
+                e.take_eager_now(0, context, tag, len)
+            } else {
+                None
+            };
+            let dest = match taken {
+                Some(d) => Ok(Some(d)),
+                None => {
+                    let frame = Frame::Eager {
+                        context,
+                        tag,
+                        len: len as u64,
+                        sync: false,
+                        sreq: 0,
+                    };
+                    e.handle_eager_whole(0, frame, &payload)
+                }
+            };
+            dests.push(dest);
+            if i == 3 {
+                direct.push(e.end_direct());
+            }
+        }
+        (dests, direct, e.is_done(posted), e.queue_lengths())
+    };
+    let (fast, slow) = (run(true), run(false));
+    assert_eq!(fast, slow);
+    // The first arrival took the posted receive, the fourth the direct
+    // one; the others were queued (a mismatch, and one over the eager
+    // limit is refused the same way by both).
+    assert!(matches!(fast.0[0], Ok(Some(Dest::Req(_)))));
+    assert_eq!(fast.0[3], Ok(Some(Dest::Direct)));
+    assert!(matches!(fast.1[0], DirectOutcome::Done(Ok(_))));
+}

@@ -110,8 +110,9 @@ fn one_message(links: &mut Links, peer: Rank, rec: usize) -> Result<bool, LinkEr
 }
 
 /// Takes the messages at the front of `peer`'s shared-memory ring, each a
-/// whole plain eager message in a record of its own, that the first posted
-/// receive takes (`Engine::take_eager_now`): header read from the ring,
+/// whole plain eager message in a record of its own, that the direct
+/// receive or the first posted receive takes (`Engine::take_eager_now`;
+/// `Staging` is never returned): header read from the ring,
 /// payload copied from it straight into the receive's buffer (no staging,
 /// no frame value). Stops at the first message that must go the general
 /// way. Returns how many it took.
@@ -123,10 +124,6 @@ fn take_from_ring(
     bufs: &mut BufTable,
     max_len: u64,
 ) -> Result<usize, LinkError> {
-    if engine.direct_active() {
-        // A blocking receive: the general way (which it takes anyway).
-        return Ok(0);
-    }
     let mut vanished = false;
     let taken = links.shm_take_each(peer, SHM_WHOLE_MESSAGE, |head, body| {
         let Some((context, tag, len)) = Frame::short_eager(head, max_len) else {
@@ -135,10 +132,12 @@ fn take_from_ring(
         if len != body.len() {
             return false;
         }
-        let Some(id) = engine.take_eager_now(peer, context, tag, len) else {
-            return false;
+        let dst = match engine.take_eager_now(peer, context, tag, len) {
+            Some(Dest::Req(id)) => bufs.recv_bytes_mut(id),
+            Some(Dest::Direct) => bufs.direct_bytes_mut(),
+            Some(Dest::Staging) | None => return false,
         };
-        match bufs.recv_bytes_mut(id).get_mut(..len) {
+        match dst.get_mut(..len) {
             Some(dst) => body.copy_to(dst),
             None => vanished = true,
         }
