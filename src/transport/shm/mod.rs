@@ -618,6 +618,9 @@ impl Transport for ShmTransport {
                 slices = [&slices[0][first..], &slices[1][k - first..]];
             }
             n
+        } else if total <= ring::LINE_RECORD {
+            // A small message: one line.
+            prod.write_line(slices[0], slices[1]).map_err(corrupt)?
         } else {
             prod.write(&slices[..bufs.len().min(2)]).map_err(corrupt)?
         };

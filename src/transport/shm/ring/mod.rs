@@ -224,17 +224,58 @@ impl Producer {
         if want == 0 {
             return Ok(0);
         }
-        let fits = footprint_of(want);
-        // One slot past the record stays free (see the module's notes).
-        if self.free() < fits + RECORD_ALIGN {
-            let head = self.ring.head().load(Ordering::Acquire);
-            // The counters never wrap (2^64 bytes), so the consumer can never
-            // be ahead, nor more than a ring behind.
-            if head > self.tail || self.tail - head > cap as u64 || head % RECORD_ALIGN != 0 {
-                return Err(Corrupt);
-            }
-            self.head_cache = head;
+        if self.free() < footprint_of(want) + RECORD_ALIGN {
+            self.refresh_head()?;
         }
+        self.write_record(bufs, want)
+    }
+
+    /// Writes `head` and `body` as one record of one line (a small
+    /// message's frame header and payload, together at most
+    /// [`LINE_RECORD`] bytes): the usual case of `write`, without its
+    /// general bookkeeping. Returns the byte count (0 when full).
+    #[inline]
+    pub(crate) fn write_line(&mut self, head: &[u8], body: &[u8]) -> Result<usize, Corrupt> {
+        let len = head.len() + body.len();
+        if len > LINE_RECORD || len == 0 {
+            return self.write(&[head, body]);
+        }
+        if self.free() < 2 * RECORD_ALIGN {
+            self.refresh_head()?;
+            if self.free() < 2 * RECORD_ALIGN {
+                return Ok(0);
+            }
+        }
+        let at = self.tail;
+        // SAFETY: the line at..at+64 is free (the consumer released it:
+        // head_cache was read with acquire ordering, and two lines are
+        // free), so only the producer touches it until the header is
+        // published; `len <= LINE_RECORD` keeps both copies in it.
+        unsafe {
+            self.ring.copy_in(at + RECORD_HEADER as u64, head);
+            self.ring
+                .copy_in(at + (RECORD_HEADER + head.len()) as u64, body);
+        }
+        self.publish(at, len);
+        Ok(len)
+    }
+
+    /// Re-reads the consumer's published head (validated).
+    fn refresh_head(&mut self) -> Result<(), Corrupt> {
+        let cap = self.ring.capacity as u64;
+        let head = self.ring.head().load(Ordering::Acquire);
+        // The counters never wrap (2^64 bytes), so the consumer can never
+        // be ahead, nor more than a ring behind.
+        if head > self.tail || self.tail - head > cap || head % RECORD_ALIGN != 0 {
+            return Err(Corrupt);
+        }
+        self.head_cache = head;
+        Ok(())
+    }
+
+    /// Copies a prefix of up to `want` bytes of `bufs` into a record at the
+    /// tail and publishes it (the head already refreshed if needed).
+    fn write_record(&mut self, bufs: &[&[u8]], want: usize) -> Result<usize, Corrupt> {
         let free = self.free();
         if free < 2 * RECORD_ALIGN {
             return Ok(0);
@@ -258,6 +299,14 @@ impl Producer {
             };
             off += n;
         }
+        self.publish(at, len);
+        Ok(len)
+    }
+
+    /// Publishes the record of `len` payload bytes written at `at` (the
+    /// tail) and moves the tail past it.
+    #[inline]
+    fn publish(&mut self, at: u64, len: usize) {
         let next = at + footprint_of(len);
         // The slot the consumer reads after this record: free space (one
         // slot always is), holding whatever an earlier lap left there. If
@@ -272,7 +321,6 @@ impl Producer {
         let header = u64::from(stamp_at(at)) << 32 | len as u64;
         self.ring.header(at).store(header, Ordering::Release);
         self.tail = next;
-        Ok(len)
     }
 }
 
@@ -482,6 +530,9 @@ impl Consumer {
         Ok(done)
     }
 }
+
+/// The largest record payload that fits in one line with its header.
+pub(crate) const LINE_RECORD: usize = RECORD_ALIGN as usize - RECORD_HEADER;
 
 /// Bytes of a record that [`Consumer::take_each`] shows its caller before
 /// the caller decides whether to take the record (a short frame header).

@@ -102,7 +102,13 @@ fn payload_that_looks_like_a_header_is_not_taken_for_one() {
             }
             for i in 0..2 * cap / small {
                 let fill = [i as u8; 40];
-                assert_eq!(p.write(&[&fill[..small]]), Ok(small));
+                // Half of them the way of a small message (`write_line`).
+                let n = if i % 2 == 0 {
+                    p.write(&[&fill[..small]])
+                } else {
+                    p.write_line(&fill[..small / 2], &fill[small / 2..small])
+                };
+                assert_eq!(n, Ok(small));
                 assert_eq!(c.read(&mut buf), Ok(small), "{forged}/{small}: record {i}");
                 assert_eq!(&buf[..small], &fill[..small]);
                 assert_eq!(
@@ -300,4 +306,30 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
     for _ in 0..3 {
         assert_eq!(p.write(&[&[9u8; 1016]]), Ok(1016));
     }
+}
+
+#[test]
+fn write_line_writes_what_write_would() {
+    let (_m, r) = Mem::new(1024);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let bytes: Vec<u8> = (0..100u8).collect();
+    let mut out = [0u8; 128];
+    for lap in 0..3 {
+        for len in 0..=LINE_RECORD + 1 {
+            let split = (len + lap) / 3;
+            let (a, b) = (&bytes[..split.min(len)], &bytes[split.min(len)..len]);
+            assert_eq!(p.write_line(a, b), Ok(len), "{len} bytes");
+            assert_eq!(c.read(&mut out), Ok(len));
+            assert_eq!(&out[..len], &bytes[..len]);
+        }
+    }
+    // A full ring takes nothing, and takes again once read.
+    let mut n = 0;
+    while p.write_line(&bytes[..16], &bytes[16..24]) == Ok(24) {
+        n += 1;
+    }
+    assert_eq!(n, 1024 / 64 - 1, "one slot stays free");
+    assert_eq!(c.read_records(&mut [0u8; 2048], 64), Ok(24 * n));
+    assert_eq!(p.write_line(&bytes[..16], &bytes[16..24]), Ok(24));
 }
