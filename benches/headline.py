@@ -22,6 +22,35 @@ def figure(path, size):
     return None
 
 
+def per_round(md, heading, size):
+    """The medians of per-round ratios (Courier ÷ each peer) that the
+    sitting's markdown table `md` gives for `size` under the heading that
+    starts with `heading` ({} when absent). Figures of one round share the
+    VM's placement; medians taken apart need not."""
+    try:
+        lines = open(md).read().splitlines()
+    except OSError:
+        return {}
+    at = next((i for i, l in enumerate(lines) if l.lstrip("#").strip().startswith(heading)), None)
+    if at is None:
+        return {}
+    cols = [c.strip() for c in lines[at + 1].strip().strip("|").split("|")]
+    for l in lines[at + 3:]:
+        if not l.startswith("|"):
+            break
+        cells = [c.strip() for c in l.strip().strip("|").split("|")]
+        if cells[0] == str(0 if size is None else size):
+            out = {}
+            for key, name in (("ompi", "Courier/Open MPI"), ("mpich", "Courier/MPICH")):
+                if name in cols:
+                    try:
+                        out[key] = float(cells[cols.index(name)])
+                    except ValueError:
+                        pass
+            return out
+    return {}
+
+
 ROWS = [
     # (what, better, directory, benchmark, size, unit, command)
     ("latency, 8 B", "lower", "p2p-shm", "latency", 8, "µs", "benches/compare_p2p.sh latency"),
@@ -42,8 +71,12 @@ for what, better, d, bench, size, unit, cmd in ROWS:
     v = {s: figure(os.path.join(res, d, f"{bench}-{s}.json"), size) for s, _ in SYSTEMS}
     if v["courier"] is None:
         continue
+    if d.startswith("p2p"):
+        rounds = per_round(os.path.join(res, "p2p.md"), f"{bench} (", size)
+    else:
+        rounds = per_round(os.path.join(res, "coll.md"), f"{bench}, {d[-2]} ranks,", size)
     cell = lambda x: "–" if x is None else f"{x:.2f} {unit}" if x < 1000 else f"{x:,.0f} {unit}"
-    ratio = lambda p: "–" if v[p] is None else fmt_ratio(v["courier"] / v[p])
+    ratio = lambda p: "–" if v[p] is None else fmt_ratio(rounds.get(p, v["courier"] / v[p]))
     print(f"| {what} | {cell(v['courier'])} | {cell(v['ompi'])} | {cell(v['mpich'])} | "
           f"{ratio('ompi')} | {ratio('mpich')} | {better} | `{cmd}` |")
 try:
