@@ -270,8 +270,15 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // Once the binomial tree's leaves send from the send buffer and its
     // root receives into the result (4 ranks, 3 interleaved sweeps):
     // 256 KiB 78-85 against the arena's 100-133 µs, 512 KiB 172-195
-    // against 234-262; equal at 128 KiB.
-    more: 128 * 1024,
+    // against 234-262; equal at 128 KiB. Then the pulls took 256 KiB – 1
+    // MiB (`Reduce::ShmPull`: 4 ranks 0.77–0.83 of binomial, 8 ranks
+    // 0.59–0.70). Since the arena's publications stopped fencing it beats
+    // the pulls there: arena ÷ pulls, AMD EPYC VM, 4 ranks on 2 cores
+    // 256 KiB – 1 MiB 0.57–0.84 with the vCPUs sharing caches and
+    // 0.59–0.88 without (6 rounds each); 8 ranks 0.57–0.73 and 0.67–0.83
+    // (4); 128 KiB level. So more ranks keep to the arena up to 1 MiB
+    // (the largest size measured).
+    more: 1 << 20,
     close: 2 << 20,
 };
 /// All-reduce: see [`NodeMax`].
@@ -326,10 +333,6 @@ pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024
 /// The arena now keeps up to 128 KiB ([`NODE_REDUCE_MAX`], measured
 /// against the pulls on an AMD EPYC VM).
 pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 128 * 1024 + 1..=4 << 20;
-/// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
-/// 64 KiB 1.18, 128 KiB – 1 MiB 0.77–0.83; 8 ranks 128 KiB 1.07,
-/// 256 KiB – 1 MiB 0.59–0.70.
-pub(crate) const NODE_REDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = 256 * 1024..=1024 * 1024;
 
 /// Broadcast on two ranks of one node by single copies (`Bcast::ShmPull`:
 /// the receiver pulls 60% while the root writes the rest into it), for
@@ -374,11 +377,12 @@ const BCAST_PULLS: Pulls = Pulls {
     close: NEVER,
     more: NEVER,
 };
-/// Reduce: see [`Pulls`]; from 4 MiB on a close node.
+/// Reduce: see [`Pulls`]; from 4 MiB on a close node; never on more
+/// ranks (the arena, see [`NODE_REDUCE_MAX`]).
 const REDUCE_PULLS: Pulls = Pulls {
     two: NODE_REDUCE_PULL,
     close: (2 << 20) + 1..=4 << 20,
-    more: NODE_REDUCE_PULL_MORE,
+    more: NEVER,
 };
 /// All-reduce: see [`Pulls`]; from 256 KiB on a close node.
 const ALLREDUCE_PULLS: Pulls = Pulls {
@@ -771,7 +775,9 @@ mod tests {
         assert_eq!(reduce(node(2, 256 << 10)).unwrap(), Reduce::ShmPull);
         assert_eq!(reduce(node(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(node(4, 128 << 10)).unwrap(), Reduce::Shm);
-        assert_eq!(reduce(node(4, 256 << 10)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(node(4, 1 << 20)).unwrap(), Reduce::Shm);
+        assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::Shm);
+        assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::ShmPull);
         assert_eq!(allreduce(node(2, 32 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(2, 64 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 32 << 10)).unwrap(), Allreduce::Shm);
@@ -821,7 +827,7 @@ mod tests {
         // More ranks (not measured on a close node) keep the far table.
         assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(close(8, 1 << 20)).unwrap(), Bcast::ScatterAllgather);
-        assert_eq!(reduce(close(4, 256 << 10)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(close(4, 256 << 10)).unwrap(), Reduce::Shm);
         // All-to-all's arena bytes are all of a rank's blocks: 4 × 16 KiB
         // fit its limit on more ranks, 4 × 32 KiB are pulled.
         let blocks = |p: usize, block: usize| Call {
