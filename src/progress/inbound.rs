@@ -226,8 +226,9 @@ impl InState {
             if staged > 0 {
                 hlen // the rest of a header split between records
             } else {
-                // Whole small messages that the first posted receive takes
-                // go straight from the ring into its buffer.
+                // Whole small messages that the direct receive or the
+                // first posted receive takes go straight from the ring
+                // into its buffer.
                 if take_from_ring(peer, links, engine, bufs, max_len)? > 0 {
                     return Ok(Step::Handled);
                 }
