@@ -141,7 +141,7 @@ impl Engine {
     /// general way ([`Engine::on_eager`]), which decides exactly as this
     /// would have: the first posted receive that matches is the first one
     /// in the queue.
-    #[inline]
+    #[inline(always)]
     fn take_first_posted(&mut self, env: &Envelope, len: usize) -> Option<ReqId> {
         if self.direct.is_some() {
             return None;
