@@ -55,6 +55,7 @@ fn every_algorithm_forced() {
                 "reduce_bcast",
                 "shm",
                 "shm_pull",
+                "shm_root",
             ],
         ),
         (
@@ -121,6 +122,13 @@ fn collectives_through_the_smallest_arena_cells() {
     for np in [2, 3, 4] {
         run_body_env("body_collectives", np, &env, 180).assert_ranks_passed(np);
     }
+    // The all-reduce through rank 0 (a reduce, then a broadcast) in many
+    // turns too.
+    let root = [
+        ("COURIER_SHM_COLL_SLOT", "1024"),
+        ("COURIER_ALLREDUCE_ALGORITHM", "shm_root"),
+    ];
+    run_body_env("body_collectives", 3, &root, 180).assert_ranks_passed(3);
 }
 
 /// Two "nodes" on this machine (two host entries that are both local get

@@ -629,6 +629,42 @@ impl NodeColl {
         Ok(())
     }
 
+    /// All-reduce of `acc` as a reduce to rank 0 and a broadcast from it,
+    /// both through the arena (`Allreduce::ShmRoot`): rank 0 alone folds,
+    /// in rank order, so the result is the same on every rank. For large
+    /// operands on more ranks than cores, where every rank folding every
+    /// operand ([`NodeColl::allreduce`]) repeats the work on each core;
+    /// `tmp` is scratch of `acc`'s length (used on rank 0).
+    pub(crate) fn allreduce_by_root<T: Pod>(
+        &self,
+        check: Check<'_>,
+        acc: &mut [T],
+        tmp: &mut [T],
+        combine: UserOp<'_, T>,
+    ) -> Result<()> {
+        let total = std::mem::size_of_val(acc);
+        let per = self.elems_per_turn::<T>();
+        for k in 0..self.turns(total) {
+            let part = chunk(k, per, acc.len());
+            if self.me != 0 {
+                let s = self.begin(check, total)?;
+                self.arena
+                    .publish(s, self.me, bytes(&acc[part]), total as u64);
+                continue;
+            }
+            // Rank 0's operand is in `acc`: nobody else reads it.
+            let s = self.begin_quiet(check, total)?;
+            self.wait_all(check, s, 1..self.p)?;
+            let (Some(acc), Some(tmp)) = (acc.get_mut(part.clone()), tmp.get_mut(part)) else {
+                return Err(Error::InvalidState(
+                    "all-reduce: the scratch buffer is too short".into(),
+                ));
+            };
+            self.fold("all-reduce", s, acc, tmp, None, total, combine)?;
+        }
+        self.bcast(check, bytes_mut(acc), 0)
+    }
+
     /// Elements of `T` a cell holds (the tuner sends no type larger than a
     /// cell here).
     fn elems_per_turn<T>(&self) -> usize {

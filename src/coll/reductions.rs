@@ -340,6 +340,9 @@ impl Communicator {
             tune::Allreduce::Shm | tune::Allreduce::ShmPull => {
                 arena(c)?.allreduce(&|| node::job_check(c), buf, tmp, f)
             }
+            tune::Allreduce::ShmRoot => {
+                arena(c)?.allreduce_by_root(&|| node::job_check(c), buf, tmp, f)
+            }
         })
     }
 
