@@ -399,7 +399,10 @@ const ALLREDUCE_PULLS: Pulls = Pulls {
 /// interleaved rounds, vCPUs sharing a core's caches: 4 ranks on 2 cores
 /// 16 KiB 0.90, 32 KiB 0.62, 64 KiB – 1 MiB 0.51–0.88 (6 rounds), 1–4 MiB
 /// 0.82–0.84 (4); 8 ranks 16 KiB – 1 MiB 0.32–0.75 (4); below 16 KiB
-/// 0.97–1.35. Two ranks of a close node (one core's two hardware
+/// 0.97–1.35. Without shared caches: 4 ranks 16 KiB – 1 MiB 0.55–0.95 (6
+/// rounds; 8 KiB 0.86), 8 ranks 0.40–0.86 (4); two ranks of a far node
+/// 1.02–1.69 (each rank's fold runs on its own core there), so not those.
+/// Two ranks of a close node (one core's two hardware
 /// threads, which share its work too): 16 KiB 0.92–0.93, 32–512 KiB
 /// 0.69–0.89, 1–2 MiB 0.99–1.06 (10 rounds over two sittings).
 const ALLREDUCE_ROOT: Pulls = Pulls {
