@@ -278,7 +278,8 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // 256 KiB – 1 MiB 0.57–0.84 with the vCPUs sharing caches and
     // 0.59–0.88 without (6 rounds each); 8 ranks 0.57–0.73 and 0.67–0.83
     // (4); 128 KiB level. So more ranks keep to the arena up to 1 MiB
-    // (the largest size measured).
+    // (the largest size measured) — above 128 KiB only up to
+    // ROOT_MAX_RANKS ranks or ranks sharing cores, as measured (`reduce`).
     more: 1 << 20,
     close: 2 << 20,
 };
@@ -404,12 +405,18 @@ const ALLREDUCE_PULLS: Pulls = Pulls {
 /// 1.02–1.69 (each rank's fold runs on its own core there), so not those.
 /// Two ranks of a close node (one core's two hardware
 /// threads, which share its work too): 16 KiB 0.92–0.93, 32–512 KiB
-/// 0.69–0.89, 1–2 MiB 0.99–1.06 (10 rounds over two sittings).
+/// 0.69–0.89, 1–2 MiB 0.99–1.06 (10 rounds over two sittings); up to 128
+/// KiB they now go point to point ([`CLOSE_PAIR_ALLREDUCE_P2P`]). On more
+/// ranks only up to [`ROOT_MAX_RANKS`] of them, or ranks sharing cores
+/// (every measurement above): with a core per rank and many ranks, rank 0
+/// folding every operand alone would be the slow part.
 const ALLREDUCE_ROOT: Pulls = Pulls {
     two: NEVER,
     close: 128 * 1024 + 1..=512 * 1024,
     more: 16 * 1024..=usize::MAX,
 };
+/// See [`ALLREDUCE_ROOT`].
+const ROOT_MAX_RANKS: usize = 8;
 /// Two ranks of a close node (one core's two hardware threads), each
 /// with its core, exchange medium operands faster point to point, through
 /// the ring's eager messages (up to 128 KiB there), than through the
@@ -663,7 +670,14 @@ pub(crate) fn bcast(c: Call) -> Result<Bcast> {
 pub(crate) fn reduce(c: Call) -> Result<Reduce> {
     let default = match (large(c), c.commutative) {
         _ if c.pulls(&REDUCE_PULLS) => Reduce::ShmPull,
-        _ if c.node_up_to(NODE_REDUCE_MAX) => Reduce::Shm,
+        // Above 128 KiB only on nodes like those measured (see
+        // NODE_REDUCE_MAX): with a core per rank and many ranks, the root
+        // folding every operand alone would be the slow part.
+        _ if c.node_up_to(NODE_REDUCE_MAX)
+            && (c.node_bytes <= 128 * 1024 || c.p <= ROOT_MAX_RANKS || c.oversubscribed) =>
+        {
+            Reduce::Shm
+        }
         (true, true) => Reduce::Rabenseifner,
         (true, false) => Reduce::Pipelined,
         (false, _) => Reduce::Binomial,
@@ -676,7 +690,12 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
         _ if c.close_pair_in(&CLOSE_PAIR_ALLREDUCE_P2P) => Allreduce::RecursiveDoubling,
-        _ if c.bytes >= ALLREDUCE_ROOT.least() && c.in_arena(&ALLREDUCE_ROOT) => Allreduce::ShmRoot,
+        _ if c.bytes >= ALLREDUCE_ROOT.least()
+            && (c.p <= ROOT_MAX_RANKS || c.oversubscribed)
+            && c.in_arena(&ALLREDUCE_ROOT) =>
+        {
+            Allreduce::ShmRoot
+        }
         _ if c.pulls(&ALLREDUCE_PULLS) => Allreduce::ShmPull,
         _ if c.node_up_to(NODE_ALLREDUCE_MAX) => Allreduce::Shm,
         (true, n) if n <= ALLREDUCE_SMALL => Allreduce::RecursiveDoubling,
@@ -839,12 +858,19 @@ mod tests {
         assert_eq!(reduce(node(4, 1 << 20)).unwrap(), Reduce::Shm);
         assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::Shm);
         assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(node(16, 128 << 10)).unwrap(), Reduce::Shm);
+        assert_ne!(reduce(node(16, 1 << 20)).unwrap(), Reduce::Shm);
         assert_eq!(allreduce(node(2, 32 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(2, 64 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 8 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(4, 16 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 1 << 20)).unwrap(), Allreduce::ShmRoot);
-        assert_eq!(allreduce(node(9, 8 << 20)).unwrap(), Allreduce::ShmRoot);
+        assert_ne!(allreduce(node(9, 8 << 20)).unwrap(), Allreduce::ShmRoot);
+        let crowded9 = Call {
+            oversubscribed: true,
+            ..node(9, 8 << 20)
+        };
+        assert_eq!(allreduce(crowded9).unwrap(), Allreduce::ShmRoot);
         let crowded = Call {
             oversubscribed: true,
             ..node(2, 8 << 10)
