@@ -99,14 +99,16 @@ fn ring_to_dest(links: &mut Links, peer: Rank, len: usize) -> Result<bool, LinkE
 
 /// Whether the `rec`-byte record at the front of `peer`'s ring holds
 /// exactly one whole plain eager message (its short header looked at in
-/// place, not read). Out of line: only records above `SHM_WHOLE_RECORD`
-/// get here.
+/// place, not read; a header `Frame::short_eager` refuses is read the
+/// general way, and refused again there by `Frame::decode`). Out of line:
+/// only records above `SHM_WHOLE_RECORD` get here.
 #[inline(never)]
 fn one_message(links: &mut Links, peer: Rank, rec: usize) -> Result<bool, LinkError> {
     let mut head = [0u8; SHORT_HEADER_LEN];
     let n = links.shm_peek(peer, &mut head)?;
     Ok(n == SHORT_HEADER_LEN
-        && Frame::short_eager_len(&head).is_some_and(|len| len + SHORT_HEADER_LEN == rec))
+        && Frame::short_eager(&head, u64::MAX)
+            .is_some_and(|(_, _, len)| len + SHORT_HEADER_LEN == rec))
 }
 
 /// Takes the messages at the front of `peer`'s shared-memory ring, each a

@@ -234,20 +234,6 @@ impl Frame {
         }
     }
 
-    /// The payload length a plain eager frame's short header in `b`
-    /// announces (`None` for any other header). Unvalidated: a hint for a
-    /// reader choosing how to read (`Frame::decode` validates the header
-    /// when it is handled), kept apart from `decode` so that the hot path's
-    /// one call of it stays inlined.
-    pub(crate) fn short_eager_len(b: &[u8]) -> Option<usize> {
-        match b {
-            [SHORT_MAGIC, _, _, _, l0, l1, l2, l3, ..] => {
-                usize::try_from(u32::from_le_bytes([*l0, *l1, *l2, *l3])).ok()
-            }
-            _ => None,
-        }
-    }
-
     /// The context, tag and payload length of a valid plain eager frame's
     /// short header in `b` (`None` for anything else, valid or not: the
     /// caller hands those to [`Frame::decode`]). `max_len` bounds the
