@@ -42,7 +42,7 @@ const DIRECT_READ_MIN: usize = 16 * 1024;
 const SHM_WHOLE_RECORD: usize = 544;
 /// Records up to this size that hold one whole message (a stream's: the
 /// writer splits only a conversation's messages, see the shm transport's
-/// `PIPELINE_MIN`) are read whole too, with the records behind them: a
+/// `Split`) are read whole too, with the records behind them: a
 /// stream of 1–2 KiB messages goes with one read and one engine call per
 /// message instead of two of each. Against 544 for all (2 ranks, vCPUs
 /// sharing caches, 4 interleaved rounds): `bw` 1–2 KiB 1.26, `bibw`

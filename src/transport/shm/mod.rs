@@ -167,7 +167,7 @@ struct Peer {
     primed: bool,
     /// Bytes came from them since our last write to them: the exchange is
     /// a conversation, and our next eager message is split into records so
-    /// they start copying early (see [`PIPELINE_MIN`]).
+    /// they start copying early (see [`Split`]).
     heard: bool,
 }
 
@@ -192,9 +192,9 @@ pub(crate) struct ShmTransport {
     /// fence after a write to a peer that sleeps through one, and it
     /// sleeps through one itself.
     light: bool,
-    /// A conversation's writes up to this many bytes are split into
-    /// records (see [`PIPELINE_MAX`]; set by the node's profile).
-    split_max: usize,
+    /// How a conversation's writes are split into records (set by the
+    /// node's profile).
+    split: Split,
 }
 
 impl ShmTransport {
@@ -231,17 +231,16 @@ impl ShmTransport {
             slot_peer: vec![None; slots],
             seen: 0,
             light,
-            split_max: PIPELINE_MAX,
+            split: SPLIT_CLOSE,
         })
     }
 
-    /// Tunes the writes to the node's profile: on a far node (no shared
-    /// caches) a conversation's write above 2 KiB goes as one record
-    /// (see [`PIPELINE_FAR_MAX`]), on a close one above 8 KiB.
+    /// Tunes the writes to the node's profile (see [`SPLIT_CLOSE`] and
+    /// [`SPLIT_FAR`]).
     pub(crate) fn set_profile(&mut self, profile: calibrate::Profile) {
-        self.split_max = match profile {
-            calibrate::Profile::Close => PIPELINE_MAX,
-            calibrate::Profile::Far => PIPELINE_FAR_MAX,
+        self.split = match profile {
+            calibrate::Profile::Close => SPLIT_CLOSE,
+            calibrate::Profile::Far => SPLIT_FAR,
         };
     }
 
@@ -537,56 +536,61 @@ impl Sleeper {
     }
 }
 
-/// Writes of this many bytes up to [`PIPELINE_MAX`] (eager messages,
-/// whatever the eager limit is set to) go into the ring in records of
-/// about 512 bytes (up to 2 KiB) or 2 KiB (above), so the reader starts
-/// copying before the whole message is in (a record is published only
-/// once all of it is written) — when the peer has sent us something since
-/// our last write to it (a conversation: it is likely waiting for this
-/// message). A write that follows our own writes (a stream, a window of
+/// How a conversation's eager writes are split into records. When the
+/// peer has sent us something since our last write to it (a conversation:
+/// it is likely waiting for this message), a write of more than `record`
+/// and at most `max` bytes goes into the ring in records of about equal
+/// size, at most `record` each, so the reader starts copying before the
+/// whole message is in (a record is published only once all of it is
+/// written). A write that follows our own writes (a stream, a window of
 /// sends) goes as one record: the reader is busy with the earlier ones,
-/// and each record costs both sides a header. One record for a stream,
-/// against records always (2 ranks, AMD EPYC VM, 3 interleaved rounds):
-/// `bw` 2–4 KiB 1.09–1.11 with the vCPUs sharing caches, 1.27–1.74
-/// without; `bibw` 512 B–2 KiB 1.09–1.11 and 1.7–2.4; latency (always a
-/// conversation) keeps the records, which it needs there: one record
-/// per message was 1.11–1.29× slower at 1–8 KiB. A stream's 512 B –
-/// 1 KiB writes went split too while the reader matched only records of
-/// at most 544 bytes whole; now that it takes any record holding a whole
-/// message of up to 2 KiB straight into its receive buffer, one record
-/// per write (a 512-byte message was two) made `bw` at 512 B 1.19× and
-/// `bibw` 1.33× faster, 1–4 KiB level (vCPUs sharing caches, 6
-/// alternating rounds).
+/// and each record costs both sides a header. (A stream's 512 B – 1 KiB
+/// writes went split too while the reader matched only records of at most
+/// 544 bytes whole; as one record, `bw` at 512 B was 1.19× and `bibw`
+/// 1.33× faster, 1–4 KiB level, vCPUs sharing caches, 6 alternating
+/// rounds.)
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    record: usize,
+    max: usize,
+}
+
+/// On a close node (shared caches) a message of up to 4 KiB with its
+/// header goes as one record, 4–8 KiB ones in two or three.
 ///
-/// Record sizes, from earlier sittings: records always (1 KiB above 2
-/// KiB) against one record per write, 2 ranks, 8 interleaved rounds, AMD
-/// EPYC VM: latency 512 B 6%, 1 KiB 13%, 2-4 KiB 9-17% lower; window
-/// bandwidth 2-4 KiB 8-20% higher, 512 B-1 KiB 9-10% lower (each record
-/// costs the reader a header). On an Intel VM (4 MiB L2), 5-7 rounds, 2
-/// KiB records against 1 KiB: latency 4 KiB 0.89-0.90 (one record: 0.90),
-/// window bandwidth 4 KiB 0.96; 512-byte records 1.21.
-const PIPELINE_RECORD_LARGE: usize = 2 * 1024;
-const PIPELINE_MIN: usize = 512;
-/// Above this a conversation's write goes as one record too, on a close
-/// node ([`PIPELINE_FAR_MAX`] on a far one). Measured first for both: an 8 KiB
-/// message (8,208 bytes with its header) split into 2 KiB records took
-/// 2.03 µs one way without shared caches, as one record 1.14 (MPICH 1.25);
-/// with shared caches (a close node sends up to 128 KiB eagerly) 16 and
-/// 32 KiB took 0.77 and 0.62 of their split time, 4–8 KiB and 64–128 KiB
-/// level; `bibw` 4–128 KiB 0.97–1.05 without shared caches (6 rounds) and
-/// 0.92–1.10 with (4). Against 64 KiB, interleaved rounds, 2 ranks.
-const PIPELINE_MAX: usize = 8 * 1024;
-/// [`PIPELINE_MAX`] on a far node (no shared caches), where each record
-/// costs the reader a line transfer it waits for: a conversation's 2 and 4
-/// KiB messages as one record took 0.86 and 0.72 of their split time one
-/// way (0.80 → 0.68 µs and 1.21 → 0.85; MPICH 0.75 and 1.02), 6
-/// interleaved rounds. Writes up to here stay split: a 1 KiB message as one
-/// record was 1.10× slower.
-const PIPELINE_FAR_MAX: usize = 2 * 1024;
+/// Since the reader takes a record holding a whole message of up to 2 KiB
+/// straight into the receive buffer, one record beats pipelined ones up
+/// to there. Against the records of before (about 512 bytes up to 2 KiB,
+/// 2 KiB above; 2 ranks, vCPUs sharing caches, 10 alternating rounds),
+/// latency: 512 B – 2 KiB 0.80–0.83, 4 KiB 0.92 (no split at all: 1.11),
+/// 8–16 KiB level.
+///
+/// Earlier sittings: one record for a stream against records always: `bw`
+/// 2–4 KiB 1.09–1.11 with the vCPUs sharing caches, 1.27–1.74 without;
+/// `bibw` 512 B–2 KiB 1.09–1.11 and 1.7–2.4. Records up to 8 KiB only: an
+/// 8 KiB message (8,208 bytes with its header) split into 2 KiB records
+/// took 2.03 µs one way without shared caches, as one record 1.14 (MPICH
+/// 1.25); with shared caches (a close node sends up to 128 KiB eagerly)
+/// 16 and 32 KiB took 0.77 and 0.62 of their split time, 4–8 KiB and
+/// 64–128 KiB level.
+const SPLIT_CLOSE: Split = Split {
+    record: 4 * 1024,
+    max: 8 * 1024,
+};
+/// On a far node (no shared caches) each record costs the reader a line
+/// transfer it waits for: writes of 512 B – 2 KiB go in records of about
+/// 512 bytes, larger ones whole. A conversation's 2 and 4 KiB messages as
+/// one record took 0.86 and 0.72 of their split time one way (0.80 → 0.68
+/// µs and 1.21 → 0.85; MPICH 0.75 and 1.02), 6 interleaved rounds; a 1 KiB
+/// message as one record was 1.10× slower.
+const SPLIT_FAR: Split = Split {
+    record: 512,
+    max: 2 * 1024,
+};
 
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
-        let (light, split_max) = (self.light, self.split_max);
+        let (light, split) = (self.light, self.split);
         let heard = match self.peers.get_mut(peer as usize) {
             Some(Some(p)) => std::mem::replace(&mut p.heard, false),
             _ => false,
@@ -598,15 +602,10 @@ impl Transport for ShmTransport {
             bufs.get(1).map_or(&[][..], |b| &b[..]),
         ];
         let total = slices[0].len() + slices[1].len();
-        let n = if heard && (PIPELINE_MIN..=split_max).contains(&total) {
+        let n = if heard && total > split.record && total <= split.max {
             // In records of about equal size: the reader copies one out
             // while we copy the next in.
-            let target = if total <= 2 * 1024 {
-                512
-            } else {
-                PIPELINE_RECORD_LARGE
-            };
-            let record = total.div_ceil(total.div_ceil(target));
+            let record = total.div_ceil(total.div_ceil(split.record));
             let mut n = 0;
             while n < total {
                 let k = prod.write_at_most(&slices, record).map_err(corrupt)?;
@@ -751,41 +750,60 @@ mod tests {
     #[test]
     fn a_far_node_splits_only_a_conversations_small_writes() {
         let (mut a, mut b) = pair();
-        a.set_profile(calibrate::Profile::Far);
-        let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let body: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
         let mut got = vec![0u8; body.len()];
-        for (len, split) in [(4096, false), (2049, false), (2048, true), (1024, true)] {
-            // The peer answers before each write: a conversation.
-            assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
-            assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
-            assert_eq!(a.try_write(1, &[IoSlice::new(&body[..len])]).unwrap(), len);
-            assert_eq!(b.pending(0).unwrap() < len, split, "{len} bytes");
-            assert_eq!(b.try_read(0, &mut got).unwrap(), len);
-            assert_eq!(&got[..len], &body[..len]);
+        let far = [
+            (4096, false),
+            (2049, false),
+            (2048, true),
+            (1024, true),
+            (512, false),
+        ];
+        // A close node splits only what is too large for the reader to
+        // take whole (more than 4 KiB), up to 8 KiB.
+        let close = [
+            (8193, false),
+            (8192, true),
+            (4097, true),
+            (4096, false),
+            (1024, false),
+        ];
+        for (profile, cases) in [
+            (calibrate::Profile::Far, far),
+            (calibrate::Profile::Close, close),
+        ] {
+            a.set_profile(profile);
+            for (len, split) in cases {
+                // The peer answers before each write: a conversation.
+                assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
+                assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
+                assert_eq!(a.try_write(1, &[IoSlice::new(&body[..len])]).unwrap(), len);
+                assert_eq!(
+                    b.pending(0).unwrap() < len,
+                    split,
+                    "{profile:?}: {len} bytes"
+                );
+                assert_eq!(b.try_read(0, &mut got).unwrap(), len);
+                assert_eq!(&got[..len], &body[..len]);
+            }
         }
-        // A close node splits them up to 8 KiB.
-        a.set_profile(calibrate::Profile::Close);
-        assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
-        assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
-        assert!(b.pending(0).unwrap() < 4096);
     }
 
     #[test]
     fn a_stream_of_writes_goes_in_whole_records_until_the_peer_answers() {
         let (mut a, mut b) = pair();
-        let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let body: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
         let mut got = vec![0u8; 3 * body.len()];
         // The first write of the link is split; the next, with nothing
         // heard from the peer in between, is one record.
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
-        assert!(b.pending(0).unwrap() < 4096);
-        assert_eq!(b.try_read(0, &mut got).unwrap(), 4096);
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
-        assert_eq!(b.pending(0).unwrap(), 4096);
-        assert_eq!(b.try_read(0, &mut got).unwrap(), 4096);
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 8192);
+        assert!(b.pending(0).unwrap() < 8192);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 8192);
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 8192);
+        assert_eq!(b.pending(0).unwrap(), 8192);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 8192);
         // Smaller writes of a stream are whole records too.
-        for len in [512, 1024] {
+        for len in [512, 1024, 4096] {
             assert_eq!(a.try_write(1, &[IoSlice::new(&body[..len])]).unwrap(), len);
             assert_eq!(b.pending(0).unwrap(), len);
             assert_eq!(b.try_read(0, &mut got).unwrap(), len);
@@ -793,10 +811,10 @@ mod tests {
         // The peer answers: our next write is split again.
         assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
         assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 4096);
-        assert!(b.pending(0).unwrap() < 4096);
-        assert_eq!(b.try_read(0, &mut got).unwrap(), 4096);
-        assert_eq!(&got[..4096], &body[..]);
+        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 8192);
+        assert!(b.pending(0).unwrap() < 8192);
+        assert_eq!(b.try_read(0, &mut got).unwrap(), 8192);
+        assert_eq!(&got[..8192], &body[..]);
     }
 
     #[test]
