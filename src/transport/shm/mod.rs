@@ -562,7 +562,7 @@ struct Split {
 /// straight into the receive buffer, one record beats pipelined ones up
 /// to there. Against the records of before (about 512 bytes up to 2 KiB,
 /// 2 KiB above; 2 ranks, vCPUs sharing caches, 10 alternating rounds),
-/// latency: 512 B – 2 KiB 0.80–0.83, 4 KiB 0.92 (no split at all: 1.11),
+/// latency: 512 B – 2 KiB 0.80–0.84, 4 KiB 0.92–0.97 (no split at all: 1.11),
 /// 8–16 KiB level.
 ///
 /// Earlier sittings: one record for a stream against records always: `bw`
