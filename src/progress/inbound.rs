@@ -18,6 +18,7 @@ use super::loans::BufTable;
 use super::Progress;
 use crate::engine::{CopyPart, Dest, Direction, Engine};
 use crate::ids::Rank;
+use crate::transport::shm::Taken;
 use crate::transport::LinkError;
 use crate::wire::{Frame, HEADER_LEN, SHORT_HEADER_LEN};
 
@@ -81,6 +82,9 @@ enum Step {
     Refilled,
     /// Nothing more to read now.
     Idle,
+    /// Handled messages and found nothing more to read (`Handled`, then
+    /// `Idle`, in one step).
+    Drained,
 }
 
 fn bad_header(e: crate::wire::WireError) -> LinkError {
@@ -117,7 +121,7 @@ fn one_message(links: &mut Links, peer: Rank, rec: usize) -> Result<bool, LinkEr
 /// `Staging` is never returned): header read from the ring,
 /// payload copied from it straight into the receive's buffer (no staging,
 /// no frame value). Stops at the first message that must go the general
-/// way. Returns how many it took.
+/// way, or where the ring ends.
 #[inline]
 fn take_from_ring(
     peer: Rank,
@@ -125,7 +129,7 @@ fn take_from_ring(
     engine: &mut Engine,
     bufs: &mut BufTable,
     max_len: u64,
-) -> Result<usize, LinkError> {
+) -> Result<Taken, LinkError> {
     let mut vanished = false;
     let taken = links.shm_take_each(peer, SHM_WHOLE_MESSAGE, |head, body| {
         let Some((context, tag, len)) = Frame::short_eager(head, max_len) else {
@@ -231,8 +235,17 @@ impl InState {
                 // Whole small messages that the direct receive or the
                 // first posted receive takes go straight from the ring
                 // into its buffer.
-                if take_from_ring(peer, links, engine, bufs, max_len)? > 0 {
-                    return Ok(Step::Handled);
+                // When it took messages up to the end of the ring, there is
+                // nothing more to look for now (on the way of a blocking
+                // receive and of every burst of small messages).
+                match take_from_ring(peer, links, engine, bufs, max_len)? {
+                    Taken {
+                        count: 0,
+                        drained: true,
+                    } => return Ok(Step::Idle),
+                    Taken { count: 0, .. } => {}
+                    Taken { drained: true, .. } => return Ok(Step::Drained),
+                    Taken { .. } => return Ok(Step::Handled),
                 }
                 let whole = match links.shm_pending(peer)? {
                     0 => return Ok(Step::Idle),
@@ -364,6 +377,7 @@ impl Progress {
                 Step::Handled => did = true,
                 Step::Refilled => {}
                 Step::Idle => return Ok(did),
+                Step::Drained => return Ok(true),
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use crate::ids::Rank;
 use crate::transport::selfloop::SelfLoop;
-use crate::transport::shm::{RecordBody, ShmTransport, TAKE_HEAD};
+use crate::transport::shm::{RecordBody, ShmTransport, Taken, TAKE_HEAD};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::{LinkError, Transport};
 use std::io::IoSlice;
@@ -107,17 +107,17 @@ impl Links {
     }
 
     /// Takes whole small records from `peer`'s shared-memory ring while
-    /// `take` accepts them (0 for other links; see `Consumer::take_each`).
+    /// `take` accepts them (none for other links; see `Consumer::take_each`).
     #[inline]
     pub(super) fn shm_take_each(
         &mut self,
         peer: Rank,
         max_record: usize,
         take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
-    ) -> Result<usize, LinkError> {
+    ) -> Result<Taken, LinkError> {
         match (self.kind(peer), self.shm.as_mut()) {
             (Some(LinkKind::Shm), Some(shm)) => shm.take_each(peer, max_record, take),
-            _ => Ok(0),
+            _ => Ok(Taken::default()),
         }
     }
 

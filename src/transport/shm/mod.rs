@@ -49,7 +49,7 @@ use super::{LinkError, Transport};
 use crate::ids::Rank;
 use crate::sys::{futex, segment::Segment};
 use ring::{Consumer, Corrupt, Producer, RingPtr};
-pub(crate) use ring::{RecordBody, TAKE_HEAD};
+pub(crate) use ring::{RecordBody, Taken, TAKE_HEAD};
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -659,15 +659,21 @@ impl ShmTransport {
     }
 
     /// Takes whole small records from `peer`'s ring while `take` accepts
-    /// them (see `Consumer::take_each`); returns how many.
+    /// them (see `Consumer::take_each`).
     #[inline]
     pub(crate) fn take_each(
         &mut self,
         peer: Rank,
         max_record: usize,
         take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
-    ) -> Result<usize, LinkError> {
-        self.read_with(peer, |ring| ring.take_each(max_record, take))
+    ) -> Result<Taken, LinkError> {
+        let mut drained = false;
+        let count = self.read_with(peer, |ring| {
+            let taken = ring.take_each(max_record, take)?;
+            drained = taken.drained;
+            Ok(taken.count)
+        })?;
+        Ok(Taken { count, drained })
     }
 
     /// Runs `read` on `peer`'s inbound ring (0 bytes if it has none).

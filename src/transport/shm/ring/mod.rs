@@ -456,18 +456,20 @@ impl Consumer {
     /// first `TAKE_HEAD` bytes (copied out) and the rest in place, and
     /// returns whether it took the record (whose space is then released);
     /// the first record it declines stays, unread. Only between records
-    /// (none partly read). Returns how many it took. A small message goes
+    /// (none partly read). Returns how many it took, and whether it
+    /// stopped because nothing more was published. A small message goes
     /// this way from the ring straight to its destination, with no copy
     /// in between.
     pub(crate) fn take_each(
         &mut self,
         max_record: usize,
         mut take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
-    ) -> Result<usize, Corrupt> {
-        let mut taken = 0;
+    ) -> Result<Taken, Corrupt> {
+        let mut taken = Taken::default();
         loop {
             let avail = self.open()?;
             if avail < TAKE_HEAD || self.off != 0 || avail > max_record {
+                taken.drained = avail == 0;
                 break;
             }
             let at = (self.head as usize + RECORD_HEADER) & (self.ring.capacity - 1);
@@ -491,9 +493,9 @@ impl Consumer {
             }
             self.head += footprint_of(self.len);
             self.len = 0;
-            taken += 1;
+            taken.count += 1;
         }
-        if taken > 0 {
+        if taken.count > 0 {
             self.ring.head().store(self.head, Ordering::Release);
         }
         Ok(taken)
@@ -537,6 +539,16 @@ impl Consumer {
 
 /// The largest record payload that fits in one line with its header.
 pub(crate) const LINE_RECORD: usize = RECORD_ALIGN as usize - RECORD_HEADER;
+
+/// What one [`Consumer::take_each`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// Records taken.
+    pub(crate) count: usize,
+    /// It stopped because no further record was published (not at a
+    /// record it left): the ring was empty when it looked.
+    pub(crate) drained: bool,
+}
 
 /// Bytes of a record that [`Consumer::take_each`] shows its caller before
 /// the caller decides whether to take the record (a short frame header).

@@ -286,22 +286,46 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
         seen.push(all);
         true
     });
-    assert_eq!(taken, Ok(2));
+    // It stopped at a record it left, not at the end of the ring.
+    assert_eq!(
+        taken,
+        Ok(Taken {
+            count: 2,
+            drained: false
+        })
+    );
     assert_eq!(seen, vec![rec(1, 24), rec(2, 100)]);
     // The declined record is still there, whole.
     let mut out = [0u8; 10];
     assert_eq!(c.read(&mut out), Ok(10));
     assert_eq!(out.to_vec(), rec(3, 10));
     // A declining closure takes nothing; a record above the limit stops it.
-    assert_eq!(c.take_each(512, |_, _| false), Ok(0));
-    assert_eq!(c.take_each(512, |_, _| true), Ok(1));
-    assert_eq!(c.take_each(512, |_, _| true), Ok(0));
+    let count = |t: Result<Taken, Corrupt>| t.map(|t| t.count);
+    assert_eq!(count(c.take_each(512, |_, _| false)), Ok(0));
+    assert_eq!(count(c.take_each(512, |_, _| true)), Ok(1));
+    assert_eq!(c.take_each(512, |_, _| true), Ok(Taken::default()));
     assert_eq!(c.pending(), Ok(600));
     // Partly read: nothing is taken until the record is finished.
     assert_eq!(c.read(&mut out), Ok(10));
-    assert_eq!(c.take_each(4096, |_, _| true), Ok(0));
+    assert_eq!(c.take_each(4096, |_, _| true), Ok(Taken::default()));
     let mut rest = vec![0u8; 590];
     assert_eq!(c.read(&mut rest), Ok(590));
+    // Up to the end of the ring: drained, whether it took records or not.
+    assert_eq!(
+        c.take_each(512, |_, _| true),
+        Ok(Taken {
+            count: 0,
+            drained: true
+        })
+    );
+    assert_eq!(p.write(&[&rec(6, 30)]), Ok(30));
+    assert_eq!(
+        c.take_each(512, |_, _| true),
+        Ok(Taken {
+            count: 1,
+            drained: true
+        })
+    );
     // Their space came back.
     for _ in 0..3 {
         assert_eq!(p.write(&[&[9u8; 1016]]), Ok(1016));
