@@ -106,8 +106,9 @@ impl Links {
         }
     }
 
-    /// Takes whole small records from `peer`'s shared-memory ring while
-    /// `take` accepts them (none for other links; see `Consumer::take_each`).
+    /// Takes whole records (up to `max_record` bytes) from `peer`'s
+    /// shared-memory ring while `take` accepts them (none for other links;
+    /// see `Consumer::take_each`).
     #[inline]
     pub(super) fn shm_take_each(
         &mut self,

@@ -658,8 +658,8 @@ impl ShmTransport {
         self.read_with(peer, |ring| ring.read_records(buf, max_record))
     }
 
-    /// Takes whole small records from `peer`'s ring while `take` accepts
-    /// them (see `Consumer::take_each`).
+    /// Takes whole records (up to `max_record` bytes) from `peer`'s ring
+    /// while `take` accepts them (see `Consumer::take_each`).
     #[inline]
     pub(crate) fn take_each(
         &mut self,
