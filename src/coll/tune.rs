@@ -757,9 +757,9 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     // (4); 32 KiB blocks 0.94 and 1.29 (so the limit stays at 64 KiB).
     let default = if arena && c.p > 2 {
         Alltoall::Shm
-    } else if c.close_pair_in(&CLOSE_PAIR_ALLTOALL_P2P) {
-        Alltoall::Pairwise
-    } else if c.p > 2 && c.oversubscribed && OVERSUBSCRIBED_ALLTOALL_P2P.contains(&c.bytes) {
+    } else if c.close_pair_in(&CLOSE_PAIR_ALLTOALL_P2P)
+        || (c.p > 2 && c.oversubscribed && OVERSUBSCRIBED_ALLTOALL_P2P.contains(&c.bytes))
+    {
         Alltoall::Pairwise
     } else if c.equal && c.pulls_in(c.pull_range(&ALLTOALL_PULLS)) {
         Alltoall::ShmPull
