@@ -333,6 +333,53 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
 }
 
 #[test]
+fn take_each_hands_over_records_of_every_size_across_the_ring_end() {
+    // Records of 16 bytes up to the largest the ring takes (a quarter of
+    // it with its header), laps over, so that heads and bodies straddle the end of the
+    // data area: each is handed over whole and in order, one per take when
+    // written one at a time, several per take when written in bursts.
+    let cap = 4096;
+    let (_m, r) = Mem::new(cap);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let rec = |n: usize, len: usize| -> Vec<u8> {
+        (0..len).map(|i| (n.wrapping_mul(31) ^ i) as u8).collect()
+    };
+    let max = cap / 4 - RECORD_HEADER;
+    let sizes: Vec<usize> = (0..200)
+        .map(|n| 16 + (n * 97) % (max - 15))
+        .chain([max, 17, max, max - 1])
+        .collect();
+    let (mut written, mut taken) = (0usize, 0usize);
+    while taken < sizes.len() {
+        // A burst of one to three records (they fit: the ring is empty).
+        let burst = 1 + written % 3;
+        for _ in 0..burst {
+            let Some(&len) = sizes.get(written) else {
+                break;
+            };
+            assert_eq!(p.write(&[&rec(written, len)]), Ok(len), "record {written}");
+            written += 1;
+        }
+        let t = c
+            .take_each(usize::MAX, |head, body| {
+                let len = sizes[taken];
+                let mut all = head.to_vec();
+                let mut rest = vec![0u8; body.len()];
+                body.copy_to(&mut rest);
+                all.extend_from_slice(&rest);
+                assert_eq!(all, rec(taken, len), "record {taken}");
+                taken += 1;
+                true
+            })
+            .unwrap();
+        assert!(t.drained, "every published record was taken");
+        assert_eq!(t.count, written - (taken - t.count));
+    }
+    assert_eq!(written, sizes.len());
+}
+
+#[test]
 fn write_line_writes_what_write_would() {
     let (_m, r) = Mem::new(1024);
     let mut p = Producer::new(r);
