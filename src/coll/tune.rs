@@ -327,10 +327,10 @@ pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 64 * 102
 pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024..=1024 * 1024;
 
 /// Blocks for which an all-to-all on an oversubscribed node (more ranks
-/// than cores) exchanges pairwise, point to point, instead of pulling:
-/// there a pull often waits on a rank that is not running, while the
-/// pairwise exchange's eager messages and cooperative copies keep both
-/// cores busy. 4 ranks on 2 cores, pairwise ÷ pulls, alternating rounds:
+/// than cores) exchanges pairwise, point to point, instead of pulling
+/// (where every rank first waits for every other's place, and each pull
+/// reads from a rank that may be off its core). 4 ranks on 2 cores,
+/// pairwise ÷ pulls, alternating rounds:
 /// 128–512 KiB 0.75–0.79 with the vCPUs not sharing caches (7 rounds),
 /// 0.95–1.00 sharing them (8 rounds); 1 MiB 0.91 and 1.15–1.22 (3
 /// rounds), 16–64 KiB 0.94–1.67, so pulls stay there. (Such a node always
