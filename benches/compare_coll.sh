@@ -61,7 +61,8 @@ print("| size | Courier | " + " | ".join(names[p] for p in peers) + " | " + " | 
 print("|---:|" + "---:|" * (2 * len(peers) + 2))
 for s in sorted(raw["courier"][0]):
     if all(s in raw[p][r] for p in peers for r in range(rounds)) and all(s in raw["courier"][r] for r in range(rounds)):
-        cells = [f"{med(raw['courier'], s):.2f}"] + [f"{med(raw[p], s):.2f}" for p in peers]
+        num = lambda x: f"{x:.3f}" if x < 1 else f"{x:.2f}"  # sub-microsecond figures need a third decimal
+        cells = [num(med(raw["courier"], s))] + [num(med(raw[p], s)) for p in peers]
         cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
         print(f"| {s} | " + " | ".join(cells) + " |")
 systems = ["courier"] + peers

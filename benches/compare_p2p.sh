@@ -96,7 +96,7 @@ print(f"## {kind} ({transport}), medians of {rounds} interleaved rounds, {unit};
 print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " |")
 print("|---:" * (len(systems) + len(peers) + 1) + "|")
 for size in sorted(t["courier"]):
-    vals = " | ".join(f"{t[s][size]:.2f}" for s in systems)
+    vals = " | ".join(f"{t[s][size]:.{3 if t[s][size] < 1 else 2}f}" for s in systems)
     ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
     print(f"| {size} | {vals} | {ratios} |")
 columns = {"latency": ["latency_us"], "latency_mt": ["latency_us"], "mbw_mr": ["messages_per_s"]}.get(kind, ["bandwidth_MBps"])

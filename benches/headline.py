@@ -75,7 +75,7 @@ for what, better, d, bench, size, unit, cmd in ROWS:
         rounds = per_round(os.path.join(res, "p2p.md"), f"{bench} (", size)
     else:
         rounds = per_round(os.path.join(res, "coll.md"), f"{bench}, {d[-2]} ranks,", size)
-    cell = lambda x: "–" if x is None else f"{x:.2f} {unit}" if x < 1000 else f"{x:,.0f} {unit}"
+    cell = lambda x: "–" if x is None else f"{x:.3f} {unit}" if x < 1 else f"{x:.2f} {unit}" if x < 1000 else f"{x:,.0f} {unit}"
     ratio = lambda p: "–" if v[p] is None else fmt_ratio(rounds.get(p, v["courier"] / v[p]))
     print(f"| {what} | {cell(v['courier'])} | {cell(v['ompi'])} | {cell(v['mpich'])} | "
           f"{ratio('ompi')} | {ratio('mpich')} | {better} | `{cmd}` |")

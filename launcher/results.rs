@@ -209,6 +209,18 @@ pub(crate) struct Table {
     started: Instant,
 }
 
+/// Decimals a text table prints for a figure: microseconds get three,
+/// since shared-memory latencies are around 0.1 µs and two decimals would
+/// round 0.084 and 0.076 alike (OSU prints two; every parser here reads
+/// either); rates and bandwidths two.
+fn decimals(column: &str) -> usize {
+    if column.ends_with("_us") {
+        3
+    } else {
+        2
+    }
+}
+
 impl Table {
     /// Starts a table; `header` is its OSU text header (lines starting `#`).
     pub(crate) fn new(format: Format, run: Run, header: &[String]) -> Table {
@@ -244,8 +256,8 @@ impl Table {
         match self.format {
             Format::Text => {
                 let mut line = size.map(|s| format!("{s:<10}")).unwrap_or_default();
-                for v in values {
-                    line.push_str(&format!("{v:>18.2}"));
+                for (v, column) in values.iter().zip(&self.run.columns) {
+                    line.push_str(&format!("{v:>18.*}", decimals(column)));
                 }
                 println!("{line}");
             }
@@ -386,6 +398,16 @@ pub(crate) fn columns_of(benchmark: &str, header: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_tables_print_microseconds_to_the_nanosecond() {
+        for c in ["latency_us", "avg_latency_us", "min_latency_us"] {
+            assert_eq!(decimals(c), 3, "{c}");
+        }
+        for c in ["bandwidth_MBps", "messages_per_s"] {
+            assert_eq!(decimals(c), 2, "{c}");
+        }
+    }
 
     const OSU_LATENCY: &str = "\
 # OSU MPI Latency Test v7.4

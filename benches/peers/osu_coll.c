@@ -37,8 +37,8 @@ int main(int argc, char **argv) {
         double mine = (MPI_Wtime() - t0) * 1e6 / n, sum = 0;
         MPI_Reduce(&mine, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
         if (rank == 0) {
-            if (barrier) printf("%18.2f\n", sum / p);
-            else printf("%-10ld%18.2f\n", sz, sum / p);
+            if (barrier) printf("%18.3f\n", sum / p);
+            else printf("%-10ld%18.3f\n", sz, sum / p);
         }
         fflush(stdout);
         if (barrier) break;

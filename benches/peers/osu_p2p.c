@@ -138,7 +138,7 @@ static int latency_mt(int rank, long min, long max) {
             pthread_join(th[t], NULL);
             sum += a[t].us;
         }
-        if (rank == 0) printf("%-10ld%18.2f\n", sz, sum / threads);
+        if (rank == 0) printf("%-10ld%18.3f\n", sz, sum / threads);
         fflush(stdout);
     }
     MPI_Finalize();
@@ -232,7 +232,7 @@ int main(int argc, char **argv) {
                 }
             }
             double us = (MPI_Wtime() - t0) * 1e6 / (2.0 * n);
-            if (rank == 0) printf("%-10ld%18.2f\n", sz, us);
+            if (rank == 0) printf("%-10ld%18.3f\n", sz, us);
         } else {
             int bi = !strcmp(kind, "bibw");
             int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10;
