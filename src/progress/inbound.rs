@@ -138,7 +138,7 @@ fn take_from_ring(
     // ranks, 6 alternating rounds): `bw` 4–16 KiB 1.13–1.30×, `bibw` 4–128
     // KiB 1.11–2.16× with the vCPUs sharing caches, 8–32 KiB 1.09–1.31×
     // without; latency level to 0.91× (8 KiB).
-    let taken = links.shm_take_each(peer, usize::MAX, |head, body| {
+    let taken = links.shm_take_each(peer, |head, body| {
         let Some((context, tag, len)) = Frame::short_eager(head, max_len) else {
             return false;
         };

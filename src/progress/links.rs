@@ -106,18 +106,17 @@ impl Links {
         }
     }
 
-    /// Takes whole records (up to `max_record` bytes) from `peer`'s
+    /// Takes whole records from `peer`'s
     /// shared-memory ring while `take` accepts them (none for other links;
     /// see `Consumer::take_each`).
     #[inline]
     pub(super) fn shm_take_each(
         &mut self,
         peer: Rank,
-        max_record: usize,
         take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
     ) -> Result<Taken, LinkError> {
         match (self.kind(peer), self.shm.as_mut()) {
-            (Some(LinkKind::Shm), Some(shm)) => shm.take_each(peer, max_record, take),
+            (Some(LinkKind::Shm), Some(shm)) => shm.take_each(peer, take),
             _ => Ok(Taken::default()),
         }
     }

@@ -664,18 +664,17 @@ impl ShmTransport {
         self.read_with(peer, |ring| ring.read_records(buf, max_record))
     }
 
-    /// Takes whole records (up to `max_record` bytes) from `peer`'s ring
+    /// Takes whole records from `peer`'s ring
     /// while `take` accepts them (see `Consumer::take_each`).
     #[inline]
     pub(crate) fn take_each(
         &mut self,
         peer: Rank,
-        max_record: usize,
         take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
     ) -> Result<Taken, LinkError> {
         let mut drained = false;
         let count = self.read_with(peer, |ring| {
-            let taken = ring.take_each(max_record, take)?;
+            let taken = ring.take_each(take)?;
             drained = taken.drained;
             Ok(taken.count)
         })?;

@@ -451,8 +451,8 @@ impl Consumer {
         Ok(done)
     }
 
-    /// Takes whole records of [`TAKE_HEAD`] to `max_record` bytes from the
-    /// front, one by one, while `take` accepts them: it sees a record's
+    /// Takes whole records of at least [`TAKE_HEAD`] bytes from the front,
+    /// one by one, while `take` accepts them: it sees a record's
     /// first `TAKE_HEAD` bytes (copied out) and the rest in place, and
     /// returns whether it took the record (whose space is then released);
     /// the first record it declines stays, unread. Only between records
@@ -462,13 +462,12 @@ impl Consumer {
     /// in between.
     pub(crate) fn take_each(
         &mut self,
-        max_record: usize,
         mut take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
     ) -> Result<Taken, Corrupt> {
         let mut taken = Taken::default();
         loop {
             let avail = self.open()?;
-            if avail < TAKE_HEAD || self.off != 0 || avail > max_record {
+            if avail < TAKE_HEAD || self.off != 0 {
                 taken.drained = avail == 0;
                 break;
             }
