@@ -7,8 +7,8 @@
 //! |---|---|---|
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
-//! | `COURIER_SHM_EAGER_LIMIT` | 131072 | the same between ranks of one node; larger ones are pulled single-copy |
-//! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (a conversation's messages cut into larger records, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller records, collectives pull medium operands) |
+//! | `COURIER_SHM_EAGER_LIMIT` | 131072 (524288 on a `close` node) | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, a conversation's messages cut into larger records, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller records, collectives pull medium operands) |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; broadcast, reduce, all-reduce, all-gather and all-to-all copy through the arena instead of pulling) |
@@ -100,7 +100,8 @@ pub(crate) fn shm_budget() -> usize {
 }
 
 /// `COURIER_SHM_EAGER_LIMIT`: eager limit towards shared-memory peers
-/// (`None`: [`DEFAULT_SHM_EAGER_LIMIT`]).
+/// (`None`: by the node's profile, [`CLOSE_SHM_EAGER_LIMIT`] or
+/// [`DEFAULT_SHM_EAGER_LIMIT`]).
 pub(crate) fn shm_eager_limit() -> Option<usize> {
     parse_env("COURIER_SHM_EAGER_LIMIT")
 }
@@ -175,14 +176,11 @@ pub(crate) fn handshake_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(parse_env("COURIER_HANDSHAKE_TIMEOUT_MS").unwrap_or(10_000))
 }
 
-/// Default eager limit between ranks of one node, in bytes, on both node
-/// profiles; larger messages are pulled single-copy (CMA). Eager through
-/// the ring against the pull, interleaved rounds, median of per-round
-/// ratios (AMD EPYC VM, 2 ranks):
-/// * `close` node (vCPUs sharing a core's caches; 3 rounds): latency 8–64
-///   KiB 0.16–0.54, `bw` 8–128 KiB 1.6–3.8×, `bibw` 1.2–2.1×; from 256
-///   KiB level.
-/// * `far` node (not sharing them; 5–8 rounds), since the reader takes
+/// Default eager limit between ranks of one node, in bytes, on a `far` node
+/// (see `COURIER_SHM_PROFILE`); larger messages are pulled single-copy
+/// (CMA). Eager through the ring against the pull, interleaved rounds,
+/// median of per-round ratios (AMD EPYC VM, 2 ranks):
+/// * vCPUs not sharing a core's caches (5–8 rounds), since the reader takes
 ///   any whole record straight into its receive: latency 16, 32, 64 KiB
 ///   0.49–0.51, 0.60–0.62, 0.80–0.81 and 128 KiB 1.04; `bw` 16–64 KiB
 ///   1.8–2.8×, 128 KiB 1.28×; `bibw` 16–64 KiB 1.36–1.82×, 128 KiB 1.26×.
@@ -191,7 +189,20 @@ pub(crate) fn handshake_timeout() -> std::time::Duration {
 /// * 4 ranks on 2 cores (such a node is always `far`; 5 rounds):
 ///   `mbw_mr` 16–128 KiB 2.1–3.1×, all-to-all of 128 KiB blocks (pairwise)
 ///   0.59 of its time.
+/// * 256 KiB eager took 1.26× the pull's latency at 256 KiB, 512 KiB
+///   eager 1.33× at 512 KiB (3 rounds), so the limit stops at 128 KiB.
 pub const DEFAULT_SHM_EAGER_LIMIT: usize = 128 * 1024;
+
+/// Default eager limit between ranks of one `close` node (one core's two
+/// hardware threads on this VM), where the ring's copies stay in the
+/// shared caches. Against 128 KiB (6 and 4 interleaved rounds): latency
+/// 256 KiB 0.61, 512 KiB 0.85; `bw` 256–512 KiB 1.7–1.8×, `bibw` 256–512
+/// KiB 2.0×. At 1 MiB eager moved 1.6× (`bw`) and 1.9× (`bibw`) as much,
+/// but its latency was 1.07× the pull's, so the limit stops at 512 KiB.
+/// (Session 12, eager against the pull before the reader took whole
+/// records: latency 8–64 KiB 0.16–0.54, `bw` 8–128 KiB 1.6–3.8×, `bibw`
+/// 1.2–2.1×; 256 KiB level.)
+pub const CLOSE_SHM_EAGER_LIMIT: usize = 512 * 1024;
 
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
 pub(crate) fn tcp_buffer() -> Option<usize> {

@@ -352,8 +352,10 @@ fn connect(
         Some(s) if !shm_peers.is_empty() => node_profile(l, cards, s, policy, cma)?,
         _ => Profile::Far,
     };
-    let shm_eager =
-        crate::config::shm_eager_limit().unwrap_or(crate::config::DEFAULT_SHM_EAGER_LIMIT);
+    let shm_eager = crate::config::shm_eager_limit().unwrap_or(match profile {
+        Profile::Close => crate::config::CLOSE_SHM_EAGER_LIMIT,
+        Profile::Far => crate::config::DEFAULT_SHM_EAGER_LIMIT,
+    });
     for &r in &shm_peers {
         engine.set_peer_caps(r, shm_eager, cma);
     }
