@@ -58,6 +58,17 @@ pub(crate) const CTL_BYTES: usize = 64;
 const RECORD_ALIGN: u64 = 64;
 /// Bytes of a record header.
 const RECORD_HEADER: usize = 8;
+/// Records of up to this many lines (a message of up to about 550 bytes)
+/// are prefetched whole when the reader opens one: its lines come over
+/// from the writer's cache while the reader decodes and matches the
+/// header, not after. New ÷ old, 2 ranks, interleaved rounds: latency
+/// 64–512 B 0.81–0.89 with the vCPUs not sharing caches (6 rounds),
+/// 0.93–0.96 sharing them (6–8 rounds, four sittings); `bw` and `bibw`
+/// at 128–512 B 0.92–1.07 either way (noise of that size between runs).
+/// Larger records are left to the hardware prefetcher: whole records of
+/// up to 33 lines gained no latency at 1–2 KiB, and the first 8 lines of
+/// any record cost `bw` 1–4 KiB 4–9%.
+const PREFETCH_LINES: usize = 9;
 
 /// The ring's control data is inconsistent: the peer corrupted shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +132,33 @@ impl RingPtr {
         // lie in the data area and are 8-byte aligned; both sides access
         // header words only atomically.
         unsafe { &*(self.data().add(at & !(RECORD_ALIGN as usize - 1)) as *const AtomicU64) }
+    }
+
+    /// Starts loading the lines after the first of the published record
+    /// at `pos` holding `len` bytes (up to [`PREFETCH_LINES`] of them), so
+    /// that their transfers from the writer's cache overlap with the
+    /// reader's work on the header (matching) instead of following it.
+    #[inline]
+    fn prefetch_body(&self, pos: u64, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let lines = (RECORD_HEADER + len).div_ceil(RECORD_ALIGN as usize);
+            if lines > PREFETCH_LINES {
+                return;
+            }
+            for k in 1..lines {
+                let at = (pos as usize + k * RECORD_ALIGN as usize) & (self.capacity - 1);
+                // SAFETY: `at` is masked into the data area; a prefetch
+                // only hints the cache and never faults.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        self.data().add(at) as *const i8,
+                    )
+                };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (pos, len);
     }
 
     /// Copies `src` into the data area at ring position `pos` (wrapping).
@@ -379,6 +417,7 @@ impl Consumer {
             }
             self.len = len;
             self.off = 0;
+            self.ring.prefetch_body(self.head, len);
         }
         Ok(self.len - self.off)
     }
