@@ -431,7 +431,7 @@ const ALLREDUCE_ROOT: Pulls = Pulls {
 const ROOT_MAX_RANKS: usize = 8;
 /// Two ranks of a close node (one core's two hardware threads), each
 /// with its core, exchange medium operands faster point to point, through
-/// the ring's eager messages (up to 128 KiB there), than through the
+/// the ring's eager messages (up to 512 KiB there), than through the
 /// arena: the sizes (bytes per rank, or per block) where the table sends
 /// all-reduce by recursive doubling, all-to-all pairwise and all-gather by
 /// recursive doubling. Against the default, AMD EPYC VM, 6 interleaved
@@ -441,10 +441,14 @@ const ROOT_MAX_RANKS: usize = 8;
 /// sittings, 256 KiB 1.06); all-gather 32–128 KiB 0.84–0.85 (16 KiB 0.98,
 /// 256 KiB 1.63). The new table against the old in one more sitting (4
 /// rounds): all-reduce 8–128 KiB 0.69–0.86, all-to-all 32–128 KiB
-/// 0.60–0.70, all-gather 32–128 KiB 0.81–0.98.
+/// 0.60–0.70, all-gather 32–128 KiB 0.81–0.98. Since a close node sends
+/// up to 512 KiB eagerly (session 15), all-to-all of 256 KiB blocks goes
+/// pairwise too: 0.85 and 0.91 of the arena (5 and 6 rounds); at 512 KiB
+/// 1.01–1.03, and all-gather and all-reduce by recursive doubling at 256
+/// KiB 1.24 and 0.96, 512 KiB 1.33 and 1.20, so they keep their limits.
 const CLOSE_PAIR_ALLREDUCE_P2P: std::ops::RangeInclusive<usize> = 8 * 1024..=128 * 1024;
 /// See [`CLOSE_PAIR_ALLREDUCE_P2P`].
-const CLOSE_PAIR_ALLTOALL_P2P: std::ops::RangeInclusive<usize> = 32 * 1024..=128 * 1024;
+const CLOSE_PAIR_ALLTOALL_P2P: std::ops::RangeInclusive<usize> = 32 * 1024..=256 * 1024;
 /// See [`CLOSE_PAIR_ALLREDUCE_P2P`].
 const CLOSE_PAIR_ALLGATHER_P2P: std::ops::RangeInclusive<usize> = 32 * 1024..=128 * 1024;
 /// All-gather: see [`Pulls`]; two ranks only, never on a close node.
@@ -948,6 +952,7 @@ mod tests {
         );
         assert_eq!(allreduce(close(2, 256 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(alltoall(close(2, 64 << 10)).unwrap(), Alltoall::Pairwise);
+        assert_eq!(alltoall(close(2, 256 << 10)).unwrap(), Alltoall::Pairwise);
         assert_eq!(
             allgather(close(2, 64 << 10)).unwrap(),
             Allgather::RecursiveDoubling
