@@ -333,10 +333,16 @@ pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024
 /// pairwise ÷ pulls, alternating rounds:
 /// 128–512 KiB 0.75–0.79 with the vCPUs not sharing caches (7 rounds),
 /// 0.95–1.00 sharing them (8 rounds); 1 MiB 0.91 and 1.15–1.22 (3
-/// rounds), 16–64 KiB 0.94–1.67, so pulls stay there. (Such a node always
-/// measures itself far: its two measuring ranks share cores with others.)
+/// rounds), 16–64 KiB 0.94–1.67, so pulls stayed there while those went
+/// by rendezvous. Since such a node sends up to 128 KiB eagerly (session
+/// 15), pairwise against the default (the arena for 16 KiB blocks on 4
+/// ranks, pulls above), vCPUs sharing a core: 4 ranks 16 KiB 0.73 and
+/// 0.82, 32 KiB 0.51, 64 KiB 0.58 (6 rounds each); 8 ranks 16–64 KiB
+/// 0.63–0.77 (4 rounds); 8 KiB 1.10 on 4 ranks, 1.20 on 8, so the arena
+/// keeps those. (Such a node always measures itself far: its two
+/// measuring ranks share cores with others.)
 pub(crate) const OVERSUBSCRIBED_ALLTOALL_P2P: std::ops::RangeInclusive<usize> =
-    128 * 1024..=512 * 1024;
+    16 * 1024..=512 * 1024;
 
 /// Reduce over one node by single-copy pulls with the folding shared
 /// (`Reduce::ShmPull`), for operands in this range on two ranks. Against
@@ -759,11 +765,13 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     // not: 4 ranks on 2 cores, 16 KiB blocks (64 KiB in all), arena ÷ pulls
     // 0.63 with the vCPUs sharing a core's caches (4 rounds), 0.97 without
     // (4); 32 KiB blocks 0.94 and 1.29 (so the limit stays at 64 KiB).
-    let default = if arena && c.p > 2 {
+    // An oversubscribed node exchanges pairwise first (see
+    // `OVERSUBSCRIBED_ALLTOALL_P2P`), even blocks that fit the arena.
+    let default = if c.p > 2 && c.oversubscribed && OVERSUBSCRIBED_ALLTOALL_P2P.contains(&c.bytes) {
+        Alltoall::Pairwise
+    } else if arena && c.p > 2 {
         Alltoall::Shm
-    } else if c.close_pair_in(&CLOSE_PAIR_ALLTOALL_P2P)
-        || (c.p > 2 && c.oversubscribed && OVERSUBSCRIBED_ALLTOALL_P2P.contains(&c.bytes))
-    {
+    } else if c.close_pair_in(&CLOSE_PAIR_ALLTOALL_P2P) {
         Alltoall::Pairwise
     } else if c.equal && c.pulls_in(c.pull_range(&ALLTOALL_PULLS)) {
         Alltoall::ShmPull
@@ -907,20 +915,22 @@ mod tests {
             ..node(8, 4 << 20)
         };
         assert_eq!(bcast(crowded8).unwrap(), Bcast::Shm);
-        // All-to-all of 128–512 KiB blocks on an oversubscribed node goes
-        // pairwise; smaller and larger blocks, and a node with a core per
-        // rank, pull.
+        // All-to-all of 16–512 KiB blocks on an oversubscribed node goes
+        // pairwise; smaller blocks stay in the arena, larger ones and a
+        // node with a core per rank pull.
         let crowded4 = |block: usize| Call {
             oversubscribed: true,
             node_bytes: 4 * block,
             ..node(4, block)
         };
-        for (block, pairwise) in [(64, false), (128, true), (512, true), (1024, false)] {
-            let want = if pairwise {
-                Alltoall::Pairwise
-            } else {
-                Alltoall::ShmPull
-            };
+        for (block, want) in [
+            (8, Alltoall::Shm),
+            (16, Alltoall::Pairwise),
+            (64, Alltoall::Pairwise),
+            (128, Alltoall::Pairwise),
+            (512, Alltoall::Pairwise),
+            (1024, Alltoall::ShmPull),
+        ] {
             assert_eq!(
                 alltoall(crowded4(block << 10)).unwrap(),
                 want,
