@@ -424,7 +424,7 @@ const ALLREDUCE_PULLS: Pulls = Pulls {
 /// Two ranks of a close node (one core's two hardware
 /// threads, which share its work too): 16 KiB 0.92–0.93, 32–512 KiB
 /// 0.69–0.89, 1–2 MiB 0.99–1.06 (10 rounds over two sittings); up to 128
-/// KiB they now go point to point ([`CLOSE_PAIR_ALLREDUCE_P2P`]). On more
+/// KiB they now go point to point ([`PAIR_ALLREDUCE_P2P`]). On more
 /// ranks only up to [`ROOT_MAX_RANKS`] of them, or ranks sharing cores
 /// (every measurement above): with a core per rank and many ranks, rank 0
 /// folding every operand alone would be the slow part.
@@ -452,11 +452,36 @@ const ROOT_MAX_RANKS: usize = 8;
 /// pairwise too: 0.85 and 0.91 of the arena (5 and 6 rounds); at 512 KiB
 /// 1.01–1.03, and all-gather and all-reduce by recursive doubling at 256
 /// KiB 1.24 and 0.96, 512 KiB 1.33 and 1.20, so they keep their limits.
-const CLOSE_PAIR_ALLREDUCE_P2P: std::ops::RangeInclusive<usize> = 8 * 1024..=128 * 1024;
-/// See [`CLOSE_PAIR_ALLREDUCE_P2P`].
-const CLOSE_PAIR_ALLTOALL_P2P: std::ops::RangeInclusive<usize> = 32 * 1024..=256 * 1024;
-/// See [`CLOSE_PAIR_ALLREDUCE_P2P`].
-const CLOSE_PAIR_ALLGATHER_P2P: std::ops::RangeInclusive<usize> = 32 * 1024..=128 * 1024;
+///
+/// Two ranks of a far node (the vCPUs not sharing caches) send up to 128
+/// KiB eagerly since session 15, and then point to point beats the
+/// default (the arena, or pulls) too: against it, 4 interleaved rounds,
+/// all-to-all pairwise 16, 32, 64, 128 KiB 0.54, 0.63, 0.72, 0.79;
+/// all-gather by recursive doubling 32 KiB 0.90, 64–128 KiB 0.67–0.71 (16
+/// KiB 1.00); all-reduce by recursive doubling 16–128 KiB 0.71–0.85; at
+/// 256 KiB, past the eager limit, 1.02–3.1. (Reduce and broadcast by
+/// binomial tree stay slower: 0.87–16×.)
+const PAIR_ALLREDUCE_P2P: Pair = Pair {
+    close: 8 * 1024..=128 * 1024,
+    far: 16 * 1024..=128 * 1024,
+};
+/// See [`PAIR_ALLREDUCE_P2P`].
+const PAIR_ALLTOALL_P2P: Pair = Pair {
+    close: 32 * 1024..=256 * 1024,
+    far: 16 * 1024..=128 * 1024,
+};
+/// See [`PAIR_ALLREDUCE_P2P`].
+const PAIR_ALLGATHER_P2P: Pair = Pair {
+    close: 32 * 1024..=128 * 1024,
+    far: 32 * 1024..=128 * 1024,
+};
+
+/// Sizes at which two ranks of one node, each with its core, go point to
+/// point: on a `close` node and on a `far` one.
+struct Pair {
+    close: std::ops::RangeInclusive<usize>,
+    far: std::ops::RangeInclusive<usize>,
+}
 /// All-gather: see [`Pulls`]; two ranks only, never on a close node.
 const ALLGATHER_PULLS: Pulls = Pulls {
     two: NODE_ALLGATHER_PULL,
@@ -602,11 +627,13 @@ impl Call {
         self.node_slot > 0 && range.contains(&self.bytes) && node_max_override().is_none() && cma()
     }
 
-    /// Whether the call is two ranks of a close node, each with its core,
-    /// with a size in `range` (see [`CLOSE_PAIR_ALLREDUCE_P2P`]).
+    /// Whether the call is two ranks of one node (it has an arena), each
+    /// with its core, with a size in the range of `pair` for the node's
+    /// profile (see [`PAIR_ALLREDUCE_P2P`]).
     #[inline]
-    fn close_pair_in(&self, range: &std::ops::RangeInclusive<usize>) -> bool {
-        self.p == 2 && self.close && !self.oversubscribed && range.contains(&self.bytes)
+    fn pair_in(&self, pair: &Pair) -> bool {
+        let range = if self.close { &pair.close } else { &pair.far };
+        self.p == 2 && self.node_slot > 0 && !self.oversubscribed && range.contains(&self.bytes)
     }
 
     /// Whether the call has an arena and its size is in the range of
@@ -711,7 +738,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 #[inline(always)]
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
-        _ if c.close_pair_in(&CLOSE_PAIR_ALLREDUCE_P2P) => Allreduce::RecursiveDoubling,
+        _ if c.pair_in(&PAIR_ALLREDUCE_P2P) => Allreduce::RecursiveDoubling,
         _ if c.bytes >= ALLREDUCE_ROOT.least()
             && (c.p <= ROOT_MAX_RANKS || c.oversubscribed)
             && c.in_arena(&ALLREDUCE_ROOT) =>
@@ -742,7 +769,7 @@ pub(crate) fn allreduce_hierarchical(commutative: bool) -> Result<bool> {
 pub(crate) fn allgather(c: Call) -> Result<Allgather> {
     let default = if !c.equal {
         Allgather::Ring
-    } else if c.close_pair_in(&CLOSE_PAIR_ALLGATHER_P2P) {
+    } else if c.pair_in(&PAIR_ALLGATHER_P2P) {
         Allgather::RecursiveDoubling
     } else if c.pulls(&ALLGATHER_PULLS) {
         Allgather::ShmPull
@@ -771,7 +798,7 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
         Alltoall::Pairwise
     } else if arena && c.p > 2 {
         Alltoall::Shm
-    } else if c.close_pair_in(&CLOSE_PAIR_ALLTOALL_P2P) {
+    } else if c.pair_in(&PAIR_ALLTOALL_P2P) {
         Alltoall::Pairwise
     } else if c.equal && c.pulls_in(c.pull_range(&ALLTOALL_PULLS)) {
         Alltoall::ShmPull
@@ -886,8 +913,18 @@ mod tests {
         assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::ShmPull);
         assert_eq!(reduce(node(16, 128 << 10)).unwrap(), Reduce::Shm);
         assert_ne!(reduce(node(16, 1 << 20)).unwrap(), Reduce::Shm);
-        assert_eq!(allreduce(node(2, 32 << 10)).unwrap(), Allreduce::Shm);
-        assert_eq!(allreduce(node(2, 64 << 10)).unwrap(), Allreduce::ShmPull);
+        // Two ranks of a far node go point to point at 16–128 KiB (the
+        // eager sizes), where that beats the arena and the pulls.
+        assert_eq!(allreduce(node(2, 8 << 10)).unwrap(), Allreduce::Shm);
+        assert_eq!(
+            allreduce(node(2, 16 << 10)).unwrap(),
+            Allreduce::RecursiveDoubling
+        );
+        assert_eq!(
+            allreduce(node(2, 128 << 10)).unwrap(),
+            Allreduce::RecursiveDoubling
+        );
+        assert_eq!(allreduce(node(2, 256 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 8 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(4, 16 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 1 << 20)).unwrap(), Allreduce::ShmRoot);
@@ -905,8 +942,24 @@ mod tests {
         assert_eq!(bcast(node(2, 32 << 10)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(node(2, 64 << 10)).unwrap(), Bcast::ShmPull);
         assert_eq!(bcast(node(4, 64 << 10)).unwrap(), Bcast::Shm);
-        assert_eq!(allgather(node(2, 64 << 10)).unwrap(), Allgather::Shm);
-        assert_eq!(allgather(node(2, 128 << 10)).unwrap(), Allgather::ShmPull);
+        assert_eq!(allgather(node(2, 16 << 10)).unwrap(), Allgather::Shm);
+        assert_eq!(
+            allgather(node(2, 32 << 10)).unwrap(),
+            Allgather::RecursiveDoubling
+        );
+        assert_eq!(
+            allgather(node(2, 128 << 10)).unwrap(),
+            Allgather::RecursiveDoubling
+        );
+        assert_eq!(allgather(node(2, 256 << 10)).unwrap(), Allgather::ShmPull);
+        let pair = |block: usize| Call {
+            node_bytes: 2 * block,
+            ..node(2, block)
+        };
+        assert_eq!(alltoall(pair(8 << 10)).unwrap(), Alltoall::Shm);
+        assert_eq!(alltoall(pair(16 << 10)).unwrap(), Alltoall::Pairwise);
+        assert_eq!(alltoall(pair(128 << 10)).unwrap(), Alltoall::Pairwise);
+        assert_eq!(alltoall(pair(256 << 10)).unwrap(), Alltoall::ShmPull);
         assert_eq!(allgather(node(4, 64 << 10)).unwrap(), Allgather::Shm);
         assert_eq!(allgather(node(4, 4 << 20)).unwrap(), Allgather::Shm);
         assert_eq!(bcast(node(4, 4 << 20)).unwrap(), Bcast::Shm);
