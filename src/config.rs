@@ -189,16 +189,17 @@ pub(crate) fn handshake_timeout() -> std::time::Duration {
 /// * 4 ranks on 2 cores (such a node is always `far`; 5 rounds):
 ///   `mbw_mr` 16–128 KiB 2.1–3.1×, all-to-all of 128 KiB blocks (pairwise)
 ///   0.59 of its time.
-/// * 256 KiB eager took 1.26× the pull's latency at 256 KiB, 512 KiB
-///   eager 1.33× at 512 KiB (3 rounds), so the limit stops at 128 KiB.
+/// * 256 KiB eager took 1.29× the pull's latency at 256 KiB, 512 KiB
+///   eager 1.37× at 512 KiB (5 rounds), so the limit stops at 128 KiB.
 pub const DEFAULT_SHM_EAGER_LIMIT: usize = 128 * 1024;
 
 /// Default eager limit between ranks of one `close` node (one core's two
 /// hardware threads on this VM), where the ring's copies stay in the
-/// shared caches. Against 128 KiB (6 and 4 interleaved rounds): latency
-/// 256 KiB 0.61, 512 KiB 0.85; `bw` 256–512 KiB 1.7–1.8×, `bibw` 256–512
-/// KiB 2.0×. At 1 MiB eager moved 1.6× (`bw`) and 1.9× (`bibw`) as much,
-/// but its latency was 1.07× the pull's, so the limit stops at 512 KiB.
+/// shared caches. Against 128 KiB (4–6 interleaved rounds): latency 256
+/// KiB 0.61, 512 KiB 0.82–0.85; `bw` 256–512 KiB 1.6×, `bibw` 1.8–1.9×,
+/// `mbw_mr` 1.6–1.7×. At 1 MiB eager moved 1.6× (`bw`) and 1.9× (`bibw`)
+/// as much, but its latency was 1.07× the pull's, so the limit stops at
+/// 512 KiB.
 /// (Session 12, eager against the pull before the reader took whole
 /// records: latency 8–64 KiB 0.16–0.54, `bw` 8–128 KiB 1.6–3.8×, `bibw`
 /// 1.2–2.1×; 256 KiB level.)

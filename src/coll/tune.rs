@@ -485,6 +485,7 @@ struct Pair {
     close: std::ops::RangeInclusive<usize>,
     far: std::ops::RangeInclusive<usize>,
 }
+
 /// All-gather: see [`Pulls`]; two ranks only, never on a close node.
 const ALLGATHER_PULLS: Pulls = Pulls {
     two: NODE_ALLGATHER_PULL,
