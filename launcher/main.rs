@@ -61,7 +61,7 @@ struct RunArgs {
     /// Set VAR=VALUE in every rank, or forward VAR from this environment (repeatable).
     #[arg(short = 'x', value_name = "VAR[=VALUE]")]
     export: Vec<String>,
-    /// Prefix every output line with "[rank] ".
+    /// Prefix every output line with its rank in brackets, then a space.
     #[arg(long)]
     tag_output: bool,
     /// End the job (non-zero exit) if it runs longer than SECS seconds.
