@@ -149,7 +149,9 @@ fn body_node_profile() {
     // Messages of every size around both eager limits arrive whole.
     let peer = (w.rank() + 1) % w.size();
     let from = (w.rank() + w.size() - 1) % w.size();
-    for n in [4096usize, 4097, 65536, 131072, 131073, 300_000] {
+    for n in [
+        4096usize, 4097, 65536, 131072, 131073, 300_000, 524_288, 524_289,
+    ] {
         let out: Vec<u8> = (0..n).map(|i| (i * 7 + w.rank()) as u8).collect();
         let mut inc = vec![0u8; n];
         w.sendrecv(&out, peer, 5, &mut inc, from, 5).unwrap();
@@ -164,6 +166,68 @@ fn body_node_profile() {
 /// message, read whole with the records behind it), between ping-pongs of
 /// messages split into records (a conversation), on both node profiles:
 /// every message lands whole in its own buffer.
+/// Each node profile's eager limit (`config::DEFAULT_SHM_EAGER_LIMIT` on a
+/// far node, `CLOSE_SHM_EAGER_LIMIT` on a close one): a blocking send of
+/// exactly that many bytes completes before its receive is posted (else
+/// the job deadlocks and times out), one byte more waits for it.
+#[test]
+fn each_profile_sends_up_to_its_eager_limit_without_the_receiver() {
+    for (profile, limit) in [
+        ("far", courier::config::DEFAULT_SHM_EAGER_LIMIT),
+        ("close", courier::config::CLOSE_SHM_EAGER_LIMIT),
+    ] {
+        let limit = limit.to_string();
+        run_body_env(
+            "body_eager_limit",
+            2,
+            &[
+                ("COURIER_TRANSPORT", "shm"),
+                ("COURIER_SHM_PROFILE", profile),
+                ("EAGER_LIMIT", &limit),
+            ],
+            60,
+        )
+        .assert_ranks_passed(2);
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_eager_limit() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let limit: usize = std::env::var("EAGER_LIMIT").unwrap().parse().unwrap();
+    let data: Vec<u8> = (0..limit + 1).map(|i| (i % 251) as u8).collect();
+    if w.rank() == 0 {
+        // Eager: done while rank 1 still waits for tag 2.
+        w.send(&data[..limit], 1, 1).unwrap();
+        w.send(&[1u8], 1, 2).unwrap();
+        // One byte more: a rendezvous, unfinished until rank 1 posts it
+        // (after tag 4).
+        courier::scope(|s| {
+            let mut req = w.isend(s, &data, 1, 3).unwrap();
+            let until = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < until {
+                assert!(
+                    req.test().is_none(),
+                    "a send above the eager limit completed before its receive was posted"
+                );
+            }
+            w.send(&[1u8], 1, 4).unwrap();
+            req.wait().unwrap();
+        });
+    } else {
+        let mut one = [0u8];
+        w.recv(&mut one, 0, 2).unwrap();
+        let mut got = vec![0u8; limit + 1];
+        w.recv(&mut got[..limit], 0, 1).unwrap();
+        assert_eq!(got[..limit], data[..limit]);
+        w.recv(&mut one, 0, 4).unwrap();
+        w.recv(&mut got, 0, 3).unwrap();
+        assert_eq!(got, data);
+    }
+}
+
 #[test]
 fn streams_and_conversations_of_medium_messages_interleave() {
     for profile in ["close", "far"] {
