@@ -195,6 +195,9 @@ pub(crate) struct ShmTransport {
     /// How a conversation's writes are split into records (set by the
     /// node's profile).
     split: Split,
+    /// The node's cores share no cache (its profile is far): streams ask
+    /// for their rings' lines ahead (see `ring::AHEAD_LINES`).
+    ahead: bool,
 }
 
 impl ShmTransport {
@@ -232,6 +235,7 @@ impl ShmTransport {
             seen: 0,
             light,
             split: SPLIT_CLOSE,
+            ahead: false,
         })
     }
 
@@ -242,6 +246,10 @@ impl ShmTransport {
             calibrate::Profile::Close => SPLIT_CLOSE,
             calibrate::Profile::Far => SPLIT_FAR,
         };
+        self.ahead = profile == calibrate::Profile::Far;
+        for (_, c) in &mut self.inbound {
+            c.set_prefetch_ahead(self.ahead);
+        }
     }
 
     /// What peers put in their card to reach us.
@@ -284,7 +292,9 @@ impl ShmTransport {
             heard: true,
         });
         // Our segment is fresh and only we read our rings: each head is 0.
-        self.inbound.push((peer, Consumer::fresh(ring)));
+        let mut consumer = Consumer::fresh(ring);
+        consumer.set_prefetch_ahead(self.ahead);
+        self.inbound.push((peer, consumer));
         self.local_peers.push(peer);
         let slot = addr.local_rank as usize;
         self.slot_peer[slot] = Some(peer);
@@ -596,12 +606,13 @@ const SPLIT_FAR: Split = Split {
 
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
-        let (light, split) = (self.light, self.split);
+        let (light, split, ahead) = (self.light, self.split, self.ahead);
         let heard = match self.peers.get_mut(peer as usize) {
             Some(Some(p)) => std::mem::replace(&mut p.heard, false),
             _ => false,
         };
         let (seg, prod) = self.map_peer(peer)?;
+        prod.set_streaming(ahead && !heard);
         let corrupt = |_| LinkError(format!("rank {peer} corrupted its shared ring"));
         let mut slices: [&[u8]; 2] = [
             bufs.first().map_or(&[][..], |b| &b[..]),
