@@ -719,6 +719,13 @@ impl ShmTransport {
         let n = read(inbound)
             .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
         p.heard |= n > 0;
+        if n > 0 && self.ahead {
+            // An answer is likely to follow: ask for the lines it will
+            // take now (see `Producer::prepare_next`).
+            if let Some((_, prod)) = p.out.as_ref() {
+                prod.prepare_next(inbound.last_lines());
+            }
+        }
         Ok(n)
     }
 }

@@ -311,6 +311,25 @@ impl Producer {
         self.streaming = streaming;
     }
 
+    /// Asks for the `lines` lines the next record will take, for writing,
+    /// before it is ready: on a node whose cores share no cache, when the
+    /// writer has just heard a record of `lines` lines from the reader (an
+    /// answer of that size is likely to follow). The lines' cross-core
+    /// transfers then overlap with the handling of what was heard instead
+    /// of holding up the answer's publication. Only up to
+    /// [`AHEAD_MAX_LINES`] lines. Against not asking (2 ranks, not sharing
+    /// caches, 5 interleaved rounds): latency 1–32 B 0.82–0.85× (0.29 →
+    /// 0.24–0.25 µs), 64–512 B 0.79–0.92×, 1 KiB 0.83–0.84×, 2 KiB 0.87×,
+    /// 4 KiB and up level. Asking for the first line alone after records of
+    /// any size made latency at 64–512 B 1.27–1.55×; for all 65 lines of a
+    /// 4 KiB message's record, 1.27×.
+    #[inline]
+    pub(crate) fn prepare_next(&self, lines: u64) {
+        if lines <= AHEAD_MAX_LINES {
+            self.ring.prefetch_lines(self.tail, lines, true);
+        }
+    }
+
     fn free(&self) -> u64 {
         self.ring.capacity as u64 - (self.tail - self.head_cache)
     }
@@ -453,6 +472,8 @@ pub(crate) struct Consumer {
     ahead: bool,
     /// The last look found a record (the reader is inside a stream).
     busy: bool,
+    /// Lines taken by the last record opened (0: none yet).
+    last_lines: u64,
 }
 
 // SAFETY: as for `Producer`: the ring's one consumer role, moved whole.
@@ -471,6 +492,7 @@ impl Consumer {
             off: 0,
             ahead: false,
             busy: false,
+            last_lines: 0,
         }
     }
 
@@ -485,6 +507,7 @@ impl Consumer {
             off: 0,
             ahead: false,
             busy: false,
+            last_lines: 0,
         }
     }
 
@@ -504,6 +527,12 @@ impl Consumer {
         self.ahead = ahead;
     }
 
+    /// How many lines the last record opened took (0: none yet).
+    #[inline]
+    pub(crate) fn last_lines(&self) -> u64 {
+        self.last_lines
+    }
+
     /// Opens the next record if none is open; returns the unread bytes of
     /// the open record (0: nothing published yet).
     fn open(&mut self) -> Result<usize, Corrupt> {
@@ -520,7 +549,8 @@ impl Consumer {
             self.len = len;
             self.off = 0;
             self.ring.prefetch_body(self.head, len);
-            if self.ahead && self.busy && len <= LINE_RECORD {
+            self.last_lines = footprint_of(len) / RECORD_ALIGN;
+            if self.ahead && self.busy && self.last_lines == 1 {
                 self.ring
                     .prefetch_lines(self.head + (1 + AHEAD_LINES) * RECORD_ALIGN, 1, false);
             }
