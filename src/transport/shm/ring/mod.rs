@@ -80,7 +80,8 @@ const PREFETCH_LINES: usize = 9;
 /// ahead (`prefetchw` by the writer, a prefetch by the reader), the
 /// transfers overlap: 31 ns. Against not asking (2 ranks, not sharing
 /// caches, 5 interleaved rounds): `bw` 1–32 B 1.71–1.92×, 64–128 B
-/// 1.49–1.54×, 256 B 1.25–1.40×, 512 B 1.09×; latency level.
+/// 1.49–1.54×, 256 B 1.25–1.40×, 512 B 1.09×; latency level. Six lines
+/// ahead made `bw` 1–32 B 0.89–0.95× of three; two, 64–256 B 0.77–0.91×.
 const AHEAD_LINES: u64 = 3;
 /// Only records of up to this many lines (a 2 KiB message with its
 /// headers) are followed by the writer's requests, each for as many lines

@@ -181,6 +181,11 @@ fn two_threads_random_sizes(ahead: bool) {
             }
             let mut off = 0;
             while off < n {
+                if ahead {
+                    // As after hearing from the reader: the lines the
+                    // next record takes, asked for before it is written.
+                    p.prepare_next(footprint_of(n - off) / RECORD_ALIGN);
+                }
                 let w = p.write(&[&buf[off..n]]).unwrap();
                 if w == 0 {
                     std::thread::yield_now();
