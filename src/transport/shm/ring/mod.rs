@@ -93,6 +93,11 @@ const AHEAD_LINES: u64 = 3;
 /// at 4 KiB 0.59× and at 8 KiB 0.76×; asking for only the first 8 lines of
 /// any record made it 0.86× at 512 B (the requests no longer followed on).
 const AHEAD_MAX_LINES: u64 = 33;
+/// Lines asked for ahead of an answer to a record of more than
+/// [`AHEAD_MAX_LINES`] (see [`Producer::prepare_next`]): latency at 4–8
+/// KiB 0.89–0.93× of not asking (16 lines: 0.94–0.99×), 16 KiB and up,
+/// `bw` and `bibw` level.
+const ANSWER_HEAD_LINES: u64 = 8;
 
 /// The ring's control data is inconsistent: the peer corrupted shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,18 +322,21 @@ impl Producer {
     /// writer has just heard a record of `lines` lines from the reader (an
     /// answer of that size is likely to follow). The lines' cross-core
     /// transfers then overlap with the handling of what was heard instead
-    /// of holding up the answer's publication. Only up to
-    /// [`AHEAD_MAX_LINES`] lines. Against not asking (2 ranks, not sharing
-    /// caches, 5 interleaved rounds): latency 1–32 B 0.82–0.85× (0.29 →
-    /// 0.24–0.25 µs), 64–512 B 0.79–0.92×, 1 KiB 0.83–0.84×, 2 KiB 0.87×,
-    /// 4 KiB and up level. Asking for the first line alone after records of
-    /// any size made latency at 64–512 B 1.27–1.55×; for all 65 lines of a
-    /// 4 KiB message's record, 1.27×.
+    /// of holding up the answer's publication. Against not asking (2
+    /// ranks, not sharing caches, 5 interleaved rounds): latency 1–32 B
+    /// 0.82–0.87× (0.29 → 0.24–0.25 µs), 64–512 B 0.79–0.94×, 1–2 KiB
+    /// 0.83–0.86×. After a larger record only its first
+    /// [`ANSWER_HEAD_LINES`] lines: the rest would compete with the copy
+    /// of what was heard (all 65 lines of a 4 KiB answer made its latency
+    /// 1.27×, 32 lines 1.14×).
     #[inline]
     pub(crate) fn prepare_next(&self, lines: u64) {
-        if lines <= AHEAD_MAX_LINES {
-            self.ring.prefetch_lines(self.tail, lines, true);
-        }
+        let ask = if lines <= AHEAD_MAX_LINES {
+            lines
+        } else {
+            ANSWER_HEAD_LINES
+        };
+        self.ring.prefetch_lines(self.tail, ask, true);
     }
 
     fn free(&self) -> u64 {
