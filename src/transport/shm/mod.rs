@@ -196,7 +196,9 @@ pub(crate) struct ShmTransport {
     /// node's profile).
     split: Split,
     /// The node's cores share no cache (its profile is far): streams ask
-    /// for their rings' lines ahead (see `ring::AHEAD_LINES`).
+    /// for their rings' lines ahead, and a rank that hears a record asks
+    /// for the lines of its answer (see `ring::AHEAD_LINES` and
+    /// `Producer::prepare_next`).
     ahead: bool,
 }
 

@@ -36,6 +36,15 @@
 //! its last byte is read. Records are capped at a quarter of the ring, so
 //! large transfers stay pipelined.
 //!
+//! Where the two cores share no cache, a line the other core last held
+//! costs a transfer to write as well as to read, and a store waits for it.
+//! So on such a node (the transport says so) each side asks for lines
+//! before it needs them: a streaming writer for the lines a few records
+//! ahead (`prefetchw`), a streaming reader for the line ahead of each
+//! small record, and a rank that has just heard a record for the lines at
+//! its own tail where its answer will go ([`Producer::prepare_next`]).
+//! These are hints only: what is read and written does not change.
+//!
 //! The memory may be mapped by an untrusted process of the same user: a
 //! ready header's length is validated before use, the published `head` is
 //! validated against the producer's position, and every data access is
