@@ -77,7 +77,7 @@ const RECORD_HEADER: usize = 8;
 /// Larger records are left to the hardware prefetcher: whole records of
 /// up to 33 lines gained no latency at 1–2 KiB, and the first 8 lines of
 /// any record cost `bw` 1–4 KiB 4–9%.
-const PREFETCH_LINES: usize = 9;
+const PREFETCH_LINES: u64 = 9;
 /// How far ahead of a stream its two sides ask for the ring's lines, on a
 /// node whose cores share no cache (see [`Producer::set_streaming`] and
 /// [`Consumer::set_prefetch_ahead`]). There, writing or reading a line the
@@ -170,33 +170,6 @@ impl RingPtr {
         // lie in the data area and are 8-byte aligned; both sides access
         // header words only atomically.
         unsafe { &*(self.data().add(at & !(RECORD_ALIGN as usize - 1)) as *const AtomicU64) }
-    }
-
-    /// Starts loading the lines after the first of the published record
-    /// at `pos` holding `len` bytes (up to [`PREFETCH_LINES`] of them), so
-    /// that their transfers from the writer's cache overlap with the
-    /// reader's work on the header (matching) instead of following it.
-    #[inline]
-    fn prefetch_body(&self, pos: u64, len: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let lines = (RECORD_HEADER + len).div_ceil(RECORD_ALIGN as usize);
-            if lines > PREFETCH_LINES {
-                return;
-            }
-            for k in 1..lines {
-                let at = (pos as usize + k * RECORD_ALIGN as usize) & (self.capacity - 1);
-                // SAFETY: `at` is masked into the data area; a prefetch
-                // only hints the cache and never faults.
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        self.data().add(at) as *const i8,
-                    )
-                };
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (pos, len);
     }
 
     /// Asks for the `lines` lines from ring position `pos` (a line
@@ -566,9 +539,16 @@ impl Consumer {
             }
             self.len = len;
             self.off = 0;
-            self.ring.prefetch_body(self.head, len);
-            self.last_lines = footprint_of(len) / RECORD_ALIGN;
-            if self.ahead && self.busy && self.last_lines == 1 {
+            let lines = footprint_of(len) / RECORD_ALIGN;
+            self.last_lines = lines;
+            if lines <= PREFETCH_LINES {
+                // The lines after the header's, so that their transfers
+                // from the writer's cache overlap with the work on the
+                // header (matching) instead of following it.
+                self.ring
+                    .prefetch_lines(self.head + RECORD_ALIGN, lines - 1, false);
+            }
+            if self.ahead && self.busy && lines == 1 {
                 self.ring
                     .prefetch_lines(self.head + (1 + AHEAD_LINES) * RECORD_ALIGN, 1, false);
             }
