@@ -78,6 +78,9 @@ pub(crate) struct NodeColl {
     seq: AtomicU64,
     /// The last operation this rank announced in its progress word.
     announced: AtomicU64,
+    /// The last operation in which this rank published nothing (see
+    /// [`NodeColl::begin_quiet`]).
+    quiet: AtomicU64,
     /// An operation every other rank is known to have started (the least
     /// of what `seen` says of them when last computed): starting an
     /// operation whose turn that frees looks at no rank at all.
@@ -382,6 +385,7 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         p,
         seq: AtomicU64::new(0),
         announced: AtomicU64::new(0),
+        quiet: AtomicU64::new(0),
         all_started: AtomicU64::new(0),
         seen: Seen::new(p),
         policy,
@@ -422,7 +426,25 @@ impl NodeColl {
     /// Starts the next operation, of `total` bytes per rank: its sequence
     /// number, once every rank has started operation `s - depth + 1` (so
     /// the line and cells of this turn are free).
+    ///
+    /// For a rank that publishes in this operation. If it published
+    /// nothing in an operation since it last announced, it announces
+    /// first: a rank waiting for it to have started that operation looks
+    /// at the operation's own line and at the progress word only, and this
+    /// rank's later cells lie in other lines. (A broadcast's receiver that
+    /// never had to wait, then the root of a broadcast it left before the
+    /// others asked: they waited for it forever.)
     fn begin(&self, check: Check<'_>, total: usize) -> Result<u64> {
+        let s = self.next(check, total)?;
+        if self.quiet.load(AtomicOrdering::Relaxed) > self.announced.load(AtomicOrdering::Relaxed) {
+            self.announce();
+        }
+        Ok(s)
+    }
+
+    /// The sequence number of the next operation, once its turn is free
+    /// (see [`NodeColl::begin`]).
+    fn next(&self, check: Check<'_>, total: usize) -> Result<u64> {
         let s = self.seq.load(AtomicOrdering::Relaxed) + 1;
         self.seq.store(s, AtomicOrdering::Relaxed);
         let depth = self.arena.depth_for(total);
@@ -437,11 +459,16 @@ impl NodeColl {
     /// [`ANNOUNCE_EVERY`] operations (the others learn it from there), or,
     /// in a refresh lap, publishing an empty cell (see [`REFRESH_LAPS`]).
     fn begin_quiet(&self, check: Check<'_>, total: usize) -> Result<u64> {
-        let s = self.begin(check, total)?;
+        let s = self.next(check, total)?;
         if refresh_lap(s) {
             self.arena.publish(s, self.me, &[], total as u64);
         } else if s % ANNOUNCE_EVERY == 0 {
             self.announce();
+        } else {
+            // Nothing shows it started `s` yet: a wait announces it, and
+            // so does the next `begin` (a run of quiet operations of
+            // [`ANNOUNCE_EVERY`] or more announces within itself).
+            self.quiet.store(s, AtomicOrdering::Relaxed);
         }
         Ok(s)
     }
@@ -1284,6 +1311,7 @@ mod tests {
                             p,
                             seq: AtomicU64::new(0),
                             announced: AtomicU64::new(0),
+                            quiet: AtomicU64::new(0),
                             all_started: AtomicU64::new(0),
                             seen: Seen::new(p),
                             policy,
@@ -1370,6 +1398,57 @@ mod tests {
             });
             assert!(results.windows(2).all(|w| w[0] == w[1]), "p = {p}");
         }
+    }
+
+    /// Found by the soak test (seed 1796156131, 4 ranks): a broadcast's
+    /// receiver that never had to wait published nothing and announced
+    /// nothing in its last operations, then was the root of a broadcast,
+    /// whose cells lie in other lines, and left. A rank still in that
+    /// broadcast waited forever for it to have started the operations it
+    /// was quiet in.
+    #[test]
+    fn a_quiet_rank_that_publishes_next_shows_it_started() {
+        let t0 = Instant::now();
+        // Fails instead of hanging (checked between sleeps).
+        let bounded = || -> Result<()> {
+            ok()?;
+            if t0.elapsed() > Duration::from_secs(20) {
+                return Err(crate::error::Error::InvalidState(
+                    "waited 20 s: hang".into(),
+                ));
+            }
+            Ok(())
+        };
+        run(2, 64, |n| {
+            // Past the first lap of lines, in which quiet ranks publish
+            // anyway (`refresh_lap`).
+            for _ in 0..LINE_DEPTH {
+                n.barrier(&bounded).unwrap();
+            }
+            // Operations 65..=79: rank 0 broadcasts 15 turns of 64 bytes;
+            // rank 1 starts late, so every turn is there when it looks and
+            // it neither waits nor reaches a multiple of ANNOUNCE_EVERY.
+            let mut b = vec![0u8; 15 * 64];
+            if n.me == 0 {
+                b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            n.bcast(&bounded, &mut b, 0).unwrap();
+            assert!(b.iter().enumerate().all(|(i, &x)| x == i as u8));
+            assert_eq!(n.seq.load(AtomicOrdering::Relaxed), 79);
+            // Then rank 1 broadcasts 5 turns (more than a small cell): at
+            // its first, operation 80, rank 0 needs rank 1 to have started
+            // 65 (80 - DATA_DEPTH + 1) before it looks at rank 1's cell.
+            let mut c = vec![0u8; 5 * 64];
+            if n.me == 1 {
+                c.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, x)| *x = (i * 7) as u8);
+            }
+            n.bcast(&bounded, &mut c, 1).unwrap();
+            assert!(c.iter().enumerate().all(|(i, &x)| x == (i * 7) as u8));
+        });
     }
 
     #[test]
@@ -1610,6 +1689,7 @@ mod tests {
             p: 2,
             seq: AtomicU64::new(0),
             announced: AtomicU64::new(0),
+            quiet: AtomicU64::new(0),
             all_started: AtomicU64::new(0),
             seen: Seen::new(2),
             close: false,
