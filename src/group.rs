@@ -49,6 +49,7 @@ impl Group {
 
     /// The communicator rank of world rank `world` (`usize::MAX` for a
     /// stranger: messages on a communicator's contexts only come from members).
+    #[inline]
     pub(crate) fn comm_rank(&self, world: u32) -> usize {
         match self {
             Group::Identity(_) => world as usize,
@@ -57,26 +58,21 @@ impl Group {
     }
 
     /// Converts an engine result into a typed status for elements of `elem_size` bytes.
+    #[inline]
     pub(crate) fn status(&self, info: MsgInfo, elem_size: usize) -> Result<Status> {
-        let elem = elem_size.max(1);
-        // Element sizes are nearly always powers of two: a mask, not a
-        // division, on the way of every receive.
-        let rest = if elem.is_power_of_two() {
-            info.len & (elem - 1)
-        } else {
-            info.len % elem
-        };
-        if rest != 0 {
-            return Err(Error::LengthMismatch {
-                bytes: info.len,
-                elem_size,
-            });
-        }
-        Ok(Status {
+        whole_elements(info.len, elem_size)?;
+        Ok(self.status_of(info))
+    }
+
+    /// The status of message `info`, whose length is known to be a whole
+    /// number of elements (see [`whole_elements`]).
+    #[inline]
+    pub(crate) fn status_of(&self, info: MsgInfo) -> Status {
+        Status {
             source: self.comm_rank(info.source),
             tag: info.tag,
             bytes: info.len,
-        })
+        }
     }
 
     /// Translates the world ranks an error names into this group's ranks,
@@ -97,6 +93,27 @@ impl Group {
             e => e,
         }
     }
+}
+
+/// Checks that a message of `len` bytes holds a whole number of elements
+/// of `elem_size` bytes (an error names both).
+#[inline]
+pub(crate) fn whole_elements(len: usize, elem_size: usize) -> Result<()> {
+    let elem = elem_size.max(1);
+    // Element sizes are nearly always powers of two: a mask, not a
+    // division, on the way of every receive.
+    let rest = if elem.is_power_of_two() {
+        len & (elem - 1)
+    } else {
+        len % elem
+    };
+    if rest != 0 {
+        return Err(Error::LengthMismatch {
+            bytes: len,
+            elem_size,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -315,6 +315,7 @@ impl Engine {
     }
 
     /// Whether the request has finished (successfully or not).
+    #[inline]
     pub(crate) fn is_done(&self, id: ReqId) -> bool {
         self.reqs.is_done(id)
     }
@@ -325,6 +326,7 @@ impl Engine {
     }
 
     /// Removes a finished request and returns its outcome; `None` while it runs.
+    #[inline]
     pub(crate) fn take_result(&mut self, id: ReqId) -> Option<Result<MsgInfo, ReqError>> {
         self.reqs.take_result(id)
     }

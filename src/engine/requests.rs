@@ -235,15 +235,19 @@ impl Requests {
 
     /// Removes a finished request and returns its outcome; `None` while it
     /// runs (or for a stale id). Frees the slot under a new generation.
+    #[inline]
     pub(super) fn take_result(&mut self, id: ReqId) -> Option<Result<MsgInfo, ReqError>> {
         let slot = self.slots.get_mut(id.index())?;
-        if slot.gen != id.gen() || slot.entry.as_ref()?.result.is_none() {
+        if slot.gen != id.gen() {
             return None;
         }
-        let entry = slot.entry.take()?;
+        // Only the result moves out (the entry is mostly its kind, which a
+        // finished request no longer needs).
+        let result = slot.entry.as_mut()?.result.take()?;
+        slot.entry = None;
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(id.index() as u32);
-        entry.result
+        Some(result)
     }
 
     /// Every request still running, with its id.

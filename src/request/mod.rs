@@ -245,13 +245,23 @@ pub struct Scope<'s, 'env: 's> {
 
 impl<'s> Scope<'s, '_> {
     /// Records request `id`, just posted on `driver` (held as `p`), as one
-    /// to wait for at the scope's end; returns the driver as the scope
-    /// keeps it (the request borrows it from there: no reference count
-    /// per request).
-    fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) -> &'s Driver {
-        let (d, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
+    /// to wait for at the scope's end.
+    fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) {
+        let (_, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
         p.scope_push(*slot, id);
-        d
+    }
+
+    /// The driver of the scope's requests, as the scope keeps it (requests
+    /// borrow it from there: no reference count per request); set by the
+    /// first request recorded.
+    #[inline]
+    fn driver(&'s self) -> Result<&'s Driver> {
+        match self.reg.get() {
+            Some((d, _)) => Ok(d),
+            None => Err(Error::InvalidState(
+                "a scope without a recorded request has no driver".into(),
+            )),
+        }
     }
 
     /// Before posting on `driver`: the scope's requests all belong to one
@@ -293,6 +303,7 @@ static WORLD_NAMES: Group = Group::Identity(0);
 
 impl Names {
     /// How requests on a communicator of group `g` name senders.
+    #[inline]
     pub(crate) fn of(g: &Arc<Group>) -> Self {
         match **g {
             Group::Identity(_) => Names::World,
@@ -360,10 +371,70 @@ impl std::fmt::Debug for Request<'_> {
     }
 }
 
+/// What the out-of-line halves of [`Request::send`] and [`Request::recv`]
+/// return: a request id, or an error boxed so that the whole value is two
+/// words, returned in registers (a value returned in memory is read back
+/// in wider moves than it was written with, and each such read waits for
+/// the stores to drain: store-to-load forwarding fails).
+type Posting = std::result::Result<ReqId, Box<Error>>;
+
+/// Posts a send for [`Request::send`] and records it in `scope`: [`SENT`]
+/// when it was written at once (complete, nothing in flight), otherwise
+/// the request's id.
+#[inline(never)]
+fn post_send_scoped<'s>(
+    scope: &'s Scope<'s, '_>,
+    driver: &Arc<Driver>,
+    peer: u32,
+    context: u32,
+    tag: u32,
+    bytes: &'s [u8],
+    sync: bool,
+) -> Posting {
+    scope.check_driver(driver)?;
+    let mut p = driver.lock()?;
+    // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
+    // abandons) this request before 's ends.
+    match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) } {
+        Posted::Written => Ok(SENT),
+        Posted::Req(id) => {
+            scope.record(&mut p, driver, id);
+            Ok(id)
+        }
+    }
+}
+
+/// Posts a receive for [`Request::recv`] and records it in `scope`;
+/// returns the request's id.
+#[inline(never)]
+fn post_recv_scoped<'s>(
+    scope: &'s Scope<'s, '_>,
+    driver: &Arc<Driver>,
+    context: u32,
+    source: Option<u32>,
+    tag: Option<u32>,
+    bytes: &'s mut [u8],
+) -> Posting {
+    scope.check_driver(driver)?;
+    let mut p = driver.lock()?;
+    // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for (or
+    // abandons) this request before 's ends.
+    let id = unsafe { p.post_recv(context, source, tag, bytes) };
+    scope.record(&mut p, driver, id);
+    Ok(id)
+}
+
 impl<'s> Request<'s> {
     /// A send of `bytes` to world rank `peer` on `context`. `group` names
     /// ranks in its status (`None`: collectives' internal traffic).
+    ///
+    /// Inline, around an out-of-line post ([`post_send_scoped`]) that
+    /// returns only the request's id: the request is then built where the
+    /// caller keeps it (a window's vector), not built by a callee in memory
+    /// and copied out in wider moves than it was written with (each such
+    /// copy waits for the stores to drain: store-to-load forwarding fails).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn send<'env>(
         scope: &'s Scope<'s, 'env>,
         driver: &Arc<Driver>,
@@ -374,30 +445,25 @@ impl<'s> Request<'s> {
         bytes: &'s [u8],
         sync: bool,
     ) -> Result<Request<'s>> {
-        scope.check_driver(driver)?;
-        let mut p = driver.lock()?;
-        // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
-        // abandons) this request before 's ends.
-        let id = match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) } {
+        let id =
+            post_send_scoped(scope, driver, peer, context, tag, bytes, sync).map_err(|e| *e)?;
+        if id == SENT {
             // Nothing in flight: nothing for the scope to wait for.
-            Posted::Written => {
-                return Ok(Request {
-                    driver: None,
-                    names,
-                    id: SENT,
-                    kind: Kind::Send,
-                    state: Collected::Sent,
-                })
-            }
-            Posted::Req(id) => id,
-        };
-        let driver = scope.record(&mut p, driver, id);
-        Ok(Request::new(driver, names, id, Kind::Send))
+            return Ok(Request {
+                driver: None,
+                names,
+                id: SENT,
+                kind: Kind::Send,
+                state: Collected::Sent,
+            });
+        }
+        Ok(Request::new(scope.driver()?, names, id, Kind::Send))
     }
 
     /// A receive into `bytes` on `context`, of elements of `elem_size`
-    /// bytes (its status counts them).
+    /// bytes (its status counts them). Inline, as [`Request::send`].
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn recv<'env>(
         scope: &'s Scope<'s, 'env>,
         driver: &Arc<Driver>,
@@ -408,15 +474,16 @@ impl<'s> Request<'s> {
         bytes: &'s mut [u8],
         elem_size: usize,
     ) -> Result<Request<'s>> {
-        scope.check_driver(driver)?;
-        let mut p = driver.lock()?;
-        // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for
-        // (or abandons) this request before 's ends.
-        let id = unsafe { p.post_recv(context, source, tag, bytes) };
-        let driver = scope.record(&mut p, driver, id);
-        Ok(Request::new(driver, names, id, Kind::Recv { elem_size }))
+        let id = post_recv_scoped(scope, driver, context, source, tag, bytes).map_err(|e| *e)?;
+        Ok(Request::new(
+            scope.driver()?,
+            names,
+            id,
+            Kind::Recv { elem_size },
+        ))
     }
 
+    #[inline]
     fn new(driver: &'s Driver, names: Names, id: ReqId, kind: Kind) -> Self {
         Request {
             driver: Some(driver),
@@ -458,12 +525,31 @@ impl<'s> Request<'s> {
     }
 
     /// Turns the engine's report into the outcome the user sees.
+    #[inline(always)]
     fn outcome_of(&self, r: Result<MsgInfo>) -> Result<Status> {
         match (self.kind, self.names.group()) {
             (Kind::Recv { elem_size }, Some(g)) => r
                 .map_err(|e| g.local_error(e))
                 .and_then(|info| g.status(info, elem_size)),
             _ => r.map(|_| Status::empty()),
+        }
+    }
+
+    /// [`outcome_of`](Self::outcome_of) for a caller collecting many: a
+    /// status is pushed onto `out` (an error kept in `first_err` if it is
+    /// the first).
+    #[inline(always)]
+    fn push_outcome(
+        &self,
+        r: Result<MsgInfo>,
+        out: &mut Vec<Status>,
+        first_err: &mut Option<Error>,
+    ) {
+        match self.outcome_of(r) {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
 
@@ -565,36 +651,58 @@ pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
     // One lock for all of them (one driver per process), taken at the first
     // request the engine holds.
     let mut held: Option<Held<'_>> = None;
-    for mut r in reqs {
-        let o = match r.again() {
-            Some(o) => o,
-            None => {
-                let p = match (&mut held, r.driver()) {
-                    (Some(p), _) => Ok(p),
-                    (None, Ok(d)) => d.lock().map(|p| held.insert(p)),
-                    (None, Err(e)) => Err(e),
-                };
-                let res = p.map(|p| wait_or_detach(p, r.id));
-                match res {
-                    Ok(res) => r.outcome_of(res),
-                    // Not locked: the drop below finishes it.
+    // The requests stay where they are (moving each out of the vector
+    // copies 64 bytes through the stack); the vector drops at the end,
+    // where collected requests have nothing to do.
+    let mut reqs = reqs;
+    for r in reqs.iter_mut() {
+        if !matches!(r.state, Collected::No) {
+            // Collected already (by `test`), or complete when posted.
+            if let Some(o) = r.again() {
+                r.state = Collected::Yes;
+                match o {
+                    Ok(s) => out.push(s),
                     Err(e) => {
                         first_err.get_or_insert(e);
-                        continue;
                     }
                 }
             }
+            continue;
+        }
+        let p = match (&mut held, r.driver()) {
+            (Some(p), _) => Ok(p),
+            (None, Ok(d)) => d.lock().map(|p| held.insert(p)),
+            (None, Err(e)) => Err(e),
         };
-        // Collected: its drop (under our lock) has nothing to do.
-        r.state = Collected::Yes;
-        match o {
-            Ok(s) => out.push(s),
+        let p = match p {
+            Ok(p) => p,
+            // Not locked: the drop below finishes it.
             Err(e) => {
                 first_err.get_or_insert(e);
+                continue;
             }
+        };
+        // Collected (by either branch): its drop, under our lock, has
+        // nothing to do.
+        r.state = Collected::Yes;
+        if p.is_done(r.id) {
+            // Finished already (most of a window): collected here, where
+            // `finish` is inline and a success stays in registers on its
+            // way into `out` (a result first stored to memory and read
+            // back in wider moves waits for the stores to drain).
+            match p.finish(r.id) {
+                Ok(info) => r.push_outcome(Ok(info), &mut out, &mut first_err),
+                Err(e) => r.push_outcome(Err(e), &mut out, &mut first_err),
+            }
+        } else {
+            let res = wait_or_detach(p, r.id);
+            r.push_outcome(res, &mut out, &mut first_err);
         }
     }
+    // Uncollected ones (the driver's lock failed) are finished by their
+    // drop, which takes the lock itself.
     drop(held);
+    drop(reqs);
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
