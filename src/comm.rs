@@ -571,6 +571,7 @@ impl Communicator {
         self.isend_mode(scope, buf, dest, tag, true)
     }
 
+    #[inline]
     fn isend_mode<'s, 'env, T: Pod>(
         &self,
         scope: &'s Scope<'s, 'env>,
@@ -584,7 +585,6 @@ impl Communicator {
         Request::send(
             scope,
             &self.shared.progress,
-            request::Names::of(&self.shared.group),
             peer,
             self.shared.p2p_context(),
             tag,

@@ -94,16 +94,7 @@ impl Net for CommShared {
         let peer = self.world_rank(dest)?;
         request::scope(|s| {
             let ctx = self.coll_context();
-            let r = Request::send(
-                s,
-                &self.progress,
-                Names::Internal,
-                peer,
-                ctx,
-                tag,
-                out,
-                false,
-            )?;
+            let r = Request::send(s, &self.progress, peer, ctx, tag, out, false)?;
             let got = Net::recv(self, inc, src, tag);
             let sent = r.wait_raw();
             got.and(sent)
@@ -153,16 +144,7 @@ impl CommShared {
             let p = &self.progress;
             let r = Request::recv(s, p, Names::Internal, ctx, Some(from), Some(tag), inc, 1)?;
             let w = match (send, to) {
-                (Some((out, _)), Some(to)) => Some(Request::send(
-                    s,
-                    p,
-                    Names::Internal,
-                    to,
-                    ctx,
-                    tag,
-                    out,
-                    false,
-                )?),
+                (Some((out, _)), Some(to)) => Some(Request::send(s, p, to, ctx, tag, out, false)?),
                 _ => None,
             };
             let done = during();

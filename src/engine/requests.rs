@@ -15,6 +15,8 @@ pub(crate) struct ReqId(u64);
 impl ReqId {
     /// An id no request ever has (the slab never reaches that slot).
     pub(crate) const NONE: ReqId = ReqId(u64::MAX);
+    /// Another id no request ever has (nor the slot before the last).
+    pub(crate) const SPENT: ReqId = ReqId(u64::MAX - 1);
 
     pub(crate) fn new(index: u32, gen: u32) -> Self {
         ReqId((u64::from(gen) << 32) | u64::from(index))
@@ -40,6 +42,15 @@ pub(crate) struct MsgInfo {
     pub(crate) source: Rank,
     pub(crate) tag: u32,
     pub(crate) len: usize,
+}
+
+impl MsgInfo {
+    /// What a send (or a request complete when posted) reports.
+    pub(crate) const EMPTY: MsgInfo = MsgInfo {
+        source: 0,
+        tag: 0,
+        len: 0,
+    };
 }
 
 /// Why a request failed.

@@ -18,6 +18,7 @@ mod inbound;
 mod links;
 #[allow(unsafe_code)]
 mod loans;
+pub(crate) mod notes;
 mod outbound;
 mod service;
 mod wait;
@@ -79,6 +80,8 @@ pub(crate) struct Progress {
     /// and the free slots.
     scopes: Vec<Vec<ReqId>>,
     free_scopes: Vec<u32>,
+    /// What the API layer keeps with each request (see [`notes`]).
+    pub(crate) notes: notes::Notes,
 }
 
 impl Progress {
@@ -108,6 +111,7 @@ impl Progress {
             turns: driver::Turns::default(),
             scopes: Vec::new(),
             free_scopes: Vec::new(),
+            notes: notes::Notes::default(),
         }
     }
 

@@ -22,6 +22,7 @@
 use crate::engine::{MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::group::Group;
+use crate::progress::notes::Object;
 use crate::progress::{Driver, Held, Progress};
 use crate::status::Status;
 use std::marker::PhantomData;
@@ -193,6 +194,7 @@ where
             for &id in &ids {
                 if p.is_live(id) {
                     finish_on_drop(&mut p, id);
+                    p.notes.take(id);
                 }
             }
             ids.clear();
@@ -246,14 +248,18 @@ pub struct Scope<'s, 'env: 's> {
 impl<'s> Scope<'s, '_> {
     /// Records request `id`, just posted on `driver` (held as `p`), as one
     /// to wait for at the scope's end.
+    /// A send complete when posted ([`SENT`]) is not recorded, but it too
+    /// sets the scope's driver, which every request borrows.
     fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) {
         let (_, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
-        p.scope_push(*slot, id);
+        if id != SENT {
+            p.scope_push(*slot, id);
+        }
     }
 
     /// The driver of the scope's requests, as the scope keeps it (requests
     /// borrow it from there: no reference count per request); set by the
-    /// first request recorded.
+    /// first request made in it.
     #[inline]
     fn driver(&'s self) -> Result<&'s Driver> {
         match self.reg.get() {
@@ -310,20 +316,50 @@ impl Names {
             Group::Map { .. } => Names::Group(g.clone()),
         }
     }
+}
 
-    fn group(&self) -> Option<&Group> {
-        match self {
-            Names::Internal => None,
-            Names::World => Some(&WORLD_NAMES),
-            Names::Group(g) => Some(g),
-        }
+/// What the driver keeps with a receive in flight (see `progress::notes`):
+/// the size of its elements, and its communicator's group unless its ranks
+/// are the world's. Collectives' internal receives and sends have no note:
+/// their status is empty. Kept by the driver so that a [`Request`] is two
+/// words.
+#[inline]
+fn note(p: &mut Held<'_>, id: ReqId, names: Names, elem_size: usize) {
+    let group: Option<Object> = match names {
+        Names::Internal => return,
+        Names::World => None,
+        Names::Group(g) => Some(g),
+    };
+    p.notes.set(id, elem_size, group);
+}
+
+/// Turns the engine's report on request `id` into the outcome the user
+/// sees, as the request's note says, and forgets the note.
+#[inline(always)]
+fn outcome_of(p: &mut Held<'_>, id: ReqId, r: Result<MsgInfo>) -> Result<Status> {
+    match p.notes.take(id) {
+        None => r.map(|_| Status::empty()),
+        Some((elem_size, None)) => outcome(Some((&WORLD_NAMES, elem_size)), r),
+        Some((elem_size, Some(g))) => match g.downcast::<Group>() {
+            Ok(g) => outcome(Some((&g, elem_size)), r),
+            Err(_) => Err(Error::InvalidState(
+                "a receive's note holds something else than its group".into(),
+            )),
+        },
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Send,
-    Recv { elem_size: usize },
+/// The outcome the user sees of a request whose report names ranks as
+/// `group` does and counts elements of `elem_size` bytes (`None`: no
+/// report, an empty status).
+#[inline(always)]
+fn outcome(rep: Option<(&Group, usize)>, r: Result<MsgInfo>) -> Result<Status> {
+    match rep {
+        Some((g, elem_size)) => r
+            .map_err(|e| g.local_error(e))
+            .and_then(|info| g.status(info, elem_size)),
+        None => r.map(|_| Status::empty()),
+    }
 }
 
 /// A nonblocking operation on a borrowed buffer, alive within a [`Scope`].
@@ -333,39 +369,36 @@ enum Kind {
 /// later calls return the same outcome again without touching the runtime.
 /// Dropping an unfinished request waits for it (or abandons it while the
 /// thread panics).
+///
+/// Two words, so that building one and pushing it onto a vector moves it
+/// in registers (see [`Request::send`]).
 #[must_use = "a request must be waited for (dropping it waits)"]
 pub struct Request<'s> {
-    /// The driver, as the scope keeps it (`None`: a send complete when posted).
-    driver: Option<&'s Driver>,
-    names: Names,
-    id: ReqId,
-    kind: Kind,
-    state: Collected,
+    state: State<'s>,
 }
 
-/// The id of a request in state [`Collected::Sent`]; never looked up.
-const SENT: ReqId = ReqId::NONE;
-
-/// Whether a request's outcome has been taken from the engine (whose slot
-/// may then already serve another request).
-#[derive(Debug)]
-enum Collected {
-    /// A send complete when posted (written at once): the engine never
-    /// held it; its outcome is an empty status.
-    Sent,
-    /// Not yet: the engine still holds it.
-    No,
-    /// Yes, and handed to a caller that consumed the request.
-    Yes,
-    /// Yes, by `test` or `wait_any` on a request that lives on: kept to be
-    /// handed out again (boxed: rare, and it keeps requests small).
+/// Where a request stands.
+enum State<'s> {
+    /// On `driver` (as the scope keeps it): the engine's request `id`
+    /// until it is collected; [`SENT`] for a send complete when posted
+    /// (the engine never held it; its outcome is an empty status);
+    /// [`COLLECTED`] once collected and handed to a caller that consumed
+    /// the request.
+    On { driver: &'s Driver, id: ReqId },
+    /// Collected by `test` (or failed there) while the request lives on:
+    /// the outcome, handed out again (boxed: rare, and it keeps requests
+    /// two words).
     Kept(Box<Result<Status>>),
 }
+
+/// The id of a send complete when posted; never looked up.
+const SENT: ReqId = ReqId::NONE;
+/// The id of a collected request; never looked up.
+const COLLECTED: ReqId = ReqId::SPENT;
 
 impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
-            .field("kind", &self.kind)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -395,50 +428,56 @@ fn post_send_scoped<'s>(
     let mut p = driver.lock()?;
     // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
     // abandons) this request before 's ends.
-    match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) } {
-        Posted::Written => Ok(SENT),
-        Posted::Req(id) => {
-            scope.record(&mut p, driver, id);
-            Ok(id)
-        }
-    }
+    let id = match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) } {
+        // Nothing in flight: nothing for the scope to wait for.
+        Posted::Written => SENT,
+        Posted::Req(id) => id,
+    };
+    scope.record(&mut p, driver, id);
+    Ok(id)
 }
 
-/// Posts a receive for [`Request::recv`] and records it in `scope`;
-/// returns the request's id.
+/// Posts a receive for [`Request::recv`], with its report (none for
+/// collectives' internal traffic), and records it in `scope`; returns the
+/// request's id.
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn post_recv_scoped<'s>(
     scope: &'s Scope<'s, '_>,
     driver: &Arc<Driver>,
+    names: Names,
     context: u32,
     source: Option<u32>,
     tag: Option<u32>,
     bytes: &'s mut [u8],
+    elem_size: usize,
 ) -> Posting {
     scope.check_driver(driver)?;
     let mut p = driver.lock()?;
     // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for (or
     // abandons) this request before 's ends.
     let id = unsafe { p.post_recv(context, source, tag, bytes) };
+    note(&mut p, id, names, elem_size);
     scope.record(&mut p, driver, id);
     Ok(id)
 }
 
 impl<'s> Request<'s> {
-    /// A send of `bytes` to world rank `peer` on `context`. `group` names
-    /// ranks in its status (`None`: collectives' internal traffic).
+    /// A send of `bytes` to world rank `peer` on `context` (its status is
+    /// empty, whatever its communicator).
     ///
     /// Inline, around an out-of-line post ([`post_send_scoped`]) that
-    /// returns only the request's id: the request is then built where the
-    /// caller keeps it (a window's vector), not built by a callee in memory
-    /// and copied out in wider moves than it was written with (each such
-    /// copy waits for the stores to drain: store-to-load forwarding fails).
+    /// returns only the request's id: the request, two words, is then
+    /// built in registers where the caller keeps it (a window's vector),
+    /// not built by a callee in memory and copied out in wider moves than
+    /// it was written with (each such copy waits for the stores to drain:
+    /// store-to-load forwarding fails; on a node without shared caches,
+    /// behind the stores to the ring's lines).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn send<'env>(
         scope: &'s Scope<'s, 'env>,
         driver: &Arc<Driver>,
-        names: Names,
         peer: u32,
         context: u32,
         tag: u32,
@@ -447,21 +486,12 @@ impl<'s> Request<'s> {
     ) -> Result<Request<'s>> {
         let id =
             post_send_scoped(scope, driver, peer, context, tag, bytes, sync).map_err(|e| *e)?;
-        if id == SENT {
-            // Nothing in flight: nothing for the scope to wait for.
-            return Ok(Request {
-                driver: None,
-                names,
-                id: SENT,
-                kind: Kind::Send,
-                state: Collected::Sent,
-            });
-        }
-        Ok(Request::new(scope.driver()?, names, id, Kind::Send))
+        Ok(Request::on(scope.driver()?, id))
     }
 
     /// A receive into `bytes` on `context`, of elements of `elem_size`
-    /// bytes (its status counts them). Inline, as [`Request::send`].
+    /// bytes (its status counts them and names the sender as `names`
+    /// does). Inline, as [`Request::send`].
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn recv<'env>(
@@ -474,48 +504,50 @@ impl<'s> Request<'s> {
         bytes: &'s mut [u8],
         elem_size: usize,
     ) -> Result<Request<'s>> {
-        let id = post_recv_scoped(scope, driver, context, source, tag, bytes).map_err(|e| *e)?;
-        Ok(Request::new(
-            scope.driver()?,
-            names,
-            id,
-            Kind::Recv { elem_size },
-        ))
+        let id = post_recv_scoped(scope, driver, names, context, source, tag, bytes, elem_size)
+            .map_err(|e| *e)?;
+        Ok(Request::on(scope.driver()?, id))
     }
 
     #[inline]
-    fn new(driver: &'s Driver, names: Names, id: ReqId, kind: Kind) -> Self {
+    fn on(driver: &'s Driver, id: ReqId) -> Self {
         Request {
-            driver: Some(driver),
-            names,
-            id,
-            kind,
-            state: Collected::No,
+            state: State::On { driver, id },
         }
     }
 
-    /// The driver of a request the engine holds.
-    fn driver(&self) -> Result<&'s Driver> {
-        self.driver
-            .ok_or_else(|| Error::InvalidState("request without a driver".into()))
+    /// The driver and id of a request the engine still holds.
+    #[inline]
+    fn held(&self) -> Option<(&'s Driver, ReqId)> {
+        match self.state {
+            State::On { driver, id } if id != SENT && id != COLLECTED => Some((driver, id)),
+            _ => None,
+        }
+    }
+
+    /// Marks the request collected: its drop has nothing left to do.
+    #[inline]
+    fn set_collected(&mut self) {
+        if let State::On { id, .. } = &mut self.state {
+            *id = COLLECTED;
+        }
     }
 
     /// Waits for an internal request and returns what the engine reported.
     pub(crate) fn wait_info(mut self) -> Result<MsgInfo> {
-        if let Collected::Sent = self.state {
-            self.state = Collected::Yes;
-            return Ok(MsgInfo {
-                source: 0,
-                tag: 0,
-                len: 0,
-            });
-        }
+        let Some((driver, id)) = self.held() else {
+            // Complete when posted (internal requests are never kept).
+            return match &self.state {
+                State::Kept(o) => duplicate(o).map(|_| MsgInfo::EMPTY),
+                State::On { .. } => Ok(MsgInfo::EMPTY),
+            };
+        };
         let r = {
-            let mut p = self.driver()?.lock()?;
-            wait_or_detach(&mut p, self.id)
+            let mut p = driver.lock()?;
+            wait_or_detach(&mut p, id)
         };
         // Collected (or abandoned): nothing is left for the drop to do.
-        self.state = Collected::Yes;
+        self.set_collected();
         r
     }
 
@@ -524,63 +556,37 @@ impl<'s> Request<'s> {
         self.wait_info().map(|_| ())
     }
 
-    /// Turns the engine's report into the outcome the user sees.
-    #[inline(always)]
-    fn outcome_of(&self, r: Result<MsgInfo>) -> Result<Status> {
-        match (self.kind, self.names.group()) {
-            (Kind::Recv { elem_size }, Some(g)) => r
-                .map_err(|e| g.local_error(e))
-                .and_then(|info| g.status(info, elem_size)),
-            _ => r.map(|_| Status::empty()),
-        }
-    }
-
-    /// [`outcome_of`](Self::outcome_of) for a caller collecting many: a
-    /// status is pushed onto `out` (an error kept in `first_err` if it is
-    /// the first).
-    #[inline(always)]
-    fn push_outcome(
-        &self,
-        r: Result<MsgInfo>,
-        out: &mut Vec<Status>,
-        first_err: &mut Option<Error>,
-    ) {
-        match self.outcome_of(r) {
-            Ok(s) => out.push(s),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-
     /// Keeps the outcome (the request lives on) and hands out a copy of it.
     fn keep(&mut self, r: Result<Status>) -> Result<Status> {
         let copy = duplicate(&r);
-        self.state = Collected::Kept(Box::new(r));
+        self.state = State::Kept(Box::new(r));
         copy
     }
 
+    /// The outcome of a request the engine no longer holds (`None` while
+    /// it does).
     fn again(&self) -> Option<Result<Status>> {
         match &self.state {
-            Collected::No => None,
-            Collected::Sent => Some(Ok(Status::empty())),
-            Collected::Kept(o) => Some(duplicate(o)),
-            // Not reachable through the API: consuming calls take the request.
-            Collected::Yes => Some(Ok(Status::empty())),
+            State::Kept(o) => Some(duplicate(o)),
+            // Complete when posted, or (not reachable through the API:
+            // consuming calls take the request) collected.
+            State::On { id, .. } if *id == SENT || *id == COLLECTED => Some(Ok(Status::empty())),
+            State::On { .. } => None,
         }
     }
 
     /// Waits until the operation completes. The status of a send is empty
     /// ([`Status::is_empty`]); a receive's names its message.
     pub fn wait(mut self) -> Result<Status> {
-        if let Some(o) = self.again() {
-            return o;
-        }
-        let mut p = self.driver()?.lock()?;
-        let r = wait_or_detach(&mut p, self.id);
+        let Some((driver, id)) = self.held() else {
+            return self.again().unwrap_or_else(|| Ok(Status::empty()));
+        };
+        let mut p = driver.lock()?;
+        let r = wait_or_detach(&mut p, id);
+        let o = outcome_of(&mut p, id, r);
         drop(p);
-        self.state = Collected::Yes;
-        self.outcome_of(r)
+        self.set_collected();
+        o
     }
 
     /// Makes progress and returns the outcome if the operation has
@@ -588,31 +594,34 @@ impl<'s> Request<'s> {
     /// request is finished and every later call (or a `wait`) returns the
     /// same outcome again.
     pub fn test(&mut self) -> Option<Result<Status>> {
-        if let Some(o) = self.again() {
-            return Some(o);
-        }
-        let r = {
-            let mut p = match self.driver().and_then(Driver::lock) {
+        let Some((driver, id)) = self.held() else {
+            return self.again();
+        };
+        let o = {
+            let mut p = match driver.lock() {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
             };
-            if let Err(e) = p.progress_once(Some(std::time::Duration::ZERO)) {
-                p.abandon(self.id);
+            let r = if let Err(e) = p.progress_once(Some(std::time::Duration::ZERO)) {
+                p.abandon(id);
                 Err(e)
-            } else if !p.is_done(self.id) {
+            } else if !p.is_done(id) {
                 return None;
             } else {
-                p.finish(self.id)
-            }
+                p.finish(id)
+            };
+            outcome_of(&mut p, id, r)
         };
-        let o = self.outcome_of(r);
         Some(self.keep(o))
     }
 
     /// Whether the request has already been collected (by `test`,
     /// `wait_any` or an error).
     pub fn is_finished(&self) -> bool {
-        !matches!(self.state, Collected::No | Collected::Sent)
+        match self.state {
+            State::Kept(_) => true,
+            State::On { id, .. } => id == COLLECTED,
+        }
     }
 }
 
@@ -628,8 +637,8 @@ impl Drop for Request<'_> {
     /// test; only an uncollected one goes out of line to the driver.
     #[inline]
     fn drop(&mut self) {
-        if let (Collected::No, Some(d)) = (&self.state, self.driver) {
-            drop_uncollected(d, self.id);
+        if let Some((driver, id)) = self.held() {
+            drop_uncollected(driver, id);
         }
     }
 }
@@ -640,6 +649,7 @@ impl Drop for Request<'_> {
 fn drop_uncollected(d: &Driver, id: ReqId) {
     let mut p = d.lock_for_drop();
     finish_on_drop(&mut p, id);
+    p.notes.take(id);
 }
 
 /// Waits for every request; returns their statuses in order, or the first
@@ -651,52 +661,48 @@ pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
     // One lock for all of them (one driver per process), taken at the first
     // request the engine holds.
     let mut held: Option<Held<'_>> = None;
-    // The requests stay where they are (moving each out of the vector
-    // copies 64 bytes through the stack); the vector drops at the end,
-    // where collected requests have nothing to do.
     let mut reqs = reqs;
     for r in reqs.iter_mut() {
-        if !matches!(r.state, Collected::No) {
-            // Collected already (by `test`), or complete when posted.
-            if let Some(o) = r.again() {
-                r.state = Collected::Yes;
-                match o {
-                    Ok(s) => out.push(s),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
+        let Some((driver, id)) = r.held() else {
+            // Complete when posted, or collected already by `test`.
+            match r.again() {
+                Some(Ok(s)) => out.push(s),
+                Some(Err(e)) => {
+                    first_err.get_or_insert(e);
                 }
+                None => {}
             }
             continue;
-        }
-        let p = match (&mut held, r.driver()) {
-            (Some(p), _) => Ok(p),
-            (None, Ok(d)) => d.lock().map(|p| held.insert(p)),
-            (None, Err(e)) => Err(e),
         };
-        let p = match p {
-            Ok(p) => p,
-            // Not locked: the drop below finishes it.
+        let p = match &mut held {
+            Some(p) => p,
+            None => match driver.lock() {
+                Ok(p) => held.insert(p),
+                // Not locked: the drop below finishes it.
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            },
+        };
+        // Collected (or abandoned) below: its drop has nothing to do.
+        r.set_collected();
+        let o = if p.is_done(id) {
+            // Finished already (most of a window): collected here, where
+            // `finish` is inline and the result stays in registers on its
+            // way into `out` (a result stored to memory and read back in
+            // wider moves waits for the stores to drain).
+            let res = p.finish(id);
+            outcome_of(p, id, res)
+        } else {
+            let res = wait_or_detach(p, id);
+            outcome_of(p, id, res)
+        };
+        match o {
+            Ok(s) => out.push(s),
             Err(e) => {
                 first_err.get_or_insert(e);
-                continue;
             }
-        };
-        // Collected (by either branch): its drop, under our lock, has
-        // nothing to do.
-        r.state = Collected::Yes;
-        if p.is_done(r.id) {
-            // Finished already (most of a window): collected here, where
-            // `finish` is inline and a success stays in registers on its
-            // way into `out` (a result first stored to memory and read
-            // back in wider moves waits for the stores to drain).
-            match p.finish(r.id) {
-                Ok(info) => r.push_outcome(Ok(info), &mut out, &mut first_err),
-                Err(e) => r.push_outcome(Err(e), &mut out, &mut first_err),
-            }
-        } else {
-            let res = wait_or_detach(p, r.id);
-            r.push_outcome(res, &mut out, &mut first_err);
         }
     }
     // Uncollected ones (the driver's lock failed) are finished by their
@@ -717,39 +723,43 @@ pub fn wait_all(reqs: Vec<Request<'_>>) -> Result<Vec<Status>> {
 /// A failure of the whole job while waiting (abort, lost launcher) is
 /// returned with the first unfinished request, which is abandoned.
 pub fn wait_any(reqs: &mut Vec<Request<'_>>) -> Option<(usize, Result<Status>)> {
-    if let Some(i) = reqs.iter().position(|r| matches!(r.state, Collected::Sent)) {
+    if let Some(i) = reqs
+        .iter()
+        .position(|r| matches!(r.state, State::On { id, .. } if id == SENT))
+    {
         let mut r = reqs.remove(i);
-        r.state = Collected::Yes;
+        r.set_collected();
         return Some((i, Ok(Status::empty())));
     }
-    let live: Vec<(usize, ReqId)> = reqs
+    let live: Vec<(usize, &Driver, ReqId)> = reqs
         .iter()
         .enumerate()
-        .filter(|(_, r)| !r.is_finished())
-        .map(|(i, r)| (i, r.id))
+        .filter_map(|(i, r)| r.held().map(|(d, id)| (i, d, id)))
         .collect();
-    let &(first, _) = live.first()?;
-    let mut p = match reqs[first].driver().and_then(Driver::lock) {
+    let &(first, driver, first_id) = live.first()?;
+    let mut p = match driver.lock() {
         Ok(p) => p,
         Err(e) => {
             let mut r = reqs.remove(first);
-            r.state = Collected::Yes;
+            r.set_collected();
             return Some((first, Err(e)));
         }
     };
-    if let Err(e) = p.wait_until(|p| live.iter().any(|&(_, id)| p.is_done(id))) {
-        p.abandon(live[0].1);
+    if let Err(e) = p.wait_until(|p| live.iter().any(|&(_, _, id)| p.is_done(id))) {
+        p.abandon(first_id);
+        p.notes.take(first_id);
         drop(p);
         let mut r = reqs.remove(first);
-        r.state = Collected::Yes;
+        r.set_collected();
         return Some((first, Err(e)));
     }
-    let i = live.iter().find(|&&(_, id)| p.is_done(id))?.0;
-    let res = p.finish(reqs[i].id);
+    let &(i, _, id) = live.iter().find(|&&(_, _, id)| p.is_done(id))?;
+    let res = p.finish(id);
+    let o = outcome_of(&mut p, id, res);
     drop(p);
     let mut r = reqs.remove(i);
-    r.state = Collected::Yes;
-    Some((i, r.outcome_of(res)))
+    r.set_collected();
+    Some((i, o))
 }
 
 impl From<crate::engine::ReqError> for Error {
@@ -773,5 +783,21 @@ impl From<crate::engine::ReqError> for Error {
                 reason,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two words: built in registers and pushed onto a vector without a
+    /// copy through memory (see `Request::send`), its outcome in the
+    /// second word's place when kept.
+    #[test]
+    fn a_request_is_two_words() {
+        assert_eq!(
+            std::mem::size_of::<Request<'static>>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }

@@ -92,6 +92,15 @@ const PREFETCH_LINES: u64 = 9;
 /// 1.49–1.54×, 256 B 1.25–1.40×, 512 B 1.09×; latency level. Six lines
 /// ahead made `bw` 1–32 B 0.89–0.95× of three; two, 64–256 B 0.77–0.91×.
 const AHEAD_LINES: u64 = 3;
+/// Records of up to this many lines (a 200-byte message with its headers)
+/// are followed by the reader's requests (see
+/// [`Consumer::set_prefetch_ahead`]). Once a window's receives were
+/// posted and collected faster (session 17), the reader kept closer behind
+/// the writer, and 2-line records without them lost a quarter of their
+/// `bw` on a node not sharing caches. New ÷ the session's start, 8
+/// interleaved rounds: up to 2 lines, `bw` 64 B 0.75×, 128 B 1.01×, 256 B
+/// 1.02×; up to 8 lines, 0.93×, 1.11×, 0.93× (5-line records lose).
+const AHEAD_READ_MAX_LINES: u64 = 4;
 /// Only records of up to this many lines (a 2 KiB message with its
 /// headers) are followed by the writer's requests, each for as many lines
 /// as it took, so that one record's requests follow on from the last's.
@@ -502,18 +511,18 @@ impl Consumer {
         }
     }
 
-    /// On a node whose cores share no cache: when a one-line record
-    /// follows another without an empty look between them (a stream of
-    /// small messages), ask for the line [`AHEAD_LINES`] past it, so its
-    /// transfer overlaps with the reading of this one (the next header's
-    /// position depends on this one's length, so the reads would
-    /// otherwise wait for one transfer after another): `bw` 1–32 B 1.74–
-    /// 1.92× with the writer's requests, against 1.58–1.67× with those
-    /// alone. Not after an empty look (a ping-pong): a line asked for
-    /// before the writer wrote it moves twice. Not after larger records:
-    /// that gained nothing on `bw` at 64 B – 1 KiB, and the records of a
-    /// conversation's split message (see the shm transport's `Split`) come
-    /// in a row with nothing written behind them yet.
+    /// On a node whose cores share no cache: when a record of up to
+    /// [`AHEAD_READ_MAX_LINES`] lines follows another without an empty look
+    /// between them (a stream of small messages), ask for as many lines
+    /// [`AHEAD_LINES`] past it, so their transfer overlaps with the reading
+    /// of this one (the next header's position depends on this one's
+    /// length, so the reads would otherwise wait for one transfer after
+    /// another): `bw` 1–32 B 1.74–1.92× with the writer's requests,
+    /// against 1.58–1.67× with those alone. Not after an empty look (a
+    /// ping-pong): a line asked for before the writer wrote it moves
+    /// twice. Not after larger records: the records of a conversation's
+    /// split message (see the shm transport's `Split`) come in a row with
+    /// nothing written behind them yet.
     pub(crate) fn set_prefetch_ahead(&mut self, ahead: bool) {
         self.ahead = ahead;
     }
@@ -548,9 +557,12 @@ impl Consumer {
                 self.ring
                     .prefetch_lines(self.head + RECORD_ALIGN, lines - 1, false);
             }
-            if self.ahead && self.busy && lines == 1 {
-                self.ring
-                    .prefetch_lines(self.head + (1 + AHEAD_LINES) * RECORD_ALIGN, 1, false);
+            if self.ahead && self.busy && lines <= AHEAD_READ_MAX_LINES {
+                self.ring.prefetch_lines(
+                    self.head + (lines + AHEAD_LINES) * RECORD_ALIGN,
+                    lines,
+                    false,
+                );
             }
             self.busy = true;
         }
