@@ -370,8 +370,8 @@ fn outcome(rep: Option<(&Group, usize)>, r: Result<MsgInfo>) -> Result<Status> {
 /// Dropping an unfinished request waits for it (or abandons it while the
 /// thread panics).
 ///
-/// Two words, so that building one and pushing it onto a vector moves it
-/// in registers (see [`Request::send`]).
+/// Two words (its driver and its id), so that making one and pushing it
+/// onto a vector moves it in registers.
 #[must_use = "a request must be waited for (dropping it waits)"]
 pub struct Request<'s> {
     state: State<'s>,
