@@ -60,19 +60,25 @@ impl Group {
     /// Converts an engine result into a typed status for elements of `elem_size` bytes.
     #[inline]
     pub(crate) fn status(&self, info: MsgInfo, elem_size: usize) -> Result<Status> {
-        whole_elements(info.len, elem_size)?;
-        Ok(self.status_of(info))
-    }
-
-    /// The status of message `info`, whose length is known to be a whole
-    /// number of elements (see [`whole_elements`]).
-    #[inline]
-    pub(crate) fn status_of(&self, info: MsgInfo) -> Status {
-        Status {
+        let elem = elem_size.max(1);
+        // Element sizes are nearly always powers of two: a mask, not a
+        // division, on the way of every receive.
+        let rest = if elem.is_power_of_two() {
+            info.len & (elem - 1)
+        } else {
+            info.len % elem
+        };
+        if rest != 0 {
+            return Err(Error::LengthMismatch {
+                bytes: info.len,
+                elem_size,
+            });
+        }
+        Ok(Status {
             source: self.comm_rank(info.source),
             tag: info.tag,
             bytes: info.len,
-        }
+        })
     }
 
     /// Translates the world ranks an error names into this group's ranks,
@@ -93,27 +99,6 @@ impl Group {
             e => e,
         }
     }
-}
-
-/// Checks that a message of `len` bytes holds a whole number of elements
-/// of `elem_size` bytes (an error names both).
-#[inline]
-pub(crate) fn whole_elements(len: usize, elem_size: usize) -> Result<()> {
-    let elem = elem_size.max(1);
-    // Element sizes are nearly always powers of two: a mask, not a
-    // division, on the way of every receive.
-    let rest = if elem.is_power_of_two() {
-        len & (elem - 1)
-    } else {
-        len % elem
-    };
-    if rest != 0 {
-        return Err(Error::LengthMismatch {
-            bytes: len,
-            elem_size,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -247,9 +247,9 @@ pub struct Scope<'s, 'env: 's> {
 
 impl<'s> Scope<'s, '_> {
     /// Records request `id`, just posted on `driver` (held as `p`), as one
-    /// to wait for at the scope's end.
-    /// A send complete when posted ([`SENT`]) is not recorded, but it too
-    /// sets the scope's driver, which every request borrows.
+    /// to wait for at the scope's end. A send complete when posted
+    /// ([`SENT`]) has nothing to wait for, but it too sets the scope's
+    /// driver, which every request borrows.
     fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) {
         let (_, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
         if id != SENT {
@@ -349,9 +349,9 @@ fn outcome_of(p: &mut Held<'_>, id: ReqId, r: Result<MsgInfo>) -> Result<Status>
     }
 }
 
-/// The outcome the user sees of a request whose report names ranks as
+/// The outcome the user sees of a request whose note names ranks as
 /// `group` does and counts elements of `elem_size` bytes (`None`: no
-/// report, an empty status).
+/// note, an empty status).
 #[inline(always)]
 fn outcome(rep: Option<(&Group, usize)>, r: Result<MsgInfo>) -> Result<Status> {
     match rep {
@@ -437,9 +437,9 @@ fn post_send_scoped<'s>(
     Ok(id)
 }
 
-/// Posts a receive for [`Request::recv`], with its report (none for
-/// collectives' internal traffic), and records it in `scope`; returns the
-/// request's id.
+/// Posts a receive for [`Request::recv`], with its note (none for
+/// collectives' internal traffic: see [`note`]), and records it in
+/// `scope`; returns the request's id.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn post_recv_scoped<'s>(
@@ -791,8 +791,8 @@ mod tests {
     use super::*;
 
     /// Two words: built in registers and pushed onto a vector without a
-    /// copy through memory (see `Request::send`), its outcome in the
-    /// second word's place when kept.
+    /// copy through memory (see `Request::send`); a kept outcome's box
+    /// takes the id's place.
     #[test]
     fn a_request_is_two_words() {
         assert_eq!(
