@@ -40,8 +40,8 @@
 //! costs a transfer to write as well as to read, and a store waits for it.
 //! So on such a node (the transport says so) each side asks for lines
 //! before it needs them: a streaming writer for the lines a few records
-//! ahead (`prefetchw`), a streaming reader for the line ahead of each
-//! small record, and a rank that has just heard a record for the lines at
+//! ahead (`prefetchw`), a streaming reader for the lines ahead of each
+//! record of up to four lines, and a rank that has just heard a record for the lines at
 //! its own tail where its answer will go ([`Producer::prepare_next`]).
 //! These are hints only: what is read and written does not change.
 //!
@@ -501,13 +501,8 @@ impl Consumer {
     pub(crate) fn new(ring: RingPtr) -> Self {
         let head = ring.head().load(Ordering::Acquire) & !(RECORD_ALIGN - 1);
         Consumer {
-            ring,
             head,
-            len: 0,
-            off: 0,
-            ahead: false,
-            busy: false,
-            last_lines: 0,
+            ..Consumer::fresh(ring)
         }
     }
 
