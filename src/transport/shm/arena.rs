@@ -38,7 +38,8 @@
 //!   0     magic "CRARENA3", ranks (u64), cell data bytes (u64)
 //!  64     wake: AtomicU32 (futex word), sleepers: AtomicU32,
 //!         fence: AtomicU32 (1: publishers fence; see "Waiting")
-//! 128     progress: [rank 0 .. rank p-1], one line each: AtomicU64
+//! 128     progress: [rank 0 .. rank p-1], one line each: AtomicU64,
+//!         then the rank's CPU: AtomicU32 (CPU + 1; 0: not known)
 //!  ..     lines: [turn 0: rank 0 .. rank p-1] ... [turn LINE_DEPTH-1: ...]
 //!         line = state: AtomicU64 (seq << 32 | length), INLINE data bytes
 //!  ..     small cells: as the lines, 256 bytes each (none above 128 ranks)
@@ -331,6 +332,35 @@ impl Arena {
             .map_or(0, |w| w.load(Ordering::Acquire))
     }
 
+    /// The CPU word of `rank` (checked), or `None`: in its progress line,
+    /// after the progress word.
+    fn cpu_word(&self, rank: usize) -> Option<&AtomicU32> {
+        if rank >= self.ranks {
+            return None;
+        }
+        // SAFETY: as in `progress_word`: rank < ranks, so bytes 8..12 of
+        // the rank's progress line lie inside the mapping, 4-byte aligned;
+        // the reference borrows `self`; every process accesses the word
+        // atomically only.
+        Some(unsafe { &*(self.seg.as_ptr().add(HEADER + rank * LINE + 8) as *const AtomicU32) })
+    }
+
+    /// Tells the others which CPU `rank` runs on (see `coll::node`: on a
+    /// node with more ranks than cores, a rank waits for one on another
+    /// CPU by spinning, for one on its own by giving the CPU away).
+    pub(crate) fn set_cpu(&self, rank: usize, cpu: u32) {
+        if let Some(w) = self.cpu_word(rank) {
+            w.store(cpu.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The CPU `rank` last said it runs on, if it said (a hint: a process
+    /// may have moved since).
+    pub(crate) fn cpu(&self, rank: usize) -> Option<u32> {
+        let v = self.cpu_word(rank)?.load(Ordering::Relaxed);
+        v.checked_sub(1)
+    }
+
     /// Where `rank`'s data for `seq` lies and how many bytes it holds, for
     /// an operation of `total` bytes per rank: in the state line, a small
     /// cell or a data cell.
@@ -562,6 +592,24 @@ mod tests {
                 "fenced {fenced}: a wake-up was lost ({worst:?} asleep; {slept} sleeps)"
             );
         }
+    }
+
+    #[test]
+    fn cpu_words_share_the_progress_line_and_leave_the_progress_word_alone() {
+        let a = Arena::create(3, 64).unwrap();
+        let b = Arena::open(a.addr(), 3, 64).unwrap();
+        assert_eq!((b.cpu(0), b.cpu(2)), (None, None));
+        a.announce(1, 5);
+        a.set_cpu(1, 0);
+        a.set_cpu(2, 7);
+        a.set_cpu(3, 1); // no such rank: ignored
+        assert_eq!(
+            (b.cpu(0), b.cpu(1), b.cpu(2), b.cpu(3)),
+            (None, Some(0), Some(7), None)
+        );
+        assert_eq!((b.announced(1), b.announced(2)), (5, 0));
+        a.announce(2, 9);
+        assert_eq!(b.cpu(2), Some(7));
     }
 
     #[test]
