@@ -2,7 +2,7 @@
 # Side-by-side collective latency: Courier vs Open MPI vs MPICH, OSU
 # methodology, at NPS rank counts (default "2 4"; 4 oversubscribes a 2-core
 # machine), ROUNDS interleaved runs (default 3), medians and ratios.
-# Usage: [NPS="2 4"] [ROUNDS=3] [MAX=1048576] [ITERS="200 20"] [PEERS="ompi mpich"] benches/compare_coll.sh [barrier bcast reduce allreduce allgather alltoall]
+# Usage: [NPS="2 4"] [ROUNDS=3] [MAX=1048576] [ITERS="1000 100"] [PEERS="ompi mpich"] benches/compare_coll.sh [barrier bcast reduce allreduce allgather alltoall]
 # (PEERS=ompi leaves MPICH out, e.g. at 4 ranks on 2 cores, where it spins
 # for milliseconds and Open MPI is the better peer.)
 # RESULTS (default target/bench-results/coll) receives the raw tables, the
@@ -13,7 +13,13 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 MAX=${MAX:-$((1 << 20))}
 NPS=${NPS:-"2 4"}
-read -r IT_SMALL IT_LARGE <<< "${ITERS:-200 20}"
+# Iterations: OSU's defaults (1000 up to 8 KiB, 100 above), which `courier
+# bench` also uses unless ITERS is set. Fewer measure mostly the job's
+# first milliseconds: at 4 ranks on 2 cores, a 200-iteration barrier read
+# 3.4-9.2 us where 20000 iterations read 2.8-4.3.
+read -r IT_SMALL IT_LARGE <<< "${ITERS:-1000 100}"
+courier_iters=()
+[ -n "${ITERS:-}" ] && courier_iters=(--iterations "$IT_SMALL")
 [ $# -gt 0 ] && KINDS=("$@") || KINDS=(barrier bcast reduce allreduce)
 source benches/peers.sh
 PEERS=${PEERS:-$PEERS_AVAILABLE}
@@ -26,7 +32,7 @@ for np in $NPS; do
   mkdir -p "$out/${np}r"
   for kind in "${KINDS[@]}"; do
     for r in $(seq "$ROUNDS"); do
-      ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" --iterations "$IT_SMALL" | grep -v '^#' > "$out/${np}r/courier.$kind.$r"
+      ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" "${courier_iters[@]}" | grep -v '^#' > "$out/${np}r/courier.$kind.$r"
       for peer in $PEERS; do
         case "$peer" in
           ompi) mpirun.openmpi --oversubscribe -n "$np" "$out/coll_ompi" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;

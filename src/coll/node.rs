@@ -565,21 +565,35 @@ impl NodeColl {
 
     /// [`NodeColl::wait_all`] on a node with more ranks than cores: first
     /// for the ranks on this rank's CPU (or on a CPU not known), by giving
-    /// the CPU away, then for the others, spinning while each is on
-    /// another CPU (up to [`CROSS_CPU_SPIN`], then as the policy says):
-    /// the ranks on this CPU have nothing left to do here but wait too.
+    /// the CPU away, then for the others. For a rank on another CPU it
+    /// spins a while first (up to [`CROSS_CPU_SPIN`], then as the policy
+    /// says) if every rank on this CPU has started operation `s`: those
+    /// have nothing left to do here but wait too. (One that has not, the
+    /// receiver of a broadcast a turn behind, needs this CPU to catch up.)
     fn wait_all_sharing(
         &self,
         check: Check<'_>,
         s: u64,
         ranks: impl Iterator<Item = usize> + Clone,
     ) -> Result<()> {
+        let ready = |r: usize| {
+            if self.seen.published(r) >= s {
+                return true;
+            }
+            let v = self.arena.published(s, r);
+            if v >= s {
+                self.seen.set_published(r, v);
+            }
+            v >= s
+        };
+        if ranks.clone().all(ready) {
+            return Ok(()); // no wait: no look at the CPU either
+        }
         let mut waiter = Waiter::new(&self.policy);
         let mut mine = self.note_cpu();
-        let elsewhere = |r: usize, mine: Option<u32>| matches!((mine, self.arena.cpu(r)), (Some(m), Some(c)) if c != m);
         for pass in [false, true] {
             for r in ranks.clone() {
-                if self.seen.published(r) >= s || (!pass && elsewhere(r, mine)) {
+                if self.seen.published(r) >= s || (!pass && self.on_other_cpu(r, mine)) {
                     continue;
                 }
                 let mut spin_until: Option<Instant> = None;
@@ -592,10 +606,16 @@ impl NodeColl {
                     }
                     self.announce();
                     rounds = rounds.wrapping_add(1);
-                    if pass && elsewhere(r, mine) {
-                        let until =
-                            *spin_until.get_or_insert_with(|| Instant::now() + CROSS_CPU_SPIN);
-                        if rounds % 16 != 0 || Instant::now() < until {
+                    if pass && self.on_other_cpu(r, mine) {
+                        let spin = match spin_until {
+                            Some(until) => rounds % 16 != 0 || Instant::now() < until,
+                            None if self.mates_started(s, mine) => {
+                                spin_until = Some(Instant::now() + CROSS_CPU_SPIN);
+                                true
+                            }
+                            None => false,
+                        };
+                        if spin {
                             std::hint::spin_loop();
                             continue;
                         }
@@ -607,6 +627,18 @@ impl NodeColl {
             }
         }
         Ok(())
+    }
+
+    /// Whether `r` said it runs on a CPU other than `mine` (a hint).
+    fn on_other_cpu(&self, r: usize, mine: Option<u32>) -> bool {
+        matches!((mine, self.arena.cpu(r)), (Some(m), Some(c)) if c != m)
+    }
+
+    /// Whether every other rank that runs on CPU `mine` (or on a CPU not
+    /// known) has started operation `s`.
+    fn mates_started(&self, s: u64, mine: Option<u32>) -> bool {
+        self.others()
+            .all(|q| self.on_other_cpu(q, mine) || self.has_started(s, q).is_some())
     }
 
     /// Says in the arena which CPU this rank runs on, if it changed, and
