@@ -24,7 +24,7 @@ impl Engine {
     ) -> Option<Frame> {
         if len > self.caps(peer).0
             || !self.peer_open(peer)
-            || self.transmits.iter().any(|t| t.peer == peer)
+            || (!self.transmits.is_empty() && self.transmits.iter().any(|t| t.peer == peer))
         {
             return None;
         }

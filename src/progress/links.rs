@@ -78,6 +78,21 @@ impl Links {
         }
     }
 
+    /// Writes `head` then `body` to `peer`: [`Links::write`], by the
+    /// shared-memory transport's way for small writes where it applies.
+    #[inline]
+    pub(super) fn write_small(
+        &mut self,
+        peer: Rank,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<usize, LinkError> {
+        match (self.kind(peer), self.shm.as_mut()) {
+            (Some(LinkKind::Shm), Some(shm)) => shm.write_small(peer, head, body),
+            _ => self.write(peer, &[IoSlice::new(head), IoSlice::new(body)]),
+        }
+    }
+
     /// Reads what `peer` has sent, into `buf`.
     pub(super) fn read(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
         match self.kind(peer) {

@@ -169,8 +169,7 @@ impl Progress {
             return false;
         };
         let header = frame.encode();
-        let slices = [IoSlice::new(&header), IoSlice::new(bytes)];
-        let sent = match self.links.write(peer, &slices) {
+        let sent = match self.links.write_small(peer, &header, bytes) {
             Ok(n) => n,
             Err(e) => {
                 // The message is buffered; the loss is reported by the next progress.

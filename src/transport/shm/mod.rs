@@ -643,18 +643,7 @@ impl Transport for ShmTransport {
             prod.write(&slices[..bufs.len().min(2)]).map_err(corrupt)?
         };
         if n > 0 {
-            let h = header(seg);
-            if light && h.barrier.load(Ordering::Relaxed) == 1 {
-                // The receiver's membarrier stands in for our fence; keep
-                // only the compiler from moving the load above the store.
-                std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            } else {
-                std::sync::atomic::fence(Ordering::SeqCst);
-            }
-            if h.sleeping.load(Ordering::SeqCst) != 0 {
-                h.wake.fetch_add(1, Ordering::SeqCst);
-                futex::wake_all(h.wake);
-            }
+            wake_reader(seg, light);
         }
         Ok(n)
     }
@@ -664,7 +653,62 @@ impl Transport for ShmTransport {
     }
 }
 
+/// After a write into a peer's ring: wakes the peer if it sleeps (see the
+/// module's documentation on waiting).
+#[inline]
+fn wake_reader(seg: &Segment, light: bool) {
+    let h = header(seg);
+    if light && h.barrier.load(Ordering::Relaxed) == 1 {
+        // The receiver's membarrier stands in for our fence; keep only the
+        // compiler from moving the load above the store.
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    } else {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+    if h.sleeping.load(Ordering::SeqCst) != 0 {
+        h.wake.fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(h.wake);
+    }
+}
+
 impl ShmTransport {
+    /// [`Transport::try_write`] of `head` then `body`, for the small
+    /// messages that make most of the traffic: when both fit one line's
+    /// record ([`ring::LINE_RECORD`] bytes) and the peer's ring is mapped,
+    /// straight into it, without the slices and the size cases of the
+    /// general write (a conversation's split never applies to so few
+    /// bytes). Returns the bytes written: all, or none when the ring is
+    /// full.
+    #[inline]
+    pub(crate) fn write_small(
+        &mut self,
+        peer: Rank,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<usize, LinkError> {
+        let total = head.len() + body.len();
+        let (light, ahead, split_min) = (self.light, self.ahead, self.split.min);
+        if let Some(Some(Peer {
+            out: Some((seg, prod)),
+            heard,
+            ..
+        })) = self.peers.get_mut(peer as usize)
+        {
+            if total <= ring::LINE_RECORD && total <= split_min {
+                let heard = std::mem::replace(heard, false);
+                prod.set_streaming(ahead && !heard);
+                let n = prod
+                    .write_line(head, body)
+                    .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+                if n > 0 {
+                    wake_reader(seg, light);
+                }
+                return Ok(n);
+            }
+        }
+        self.try_write(peer, &[IoSlice::new(head), IoSlice::new(body)])
+    }
+
     /// Reads whole records from `peer`'s ring into `buf`, as many as fit,
     /// stopping before one of more than `max_record` bytes (see
     /// `Consumer::read_records`).

@@ -374,13 +374,17 @@ impl Producer {
         // SAFETY: the line at..at+64 is free (the consumer released it:
         // head_cache was read with acquire ordering, and two lines are
         // free), so only the producer touches it until the header is
-        // published; `len <= LINE_RECORD` keeps both copies in it.
+        // published. A record starts on a line boundary, so the line does
+        // not wrap, and `len <= LINE_RECORD` keeps both copies in it, after
+        // the header word.
         unsafe {
-            self.ring.copy_in(at + RECORD_HEADER as u64, head);
-            self.ring
-                .copy_in(at + (RECORD_HEADER + head.len()) as u64, body);
+            let line = self.ring.data().add(at as usize & (self.ring.capacity - 1));
+            let dst = std::slice::from_raw_parts_mut(line.add(RECORD_HEADER), len);
+            let (dst_head, dst_body) = dst.split_at_mut(head.len());
+            crate::wire::copy_payload(dst_head, head);
+            crate::wire::copy_payload(dst_body, body);
         }
-        self.publish(at, len);
+        self.publish_to(at, at + RECORD_ALIGN, len);
         Ok(len)
     }
 
@@ -431,7 +435,13 @@ impl Producer {
     /// tail) and moves the tail past it.
     #[inline]
     fn publish(&mut self, at: u64, len: usize) {
-        let next = at + footprint_of(len);
+        self.publish_to(at, at + footprint_of(len), len);
+    }
+
+    /// [`Producer::publish`] of a record that ends at `next` (its
+    /// footprint, known to a caller that wrote one line).
+    #[inline(always)]
+    fn publish_to(&mut self, at: u64, next: u64, len: usize) {
         // The slot the consumer reads after this record: free space (one
         // slot always is), holding whatever an earlier lap left there. If
         // that reads as ready, it is overwritten before the record is
