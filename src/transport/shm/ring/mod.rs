@@ -555,19 +555,32 @@ impl Consumer {
             self.off = 0;
             let lines = footprint_of(len) / RECORD_ALIGN;
             self.last_lines = lines;
-            if lines <= PREFETCH_LINES {
-                // The lines after the header's, so that their transfers
-                // from the writer's cache overlap with the work on the
-                // header (matching) instead of following it.
-                self.ring
-                    .prefetch_lines(self.head + RECORD_ALIGN, lines - 1, false);
-            }
-            if self.ahead && self.busy && lines <= AHEAD_READ_MAX_LINES {
-                self.ring.prefetch_lines(
-                    self.head + (lines + AHEAD_LINES) * RECORD_ALIGN,
-                    lines,
-                    false,
-                );
+            if lines == 1 {
+                // A small message's line: nothing after it to ask for but,
+                // inside a stream, the next message's (the general case
+                // below, without its loops).
+                if self.ahead && self.busy {
+                    self.ring.prefetch_lines(
+                        self.head + (1 + AHEAD_LINES) * RECORD_ALIGN,
+                        1,
+                        false,
+                    );
+                }
+            } else {
+                if lines <= PREFETCH_LINES {
+                    // The lines after the header's, so that their transfers
+                    // from the writer's cache overlap with the work on the
+                    // header (matching) instead of following it.
+                    self.ring
+                        .prefetch_lines(self.head + RECORD_ALIGN, lines - 1, false);
+                }
+                if self.ahead && self.busy && lines <= AHEAD_READ_MAX_LINES {
+                    self.ring.prefetch_lines(
+                        self.head + (lines + AHEAD_LINES) * RECORD_ALIGN,
+                        lines,
+                        false,
+                    );
+                }
             }
             self.busy = true;
         }
