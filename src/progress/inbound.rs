@@ -121,7 +121,7 @@ fn one_message(links: &mut Links, peer: Rank, rec: usize) -> Result<bool, LinkEr
 /// `Staging` is never returned): header read from the ring,
 /// payload copied from it straight into the receive's buffer (no staging,
 /// no frame value). Stops at the first message that must go the general
-/// way, or where the ring ends.
+/// way, where the ring ends, or after `max` messages.
 #[inline]
 fn take_from_ring(
     peer: Rank,
@@ -129,6 +129,7 @@ fn take_from_ring(
     engine: &mut Engine,
     bufs: &mut BufTable,
     max_len: u64,
+    max: usize,
 ) -> Result<Taken, LinkError> {
     let mut vanished = false;
     // Records of any size: a whole message in one record goes this way
@@ -138,7 +139,7 @@ fn take_from_ring(
     // ranks, 6 alternating rounds): `bw` 4–16 KiB 1.13–1.30×, `bibw` 4–128
     // KiB 1.11–2.16× with the vCPUs sharing caches, 8–32 KiB 1.09–1.31×
     // without; latency level to 0.91× (8 KiB).
-    let taken = links.shm_take_each(peer, |head, body| {
+    let taken = links.shm_take_up_to(peer, max, |head, body| {
         let Some((context, tag, len)) = Frame::short_eager(head, max_len) else {
             return false;
         };
@@ -245,7 +246,7 @@ impl InState {
                 // When it took messages up to the end of the ring, there is
                 // nothing more to look for now (on the way of a blocking
                 // receive and of every burst of small messages).
-                match take_from_ring(peer, links, engine, bufs, max_len)? {
+                match take_from_ring(peer, links, engine, bufs, max_len, usize::MAX)? {
                     Taken {
                         count: 0,
                         drained: true,
@@ -358,6 +359,43 @@ impl Progress {
                 true
             }
         }
+    }
+
+    /// The look of a direct receive at `src`'s shared-memory ring: the
+    /// message at its front, when it is a whole eager one in a record of
+    /// its own that the receive takes, goes straight into the receive's
+    /// buffer, without the general way's staging steps, and nothing else
+    /// is read; otherwise [`Progress::read_one`]. Returns whether it
+    /// handled anything.
+    pub(super) fn read_for_direct(&mut self, src: Rank) -> bool {
+        let staged = self
+            .inp
+            .get(src as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|st| st.cur.is_some() || st.start != st.end);
+        if !staged {
+            let max_len = self.max_len;
+            match take_from_ring(
+                src,
+                &mut self.links,
+                &mut self.engine,
+                &mut self.bufs,
+                max_len,
+                1,
+            ) {
+                Ok(Taken { count: 0, .. }) => {}
+                Ok(_) => {
+                    self.deliver();
+                    return true;
+                }
+                Err(e) => {
+                    self.lost.push((src, e.0));
+                    self.handle_lost();
+                    return true;
+                }
+            }
+        }
+        self.read_one(src)
     }
 
     /// Reads and handles everything available from `peer`.

@@ -121,17 +121,18 @@ impl Links {
         }
     }
 
-    /// Takes whole records from `peer`'s
+    /// Takes up to `max` whole records from `peer`'s
     /// shared-memory ring while `take` accepts them (none for other links;
-    /// see `Consumer::take_each`).
+    /// see `Consumer::take_up_to`).
     #[inline]
-    pub(super) fn shm_take_each(
+    pub(super) fn shm_take_up_to(
         &mut self,
         peer: Rank,
+        max: usize,
         take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
     ) -> Result<Taken, LinkError> {
         match (self.kind(peer), self.shm.as_mut()) {
-            (Some(LinkKind::Shm), Some(shm)) => shm.take_each(peer, take),
+            (Some(LinkKind::Shm), Some(shm)) => shm.take_up_to(peer, max, take),
             _ => Ok(Taken::default()),
         }
     }

@@ -236,7 +236,7 @@ impl Held<'_> {
                 return false;
             }
             if self.links.shm_ready(src) {
-                if self.read_one(src) {
+                if self.read_for_direct(src) {
                     // It may have been another thread's message.
                     self.wake_finished();
                 }

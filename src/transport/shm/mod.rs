@@ -721,17 +721,18 @@ impl ShmTransport {
         self.read_with(peer, |ring| ring.read_records(buf, max_record))
     }
 
-    /// Takes whole records from `peer`'s ring
-    /// while `take` accepts them (see `Consumer::take_each`).
+    /// Takes up to `max` whole records from `peer`'s ring
+    /// while `take` accepts them (see `Consumer::take_up_to`).
     #[inline]
-    pub(crate) fn take_each(
+    pub(crate) fn take_up_to(
         &mut self,
         peer: Rank,
+        max: usize,
         take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
     ) -> Result<Taken, LinkError> {
         let mut drained = false;
         let count = self.read_with(peer, |ring| {
-            let taken = ring.take_each(take)?;
+            let taken = ring.take_up_to(max, take)?;
             drained = taken.drained;
             Ok(taken.count)
         })?;

@@ -664,12 +664,24 @@ impl Consumer {
     /// stopped because nothing more was published. A small message goes
     /// this way from the ring straight to its destination, with no copy
     /// in between.
+    #[cfg(test)]
     pub(crate) fn take_each(
         &mut self,
+        take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
+    ) -> Result<Taken, Corrupt> {
+        self.take_up_to(usize::MAX, take)
+    }
+
+    /// [`Consumer::take_each`] of at most `max` records (whether more
+    /// were published is not looked at once `max` are taken: `drained`
+    /// stays false).
+    pub(crate) fn take_up_to(
+        &mut self,
+        max: usize,
         mut take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
     ) -> Result<Taken, Corrupt> {
         let mut taken = Taken::default();
-        loop {
+        while taken.count < max {
             let avail = self.open()?;
             if avail < TAKE_HEAD || self.off != 0 {
                 taken.drained = avail == 0;

@@ -352,6 +352,44 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
 }
 
 #[test]
+fn take_up_to_stops_after_its_count_and_leaves_the_rest() {
+    let (_m, r) = Mem::new(4096);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    for n in 1..=3u8 {
+        assert_eq!(p.write(&[&[n; 20]]), Ok(20));
+    }
+    let mut firsts = Vec::new();
+    let mut take = |head: &[u8; TAKE_HEAD], _: RecordBody<'_>| {
+        firsts.push(head[0]);
+        true
+    };
+    // One, without looking further (not drained, though more is there).
+    assert_eq!(
+        c.take_up_to(1, &mut take),
+        Ok(Taken {
+            count: 1,
+            drained: false
+        })
+    );
+    assert_eq!(
+        c.take_up_to(usize::MAX, &mut take),
+        Ok(Taken {
+            count: 2,
+            drained: true
+        })
+    );
+    assert_eq!(firsts, vec![1, 2, 3]);
+    assert_eq!(
+        c.take_up_to(1, |_, _| true),
+        Ok(Taken {
+            count: 0,
+            drained: true
+        })
+    );
+}
+
+#[test]
 fn take_each_hands_over_records_of_every_size_across_the_ring_end() {
     // Records of 16 bytes up to the largest the ring takes (a quarter of
     // it with its header), laps over, so that heads and bodies straddle the end of the
