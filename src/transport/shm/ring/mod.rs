@@ -540,6 +540,7 @@ impl Consumer {
 
     /// Opens the next record if none is open; returns the unread bytes of
     /// the open record (0: nothing published yet).
+    #[inline]
     fn open(&mut self) -> Result<usize, Corrupt> {
         if self.len == 0 {
             let h = self.ring.header(self.head).load(Ordering::Acquire);
@@ -553,12 +554,11 @@ impl Consumer {
             }
             self.len = len;
             self.off = 0;
-            let lines = footprint_of(len) / RECORD_ALIGN;
-            self.last_lines = lines;
-            if lines == 1 {
+            if len <= LINE_RECORD {
                 // A small message's line: nothing after it to ask for but,
-                // inside a stream, the next message's (the general case
-                // below, without its loops).
+                // inside a stream, the next message's (what `ask_for_lines`
+                // does for one line, without its loops).
+                self.last_lines = 1;
                 if self.ahead && self.busy {
                     self.ring.prefetch_lines(
                         self.head + (1 + AHEAD_LINES) * RECORD_ALIGN,
@@ -567,24 +567,31 @@ impl Consumer {
                     );
                 }
             } else {
-                if lines <= PREFETCH_LINES {
-                    // The lines after the header's, so that their transfers
-                    // from the writer's cache overlap with the work on the
-                    // header (matching) instead of following it.
-                    self.ring
-                        .prefetch_lines(self.head + RECORD_ALIGN, lines - 1, false);
-                }
-                if self.ahead && self.busy && lines <= AHEAD_READ_MAX_LINES {
-                    self.ring.prefetch_lines(
-                        self.head + (lines + AHEAD_LINES) * RECORD_ALIGN,
-                        lines,
-                        false,
-                    );
-                }
+                self.ask_for_lines(footprint_of(len) / RECORD_ALIGN);
             }
             self.busy = true;
         }
         Ok(self.len - self.off)
+    }
+
+    /// Asks for the lines of a record of `lines` lines just opened, after
+    /// its header's, so that their transfers from the writer's cache
+    /// overlap with the work on the header (matching) instead of following
+    /// it; on a far node inside a stream, also for the next record's.
+    #[inline(never)]
+    fn ask_for_lines(&mut self, lines: u64) {
+        self.last_lines = lines;
+        if lines <= PREFETCH_LINES {
+            self.ring
+                .prefetch_lines(self.head + RECORD_ALIGN, lines - 1, false);
+        }
+        if self.ahead && self.busy && lines <= AHEAD_READ_MAX_LINES {
+            self.ring.prefetch_lines(
+                self.head + (lines + AHEAD_LINES) * RECORD_ALIGN,
+                lines,
+                false,
+            );
+        }
     }
 
     /// Unread bytes of the open record, opening the next one if it is
