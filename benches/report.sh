@@ -5,7 +5,7 @@
 # Courier against Open MPI and MPICH (installed from apt when missing; a
 # peer that cannot be installed is skipped, with a note), ROUNDS (default 5)
 # interleaved rounds, ratios as medians of per-round ratios.
-# Usage: [ROUNDS=5] benches/report.sh        (about 3 minutes on 2 cores once built)
+# Usage: [ROUNDS=5] benches/report.sh        (about 4 minutes on 2 cores once built)
 # Raw tables, JSON medians and plots stay in target/bench-results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
