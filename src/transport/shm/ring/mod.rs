@@ -662,26 +662,16 @@ impl Consumer {
         Ok(done)
     }
 
-    /// Takes whole records of at least [`TAKE_HEAD`] bytes from the front,
-    /// one by one, while `take` accepts them: it sees a record's
-    /// first `TAKE_HEAD` bytes (copied out) and the rest in place, and
-    /// returns whether it took the record (whose space is then released);
-    /// the first record it declines stays, unread. Only between records
-    /// (none partly read). Returns how many it took, and whether it
-    /// stopped because nothing more was published. A small message goes
-    /// this way from the ring straight to its destination, with no copy
-    /// in between.
-    #[cfg(test)]
-    pub(crate) fn take_each(
-        &mut self,
-        take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
-    ) -> Result<Taken, Corrupt> {
-        self.take_up_to(usize::MAX, take)
-    }
-
-    /// [`Consumer::take_each`] of at most `max` records (whether more
-    /// were published is not looked at once `max` are taken: `drained`
-    /// stays false).
+    /// Takes up to `max` whole records of at least [`TAKE_HEAD`] bytes
+    /// from the front, one by one, while `take` accepts them: it sees a
+    /// record's first `TAKE_HEAD` bytes (copied out) and the rest in place,
+    /// and returns whether it took the record (whose space is then
+    /// released); the first record it declines stays, unread. Only
+    /// between records (none partly read). Returns how many it took, and
+    /// whether it stopped because nothing more was published (once `max`
+    /// are taken it does not look further: `drained` stays false). A small
+    /// message goes this way from the ring straight to its destination,
+    /// with no copy in between.
     pub(crate) fn take_up_to(
         &mut self,
         max: usize,
@@ -762,7 +752,7 @@ impl Consumer {
 /// The largest record payload that fits in one line with its header.
 pub(crate) const LINE_RECORD: usize = RECORD_ALIGN as usize - RECORD_HEADER;
 
-/// What one [`Consumer::take_each`] did.
+/// What one [`Consumer::take_up_to`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Taken {
     /// Records taken.
@@ -772,11 +762,11 @@ pub(crate) struct Taken {
     pub(crate) drained: bool,
 }
 
-/// Bytes of a record that [`Consumer::take_each`] shows its caller before
+/// Bytes of a record that [`Consumer::take_up_to`] shows its caller before
 /// the caller decides whether to take the record (a short frame header).
 pub(crate) const TAKE_HEAD: usize = 16;
 
-/// The rest of a record being taken by [`Consumer::take_each`] (after its
+/// The rest of a record being taken by [`Consumer::take_up_to`] (after its
 /// first [`TAKE_HEAD`] bytes), to copy where it belongs.
 #[derive(Debug)]
 pub(crate) struct RecordBody<'a> {

@@ -18,6 +18,14 @@ impl Mem {
 // SAFETY: the test hands one end to each thread, as the SPSC contract allows.
 unsafe impl Send for RingPtr {}
 
+/// [`Consumer::take_up_to`] without a limit.
+fn take_all(
+    c: &mut Consumer,
+    take: impl FnMut(&[u8; TAKE_HEAD], RecordBody<'_>) -> bool,
+) -> Result<Taken, Corrupt> {
+    c.take_up_to(usize::MAX, take)
+}
+
 #[test]
 fn heap_ring_round_trip() {
     let mut r = HeapRing::new(1024);
@@ -283,7 +291,7 @@ fn peek_shows_the_front_record_without_consuming_it() {
 }
 
 #[test]
-fn take_each_hands_over_whole_records_until_one_is_declined() {
+fn take_up_to_hands_over_whole_records_until_one_is_declined() {
     let (_m, r) = Mem::new(4096);
     let mut p = Producer::new(r);
     let mut c = Consumer::new(r);
@@ -294,7 +302,7 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
     }
     let mut seen = Vec::new();
     // Takes the first two; the third is shorter than a head: it stops there.
-    let taken = c.take_each(|head, body| {
+    let taken = take_all(&mut c, |head, body| {
         let mut all = head.to_vec();
         let mut rest = vec![0u8; body.len()];
         body.copy_to(&mut rest);
@@ -320,18 +328,18 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
     // stops there.
     let count = |t: Result<Taken, Corrupt>| t.map(|t| t.count);
     let up_to_512 = |_: &[u8; TAKE_HEAD], body: RecordBody<'_>| TAKE_HEAD + body.len() <= 512;
-    assert_eq!(count(c.take_each(|_, _| false)), Ok(0));
-    assert_eq!(count(c.take_each(up_to_512)), Ok(1));
-    assert_eq!(c.take_each(up_to_512), Ok(Taken::default()));
+    assert_eq!(count(take_all(&mut c, |_, _| false)), Ok(0));
+    assert_eq!(count(take_all(&mut c, up_to_512)), Ok(1));
+    assert_eq!(take_all(&mut c, up_to_512), Ok(Taken::default()));
     assert_eq!(c.pending(), Ok(600));
     // Partly read: nothing is taken until the record is finished.
     assert_eq!(c.read(&mut out), Ok(10));
-    assert_eq!(c.take_each(|_, _| true), Ok(Taken::default()));
+    assert_eq!(take_all(&mut c, |_, _| true), Ok(Taken::default()));
     let mut rest = vec![0u8; 590];
     assert_eq!(c.read(&mut rest), Ok(590));
     // Up to the end of the ring: drained, whether it took records or not.
     assert_eq!(
-        c.take_each(|_, _| true),
+        take_all(&mut c, |_, _| true),
         Ok(Taken {
             count: 0,
             drained: true
@@ -339,7 +347,7 @@ fn take_each_hands_over_whole_records_until_one_is_declined() {
     );
     assert_eq!(p.write(&[&rec(6, 30)]), Ok(30));
     assert_eq!(
-        c.take_each(|_, _| true),
+        take_all(&mut c, |_, _| true),
         Ok(Taken {
             count: 1,
             drained: true
@@ -390,7 +398,7 @@ fn take_up_to_stops_after_its_count_and_leaves_the_rest() {
 }
 
 #[test]
-fn take_each_hands_over_records_of_every_size_across_the_ring_end() {
+fn take_up_to_hands_over_records_of_every_size_across_the_ring_end() {
     // Records of 16 bytes up to the largest the ring takes (a quarter of
     // it with its header), laps over, so that heads and bodies straddle the end of the
     // data area: each is handed over whole and in order, one per take when
@@ -419,7 +427,7 @@ fn take_each_hands_over_records_of_every_size_across_the_ring_end() {
             written += 1;
         }
         let t = c
-            .take_each(|head, body| {
+            .take_up_to(usize::MAX, |head, body| {
                 let len = sizes[taken];
                 let mut all = head.to_vec();
                 let mut rest = vec![0u8; body.len()];
