@@ -547,20 +547,26 @@ impl NodeColl {
         }
         let mut waiter = Waiter::new(&self.policy);
         for r in ranks {
-            if self.seen.published(r) >= s {
-                continue;
-            }
-            loop {
-                let v = self.arena.published(s, r);
-                if v >= s {
-                    self.seen.set_published(r, v);
-                    break;
-                }
+            while !self.has_published(s, r) {
                 self.announce();
                 waiter.pause(check, &self.arena, || self.arena.published(s, r) >= s)?;
             }
         }
         Ok(())
+    }
+
+    /// Whether `r` has published `s` (or later), as last seen or now
+    /// (then remembered).
+    #[inline]
+    fn has_published(&self, s: u64, r: usize) -> bool {
+        if self.seen.published(r) >= s {
+            return true;
+        }
+        let v = self.arena.published(s, r);
+        if v >= s {
+            self.seen.set_published(r, v);
+        }
+        v >= s
     }
 
     /// [`NodeColl::wait_all`] on a node with more ranks than cores: first
@@ -576,17 +582,7 @@ impl NodeColl {
         s: u64,
         ranks: impl Iterator<Item = usize> + Clone,
     ) -> Result<()> {
-        let ready = |r: usize| {
-            if self.seen.published(r) >= s {
-                return true;
-            }
-            let v = self.arena.published(s, r);
-            if v >= s {
-                self.seen.set_published(r, v);
-            }
-            v >= s
-        };
-        if ranks.clone().all(ready) {
+        if ranks.clone().all(|r| self.has_published(s, r)) {
             return Ok(()); // no wait: no look at the CPU either
         }
         let mut waiter = Waiter::new(&self.policy);
@@ -598,12 +594,7 @@ impl NodeColl {
                 }
                 let mut spin_until: Option<Instant> = None;
                 let mut rounds = 0u32;
-                loop {
-                    let v = self.arena.published(s, r);
-                    if v >= s {
-                        self.seen.set_published(r, v);
-                        break;
-                    }
+                while !self.has_published(s, r) {
                     self.announce();
                     rounds = rounds.wrapping_add(1);
                     if pass && self.on_other_cpu(r, mine) {
