@@ -571,10 +571,10 @@ impl NodeColl {
 
     /// [`NodeColl::wait_all`] on a node with more ranks than cores: first
     /// for the ranks on this rank's CPU (or on a CPU not known), by giving
-    /// the CPU away, then for the others. For a rank on another CPU it
-    /// spins a while first (up to [`CROSS_CPU_SPIN`], then as the policy
-    /// says) if every rank on this CPU has started operation `s`: those
-    /// have nothing left to do here but wait too. (One that has not, the
+    /// the CPU away, then for the others. For ranks on another CPU it
+    /// spins a while first (up to [`CROSS_CPU_SPIN`] in all, then as the
+    /// policy says) if every rank on this CPU has started operation `s`:
+    /// those have nothing left to do here but wait too. (One that has not, the
     /// receiver of a broadcast a turn behind, needs this CPU to catch up.)
     fn wait_all_sharing(
         &self,
@@ -587,13 +587,14 @@ impl NodeColl {
         }
         let mut waiter = Waiter::new(&self.policy);
         let mut mine = self.note_cpu();
+        // One spell of spinning per wait, however many ranks it covers.
+        let mut spin_until: Option<Instant> = None;
+        let mut rounds = 0u32;
         for pass in [false, true] {
             for r in ranks.clone() {
                 if self.seen.published(r) >= s || (!pass && self.on_other_cpu(r, mine)) {
                     continue;
                 }
-                let mut spin_until: Option<Instant> = None;
-                let mut rounds = 0u32;
                 while !self.has_published(s, r) {
                     self.announce();
                     rounds = rounds.wrapping_add(1);
