@@ -262,11 +262,12 @@ const DONE_FAILED: u8 = 2;
 /// broadcasts took 1.2–1.35× as long, reduces 1.5–1.6×.)
 const ANNOUNCE_EVERY: u64 = 16;
 
-/// How long a rank on an oversubscribed node spins for a rank that runs on
-/// another CPU before it gives its own CPU away (see
+/// How long a rank on an oversubscribed node spins, in one wait, for ranks
+/// that run on another CPU before it gives its own CPU away (see
 /// `NodeColl::wait_all_sharing`): long enough for that CPU to pass between
-/// two ranks (about 1.5 µs on the reference VM), short enough that a rank
-/// whose CPU it wrongly believes to be another (it moved) costs little.
+/// a few ranks (about 1.5 µs a handoff on the reference VM), short enough
+/// that a rank whose CPU it wrongly believes to be another (it moved)
+/// costs little.
 const CROSS_CPU_SPIN: Duration = Duration::from_micros(20);
 
 /// A quiet rank still publishes (an empty cell) through one lap of
