@@ -673,12 +673,13 @@ fn wake_reader(seg: &Segment, light: bool) {
 
 impl ShmTransport {
     /// [`Transport::try_write`] of `head` then `body`, for the small
-    /// messages that make most of the traffic: when both fit one line's
-    /// record ([`ring::LINE_RECORD`] bytes) and the peer's ring is mapped,
-    /// straight into it, without the slices and the size cases of the
-    /// general write (a conversation's split never applies to so few
-    /// bytes). Returns the bytes written: all, or none when the ring is
-    /// full.
+    /// messages that make most of the traffic: when the peer's ring is
+    /// mapped and they are too few for a conversation's split (see
+    /// [`Split`]), straight into it as one record, without the general
+    /// write's slices and size cases; as one line's record when they fit
+    /// one ([`ring::LINE_RECORD`] bytes). Returns the bytes written: all
+    /// of a line's, or a prefix of a larger record's (none when the ring
+    /// is full).
     #[inline]
     pub(crate) fn write_small(
         &mut self,
@@ -694,12 +695,15 @@ impl ShmTransport {
             ..
         })) = self.peers.get_mut(peer as usize)
         {
-            if total <= ring::LINE_RECORD && total <= split_min {
+            if total <= split_min {
                 let heard = std::mem::replace(heard, false);
                 prod.set_streaming(ahead && !heard);
-                let n = prod
-                    .write_line(head, body)
-                    .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+                let n = if total <= ring::LINE_RECORD {
+                    prod.write_line(head, body)
+                } else {
+                    prod.write(&[head, body])
+                }
+                .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
                 if n > 0 {
                     wake_reader(seg, light);
                 }
@@ -821,6 +825,45 @@ mod tests {
         // A small write stays one record.
         assert_eq!(a.try_write(1, &[IoSlice::new(&body[..300])]).unwrap(), 300);
         assert_eq!(b.pending(0).unwrap(), 300);
+    }
+
+    #[test]
+    fn small_writes_go_whole_into_one_record_each() {
+        let (mut a, mut b) = pair();
+        // A close node: a conversation's writes are split above 4 KiB only.
+        a.set_profile(calibrate::Profile::Close);
+        let head = [7u8; 16];
+        let body: Vec<u8> = (0..4000u32).map(|i| (i % 249) as u8).collect();
+        let mut got = vec![0u8; 4096];
+        // One line (up to 40 payload bytes with the 16-byte head), two
+        // lines, several; the first write maps the peer's ring.
+        for len in [0, 8, 40, 41, 300, 4000] {
+            let total = head.len() + len;
+            assert_eq!(a.write_small(1, &head, &body[..len]).unwrap(), total);
+            assert_eq!(b.pending(0).unwrap(), total, "{len} bytes");
+            assert_eq!(b.try_read(0, &mut got).unwrap(), total);
+            assert_eq!((&got[..16], &got[16..total]), (&head[..], &body[..len]));
+        }
+        // Into a full ring: a line goes whole or not at all, a larger
+        // record as a prefix; what was written reads back in order.
+        let mut sent = Vec::new();
+        loop {
+            let n = a.write_small(1, &head, &body[..300]).unwrap();
+            let all: Vec<u8> = head.iter().chain(&body[..300]).copied().collect();
+            sent.extend_from_slice(&all[..n]);
+            if n < all.len() {
+                break;
+            }
+        }
+        assert_eq!(a.write_small(1, &head, &body[..8]).unwrap(), 0);
+        let mut back = vec![0u8; sent.len() + 1];
+        let mut off = 0;
+        while off < sent.len() {
+            let n = b.try_read(0, &mut back[off..]).unwrap();
+            assert!(n > 0);
+            off += n;
+        }
+        assert_eq!(&back[..off], &sent[..]);
     }
 
     #[test]
