@@ -588,8 +588,9 @@ impl NodeColl {
         }
         let mut waiter = Waiter::new(&self.policy);
         let mut mine = self.note_cpu();
-        // One spell of spinning per wait, however many ranks it covers.
-        let mut spin_until: Option<Instant> = None;
+        // One spell of spinning per wait, however many ranks it covers:
+        // not begun, until when, or over.
+        let mut spell: Option<Option<Instant>> = None;
         let mut rounds = 0u32;
         for pass in [false, true] {
             for r in ranks.clone() {
@@ -600,10 +601,19 @@ impl NodeColl {
                     self.announce();
                     rounds = rounds.wrapping_add(1);
                     if pass && self.on_other_cpu(r, mine) {
-                        let spin = match spin_until {
-                            Some(until) => rounds % 16 != 0 || Instant::now() < until,
+                        let spin = match spell {
+                            // The clock is read every 16th round.
+                            Some(Some(until)) => {
+                                if rounds % 16 != 0 || Instant::now() < until {
+                                    true
+                                } else {
+                                    spell = Some(None);
+                                    false
+                                }
+                            }
+                            Some(None) => false,
                             None if self.mates_started(s, mine) => {
-                                spin_until = Some(Instant::now() + CROSS_CPU_SPIN);
+                                spell = Some(Some(Instant::now() + CROSS_CPU_SPIN));
                                 true
                             }
                             None => false,
