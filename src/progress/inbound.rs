@@ -350,6 +350,14 @@ impl Progress {
     /// link is lost (and counts as something).
     pub(super) fn read_one(&mut self, peer: Rank) -> bool {
         let r = self.read_peer(peer);
+        self.settle_read(peer, r)
+    }
+
+    /// After a read from `peer`: delivers what it matched, and reports a
+    /// link error as the peer's loss. Returns whether the read handled
+    /// anything (a loss counts).
+    #[inline(always)]
+    fn settle_read(&mut self, peer: Rank, r: Result<bool, LinkError>) -> bool {
         self.deliver();
         match r {
             Ok(did) => did,
@@ -384,15 +392,7 @@ impl Progress {
                 1,
             ) {
                 Ok(Taken { count: 0, .. }) => {}
-                Ok(_) => {
-                    self.deliver();
-                    return true;
-                }
-                Err(e) => {
-                    self.lost.push((src, e.0));
-                    self.handle_lost();
-                    return true;
-                }
+                r => return self.settle_read(src, r.map(|_| true)),
             }
         }
         self.read_one(src)
