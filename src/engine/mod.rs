@@ -161,6 +161,15 @@ enum PeerState {
     Gone(String),
 }
 
+/// The smallest flow-control window for eager messages of up to
+/// `eager_limit` bytes: two of them, so that returned credit always
+/// unblocks the next.
+fn window_for(eager_limit: usize) -> u64 {
+    (eager_limit as u64)
+        .saturating_add(ENVELOPE_COST)
+        .saturating_mul(2)
+}
+
 /// Everything the engine keeps per peer.
 #[derive(Debug)]
 struct Peer {
@@ -218,10 +227,11 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// An engine for rank `me` of `size`; messages above `eager_limit` bytes
-    /// use rendezvous. The flow-control window is `DEFAULT_WINDOW` until
+    /// use rendezvous. The flow-control window is `DEFAULT_WINDOW` (or
+    /// what the eager limit needs, see [`Engine::set_window`]) until
     /// [`Engine::set_window`].
     pub(crate) fn new(me: Rank, size: u32, eager_limit: usize) -> Self {
-        let window = Self::DEFAULT_WINDOW;
+        let window = Self::DEFAULT_WINDOW.max(window_for(eager_limit));
         Engine {
             me,
             eager_limit,
@@ -265,7 +275,7 @@ impl Engine {
             .chain([self.eager_limit as u64])
             .max()
             .unwrap_or(0);
-        let window = bytes.max(2 * (largest + ENVELOPE_COST));
+        let window = bytes.max(window_for(largest as usize));
         self.window = window;
         for p in &mut self.peers {
             p.flow.reset(window);
@@ -274,10 +284,21 @@ impl Engine {
 
     /// Sets `peer`'s eager limit, and whether large messages to it offer a
     /// single-copy pull (its link can reach our memory).
+    /// The window grows, for every peer, to what an eager message of that
+    /// size needs (see [`Engine::set_window`]): a message the whole window
+    /// could not pay for would wait for credit forever.
     pub(crate) fn set_peer_caps(&mut self, peer: Rank, eager_limit: usize, pull: bool) {
         if let Some(p) = self.peers.get_mut(peer as usize) {
             p.eager_limit = eager_limit;
             p.pull = pull;
+            let need = window_for(eager_limit);
+            if need > self.window {
+                let more = need - self.window;
+                self.window = need;
+                for p in &mut self.peers {
+                    p.flow.grant(more, &mut self.transmits);
+                }
+            }
         }
     }
 

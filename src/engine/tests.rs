@@ -982,6 +982,26 @@ fn flow_control_holds_a_flood_at_the_window_and_credit_releases_it() {
 }
 
 #[test]
+fn a_peer_eager_limit_beyond_the_window_widens_it() {
+    // A shared-memory peer's eager limit may exceed the window (set by
+    // `COURIER_SHM_EAGER_LIMIT`): its largest eager message must still go,
+    // not wait for credit the whole window could never give.
+    let mut net = SimNet::new(2, 64, 7);
+    net.engines[0].set_window(0); // 2 × (64 + ENVELOPE_COST)
+    net.engines[0].set_peer_caps(1, 4096, false);
+    net.engines[1].set_peer_caps(0, 4096, false);
+    let data = bytes(3, 4096);
+    let s = net.send(0, 1, 1, &data, false);
+    net.run();
+    assert_eq!(net.engines[0].stats().held_for_credit, 0);
+    assert_eq!(net.engines[0].stats().eager_sent, 1);
+    let r = net.recv(1, Some(0), Some(1), 4096);
+    net.run();
+    assert_eq!(net.take_recv(1, r).unwrap().1, data);
+    assert!(net.done(0, s));
+}
+
+#[test]
 fn held_messages_fail_when_the_peer_is_lost() {
     let mut net = SimNet::new(2, 64, 5);
     net.engines[0].set_window(0);
