@@ -72,6 +72,11 @@ pub(crate) struct Progress {
     finalized: bool,
     /// Busy rounds since the clock was last compared with `next_service`.
     busy_rounds: u32,
+    /// Queued output went out since a progress round last looked: that
+    /// round made progress. (Counting only what came in, a rank streaming
+    /// a large message into a ring the reader kept draining looked idle,
+    /// and went to sleep between each ring's worth.)
+    wrote: bool,
     /// When the poller is due again (see `wait::SERVICE_INTERVAL`).
     next_service: Instant,
     /// How this rank's waiting threads take turns (see [`driver`]).
@@ -107,6 +112,7 @@ impl Progress {
             bye_sent: false,
             finalized: false,
             busy_rounds: 0,
+            wrote: false,
             next_service: Instant::now() + wait::SERVICE_INTERVAL,
             turns: driver::Turns::default(),
             scopes: Vec::new(),

@@ -140,6 +140,7 @@ impl Progress {
                 self.links.write(peer, slices)?
             };
             f.sent += n;
+            self.wrote |= n > 0;
             if f.sent == total {
                 if let Some(OutPayload::Send(id)) = q.pop_front().map(|f| f.payload) {
                     self.engine.handle_written(id);

@@ -123,7 +123,7 @@ impl Progress {
             self.reap_orphans();
         }
         self.service.check()?;
-        Ok(did)
+        Ok(did | std::mem::take(&mut self.wrote))
     }
 
     /// A cheap busy-poll round for few links: read every established socket
@@ -150,7 +150,7 @@ impl Progress {
         peers.clear();
         self.ready = peers;
         self.pump();
-        Ok(did)
+        Ok(did | std::mem::take(&mut self.wrote))
     }
 
     /// Whether a spin round would certainly find nothing to do: no output
