@@ -8,6 +8,7 @@
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
 //! | `COURIER_SHM_EAGER_LIMIT` | 131072 (524288 on a `close` node) | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_EXCHANGE_LIMIT` | 0 (unlimited on a `close` node) | largest message above the eager limit to a rank of this node whose data goes through the ring (RTS, CTS, then the data) instead of a pull, when a receive from that rank is posted (an exchange) or another send to it is in flight (a stream); 0: always pulled |
 //! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, a conversation's messages cut into larger records, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller records, collectives pull medium operands) |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
@@ -204,6 +205,25 @@ pub const DEFAULT_SHM_EAGER_LIMIT: usize = 128 * 1024;
 /// records: latency 8–64 KiB 0.16–0.54, `bw` 8–128 KiB 1.6–3.8×, `bibw`
 /// 1.2–2.1×; 256 KiB level.)
 pub const CLOSE_SHM_EAGER_LIMIT: usize = 512 * 1024;
+
+/// `COURIER_SHM_EXCHANGE_LIMIT`: largest message to a shared-memory peer
+/// from which a receive is posted whose data goes through the ring
+/// (`None`: by the node's profile, [`CLOSE_SHM_EXCHANGE_LIMIT`] or 0).
+pub(crate) fn shm_exchange_limit() -> Option<usize> {
+    parse_env("COURIER_SHM_EXCHANGE_LIMIT")
+}
+
+/// Default exchange limit of a `close` node (`COURIER_SHM_EXCHANGE_LIMIT`):
+/// every size. In an exchange or a stream both cores are busy anyway, so
+/// the cooperative pull's second half finds no idle core, and a pull, the
+/// kernel pinning every page, moves fewer bytes per second here than the
+/// ring's two copies in the caches the two ranks share. Against pulls (2
+/// ranks, 5 interleaved rounds): `bibw` 1–4 MiB 1.79–2.03×, `bw` 1–4 MiB
+/// 1.42–1.95× (after a window's first message, which is still pulled);
+/// latency, whose messages are lone, unchanged. A `far` node keeps
+/// pulling: 4 ranks on 2 cores, a pairwise all-to-all of 64 KiB – 1 MiB
+/// blocks through the rings was 0.97–1.11 of the pulls.
+pub const CLOSE_SHM_EXCHANGE_LIMIT: usize = usize::MAX;
 
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.
 pub(crate) fn tcp_buffer() -> Option<usize> {

@@ -356,8 +356,13 @@ fn connect(
         Profile::Close => crate::config::CLOSE_SHM_EAGER_LIMIT,
         Profile::Far => crate::config::DEFAULT_SHM_EAGER_LIMIT,
     });
+    let exchange = crate::config::shm_exchange_limit().unwrap_or(match profile {
+        Profile::Close => crate::config::CLOSE_SHM_EXCHANGE_LIMIT,
+        Profile::Far => 0,
+    });
     for &r in &shm_peers {
         engine.set_peer_caps(r, shm_eager, cma);
+        engine.set_exchange_limit(r, exchange);
     }
     if let Some(window) = crate::config::flow_window() {
         engine.set_window(window);
@@ -555,8 +560,8 @@ impl Universe {
             .collect();
         format!(
             "rank {} links [{}] node_profile={} tcp connects={} accepts={} declined_duplicates={} \
-             rejected={} eager_sent={} rendezvous_sent={} unexpected_arrivals={} posted={} \
-             unexpected={}",
+             rejected={} eager_sent={} rendezvous_sent={} pulls_offered={} unexpected_arrivals={} \
+             posted={} unexpected={}",
             self.world.rank(),
             links.join(" "),
             match p.profile() {
@@ -569,6 +574,7 @@ impl Universe {
             t.rejected,
             e.eager_sent,
             e.rendezvous_sent,
+            e.pulls_offered,
             e.unexpected_arrivals,
             posted,
             unexpected

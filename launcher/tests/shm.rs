@@ -228,6 +228,102 @@ fn body_eager_limit() {
     }
 }
 
+/// Large messages above the eager limit: a lone one offers a pull; on a
+/// close node one sent in an exchange (a receive from the peer posted) or
+/// a stream (another send to it in flight) moves through the ring instead;
+/// a far node always pulls. Every byte checked, counts from the report.
+#[test]
+fn large_exchanges_and_streams_go_through_the_ring_on_a_close_node() {
+    for profile in ["close", "far"] {
+        run(
+            "body_large_exchanges",
+            2,
+            &[
+                ("COURIER_TRANSPORT", "shm"),
+                ("COURIER_SHM_PROFILE", profile),
+            ],
+        );
+    }
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_large_exchanges() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (me, peer) = (w.rank(), 1 - w.rank());
+    let close = std::env::var("COURIER_SHM_PROFILE").as_deref() == Ok("close");
+    let bytes = |seed: usize, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| ((i * 31 + seed * 7) % 251) as u8)
+            .collect()
+    };
+    // Lone: a ping-pong of blocking calls.
+    let lone = (1 << 20) + 5;
+    let mut got = vec![0u8; lone];
+    if me == 0 {
+        w.send(&bytes(1, lone), peer, 1).unwrap();
+        w.recv(&mut got, peer, 1).unwrap();
+    } else {
+        w.recv(&mut got, peer, 1).unwrap();
+        w.send(&bytes(1, lone), peer, 1).unwrap();
+    }
+    assert!(got == bytes(1, lone), "lone message");
+    // An exchange: each rank's receive is posted before its send.
+    let len = (2 << 20) + 7;
+    let mine = bytes(10 + me, len);
+    let mut theirs = vec![0u8; len];
+    courier::scope(|s| {
+        let r = w.irecv(s, &mut theirs, peer, 2).unwrap();
+        let q = w.isend(s, &mine, peer, 2).unwrap();
+        courier::wait_all(vec![r, q]).unwrap();
+    });
+    assert!(theirs == bytes(10 + peer, len), "exchanged message");
+    // A stream: rank 1 posts its receives only once all four sends are
+    // posted, so the first is still in flight when the others start.
+    let len = (1 << 20) + 3;
+    let msgs: Vec<Vec<u8>> = (0..4).map(|k| bytes(20 + k, len)).collect();
+    if me == 0 {
+        courier::scope(|s| {
+            let reqs: Vec<_> = msgs
+                .iter()
+                .map(|m| w.isend(s, m, peer, 3).unwrap())
+                .collect();
+            w.send(&[1u8], peer, 4).unwrap();
+            courier::wait_all(reqs).unwrap();
+        });
+    } else {
+        w.recv(&mut [0u8], peer, 4).unwrap();
+        let mut bufs = vec![vec![0u8; len]; 4];
+        courier::scope(|s| {
+            let reqs: Vec<_> = bufs
+                .iter_mut()
+                .map(|b| w.irecv(s, b, peer, 3).unwrap())
+                .collect();
+            courier::wait_all(reqs).unwrap();
+        });
+        assert!(bufs == msgs, "streamed messages");
+    }
+    let report = u.debug_report();
+    let count = |key: &str| -> u64 {
+        let at = report.find(key).unwrap() + key.len();
+        let digits: String = report[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let (rendezvous, pulls) = (count("rendezvous_sent="), count("pulls_offered="));
+    // Rank 0: lone, exchange, four streamed; rank 1: lone, exchange.
+    assert_eq!(rendezvous, if me == 0 { 6 } else { 2 }, "{report}");
+    let want = match (close, me) {
+        (false, _) => rendezvous,
+        (true, 0) => 2, // the lone message and the stream's first
+        (true, _) => 1,
+    };
+    assert_eq!(pulls, want, "{report}");
+}
+
 #[test]
 fn streams_and_conversations_of_medium_messages_interleave() {
     for profile in ["close", "far"] {

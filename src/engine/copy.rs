@@ -138,7 +138,7 @@ impl Engine {
     }
 
     /// Whether a send to `peer` is still in flight.
-    fn sending_to(&self, peer: Rank) -> bool {
+    pub(super) fn sending_to(&self, peer: Rank) -> bool {
         self.reqs
             .running()
             .any(|(_, k)| matches!(k, ReqKind::Send(s) if s.peer == peer))

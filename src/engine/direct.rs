@@ -31,6 +31,13 @@ pub(super) struct DirectRecv {
     state: DirectState,
 }
 
+impl DirectRecv {
+    /// The messages it takes.
+    pub(super) fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+}
+
 #[derive(Debug)]
 enum DirectState {
     /// Nothing matched yet.

@@ -175,6 +175,10 @@ fn window_for(eager_limit: usize) -> u64 {
 struct Peer {
     /// Largest message sent to it eagerly.
     eager_limit: usize,
+    /// Largest rendezvous message whose data goes through the link, not a
+    /// pull, in an exchange or a stream (see
+    /// [`Engine::set_exchange_limit`]).
+    exchange_limit: usize,
     /// Large messages to it offer a single-copy pull (its link reaches our memory).
     pull: bool,
     /// The payload being received from it.
@@ -190,6 +194,9 @@ pub(crate) struct EngineStats {
     pub(crate) held_for_credit: u64,
     pub(crate) eager_sent: u64,
     pub(crate) rendezvous_sent: u64,
+    /// Rendezvous messages that offered a single-copy pull (the others
+    /// move their data through the link).
+    pub(crate) pulls_offered: u64,
     pub(crate) unexpected_arrivals: u64,
 }
 
@@ -238,6 +245,7 @@ impl Engine {
             peers: (0..size)
                 .map(|_| Peer {
                     eager_limit,
+                    exchange_limit: 0,
                     pull: false,
                     incoming: None,
                     state: PeerState::Open,
@@ -302,6 +310,22 @@ impl Engine {
         }
     }
 
+    /// Rendezvous messages to `peer` of up to `bytes` move their data
+    /// through the link (RTS, CTS, DATA), not by a single-copy pull, when a
+    /// receive from `peer` is posted (here or in the direct receive: an
+    /// exchange, both ranks sending and receiving) or another send to it
+    /// is in flight (a stream). Both cores are busy then, so the
+    /// cooperative pull's second half finds no idle core, and where the
+    /// two ranks share caches a pull, with the kernel pinning every page,
+    /// moves fewer bytes per second than the ring's two copies. A lone
+    /// message, its receiver likely waiting for it alone, is pulled. 0
+    /// (the default): always pulled.
+    pub(crate) fn set_exchange_limit(&mut self, peer: Rank, bytes: usize) {
+        if let Some(p) = self.peers.get_mut(peer as usize) {
+            p.exchange_limit = bytes;
+        }
+    }
+
     /// Messages of at least `min` bytes to pull-capable peers are copied
     /// cooperatively (both sides copy a part at once); 0 disables.
     pub(crate) fn set_coop_min(&mut self, min: usize) {
@@ -317,6 +341,28 @@ impl Engine {
     /// copies (1–99; the sender copies the rest, where the receiver says).
     pub(crate) fn set_coop_share(&mut self, share: u32) {
         self.coop_share = share.clamp(1, 99);
+    }
+
+    /// Whether a message of `len` bytes to `peer` goes eagerly, and
+    /// whether, if not, its RTS offers a pull (see
+    /// [`Engine::set_exchange_limit`]).
+    fn send_caps(&self, peer: Rank, len: usize) -> (bool, bool) {
+        let Some(p) = self.peers.get(peer as usize) else {
+            return (len <= self.eager_limit, false);
+        };
+        let eager = len <= p.eager_limit;
+        let pull = p.pull
+            && !(!eager
+                && len <= p.exchange_limit
+                && (self.expects_from(peer) || self.sending_to(peer)));
+        (eager, pull)
+    }
+
+    /// Whether a receive that `peer`'s messages can match is posted.
+    fn expects_from(&self, peer: Rank) -> bool {
+        let from = |pattern: &Pattern| pattern.source.is_none_or(|s| s == peer);
+        self.posted.iter().any(|(_, pattern)| from(pattern))
+            || self.direct.as_ref().is_some_and(|d| from(d.pattern()))
     }
 
     /// `peer`'s eager limit, and whether it can be pulled from.

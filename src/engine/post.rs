@@ -68,8 +68,8 @@ impl Engine {
         len: usize,
         sync: bool,
     ) -> ReqId {
-        let (limit, pull) = self.caps(peer);
-        let rendezvous = len > limit;
+        let (eager, pull) = self.send_caps(peer, len);
+        let rendezvous = !eager;
         let phase = if rendezvous {
             SendPhase::Rendezvous(Rdv::Announced)
         } else {
@@ -89,6 +89,7 @@ impl Engine {
         }
         let frame = if rendezvous {
             self.stats.rendezvous_sent += 1;
+            self.stats.pulls_offered += u64::from(pull);
             Frame::Rts {
                 context,
                 tag,

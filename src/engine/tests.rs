@@ -328,6 +328,40 @@ fn single_copy_pull_and_its_fallback() {
 }
 
 #[test]
+fn an_exchange_moves_rendezvous_data_through_the_link_not_a_pull() {
+    // A lone large message offers a pull. One sent while a receive from
+    // the peer is posted (an exchange), or while another send to it is in
+    // flight (a stream), goes RTS, CTS, DATA through the link, up to the
+    // exchange limit.
+    for (case, len, pulled) in [
+        ("lone", 5000, 1),
+        ("exchange", 5000, 0),
+        ("exchange", 9000, 1),
+        ("stream", 5000, 1),
+    ] {
+        let mut net = SimNet::new(2, 16, 13);
+        net.engines[0].set_peer_caps(1, 16, true);
+        net.engines[0].set_exchange_limit(1, 8000);
+        let _back = (case == "exchange").then(|| net.recv(0, Some(1), Some(2), 16));
+        let first = (case == "stream").then(|| {
+            let r = net.recv(1, Some(0), Some(3), 5000);
+            (r, net.send(0, 1, 3, &bytes(1, 5000), false))
+        });
+        let msg = bytes(9, len);
+        let r = net.recv(1, Some(0), Some(3), len);
+        let s = net.send(0, 1, 3, &msg, false);
+        net.run();
+        assert!(net.done(0, s), "{case} {len}");
+        assert_eq!(net.take_recv(1, r).unwrap().1, msg, "{case} {len}");
+        if let Some((r, s)) = first {
+            assert!(net.done(0, s));
+            assert_eq!(net.take_recv(1, r).unwrap().1, bytes(1, 5000));
+        }
+        assert_eq!(net.advertised.len(), pulled, "{case} {len}: pulls offered");
+    }
+}
+
+#[test]
 fn cooperative_copy_and_its_fallbacks() {
     let cases = [(true, true), (true, false), (false, true), (false, false)];
     for ((pulls_work, pushes_work), share) in
