@@ -38,12 +38,13 @@
 //!
 //! Where the two cores share no cache, a line the other core last held
 //! costs a transfer to write as well as to read, and a store waits for it.
-//! So on such a node (the transport says so) each side asks for lines
-//! before it needs them: a streaming writer for the lines a few records
-//! ahead (`prefetchw`), a streaming reader for the lines ahead of each
-//! record of up to four lines, and a rank that has just heard a record for the lines at
-//! its own tail where its answer will go ([`Producer::prepare_next`]).
-//! These are hints only: what is read and written does not change.
+//! So on such a node (the transport says so) each side of a stream asks
+//! for lines before it needs them: the writer for the lines a few records
+//! ahead (`prefetchw`), the reader for the lines ahead of each record of
+//! up to four lines. On any node a rank that has just heard a record asks
+//! for the lines at its own tail where its answer will go
+//! ([`Producer::prepare_next`]): that pays with shared caches too. These
+//! are hints only: what is read and written does not change.
 //!
 //! The memory may be mapped by an untrusted process of the same user: a
 //! ready header's length is validated before use, the published `head` is
@@ -309,14 +310,17 @@ impl Producer {
     }
 
     /// Asks for the `lines` lines the next record will take, for writing,
-    /// before it is ready: on a node whose cores share no cache, when the
-    /// writer has just heard a record of `lines` lines from the reader (an
-    /// answer of that size is likely to follow). The lines' cross-core
-    /// transfers then overlap with the handling of what was heard instead
-    /// of holding up the answer's publication. Against not asking (2
-    /// ranks, not sharing caches, 5 interleaved rounds): latency 1–32 B
-    /// 0.82–0.87× (0.29 → 0.24–0.25 µs), 64–512 B 0.79–0.94×, 1–2 KiB
-    /// 0.83–0.86×. After a larger record only its first
+    /// before it is ready: when the writer has just heard a record of
+    /// `lines` lines from the reader (an answer of that size is likely to
+    /// follow). The lines' transfers then overlap with the handling of
+    /// what was heard instead of holding up the answer's publication.
+    /// Against not asking (2 ranks, 5 interleaved rounds): not sharing
+    /// caches, latency 1–32 B 0.82–0.87× (0.29 → 0.24–0.25 µs), 64–512 B
+    /// 0.79–0.94×, 1–2 KiB 0.83–0.86×; sharing them (session 19, 6
+    /// rounds), 1–32 B 0.78–0.90× (0.11 → 0.085–0.098 µs), 64–512 B
+    /// 0.89–0.94×, 1–4 KiB 0.94–0.97×, `bw` and `bibw` level (the
+    /// streams' requests ahead, on the contrary, made `bw` at 128 B – 4
+    /// KiB 0.57–0.94× there). After a larger record only its first
     /// [`ANSWER_HEAD_LINES`] lines: the rest would compete with the copy
     /// of what was heard (all 65 lines of a 4 KiB answer made its latency
     /// 1.27×, 32 lines 1.14×).
