@@ -13,6 +13,20 @@ fn run(body: &str, np: usize, env: &[(&str, &str)]) {
     run_body_env(body, np, env, 120).assert_ranks_passed(np);
 }
 
+/// Runs `body` on 2 ranks over shared memory, on a close node and on a far one.
+fn run_on_each_profile(body: &str) {
+    for profile in ["close", "far"] {
+        run(
+            body,
+            2,
+            &[
+                ("COURIER_TRANSPORT", "shm"),
+                ("COURIER_SHM_PROFILE", profile),
+            ],
+        );
+    }
+}
+
 /// Entries of /dev/shm right now.
 fn dev_shm() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
@@ -234,16 +248,7 @@ fn body_eager_limit() {
 /// a far node always pulls. Every byte checked, counts from the report.
 #[test]
 fn large_exchanges_and_streams_go_through_the_ring_on_a_close_node() {
-    for profile in ["close", "far"] {
-        run(
-            "body_large_exchanges",
-            2,
-            &[
-                ("COURIER_TRANSPORT", "shm"),
-                ("COURIER_SHM_PROFILE", profile),
-            ],
-        );
-    }
+    run_on_each_profile("body_large_exchanges");
 }
 
 #[test]
@@ -326,16 +331,7 @@ fn body_large_exchanges() {
 
 #[test]
 fn streams_and_conversations_of_medium_messages_interleave() {
-    for profile in ["close", "far"] {
-        run(
-            "body_medium_streams",
-            2,
-            &[
-                ("COURIER_TRANSPORT", "shm"),
-                ("COURIER_SHM_PROFILE", profile),
-            ],
-        );
-    }
+    run_on_each_profile("body_medium_streams");
 }
 
 #[test]
