@@ -221,8 +221,10 @@ pub(crate) fn shm_exchange_limit() -> Option<usize> {
 /// ranks, 5 interleaved rounds): `bibw` 1–4 MiB 1.79–2.03×, `bw` 1–4 MiB
 /// 1.42–1.95× (after a window's first message, which is still pulled);
 /// latency, whose messages are lone, unchanged. A `far` node keeps
-/// pulling: 4 ranks on 2 cores, a pairwise all-to-all of 64 KiB – 1 MiB
-/// blocks through the rings was 0.97–1.11 of the pulls.
+/// pulling: without shared caches a stream's `bw` 1–4 MiB through the
+/// ring was 0.86–1.02 of the pulls (3 rounds), and 4 ranks on 2 cores
+/// (always far), a pairwise all-to-all of 64 KiB – 1 MiB blocks through
+/// the rings 0.79–1.13 of the default.
 pub const CLOSE_SHM_EXCHANGE_LIMIT: usize = usize::MAX;
 
 /// `COURIER_TCP_BUFFER`: socket buffer size for data links, if set.

@@ -292,6 +292,7 @@ impl Engine {
 
     /// Sets `peer`'s eager limit, and whether large messages to it offer a
     /// single-copy pull (its link can reach our memory).
+    ///
     /// The window grows, for every peer, to what an eager message of that
     /// size needs (see [`Engine::set_window`]): a message the whole window
     /// could not pay for would wait for credit forever.

@@ -317,10 +317,11 @@ impl Producer {
     /// Against not asking (2 ranks, 5 interleaved rounds): not sharing
     /// caches, latency 1–32 B 0.82–0.87× (0.29 → 0.24–0.25 µs), 64–512 B
     /// 0.79–0.94×, 1–2 KiB 0.83–0.86×; sharing them (session 19, 6
-    /// rounds), 1–32 B 0.78–0.90× (0.11 → 0.085–0.098 µs), 64–512 B
-    /// 0.89–0.94×, 1–4 KiB 0.94–0.97×, `bw` and `bibw` level (the
-    /// streams' requests ahead, on the contrary, made `bw` at 128 B – 4
-    /// KiB 0.57–0.94× there). After a larger record only its first
+    /// rounds), 1–128 B 0.73–0.80× (0.092 → 0.067–0.078 µs), 256 B
+    /// 0.83×, 512 B – 4 KiB 0.91–0.99×, `bw` level, `bibw` 1–64 B level
+    /// and 512 B – 4 KiB 0.89–0.97× (the streams' requests ahead, on the
+    /// contrary, made `bw` at 128 B – 4 KiB 0.57–0.94× there). After a
+    /// larger record only its first
     /// [`ANSWER_HEAD_LINES`] lines: the rest would compete with the copy
     /// of what was heard (all 65 lines of a 4 KiB answer made its latency
     /// 1.27×, 32 lines 1.14×).
