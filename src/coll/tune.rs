@@ -468,6 +468,22 @@ const PAIR_ALLREDUCE_P2P: Pair = Pair {
     close: 8 * 1024..=128 * 1024,
     far: 16 * 1024..=64 * 1024,
 };
+/// Two ranks of a close node all-reduce a commutative operation's
+/// operands of 32 KiB – 1 MiB by Rabenseifner's halves, point to point:
+/// each rank folds one half (the other core's half of the work, where the
+/// two ranks share one core, is not repeated) and the halves cross twice
+/// through the ring, eagerly. Against the table before (recursive
+/// doubling to 128 KiB, the arena's reduce through rank 0 and the pulls
+/// above; 2 ranks, forced close, session 19): with shared caches, 6
+/// rounds, 16 KiB 0.80, 32 KiB 0.69–0.76, 64 KiB – 1 MiB 0.54–0.75;
+/// without, 5 rounds, 16 KiB 1.00, 32 KiB 0.89, 64 KiB – 1 MiB 0.51–0.82,
+/// 2 MiB 1.37, 4 MiB 1.00. (Forced far, in a sitting whose placement
+/// changed, 8–256 KiB 0.45–0.88 but 512 KiB – 2 MiB 1.18–1.20, above a
+/// far node's eager limit: not taken there yet.)
+const PAIR_ALLREDUCE_HALVES: Pair = Pair {
+    close: 32 * 1024..=1024 * 1024,
+    far: NEVER,
+};
 /// See [`PAIR_ALLREDUCE_P2P`].
 const PAIR_ALLTOALL_P2P: Pair = Pair {
     close: 32 * 1024..=256 * 1024,
@@ -742,6 +758,7 @@ pub(crate) fn reduce(c: Call) -> Result<Reduce> {
 #[inline(always)]
 pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
+        _ if c.commutative && c.pair_in(&PAIR_ALLREDUCE_HALVES) => Allreduce::Rabenseifner,
         _ if c.pair_in(&PAIR_ALLREDUCE_P2P) => Allreduce::RecursiveDoubling,
         _ if c.bytes >= ALLREDUCE_ROOT.least()
             && (c.p <= ROOT_MAX_RANKS || c.oversubscribed)
@@ -1014,17 +1031,29 @@ mod tests {
         assert_eq!(reduce(close(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(allreduce(close(2, 4 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(
-            allreduce(close(2, 64 << 10)).unwrap(),
+            allreduce(close(2, 16 << 10)).unwrap(),
             Allreduce::RecursiveDoubling
         );
-        assert_eq!(allreduce(close(2, 256 << 10)).unwrap(), Allreduce::ShmRoot);
+        for n in [32 << 10, 64 << 10, 256 << 10, 1 << 20] {
+            assert_eq!(allreduce(close(2, n)).unwrap(), Allreduce::Rabenseifner);
+        }
+        // Rabenseifner's halves need a commutative operation.
+        let ordered = |bytes: usize| Call {
+            commutative: false,
+            ..close(2, bytes)
+        };
+        assert_eq!(
+            allreduce(ordered(64 << 10)).unwrap(),
+            Allreduce::RecursiveDoubling
+        );
+        assert_eq!(allreduce(ordered(256 << 10)).unwrap(), Allreduce::ShmRoot);
+        assert_eq!(allreduce(close(2, 2 << 20)).unwrap(), Allreduce::ShmPull);
         assert_eq!(alltoall(close(2, 64 << 10)).unwrap(), Alltoall::Pairwise);
         assert_eq!(alltoall(close(2, 256 << 10)).unwrap(), Alltoall::Pairwise);
         assert_eq!(
             allgather(close(2, 64 << 10)).unwrap(),
             Allgather::RecursiveDoubling
         );
-        assert_eq!(allreduce(close(2, 1 << 20)).unwrap(), Allreduce::ShmPull);
         assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Shm);
         assert_eq!(alltoall(close(2, 1 << 20)).unwrap(), Alltoall::ShmPull);
         // More ranks (not measured on a close node) keep the far table.
