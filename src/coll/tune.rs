@@ -424,7 +424,9 @@ const ALLREDUCE_PULLS: Pulls = Pulls {
 /// Two ranks of a close node (one core's two hardware
 /// threads, which share its work too): 16 KiB 0.92–0.93, 32–512 KiB
 /// 0.69–0.89, 1–2 MiB 0.99–1.06 (10 rounds over two sittings); up to 128
-/// KiB they now go point to point ([`PAIR_ALLREDUCE_P2P`]). On more
+/// KiB they now go point to point ([`PAIR_ALLREDUCE_P2P`]), and a
+/// commutative operation's 32 KiB – 1 MiB by halves
+/// ([`PAIR_ALLREDUCE_HALVES`]), so this range serves the others. On more
 /// ranks only up to [`ROOT_MAX_RANKS`] of them, or ranks sharing cores
 /// (every measurement above): with a core per rank and many ranks, rank 0
 /// folding every operand alone would be the slow part.
