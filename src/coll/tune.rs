@@ -479,12 +479,15 @@ const PAIR_ALLREDUCE_P2P: Pair = Pair {
 /// above; 2 ranks, forced close, session 19): with shared caches, 6
 /// rounds, 16 KiB 0.80, 32 KiB 0.69–0.76, 64 KiB – 1 MiB 0.54–0.75;
 /// without, 5 rounds, 16 KiB 1.00, 32 KiB 0.89, 64 KiB – 1 MiB 0.51–0.82,
-/// 2 MiB 1.37, 4 MiB 1.00. (Forced far, in a sitting whose placement
-/// changed, 8–256 KiB 0.45–0.88 but 512 KiB – 2 MiB 1.18–1.20, above a
-/// far node's eager limit: not taken there yet.)
+/// 2 MiB 1.37, 4 MiB 1.00. Two ranks of a far node, each with its own
+/// core, still fold half as much, and the halves of up to 256 KiB go
+/// eagerly: against its table (recursive doubling to 64 KiB, then the
+/// pulls), forced far, 5 rounds each, 16–256 KiB 0.37–0.65 (starting
+/// without shared caches, ending with them) and 0.46–0.70 (with them); 8
+/// KiB 0.92–0.98; 512 KiB – 1 MiB, whose halves are pulled, 0.97–1.13.
 const PAIR_ALLREDUCE_HALVES: Pair = Pair {
     close: 32 * 1024..=1024 * 1024,
-    far: NEVER,
+    far: 16 * 1024..=256 * 1024,
 };
 /// See [`PAIR_ALLREDUCE_P2P`].
 const PAIR_ALLTOALL_P2P: Pair = Pair {
@@ -939,15 +942,19 @@ mod tests {
         // Two ranks of a far node go point to point at some of the eager
         // sizes (up to 128 KiB), where that beats the arena and the pulls.
         assert_eq!(allreduce(node(2, 8 << 10)).unwrap(), Allreduce::Shm);
+        for n in [16 << 10, 64 << 10, 256 << 10] {
+            assert_eq!(allreduce(node(2, n)).unwrap(), Allreduce::Rabenseifner);
+        }
+        let ordered = |bytes: usize| Call {
+            commutative: false,
+            ..node(2, bytes)
+        };
         assert_eq!(
-            allreduce(node(2, 16 << 10)).unwrap(),
+            allreduce(ordered(64 << 10)).unwrap(),
             Allreduce::RecursiveDoubling
         );
-        assert_eq!(
-            allreduce(node(2, 64 << 10)).unwrap(),
-            Allreduce::RecursiveDoubling
-        );
-        assert_eq!(allreduce(node(2, 128 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(ordered(128 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(node(2, 512 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 8 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(4, 16 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 1 << 20)).unwrap(), Allreduce::ShmRoot);
