@@ -513,6 +513,56 @@ fn a_rank_killed_mid_transfer_aborts_the_job_and_leaves_no_files() {
     assert!(new.is_empty(), "files left in /dev/shm: {new:?}");
 }
 
+/// The same with the large messages exchanged through the ring (a close
+/// node, receives posted before the sends): the survivor, its data
+/// half-streamed into the dead rank's ring, still ends with the job.
+#[test]
+fn a_rank_killed_mid_exchange_through_the_ring_aborts_the_job() {
+    let before = dev_shm();
+    let j = run_body_env(
+        "body_killed_mid_ring_exchange",
+        2,
+        &[
+            ("COURIER_TRANSPORT", "shm"),
+            ("COURIER_SHM_PROFILE", "close"),
+        ],
+        60,
+    );
+    assert_killed(&j, 1);
+    let after = dev_shm();
+    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+    assert!(new.is_empty(), "files left in /dev/shm: {new:?}");
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_killed_mid_ring_exchange() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let (me, peer) = (w.rank(), 1 - w.rank());
+    if me == 1 {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &std::process::id().to_string()])
+                .status();
+        });
+    }
+    let big = vec![3u8; 16 << 20];
+    let mut buf = vec![0u8; 16 << 20];
+    for _ in 0..1000 {
+        let done = courier::scope(|s| -> courier::Result<()> {
+            let r = w.irecv(s, &mut buf, peer, 0)?;
+            let q = w.isend(s, &big, peer, 0)?;
+            courier::wait_all(vec![r, q]).map(|_| ())
+        });
+        if done.is_err() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(30));
+}
+
 #[test]
 #[ignore = "rank body: run through courier"]
 fn body_killed_mid_transfer() {
@@ -538,19 +588,26 @@ fn body_killed_mid_transfer() {
 /// Windows of distinct large messages both ways at once: the receives are
 /// posted first, so their single-copy pulls wait together and go in one
 /// system call; every buffer must hold its own message (a pull written to
-/// the wrong buffer, or a short batch mishandled, shows here).
+/// the wrong buffer, or a short batch mishandled, shows here). Then the
+/// same windows on a close node, whose exchanges go through the ring
+/// instead (RTS, CTS, DATA), one after another on the link.
 #[test]
 fn windows_of_single_copy_messages_land_in_their_own_buffers() {
     // The eager limit pinned: on a close node it would take most of these
-    // messages through the ring.
-    run(
-        "body_pull_windows",
-        2,
-        &[
-            ("COURIER_TRANSPORT", "shm"),
-            ("COURIER_SHM_EAGER_LIMIT", "4096"),
-        ],
-    );
+    // messages through the ring; and the exchange limit 0, so that they
+    // are pulled there too.
+    for exchange in ["0", "18446744073709551615"] {
+        run(
+            "body_pull_windows",
+            2,
+            &[
+                ("COURIER_TRANSPORT", "shm"),
+                ("COURIER_SHM_PROFILE", "close"),
+                ("COURIER_SHM_EAGER_LIMIT", "4096"),
+                ("COURIER_SHM_EXCHANGE_LIMIT", exchange),
+            ],
+        );
+    }
 }
 
 #[test]
