@@ -498,19 +498,31 @@ fn body_alltoall_loop() {
     }
 }
 
-#[test]
-fn a_rank_killed_mid_transfer_aborts_the_job_and_leaves_no_files() {
+/// Runs `body`, in which rank 1 kills itself, and checks that the job
+/// ended by that kill and left nothing in /dev/shm.
+fn assert_rank_1_killed_leaving_no_files(body: &str, np: usize, env: &[(&str, &str)]) {
     let before = dev_shm();
-    let j = run_body_env(
-        "body_killed_mid_transfer",
-        3,
-        &[("COURIER_TRANSPORT", "shm")],
-        60,
-    );
+    let j = run_body_env(body, np, env, 60);
     assert_killed(&j, 1);
     let after = dev_shm();
     let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
     assert!(new.is_empty(), "files left in /dev/shm: {new:?}");
+}
+
+/// Kills this process with SIGKILL (as a crash would end it).
+fn kill_self() {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &std::process::id().to_string()])
+        .status();
+}
+
+#[test]
+fn a_rank_killed_mid_transfer_aborts_the_job_and_leaves_no_files() {
+    assert_rank_1_killed_leaving_no_files(
+        "body_killed_mid_transfer",
+        3,
+        &[("COURIER_TRANSPORT", "shm")],
+    );
 }
 
 /// The same with the large messages exchanged through the ring (a close
@@ -518,20 +530,14 @@ fn a_rank_killed_mid_transfer_aborts_the_job_and_leaves_no_files() {
 /// half-streamed into the dead rank's ring, still ends with the job.
 #[test]
 fn a_rank_killed_mid_exchange_through_the_ring_aborts_the_job() {
-    let before = dev_shm();
-    let j = run_body_env(
+    assert_rank_1_killed_leaving_no_files(
         "body_killed_mid_ring_exchange",
         2,
         &[
             ("COURIER_TRANSPORT", "shm"),
             ("COURIER_SHM_PROFILE", "close"),
         ],
-        60,
     );
-    assert_killed(&j, 1);
-    let after = dev_shm();
-    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
-    assert!(new.is_empty(), "files left in /dev/shm: {new:?}");
 }
 
 #[test]
@@ -543,9 +549,7 @@ fn body_killed_mid_ring_exchange() {
     if me == 1 {
         std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(300));
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &std::process::id().to_string()])
-                .status();
+            kill_self();
         });
     }
     let big = vec![3u8; 16 << 20];
@@ -572,9 +576,7 @@ fn body_killed_mid_transfer() {
     let mut buf = vec![0u8; 64 << 20];
     if w.rank() == 1 {
         std::thread::sleep(Duration::from_millis(300));
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &std::process::id().to_string()])
-            .status();
+        kill_self();
         std::thread::sleep(Duration::from_secs(30));
     }
     // Ranks 0 and 2 stream large messages to rank 1 and wait for replies.
