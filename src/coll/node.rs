@@ -270,6 +270,17 @@ const ANNOUNCE_EVERY: u64 = 16;
 /// costs little.
 const CROSS_CPU_SPIN: Duration = Duration::from_micros(20);
 
+/// A wait's spell of spinning for ranks on another CPU (see
+/// `NodeColl::wait_all_sharing`).
+#[derive(Debug, Clone, Copy)]
+enum Spell {
+    NotBegun,
+    /// Spinning until then.
+    Until(Instant),
+    /// Spent: the wait yields from now on.
+    Over,
+}
+
 /// A quiet rank still publishes (an empty cell) through one lap of
 /// [`LINE_DEPTH`] operations in every this many laps. A state line keeps
 /// only the low 32 bits of its sequence number, which a reader can place
@@ -588,9 +599,8 @@ impl NodeColl {
         }
         let mut waiter = Waiter::new(&self.policy);
         let mut mine = self.note_cpu();
-        // One spell of spinning per wait, however many ranks it covers:
-        // not begun, until when, or over.
-        let mut spell: Option<Option<Instant>> = None;
+        // One spell of spinning per wait, however many ranks it covers.
+        let mut spell = Spell::NotBegun;
         let mut rounds = 0u32;
         for pass in [false, true] {
             for r in ranks.clone() {
@@ -603,20 +613,20 @@ impl NodeColl {
                     if pass && self.on_other_cpu(r, mine) {
                         let spin = match spell {
                             // The clock is read every 16th round.
-                            Some(Some(until)) => {
+                            Spell::Until(until) => {
                                 if rounds % 16 != 0 || Instant::now() < until {
                                     true
                                 } else {
-                                    spell = Some(None);
+                                    spell = Spell::Over;
                                     false
                                 }
                             }
-                            Some(None) => false,
-                            None if self.mates_started(s, mine) => {
-                                spell = Some(Some(Instant::now() + CROSS_CPU_SPIN));
+                            Spell::Over => false,
+                            Spell::NotBegun if self.mates_started(s, mine) => {
+                                spell = Spell::Until(Instant::now() + CROSS_CPU_SPIN);
                                 true
                             }
-                            None => false,
+                            Spell::NotBegun => false,
                         };
                         if spin {
                             std::hint::spin_loop();

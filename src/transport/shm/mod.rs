@@ -413,7 +413,7 @@ impl ShmTransport {
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
         };
-        look(inbound).map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))
+        look(inbound).map_err(|_| corrupted(peer))
     }
 
     /// Whether `peer`'s ring in our segment holds bytes (false for a rank
@@ -615,7 +615,7 @@ impl Transport for ShmTransport {
         };
         let (seg, prod) = self.map_peer(peer)?;
         prod.set_streaming(ahead && !heard);
-        let corrupt = |_| LinkError(format!("rank {peer} corrupted its shared ring"));
+        let corrupt = |_| corrupted(peer);
         let mut slices: [&[u8]; 2] = [
             bufs.first().map_or(&[][..], |b| &b[..]),
             bufs.get(1).map_or(&[][..], |b| &b[..]),
@@ -636,11 +636,9 @@ impl Transport for ShmTransport {
                 slices = [&slices[0][first..], &slices[1][k - first..]];
             }
             n
-        } else if total <= ring::LINE_RECORD {
-            // A small message: one line.
-            prod.write_line(slices[0], slices[1]).map_err(corrupt)?
         } else {
-            prod.write(&slices[..bufs.len().min(2)]).map_err(corrupt)?
+            // As one record (a small message: one line).
+            prod.write_line(slices[0], slices[1]).map_err(corrupt)?
         };
         if n > 0 {
             wake_reader(seg, light);
@@ -651,6 +649,11 @@ impl Transport for ShmTransport {
     fn try_read(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
         self.read_with(peer, |ring| ring.read(buf))
     }
+}
+
+/// The error for a peer whose ring (its or ours) broke the ring's rules.
+fn corrupted(peer: Rank) -> LinkError {
+    LinkError(format!("rank {peer} corrupted its shared ring"))
 }
 
 /// After a write into a peer's ring: wakes the peer if it sleeps (see the
@@ -698,12 +701,7 @@ impl ShmTransport {
             if total <= split_min {
                 let heard = std::mem::replace(heard, false);
                 prod.set_streaming(ahead && !heard);
-                let n = if total <= ring::LINE_RECORD {
-                    prod.write_line(head, body)
-                } else {
-                    prod.write(&[head, body])
-                }
-                .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+                let n = prod.write_line(head, body).map_err(|_| corrupted(peer))?;
                 if n > 0 {
                     wake_reader(seg, light);
                 }
@@ -767,8 +765,7 @@ impl ShmTransport {
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
         };
-        let n = read(inbound)
-            .map_err(|_| LinkError(format!("rank {peer} corrupted its shared ring")))?;
+        let n = read(inbound).map_err(|_| corrupted(peer))?;
         if n > 0 && !p.heard {
             // The first record since our last write to them: an answer is
             // likely to follow, so ask for the lines it will take now (see

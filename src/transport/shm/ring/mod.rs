@@ -359,10 +359,11 @@ impl Producer {
         self.write_record(bufs, want)
     }
 
-    /// Writes `head` and `body` as one record of one line (a small
-    /// message's frame header and payload, together at most
-    /// [`LINE_RECORD`] bytes): the usual case of `write`, without its
-    /// general bookkeeping. Returns the byte count (0 when full).
+    /// Writes `head` and `body` as one record: when together they fit one
+    /// line ([`LINE_RECORD`] bytes: a small message's frame header and
+    /// payload, the usual case), without [`Producer::write`]'s general
+    /// bookkeeping; otherwise by it (a prefix when the ring is short of
+    /// room). Returns the byte count (0 when full).
     #[inline]
     pub(crate) fn write_line(&mut self, head: &[u8], body: &[u8]) -> Result<usize, Corrupt> {
         let len = head.len() + body.len();
