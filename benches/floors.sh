@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Floors in the same minutes as the peers: the probes under
+# benches/probes/ (the data movement of a pattern with no protocol at all)
+# interleaved, round by round, with `courier bench` and the peers'
+# OSU-style programs, for the patterns where Courier is still short of a
+# target or close to it:
+#   latency 1 B – 8 KiB      latency_floor.c (1–8 B), medium_latency_floor.c (4, 8 KiB)
+#   bw 1 B – 8 KiB           msgrate_floor.c (1, 8, 32 B)
+#   all-to-all, 2 ranks      exchange_floor.c (1 MiB blocks)
+#   all-to-all, 4 ranks      alltoall_floor.c, without and with a barrier
+#                            per iteration (64 KiB – 1 MiB blocks)
+# Each round starts with an 8-byte latency probe of Courier, printed per
+# round: the VM's placement (vCPUs sharing one core's caches or not)
+# moves every library's figures, and the floors with them.
+# Usage: [ROUNDS=5] benches/floors.sh       (about 3 minutes on 2 cores once built)
+# Prints markdown tables: medians over rounds, and medians of per-round
+# ratios to the better peer of the round. Raw runs: target/bench-results/floors/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+source benches/peers.sh
+out=target/bench-results/floors
+rm -rf "$out"
+mkdir -p "$out/bin"
+cargo build --release -q
+for p in latency_floor medium_latency_floor msgrate_floor exchange_floor alltoall_floor; do
+  cc -O2 -o "$out/bin/$p" "benches/probes/$p.c"
+done
+case " $PEERS_AVAILABLE " in *" ompi "*)
+  mpicc.openmpi -O2 -o "$out/bin/p2p_ompi" benches/peers/osu_p2p.c -lpthread
+  mpicc.openmpi -O2 -o "$out/bin/coll_ompi" benches/peers/osu_coll.c ;;
+esac
+case " $PEERS_AVAILABLE " in *" mpich "*)
+  mpicc.mpich -O2 -o "$out/bin/p2p_mpich" benches/peers/osu_p2p.c -lpthread
+  mpicc.mpich -O2 -o "$out/bin/coll_mpich" benches/peers/osu_coll.c ;;
+esac
+courier=./target/release/courier
+bin=$out/bin
+# peer SYSTEM NP KIND ARGS...: one of the peers' programs, output as is.
+peer() {
+  local sys=$1 np=$2 kind=$3
+  shift 3
+  case "$sys" in
+    ompi)
+      if [ "$np" -gt 2 ]; then mpirun.openmpi --oversubscribe -n "$np" "$bin/$kind" "$@"
+      else mpirun.openmpi -n "$np" --bind-to core "$bin/$kind" "$@"; fi ;;
+    mpich) mpiexec.mpich -n "$np" -bind-to core "$bin/$kind" "$@" ;;
+  esac 2>/dev/null | grep -v '^#'
+}
+for r in $(seq "$ROUNDS"); do
+  d=$out/$r
+  mkdir -p "$d"
+  $courier bench latency --min-size 8 --max-size 8 | grep -v '^#' | awk '{print $2}' > "$d/placement"
+  # latency
+  "$bin/latency_floor" | awk '{print 8, $2}' > "$d/floor.latency"
+  for s in 4096 8192; do "$bin/medium_latency_floor" $s | awk -v s=$s '{print s, $(NF-3)}'; done >> "$d/floor.latency"
+  $courier bench latency --min-size 1 --max-size 8192 | grep -v '^#' > "$d/courier.latency"
+  for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" latency 1 8192 > "$d/$p.latency"; done
+  # bw (the floor prints MB/s, then messages per second)
+  for s in 1 8 32; do "$bin/msgrate_floor" $s | awk '{print $1, $2}'; done > "$d/floor.bw"
+  $courier bench bw --min-size 1 --max-size 8192 | grep -v '^#' > "$d/courier.bw"
+  for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" bw 1 8192 > "$d/$p.bw"; done
+  # all-to-all, 2 ranks, 1 MiB blocks
+  "$bin/exchange_floor" 0.3 | awk '$1 == 1048576' > "$d/floor.alltoall2"
+  $courier bench alltoall -n 2 --min-size 1048576 --max-size 1048576 | grep -v '^#' > "$d/courier.alltoall2"
+  for p in $PEERS_AVAILABLE; do peer "$p" 2 "coll_$p" alltoall 1048576 | awk '$1 == 1048576' > "$d/$p.alltoall2"; done
+  # all-to-all, 4 ranks on 2 cores (Open MPI only: MPICH spins for
+  # milliseconds per call there)
+  "$bin/alltoall_floor" 4 > "$d/floor.alltoall4"
+  "$bin/alltoall_floor" 4 1 sync > "$d/floor_sync.alltoall4"
+  $courier bench alltoall -n 4 --min-size 65536 | grep -v '^#' > "$d/courier.alltoall4"
+  case " $PEERS_AVAILABLE " in *" ompi "*)
+    peer ompi 4 coll_ompi alltoall 1048576 | awk '$1 >= 65536' > "$d/ompi.alltoall4" ;;
+  esac
+done
+python3 - "$out" "$ROUNDS" $PEERS_AVAILABLE <<'PY'
+import os, statistics, sys
+out, rounds, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+names = {"ompi": "Open MPI", "mpich": "MPICH"}
+def table(r, name):
+    path = f"{out}/{r}/{name}"
+    rows = {}
+    if os.path.exists(path):
+        for line in open(path):
+            p = line.split()
+            if len(p) >= 2:
+                rows[int(p[0])] = float(p[1])
+    return rows
+R = range(1, rounds + 1)
+print(f"Placement probe per round (Courier, 8 B latency, µs): "
+      + ", ".join(open(f"{out}/{r}/placement").read().strip() for r in R))
+def show(title, kind, unit, lower, floors, sizes, peers_here):
+    runs = {s: [table(r, f"{s}.{kind}") for r in R] for s in ["courier"] + floors + peers_here}
+    print(f"\n### {title}, medians of {rounds} rounds ({unit}); ratios: medians of per-round ratios to the better peer")
+    cols = floors + ["courier"] + peers_here
+    label = {"floor": "floor", "floor_sync": "floor, barrier per iteration", "courier": "Courier", **names}
+    print("| size | " + " | ".join(label[c] for c in cols) + " | " + " | ".join(f"{label[c]} ÷ better peer" for c in floors + ["courier"]) + " |")
+    print("|---:|" + "---:|" * (len(cols) + len(floors) + 1))
+    pick = min if lower else max
+    for s in sizes:
+        if not all(s in runs[c][i] for c in ["courier"] + peers_here for i in range(rounds)):
+            continue
+        best = [pick(runs[p][i][s] for p in peers_here) for i in range(rounds)]
+        cells = []
+        for c in cols:
+            v = [runs[c][i][s] for i in range(rounds) if s in runs[c][i]]
+            cells.append(f"{statistics.median(v):.3g}" if len(v) == rounds else "–")
+        for c in floors + ["courier"]:
+            ok = all(s in runs[c][i] for i in range(rounds))
+            cells.append(f"{statistics.median(runs[c][i][s] / best[i] for i in range(rounds)):.2f}" if ok else "–")
+        print(f"| {s} | " + " | ".join(cells) + " |")
+show("latency", "latency", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
+show("bw", "bw", "MB/s", False, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
+show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << 20], peers)
+show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
+PY
