@@ -166,8 +166,8 @@ struct Peer {
     /// Our mapping of their slot has been faulted in.
     primed: bool,
     /// Bytes came from them since our last write to them: the exchange is
-    /// a conversation, and our next eager message is split into records so
-    /// they start copying early (see [`Split`]).
+    /// a conversation, and our next write answers them (it asks for no
+    /// lines ahead: see `Producer::set_streaming`).
     heard: bool,
 }
 
@@ -192,9 +192,6 @@ pub(crate) struct ShmTransport {
     /// fence after a write to a peer that sleeps through one, and it
     /// sleeps through one itself.
     light: bool,
-    /// How a conversation's writes are split into records (set by the
-    /// node's profile).
-    split: Split,
     /// The node's cores share no cache (its profile is far): streams ask
     /// for their rings' lines ahead (see `ring::AHEAD_LINES`). (A rank
     /// that hears a record asks for the lines of its answer on any node:
@@ -236,18 +233,13 @@ impl ShmTransport {
             slot_peer: vec![None; slots],
             seen: 0,
             light,
-            split: SPLIT_CLOSE,
             ahead: false,
         })
     }
 
-    /// Tunes the writes to the node's profile (see [`SPLIT_CLOSE`] and
-    /// [`SPLIT_FAR`]).
+    /// Tunes the rings to the node's profile: on a far node, streams ask
+    /// for their lines ahead (see `ring::AHEAD_LINES`).
     pub(crate) fn set_profile(&mut self, profile: calibrate::Profile) {
-        self.split = match profile {
-            calibrate::Profile::Close => SPLIT_CLOSE,
-            calibrate::Profile::Far => SPLIT_FAR,
-        };
         self.ahead = profile == calibrate::Profile::Far;
         for (_, c) in &mut self.inbound {
             c.set_prefetch_ahead(self.ahead);
@@ -548,67 +540,9 @@ impl Sleeper {
     }
 }
 
-/// How a conversation's eager writes are split into records. When the
-/// peer has sent us something since our last write to it (a conversation:
-/// it is likely waiting for this message), a write of more than `min`
-/// and at most `max` bytes goes into the ring in records of about equal
-/// size, at most `record` each, so the reader starts copying before the
-/// whole message is in (a record is published only once all of it is
-/// written). A write that follows our own writes (a stream, a window of
-/// sends) goes as one record: the reader is busy with the earlier ones,
-/// and each record costs both sides a header. (A stream's 512 B – 1 KiB
-/// writes went split too while the reader matched only records of at most
-/// 544 bytes whole; as one record, `bw` at 512 B was 1.19× and `bibw`
-/// 1.33× faster, 1–4 KiB level, vCPUs sharing caches, 6 alternating
-/// rounds.)
-#[derive(Debug, Clone, Copy)]
-struct Split {
-    min: usize,
-    record: usize,
-    max: usize,
-}
-
-/// On a close node (shared caches) a message of up to 4 KiB with its
-/// header goes as one record, 4–8 KiB ones in two or three.
-///
-/// The reader takes a record holding a whole message straight into the
-/// receive buffer, so one record beats pipelined ones up to 2 KiB. Against
-/// the records of before (about 512 bytes up to 2 KiB, 2 KiB above; 2
-/// ranks, vCPUs sharing caches, 10 alternating rounds), latency: 512 B –
-/// 2 KiB 0.80–0.84, 4 KiB 0.92–0.97, 8–16 KiB level. 4 and 8 KiB messages
-/// as one record (taken straight too) were 1.04 and 1.01× slower than in
-/// two or three.
-///
-/// Earlier sittings: one record for a stream against records always: `bw`
-/// 2–4 KiB 1.09–1.11 with the vCPUs sharing caches, 1.27–1.74 without;
-/// `bibw` 512 B–2 KiB 1.09–1.11 and 1.7–2.4. Records up to 8 KiB only: an
-/// 8 KiB message (8,208 bytes with its header) split into 2 KiB records
-/// took 2.03 µs one way without shared caches, as one record 1.14 (MPICH
-/// 1.25); with shared caches (a close node sends up to 128 KiB eagerly)
-/// 16 and 32 KiB took 0.77 and 0.62 of their split time, 4–8 KiB and
-/// 64–128 KiB level.
-const SPLIT_CLOSE: Split = Split {
-    min: 4 * 1024,
-    record: 4 * 1024,
-    max: 8 * 1024,
-};
-/// On a far node (no shared caches) each record costs the reader a line
-/// transfer it waits for: writes of 1–2 KiB go in records of about 512
-/// bytes, others whole. A conversation's 2 and 4 KiB messages as one
-/// record took 0.86 and 0.72 of their split time one way (0.80 → 0.68 µs
-/// and 1.21 → 0.85; MPICH 0.75 and 1.02), 6 interleaved rounds. Once the
-/// reader took whole messages straight into the receive buffer, a 512 B
-/// message as one record took 0.92 of its time in two, but 1 KiB in two
-/// records of 520 bytes (not three of 347) 1.05× (10 alternating rounds).
-const SPLIT_FAR: Split = Split {
-    min: 1024,
-    record: 512,
-    max: 2 * 1024,
-};
-
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
-        let (light, split, ahead) = (self.light, self.split, self.ahead);
+        let (light, ahead) = (self.light, self.ahead);
         let heard = match self.peers.get_mut(peer as usize) {
             Some(Some(p)) => std::mem::replace(&mut p.heard, false),
             _ => false,
@@ -616,30 +550,25 @@ impl Transport for ShmTransport {
         let (seg, prod) = self.map_peer(peer)?;
         prod.set_streaming(ahead && !heard);
         let corrupt = |_| corrupted(peer);
-        let mut slices: [&[u8]; 2] = [
-            bufs.first().map_or(&[][..], |b| &b[..]),
-            bufs.get(1).map_or(&[][..], |b| &b[..]),
-        ];
-        let total = slices[0].len() + slices[1].len();
-        let n = if heard && total > split.min && total <= split.max {
-            // In records of about equal size: the reader copies one out
-            // while we copy the next in.
-            let record = total.div_ceil(total.div_ceil(split.record));
-            let mut n = 0;
-            while n < total {
-                let k = prod.write_at_most(&slices, record).map_err(corrupt)?;
-                if k == 0 {
-                    break;
-                }
-                n += k;
-                let first = k.min(slices[0].len());
-                slices = [&slices[0][first..], &slices[1][k - first..]];
-            }
-            n
-        } else {
-            // As one record (a small message: one line).
-            prod.write_line(slices[0], slices[1]).map_err(corrupt)?
-        };
+        // One record (a small message: one line) whatever the size, up to
+        // the ring's cap on a record (a quarter of it): the reader takes a
+        // message in one record straight into the receive buffer. A
+        // conversation's medium messages used to go in several records, so
+        // the reader could copy one out while the writer copied the next
+        // in (1–2 KiB on a far node, 4–8 KiB on a close one). Since the
+        // reader takes whole records straight and a rank that hears a
+        // record asks for its answer's lines, that costs more than it
+        // overlaps: one record ÷ split, latency, 2 ranks, 30 interleaved
+        // rounds (26 with the vCPUs sharing caches or in between, 4 not):
+        // far profile 1 KiB 0.65 and 0.66, 2–8 KiB 0.91–1.06; close
+        // profile 4 KiB 0.91 and 0.98, 6 KiB 0.77 (10 rounds); `bibw` 512
+        // B – 16 KiB 0.90–1.12, a copy of the old build 0.95–1.05.
+        let n = prod
+            .write_line(
+                bufs.first().map_or(&[][..], |b| &b[..]),
+                bufs.get(1).map_or(&[][..], |b| &b[..]),
+            )
+            .map_err(corrupt)?;
         if n > 0 {
             wake_reader(seg, light);
         }
@@ -677,12 +606,11 @@ fn wake_reader(seg: &Segment, light: bool) {
 impl ShmTransport {
     /// [`Transport::try_write`] of `head` then `body`, for the small
     /// messages that make most of the traffic: when the peer's ring is
-    /// mapped and they are too few for a conversation's split (see
-    /// [`Split`]), straight into it as one record, without the general
-    /// write's slices and size cases; as one line's record when they fit
-    /// one ([`ring::LINE_RECORD`] bytes). Returns the bytes written: all
-    /// of a line's, or a prefix of a larger record's (none when the ring
-    /// is full).
+    /// mapped, straight into it as one record, without the general
+    /// write's slices and mapping; as one line's record when they fit one
+    /// ([`ring::LINE_RECORD`] bytes). Returns the bytes written: all of a
+    /// line's, or a prefix of a larger record's (none when the ring is
+    /// full).
     #[inline]
     pub(crate) fn write_small(
         &mut self,
@@ -690,23 +618,20 @@ impl ShmTransport {
         head: &[u8],
         body: &[u8],
     ) -> Result<usize, LinkError> {
-        let total = head.len() + body.len();
-        let (light, ahead, split_min) = (self.light, self.ahead, self.split.min);
+        let (light, ahead) = (self.light, self.ahead);
         if let Some(Some(Peer {
             out: Some((seg, prod)),
             heard,
             ..
         })) = self.peers.get_mut(peer as usize)
         {
-            if total <= split_min {
-                let heard = std::mem::replace(heard, false);
-                prod.set_streaming(ahead && !heard);
-                let n = prod.write_line(head, body).map_err(|_| corrupted(peer))?;
-                if n > 0 {
-                    wake_reader(seg, light);
-                }
-                return Ok(n);
+            let heard = std::mem::replace(heard, false);
+            prod.set_streaming(ahead && !heard);
+            let n = prod.write_line(head, body).map_err(|_| corrupted(peer))?;
+            if n > 0 {
+                wake_reader(seg, light);
             }
+            return Ok(n);
         }
         self.try_write(peer, &[IoSlice::new(head), IoSlice::new(body)])
     }
@@ -806,33 +731,8 @@ mod tests {
     }
 
     #[test]
-    fn a_medium_write_goes_in_several_records() {
-        let (mut a, mut b) = pair();
-        let head = [9u8; 16];
-        let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-        let total = head.len() + body.len();
-        let n = a
-            .try_write(1, &[IoSlice::new(&head), IoSlice::new(&body)])
-            .unwrap();
-        assert_eq!(n, total);
-        let first = b.pending(0).unwrap();
-        assert!(
-            first < total && first >= total / 5,
-            "first record {first} of {total}"
-        );
-        let mut got = vec![0u8; total + 1];
-        assert_eq!(b.try_read(0, &mut got).unwrap(), total);
-        assert_eq!((&got[..16], &got[16..total]), (&head[..], &body[..]));
-        // A small write stays one record.
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body[..300])]).unwrap(), 300);
-        assert_eq!(b.pending(0).unwrap(), 300);
-    }
-
-    #[test]
     fn small_writes_go_whole_into_one_record_each() {
         let (mut a, mut b) = pair();
-        // A close node: a conversation's writes are split above 4 KiB only.
-        a.set_profile(calibrate::Profile::Close);
         let head = [7u8; 16];
         let body: Vec<u8> = (0..4000u32).map(|i| (i % 249) as u8).collect();
         let mut got = vec![0u8; 4096];
@@ -868,75 +768,48 @@ mod tests {
     }
 
     #[test]
-    fn each_profile_splits_only_a_conversations_writes_of_its_range() {
+    fn every_write_goes_in_one_record_up_to_a_quarter_of_the_ring() {
         let (mut a, mut b) = pair();
-        let body: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
-        let mut got = vec![0u8; body.len()];
-        let far = [
-            (4096, false),
-            (2049, false),
-            (2048, true),
-            (1025, true),
-            (1024, false),
-            (512, false),
-        ];
-        // A close node splits only messages of more than 4 KiB, up to 8
-        // KiB (below, one record the reader takes whole is faster).
-        let close = [
-            (8193, false),
-            (8192, true),
-            (4097, true),
-            (4096, false),
-            (2048, false),
-            (1024, false),
-        ];
-        for (profile, cases) in [
-            (calibrate::Profile::Far, far),
-            (calibrate::Profile::Close, close),
-        ] {
+        let head = [9u8; 16];
+        let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut got = vec![0u8; head.len() + body.len()];
+        // The ring of `pair` holds 64 KiB: records of up to 16 KiB, their
+        // 8-byte header included.
+        let cap = (16 << 10) - 8;
+        for profile in [calibrate::Profile::Far, calibrate::Profile::Close] {
             a.set_profile(profile);
-            for (len, split) in cases {
-                // The peer answers before each write: a conversation.
-                assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
-                assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
-                assert_eq!(a.try_write(1, &[IoSlice::new(&body[..len])]).unwrap(), len);
-                assert_eq!(
-                    b.pending(0).unwrap() < len,
-                    split,
-                    "{profile:?}: {len} bytes"
-                );
-                assert_eq!(b.try_read(0, &mut got).unwrap(), len);
-                assert_eq!(&got[..len], &body[..len]);
+            for answered in [true, false] {
+                for len in [
+                    300, 1000, 1025, 2048, 4096, 6000, 8192, 9000, 16_000, 20_000,
+                ] {
+                    if answered {
+                        // The peer answers first: a conversation.
+                        assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
+                        assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
+                    }
+                    let total = head.len() + len;
+                    let what = format!("{profile:?}, answered {answered}, {len} bytes");
+                    let n = a
+                        .try_write(1, &[IoSlice::new(&head), IoSlice::new(&body[..len])])
+                        .unwrap();
+                    assert_eq!(n, total.min(cap), "{what}");
+                    assert_eq!(b.pending(0).unwrap(), n, "{what}");
+                    let rest = a.try_write(1, &[IoSlice::new(&body[n - head.len()..len])]);
+                    assert_eq!(rest.unwrap(), total - n, "{what}");
+                    let mut off = 0;
+                    while off < total {
+                        let k = b.try_read(0, &mut got[off..total]).unwrap();
+                        assert!(k > 0, "{what}");
+                        off += k;
+                    }
+                    assert_eq!(
+                        (&got[..16], &got[16..total]),
+                        (&head[..], &body[..len]),
+                        "{what}"
+                    );
+                }
             }
         }
-    }
-
-    #[test]
-    fn a_stream_of_writes_goes_in_whole_records_until_the_peer_answers() {
-        let (mut a, mut b) = pair();
-        let body: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
-        let mut got = vec![0u8; 3 * body.len()];
-        // The first write of the link is split; the next, with nothing
-        // heard from the peer in between, is one record.
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 8192);
-        assert!(b.pending(0).unwrap() < 8192);
-        assert_eq!(b.try_read(0, &mut got).unwrap(), 8192);
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 8192);
-        assert_eq!(b.pending(0).unwrap(), 8192);
-        assert_eq!(b.try_read(0, &mut got).unwrap(), 8192);
-        // Smaller writes of a stream are whole records too.
-        for len in [512, 1024, 4096] {
-            assert_eq!(a.try_write(1, &[IoSlice::new(&body[..len])]).unwrap(), len);
-            assert_eq!(b.pending(0).unwrap(), len);
-            assert_eq!(b.try_read(0, &mut got).unwrap(), len);
-        }
-        // The peer answers: our next write is split again.
-        assert_eq!(b.try_write(0, &[IoSlice::new(b"ack")]).unwrap(), 3);
-        assert_eq!(a.try_read(1, &mut got).unwrap(), 3);
-        assert_eq!(a.try_write(1, &[IoSlice::new(&body)]).unwrap(), 8192);
-        assert!(b.pending(0).unwrap() < 8192);
-        assert_eq!(b.try_read(0, &mut got).unwrap(), 8192);
-        assert_eq!(&got[..8192], &body[..]);
     }
 
     #[test]

@@ -531,9 +531,8 @@ impl Consumer {
     /// another): `bw` 1–32 B 1.74–1.92× with the writer's requests,
     /// against 1.58–1.67× with those alone. Not after an empty look (a
     /// ping-pong): a line asked for before the writer wrote it moves
-    /// twice. Not after larger records: the records of a conversation's
-    /// split message (see the shm transport's `Split`) come in a row with
-    /// nothing written behind them yet.
+    /// twice. Not after larger records: a long message's records come in
+    /// a row with nothing written behind them yet.
     pub(crate) fn set_prefetch_ahead(&mut self, ahead: bool) {
         self.ahead = ahead;
     }
