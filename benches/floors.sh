@@ -27,11 +27,11 @@ for p in latency_floor medium_latency_floor msgrate_floor exchange_floor alltoal
   cc -O2 -o "$out/bin/$p" "benches/probes/$p.c"
 done
 case " $PEERS_AVAILABLE " in *" ompi "*)
-  mpicc.openmpi -O2 -o "$out/bin/p2p_ompi" benches/peers/osu_p2p.c -lpthread
+  mpicc.openmpi -O2 -o "$out/bin/p2p_ompi" benches/peers/osu_p2p.c -lpthread 2>/dev/null
   mpicc.openmpi -O2 -o "$out/bin/coll_ompi" benches/peers/osu_coll.c ;;
 esac
 case " $PEERS_AVAILABLE " in *" mpich "*)
-  mpicc.mpich -O2 -o "$out/bin/p2p_mpich" benches/peers/osu_p2p.c -lpthread
+  mpicc.mpich -O2 -o "$out/bin/p2p_mpich" benches/peers/osu_p2p.c -lpthread 2>/dev/null
   mpicc.mpich -O2 -o "$out/bin/coll_mpich" benches/peers/osu_coll.c ;;
 esac
 courier=./target/release/courier
