@@ -9,6 +9,7 @@
 #   all-to-all, 2 ranks      exchange_floor.c (1 MiB blocks)
 #   all-to-all, 4 ranks      alltoall_floor.c, without and with a barrier
 #                            per iteration (64 KiB – 1 MiB blocks)
+#   TCP latency 1–64 B       tcp_latency_floor.c (8 B; Open MPI's TCP BTL)
 # Each round starts with an 8-byte latency probe of Courier, printed per
 # round: the VM's placement (vCPUs sharing one core's caches or not)
 # moves every library's figures, and the floors with them.
@@ -23,7 +24,7 @@ out=target/bench-results/floors
 rm -rf "$out"
 mkdir -p "$out/bin"
 cargo build --release -q
-for p in latency_floor medium_latency_floor msgrate_floor exchange_floor alltoall_floor; do
+for p in latency_floor medium_latency_floor msgrate_floor exchange_floor alltoall_floor tcp_latency_floor; do
   cc -O2 -o "$out/bin/$p" "benches/probes/$p.c"
 done
 case " $PEERS_AVAILABLE " in *" ompi "*)
@@ -72,6 +73,13 @@ for r in $(seq "$ROUNDS"); do
   case " $PEERS_AVAILABLE " in *" ompi "*)
     peer ompi 4 coll_ompi alltoall 1048576 | awk '$1 >= 65536' > "$d/ompi.alltoall4" ;;
   esac
+  # TCP latency, small messages (Open MPI's TCP BTL over loopback)
+  "$bin/tcp_latency_floor" | awk '{print 8, $2}' > "$d/floor.tcp"
+  $courier bench latency --transport tcp --min-size 1 --max-size 64 | grep -v '^#' > "$d/courier.tcp"
+  case " $PEERS_AVAILABLE " in *" ompi "*)
+    mpirun.openmpi -n 2 --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo \
+      "$bin/p2p_ompi" latency 1 64 2>/dev/null | grep -v '^#' > "$d/ompi.tcp" ;;
+  esac
 done
 python3 - "$out" "$ROUNDS" $PEERS_AVAILABLE <<'PY'
 import os, statistics, sys
@@ -90,6 +98,8 @@ R = range(1, rounds + 1)
 print(f"Placement probe per round (Courier, 8 B latency, µs): "
       + ", ".join(open(f"{out}/{r}/placement").read().strip() for r in R))
 def show(title, kind, unit, lower, floors, sizes, peers_here):
+    if not peers_here:
+        return
     runs = {s: [table(r, f"{s}.{kind}") for r in R] for s in ["courier"] + floors + peers_here}
     print(f"\n### {title}, medians of {rounds} rounds ({unit}); ratios: medians of per-round ratios to the better peer")
     cols = floors + ["courier"] + peers_here
@@ -113,4 +123,5 @@ show("latency", "latency", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128,
 show("bw", "bw", "MB/s", False, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
 show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << 20], peers)
 show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
+show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64], [p for p in peers if p == "ompi"])
 PY
