@@ -558,11 +558,11 @@ impl Transport for ShmTransport {
         // in (1–2 KiB on a far node, 4–8 KiB on a close one). Since the
         // reader takes whole records straight and a rank that hears a
         // record asks for its answer's lines, that costs more than it
-        // overlaps: one record ÷ split, latency, 2 ranks, 30 interleaved
-        // rounds (26 with the vCPUs sharing caches or in between, 4 not):
-        // far profile 1 KiB 0.65 and 0.66, 2–8 KiB 0.91–1.06; close
-        // profile 4 KiB 0.91 and 0.98, 6 KiB 0.77 (10 rounds); `bibw` 512
-        // B – 16 KiB 0.90–1.12, a copy of the old build 0.95–1.05.
+        // overlaps: one record ÷ split, latency, 2 ranks, 30 and 12
+        // interleaved rounds (the vCPUs sharing caches, in between, and 4
+        // rounds not): far profile 1 KiB 0.59–0.66, 2–8 KiB 0.91–1.06;
+        // close profile 4 KiB 0.91–0.98, 6 KiB 0.77 (10 rounds); `bibw` 1–8
+        // KiB 0.93–1.40, where a copy of the old build read 0.95–1.05.
         let n = prod
             .write_line(
                 bufs.first().map_or(&[][..], |b| &b[..]),

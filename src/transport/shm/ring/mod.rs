@@ -342,14 +342,9 @@ impl Producer {
     /// Copies a prefix of the concatenation of `bufs` into the ring as one
     /// record and publishes it; returns the byte count (0 when full).
     pub(crate) fn write(&mut self, bufs: &[&[u8]]) -> Result<usize, Corrupt> {
-        self.write_at_most(bufs, usize::MAX)
-    }
-
-    /// [`Producer::write`], with at most `max` bytes in the record.
-    pub(crate) fn write_at_most(&mut self, bufs: &[&[u8]], max: usize) -> Result<usize, Corrupt> {
         let cap = self.ring.capacity;
         let want: usize = bufs.iter().map(|b| b.len()).sum();
-        let want = want.min(cap / 4 - RECORD_HEADER).min(max);
+        let want = want.min(cap / 4 - RECORD_HEADER);
         if want == 0 {
             return Ok(0);
         }
