@@ -112,11 +112,6 @@ const AHEAD_READ_MAX_LINES: u64 = 4;
 /// at 4 KiB 0.59× and at 8 KiB 0.76×; asking for only the first 8 lines of
 /// any record made it 0.86× at 512 B (the requests no longer followed on).
 const AHEAD_MAX_LINES: u64 = 33;
-/// Lines asked for ahead of an answer to a record of more than
-/// [`AHEAD_MAX_LINES`] (see [`Producer::prepare_next`]): latency at 4–8
-/// KiB 0.89–0.93× of not asking (16 lines: 0.94–0.99×), 16 KiB and up,
-/// `bw` and `bibw` level.
-const ANSWER_HEAD_LINES: u64 = 8;
 
 /// The ring's control data is inconsistent: the peer corrupted shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,19 +315,19 @@ impl Producer {
     /// rounds), 1–128 B 0.73–0.80× (0.092 → 0.067–0.078 µs), 256 B
     /// 0.83×, 512 B – 4 KiB 0.91–0.99×, `bw` level, `bibw` 1–64 B level
     /// and 512 B – 4 KiB 0.89–0.97× (the streams' requests ahead, on the
-    /// contrary, made `bw` at 128 B – 4 KiB 0.57–0.94× there). After a
-    /// larger record only its first
-    /// [`ANSWER_HEAD_LINES`] lines: the rest would compete with the copy
-    /// of what was heard (all 65 lines of a 4 KiB answer made its latency
-    /// 1.27×, 32 lines 1.14×).
+    /// contrary, made `bw` at 128 B – 4 KiB 0.57–0.94× there). Nothing
+    /// after a record of more than [`AHEAD_MAX_LINES`] lines: asking for
+    /// all 65 lines of a 4 KiB answer made its latency 1.27×, 32 lines
+    /// 1.14×; the first 8, once every write was one record (session 20),
+    /// 4 KiB 1.18× and 8 KiB 1.04× of not asking (78 interleaved rounds
+    /// sharing caches or in between, against a copy of the asking build
+    /// run in the same rounds; 2 rounds not sharing: level), and from line
+    /// 2 on (the reader polls the first), 4 KiB 1.12× (12 rounds).
     #[inline]
     pub(crate) fn prepare_next(&self, lines: u64) {
-        let ask = if lines <= AHEAD_MAX_LINES {
-            lines
-        } else {
-            ANSWER_HEAD_LINES
-        };
-        self.ring.prefetch_lines(self.tail, ask, true);
+        if lines <= AHEAD_MAX_LINES {
+            self.ring.prefetch_lines(self.tail, lines, true);
+        }
     }
 
     fn free(&self) -> u64 {
