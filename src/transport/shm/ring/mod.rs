@@ -320,9 +320,10 @@ impl Producer {
     /// all 65 lines of a 4 KiB answer made its latency 1.27×, 32 lines
     /// 1.14×; the first 8, once every write was one record (session 20),
     /// 4 KiB 1.18× and 8 KiB 1.04× of not asking (78 interleaved rounds
-    /// sharing caches or in between, against a copy of the asking build
-    /// run in the same rounds; 2 rounds not sharing: level), and from line
-    /// 2 on (the reader polls the first), 4 KiB 1.12× (12 rounds).
+    /// sharing caches or nearly, against a copy of the asking build run in
+    /// the same rounds; 10 rounds in between and 2 not sharing: level),
+    /// and from line 2 on (the reader polls the first), 4 KiB 1.12× (12
+    /// rounds).
     #[inline]
     pub(crate) fn prepare_next(&self, lines: u64) {
         if lines <= AHEAD_MAX_LINES {
