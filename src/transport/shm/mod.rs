@@ -441,7 +441,10 @@ impl ShmTransport {
             .collect()
     }
 
-    fn map_peer(&mut self, peer: Rank) -> Result<&mut (Segment, Producer), LinkError> {
+    /// Maps `peer`'s segment and takes our ring in it, before our first
+    /// write to it (nothing to do once mapped). On success `peer`'s
+    /// `out` is set: [`ShmTransport::write_first`] relies on it.
+    fn map_peer(&mut self, peer: Rank) -> Result<(), LinkError> {
         let my_local = self.my_local as usize;
         let Some(Some(p)) = self.peers.get_mut(peer as usize) else {
             return Err(LinkError(format!(
@@ -478,9 +481,7 @@ impl ShmTransport {
             announced(&seg).fetch_add(1, Ordering::SeqCst);
             p.out = Some((seg, prod));
         }
-        p.out
-            .as_mut()
-            .ok_or_else(|| LinkError("segment vanished".into()))
+        Ok(())
     }
 
     /// Prepares to sleep: announces it, so senders will wake us. Returns the
@@ -542,37 +543,11 @@ impl Sleeper {
 
 impl Transport for ShmTransport {
     fn try_write(&mut self, peer: Rank, bufs: &[IoSlice<'_>]) -> Result<usize, LinkError> {
-        let (light, ahead) = (self.light, self.ahead);
-        let heard = match self.peers.get_mut(peer as usize) {
-            Some(Some(p)) => std::mem::replace(&mut p.heard, false),
-            _ => false,
-        };
-        let (seg, prod) = self.map_peer(peer)?;
-        prod.set_streaming(ahead && !heard);
-        let corrupt = |_| corrupted(peer);
-        // One record (a small message: one line) whatever the size, up to
-        // the ring's cap on a record (a quarter of it): the reader takes a
-        // message in one record straight into the receive buffer. A
-        // conversation's medium messages used to go in several records, so
-        // the reader could copy one out while the writer copied the next
-        // in (1–2 KiB on a far node, 4–8 KiB on a close one). Since the
-        // reader takes whole records straight and a rank that hears a
-        // record asks for its answer's lines, that costs more than it
-        // overlaps: one record ÷ split, latency, 2 ranks, 30 and 12
-        // interleaved rounds (the vCPUs sharing caches, in between, and 4
-        // rounds not): far profile 1 KiB 0.59–0.66, 2–8 KiB 0.91–1.06;
-        // close profile 4 KiB 0.91–0.98, 6 KiB 0.77 (10 rounds); `bibw` 1–8
-        // KiB 0.93–1.40, where a copy of the old build read 0.95–1.05.
-        let n = prod
-            .write_line(
-                bufs.first().map_or(&[][..], |b| &b[..]),
-                bufs.get(1).map_or(&[][..], |b| &b[..]),
-            )
-            .map_err(corrupt)?;
-        if n > 0 {
-            wake_reader(seg, light);
-        }
-        Ok(n)
+        self.write_small(
+            peer,
+            bufs.first().map_or(&[][..], |b| &b[..]),
+            bufs.get(1).map_or(&[][..], |b| &b[..]),
+        )
     }
 
     fn try_read(&mut self, peer: Rank, buf: &mut [u8]) -> Result<usize, LinkError> {
@@ -604,14 +579,31 @@ fn wake_reader(seg: &Segment, light: bool) {
 }
 
 impl ShmTransport {
-    /// [`Transport::try_write`] of `head` then `body`, for the small
-    /// messages that make most of the traffic: when the peer's ring is
-    /// mapped, straight into it as one record, without the general
-    /// write's slices and mapping; as one line's record when they fit one
-    /// ([`ring::LINE_RECORD`] bytes). Returns the bytes written: all of a
-    /// line's, or a prefix of a larger record's (none when the ring is
-    /// full).
-    #[inline]
+    /// [`Transport::try_write`] of `head` then `body` (the general write
+    /// comes here too), straight into the peer's ring as one record; as one
+    /// line's record when they fit one ([`ring::LINE_RECORD`] bytes: the
+    /// small messages that make most of the traffic). The peer's segment is
+    /// mapped on the first write. Returns the bytes written: all of a
+    /// line's, or a prefix of a larger record's (up to the ring's cap on a
+    /// record, a quarter of it; none when the ring is full).
+    ///
+    /// One record whatever the size: the reader takes a message in one
+    /// record straight into the receive buffer. A conversation's medium
+    /// messages used to go in several records, so the reader could copy
+    /// one out while the writer copied the next in (1–2 KiB on a far node,
+    /// 4–8 KiB on a close one). Since the reader takes whole records
+    /// straight and a rank that hears a record asks for its answer's
+    /// lines, that costs more than it overlaps: one record ÷ split,
+    /// latency, 2 ranks, 30 and 12 interleaved rounds (the vCPUs sharing
+    /// caches, in between, and 4 rounds not): far profile 1 KiB 0.59–0.66,
+    /// 2–8 KiB 0.91–1.06; close profile 4 KiB 0.91–0.98, 6 KiB 0.77 (10
+    /// rounds); `bibw` 1–8 KiB 0.93–1.40, where a copy of the old build
+    /// read 0.95–1.05.
+    ///
+    /// Always inlined: with `try_write` and [`ShmTransport::write_first`]
+    /// calling it too, `#[inline]` left it out of line, 14 instructions
+    /// more per 8-byte send (callgrind).
+    #[inline(always)]
     pub(crate) fn write_small(
         &mut self,
         peer: Rank,
@@ -619,21 +611,31 @@ impl ShmTransport {
         body: &[u8],
     ) -> Result<usize, LinkError> {
         let (light, ahead) = (self.light, self.ahead);
-        if let Some(Some(Peer {
+        let Some(Some(Peer {
             out: Some((seg, prod)),
             heard,
             ..
         })) = self.peers.get_mut(peer as usize)
-        {
-            let heard = std::mem::replace(heard, false);
-            prod.set_streaming(ahead && !heard);
-            let n = prod.write_line(head, body).map_err(|_| corrupted(peer))?;
-            if n > 0 {
-                wake_reader(seg, light);
-            }
-            return Ok(n);
+        else {
+            return self.write_first(peer, head, body);
+        };
+        let heard = std::mem::replace(heard, false);
+        prod.set_streaming(ahead && !heard);
+        let n = prod.write_line(head, body).map_err(|_| corrupted(peer))?;
+        if n > 0 {
+            wake_reader(seg, light);
         }
-        self.try_write(peer, &[IoSlice::new(head), IoSlice::new(body)])
+        Ok(n)
+    }
+
+    /// [`ShmTransport::write_small`]'s first write to `peer`: maps its
+    /// segment, then writes (out of line, so that the writes after it stay
+    /// inlined where they are made).
+    #[cold]
+    #[inline(never)]
+    fn write_first(&mut self, peer: Rank, head: &[u8], body: &[u8]) -> Result<usize, LinkError> {
+        self.map_peer(peer)?;
+        self.write_small(peer, head, body)
     }
 
     /// Reads whole records from `peer`'s ring into `buf`, as many as fit,
