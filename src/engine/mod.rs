@@ -352,11 +352,12 @@ impl Engine {
             return (len <= self.eager_limit, false);
         };
         let eager = len <= p.eager_limit;
-        let pull = p.pull
-            && !(!eager
-                && len <= p.exchange_limit
-                && (self.expects_from(peer) || self.sending_to(peer)));
-        (eager, pull)
+        // An exchange's or a stream's message: its data goes through the
+        // link (looked at only where a pull is possible at all).
+        let through_link = || {
+            !eager && len <= p.exchange_limit && (self.expects_from(peer) || self.sending_to(peer))
+        };
+        (eager, p.pull && !through_link())
     }
 
     /// Whether a receive that `peer`'s messages can match is posted.
