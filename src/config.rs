@@ -27,6 +27,7 @@
 //! | `COURIER_CHECK` | 0 | 1: every collective first checks that all ranks passed matching arguments; a mismatch is the same `Error::CollectiveMismatch` on every rank (costs one small all-gather per collective) |
 //! | `COURIER_PAR_COMBINE_MIN` | 1048576 | from this many bytes, the local combine of a reduction with a predefined operation (reduce, all-reduce) is split over rayon threads, when the rank has spare cores (its CPU mask and its share of the node's cores both hold two or more); 0 never splits |
 //! | `COURIER_PAR_COMBINE_THREADS` | the rank's spare cores | threads a split combine uses, overriding the count of the rank's own cores (1: never split) |
+//! | `COURIER_SPREAD` | 1 | 0: a rank of an oversubscribed node waiting in a collective never moves itself off a CPU that holds two ranks more than another it may use (by default the highest-numbered rank there does, leaving its CPU mask as it was; see `coll::spread`) |
 //! | `COURIER_SPIN_US` | 500 (0 when oversubscribed) | microseconds to busy-poll before yielding |
 //! | `COURIER_YIELD_US` | 2000 (200 when oversubscribed) | microseconds to poll-and-yield before blocking |
 //! | `COURIER_IFACE` | first interface up | network interface whose address ranks listen on across hosts (also `courier run --iface`) |
@@ -137,6 +138,12 @@ pub(crate) fn shm_profile() -> Result<Option<ForcedProfile>, String> {
 /// instead of leaving the barrier to a receiver about to sleep.
 pub(crate) fn shm_membarrier() -> bool {
     parse_env::<u32>("COURIER_SHM_MEMBARRIER") != Some(0)
+}
+
+/// `COURIER_SPREAD`: 0 keeps the ranks of an oversubscribed node where
+/// the scheduler puts them (see `coll::spread`).
+pub(crate) fn spread_ranks() -> bool {
+    parse_env::<u32>("COURIER_SPREAD") != Some(0)
 }
 
 /// `COURIER_CMA`: 0 disables single-copy cross-memory attach.

@@ -29,6 +29,7 @@ pub(crate) mod net;
 pub(crate) mod node;
 pub(crate) mod op;
 mod reductions;
+mod spread;
 pub(crate) mod tune;
 
 use crate::comm::CommShared;

@@ -64,6 +64,7 @@
 //! uses it.
 
 use super::algo::{self, bytes, bytes_mut, Reduction};
+use super::spread::Spread;
 use super::UserOp;
 use crate::comm::CommShared;
 use crate::error::{Error, Result};
@@ -101,6 +102,8 @@ pub(crate) struct NodeColl {
     /// The node copies through shared memory faster than it pulls
     /// (`Profile::Close`), as rank 0 saw it: the same on every rank.
     close: bool,
+    /// Moves this rank off a crowded CPU (an oversubscribed node only).
+    spread: Spread,
 }
 
 /// What a rank has seen of the others, so that it looks at shared lines
@@ -420,6 +423,9 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         policy,
         cpu: AtomicU32::new(0),
         close: addr[3] == 1,
+        // Only a communicator of every rank of the node sees where all of
+        // them run (one of some ranks could crowd the others' CPUs).
+        spread: Spread::new(policy.oversubscribed && p == policy.node_ranks as usize),
     }))
 }
 
@@ -599,6 +605,12 @@ impl NodeColl {
         }
         let mut waiter = Waiter::new(&self.policy);
         let mut mine = self.note_cpu();
+        if self
+            .spread
+            .maybe_move(self.me, mine, (0..self.p).map(|r| self.arena.cpu(r)))
+        {
+            mine = self.note_cpu();
+        }
         // One spell of spinning per wait, however many ranks it covers.
         let mut spell = Spell::NotBegun;
         let mut rounds = 0u32;
@@ -1421,6 +1433,7 @@ mod tests {
             block: Duration::from_millis(1),
             oversubscribed: true,
             own_cores: 1,
+            node_ranks: p as u32,
         };
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         std::thread::scope(|s| {
@@ -1445,6 +1458,7 @@ mod tests {
                             policy,
                             cpu: AtomicU32::new(0),
                             close: false,
+                            spread: Spread::off(),
                         };
                         body(&n)
                     })
@@ -1834,12 +1848,14 @@ mod tests {
             seen: Seen::new(2),
             close: false,
             cpu: AtomicU32::new(0),
+            spread: Spread::off(),
             policy: WaitPolicy {
                 spin: Duration::ZERO,
                 yield_for: Duration::ZERO,
                 block: Duration::from_millis(1),
                 oversubscribed: true,
                 own_cores: 1,
+                node_ranks: 2,
             },
         };
         // Rank 1 never comes: the barrier waits until the check fails.

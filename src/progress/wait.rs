@@ -41,6 +41,8 @@ pub(crate) struct WaitPolicy {
     /// on, counted with it: its CPU mask and its share of the node's
     /// cores, whichever is smaller (1: none spare).
     pub(crate) own_cores: usize,
+    /// Ranks on this node.
+    pub(crate) node_ranks: u32,
 }
 
 impl WaitPolicy {
@@ -79,6 +81,7 @@ impl WaitPolicy {
             block: Duration::from_millis(100),
             oversubscribed,
             own_cores,
+            node_ranks: local_size,
         }
     }
 }
