@@ -15,27 +15,53 @@
 //! So a rank waiting in a collective of an oversubscribed node, on a
 //! communicator of all the node's ranks (the world, or its duplicates),
 //! looks now and then at the CPUs the ranks said they run on (hints in the
-//! collective arena). (A communicator of some of them cannot tell: moving
-//! by what it sees could crowd the CPUs of the ranks it does not hold.) When its CPU holds at least two ranks more than
-//! another CPU it may use, and it is the highest-numbered rank there, it
-//! moves itself to the least-crowded one: it narrows its CPU mask to that
-//! CPU (the kernel migrates it) and at once gives the whole mask back.
-//! The rank is not bound afterwards: the scheduler may move it again
-//! whenever its load balancing wants to. A rank whose mask holds one CPU
-//! (bound by the user, the launcher or a cpuset) never moves, nor does
-//! any rank with `COURIER_SPREAD=0`.
+//! collective arena; a communicator of some of them cannot tell, and
+//! moving by what it sees could crowd the CPUs of the ranks it does not
+//! hold). When its CPU holds at least two ranks more than another CPU it
+//! may use that holds one of them, and it is the highest-numbered rank
+//! there, it moves itself to the least-crowded such CPU: it narrows its
+//! CPU mask to that CPU (the kernel migrates it) and at once gives the
+//! whole mask back. The rank is not bound afterwards: the scheduler may
+//! move it again whenever its load balancing wants to.
+//!
+//! Another process may be what keeps a CPU's share of ranks low. A CPU
+//! that holds none of them is never a target (an idle CPU pulls work by
+//! itself, so the kernel leaves one empty only when something else keeps
+//! it busy), and a move is on trial for a few waits: when the rank's
+//! collectives went slower since, it moves back and holds still for a
+//! while, longer after each move that did not pay. A rank whose mask
+//! holds one CPU (bound by the user, the launcher or a cpuset) never
+//! moves, nor does any rank with `COURIER_SPREAD=0`.
 
 use nix::sched::CpuSet;
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// A rank looks at the spread once every this many waits of an
 /// oversubscribed collective (a wait there takes a few microseconds, so
 /// every 150-300 µs: a three-and-one placement ends within a few of them,
-/// and a look costs one load per rank). Every 256 waits read alike (10
-/// interleaved job pairs at 4 ranks: all-to-all and all-reduce of 4 B -
-/// 1 KiB 2.0-3.6 µs, against 2.4-3.2 µs).
+/// and a look costs one load per rank and one reading of the clock).
+/// Every 256 waits read alike (10 interleaved job pairs at 4 ranks:
+/// all-to-all and all-reduce of 4 B - 1 KiB 2.0-3.6 µs, against 2.4-3.2
+/// µs).
 const LOOK_EVERY: u32 = 64;
+/// A move is kept when the waits after it take at most this much longer
+/// (in eighths) than the waits before it; otherwise the rank moves back.
+/// Another process may keep the emptiest CPU busy: with a busy loop on
+/// one of 2 CPUs, moving a rank there made a 4-rank barrier 7-35x slower
+/// (the kernel had rightly put all four on the other CPU).
+const KEEP_EIGHTHS: u32 = 10;
+/// A move is judged this many waits after it (a move to a CPU another
+/// process keeps busy costs every wait until it is undone).
+const TRIAL_WAITS: u32 = 16;
+/// Looks a rank lets pass before it tries to move again after its first
+/// move that did not pay; doubled after each one that did not, up to
+/// [`MAX_HOLD`] (a second or more), and reset by a move that paid.
+const FIRST_HOLD: u32 = 16;
+/// The longest hold, in looks.
+const MAX_HOLD: u32 = 8192;
 
 /// What a rank needs to move itself (see the module's documentation).
 #[derive(Debug)]
@@ -45,6 +71,22 @@ pub(crate) struct Spread {
     allowed: Option<(Vec<u32>, CpuSet)>,
     /// Waits since the rank last looked.
     waits: AtomicU32,
+    /// What its looks remember (taken once a look; only the thread
+    /// running the communicator's collectives looks).
+    looks: Mutex<Looks>,
+}
+
+/// What a rank's looks remember.
+#[derive(Debug, Default)]
+struct Looks {
+    /// When it last looked.
+    last: Option<Instant>,
+    /// A move on trial: the time per wait before it, and the CPU it left.
+    trial: Option<(Duration, u32)>,
+    /// Looks to let pass before the next move.
+    hold: u32,
+    /// The hold after the next move that does not pay.
+    next_hold: u32,
 }
 
 impl Spread {
@@ -65,6 +107,10 @@ impl Spread {
         Spread {
             allowed,
             waits: AtomicU32::new(0),
+            looks: Mutex::new(Looks {
+                next_hold: FIRST_HOLD,
+                ..Looks::default()
+            }),
         }
     }
 
@@ -74,13 +120,16 @@ impl Spread {
         Spread {
             allowed: None,
             waits: AtomicU32::new(0),
+            looks: Mutex::new(Looks::default()),
         }
     }
 
     /// Called at each wait of an oversubscribed collective by rank `me`,
-    /// on CPU `mine`, where `hint(r)` is the CPU rank `r` last said it
-    /// runs on: every [`LOOK_EVERY`] calls, moves the rank if its CPU is
-    /// crowded (see [`target`]). Returns whether it moved.
+    /// on CPU `mine`, where `hints` gives the CPU each rank last said it
+    /// runs on: every [`LOOK_EVERY`] calls, judges the last move (moving
+    /// back if the waits since took longer, see [`KEEP_EIGHTHS`]) or moves
+    /// the rank if its CPU is crowded (see [`target`]). Returns whether it
+    /// moved.
     pub(crate) fn maybe_move(
         &self,
         me: usize,
@@ -95,31 +144,71 @@ impl Spread {
         if n % LOOK_EVERY != 0 {
             return false;
         }
-        let Some(to) = mine.and_then(|mine| target(me, mine, hints, cpus)) else {
-            return false;
+        let mut looks = self.looks.lock();
+        let now = Instant::now();
+        let window = if looks.trial.is_some() {
+            TRIAL_WAITS
+        } else {
+            LOOK_EVERY
         };
-        let mut one = CpuSet::new();
-        if one.set(to as usize).is_err() {
+        let per_wait = looks.last.map(|t| (now - t) / window);
+        looks.last = Some(now);
+        if let Some((before, from)) = looks.trial.take() {
+            let paid = per_wait.is_some_and(|p| p * 8 <= before * KEEP_EIGHTHS);
+            if paid {
+                looks.next_hold = FIRST_HOLD;
+                return false;
+            }
+            looks.hold = looks.next_hold;
+            looks.next_hold = (looks.next_hold * 2).min(MAX_HOLD);
+            return move_to(from, mask);
+        }
+        if looks.hold > 0 {
+            looks.hold -= 1;
             return false;
         }
-        // Narrowed, the kernel moves this thread to `to` before the call
-        // returns; widened again at once, it stays there until the
-        // scheduler moves it. A failure leaves the mask as it was.
-        let moved = nix::sched::sched_setaffinity(Pid::from_raw(0), &one).is_ok();
+        let (Some(before), Some(mine)) = (per_wait, mine) else {
+            return false;
+        };
+        let Some(to) = target(me, mine, hints, cpus) else {
+            return false;
+        };
+        let moved = move_to(to, mask);
         if moved {
-            // If this failed the rank would stay bound to `to`: still a
-            // CPU it was allowed, so nothing breaks, it only loses the
-            // freedom to move.
-            let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), mask);
+            looks.trial = Some((before, mine));
+            // Judged after TRIAL_WAITS more waits, not a whole look's.
+            self.waits
+                .store(LOOK_EVERY - TRIAL_WAITS, Ordering::Relaxed);
         }
         moved
     }
 }
 
+/// Moves the calling thread to `cpu`, leaving its CPU mask `mask` as it
+/// was. Returns whether it moved.
+fn move_to(cpu: u32, mask: &CpuSet) -> bool {
+    let mut one = CpuSet::new();
+    if one.set(cpu as usize).is_err() {
+        return false;
+    }
+    // Narrowed, the kernel moves this thread to `cpu` before the call
+    // returns; widened again at once, it stays there until the scheduler
+    // moves it. A failure leaves the mask as it was.
+    let moved = nix::sched::sched_setaffinity(Pid::from_raw(0), &one).is_ok();
+    if moved {
+        // If this failed the rank would stay bound to `cpu`: still a CPU
+        // it was allowed, so nothing breaks, it only loses the freedom to
+        // move.
+        let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), mask);
+    }
+    moved
+}
+
 /// The CPU rank `me`, on CPU `mine`, should move to, given the CPU each
 /// rank last said it runs on (`hints`, by rank; `None`: not said) and the
-/// CPUs it may use (`cpus`): the least-crowded of those (the lowest on a
-/// tie) when `mine` holds at least two ranks more and `me` is the
+/// CPUs it may use (`cpus`): the least-crowded of those that hold a rank
+/// (the lowest on a tie) when `mine` holds at least two ranks more and
+/// `me` is the
 /// highest-numbered rank said to be on `mine` (so that one rank moves, not
 /// all of them). `None` when `mine` is not among `cpus`.
 pub(crate) fn target(
@@ -141,7 +230,12 @@ pub(crate) fn target(
             highest_here = false;
         }
     }
-    let (least, &fewest) = count.iter().enumerate().min_by_key(|&(i, &n)| (n, i))?;
+    // Not to a CPU none of them runs on (see the module's documentation).
+    let (least, &fewest) = count
+        .iter()
+        .enumerate()
+        .filter(|&(_, &n)| n > 0)
+        .min_by_key(|&(i, &n)| (n, i))?;
     (highest_here && count[at] >= fewest + 2).then(|| cpus[least])
 }
 
@@ -162,9 +256,13 @@ mod tests {
         assert_eq!(target(1, 0, hints(&three_one), &[0, 1]), None);
         // Nor does the lone rank move.
         assert_eq!(target(3, 1, hints(&three_one), &[0, 1]), None);
-        // All four on CPU 1: rank 3 goes to CPU 0.
+        // All four on CPU 1: nobody goes to CPU 0, which something else
+        // must keep busy (an idle CPU pulls work by itself).
         let four = [Some(1); 4];
-        assert_eq!(target(3, 1, hints(&four), &[0, 1]), Some(0));
+        assert_eq!(target(3, 1, hints(&four), &[0, 1]), None);
+        // Five and one on three CPUs: to the one that holds a rank.
+        let five = [Some(0), Some(0), Some(0), Some(0), Some(0), Some(2)];
+        assert_eq!(target(4, 0, hints(&five), &[0, 1, 2]), Some(2));
     }
 
     #[test]
@@ -196,6 +294,7 @@ mod tests {
         // count, and nobody moves there.
         let h = [Some(5), Some(5), Some(2), Some(2), Some(2), Some(3)];
         assert_eq!(target(4, 2, hints(&h), &[2, 3]), Some(3));
+        assert_eq!(target(4, 2, hints(&h), &[2, 3, 4]), Some(3));
         assert_eq!(target(4, 2, hints(&h), &[2]), None);
         // Running outside its own list (a stale mask): no move.
         assert_eq!(target(0, 5, hints(&h), &[2, 3]), None);
