@@ -145,42 +145,73 @@ impl Spread {
             return false;
         }
         let mut looks = self.looks.lock();
-        let now = Instant::now();
-        let window = if looks.trial.is_some() {
+        let step = looks.look(Instant::now(), || {
+            mine.and_then(|mine| target(me, mine, hints, cpus).map(|to| (mine, to)))
+        });
+        match step {
+            Step::Stay => false,
+            Step::Back(from) => move_to(from, mask),
+            Step::Try { to, .. } => {
+                if !move_to(to, mask) {
+                    looks.trial = None;
+                    return false;
+                }
+                // Judged after TRIAL_WAITS more waits, not a whole look's.
+                self.waits
+                    .store(LOOK_EVERY - TRIAL_WAITS, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+}
+
+/// What a look decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Nothing to do.
+    Stay,
+    /// The last move did not pay: back to this CPU.
+    Back(u32),
+    /// Try a move from CPU `from` to `to` (on trial until the next look).
+    Try { from: u32, to: u32 },
+}
+
+impl Looks {
+    /// A look at time `now`, `want` telling where the rank should move
+    /// from and to (it is asked only when a move may be tried).
+    fn look(&mut self, now: Instant, want: impl FnOnce() -> Option<(u32, u32)>) -> Step {
+        let window = if self.trial.is_some() {
             TRIAL_WAITS
         } else {
             LOOK_EVERY
         };
-        let per_wait = looks.last.map(|t| (now - t) / window);
-        looks.last = Some(now);
-        if let Some((before, from)) = looks.trial.take() {
-            let paid = per_wait.is_some_and(|p| p * 8 <= before * KEEP_EIGHTHS);
-            if paid {
-                looks.next_hold = FIRST_HOLD;
-                return false;
+        let per_wait = self.last.map(|t| now.saturating_duration_since(t) / window);
+        self.last = Some(now);
+        if let Some((before, from)) = self.trial.take() {
+            if per_wait.is_some_and(|p| p * 8 <= before * KEEP_EIGHTHS) {
+                self.next_hold = FIRST_HOLD;
+                return Step::Stay;
             }
-            looks.hold = looks.next_hold;
-            looks.next_hold = (looks.next_hold * 2).min(MAX_HOLD);
-            return move_to(from, mask);
+            self.hold = self.next_hold;
+            self.next_hold = (self.next_hold * 2).min(MAX_HOLD);
+            return Step::Back(from);
         }
-        if looks.hold > 0 {
-            looks.hold -= 1;
-            return false;
+        if self.hold > 0 {
+            self.hold -= 1;
+            return Step::Stay;
         }
-        let (Some(before), Some(mine)) = (per_wait, mine) else {
-            return false;
+        // A first look only starts the clock: a move needs the time per
+        // wait before it.
+        let Some(before) = per_wait else {
+            return Step::Stay;
         };
-        let Some(to) = target(me, mine, hints, cpus) else {
-            return false;
-        };
-        let moved = move_to(to, mask);
-        if moved {
-            looks.trial = Some((before, mine));
-            // Judged after TRIAL_WAITS more waits, not a whole look's.
-            self.waits
-                .store(LOOK_EVERY - TRIAL_WAITS, Ordering::Relaxed);
+        match want() {
+            Some((from, to)) => {
+                self.trial = Some((before, from));
+                Step::Try { from, to }
+            }
+            None => Step::Stay,
         }
-        moved
     }
 }
 
@@ -301,6 +332,75 @@ mod tests {
         // This rank's own hint is where it runs now, whatever it said.
         let stale = [Some(0), Some(0), Some(1), Some(1)];
         assert_eq!(target(2, 0, hints(&stale), &[0, 1]), Some(1));
+    }
+
+    /// A rank's looks before its first.
+    fn looks() -> Looks {
+        Looks {
+            next_hold: FIRST_HOLD,
+            ..Looks::default()
+        }
+    }
+
+    #[test]
+    fn a_move_that_pays_is_kept_and_one_that_does_not_is_undone() {
+        let t0 = Instant::now();
+        let us = |n: u64| Duration::from_micros(n);
+        let mut l = looks();
+        // The first look starts the clock; the second, 4 µs a wait, tries.
+        assert_eq!(l.look(t0, || Some((0, 1))), Step::Stay);
+        let t1 = t0 + us(4) * LOOK_EVERY;
+        assert_eq!(l.look(t1, || Some((0, 1))), Step::Try { from: 0, to: 1 });
+        // 2 µs a wait since: kept, and the next look may try again.
+        let t2 = t1 + us(2) * TRIAL_WAITS;
+        assert_eq!(l.look(t2, || None), Step::Stay);
+        let t3 = t2 + us(2) * LOOK_EVERY;
+        assert_eq!(l.look(t3, || Some((1, 0))), Step::Try { from: 1, to: 0 });
+        // 40 µs a wait since (another process on that CPU): back, then
+        // FIRST_HOLD looks without asking where to go.
+        let t4 = t3 + us(40) * TRIAL_WAITS;
+        assert_eq!(
+            l.look(t4, || panic!("not asked while judging")),
+            Step::Back(1)
+        );
+        let mut t = t4;
+        for _ in 0..FIRST_HOLD {
+            t += us(2) * LOOK_EVERY;
+            assert_eq!(l.look(t, || panic!("not asked while holding")), Step::Stay);
+        }
+        t += us(2) * LOOK_EVERY;
+        assert_eq!(l.look(t, || Some((1, 0))), Step::Try { from: 1, to: 0 });
+        // Undone again: the hold doubles.
+        t += us(40) * TRIAL_WAITS;
+        assert_eq!(l.look(t, || None), Step::Back(1));
+        assert_eq!(l.hold, 2 * FIRST_HOLD);
+        // A quarter slower is still kept (noise), a little more is not.
+        let mut l = looks();
+        l.look(t0, || None);
+        l.look(t1, || Some((0, 1)));
+        assert_eq!(l.look(t1 + us(5) * TRIAL_WAITS, || None), Step::Stay);
+        let mut l = looks();
+        l.look(t0, || None);
+        l.look(t1, || Some((0, 1)));
+        assert_eq!(l.look(t1 + us(6) * TRIAL_WAITS, || None), Step::Back(0));
+    }
+
+    #[test]
+    fn holds_stop_doubling_at_the_longest() {
+        let mut l = looks();
+        let mut t = Instant::now();
+        l.look(t, || None);
+        for _ in 0..20 {
+            while l.hold > 0 {
+                t += Duration::from_micros(100);
+                l.look(t, || None);
+            }
+            t += Duration::from_micros(100);
+            assert!(matches!(l.look(t, || Some((0, 1))), Step::Try { .. }));
+            t += Duration::from_millis(100);
+            assert_eq!(l.look(t, || None), Step::Back(0));
+        }
+        assert_eq!(l.hold, MAX_HOLD);
     }
 
     #[test]
