@@ -33,17 +33,18 @@ const DIRECT_READ_MIN: usize = 16 * 1024;
 /// (with every such record behind them, up to [`SHM_BATCH`]), and a message
 /// that arrived whole is matched and copied in one step; larger records
 /// are read header first, payload in place (one copy). 544 bytes: a
-/// 1 KiB message (two pipelined records of 520) arrives whole, a 2 KiB one
-/// (records of about 690) goes in place. Measured on 2 ranks, 8-10
+/// message of up to 528 bytes arrives whole, a larger one's record goes
+/// in place unless it holds the whole message (see `SHM_WHOLE_MESSAGE`);
+/// measured when a 1 KiB message still went in two records of 520. Measured on 2 ranks, 8-10
 /// interleaved rounds, against 96 bytes (a short header and 80 payload
 /// bytes): latency 128-512 B 0.93-0.95x, 1 KiB 0.95x, 4 KiB 0.99x; window
 /// bandwidth 128-512 B 1.17-1.22x, 1 KiB 1.09x, 8 B unchanged. 1056
 /// bytes (4 KiB messages whole too) made 4 KiB latency 6% worse: two
 /// copies instead of one.
 const SHM_WHOLE_RECORD: usize = 544;
-/// Records up to this size that hold one whole message (a stream's: the
-/// writer splits only a conversation's messages, see the shm transport's
-/// `Split`) are read whole too, with the records behind them: a
+/// Records up to this size that hold one whole message (since session 20
+/// every message up to a quarter of the ring is one record) are read
+/// whole too, with the records behind them: a
 /// stream of 1–2 KiB messages goes with one read and one engine call per
 /// message instead of two of each. Against 544 for all (2 ranks, vCPUs
 /// sharing caches, 4 interleaved rounds): `bw` 1–2 KiB 1.26, `bibw`
