@@ -43,15 +43,16 @@ use std::time::{Duration, Instant};
 /// oversubscribed collective (a wait there takes a few microseconds, so
 /// every 150-300 µs: a three-and-one placement ends within a few of them,
 /// and a look costs one load per rank and one reading of the clock).
-/// Every 256 waits read alike (10 interleaved job pairs at 4 ranks:
-/// all-to-all and all-reduce of 4 B - 1 KiB 2.0-3.6 µs, against 2.4-3.2
-/// µs).
+/// Every 256 waits instead read alike (10 interleaved job pairs at 4
+/// ranks, before moves were on trial: all-to-all and all-reduce of 4 B -
+/// 1 KiB 2.0-3.6 µs, against 2.4-3.2 µs every 64).
 const LOOK_EVERY: u32 = 64;
 /// A move is kept when the waits after it take at most this much longer
 /// (in eighths) than the waits before it; otherwise the rank moves back.
 /// Another process may keep the emptiest CPU busy: with a busy loop on
-/// one of 2 CPUs, moving a rank there made a 4-rank barrier 7-35x slower
-/// (the kernel had rightly put all four on the other CPU).
+/// one of 2 CPUs, moving a rank there made a 4-rank barrier and all-to-all
+/// 6-35x slower (two sets of 3 runs; the kernel had rightly put all four
+/// ranks on the other CPU).
 const KEEP_EIGHTHS: u32 = 10;
 /// A move is judged this many waits after it (a move to a CPU another
 /// process keeps busy costs every wait until it is undone).
