@@ -46,21 +46,36 @@ struct dir {
     char pad[56];
 };
 
+/* `bytes` of zeroed memory shared with the child about to be forked (NULL on failure). */
+static char *shared_zeroed(size_t bytes) {
+    char *p = mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* Forks; each process pins itself to its own core (parent 0, child 1).
+ * Returns 1 in the child, 0 in the parent, and the child's pid there. */
+static int fork_pinned(pid_t *child) {
+    *child = fork();
+    int me = *child == 0;
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    CPU_SET(me, &s);
+    sched_setaffinity(0, sizeof s, &s);
+    return me;
+}
+
 /* The `ring` layout: one record per message, header last. */
 static int ring_pingpong(size_t size, long n, long warm) {
     const size_t lap = 1 << 20;
     size_t foot = (8 + size + 63) & ~(size_t)63, steps = lap / foot;
     if (steps == 0) return 2;
     size_t region = steps * foot;
-    char *shm = mmap(0, 2 * region, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (shm == MAP_FAILED) return 1;
-    memset(shm, 0, 2 * region);
-    pid_t child = fork();
-    int me = child == 0;
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(me, &s);
-    sched_setaffinity(0, sizeof s, &s);
+    char *shm = shared_zeroed(2 * region);
+    if (!shm) return 1;
+    pid_t child;
+    int me = fork_pinned(&child);
     char *out = shm + me * region, *in = shm + (1 - me) * region;
     char *src = aligned_alloc(4096, (size + 4095) & ~(size_t)4095);
     char *dst = aligned_alloc(4096, (size + 4095) & ~(size_t)4095);
@@ -92,7 +107,7 @@ static int ring_pingpong(size_t size, long n, long warm) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s SIZE [CHUNK] [ROUND_TRIPS]\n", argv[0]);
+        fprintf(stderr, "usage: %s SIZE [CHUNK] [ROUND_TRIPS] [ring]\n", argv[0]);
         return 2;
     }
     size_t size = strtoul(argv[1], 0, 0);
@@ -103,15 +118,10 @@ int main(int argc, char **argv) {
     if (ring) return ring_pingpong(size, n, warm);
     size_t area = (size + 4095) & ~(size_t)4095;
     /* Two directions: a counter line and a data area each. */
-    char *shm = mmap(0, 2 * (4096 + area), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (shm == MAP_FAILED) return 1;
-    memset(shm, 0, 2 * (4096 + area));
-    pid_t child = fork();
-    int me = child == 0;
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(me, &s);
-    sched_setaffinity(0, sizeof s, &s);
+    char *shm = shared_zeroed(2 * (4096 + area));
+    if (!shm) return 1;
+    pid_t child;
+    int me = fork_pinned(&child);
     struct dir *out = (struct dir *)(shm + me * (4096 + area));
     char *out_data = (char *)out + 4096;
     struct dir *in = (struct dir *)(shm + (1 - me) * (4096 + area));

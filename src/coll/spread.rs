@@ -96,15 +96,9 @@ impl Spread {
     /// unless `COURIER_SPREAD=0`.
     pub(crate) fn new(wanted: bool) -> Self {
         let allowed = (wanted && crate::config::spread_ranks())
-            .then(|| nix::sched::sched_getaffinity(Pid::from_raw(0)).ok())
+            .then(crate::sys::cpu_mask)
             .flatten()
-            .and_then(|mask| {
-                let cpus: Vec<u32> = (0..CpuSet::count())
-                    .filter(|&c| mask.is_set(c).unwrap_or(false))
-                    .filter_map(|c| u32::try_from(c).ok())
-                    .collect();
-                (cpus.len() >= 2).then_some((cpus, mask))
-            });
+            .filter(|(cpus, _)| cpus.len() >= 2);
         Spread {
             allowed,
             waits: AtomicU32::new(0),
@@ -240,9 +234,8 @@ fn move_to(cpu: u32, mask: &CpuSet) -> bool {
 /// rank last said it runs on (`hints`, by rank; `None`: not said) and the
 /// CPUs it may use (`cpus`): the least-crowded of those that hold a rank
 /// (the lowest on a tie) when `mine` holds at least two ranks more and
-/// `me` is the
-/// highest-numbered rank said to be on `mine` (so that one rank moves, not
-/// all of them). `None` when `mine` is not among `cpus`.
+/// `me` is the highest-numbered rank said to be on `mine` (so that one
+/// rank moves, not all of them). `None` when `mine` is not among `cpus`.
 pub(crate) fn target(
     me: usize,
     mine: u32,

@@ -57,13 +57,7 @@ impl WaitPolicy {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         let oversubscribed = local_size > cores;
-        let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-            .map(|set| {
-                (0..nix::sched::CpuSet::count())
-                    .filter(|&c| set.is_set(c).unwrap_or(false))
-                    .count()
-            })
-            .unwrap_or(1);
+        let mask = crate::sys::cpu_mask().map_or(1, |(cpus, _)| cpus.len());
         let own_cores = mask.min((cores / local_size.max(1)) as usize).max(1);
         let (spin, yield_for) = if oversubscribed {
             // The rank waited for may need this very core: give it away at

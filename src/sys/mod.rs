@@ -7,6 +7,17 @@ pub(crate) mod futex;
 pub(crate) mod membarrier;
 pub(crate) mod segment;
 
+/// The CPUs the calling thread may run on (its affinity mask), in order,
+/// with the mask itself; `None` when the kernel does not say.
+pub(crate) fn cpu_mask() -> Option<(Vec<u32>, nix::sched::CpuSet)> {
+    let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let cpus = (0..nix::sched::CpuSet::count())
+        .filter(|&c| mask.is_set(c).unwrap_or(false))
+        .filter_map(|c| u32::try_from(c).ok())
+        .collect();
+    Some((cpus, mask))
+}
+
 /// Takes ownership of descriptor `fd`, inherited from the process manager
 /// (`PMI_FD`), as a Unix stream socket. Fails unless `fd` is an open socket.
 pub(crate) fn adopt_unix_stream(fd: i32) -> std::io::Result<std::os::unix::net::UnixStream> {
