@@ -28,6 +28,16 @@ const PULL_BATCH: usize = 64;
 
 /// Payloads at least this large skip the staging buffer and are read in place.
 const DIRECT_READ_MIN: usize = 16 * 1024;
+/// A payload of at least this many bytes read in parts asks its link to
+/// acknowledge at once after each part that leaves more to come (TCP's
+/// `TCP_QUICKACK`). Between two ranks that answer each other the kernel
+/// delays acknowledgements, expecting the answer to carry them; the
+/// sender of a large message then waits for them to open its window.
+/// Interleaved rounds over loopback, against no quick acknowledgements:
+/// latency 1–4 MiB 0.74–0.88×; from 128 KiB, 128–256 KiB lost 6–40%
+/// (the extra acknowledgements cost more than the waits they save), hence
+/// the bound; 512 KiB level (0.94–1.00).
+const QUICK_ACK_MIN: usize = 512 * 1024;
 
 /// Shared-memory records up to this size are read whole into staging
 /// (with every such record behind them, up to [`SHM_BATCH`]), and a message
@@ -322,6 +332,9 @@ impl InState {
             }
             cur.off += n;
             self.header_only = true;
+            if cur.off < cur.len && cur.len >= QUICK_ACK_MIN {
+                links.ask_quick_acks(peer);
+            }
         } else {
             self.start = 0;
             self.end = 0;

@@ -103,6 +103,15 @@ impl Links {
         }
     }
 
+    /// Asks `peer`'s link to acknowledge what arrives at once: a large
+    /// payload is still coming (TCP only; see
+    /// [`TcpTransport::ask_quick_acks`]).
+    pub(super) fn ask_quick_acks(&mut self, peer: Rank) {
+        if self.kind(peer) == Some(LinkKind::Tcp) {
+            self.tcp.ask_quick_acks(peer);
+        }
+    }
+
     /// Unread bytes of the record at the front of `peer`'s shared-memory
     /// ring (0 for other links).
     pub(super) fn shm_pending(&mut self, peer: Rank) -> Result<usize, LinkError> {

@@ -222,6 +222,19 @@ impl TcpTransport {
         self.established(peer).is_some()
     }
 
+    /// Asks the kernel to acknowledge what `peer` sends at once
+    /// (`TCP_QUICKACK`, which it drops again by itself), while a large
+    /// message from `peer` is arriving in parts.
+    pub(crate) fn ask_quick_acks(&mut self, peer: Rank) {
+        let Some(i) = self.established(peer) else {
+            return;
+        };
+        if let Some(Some(c)) = self.conns.get(i) {
+            // A hint: a failure only leaves acknowledgements delayed.
+            let _ = socket2::SockRef::from(&c.stream).set_quickack(true);
+        }
+    }
+
     /// Whether a link to `peer` exists or is being opened.
     pub(crate) fn has_link(&self, peer: Rank) -> bool {
         self.peer_conn
