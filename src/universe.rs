@@ -561,7 +561,7 @@ impl Universe {
         format!(
             "rank {} links [{}] node_profile={} tcp connects={} accepts={} declined_duplicates={} \
              rejected={} eager_sent={} rendezvous_sent={} pulls_offered={} unexpected_arrivals={} \
-             posted={} unexpected={}",
+             taken_at_post={} posted={} unexpected={}",
             self.world.rank(),
             links.join(" "),
             match p.profile() {
@@ -576,6 +576,7 @@ impl Universe {
             e.rendezvous_sent,
             e.pulls_offered,
             e.unexpected_arrivals,
+            e.taken_at_post,
             posted,
             unexpected
         )

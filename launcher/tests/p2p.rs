@@ -79,6 +79,20 @@ fn owned_requests_wait_any_and_test() {
 }
 
 #[test]
+fn receives_that_find_their_message_as_they_are_posted() {
+    // Taken as posted only where the ranks share caches (a `close` node).
+    for profile in ["close", "far"] {
+        run_body_env(
+            "body_taken_at_post",
+            3,
+            &[("COURIER_SHM_PROFILE", profile)],
+            120,
+        )
+        .assert_ranks_passed(3);
+    }
+}
+
+#[test]
 fn the_same_bodies_over_tcp() {
     let tcp = [("COURIER_TRANSPORT", "tcp")];
     for (body, np) in [
@@ -91,6 +105,7 @@ fn the_same_bodies_over_tcp() {
         ("body_ssend", 2),
         ("body_probe", 3),
         ("body_owned", 2),
+        ("body_taken_at_post", 3),
     ] {
         run_body_env(body, np, &tcp, 120).assert_ranks_passed(np);
     }
@@ -572,6 +587,123 @@ fn body_probe() {
         if me == 2 {
             w.send(&[42u64], 0, 6).unwrap();
         }
+    }
+}
+
+/// Nonblocking receives posted while their messages already wait in the
+/// link (the receiver stays out of the runtime until the sender is done),
+/// in orders that a receive may take its message at once, or must leave it
+/// to one posted earlier, or to the general way: the same matches, data
+/// and statuses (ranks of a communicator whose ranks are not the world's)
+/// as ever; on shared memory some of them are taken as posted.
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_taken_at_post() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    // Reversed: world rank 0 is rank 2 here, world rank 1 stays rank 1.
+    let rev = w.split(Some(0), -(me as i32)).unwrap().unwrap();
+    // Taken as posted: on shared memory, where the ranks share caches.
+    let takes = std::env::var("COURIER_TRANSPORT").as_deref() != Ok("tcp")
+        && std::env::var("COURIER_SHM_PROFILE").as_deref() == Ok("close");
+    // (tag, elements) of the messages, in sending order.
+    let msgs: [(u32, usize); 9] = [
+        (1, 1),
+        (2, 5),
+        (1, 0),
+        (3, 3),
+        (5, 2),
+        (5, 2),
+        (5, 2),
+        (6, 4),
+        (7, 9),
+    ];
+    let taken = |u: &courier::Universe| -> u64 {
+        let r = u.debug_report();
+        let f = r
+            .split("taken_at_post=")
+            .nth(1)
+            .expect("a taken_at_post counter");
+        f.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    for round in 0..40usize {
+        let mut stop = 0u8;
+        if me == 0 {
+            for (k, &(tag, n)) in msgs.iter().enumerate() {
+                rev.send(&message(0, round * 16 + k, n), 1, tag).unwrap();
+            }
+            // Six bytes: not whole u32 elements for the receiver.
+            rev.send(&[9u8; 6], 1, 8).unwrap();
+            w.recv(&mut [0u8; 1], 1, 99).unwrap();
+        } else if me == 1 {
+            // Out of the runtime while the messages arrive.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let mut bufs: Vec<Vec<u32>> = vec![vec![0; 9]; msgs.len()];
+            let mut odd = [0u32; 2];
+            let (statuses, odd_outcome) = courier::scope(|s| {
+                let mut it = bufs.iter_mut();
+                let mut next = || it.next().unwrap().as_mut_slice();
+                let mut reqs = vec![
+                    // Any tag: the first message.
+                    rev.irecv(s, next(), 2, ANY_TAG).unwrap(),
+                    rev.irecv(s, next(), 2, 2).unwrap(),
+                    // Tag 3 is behind a tag-1 message: posted, and the
+                    // next receive (tag 1) must not go before it...
+                    rev.irecv(s, next(), 2, 3).unwrap(),
+                    // ...yet takes the tag-1 message.
+                    rev.irecv(s, next(), 2, 1).unwrap(),
+                    rev.irecv(s, next(), 2, 5).unwrap(),
+                    rev.irecv(s, next(), 2, 5).unwrap(),
+                    rev.irecv(s, next(), 2, 5).unwrap(),
+                    rev.irecv(s, next(), 2, ANY_TAG).unwrap(),
+                    rev.irecv(s, next(), 2, 7).unwrap(),
+                ];
+                let odd_req = rev.irecv(s, &mut odd, 2, 8).unwrap();
+                // wait_any hands out every request once, finished ones
+                // first.
+                let first = courier::wait_any(&mut reqs).unwrap();
+                let mut rest = courier::wait_all(reqs).unwrap();
+                rest.insert(first.0, first.1.unwrap());
+                (rest, odd_req.wait())
+            });
+            // Receive k got message `want[k]` (indices into msgs).
+            let want = [0usize, 1, 3, 2, 4, 5, 6, 7, 8];
+            for (k, (st, buf)) in statuses.iter().zip(&bufs).enumerate() {
+                let (tag, n) = msgs[want[k]];
+                assert_eq!(
+                    (st.source, st.tag, st.count::<u32>().unwrap()),
+                    (2, tag, n),
+                    "round {round}, receive {k}"
+                );
+                assert_eq!(buf[..n], message(0, round * 16 + want[k], n)[..]);
+            }
+            match odd_outcome {
+                Err(Error::LengthMismatch {
+                    bytes: 6,
+                    elem_size: 4,
+                }) => {}
+                other => panic!("expected a length mismatch, got {other:?}"),
+            }
+            w.send(&[1u8], 0, 99).unwrap();
+            if round >= 3 && (!takes || taken(&u) > 0) {
+                stop = 1;
+            }
+        }
+        // Rank 2 only joins the split; rank 1 tells the others when to stop.
+        let mut any = [0u8];
+        w.all_reduce(&[stop], &mut any, courier::Op::Max).unwrap();
+        if any[0] == 1 {
+            break;
+        }
+        assert!(
+            round < 39,
+            "no receive was taken as posted: {}",
+            u.debug_report()
+        );
+    }
+    if me == 1 {
+        assert_eq!(taken(&u) > 0, takes, "{}", u.debug_report());
     }
 }
 

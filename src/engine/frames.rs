@@ -4,9 +4,11 @@
 //! [`Engine::handle_payload_done`].
 
 use super::flow::{eager_cost, ENVELOPE_COST};
-use super::matching::Envelope;
+use super::matching::{Envelope, Pattern};
 use super::requests::{MsgInfo, Rdv, RecvPhase, ReqId, ReqKind, SendPhase, SendState};
-use super::{direct, Body, Dest, Engine, Incoming, Payload, ProtocolError, Transmit, Unexpected};
+use super::{
+    direct, Body, Dest, Engine, Incoming, Payload, PeerState, ProtocolError, Transmit, Unexpected,
+};
 use crate::ids::Rank;
 use crate::wire::Frame;
 
@@ -170,6 +172,61 @@ impl Engine {
             self.queue_control(env.source, Frame::Credit { bytes });
         }
         Some(id)
+    }
+
+    /// Whether a receive of `pattern`, about to be posted, may take the
+    /// next message from its (named) source straight from the link, before
+    /// it is posted (`Progress::take_at_post`): no receive posted before
+    /// it and no direct receive waits (either would come first), no
+    /// message of that source is part-way, and no queued message matches
+    /// (a queued one arrived before anything still in the link).
+    #[inline]
+    pub(crate) fn may_take_at_post(&self, pattern: &Pattern) -> bool {
+        let Some(src) = pattern.source else {
+            return false;
+        };
+        self.direct.is_none()
+            && self.posted.len() == 0
+            && src != self.me
+            && self
+                .peers
+                .get(src as usize)
+                .is_some_and(|p| p.incoming.is_none() && p.state == PeerState::Open)
+            && self
+                .unexpected
+                .position(|u| pattern.matches(&u.env))
+                .is_none()
+    }
+
+    /// The next message from `env.source`, a plain eager one of `len`
+    /// bytes at hand whole, for a receive of `pattern` and `capacity`
+    /// bytes that [`Engine::may_take_at_post`] allowed: whether the
+    /// receive takes it (it matches and fits; its credit is then owed, as
+    /// [`Engine::take_first_posted`] owes it). The receive never enters
+    /// the engine: the caller copies the payload and completes it.
+    #[inline]
+    pub(crate) fn take_at_post(
+        &mut self,
+        pattern: &Pattern,
+        capacity: usize,
+        env: &Envelope,
+        len: usize,
+    ) -> bool {
+        if !pattern.matches(env) || len > capacity {
+            return false;
+        }
+        let quarter = self.window / 4;
+        let Some(p) = self.peers.get_mut(env.source as usize) else {
+            return false;
+        };
+        if len > p.eager_limit {
+            return false;
+        }
+        if let Some(bytes) = p.flow.owe(eager_cost(len as u64), quarter) {
+            self.queue_control(env.source, Frame::Credit { bytes });
+        }
+        self.stats.taken_at_post += 1;
+        true
     }
 
     /// An eager message: into the first matching posted receive (or the

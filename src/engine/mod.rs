@@ -198,6 +198,9 @@ pub(crate) struct EngineStats {
     /// move their data through the link).
     pub(crate) pulls_offered: u64,
     pub(crate) unexpected_arrivals: u64,
+    /// Receives that took their message from the link as they were posted
+    /// (never entering the engine).
+    pub(crate) taken_at_post: u64,
 }
 
 /// The matching and protocol engine of one rank. See the module docs.
@@ -480,6 +483,12 @@ impl Engine {
             self.peers.get(peer as usize).map(|p| &p.state),
             Some(PeerState::Open)
         )
+    }
+
+    /// Receives posted and not matched yet.
+    #[inline]
+    pub(crate) fn posted_len(&self) -> usize {
+        self.posted.len()
     }
 
     /// Whether frames wait in `poll_transmit`.

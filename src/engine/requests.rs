@@ -18,8 +18,28 @@ impl ReqId {
     /// Another id no request ever has (nor the slot before the last).
     pub(crate) const SPENT: ReqId = ReqId(u64::MAX - 1);
 
+    /// The index bit of a receive taken as posted (`Progress::take_at_post`,
+    /// whose status the driver keeps: see `progress::notes`); the slab
+    /// never reaches it.
+    const TAKEN: u32 = 1 << 31;
+
     pub(crate) fn new(index: u32, gen: u32) -> Self {
         ReqId((u64::from(gen) << 32) | u64::from(index))
+    }
+    /// The id of the `slot`th status of receives taken as posted, in its
+    /// generation `gen` (below 2^31, so that [`ReqId::NONE`] and
+    /// [`ReqId::SPENT`] are never such ids).
+    pub(crate) fn taken(slot: u32, gen: u32) -> Self {
+        ReqId::new(slot | Self::TAKEN, gen & !Self::TAKEN)
+    }
+    /// Whether this names a receive taken as posted (see [`ReqId::taken`]).
+    #[inline]
+    pub(crate) fn is_taken(self) -> bool {
+        self.index() as u32 & Self::TAKEN != 0 && self.gen() & Self::TAKEN == 0
+    }
+    /// The slot of a receive taken as posted.
+    pub(crate) fn taken_slot(self) -> usize {
+        self.index() & !(Self::TAKEN as usize)
     }
     pub(crate) fn index(self) -> usize {
         (self.0 & 0xffff_ffff) as usize

@@ -3,6 +3,7 @@
 //! with user buffers modelled as plain vectors. No I/O, no threads.
 
 use super::copy::coop_split;
+use super::matching::{Envelope, Pattern};
 use super::*;
 use std::collections::HashMap;
 
@@ -1307,4 +1308,71 @@ fn a_message_taken_now_goes_where_the_general_way_would_put_it() {
     assert!(matches!(fast.0[0], Ok(Some(Dest::Req(_)))));
     assert_eq!(fast.0[3], Ok(Some(Dest::Direct)));
     assert!(matches!(fast.1[0], DirectOutcome::Done(Ok(_))));
+}
+
+#[test]
+fn a_receive_takes_at_post_only_what_no_earlier_receive_or_queued_message_claims() {
+    let pat = |source, tag| Pattern {
+        context: 0,
+        source,
+        tag,
+    };
+    let env = |source, tag| Envelope {
+        context: 0,
+        source,
+        tag,
+    };
+    let mut e = Engine::new(1, 3, 64);
+    e.set_window(0); // 2 × (64 + ENVELOPE_COST): a quarter is 96
+    assert!(e.may_take_at_post(&pat(Some(0), Some(1))));
+    assert_eq!(e.stats().taken_at_post, 0);
+    // A wildcard source, or this rank itself: never.
+    assert!(!e.may_take_at_post(&pat(None, Some(1))));
+    assert!(!e.may_take_at_post(&pat(Some(1), Some(1))));
+
+    // Taking: only a message that matches, fits the receive and the
+    // eager limit.
+    let p = pat(Some(0), Some(2));
+    assert!(!e.take_at_post(&p, 8, &env(0, 3), 4));
+    assert!(!e.take_at_post(&p, 8, &env(0, 2), 9));
+    assert!(!e.take_at_post(&p, 100, &env(0, 2), 65));
+    // Its credit goes back like a matched message's (a quarter window
+    // owed: at once).
+    assert!(e.take_at_post(&p, 8, &env(0, 2), 8));
+    let credit: Vec<Frame> = std::iter::from_fn(|| e.poll_transmit())
+        .map(|t| t.frame)
+        .collect();
+    assert_eq!(
+        credit,
+        vec![Frame::Credit {
+            bytes: 8 + ENVELOPE_COST
+        }]
+    );
+    assert_eq!(e.stats().taken_at_post, 1);
+    // Nothing entered the engine's queues.
+    assert_eq!(e.queue_lengths(), (0, 0));
+
+    // A queued message the receive matches arrived first.
+    let frame = Frame::Eager {
+        context: 0,
+        tag: 1,
+        len: 4,
+        sync: false,
+        sreq: 0,
+    };
+    assert_eq!(e.handle_eager_whole(0, frame, &[1; 4]), Ok(None));
+    assert!(!e.may_take_at_post(&pat(Some(0), Some(1))));
+    assert!(!e.may_take_at_post(&pat(Some(0), None)));
+    assert!(e.may_take_at_post(&pat(Some(0), Some(2))));
+    // A blocking receive waiting comes first.
+    assert_eq!(e.begin_direct(0, Some(2), Some(9), 8), DirectStart::Waiting);
+    assert!(!e.may_take_at_post(&pat(Some(0), Some(2))));
+    assert!(matches!(e.end_direct(), DirectOutcome::Cancelled { .. }));
+    assert!(e.may_take_at_post(&pat(Some(0), Some(2))));
+    // A lost peer's receives fail the general way.
+    e.handle_peer_lost(2, "gone".into());
+    assert!(!e.may_take_at_post(&pat(Some(2), Some(2))));
+    // Any receive posted earlier comes first (even one for another source).
+    e.post_recv(0, None, Some(7), 8);
+    assert!(!e.may_take_at_post(&pat(Some(0), Some(2))));
 }

@@ -16,8 +16,10 @@
 use super::links::{LinkKind, Links};
 use super::loans::BufTable;
 use super::Progress;
-use crate::engine::{CopyPart, Dest, Direction, Engine};
+use crate::engine::matching::{Envelope, Pattern};
+use crate::engine::{CopyPart, Dest, Direction, Engine, MsgInfo};
 use crate::ids::Rank;
+use crate::transport::shm::calibrate::Profile;
 use crate::transport::shm::Taken;
 use crate::transport::LinkError;
 use crate::wire::{Frame, HEADER_LEN, SHORT_HEADER_LEN};
@@ -38,6 +40,11 @@ const DIRECT_READ_MIN: usize = 16 * 1024;
 /// (the extra acknowledgements cost more than the waits they save), hence
 /// the bound; 512 KiB level (0.94–1.00).
 const QUICK_ACK_MIN: usize = 512 * 1024;
+
+/// At most this many posts pass between two looks of
+/// [`Progress::take_at_post`] that find nothing (the pause doubles from
+/// one post with each such look).
+const TAKE_BACKOFF_MAX: u32 = 64;
 
 /// Shared-memory records up to this size are read whole into staging
 /// (with every such record behind them, up to [`SHM_BATCH`]), and a message
@@ -379,6 +386,126 @@ impl Progress {
                 self.lost.push((peer, e.0));
                 self.handle_lost();
                 true
+            }
+        }
+    }
+
+    /// A nonblocking receive of `pattern` (its source named) into `bytes`,
+    /// about to be posted, that finds its message at the front of the
+    /// source's shared-memory ring takes it there, straight into `bytes`,
+    /// and completes at once: no request, no posted-queue entry, no later
+    /// match and collection. First, messages at the front of that ring
+    /// that receives posted earlier take are handed to them (they would
+    /// have come first). `None`: post the receive the general way, which
+    /// decides as this would have.
+    ///
+    /// A stream of small messages to a receiver that is behind (the
+    /// receiver's work per message bounds the rate) then costs the
+    /// receiver a look and a copy per message: callgrind on `bw` of 8 B,
+    /// 767 → 535 instructions per message received. Only on a `close`
+    /// node: where the ranks share no cache, a receiver looking at the
+    /// line the sender is writing made `bw` of 1–512 B 0.55–0.96× slower;
+    /// with shared caches, 1.13–1.29× faster (interleaved rounds).
+    pub(crate) fn take_at_post(
+        &mut self,
+        pattern: &Pattern,
+        bytes: &mut [u8],
+        elem_size: usize,
+    ) -> Option<MsgInfo> {
+        let src = pattern.source?;
+        if self.profile != Profile::Close || self.links.kind(src) != Some(LinkKind::Shm) {
+            return None;
+        }
+        let staged = self
+            .inp
+            .get(src as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|st| st.cur.is_some() || st.start != st.end);
+        if staged {
+            return None;
+        }
+        let max_len = self.max_len;
+        if self.engine.posted_len() > 0 {
+            // Looks that find nothing back off: while the peer is not
+            // sending (it posts its own receives, say) every look costs a
+            // read of the line it is about to write. Looking at every post
+            // made `bibw` of 1 B – 2 KiB 0.73–0.86× slower.
+            if self.take_skip > 0 {
+                self.take_skip -= 1;
+                return None;
+            }
+            let r = take_from_ring(
+                src,
+                &mut self.links,
+                &mut self.engine,
+                &mut self.bufs,
+                max_len,
+                usize::MAX,
+            );
+            match r {
+                Ok(Taken { count: 0, .. }) => {
+                    self.take_backoff = (self.take_backoff * 2).clamp(1, TAKE_BACKOFF_MAX);
+                    self.take_skip = self.take_backoff;
+                    return None;
+                }
+                Ok(_) => {
+                    self.take_backoff = 0;
+                    self.settle_read(src, r.map(|_| true));
+                    self.pump();
+                }
+                Err(_) => {
+                    self.settle_read(src, r.map(|_| true));
+                    return None;
+                }
+            }
+        }
+        if !self.engine.may_take_at_post(pattern) {
+            return None;
+        }
+        let engine = &mut self.engine;
+        let capacity = bytes.len();
+        let mut info = None;
+        let taken = self.links.shm_take_up_to(src, 1, |head, body| {
+            let Some((context, tag, len)) = Frame::short_eager(head, max_len) else {
+                return false;
+            };
+            let env = Envelope {
+                context,
+                source: src,
+                tag,
+            };
+            // Whole elements only: a length mismatch is the receive's
+            // error, reported the general way.
+            let elem = elem_size.max(1);
+            let whole = if elem.is_power_of_two() {
+                len & (elem - 1) == 0
+            } else {
+                len % elem == 0
+            };
+            if len != body.len() || !whole || !engine.take_at_post(pattern, capacity, &env, len) {
+                return false;
+            }
+            // `len <= capacity`: `take_at_post` checked.
+            if let Some(dst) = bytes.get_mut(..len) {
+                body.copy_to(dst);
+            }
+            info = Some(MsgInfo {
+                source: src,
+                tag,
+                len,
+            });
+            true
+        });
+        match taken {
+            Ok(_) => {
+                if info.is_some() && self.engine.has_transmits() {
+                    self.pump();
+                }
+                info
+            }
+            Err(e) => {
+                self.settle_read(src, Err(e));
+                None
             }
         }
     }

@@ -87,6 +87,10 @@ pub(crate) struct Progress {
     free_scopes: Vec<u32>,
     /// What the API layer keeps with each request (see [`notes`]).
     pub(crate) notes: notes::Notes,
+    /// Posts left before `take_at_post` looks again for messages that
+    /// receives posted earlier take, and the current pause (see there).
+    take_skip: u32,
+    take_backoff: u32,
 }
 
 impl Progress {
@@ -118,6 +122,8 @@ impl Progress {
             scopes: Vec::new(),
             free_scopes: Vec::new(),
             notes: notes::Notes::default(),
+            take_skip: 0,
+            take_backoff: 0,
         }
     }
 
@@ -351,6 +357,10 @@ impl Progress {
     /// from registers rather than copied out of a callee's frame.
     #[inline(always)]
     pub(crate) fn finish(&mut self, id: ReqId) -> Result<MsgInfo> {
+        if id.is_taken() {
+            // Taken as posted: its status waits in the notes.
+            return Ok(MsgInfo::EMPTY);
+        }
         self.bufs.remove(id);
         match self.engine.take_result(id) {
             Some(Ok(info)) => Ok(info),

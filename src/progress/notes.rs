@@ -8,8 +8,14 @@
 //! whole id (slots are reused) and each field written with its own store:
 //! an entry built as one value was copied into its slot in wider moves
 //! than it was written with, which waits for the stores to drain.
+//!
+//! Receives that took their message as they were posted
+//! (`Progress::take_at_post`) never enter the engine: their statuses wait
+//! here until collected, in slots of their own named by ids of their own
+//! (`ReqId::taken`).
 
 use crate::engine::ReqId;
+use crate::status::Status;
 use std::any::Any;
 use std::sync::Arc;
 
@@ -23,6 +29,12 @@ pub(crate) struct Notes {
     ids: Vec<ReqId>,
     words: Vec<usize>,
     objects: Vec<Option<Object>>,
+    /// Statuses of receives taken as posted, with their ids
+    /// ([`ReqId::NONE`]: a free slot), the free slots, and the next
+    /// generation.
+    taken: Vec<(ReqId, Status)>,
+    taken_free: Vec<u32>,
+    taken_gen: u32,
 }
 
 impl std::fmt::Debug for Notes {
@@ -57,10 +69,46 @@ impl Notes {
         }
     }
 
+    /// Keeps the status of a receive taken as posted; returns the id that
+    /// names it.
+    #[inline]
+    pub(crate) fn put_taken(&mut self, status: Status) -> ReqId {
+        self.taken_gen = self.taken_gen.wrapping_add(1);
+        match self.taken_free.pop() {
+            Some(slot) => {
+                let id = ReqId::taken(slot, self.taken_gen);
+                if let Some(e) = self.taken.get_mut(slot as usize) {
+                    *e = (id, status);
+                }
+                id
+            }
+            None => {
+                let id = ReqId::taken(self.taken.len() as u32, self.taken_gen);
+                self.taken.push((id, status));
+                id
+            }
+        }
+    }
+
+    /// Takes the status of receive `id`, taken as posted (`None`: an id
+    /// of another kind, or collected already).
+    #[inline]
+    pub(crate) fn take_taken(&mut self, id: ReqId) -> Option<Status> {
+        let slot = id.taken_slot();
+        let e = self.taken.get_mut(slot).filter(|e| e.0 == id)?;
+        e.0 = ReqId::NONE;
+        self.taken_free.push(slot as u32);
+        Some(e.1)
+    }
+
     /// Takes request `id`'s note: its word and object (`None`: it has no
-    /// note).
+    /// note). A receive taken as posted has none: its status is forgotten.
     #[inline(always)]
     pub(crate) fn take(&mut self, id: ReqId) -> Option<(usize, Option<Object>)> {
+        if id.is_taken() {
+            self.take_taken(id);
+            return None;
+        }
         let i = id.index();
         let x = self.ids.get_mut(i).filter(|x| **x == id)?;
         *x = ReqId::NONE;
@@ -92,5 +140,34 @@ mod tests {
         n.set(ReqId::new(3, 3), 2, None);
         let (w, o) = n.take(ReqId::new(3, 3)).unwrap();
         assert_eq!((w, o.is_none()), (2, true));
+    }
+
+    #[test]
+    fn a_taken_receive_s_status_belongs_to_its_id_only() {
+        let st = |bytes| Status {
+            source: 1,
+            tag: 2,
+            bytes,
+        };
+        let mut n = Notes::default();
+        let a = n.put_taken(st(8));
+        let b = n.put_taken(st(16));
+        assert!(a.is_taken() && b.is_taken() && a != b);
+        // Never an engine's id, nor the ids no request has.
+        assert!(!ReqId::new(3, 1).is_taken());
+        assert!(!ReqId::NONE.is_taken() && !ReqId::SPENT.is_taken());
+        assert!(ReqId::taken(5, u32::MAX).is_taken());
+        // An engine's id (of the same index bits) finds no status.
+        assert!(n.take_taken(ReqId::new(0, 1)).is_none());
+        assert_eq!(n.take_taken(b), Some(st(16)));
+        assert_eq!(n.take_taken(b), None, "taken once");
+        // The slot's next status has a new id: the old one finds nothing.
+        let c = n.put_taken(st(32));
+        assert_eq!(c.taken_slot(), b.taken_slot());
+        assert_eq!(n.take_taken(b), None);
+        // A dropped request's note is taken: its status goes with it.
+        assert!(n.take(a).is_none());
+        assert_eq!(n.take_taken(a), None);
+        assert_eq!(n.take_taken(c), Some(st(32)));
     }
 }

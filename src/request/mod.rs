@@ -19,6 +19,7 @@
 //!   peer that was given the buffer's address is done writing (see
 //!   `Progress::abandon`), so no pointer to the caller's memory survives.
 
+use crate::engine::matching::Pattern;
 use crate::engine::{MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -248,11 +249,11 @@ pub struct Scope<'s, 'env: 's> {
 impl<'s> Scope<'s, '_> {
     /// Records request `id`, just posted on `driver` (held as `p`), as one
     /// to wait for at the scope's end. A send complete when posted
-    /// ([`SENT`]) has nothing to wait for, but it too sets the scope's
-    /// driver, which every request borrows.
+    /// ([`SENT`]) or a receive taken as posted has nothing to wait for,
+    /// but it too sets the scope's driver, which every request borrows.
     fn record(&'s self, p: &mut Held<'_>, driver: &Arc<Driver>, id: ReqId) {
         let (_, slot) = self.reg.get_or_init(|| (driver.clone(), p.open_scope()));
-        if id != SENT {
+        if id != SENT && !id.is_taken() {
             p.scope_push(*slot, id);
         }
     }
@@ -337,6 +338,12 @@ fn note(p: &mut Held<'_>, id: ReqId, names: Names, elem_size: usize) {
 /// sees, as the request's note says, and forgets the note.
 #[inline(always)]
 fn outcome_of(p: &mut Held<'_>, id: ReqId, r: Result<MsgInfo>) -> Result<Status> {
+    if id.is_taken() {
+        return p
+            .notes
+            .take_taken(id)
+            .ok_or_else(|| Error::InvalidArgument("request already completed".into()));
+    }
     match p.notes.take(id) {
         None => r.map(|_| Status::empty()),
         Some((elem_size, None)) => outcome(Some((&WORLD_NAMES, elem_size)), r),
@@ -454,12 +461,51 @@ fn post_recv_scoped<'s>(
 ) -> Posting {
     scope.check_driver(driver)?;
     let mut p = driver.lock()?;
+    if let Some(id) = take_at_post(&mut p, &names, context, source, tag, bytes, elem_size) {
+        scope.record(&mut p, driver, id);
+        return Ok(id);
+    }
     // SAFETY: `bytes` is mutably borrowed for 's; the scope waits for (or
     // abandons) this request before 's ends.
     let id = unsafe { p.post_recv(context, source, tag, bytes) };
     note(&mut p, id, names, elem_size);
     scope.record(&mut p, driver, id);
     Ok(id)
+}
+
+/// A receive (of a communicator's, from a named source) that finds its
+/// message at the front of the link as it is posted takes it there
+/// (`Progress::take_at_post`): its status is kept with the driver's notes
+/// under an id of its own, and the engine never sees it. `None`: post it.
+#[inline]
+fn take_at_post(
+    p: &mut Held<'_>,
+    names: &Names,
+    context: u32,
+    source: Option<u32>,
+    tag: Option<u32>,
+    bytes: &mut [u8],
+    elem_size: usize,
+) -> Option<ReqId> {
+    source?;
+    let group = match names {
+        // Collectives' traffic takes the general way.
+        Names::Internal => return None,
+        Names::World => &WORLD_NAMES,
+        Names::Group(g) => &**g,
+    };
+    let pattern = Pattern {
+        context,
+        source,
+        tag,
+    };
+    let info = p.take_at_post(&pattern, bytes, elem_size)?;
+    // (Whole elements: `take_at_post` checked.)
+    Some(p.notes.put_taken(Status {
+        source: group.comm_rank(info.source),
+        tag: info.tag,
+        bytes: info.len,
+    }))
 }
 
 impl<'s> Request<'s> {
