@@ -36,9 +36,9 @@ const DIRECT_READ_MIN: usize = 16 * 1024;
 /// delays acknowledgements, expecting the answer to carry them; the
 /// sender of a large message then waits for them to open its window.
 /// Interleaved rounds over loopback, against no quick acknowledgements:
-/// latency 1–4 MiB 0.74–0.88×; from 128 KiB, 128–256 KiB lost 6–40%
-/// (the extra acknowledgements cost more than the waits they save), hence
-/// the bound; 512 KiB level (0.94–1.00).
+/// latency 1–4 MiB 0.78–0.88×, 512 KiB 0.94–1.06×; from 128 KiB, 128–256
+/// KiB lost up to 56% in some sittings (the extra acknowledgements cost
+/// more than the waits they save), hence the bound.
 const QUICK_ACK_MIN: usize = 512 * 1024;
 
 /// At most this many posts pass between two looks of

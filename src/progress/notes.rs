@@ -15,9 +15,18 @@
 //! (`ReqId::taken`).
 
 use crate::engine::ReqId;
-use crate::status::Status;
 use std::any::Any;
 use std::sync::Arc;
+
+/// What a receive taken as posted reports, until it is collected: its
+/// sender's rank in the receive's communicator, its tag and its length in
+/// bytes (the API's status, by parts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) source: usize,
+    pub(crate) tag: u32,
+    pub(crate) bytes: usize,
+}
 
 /// A note's shared object.
 pub(crate) type Object = Arc<dyn Any + Send + Sync>;
@@ -32,7 +41,7 @@ pub(crate) struct Notes {
     /// Statuses of receives taken as posted, with their ids
     /// ([`ReqId::NONE`]: a free slot), the free slots, and the next
     /// generation.
-    taken: Vec<(ReqId, Status)>,
+    taken: Vec<(ReqId, Received)>,
     taken_free: Vec<u32>,
     taken_gen: u32,
 }
@@ -72,7 +81,7 @@ impl Notes {
     /// Keeps the status of a receive taken as posted; returns the id that
     /// names it.
     #[inline]
-    pub(crate) fn put_taken(&mut self, status: Status) -> ReqId {
+    pub(crate) fn put_taken(&mut self, status: Received) -> ReqId {
         self.taken_gen = self.taken_gen.wrapping_add(1);
         match self.taken_free.pop() {
             Some(slot) => {
@@ -93,7 +102,7 @@ impl Notes {
     /// Takes the status of receive `id`, taken as posted (`None`: an id
     /// of another kind, or collected already).
     #[inline]
-    pub(crate) fn take_taken(&mut self, id: ReqId) -> Option<Status> {
+    pub(crate) fn take_taken(&mut self, id: ReqId) -> Option<Received> {
         let slot = id.taken_slot();
         let e = self.taken.get_mut(slot).filter(|e| e.0 == id)?;
         e.0 = ReqId::NONE;
@@ -144,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_taken_receive_s_status_belongs_to_its_id_only() {
-        let st = |bytes| Status {
+        let st = |bytes| Received {
             source: 1,
             tag: 2,
             bytes,

@@ -23,7 +23,7 @@ use crate::engine::matching::Pattern;
 use crate::engine::{MsgInfo, ReqId};
 use crate::error::{Error, Result};
 use crate::group::Group;
-use crate::progress::notes::Object;
+use crate::progress::notes::{Object, Received};
 use crate::progress::{Driver, Held, Progress};
 use crate::status::Status;
 use std::marker::PhantomData;
@@ -339,10 +339,14 @@ fn note(p: &mut Held<'_>, id: ReqId, names: Names, elem_size: usize) {
 #[inline(always)]
 fn outcome_of(p: &mut Held<'_>, id: ReqId, r: Result<MsgInfo>) -> Result<Status> {
     if id.is_taken() {
-        return p
-            .notes
-            .take_taken(id)
-            .ok_or_else(|| Error::InvalidArgument("request already completed".into()));
+        return match p.notes.take_taken(id) {
+            Some(r) => Ok(Status {
+                source: r.source,
+                tag: r.tag,
+                bytes: r.bytes,
+            }),
+            None => Err(Error::InvalidArgument("request already completed".into())),
+        };
     }
     match p.notes.take(id) {
         None => r.map(|_| Status::empty()),
@@ -501,7 +505,7 @@ fn take_at_post(
     };
     let info = p.take_at_post(&pattern, bytes, elem_size)?;
     // (Whole elements: `take_at_post` checked.)
-    Some(p.notes.put_taken(Status {
+    Some(p.notes.put_taken(Received {
         source: group.comm_rank(info.source),
         tag: info.tag,
         bytes: info.len,
