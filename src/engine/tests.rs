@@ -255,6 +255,13 @@ impl SimNet {
     }
 }
 
+/// The frames an engine has queued for transmission, taken.
+fn transmitted(e: &mut Engine) -> Vec<Frame> {
+    std::iter::from_fn(|| e.poll_transmit())
+        .map(|t| t.frame)
+        .collect()
+}
+
 fn bytes(seed: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + seed * 13) as u8).collect()
 }
@@ -968,11 +975,8 @@ fn a_message_matched_when_its_staged_payload_completes_returns_its_credit() {
     e.staging_mut(0).unwrap().fill(7);
     e.handle_payload_done(0);
     assert!(e.is_done(r));
-    let credit: Vec<Frame> = std::iter::from_fn(|| e.poll_transmit())
-        .map(|t| t.frame)
-        .collect();
     assert_eq!(
-        credit,
+        transmitted(&mut e),
         vec![Frame::Credit {
             bytes: 60 + ENVELOPE_COST
         }]
@@ -1339,11 +1343,8 @@ fn a_receive_takes_at_post_only_what_no_earlier_receive_or_queued_message_claims
     // Its credit goes back like a matched message's (a quarter window
     // owed: at once).
     assert!(e.take_at_post(&p, 8, &env(0, 2), 8));
-    let credit: Vec<Frame> = std::iter::from_fn(|| e.poll_transmit())
-        .map(|t| t.frame)
-        .collect();
     assert_eq!(
-        credit,
+        transmitted(&mut e),
         vec![Frame::Credit {
             bytes: 8 + ENVELOPE_COST
         }]

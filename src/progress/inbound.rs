@@ -390,6 +390,15 @@ impl Progress {
         }
     }
 
+    /// Whether bytes `src` sent are staged or a payload from it is
+    /// part-way: the front of its ring is not the next message then.
+    fn mid_stream(&self, src: Rank) -> bool {
+        self.inp
+            .get(src as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|st| st.cur.is_some() || st.start != st.end)
+    }
+
     /// A nonblocking receive of `pattern` (its source named) into `bytes`,
     /// about to be posted, that finds its message at the front of the
     /// source's shared-memory ring takes it there, straight into `bytes`,
@@ -402,7 +411,9 @@ impl Progress {
     /// A stream of small messages to a receiver that is behind (the
     /// receiver's work per message bounds the rate) then costs the
     /// receiver a look and a copy per message: callgrind on `bw` of 8 B,
-    /// 767 → 535 instructions per message received. Only on a `close`
+    /// 767 → 535 instructions per message received when every receive
+    /// looks (620–637 with the back-off below, under callgrind's timing,
+    /// where more receives go the general way). Only on a `close`
     /// node: where the ranks share no cache, a receiver looking at the
     /// line the sender is writing made `bw` of 1–512 B 0.55–0.96× slower;
     /// with shared caches, 1.13–1.29× faster (interleaved rounds).
@@ -416,12 +427,7 @@ impl Progress {
         if self.profile != Profile::Close || self.links.kind(src) != Some(LinkKind::Shm) {
             return None;
         }
-        let staged = self
-            .inp
-            .get(src as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|st| st.cur.is_some() || st.start != st.end);
-        if staged {
+        if self.mid_stream(src) {
             return None;
         }
         let max_len = self.max_len;
@@ -517,12 +523,7 @@ impl Progress {
     /// is read; otherwise [`Progress::read_one`]. Returns whether it
     /// handled anything.
     pub(super) fn read_for_direct(&mut self, src: Rank) -> bool {
-        let staged = self
-            .inp
-            .get(src as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|st| st.cur.is_some() || st.start != st.end);
-        if !staged {
+        if !self.mid_stream(src) {
             let max_len = self.max_len;
             match take_from_ring(
                 src,
