@@ -35,7 +35,9 @@ impl ReqId {
     /// Whether this names a receive taken as posted (see [`ReqId::taken`]).
     #[inline]
     pub(crate) fn is_taken(self) -> bool {
-        self.index() as u32 & Self::TAKEN != 0 && self.gen() & Self::TAKEN == 0
+        // The index's bit set, the generation's clear: one mask.
+        const MASK: u64 = (1 << 63) | (1 << 31);
+        self.0 & MASK == 1 << 31
     }
     /// The slot of a receive taken as posted.
     pub(crate) fn taken_slot(self) -> usize {

@@ -390,6 +390,13 @@ impl Progress {
         }
     }
 
+    /// Whether receives may be taken as posted here at all (see
+    /// [`Progress::take_at_post`]): on a `close` node.
+    #[inline]
+    pub(crate) fn takes_at_post(&self) -> bool {
+        self.profile == Profile::Close
+    }
+
     /// Whether bytes `src` sent are staged or a payload from it is
     /// part-way: the front of its ring is not the next message then.
     fn mid_stream(&self, src: Rank) -> bool {
@@ -424,7 +431,7 @@ impl Progress {
         elem_size: usize,
     ) -> Option<MsgInfo> {
         let src = pattern.source?;
-        if self.profile != Profile::Close || self.links.kind(src) != Some(LinkKind::Shm) {
+        if !self.takes_at_post() || self.links.kind(src) != Some(LinkKind::Shm) {
             return None;
         }
         if self.mid_stream(src) {

@@ -491,7 +491,9 @@ fn take_at_post(
     bytes: &mut [u8],
     elem_size: usize,
 ) -> Option<ReqId> {
-    source?;
+    if source.is_none() || !p.takes_at_post() {
+        return None;
+    }
     let group = match names {
         // Collectives' traffic takes the general way.
         Names::Internal => return None,
