@@ -495,13 +495,18 @@ impl Progress {
             } else {
                 len % elem == 0
             };
-            if len != body.len() || !whole || !engine.take_at_post(pattern, capacity, &env, len) {
+            if len != body.len() || !whole {
                 return false;
             }
-            // `len <= capacity`: `take_at_post` checked.
-            if let Some(dst) = bytes.get_mut(..len) {
-                body.copy_to(dst);
+            // A message longer than the buffer is the receive's error,
+            // reported the general way (`take_at_post` refuses it too).
+            let Some(dst) = bytes.get_mut(..len) else {
+                return false;
+            };
+            if !engine.take_at_post(pattern, capacity, &env, len) {
+                return false;
             }
+            body.copy_to(dst);
             info = Some(MsgInfo {
                 source: src,
                 tag,
