@@ -202,7 +202,7 @@ impl Engine {
     /// bytes at hand whole, for a receive of `pattern` and `capacity`
     /// bytes that [`Engine::may_take_at_post`] allowed: whether the
     /// receive takes it (it matches and fits; its credit is then owed, as
-    /// [`Engine::take_first_posted`] owes it). The receive never enters
+    /// for any matched message: [`Engine::consumed`]). The receive never enters
     /// the engine: the caller copies the payload and completes it.
     #[inline]
     pub(crate) fn take_at_post(
@@ -215,16 +215,14 @@ impl Engine {
         if !pattern.matches(env) || len > capacity {
             return false;
         }
-        let quarter = self.window / 4;
-        let Some(p) = self.peers.get_mut(env.source as usize) else {
-            return false;
-        };
-        if len > p.eager_limit {
+        if self
+            .peers
+            .get(env.source as usize)
+            .is_none_or(|p| len > p.eager_limit)
+        {
             return false;
         }
-        if let Some(bytes) = p.flow.owe(eager_cost(len as u64), quarter) {
-            self.queue_control(env.source, Frame::Credit { bytes });
-        }
+        self.consumed(env.source, eager_cost(len as u64));
         self.stats.taken_at_post += 1;
         true
     }

@@ -255,6 +255,18 @@ impl SimNet {
     }
 }
 
+/// A plain eager frame on context 0, as a sender of `len` bytes with `tag`
+/// writes it.
+fn plain_eager(tag: u32, len: u64) -> Frame {
+    Frame::Eager {
+        context: 0,
+        tag,
+        len,
+        sync: false,
+        sreq: 0,
+    }
+}
+
 /// The frames an engine has queued for transmission, taken.
 fn transmitted(e: &mut Engine) -> Vec<Frame> {
     std::iter::from_fn(|| e.poll_transmit())
@@ -627,13 +639,7 @@ fn a_direct_receive_fails_with_its_peer_and_a_cancelled_one_drains() {
     // Cancelled while the payload arrives: no new direct receive (its
     // buffer would get the rest) until the payload is complete.
     let mut e = Engine::new(1, 3, 64);
-    let frame = Frame::Eager {
-        context: 0,
-        tag: 1,
-        len: 4,
-        sync: false,
-        sreq: 0,
-    };
+    let frame = plain_eager(1, 4);
     assert_eq!(e.begin_direct(0, None, None, 8), DirectStart::Waiting);
     assert_eq!(e.handle_frame(2, frame), Ok(Some(Dest::Direct)));
     assert_eq!(e.end_direct(), DirectOutcome::Cancelled { receiving: true });
@@ -654,13 +660,7 @@ fn a_direct_receive_fails_with_its_peer_and_a_cancelled_one_drains() {
 #[test]
 fn a_whole_eager_frame_is_checked_like_any_other() {
     let mut e = Engine::new(1, 2, 16);
-    let eager = |len| Frame::Eager {
-        context: 0,
-        tag: 0,
-        len,
-        sync: false,
-        sreq: 0,
-    };
+    let eager = |len| plain_eager(0, len);
     assert!(
         e.handle_eager_whole(0, eager(4), &[1, 2, 3]).is_err(),
         "length differs"
@@ -693,20 +693,20 @@ fn a_whole_eager_frame_that_a_posted_receive_waits_for_is_checked_the_same() {
     // The first posted receive takes a whole message in one pass
     // (`take_first_posted`): every check of the general way still holds.
     let mut e = Engine::new(1, 2, 16);
-    let eager = |tag, len| Frame::Eager {
-        context: 0,
-        tag,
-        len,
-        sync: false,
-        sreq: 0,
-    };
     let r = e.post_recv(0, None, None, 8);
-    assert!(e.handle_eager_whole(0, eager(0, 4), &[1, 2, 3]).is_err());
-    assert!(e.handle_eager_whole(0, eager(0, 17), &[0; 17]).is_err());
-    assert!(e.handle_eager_whole(5, eager(0, 1), &[0]).is_err());
+    assert!(e
+        .handle_eager_whole(0, plain_eager(0, 4), &[1, 2, 3])
+        .is_err());
+    assert!(e
+        .handle_eager_whole(0, plain_eager(0, 17), &[0; 17])
+        .is_err());
+    assert!(e.handle_eager_whole(5, plain_eager(0, 1), &[0]).is_err());
     assert!(!e.is_done(r), "a rejected frame completed a receive");
     // Too large for the receive: it fails, the message stays queued.
-    assert_eq!(e.handle_eager_whole(0, eager(1, 9), &[9; 9]), Ok(None));
+    assert_eq!(
+        e.handle_eager_whole(0, plain_eager(1, 9), &[9; 9]),
+        Ok(None)
+    );
     assert!(matches!(
         e.take_result(r),
         Some(Err(ReqError::Truncated {
@@ -725,7 +725,7 @@ fn a_whole_eager_frame_that_a_posted_receive_waits_for_is_checked_the_same() {
     let other = e.post_recv(0, None, Some(7), 8);
     let mine = e.post_recv(0, Some(0), Some(2), 8);
     assert_eq!(
-        e.handle_eager_whole(0, eager(2, 3), &[1, 2, 3]),
+        e.handle_eager_whole(0, plain_eager(2, 3), &[1, 2, 3]),
         Ok(Some(Dest::Req(mine)))
     );
     assert!(!e.is_done(other));
@@ -740,15 +740,18 @@ fn a_whole_eager_frame_that_a_posted_receive_waits_for_is_checked_the_same() {
     // The first posted receive matches: taken, complete at once.
     let first = e.post_recv(0, None, None, 8);
     assert_eq!(
-        e.handle_eager_whole(0, eager(7, 2), &[1, 2]),
+        e.handle_eager_whole(0, plain_eager(7, 2), &[1, 2]),
         Ok(Some(Dest::Req(other)))
     );
     assert!(e.is_done(other) && !e.is_done(first));
     // While another frame's payload is expected, no header is allowed,
     // not even one the first posted receive would take.
-    assert_eq!(e.handle_frame(0, eager(5, 8)), Ok(Some(Dest::Req(first))));
+    assert_eq!(
+        e.handle_frame(0, plain_eager(5, 8)),
+        Ok(Some(Dest::Req(first)))
+    );
     let second = e.post_recv(0, None, None, 8);
-    assert!(e.handle_eager_whole(0, eager(5, 1), &[0]).is_err());
+    assert!(e.handle_eager_whole(0, plain_eager(5, 1), &[0]).is_err());
     assert!(!e.is_done(second));
 }
 
@@ -795,13 +798,7 @@ fn forged_or_stale_ids_are_protocol_errors() {
         .is_err());
     assert!(e.handle_frame(5, Frame::Bye).is_err(), "unknown rank");
     // An eager frame above the eager limit is refused.
-    let big = Frame::Eager {
-        context: 0,
-        tag: 0,
-        len: 65,
-        sync: false,
-        sreq: 0,
-    };
+    let big = plain_eager(0, 65);
     assert!(e.handle_frame(1, big).is_err());
     // A CTS for a finished request (stale generation) is refused.
     let id = e.post_send(1, 0, 0, 1000, false);
@@ -963,13 +960,7 @@ fn a_message_matched_when_its_staged_payload_completes_returns_its_credit() {
     // any matched message's, or the sender's window shrinks for good.
     let mut e = Engine::new(1, 2, 64);
     e.set_window(0); // 2 × (64 + ENVELOPE_COST): a quarter is 96
-    let frame = Frame::Eager {
-        context: 0,
-        tag: 4,
-        len: 60,
-        sync: false,
-        sreq: 0,
-    };
+    let frame = plain_eager(4, 60);
     assert_eq!(e.handle_frame(0, frame), Ok(Some(Dest::Staging)));
     let r = e.post_recv(0, Some(0), Some(4), 64);
     e.staging_mut(0).unwrap().fill(7);
@@ -1224,13 +1215,7 @@ fn a_direct_receive_matches_before_receives_posted_after_it() {
     let mut e = Engine::new(1, 2, 64);
     assert_eq!(e.begin_direct(0, Some(0), None, 8), DirectStart::Waiting);
     let later = e.post_recv(0, Some(0), None, 8);
-    let eager = Frame::Eager {
-        context: 0,
-        tag: 1,
-        len: 4,
-        sync: false,
-        sreq: 0,
-    };
+    let eager = plain_eager(1, 4);
     assert_eq!(e.handle_frame(0, eager), Ok(Some(Dest::Direct)));
     e.handle_payload_done(0);
     assert!(matches!(e.end_direct(), DirectOutcome::Done(Ok(_))));
@@ -1354,13 +1339,7 @@ fn a_receive_takes_at_post_only_what_no_earlier_receive_or_queued_message_claims
     assert_eq!(e.queue_lengths(), (0, 0));
 
     // A queued message the receive matches arrived first.
-    let frame = Frame::Eager {
-        context: 0,
-        tag: 1,
-        len: 4,
-        sync: false,
-        sreq: 0,
-    };
+    let frame = plain_eager(1, 4);
     assert_eq!(e.handle_eager_whole(0, frame, &[1; 4]), Ok(None));
     assert!(!e.may_take_at_post(&pat(Some(0), Some(1))));
     assert!(!e.may_take_at_post(&pat(Some(0), None)));
