@@ -364,6 +364,14 @@ fn connect(
         engine.set_peer_caps(r, shm_eager, cma);
         engine.set_exchange_limit(r, exchange);
     }
+    let lone = crate::config::lone_eager_limit();
+    if lone > 0 {
+        // TCP peers: every rank but this one and those of its node's
+        // shared memory (`shm_peers` is in rank order).
+        for r in (0..l.size).filter(|&r| r != l.rank && shm_peers.binary_search(&r).is_err()) {
+            engine.set_lone_eager_limit(r, lone);
+        }
+    }
     if let Some(window) = crate::config::flow_window() {
         engine.set_window(window);
     }

@@ -111,16 +111,33 @@ fn the_same_bodies_over_tcp() {
     }
 }
 
+/// Over TCP a large message sent alone goes eagerly (no RTS, CTS) while
+/// the credit covers it; a window's later messages go by rendezvous. The
+/// same data, statuses, order and truncation either way, and with the
+/// lone eager limit off.
+#[test]
+fn lone_large_messages_over_tcp() {
+    for lone in ["4194304", "0"] {
+        let env = [
+            ("COURIER_TRANSPORT", "tcp"),
+            ("COURIER_LONE_EAGER_LIMIT", lone),
+        ];
+        run_body_env("body_lone_eager", 3, &env, 120).assert_ranks_passed(3);
+    }
+}
+
 #[test]
 fn small_eager_limit_forces_rendezvous_everywhere() {
     let small = [
         ("COURIER_EAGER_LIMIT", "64"),
         ("COURIER_SHM_EAGER_LIMIT", "64"),
+        ("COURIER_LONE_EAGER_LIMIT", "0"),
     ];
     run_body_env("body_ordering", 4, &small, 120).assert_ranks_passed(4);
     let zero = [
         ("COURIER_EAGER_LIMIT", "0"),
         ("COURIER_SHM_EAGER_LIMIT", "0"),
+        ("COURIER_LONE_EAGER_LIMIT", "0"),
     ];
     run_body_env("body_isend_ring", 3, &zero, 120).assert_ranks_passed(3);
 }
@@ -705,6 +722,133 @@ fn body_taken_at_post() {
     if me == 1 {
         assert_eq!(taken(&u) > 0, takes, "{}", u.debug_report());
     }
+}
+
+/// Ranks 0 and 2 send large messages to rank 1 over TCP: alone (ping-pong,
+/// unexpected, overtaken by a later tag, truncated, from any source) and in
+/// a window, checking data, statuses and order, and how each went (the
+/// engine's counters in the debug report).
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_lone_eager() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    let lone = std::env::var("COURIER_LONE_EAGER_LIMIT").as_deref() != Ok("0");
+    let counts = |u: &courier::Universe| -> (u64, u64) {
+        let r = u.debug_report();
+        let field = |name: &str| -> u64 {
+            let f = r
+                .split(name)
+                .nth(1)
+                .unwrap_or_else(|| panic!("{name} in {r}"));
+            f.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        (field(" eager_sent="), field(" rendezvous_sent="))
+    };
+    // Ping-pong, 0 ↔ 1: above the eager limit (64 KiB) up to 4 MiB.
+    let sizes = [16_385usize, 262_144, 1 << 20];
+    let before = counts(&u);
+    for (k, &n) in sizes.iter().enumerate() {
+        let mut buf = vec![0u32; n];
+        if me == 0 {
+            w.send(&message(0, k, n), 1, 1).unwrap();
+            let st = w.recv(&mut buf, 1, 1).unwrap();
+            assert_eq!(st.count::<u32>().unwrap(), n);
+            assert_eq!(buf, message(1, k, n), "echo of {n} elements");
+        } else if me == 1 {
+            let st = w.recv(&mut buf, 0, 1).unwrap();
+            assert_eq!((st.source, st.count::<u32>().unwrap()), (0, n));
+            assert_eq!(buf, message(0, k, n), "{n} elements");
+            w.send(&message(1, k, n), 0, 1).unwrap();
+        }
+    }
+    let after = counts(&u);
+    if me < 2 {
+        let (eager, rdv) = (after.0 - before.0, after.1 - before.1);
+        let want = if lone { (3, 0) } else { (0, 3) };
+        assert_eq!((eager, rdv), want, "rank {me}: {}", u.debug_report());
+    }
+    w.barrier().unwrap();
+    // Unexpected, and overtaken by a later tag; then truncated: the
+    // message stays for the next receive.
+    let n = 1 << 18;
+    if me == 0 {
+        let big = message(0, 10, n);
+        courier::scope(|s| {
+            let r = w.isend(s, &big, 1, 10).unwrap();
+            w.send(&[5u32; 2], 1, 11).unwrap();
+            r.wait().unwrap();
+        });
+        w.send(&message(0, 12, n), 1, 12).unwrap();
+    } else if me == 1 {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let mut small = [0u32; 2];
+        let st = w.recv(&mut small, 0, 11).unwrap();
+        assert_eq!((st.tag, small), (11, [5, 5]));
+        let mut buf = vec![0u32; n];
+        w.recv(&mut buf, 0, 10).unwrap();
+        assert_eq!(buf, message(0, 10, n));
+        let mut short = vec![0u32; n - 1];
+        match w.recv(&mut short, 0, 12) {
+            Err(Error::Truncated {
+                rank: 0,
+                tag: 12,
+                incoming,
+                ..
+            }) => assert_eq!(incoming, 4 * n),
+            other => panic!("expected truncation, got {other:?}"),
+        }
+        let st = w.recv(&mut buf, 0, 12).unwrap();
+        assert_eq!(st.count::<u32>().unwrap(), n);
+        assert_eq!(buf, message(0, 12, n));
+    }
+    // A window of 48 messages of 256 KiB to a receiver that posts late: the
+    // credit cannot cover them all, so some go by rendezvous, none waits.
+    let (n, count) = (1usize << 16, 48);
+    let before = counts(&u);
+    if me == 0 {
+        let msgs: Vec<Vec<u32>> = (0..count).map(|k| message(0, 100 + k, n)).collect();
+        courier::scope(|s| {
+            let reqs: Vec<_> = msgs.iter().map(|m| w.isend(s, m, 1, 20).unwrap()).collect();
+            courier::wait_all(reqs).unwrap();
+        });
+        let (eager, rdv) = (counts(&u).0 - before.0, counts(&u).1 - before.1);
+        assert_eq!(eager + rdv, count as u64);
+        assert!(
+            rdv > 0 && (eager > 0) == lone,
+            "eager {eager}, rendezvous {rdv}"
+        );
+    } else if me == 1 {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let mut bufs = vec![vec![0u32; n]; count];
+        courier::scope(|s| {
+            let reqs: Vec<_> = bufs
+                .iter_mut()
+                .map(|b| w.irecv(s, b.as_mut_slice(), 0, 20).unwrap())
+                .collect();
+            courier::wait_all(reqs).unwrap();
+        });
+        for (k, b) in bufs.iter().enumerate() {
+            assert_eq!(b[..], message(0, 100 + k, n)[..], "window message {k}");
+        }
+    }
+    // From any source: ranks 0 and 2 each send 2 MiB alone.
+    let n = 1 << 19;
+    if me == 1 {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let mut buf = vec![0u32; n];
+            let st = w.recv(&mut buf, ANY_SOURCE, 30).unwrap();
+            assert_eq!(buf, message(st.source, 30, n), "from {}", st.source);
+            seen.push(st.source);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 2]);
+    } else {
+        w.send(&message(me, 30, n), 1, 30).unwrap();
+    }
+    w.barrier().unwrap();
 }
 
 #[test]

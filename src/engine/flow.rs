@@ -58,10 +58,15 @@ impl Flow {
         self.credit = window;
     }
 
+    /// Whether [`Flow::try_charge`] of `cost` would succeed now.
+    pub(super) fn covers(&self, cost: u64) -> bool {
+        self.held.is_empty() && self.credit >= cost
+    }
+
     /// Takes `cost` credit if no message waits before this one and the
     /// credit covers it; otherwise takes nothing.
     pub(super) fn try_charge(&mut self, cost: u64) -> bool {
-        if self.held.is_empty() && self.credit >= cost {
+        if self.covers(cost) {
             self.credit -= cost;
             true
         } else {

@@ -241,7 +241,7 @@ impl Engine {
         sync_sreq: Option<u64>,
         whole: Option<&[u8]>,
     ) -> Result<Option<Dest>, ProtocolError> {
-        let limit = self.caps(peer).0;
+        let limit = self.eager_accept_limit(peer);
         let len = usize::try_from(len)
             .ok()
             .filter(|&l| l <= limit)

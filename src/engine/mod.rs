@@ -175,6 +175,9 @@ fn window_for(eager_limit: usize) -> u64 {
 struct Peer {
     /// Largest message sent to it eagerly.
     eager_limit: usize,
+    /// Largest message sent to it eagerly when alone (see
+    /// [`Engine::set_lone_eager_limit`]); 0: none above `eager_limit`.
+    lone_limit: usize,
     /// Largest rendezvous message whose data goes through the link, not a
     /// pull, in an exchange or a stream (see
     /// [`Engine::set_exchange_limit`]).
@@ -248,6 +251,7 @@ impl Engine {
             peers: (0..size)
                 .map(|_| Peer {
                     eager_limit,
+                    lone_limit: 0,
                     exchange_limit: 0,
                     pull: false,
                     incoming: None,
@@ -303,13 +307,36 @@ impl Engine {
         if let Some(p) = self.peers.get_mut(peer as usize) {
             p.eager_limit = eager_limit;
             p.pull = pull;
-            let need = window_for(eager_limit);
-            if need > self.window {
-                let more = need - self.window;
-                self.window = need;
-                for p in &mut self.peers {
-                    p.flow.grant(more, &mut self.transmits);
-                }
+            self.grow_window(window_for(eager_limit));
+        }
+    }
+
+    /// Messages to `peer` above its eager limit and up to `bytes` go
+    /// eagerly when alone: no other send to `peer` is in flight and the
+    /// flow-control credit covers the whole message now (a message never
+    /// waits for credit on this account: otherwise it goes by rendezvous).
+    /// A lone message's receiver most likely waits for it, and the eager
+    /// send saves rendezvous' round trip (RTS, CTS), which on a link with
+    /// no single-copy pull (TCP) is the price of every large message. A
+    /// window or a stream of large messages still goes by rendezvous after
+    /// its first, so the receiver's unmatched bytes stay within one window
+    /// and its messages never wait for credit.
+    ///
+    /// The window grows, for every peer, to two such messages.
+    pub(crate) fn set_lone_eager_limit(&mut self, peer: Rank, bytes: usize) {
+        if let Some(p) = self.peers.get_mut(peer as usize) {
+            p.lone_limit = bytes;
+        }
+        self.grow_window(window_for(bytes));
+    }
+
+    /// Raises the flow-control window of every peer to at least `need`.
+    fn grow_window(&mut self, need: u64) {
+        if need > self.window {
+            let more = need - self.window;
+            self.window = need;
+            for p in &mut self.peers {
+                p.flow.grant(more, &mut self.transmits);
             }
         }
     }
@@ -354,7 +381,10 @@ impl Engine {
         let Some(p) = self.peers.get(peer as usize) else {
             return (len <= self.eager_limit, false);
         };
-        let eager = len <= p.eager_limit;
+        let eager = len <= p.eager_limit
+            || (len <= p.lone_limit
+                && p.flow.covers(eager_cost(len as u64))
+                && !self.sending_to(peer));
         // An exchange's or a stream's message: its data goes through the
         // link (looked at only where a pull is possible at all).
         let through_link = || {
@@ -368,6 +398,15 @@ impl Engine {
         let from = |pattern: &Pattern| pattern.source.is_none_or(|s| s == peer);
         self.posted.iter().any(|(_, pattern)| from(pattern))
             || self.direct.as_ref().is_some_and(|d| from(d.pattern()))
+    }
+
+    /// The largest eager message `peer` may send us: what we would send it
+    /// eagerly, alone or not (the two ranks' limits agree: they come from
+    /// the job's configuration and the node's profile).
+    fn eager_accept_limit(&self, peer: Rank) -> usize {
+        self.peers
+            .get(peer as usize)
+            .map_or(self.eager_limit, |p| p.eager_limit.max(p.lone_limit))
     }
 
     /// `peer`'s eager limit, and whether it can be pulled from.

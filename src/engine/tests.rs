@@ -1032,6 +1032,81 @@ fn a_peer_eager_limit_beyond_the_window_widens_it() {
 }
 
 #[test]
+fn a_lone_large_message_goes_eagerly_while_credit_covers_it_and_nothing_is_in_flight() {
+    let mut net = SimNet::new(2, 64, 5);
+    for e in &mut net.engines {
+        e.set_window(0); // 2 × (64 + ENVELOPE_COST)
+    }
+    net.engines[0].set_lone_eager_limit(1, 1000);
+    net.engines[1].set_lone_eager_limit(0, 1000);
+    // The window grew to two lone messages: 2 × (1000 + ENVELOPE_COST).
+    let cost = 500 + ENVELOPE_COST;
+    let fits = (2 * (1000 + ENVELOPE_COST) / cost) as usize;
+    assert_eq!(fits, 3);
+    // Nothing posted at the receiver: each message is alone when posted
+    // (the one before it was written whole), so they go eagerly while the
+    // credit covers them; the next goes by rendezvous, never held.
+    let mut sends = Vec::new();
+    for i in 0..fits + 1 {
+        sends.push(net.send(0, 1, 1, &bytes(i, 500), false));
+        net.run();
+    }
+    let stats = net.engines[0].stats();
+    assert_eq!((stats.eager_sent, stats.rendezvous_sent), (fits as u64, 1));
+    assert_eq!(stats.held_for_credit, 0);
+    assert_eq!(
+        net.engines[1].queue_lengths().1,
+        fits + 1,
+        "unexpected queue"
+    );
+    // Matching the eager ones returns their credit; the rendezvous one is
+    // still in flight, so the next large message follows it by rendezvous
+    // too, as does one above the lone limit.
+    for (i, &s) in sends.iter().enumerate().take(fits) {
+        let r = net.recv(1, Some(0), Some(1), 1000);
+        net.run();
+        assert_eq!(net.take_recv(1, r).unwrap().1, bytes(i, 500), "message {i}");
+        assert!(net.done(0, s));
+    }
+    assert!(!net.done(0, sends[fits]));
+    sends.push(net.send(0, 1, 1, &bytes(7, 500), false));
+    sends.push(net.send(0, 1, 1, &bytes(8, 1001), false));
+    net.run();
+    assert_eq!(net.engines[0].stats().rendezvous_sent, 3);
+    for (i, len) in [(fits, 500), (7, 500), (8, 1001)] {
+        let r = net.recv(1, Some(0), Some(1), 1001);
+        net.run();
+        assert_eq!(net.take_recv(1, r).unwrap().1, bytes(i, len));
+    }
+    assert!(sends.iter().all(|&id| net.done(0, id)));
+    // Alone again, with the credit back: eagerly, straight into the posted
+    // receive.
+    let r = net.recv(1, Some(0), Some(2), 1000);
+    let s = net.send(0, 1, 2, &bytes(9, 1000), false);
+    net.run();
+    assert_eq!(net.engines[0].stats().eager_sent, fits as u64 + 1);
+    assert_eq!(net.take_recv(1, r).unwrap().1, bytes(9, 1000));
+    assert!(net.done(0, s));
+}
+
+#[test]
+fn an_eager_message_beyond_what_the_receiver_allows_is_a_protocol_error() {
+    // The receiver accepts eager messages up to the larger of its eager and
+    // lone limits toward that peer, and nothing above.
+    let mut e = Engine::new(1, 2, 64);
+    assert!(e.handle_frame(0, plain_eager(1, 65)).is_err());
+    let mut e = Engine::new(1, 2, 64);
+    e.set_lone_eager_limit(0, 1000);
+    assert_eq!(
+        e.handle_frame(0, plain_eager(1, 1000)),
+        Ok(Some(Dest::Staging))
+    );
+    let mut e = Engine::new(1, 2, 64);
+    e.set_lone_eager_limit(0, 1000);
+    assert!(e.handle_frame(0, plain_eager(1, 1001)).is_err());
+}
+
+#[test]
 fn held_messages_fail_when_the_peer_is_lost() {
     let mut net = SimNet::new(2, 64, 5);
     net.engines[0].set_window(0);
