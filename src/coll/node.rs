@@ -553,18 +553,24 @@ impl NodeColl {
         Ok(())
     }
 
-    /// Waits until every rank in `ranks` has published `s` (or later).
+    /// Waits until every rank in `ranks` has published `s` (or later), an
+    /// operation of `total` bytes per rank. Before it looks at a rank's
+    /// state, and while it waits for it, it asks for that rank's small cell
+    /// (`Arena::prefetch_small`), so that an operand of more than a line
+    /// comes over with the state, not one transfer after it.
     fn wait_all(
         &self,
         check: Check<'_>,
         s: u64,
         ranks: impl Iterator<Item = usize> + Clone,
+        total: usize,
     ) -> Result<()> {
         if self.policy.oversubscribed {
             return self.wait_all_sharing(check, s, ranks);
         }
         let mut waiter = Waiter::new(&self.policy);
         for r in ranks {
+            self.arena.prefetch_small(s, r, total);
             while !self.has_published(s, r) {
                 self.announce();
                 waiter.pause(check, &self.arena, || self.arena.published(s, r) >= s)?;
@@ -688,7 +694,7 @@ impl NodeColl {
     pub(crate) fn barrier(&self, check: Check<'_>) -> Result<()> {
         let s = self.begin(check, 0)?;
         self.arena.publish(s, self.me, &[], 0);
-        self.wait_all(check, s, self.others())
+        self.wait_all(check, s, self.others(), 0)
     }
 
     /// Turns an operation of `len` bytes per rank takes: one per cell's
@@ -729,7 +735,7 @@ impl NodeColl {
                 continue;
             }
             let s = self.begin_quiet(check, total)?;
-            self.wait_all(check, s, std::iter::once(root))?;
+            self.wait_all(check, s, std::iter::once(root), total)?;
             self.check_total("broadcast", s, root, total)?;
             self.arena.read(s, root, &mut buf[part]);
         }
@@ -761,7 +767,7 @@ impl NodeColl {
             }
             // The root's operand stays in its buffers: nobody else reads it.
             let s = self.begin_quiet(check, total)?;
-            self.wait_all(check, s, (0..self.p).filter(|&r| r != root))?;
+            self.wait_all(check, s, (0..self.p).filter(|&r| r != root), total)?;
             let (Some(acc), Some(tmp)) = (acc.get_mut(part.clone()), tmp.get_mut(part.clone()))
             else {
                 return Err(Error::InvalidState(
@@ -789,7 +795,7 @@ impl NodeColl {
             let s = self.begin(check, total)?;
             self.arena
                 .publish(s, self.me, bytes(&acc[part.clone()]), total as u64);
-            self.wait_all(check, s, self.others())?;
+            self.wait_all(check, s, self.others(), total)?;
             let (acc, tmp) = (&mut acc[part.clone()], &mut tmp[part]);
             self.fold("all-reduce", s, acc, tmp, None, total, combine)?;
         }
@@ -821,7 +827,7 @@ impl NodeColl {
             }
             // Rank 0's operand is in `acc`: nobody else reads it.
             let s = self.begin_quiet(check, total)?;
-            self.wait_all(check, s, 1..self.p)?;
+            self.wait_all(check, s, 1..self.p, total)?;
             let (Some(acc), Some(tmp)) = (acc.get_mut(part.clone()), tmp.get_mut(part)) else {
                 return Err(Error::InvalidState(
                     "all-reduce: the scratch buffer is too short".into(),
@@ -915,7 +921,7 @@ impl NodeColl {
                     self.arena.publish(s, self.me, data, block as u64);
                 }
             }
-            self.wait_all(check, s, self.others())?;
+            self.wait_all(check, s, self.others(), block)?;
             for r in self.others() {
                 self.check_total("all-gather", s, r, block)?;
                 let at = r * block;
@@ -1203,7 +1209,7 @@ impl NodeColl {
         s: u64,
         mine: Place,
     ) -> Result<Vec<(usize, Place)>> {
-        self.wait_all(check, s, self.others())?;
+        self.wait_all(check, s, self.others(), PLACE)?;
         let mut places = Vec::with_capacity(self.p);
         for r in self.others() {
             self.check_total(what, s, r, PLACE)?;
@@ -1236,7 +1242,7 @@ impl NodeColl {
     fn report(&self, check: Check<'_>, mine: u8) -> Result<Reports> {
         let s = self.begin(check, 1)?;
         self.arena.publish(s, self.me, &[mine], 1);
-        self.wait_all(check, s, self.others())?;
+        self.wait_all(check, s, self.others(), 1)?;
         let mut others = Reports {
             all_pulled: true,
             failed: None,
@@ -1291,7 +1297,7 @@ impl NodeColl {
                     (0..self.p).map(|r| &send[r * block + part.start..r * block + part.end]);
                 self.arena.publish_parts(s, self.me, pieces, total as u64);
             }
-            self.wait_all(check, s, self.others())?;
+            self.wait_all(check, s, self.others(), total)?;
             for r in self.others() {
                 self.check_total("all-to-all", s, r, total)?;
                 let at = self.me * part.len();
