@@ -72,12 +72,15 @@ pub(crate) fn eager_limit() -> usize {
 /// Default limit of a lone eager message over TCP
 /// (`COURIER_LONE_EAGER_LIMIT`). A message above the eager limit that is
 /// alone (no other send to its peer in flight, credit for all of it) saves
-/// rendezvous' round trip (RTS, CTS) by going eagerly: against rendezvous,
-/// loopback latency 128 KiB – 1 MiB 0.71–0.90, 2–4 MiB 0.95–1.00 (5
-/// interleaved rounds). A message sent while others are in flight (a
-/// window, a stream) still goes by rendezvous, so the receiver never holds
-/// more than the credit window of unmatched bytes, and a window's messages
-/// never wait for credit.
+/// rendezvous' round trip (RTS, CTS) by going eagerly: against rendezvous
+/// (loopback, 5 interleaved rounds), latency 64 KiB – 512 KiB 0.63–0.86,
+/// 1–4 MiB 0.95–0.99; `bw` 128 KiB – 4 MiB 1.04–1.17 (7 rounds), `bibw`
+/// 1.0–1.33 (3). An exchange whose receives are posted late (`isend`, then
+/// `recv`), so that a lone message waits unexpected and is copied once
+/// more: 1–2 MiB 0.76–0.98, 4 MiB 0.79–1.17 (noise of that size). A
+/// message sent while others are in flight (a window, a stream) still goes
+/// by rendezvous, so the receiver never holds more than the credit window
+/// of unmatched bytes, and a window's messages never wait for credit.
 pub const DEFAULT_LONE_EAGER_LIMIT: usize = 4 << 20;
 
 /// `COURIER_LONE_EAGER_LIMIT` (0: off).
