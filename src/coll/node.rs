@@ -554,8 +554,8 @@ impl NodeColl {
     }
 
     /// Waits until every rank in `ranks` has published `s` (or later), an
-    /// operation of `total` bytes per rank. Before it looks at a rank's
-    /// state, and while it waits for it, it asks for that rank's small cell
+    /// operation of `total` bytes per rank. On a node with a core per rank
+    /// it first asks for each rank's small cell as it comes to that rank
     /// (`Arena::prefetch_small`), so that an operand of more than a line
     /// comes over with the state, not one transfer after it.
     fn wait_all(

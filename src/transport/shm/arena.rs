@@ -296,9 +296,12 @@ impl Arena {
 
     /// Asks for the lines of `rank`'s small cell for `seq`, when an
     /// operation of `total` bytes per rank uses one (more than [`INLINE`],
-    /// at most a small cell): called while waiting for `rank`'s state, so
-    /// that the data lines, written before the state, come over while the
-    /// state is polled rather than one transfer after it. A hint only.
+    /// at most a small cell): called just before looking at `rank`'s
+    /// state, so that the data lines, written before the state, come over
+    /// with it rather than one transfer after it (the reader learns that
+    /// the state is ready only once its line arrives, and only then would
+    /// it ask for the data). A hint only: a line it brings before the
+    /// writer rewrote it is simply fetched again.
     pub(crate) fn prefetch_small(&self, seq: u64, rank: usize, total: usize) {
         if total <= INLINE || total > small_of(self.ranks) {
             return;
