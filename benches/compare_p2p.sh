@@ -3,7 +3,10 @@
 #   TRANSPORT=shm (default): Courier (shared memory) vs Open MPI and MPICH, each
 #                            with its default single-host path;
 #   TRANSPORT=tcp:           Courier over TCP vs Open MPI's TCP BTL.
-# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] [THREADS=2] [MR_THREADS=1] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr|latency_mt ...]
+# Usage: [TRANSPORT=shm|tcp] [ROUNDS=5] [MIN=1] [MAX=4194304] [NP=2] [THREADS=2] [MR_THREADS=1] [ITERS=N] benches/compare_p2p.sh [latency|bw|bibw|mbw_mr|latency_mt ...]
+# (ITERS: timed iterations per size for every system, instead of OSU's
+#  counts: OSU's 100 windows of a `bw` at 4 KiB last about a millisecond,
+#  and such short runs swing 2x between runs of one binary.)
 # (NP: ranks of mbw_mr, NP/2 pairs; the table compares its messages per second.
 #  THREADS: threads per rank of latency_mt; MR_THREADS: streaming threads per
 #  rank of mbw_mr. With more than one thread every system runs unbound
@@ -33,6 +36,12 @@ case "$TRANSPORT" in
   tcp) SYSTEMS=(courier); [[ " $PEERS_AVAILABLE " == *" ompi "* ]] && SYSTEMS+=(ompi) ;;
   *) echo "TRANSPORT must be shm or tcp" >&2; exit 2 ;;
 esac
+iters=() ompi_x=()
+if [ -n "${ITERS:-}" ]; then
+  export ITERS # read by the peers
+  iters=(--iterations "$ITERS")
+  ompi_x=(-x ITERS)
+fi
 run() { # system kind
   local n=2 bind="--bind-to core" mbind=core
   [ "$2" = mbw_mr ] && n=$NP
@@ -43,12 +52,12 @@ run() { # system kind
   export THREADS=$t # read by the peers
   [ "$t" -gt 1 ] && bind="--oversubscribe --bind-to none -x THREADS" mbind=none # threads spread over the cores
   case "$1" in
-    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" --threads "$t" ;;
+    courier) ./target/release/courier bench "$2" -n "$n" --transport "$TRANSPORT" --min-size "$MIN" --max-size "$MAX" --threads "$t" "${iters[@]}" ;;
     ompi)
       if [ "$TRANSPORT" = tcp ]; then
-        mpirun.openmpi -n "$n" --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"
+        mpirun.openmpi -n "$n" "${ompi_x[@]}" --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo "$out/p2p_ompi" "$2" "$MIN" "$MAX"
       else
-        mpirun.openmpi -n "$n" $bind "$out/p2p_ompi" "$2" "$MIN" "$MAX"
+        mpirun.openmpi -n "$n" "${ompi_x[@]}" $bind "$out/p2p_ompi" "$2" "$MIN" "$MAX"
       fi ;;
     mpich) mpiexec.mpich -n "$n" -bind-to "$mbind" "$out/p2p_mpich" "$2" "$MIN" "$MAX" ;;
   esac

@@ -14,6 +14,8 @@
  *            the latency ping-pong at once, thread t with thread t (tag
  *            10 + t), under MPI_THREAD_MULTIPLE; the average over threads
  *            of each one's one-way latency (osu_latency_mt).
+ * ITERS (environment, optional): timed iterations per size, for every size
+ *   (as `courier bench --iterations`), instead of the counts above.
  * Usage: osu_p2p latency|bw|bibw|mbw_mr|latency_mt [min_size] [max_size]
  * Build: mpicc.openmpi -O2 -o osu_p2p_ompi osu_p2p.c -lpthread
  */
@@ -26,6 +28,13 @@
 #define WINDOW 64
 #define LARGE 8192
 
+/* Timed iterations: ITERS from the environment if set, else `n`. */
+static int iters_or(int n) {
+    const char *e = getenv("ITERS");
+    long v = e ? atol(e) : 0;
+    return v > 0 ? (int)v : n;
+}
+
 struct mt_arg {
     int rank, tag;
     long sz;
@@ -37,7 +46,7 @@ static void *mt_thread(void *p) {
     long sz = a->sz;
     char *s = malloc(sz + 1), *r = malloc(sz + 1);
     memset(s, 'a', sz + 1);
-    int n = sz > LARGE ? 1000 : 10000, skip = sz > LARGE ? 10 : 100, peer = 1 - a->rank;
+    int n = iters_or(sz > LARGE ? 1000 : 10000), skip = sz > LARGE ? 10 : 100, peer = 1 - a->rank;
     double t0 = 0;
     for (int i = 0; i < n + skip; i++) {
         if (i == skip) t0 = MPI_Wtime();
@@ -67,7 +76,7 @@ static void *mr_thread(void *p) {
     char *s = malloc(sz + 1), *r = malloc((size_t)(sz + 1) * WINDOW);
     memset(s, 'a', sz + 1);
     MPI_Request req[WINDOW];
-    int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10;
+    int n = iters_or(sz > LARGE ? 20 : 100), skip = sz > LARGE ? 2 : 10;
     double tm = 0;
     for (int i = 0; i < n + skip; i++) {
         if (i == skip) tm = MPI_Wtime();
@@ -108,7 +117,7 @@ static int mbw_mr_mt(int rank, int size, int threads, long min, long max) {
         }
         if (!snd) secs = 0;
         MPI_Allreduce(&secs, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        int n = sz > LARGE ? 20 : 100;
+        int n = iters_or(sz > LARGE ? 20 : 100);
         double rate = (double)pairs * threads * n * WINDOW / slowest;
         if (rank == 0) printf("%-10ld%18.2f%18.2f\n", sz, rate * sz / 1e6, rate);
         fflush(stdout);
@@ -197,7 +206,7 @@ int main(int argc, char **argv) {
     for (long sz = min; sz <= max; sz *= 2) {
         MPI_Barrier(MPI_COMM_WORLD);
         if (mr) {
-            int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10, snd = rank < pairs;
+            int n = iters_or(sz > LARGE ? 20 : 100), skip = sz > LARGE ? 2 : 10, snd = rank < pairs;
             double tm = 0;
             for (int i = 0; i < n + skip; i++) {
                 if (i == skip) tm = MPI_Wtime();
@@ -220,7 +229,7 @@ int main(int argc, char **argv) {
         if (rank > 1) continue;
         double t0 = 0;
         if (!strcmp(kind, "latency")) {
-            int n = sz > LARGE ? 1000 : 10000, skip = sz > LARGE ? 10 : 100;
+            int n = iters_or(sz > LARGE ? 1000 : 10000), skip = sz > LARGE ? 10 : 100;
             for (int i = 0; i < n + skip; i++) {
                 if (i == skip) t0 = MPI_Wtime();
                 if (rank == 0) {
@@ -235,7 +244,7 @@ int main(int argc, char **argv) {
             if (rank == 0) printf("%-10ld%18.3f\n", sz, us);
         } else {
             int bi = !strcmp(kind, "bibw");
-            int n = sz > LARGE ? 20 : 100, skip = sz > LARGE ? 2 : 10;
+            int n = iters_or(sz > LARGE ? 20 : 100), skip = sz > LARGE ? 2 : 10;
             for (int i = 0; i < n + skip; i++) {
                 if (i == skip) t0 = MPI_Wtime();
                 int k = 0;
