@@ -148,8 +148,7 @@ impl Engine {
         if self.direct.is_some() {
             return None;
         }
-        let quarter = self.window / 4;
-        let p = self.peers.get_mut(env.source as usize)?;
+        let p = self.peers.get(env.source as usize)?;
         if p.incoming.is_some() || len > p.eager_limit || env.source == self.me {
             return None;
         }
@@ -168,9 +167,7 @@ impl Engine {
             len,
         }));
         self.posted.pop_front();
-        if let Some(bytes) = p.flow.owe(eager_cost(len as u64), quarter) {
-            self.queue_control(env.source, Frame::Credit { bytes });
-        }
+        self.consumed(env.source, eager_cost(len as u64));
         Some(id)
     }
 

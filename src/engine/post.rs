@@ -256,6 +256,7 @@ impl Engine {
 
     /// A message from `peer` costing `cost` credit was matched: credit goes
     /// back once a quarter of the window has accumulated.
+    #[inline]
     pub(super) fn consumed(&mut self, peer: Rank, cost: u64) {
         if peer == self.me {
             return;
