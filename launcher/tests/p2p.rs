@@ -117,7 +117,9 @@ fn the_same_bodies_over_tcp() {
 /// lone eager limit off.
 #[test]
 fn lone_large_messages_over_tcp() {
-    for lone in ["4194304", "0"] {
+    // The default (1 MiB), a larger limit (the credit window grows with
+    // it), and none.
+    for lone in ["", "4194304", "0"] {
         let env = [
             ("COURIER_TRANSPORT", "tcp"),
             ("COURIER_LONE_EAGER_LIMIT", lone),
@@ -734,7 +736,11 @@ fn body_lone_eager() {
     let Some(u) = rank_init() else { return };
     let w = u.world();
     let me = w.rank();
-    let lone = std::env::var("COURIER_LONE_EAGER_LIMIT").as_deref() != Ok("0");
+    let limit: usize = match std::env::var("COURIER_LONE_EAGER_LIMIT").as_deref() {
+        Ok("") | Err(_) => 1 << 20,
+        Ok(v) => v.parse().unwrap(),
+    };
+    let lone = limit > 0;
     let counts = |u: &courier::Universe| -> (u64, u64) {
         let r = u.debug_report();
         let field = |name: &str| -> u64 {
@@ -766,7 +772,10 @@ fn body_lone_eager() {
     let after = counts(&u);
     if me < 2 {
         let (eager, rdv) = (after.0 - before.0, after.1 - before.1);
-        let want = if lone { (3, 0) } else { (0, 3) };
+        // Above the eager limit (64 KiB) all three; eager those the lone
+        // limit covers.
+        let eager = sizes.iter().filter(|&&n| 4 * n <= limit).count() as u64;
+        let want = (eager, 3 - eager);
         assert_eq!((eager, rdv), want, "rank {me}: {}", u.debug_report());
     }
     w.barrier().unwrap();
