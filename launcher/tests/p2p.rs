@@ -774,8 +774,8 @@ fn body_lone_eager() {
         let (eager, rdv) = (after.0 - before.0, after.1 - before.1);
         // Above the eager limit (64 KiB) all three; eager those the lone
         // limit covers.
-        let eager = sizes.iter().filter(|&&n| 4 * n <= limit).count() as u64;
-        let want = (eager, 3 - eager);
+        let covered = sizes.iter().filter(|&&n| 4 * n <= limit).count() as u64;
+        let want = (covered, 3 - covered);
         assert_eq!((eager, rdv), want, "rank {me}: {}", u.debug_report());
     }
     w.barrier().unwrap();
