@@ -74,11 +74,12 @@ pub(crate) fn eager_limit() -> usize {
 /// alone (no other send to its peer in flight, credit for all of it) saves
 /// rendezvous' round trip (RTS, CTS) by going eagerly: against rendezvous
 /// (loopback, 8 rounds of ABBA quads), latency 128–512 KiB 0.69–0.84
-/// (medians; 0.44–0.99 per round), 1 MiB 0.98–1.05; with a 4 MiB limit
-/// (5 interleaved rounds) `bw` 128 KiB – 4 MiB 1.04–1.17 (7 rounds),
-/// `bibw` 1.0–1.33 (3). An exchange whose receives are posted late (`isend`, then
-/// `recv`), so that a lone message waits unexpected and is copied once
-/// more: 1–2 MiB 0.76–0.98, 4 MiB 0.79–1.17 (noise of that size). A
+/// (medians; 0.44–0.99 per round), 1 MiB 0.98–1.05. With a 4 MiB limit,
+/// in interleaved rounds: `bw` 128 KiB – 4 MiB 1.04–1.17 (7 rounds),
+/// `bibw` 1.0–1.33 (3); an exchange whose receives are posted late
+/// (`isend`, then `recv`), so that a lone message waits unexpected and is
+/// copied once more, 1 MiB 0.94–0.96, 2 MiB 0.76–0.98, 4 MiB 0.79–1.17
+/// (3–4 runs; noise of that size). A
 /// message sent while others are in flight (a window, a stream) still goes
 /// by rendezvous, so the receiver never holds more than the credit window
 /// of unmatched bytes, and a window's messages never wait for credit.
