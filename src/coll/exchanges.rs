@@ -263,7 +263,7 @@ impl Communicator {
             check_len("all_gatherv: this rank's block", send.len(), counts[me])?;
             check_len("all_gatherv", recv.len(), d[p])
         })?;
-        recv[d[me]..d[me + 1]].copy_from_slice(send);
+        crate::sys::copy::copy(&mut recv[d[me]..d[me + 1]], send);
         // Equal counts are known on every rank alike (counts are arguments
         // every rank passes), so every rank picks the same algorithm.
         if counts.iter().all(|&n| n == counts[0]) {
@@ -337,7 +337,7 @@ fn gather_blocks<T: Pod>(
         tune::Allgather::RecursiveDoubling => algo::allgather_recursive_doubling(c, buf, &d(), own),
         tune::Allgather::Bruck => {
             if let Some(own) = own {
-                buf[me * n * sz..(me + 1) * n * sz].copy_from_slice(own);
+                crate::sys::copy::copy(&mut buf[me * n * sz..(me + 1) * n * sz], own);
             }
             algo::allgather_bruck(c, buf, n * sz)
         }

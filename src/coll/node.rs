@@ -869,7 +869,7 @@ impl NodeColl {
         }
         for r in 1..self.p {
             match own {
-                Some(own) if r == self.me => tmp.copy_from_slice(own),
+                Some(own) if r == self.me => crate::sys::copy::copy(tmp, own),
                 _ => self.arena.read(s, r, bytes_mut(tmp)),
             }
             combine(acc, tmp)?;
@@ -913,8 +913,10 @@ impl NodeColl {
                 Some(own) => {
                     self.arena
                         .publish(s, self.me, &own[part.clone()], block as u64);
-                    buf[mine.start + part.start..mine.start + part.end]
-                        .copy_from_slice(&own[part.clone()]);
+                    crate::sys::copy::copy(
+                        &mut buf[mine.start + part.start..mine.start + part.end],
+                        &own[part.clone()],
+                    );
                 }
                 None => {
                     let data = &buf[mine.start + part.start..mine.start + part.end];
@@ -1088,7 +1090,7 @@ impl NodeColl {
                     failure = combine(acc, own).err();
                 }
             } else if self.me == 0 {
-                acc.copy_from_slice(own);
+                crate::sys::copy::copy(acc, own);
             } else {
                 pulled = pull(0, acc);
             }
@@ -1167,7 +1169,7 @@ impl NodeColl {
         let mine = Place::mine(source as u64, 0, block);
         let s = self.publish_place(check, mine)?;
         if let Some(own) = own {
-            recv[self.me * block..(self.me + 1) * block].copy_from_slice(own);
+            crate::sys::copy::copy(&mut recv[self.me * block..(self.me + 1) * block], own);
         }
         let places = self.places(check, what, "blocks", s, mine)?;
         // After a refused pull, none is tried.
@@ -1279,7 +1281,7 @@ impl NodeColl {
             )));
         }
         let mine = self.me * block..(self.me + 1) * block;
-        recv[mine.clone()].copy_from_slice(&send[mine]);
+        crate::sys::copy::copy(&mut recv[mine.clone()], &send[mine]);
         let piece = self.slot() / self.p;
         let turns = if block <= piece {
             1

@@ -137,7 +137,7 @@ impl Communicator {
         let mut own;
         let acc: &mut [T] = if c.rank() == root {
             if !direct {
-                recv.copy_from_slice(send);
+                crate::sys::copy::copy(recv, send);
             }
             recv
         } else {
@@ -273,13 +273,13 @@ impl Communicator {
         if tune::allreduce_hierarchical(commutative)? {
             if let Some(h) = self.hierarchy()? {
                 if let Some(own) = own {
-                    buf.copy_from_slice(own);
+                    crate::sys::copy::copy(buf, own);
                 }
                 let mut tmp = buf.to_vec();
                 h.node.reduce_with(buf, &mut tmp, 0, true, &mut *f)?;
                 if let Some(leaders) = &h.leaders {
                     leaders.all_reduce_in_place_with(&mut tmp, true, &mut *f)?;
-                    buf.copy_from_slice(&tmp);
+                    crate::sys::copy::copy(buf, &tmp);
                 }
                 return h.node.broadcast(buf, 0);
             }
@@ -323,7 +323,7 @@ impl Communicator {
                     algo::allreduce_rabenseifner_from(c, own, Reduction::new(buf, tmp, f))
                 });
             }
-            Some(own) => buf.copy_from_slice(own),
+            Some(own) => crate::sys::copy::copy(buf, own),
             None => {}
         }
         with_scratch(c, buf.len(), |tmp| match alg {
@@ -395,7 +395,7 @@ impl Communicator {
         let f = &mut guarded(c, f);
         let mut acc = send.to_vec();
         self.prefix(&mut acc, f)?;
-        recv.copy_from_slice(&acc);
+        crate::sys::copy::copy(recv, &acc);
         Ok(())
     }
 
@@ -411,7 +411,7 @@ impl Communicator {
         let f = &mut guarded(c, f);
         let mut acc = send.to_vec();
         if let Some(excl) = self.prefix(&mut acc, f)? {
-            recv.copy_from_slice(&excl);
+            crate::sys::copy::copy(recv, &excl);
         }
         Ok(())
     }
@@ -505,7 +505,7 @@ impl Communicator {
                 with_scratch(c, d[p], |tmp| {
                     algo::reduce_scatter_ring(c, Reduction::new(&mut acc, tmp, f), &d)
                 })?;
-                recv.copy_from_slice(&acc[d[me]..d[me + 1]]);
+                crate::sys::copy::copy(recv, &acc[d[me]..d[me + 1]]);
                 Ok(())
             }
             tune::ReduceScatter::ReduceScatterv => {
@@ -572,10 +572,10 @@ fn all_reduce_by_pulls<T: Pod>(
         }),
         None => with_scratch(c, 2 * n, |s: &mut [T]| {
             let (own, tmp) = s.split_at_mut(n);
-            own.copy_from_slice(buf);
+            crate::sys::copy::copy(own, buf);
             let pulled = node.fold_pull(&check, own, buf, tmp, None, commutative, f)?;
             if !pulled {
-                buf.copy_from_slice(own);
+                crate::sys::copy::copy(buf, own);
             }
             Ok(pulled)
         }),

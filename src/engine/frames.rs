@@ -292,7 +292,7 @@ impl Engine {
             self.stats.unexpected_arrivals += 1;
             let mut data = self.pool.take(len);
             if let Some(payload) = whole {
-                data.copy_from_slice(payload);
+                crate::sys::copy::copy(&mut data, payload);
                 self.queue_unexpected_eager(env, data, sync_sreq);
                 return Ok(None);
             }

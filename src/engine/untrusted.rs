@@ -68,7 +68,7 @@ pub(crate) fn feed_untrusted(data: &[u8]) {
                 let n = (frame.payload_len() as usize).min(rest.len());
                 if let Some(buf) = e.staging_mut(from) {
                     let k = n.min(buf.len());
-                    buf[..k].copy_from_slice(&rest[..k]);
+                    crate::sys::copy::copy(&mut buf[..k], &rest[..k]);
                 }
                 rest = &rest[n..];
                 e.handle_payload_done(from);

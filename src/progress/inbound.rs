@@ -329,7 +329,7 @@ impl InState {
         let avail = self.end - self.start;
         if avail > 0 {
             let take = avail.min(dst.len());
-            dst[..take].copy_from_slice(&self.rx[self.start..self.start + take]);
+            crate::sys::copy::copy(&mut dst[..take], &self.rx[self.start..self.start + take]);
             self.start += take;
             cur.off += take;
         } else if dst.len() >= DIRECT_READ_MIN || ring_to_dest(links, peer, dst.len())? {
@@ -594,7 +594,7 @@ impl Progress {
         while let Some((id, data)) = self.engine.poll_delivery() {
             let dst = self.bufs.recv_bytes_mut(id);
             if let Some(dst) = dst.get_mut(..data.len()) {
-                dst.copy_from_slice(&data);
+                crate::sys::copy::copy(dst, &data);
             }
             self.engine.recycle(data);
         }

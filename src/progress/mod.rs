@@ -503,7 +503,7 @@ impl Held<'_> {
             DirectStart::Waiting => {}
             DirectStart::Queued(info, data) => {
                 if let Some(dst) = bytes.get_mut(..data.len()) {
-                    dst.copy_from_slice(&data);
+                    crate::sys::copy::copy(dst, &data);
                 }
                 self.engine.recycle(data);
                 // A synchronous sender's acknowledgement, returned credit.

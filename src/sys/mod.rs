@@ -1,8 +1,11 @@
 //! The operating-system doorway of the runtime: shared-memory segments,
-//! futex sleep/wake and cross-memory attach. Everything `unsafe` that talks
-//! to the kernel lives here (ring memory access lives in `transport::shm::ring`).
+//! futex sleep/wake and cross-memory attach; and memory copies that avoid a
+//! slow case of the C library's `memcpy` (`copy`). Everything `unsafe` that
+//! talks to the kernel lives here (ring memory access lives in
+//! `transport::shm::ring`).
 
 pub(crate) mod cma;
+pub(crate) mod copy;
 pub(crate) mod futex;
 pub(crate) mod membarrier;
 pub(crate) mod segment;

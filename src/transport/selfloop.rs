@@ -32,8 +32,8 @@ impl Transport for SelfLoop {
         let n = buf.len().min(self.bytes.len());
         let (a, b) = self.bytes.as_slices();
         let first = n.min(a.len());
-        buf[..first].copy_from_slice(&a[..first]);
-        buf[first..n].copy_from_slice(&b[..n - first]);
+        crate::sys::copy::copy(&mut buf[..first], &a[..first]);
+        crate::sys::copy::copy(&mut buf[first..n], &b[..n - first]);
         self.bytes.drain(..n);
         Ok(n)
     }

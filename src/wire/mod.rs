@@ -501,7 +501,8 @@ mod tests;
 /// Copies `src` into `dst` (equal lengths): up to 64 bytes with a few
 /// fixed-size moves instead of a call to `memcpy` (whose dispatch costs
 /// more than a small message's payload; most messages of a message-rate
-/// stream are a few bytes), above through `copy_from_slice`.
+/// stream are a few bytes), above through [`crate::sys::copy::copy`]
+/// (`memcpy`, in pieces at a distance where one `memcpy` would be slow).
 #[inline]
 pub(crate) fn copy_payload(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
@@ -532,6 +533,6 @@ pub(crate) fn copy_payload(dst: &mut [u8], src: &[u8]) {
         8..=16 => two::<8>(dst, src, n),
         17..=32 => two::<16>(dst, src, n),
         33..=64 => two::<32>(dst, src, n),
-        _ => dst.copy_from_slice(src),
+        _ => crate::sys::copy::copy(dst, src),
     }
 }

@@ -64,7 +64,7 @@ pub(crate) fn allgather_ring<N: Net>(
         return ring_allgather(n, buf, &|i| d[i], me, right, left, TAG_ALLGATHER);
     };
     if p == 1 {
-        buf[d[me]..d[me + 1]].copy_from_slice(own);
+        crate::sys::copy::copy(&mut buf[d[me]..d[me + 1]], own);
         return Ok(());
     }
     first_exchange(
@@ -106,7 +106,7 @@ fn first_exchange<N: Net>(
 ) -> Result<()> {
     let (place, inc) = split_two_mut(buf, own_at, inc_at);
     n.sendrecv_while(own, dest, inc, src, TAG_ALLGATHER, &mut || {
-        place.copy_from_slice(own);
+        crate::sys::copy::copy(place, own);
         Ok(())
     })
 }
@@ -124,7 +124,7 @@ pub(crate) fn allgather_recursive_doubling<N: Net>(
     let mut mask = 1;
     if let Some(own) = own {
         if p == 1 {
-            buf[d[me]..d[me + 1]].copy_from_slice(own);
+            crate::sys::copy::copy(&mut buf[d[me]..d[me + 1]], own);
             return Ok(());
         }
         let np = me ^ 1;
@@ -156,7 +156,7 @@ pub(crate) fn allgather_bruck_tagged<N: Net>(
 ) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
     let mut tmp = vec![0u8; p * bb];
-    tmp[..bb].copy_from_slice(&buf[me * bb..(me + 1) * bb]);
+    crate::sys::copy::copy(&mut tmp[..bb], &buf[me * bb..(me + 1) * bb]);
     let mut k = 1;
     while k < p {
         let cnt = k.min(p - k);
@@ -172,7 +172,7 @@ pub(crate) fn allgather_bruck_tagged<N: Net>(
     }
     for i in 0..p {
         let r = (me + i) % p;
-        buf[r * bb..(r + 1) * bb].copy_from_slice(&tmp[i * bb..(i + 1) * bb]);
+        crate::sys::copy::copy(&mut buf[r * bb..(r + 1) * bb], &tmp[i * bb..(i + 1) * bb]);
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ pub(crate) fn allreduce_recursive_doubling<N: Net, T: Pod>(
             n.sendrecv(bytes(acc), peer, bytes_mut(tmp), peer, TAG_ALLREDUCE)?;
             if np < nr {
                 combine(tmp, acc)?; // the partner holds the lower block
-                acc.copy_from_slice(tmp);
+                crate::sys::copy::copy(acc, tmp);
             } else {
                 combine(acc, tmp)?;
             }
@@ -101,7 +101,7 @@ pub(crate) fn allreduce_rabenseifner_from<N: Net, T: Pod>(
     let Reduction { acc, tmp, combine } = r;
     let (p, nr) = (n.size(), n.rank());
     if p == 1 {
-        acc.copy_from_slice(own);
+        crate::sys::copy::copy(acc, own);
         return Ok(());
     }
     debug_assert!(p.is_power_of_two());

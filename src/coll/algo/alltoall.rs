@@ -12,7 +12,7 @@ pub(crate) fn alltoall_pairwise<N: Net>(
     rd: &[usize],
 ) -> Result<()> {
     let (p, me) = (n.size(), n.rank());
-    recv[rd[me]..rd[me + 1]].copy_from_slice(&send[sd[me]..sd[me + 1]]);
+    crate::sys::copy::copy(&mut recv[rd[me]..rd[me + 1]], &send[sd[me]..sd[me + 1]]);
     for s in 1..p {
         let (to, from) = ((me + s) % p, (me + p - s) % p);
         n.sendrecv(
@@ -33,7 +33,7 @@ pub(crate) fn alltoall_bruck<N: Net>(n: &N, send: &[u8], recv: &mut [u8], bb: us
     let mut tmp = vec![0u8; p * bb];
     for i in 0..p {
         let s = (me + i) % p;
-        tmp[i * bb..(i + 1) * bb].copy_from_slice(&send[s * bb..(s + 1) * bb]);
+        crate::sys::copy::copy(&mut tmp[i * bb..(i + 1) * bb], &send[s * bb..(s + 1) * bb]);
     }
     let mut packed = Vec::with_capacity(p.div_ceil(2) * bb);
     let mut got = Vec::new();
@@ -52,13 +52,13 @@ pub(crate) fn alltoall_bruck<N: Net>(n: &N, send: &[u8], recv: &mut [u8], bb: us
             TAG_ALLTOALL,
         )?;
         for (j, i) in (0..p).filter(|i| i & k != 0).enumerate() {
-            tmp[i * bb..(i + 1) * bb].copy_from_slice(&got[j * bb..(j + 1) * bb]);
+            crate::sys::copy::copy(&mut tmp[i * bb..(i + 1) * bb], &got[j * bb..(j + 1) * bb]);
         }
         k <<= 1;
     }
     for i in 0..p {
         let r = (me + p - i) % p;
-        recv[r * bb..(r + 1) * bb].copy_from_slice(&tmp[i * bb..(i + 1) * bb]);
+        crate::sys::copy::copy(&mut recv[r * bb..(r + 1) * bb], &tmp[i * bb..(i + 1) * bb]);
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub(crate) fn gather_linear<N: Net>(
     for r in 0..n.size() {
         let block = &mut recv[d[r]..d[r + 1]];
         if r == root {
-            block.copy_from_slice(send);
+            crate::sys::copy::copy(block, send);
         } else {
             n.recv(block, r, TAG_GATHER)?;
         }
@@ -41,7 +41,7 @@ pub(crate) fn scatter_linear<N: Net>(
     for r in 0..n.size() {
         let block = &send[d[r]..d[r + 1]];
         if r == root {
-            recv.copy_from_slice(block);
+            crate::sys::copy::copy(recv, block);
         } else {
             n.send(block, r, TAG_SCATTER)?;
         }

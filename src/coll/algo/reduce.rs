@@ -78,7 +78,7 @@ pub(crate) fn reduce_binomial_from<N: Net, T: Pod>(
             n.recv_to_combine(bytes_mut(acc), c, TAG_REDUCE)?;
             combine(acc, own)?;
         }
-        None => acc.copy_from_slice(own),
+        None => crate::sys::copy::copy(acc, own),
     }
     for c in children {
         n.recv_to_combine(bytes_mut(tmp), c, TAG_REDUCE)?;
@@ -185,7 +185,7 @@ pub(super) fn fold<N: Net, T: Pod>(
         } else {
             n.recv_to_combine(bytes_mut(tmp), me - 1, tag)?;
             combine(tmp, acc)?; // lower rank's operand first
-            acc.copy_from_slice(tmp);
+            crate::sys::copy::copy(acc, tmp);
             Ok(Some(me / 2))
         }
     } else {

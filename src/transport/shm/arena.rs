@@ -469,7 +469,7 @@ impl Arena {
             // store below publishes it, and none writes it (it is this
             // rank's); 3. `part` is local memory, so the ranges do not
             // overlap.
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), n) };
+            unsafe { crate::sys::copy::copy_nonoverlapping(part.as_ptr(), p.add(at), n) };
             at += n;
         }
         state.store((seq << 32) | (total & 0xffff_ffff), Ordering::Release);
@@ -518,7 +518,7 @@ impl Arena {
         // writer does not rewrite it until this rank has moved on (the
         // arena's protocol); 3. `out` is local memory, so the ranges do not
         // overlap.
-        unsafe { std::ptr::copy_nonoverlapping(p.add(offset), out.as_mut_ptr(), n) };
+        unsafe { crate::sys::copy::copy_nonoverlapping(p.add(offset), out.as_mut_ptr(), n) };
     }
 
     /// Sleeps (at most `timeout`) unless `ready()` holds once this rank is

@@ -225,8 +225,12 @@ impl RingPtr {
         // SAFETY: `at + first <= cap` and `src.len() - first <= at`, so both
         // copies stay inside the data area; the caller owns those bytes.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data().add(at), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data(), src.len() - first);
+            crate::sys::copy::copy_nonoverlapping(src.as_ptr(), self.data().add(at), first);
+            crate::sys::copy::copy_nonoverlapping(
+                src.as_ptr().add(first),
+                self.data(),
+                src.len() - first,
+            );
         }
     }
 
@@ -250,8 +254,8 @@ impl RingPtr {
         }
         // SAFETY: as in `copy_in`, mirrored.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data().add(at), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
+            crate::sys::copy::copy_nonoverlapping(self.data().add(at), dst.as_mut_ptr(), first);
+            crate::sys::copy::copy_nonoverlapping(
                 self.data(),
                 dst.as_mut_ptr().add(first),
                 dst.len() - first,
