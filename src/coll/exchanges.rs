@@ -178,7 +178,7 @@ impl Communicator {
         let c = self.shared();
         let sig = || Signature::new(Coll::AllToAll).elems::<T>(buf.len() / c.size());
         let _in = c.enter(sig, None, || Ok(()))?;
-        let send = buf.to_vec();
+        let send = crate::sys::copy::to_vec(buf);
         self.all_to_all(&send, buf)
     }
 

@@ -236,7 +236,7 @@ pub(crate) mod sim {
             st.boxes[dest].push_back(Msg {
                 src: self.rank,
                 tag,
-                data: buf.to_vec(),
+                data: crate::sys::copy::to_vec(buf),
                 id,
             });
             self.world.cv.notify_all();

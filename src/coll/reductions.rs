@@ -60,7 +60,7 @@ impl Communicator {
                 .elems::<T>(buf.len())
         };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
-        let send = buf.to_vec();
+        let send = crate::sys::copy::to_vec(buf);
         let mut none = [];
         let recv: &mut [T] = if self.rank() == root { buf } else { &mut none };
         let par = combine_threads(c, std::mem::size_of_val(&send[..]));
@@ -144,7 +144,7 @@ impl Communicator {
             own = if direct {
                 vec![T::zeroed(); send.len()]
             } else {
-                send.to_vec()
+                crate::sys::copy::to_vec(send)
             };
             &mut own
         };
@@ -275,7 +275,7 @@ impl Communicator {
                 if let Some(own) = own {
                     crate::sys::copy::copy(buf, own);
                 }
-                let mut tmp = buf.to_vec();
+                let mut tmp = crate::sys::copy::to_vec(buf);
                 h.node.reduce_with(buf, &mut tmp, 0, true, &mut *f)?;
                 if let Some(leaders) = &h.leaders {
                     leaders.all_reduce_in_place_with(&mut tmp, true, &mut *f)?;
@@ -393,7 +393,7 @@ impl Communicator {
         };
         let _in = c.enter(sig, None, || check_len("scan", recv.len(), send.len()))?;
         let f = &mut guarded(c, f);
-        let mut acc = send.to_vec();
+        let mut acc = crate::sys::copy::to_vec(send);
         self.prefix(&mut acc, f)?;
         crate::sys::copy::copy(recv, &acc);
         Ok(())
@@ -409,7 +409,7 @@ impl Communicator {
         };
         let _in = c.enter(sig, None, || check_len("exscan", recv.len(), send.len()))?;
         let f = &mut guarded(c, f);
-        let mut acc = send.to_vec();
+        let mut acc = crate::sys::copy::to_vec(send);
         if let Some(excl) = self.prefix(&mut acc, f)? {
             crate::sys::copy::copy(recv, &excl);
         }
@@ -501,7 +501,7 @@ impl Communicator {
         let f = &mut guarded(c, f);
         match tune::reduce_scatter(call::<T>(c, d[p], commutative)?)? {
             tune::ReduceScatter::Ring => {
-                let mut acc = send.to_vec();
+                let mut acc = crate::sys::copy::to_vec(send);
                 with_scratch(c, d[p], |tmp| {
                     algo::reduce_scatter_ring(c, Reduction::new(&mut acc, tmp, f), &d)
                 })?;

@@ -91,7 +91,7 @@ impl BufTable {
     /// the engine finishes it. Detaching twice (or a stale id) does nothing.
     pub(crate) fn detach(&mut self, id: ReqId) {
         let copy = match self.get(id) {
-            Some(Loan::Borrowed { .. }) => self.send_bytes(id).to_vec(),
+            Some(Loan::Borrowed { .. }) => crate::sys::copy::to_vec(self.send_bytes(id)),
             _ => return,
         };
         if let Some(loan) = self.get_mut(id) {

@@ -183,7 +183,7 @@ impl Progress {
                 peer,
                 OutFrame {
                     header,
-                    payload: OutPayload::Owned(bytes.to_vec()),
+                    payload: OutPayload::Owned(crate::sys::copy::to_vec(bytes)),
                     eager: true,
                     sent,
                 },
@@ -206,7 +206,7 @@ impl Progress {
             .rev()
             .find(|f| f.eager && matches!(f.payload, OutPayload::Send(x) if x == id))
         {
-            f.payload = OutPayload::Owned(self.bufs.send_bytes(id).to_vec());
+            f.payload = OutPayload::Owned(crate::sys::copy::to_vec(self.bufs.send_bytes(id)));
             self.engine.handle_written(id);
         }
     }

@@ -61,6 +61,32 @@ fn copy_in_pieces<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// `src.to_vec()`, in [`CHUNK`]-byte pieces when the new vector's
+/// memory lies at a slow distance from `src` (a vector allocated just
+/// after one of equal size often does: see the module's documentation).
+#[inline]
+pub(crate) fn to_vec<T: Copy>(src: &[T]) -> Vec<T> {
+    let mut v = Vec::with_capacity(src.len());
+    extend(&mut v, src);
+    v
+}
+
+/// `v.extend_from_slice(src)`, in pieces when the destination lies at a
+/// slow distance from `src` (see the module's documentation).
+#[inline]
+pub(crate) fn extend<T: Copy>(v: &mut Vec<T>, src: &[T]) {
+    v.reserve(src.len());
+    let end = v.as_ptr().wrapping_add(v.len());
+    if std::mem::size_of_val(src) <= CHUNK || !slow_distance(end as usize, src.as_ptr() as usize) {
+        v.extend_from_slice(src);
+        return;
+    }
+    let per = (CHUNK / std::mem::size_of::<T>().max(1)).max(1);
+    for piece in src.chunks(per) {
+        v.extend_from_slice(piece);
+    }
+}
+
 /// [`std::ptr::copy_nonoverlapping`] of `len` bytes, in [`CHUNK`]-byte
 /// pieces when one `memcpy` would be slow (see the module's
 /// documentation).
@@ -143,6 +169,24 @@ mod tests {
             unsafe { copy_nonoverlapping(src.as_ptr(), d.as_mut_ptr(), len) };
             assert_eq!(d, &src[..len]);
             assert!(dst[want + len..].iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn vectors_built_at_every_distance_hold_the_source() {
+        let src: Vec<u64> = (0..9000u64).map(|i| i * 3 + 1).collect();
+        for len in [0usize, 1, 256, 257, 4000, 9000] {
+            assert_eq!(to_vec(&src[..len]), &src[..len]);
+            // Appending after a prefix whose end lies 16 bytes past the
+            // source modulo the page (the pieces' path).
+            let mut v: Vec<u64> = Vec::with_capacity(len + 1024);
+            let gap = (src.as_ptr() as usize + 16).wrapping_sub(v.as_ptr() as usize) & 4095;
+            v.resize(gap / 8, 7);
+            let end = v.as_ptr().wrapping_add(v.len()) as usize;
+            assert!(slow_distance(end, src.as_ptr() as usize));
+            extend(&mut v, &src[..len]);
+            assert!(v[..gap / 8].iter().all(|&x| x == 7));
+            assert_eq!(&v[gap / 8..], &src[..len]);
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) fn alltoall_bruck<N: Net>(n: &N, send: &[u8], recv: &mut [u8], bb: us
     while k < p {
         packed.clear();
         for i in (0..p).filter(|i| i & k != 0) {
-            packed.extend_from_slice(&tmp[i * bb..(i + 1) * bb]);
+            crate::sys::copy::extend(&mut packed, &tmp[i * bb..(i + 1) * bb]);
         }
         got.resize(packed.len(), 0);
         n.sendrecv(
