@@ -7,6 +7,7 @@
 #   latency 1 B – 8 KiB      latency_floor.c (1–8 B), medium_latency_floor.c (4, 8 KiB;
 #                            the faster of its two layouts in each round)
 #   bw 1 B – 8 KiB           msgrate_floor.c (1, 8, 32 B)
+#   bibw 64 KiB – 4 MiB      bibw_floor.c (both ranks pull a window at once)
 #   all-to-all, 2 ranks      exchange_floor.c (1 MiB blocks)
 #   all-to-all, 4 ranks      alltoall_floor.c, without and with a barrier
 #                            per iteration (64 KiB – 1 MiB blocks)
@@ -14,7 +15,7 @@
 # Each round starts with an 8-byte latency probe of Courier, printed per
 # round: the VM's placement (vCPUs sharing one core's caches or not)
 # moves every library's figures, and the floors with them.
-# Usage: [ROUNDS=5] benches/floors.sh       (about 3 minutes on 2 cores once built)
+# Usage: [ROUNDS=5] benches/floors.sh       (2-4 minutes on 2 cores once built)
 # Prints markdown tables: medians over rounds, and medians of per-round
 # ratios to the better peer of the round. Raw runs: target/bench-results/floors/.
 set -euo pipefail
@@ -25,7 +26,7 @@ out=target/bench-results/floors
 rm -rf "$out"
 mkdir -p "$out/bin"
 cargo build --release -q
-for p in latency_floor medium_latency_floor msgrate_floor exchange_floor alltoall_floor tcp_latency_floor; do
+for p in latency_floor medium_latency_floor msgrate_floor bibw_floor exchange_floor alltoall_floor tcp_latency_floor; do
   cc -O2 -o "$out/bin/$p" "benches/probes/$p.c"
 done
 case " $PEERS_AVAILABLE " in *" ompi "*)
@@ -66,6 +67,10 @@ for r in $(seq "$ROUNDS"); do
   for s in 1 8 32; do "$bin/msgrate_floor" $s | awk '{print $1, $2}'; done > "$d/floor.bw"
   $courier bench bw --min-size 1 --max-size 8192 | grep -v '^#' > "$d/courier.bw"
   for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" bw 1 8192 > "$d/$p.bw"; done
+  # bibw, large messages (the floor prints "size S: aggregate X MB/s")
+  for s in 65536 262144 1048576 4194304; do "$bin/bibw_floor" $s | awk '{print $2+0, $4}'; done > "$d/floor.bibw"
+  $courier bench bibw --min-size 65536 | grep -v '^#' > "$d/courier.bibw"
+  for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" bibw 65536 4194304 > "$d/$p.bibw"; done
   # all-to-all, 2 ranks, 1 MiB blocks
   "$bin/exchange_floor" 0.3 | awk '$1 == 1048576' > "$d/floor.alltoall2"
   $courier bench alltoall -n 2 --min-size 1048576 --max-size 1048576 | grep -v '^#' > "$d/courier.alltoall2"
@@ -126,6 +131,7 @@ def show(title, kind, unit, lower, floors, sizes, peers_here):
         print(f"| {s} | " + " | ".join(cells) + " |")
 show("latency", "latency", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
 show("bw", "bw", "MB/s", False, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
+show("bibw", "bibw", "MB/s", False, ["floor"], [1 << k for k in range(16, 23, 2)], peers)
 show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << 20], peers)
 show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
 show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64], [p for p in peers if p == "ompi"])
