@@ -5,7 +5,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use courier::bench_internals::{cma_copy, combine_sum, ring_pingpong, ring_stream, HeapRing};
+use courier::bench_internals::{cma_copy, combine_sum, copy, ring_pingpong, ring_stream, HeapRing};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn ring(c: &mut Criterion) {
@@ -69,6 +69,37 @@ fn single_copy(c: &mut Criterion) {
     g.finish();
 }
 
+/// A copy whose destination lies 0 or 16 bytes past its source modulo the
+/// page (16: two equal buffers allocated one after the other), through
+/// `memcpy`, the runtime's `copy` and cross-memory attach: at 16 bytes
+/// glibc's `rep movsb` (and the kernel's) runs many times slower on AMD
+/// Zen; `copy` and the runtime's pulls move such pairs in pieces.
+fn copy_distance(c: &mut Criterion) {
+    let mut g = c.benchmark_group("copy_distance");
+    g.sample_size(20);
+    for size in [16usize << 10, 256 << 10] {
+        let src_buf = vec![3u8; size + 4096];
+        let mut dst_buf = vec![0u8; size + 8192];
+        let s0 = (4096 - src_buf.as_ptr() as usize % 4096) % 4096;
+        let src = &src_buf[s0..s0 + size];
+        for distance in [0usize, 16] {
+            let d0 =
+                (src.as_ptr() as usize + distance).wrapping_sub(dst_buf.as_ptr() as usize) % 4096;
+            let dst = &mut dst_buf[d0..d0 + size];
+            g.throughput(Throughput::Bytes(size as u64));
+            let id = |what: &str| BenchmarkId::new(format!("{what}/distance {distance}"), size);
+            g.bench_function(id("memcpy"), |b| {
+                b.iter(|| dst.copy_from_slice(black_box(src)))
+            });
+            g.bench_function(id("copy"), |b| b.iter(|| copy(dst, black_box(src))));
+            g.bench_function(id("process_vm_readv"), |b| {
+                b.iter(|| cma_copy(black_box(src), dst).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
 /// A reduction's local combine of 64 MiB of f64 (`acc += x`), in one
 /// thread and split over two rayon threads (when a rank has a core to
 /// spare: `COURIER_PAR_COMBINE_MIN`).
@@ -87,5 +118,13 @@ fn combine(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, pingpong, stream, single_copy, combine);
+criterion_group!(
+    benches,
+    ring,
+    pingpong,
+    stream,
+    single_copy,
+    copy_distance,
+    combine
+);
 criterion_main!(benches);

@@ -148,6 +148,13 @@ pub mod bench_internals {
         crate::coll::op::combine(crate::Op::Sum, acc, x, threads)
     }
 
+    /// The runtime's payload copy: `dst.copy_from_slice(src)`, in pieces
+    /// where one `memcpy` would take its slow `rep movsb` case (see
+    /// `sys::copy`).
+    pub fn copy(dst: &mut [u8], src: &[u8]) {
+        crate::sys::copy::copy(dst, src)
+    }
+
     /// Single-copy transfer of `src` into `dst` through cross-memory attach
     /// (`process_vm_readv` on this very process): the large-message path.
     pub fn cma_copy(src: &[u8], dst: &mut [u8]) -> std::io::Result<()> {
