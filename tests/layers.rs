@@ -10,8 +10,11 @@ use std::path::Path;
 
 /// Top-level modules of `src/`, by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: shared names, errors, knobs, the frame codec, system calls.
-    &["ids", "error", "config", "wire", "sys"],
+    // System calls and memory copies (`sys::copy`, which the frame codec's
+    // payload copy uses).
+    &["sys"],
+    // Leaves: shared names, errors, knobs, the frame codec.
+    &["ids", "error", "config", "wire"],
     // The sans-IO protocol engine, and the transports.
     &["engine", "transport"],
     // Wire-up (the launcher's environment and service protocol, PMI).
@@ -28,7 +31,12 @@ fn layer(module: &str) -> Option<usize> {
 
 /// `crate::name` paths in `text`, outside `#[cfg(test)]` modules at the end.
 fn uses(text: &str) -> BTreeSet<String> {
-    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    // Only an inline `mod tests { .. }`: a `mod tests;` declaration may sit
+    // anywhere in the file, before code that counts.
+    let text = text
+        .split("#[cfg(test)]\nmod tests {")
+        .next()
+        .unwrap_or(text);
     let mut out = BTreeSet::new();
     let mut rest = text;
     while let Some(i) = rest.find("crate::") {
