@@ -4,10 +4,10 @@
 //! | collective | default choice (n: bytes per rank, p: ranks) | override names |
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
-//! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 32 KiB, single copies 64–256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
+//! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 64 KiB, single copies to 256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
 //! | reduce | on one node: 2 ranks: arena up to 128 KiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
 //! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
-//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 64 KiB, single copies to 512 KiB (close node: arena at every size); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
+//! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 1 MiB but recursive doubling at 64–128 KiB (close node: arena at every size but recursive doubling at 32–128 KiB); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
 //! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB above the arena's limit (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
@@ -256,8 +256,20 @@ pub(crate) struct NodeMax {
 /// caches) and 0.46–0.64 (3, sharing); 8 ranks 1–4 MiB 0.25–0.46. With a
 /// core per rank, from 8 ranks and 512 KiB, scatter + all-gather still
 /// comes first (not measurable on 2 cores; MPICH's choice).
+///
+/// Two ranks of a far node: up to 64 KiB since session 24. Until copies
+/// kept clear of `memcpy`'s slow distance (`sys::copy`) a read from a
+/// page-aligned cell into a buffer at page offset 16 (any large `Vec`)
+/// ran many times slower, which had sent 64–256 KiB to the pulls. The
+/// arena against that table at 64 KiB, AMD EPYC VM without shared caches:
+/// far profile forced, OSU's counts (5 rounds) 0.50, 500 calls (3) 0.75;
+/// the new table against the old, the profile measured (6 rounds, two
+/// sittings), 0.58 and 0.93. At 128 KiB 0.73, 0.91, 0.93 and then 1.31;
+/// at 256 KiB – 1 MiB 0.80–0.93 forced but 1.00–1.15 measured: no
+/// consistent gain, so the pulls keep 128–256 KiB and the binomial tree
+/// what is above (2–4 MiB through the arena: 1.32–1.52).
 pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
-    two: 32 * 1024,
+    two: 64 * 1024,
     more: usize::MAX,
     close: usize::MAX,
 };
@@ -299,8 +311,16 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     // The arena against the pulls at 32 KiB, 2 ranks of a far node: 0.70
     // (vCPUs not sharing caches, 3 rounds), 0.46 (sharing, far forced, 4);
     // at 64 KiB 0.98 and 0.51 (0.83 in a second sitting, once publications
-    // no longer fenced), above 1.08–1.16 without sharing.
-    two: 64 * 1024,
+    // no longer fenced), above 1.08–1.16 without sharing. Since copies
+    // keep clear of `memcpy`'s slow distance (session 24; see
+    // NODE_BCAST_MAX) the arena wins from 256 KiB to 1 MiB too: against
+    // the pulls (to 512 KiB) and recursive doubling, far profile forced,
+    // OSU's counts (5 rounds) 0.71–0.74, 500 calls (3 rounds) 0.75–0.81;
+    // the new table against the old, the profile measured (6 rounds),
+    // 0.72–0.79; 2 MiB 1.84, 4 MiB 1.28 (4 rounds, forced), so those keep
+    // recursive doubling. 64–128 KiB stay point to point
+    // (PAIR_ALLGATHER_P2P).
+    two: 1 << 20,
     more: usize::MAX,
     close: usize::MAX,
 };
@@ -313,8 +333,10 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
 /// the VM's mode (0.75 in one sitting, 1.15 in another; 9 rounds), so
 /// 16 KiB stays with the arena. On 4 ranks and 2 cores its two line
 /// exchanges cost context switches: 1.1–1.5x at 32–128 KiB, 0.91 at
-/// 256–512 KiB (5 rounds), so it is not the default there.
-pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = 64 * 1024 + 1..=512 * 1024;
+/// 256–512 KiB (5 rounds), so it is not the default there. Since session
+/// 24 the arena beats it on two ranks too ([`NODE_ALLGATHER_MAX`]), so it
+/// is the default nowhere (forced, `shm_pull`, it still serves).
+pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = NEVER;
 
 /// All-to-all over one node by single-copy pulls (`Alltoall::ShmPull`),
 /// for blocks in this range. Against the default before it (the arena up
@@ -368,8 +390,9 @@ pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 128 * 1024 
 /// calls (0.49–0.74, two sittings), but only because the root runs ahead
 /// through the ring: in 1000 calls they took 1.32–1.50× the pulls' time
 /// and 8.8–17.9 µs at 64 KiB against Open MPI's 8.6–11.0 (the pulls
-/// 6.4–7.7). So the pulls stay.
-pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024;
+/// 6.4–7.7). So the pulls stayed, until the arena beat them at 64 KiB
+/// ([`NODE_BCAST_MAX`]).
+pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024 + 1..=256 * 1024;
 /// Where a collective pulls by default (single copies, `shm_pull`): `two`
 /// on two ranks with a core each, `close` on such two ranks of a node that
 /// copies faster than it pulls (above the arena's [`NodeMax::close`]),
@@ -976,8 +999,12 @@ mod tests {
             ..node(2, 8 << 10)
         };
         assert_eq!(allreduce(crowded).unwrap(), Allreduce::Shm);
-        assert_eq!(bcast(node(2, 32 << 10)).unwrap(), Bcast::Shm);
-        assert_eq!(bcast(node(2, 64 << 10)).unwrap(), Bcast::ShmPull);
+        // Two ranks of a far node broadcast through the arena up to 64
+        // KiB and all-gather there from 256 KiB to 1 MiB (session 24).
+        assert_eq!(bcast(node(2, 64 << 10)).unwrap(), Bcast::Shm);
+        assert_eq!(bcast(node(2, 128 << 10)).unwrap(), Bcast::ShmPull);
+        assert_eq!(bcast(node(2, 256 << 10)).unwrap(), Bcast::ShmPull);
+        assert_eq!(bcast(node(2, 512 << 10)).unwrap(), Bcast::Binomial);
         assert_eq!(bcast(node(4, 64 << 10)).unwrap(), Bcast::Shm);
         assert_eq!(allgather(node(2, 32 << 10)).unwrap(), Allgather::Shm);
         assert_eq!(
@@ -988,7 +1015,12 @@ mod tests {
             allgather(node(2, 128 << 10)).unwrap(),
             Allgather::RecursiveDoubling
         );
-        assert_eq!(allgather(node(2, 256 << 10)).unwrap(), Allgather::ShmPull);
+        assert_eq!(allgather(node(2, 256 << 10)).unwrap(), Allgather::Shm);
+        assert_eq!(allgather(node(2, 1 << 20)).unwrap(), Allgather::Shm);
+        assert_eq!(
+            allgather(node(2, 2 << 20)).unwrap(),
+            Allgather::RecursiveDoubling
+        );
         let pair = |block: usize| Call {
             node_bytes: 2 * block,
             ..node(2, block)
