@@ -320,23 +320,18 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     // 0.72–0.79; 2 MiB 1.84, 4 MiB 1.28 (4 rounds, forced), so those keep
     // recursive doubling. 64–128 KiB stay point to point
     // (PAIR_ALLGATHER_P2P).
+    //
+    // The pulls (`Allgather::ShmPull`, forced only since session 24) were
+    // the default for 64 KiB + 1 – 512 KiB on two ranks of a far node:
+    // against recursive doubling, 5–7 interleaved rounds, two sittings,
+    // 32 KiB 0.86–0.87, 64–512 KiB 0.90–0.96, 1 MiB 0.98–0.99; against the
+    // arena at 16 KiB 0.75 in one sitting and 1.15 in another (9 rounds).
+    // On 4 ranks and 2 cores their two line exchanges cost context
+    // switches: 1.1–1.5× at 32–128 KiB, 0.91 at 256–512 KiB (5 rounds).
     two: 1 << 20,
     more: usize::MAX,
     close: usize::MAX,
 };
-/// All-gather on two ranks of one node by single-copy pulls
-/// (`Allgather::ShmPull`), for blocks in this range (above the arena's
-/// copying all-gather, [`NODE_ALLGATHER_MAX`]). Against recursive doubling
-/// (the default before it), 2 ranks, 5–7 interleaved rounds, median of
-/// per-round ratios, in two sittings: 32 KiB 0.86–0.87, 64–512 KiB
-/// 0.90–0.96, 1 MiB 0.98–0.99. Against the arena at 16 KiB it depends on
-/// the VM's mode (0.75 in one sitting, 1.15 in another; 9 rounds), so
-/// 16 KiB stays with the arena. On 4 ranks and 2 cores its two line
-/// exchanges cost context switches: 1.1–1.5x at 32–128 KiB, 0.91 at
-/// 256–512 KiB (5 rounds), so it is not the default there. Since session
-/// 24 the arena beats it on two ranks too ([`NODE_ALLGATHER_MAX`]), so it
-/// is the default nowhere (forced, `shm_pull`, it still serves).
-pub(crate) const NODE_ALLGATHER_PULL: std::ops::RangeInclusive<usize> = NEVER;
 
 /// All-to-all over one node by single-copy pulls (`Alltoall::ShmPull`),
 /// for blocks in this range. Against the default before it (the arena up
@@ -537,12 +532,6 @@ struct Pair {
     far: std::ops::RangeInclusive<usize>,
 }
 
-/// All-gather: see [`Pulls`]; two ranks only, never on a close node.
-const ALLGATHER_PULLS: Pulls = Pulls {
-    two: NODE_ALLGATHER_PULL,
-    close: NEVER,
-    more: NEVER,
-};
 /// All-to-all: see [`Pulls`]; [`NODE_ALLTOALL_PULL`] on any number of
 /// ranks (not bounded by [`PULL_MAX_RANKS`]), above the arena on two ranks
 /// of a close node.
@@ -553,8 +542,7 @@ const ALLTOALL_PULLS: Pulls = Pulls {
 };
 
 /// Most ranks for which a collective that chooses through [`Call::pulls`]
-/// (broadcast, reduce, all-reduce; all-gather pulls on 2 ranks only)
-/// pulls by default: they were measured up to 8. With more, each rank's slice shrinks and
+/// (broadcast, reduce, all-reduce) pulls by default: they were measured up to 8. With more, each rank's slice shrinks and
 /// its system calls grow with the rank count (2(p − 1) per all-reduce).
 pub(crate) const PULL_MAX_RANKS: usize = 8;
 /// No size (a collective that never pulls by default on more ranks).
@@ -827,8 +815,6 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
         Allgather::Ring
     } else if c.pair_in(&PAIR_ALLGATHER_P2P) {
         Allgather::RecursiveDoubling
-    } else if c.pulls(&ALLGATHER_PULLS) {
-        Allgather::ShmPull
     } else if c.node_up_to(NODE_ALLGATHER_MAX) {
         Allgather::Shm
     } else if c.p.is_power_of_two() {
