@@ -52,10 +52,15 @@ pub(crate) fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     copy_in_pieces(dst, src);
 }
 
+/// Elements of `T` in one piece of at most [`CHUNK`] bytes (at least one).
+fn per_piece<T>() -> usize {
+    (CHUNK / std::mem::size_of::<T>().max(1)).max(1)
+}
+
 #[cold]
 #[inline(never)]
 fn copy_in_pieces<T: Copy>(dst: &mut [T], src: &[T]) {
-    let per = (CHUNK / std::mem::size_of::<T>().max(1)).max(1);
+    let per = per_piece::<T>();
     for (d, s) in dst.chunks_mut(per).zip(src.chunks(per)) {
         d.copy_from_slice(s);
     }
@@ -81,8 +86,7 @@ pub(crate) fn extend<T: Copy>(v: &mut Vec<T>, src: &[T]) {
         v.extend_from_slice(src);
         return;
     }
-    let per = (CHUNK / std::mem::size_of::<T>().max(1)).max(1);
-    for piece in src.chunks(per) {
+    for piece in src.chunks(per_piece::<T>()) {
         v.extend_from_slice(piece);
     }
 }
