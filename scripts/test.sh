@@ -33,9 +33,20 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["executable"])'
 }
+# Quiet when clean; a failing test's report (it goes to stdout) is shown.
+memcheck() {
+  local out
+  out=$(mktemp)
+  if ! valgrind --error-exitcode=1 --leak-check=no -q "$@" >"$out"; then
+    tail -n 60 "$out"
+    rm -f "$out"
+    return 1
+  fi
+  rm -f "$out"
+}
 bin=$(test_bin --lib)
 for filter in transport::shm engine:: wire:: progress::loans; do
-  valgrind --error-exitcode=1 --leak-check=no -q "$bin" "$filter" --test-threads 1 >/dev/null
+  memcheck "$bin" "$filter" --test-threads 1
 done
-PROPTEST_CASES=48 valgrind --error-exitcode=1 --leak-check=no -q "$(test_bin --test requests)" >/dev/null
+PROPTEST_CASES=48 memcheck "$(test_bin --test requests)"
 echo "valgrind memcheck: transport::shm, engine, wire, progress::loans unit tests and the request model test clean"

@@ -152,8 +152,9 @@ impl Area<'_> {
     }
 }
 
-/// Spins (then yields) until `done` holds or `deadline` passes.
-fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+/// Spins (then yields) until `done` holds or [`WAIT`] passes (`false`).
+fn wait_step(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
     let mut rounds = 0u32;
     loop {
         if done() {
@@ -189,8 +190,7 @@ impl ShmTransport {
         let Some(a) = area(&self.own) else {
             return Profile::Far;
         };
-        let deadline = Instant::now() + WAIT;
-        if !wait_until(deadline, || a.turn.load(Ordering::Acquire) == 1) {
+        if !wait_step(|| a.turn.load(Ordering::Acquire) == 1) {
             return Profile::Far;
         }
         let source = a.source.load(Ordering::Acquire);
@@ -200,7 +200,7 @@ impl ShmTransport {
         for k in 0..(WARMUP + ROUNDS) as u64 {
             let t0 = Instant::now();
             a.turn.store(2 + 2 * k, Ordering::Release);
-            if !wait_until(deadline, || a.turn.load(Ordering::Acquire) == 3 + 2 * k) {
+            if !wait_step(|| a.turn.load(Ordering::Acquire) == 3 + 2 * k) {
                 return Profile::Far;
             }
             a.copy_out(&mut private);
@@ -231,11 +231,10 @@ impl ShmTransport {
             // The lead gave up on us already (DONE): its verdict stands.
             return Profile::from_word(a.verdict.load(Ordering::Acquire));
         }
-        let deadline = Instant::now() + WAIT;
         let mut expect = 2u64;
         loop {
             let mut now = 0;
-            if !wait_until(deadline, || {
+            if !wait_step(|| {
                 now = a.turn.load(Ordering::Acquire);
                 now == expect || now == DONE
             }) {
@@ -253,16 +252,29 @@ impl ShmTransport {
         Profile::from_word(a.verdict.load(Ordering::Acquire))
     }
 
-    /// Any other local rank: waits for the lead's verdict.
+    /// Any other local rank: waits for the lead's verdict, as long as the
+    /// lead and its partner move on (a step of theirs may take up to
+    /// [`WAIT`], and they give up after one that takes longer).
     pub(crate) fn calibrated_by(&self, lead: Rank) -> Option<Profile> {
         let seg = self.lead_segment(lead)?;
         let a = area(&seg)?;
-        let mut verdict = None;
-        wait_until(Instant::now() + 2 * WAIT, || {
-            verdict = Profile::from_word(a.verdict.load(Ordering::Acquire));
-            verdict.is_some()
-        });
-        verdict
+        let mut seen = a.turn.load(Ordering::Acquire);
+        loop {
+            let mut verdict = None;
+            let mut look = || {
+                verdict = Profile::from_word(a.verdict.load(Ordering::Acquire));
+                let now = a.turn.load(Ordering::Acquire);
+                let moved = now != seen;
+                seen = now;
+                verdict.is_some() || moved
+            };
+            // Two steps' time: the step under way may have begun before we
+            // looked, and the lead publishes its verdict after its last.
+            let moving = wait_step(&mut look) || wait_step(&mut look);
+            if verdict.is_some() || !moving {
+                return verdict;
+            }
+        }
     }
 
     /// A mapping of the lead's segment of our own (not the producer's: a
@@ -334,6 +346,52 @@ mod tests {
             let c = s.spawn(move || third.calibrated_by(0));
             (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
         });
+        assert_eq!(Some(a), b);
+        assert_eq!(Some(a), c);
+    }
+
+    /// A partner whose every step is slow (a busy node, or valgrind) but
+    /// well within [`WAIT`]: the whole measure takes several `WAIT`s, and
+    /// still nobody gives up and all three agree.
+    #[test]
+    fn slow_steps_within_the_wait_take_as_long_as_they_need() {
+        let mut t = node(3);
+        let [lead, partner, third] = &mut t[..] else {
+            unreachable!()
+        };
+        let step = WAIT / 8;
+        let started = Instant::now();
+        let (a, b, c) = std::thread::scope(|s| {
+            let a = s.spawn(move || lead.calibrate_lead(Some(std::process::id())));
+            let b = s.spawn(move || {
+                // `calibrate_partner`, slowed down at every step.
+                let seg = partner.lead_segment(0).unwrap();
+                let area = area(&seg).unwrap();
+                let private = vec![0x5au8; PROBE];
+                area.source
+                    .store(private.as_ptr() as u64, Ordering::Release);
+                area.turn.store(1, Ordering::Release);
+                let mut expect = 2u64;
+                loop {
+                    let mut now = 0;
+                    assert!(wait_step(|| {
+                        now = area.turn.load(Ordering::Acquire);
+                        now == expect || now == DONE
+                    }));
+                    if now == DONE {
+                        break;
+                    }
+                    std::thread::sleep(step);
+                    area.copy_in(&private);
+                    area.turn.store(expect + 1, Ordering::Release);
+                    expect += 2;
+                }
+                Profile::from_word(area.verdict.load(Ordering::Acquire))
+            });
+            let c = s.spawn(move || third.calibrated_by(0));
+            (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+        });
+        assert!(started.elapsed() > 2 * WAIT, "the steps were not slow");
         assert_eq!(Some(a), b);
         assert_eq!(Some(a), c);
     }
