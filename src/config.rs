@@ -8,9 +8,9 @@
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
 //! | `COURIER_LONE_EAGER_LIMIT` | 1048576 | largest message (bytes) sent eagerly over TCP when it is alone: no other send to that peer in flight and the flow-control credit covers it (else rendezvous); the credit window grows to two such messages if it is smaller; 0 turns it off |
-//! | `COURIER_SHM_EAGER_LIMIT` | 131072 (524288 on a `close` node) | the same between ranks of one node; larger ones are pulled single-copy |
+//! | `COURIER_SHM_EAGER_LIMIT` | 131072 (524288 on a `close` node, 8192 on a `remote` one) | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_EXCHANGE_LIMIT` | 0 (unlimited on a `close` node) | largest message above the eager limit to a rank of this node whose data goes through the ring (RTS, CTS, then the data) instead of a pull, when a receive from that rank is posted (an exchange) or another send to it is in flight (a stream); 0: always pulled |
-//! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, an exchange's or a stream's large messages through the ring, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller eager messages, streams ask for their ring lines ahead, collectives pull medium operands) |
+//! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, an exchange's or a stream's large messages through the ring, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller eager messages, streams ask for their ring lines ahead, collectives pull medium operands); `remote`: copies through shared memory are much slower than pulls (cores far apart: messages above 8 KiB are pulled, collectives as on a `far` node) |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; broadcast, reduce, all-reduce, all-gather and all-to-all copy through the arena instead of pulling) |
@@ -128,8 +128,8 @@ pub(crate) fn shm_budget() -> usize {
 }
 
 /// `COURIER_SHM_EAGER_LIMIT`: eager limit towards shared-memory peers
-/// (`None`: by the node's profile, [`CLOSE_SHM_EAGER_LIMIT`] or
-/// [`DEFAULT_SHM_EAGER_LIMIT`]).
+/// (`None`: by the node's profile, [`CLOSE_SHM_EAGER_LIMIT`],
+/// [`DEFAULT_SHM_EAGER_LIMIT`] or [`REMOTE_SHM_EAGER_LIMIT`]).
 pub(crate) fn shm_eager_limit() -> Option<usize> {
     parse_env("COURIER_SHM_EAGER_LIMIT")
 }
@@ -142,9 +142,11 @@ pub(crate) enum ForcedProfile {
     Close,
     /// `far`.
     Far,
+    /// `remote`.
+    Remote,
 }
 
-/// `COURIER_SHM_PROFILE`: `close` or `far` forces the node's profile;
+/// `COURIER_SHM_PROFILE`: `close`, `far` or `remote` forces the node's profile;
 /// `None` (unset, `auto`) measures it.
 pub(crate) fn shm_profile() -> Result<Option<ForcedProfile>, String> {
     match std::env::var("COURIER_SHM_PROFILE")
@@ -154,8 +156,9 @@ pub(crate) fn shm_profile() -> Result<Option<ForcedProfile>, String> {
         Err(_) | Ok("") | Ok("auto") => Ok(None),
         Ok("close") => Ok(Some(ForcedProfile::Close)),
         Ok("far") => Ok(Some(ForcedProfile::Far)),
+        Ok("remote") => Ok(Some(ForcedProfile::Remote)),
         Ok(other) => Err(format!(
-            "COURIER_SHM_PROFILE={other:?}: expected auto, close or far"
+            "COURIER_SHM_PROFILE={other:?}: expected auto, close, far or remote"
         )),
     }
 }
@@ -238,6 +241,18 @@ pub const DEFAULT_SHM_EAGER_LIMIT: usize = 128 * 1024;
 /// records: latency 8–64 KiB 0.16–0.54, `bw` 8–128 KiB 1.6–3.8×, `bibw`
 /// 1.2–2.1×; 256 KiB level.)
 pub const CLOSE_SHM_EAGER_LIMIT: usize = 512 * 1024;
+
+/// Default eager limit between ranks of one `remote` node, whose ranks
+/// copy through shared memory at less than 5/8 of the pull's speed (the
+/// same 2-vCPU VM when its vCPUs sit far apart: a cache line
+/// written by one rank reaches the other slowly, and both of a ring's
+/// copies pay for it). Latency there, eager against pulled (AMD EPYC VM,
+/// runs tagged by the profile they measured, 4 each): 8 KiB 3.3 against
+/// 3.0 µs, 16 KiB 6.0 against 3.7, 32 KiB 11.3 against 4.7, 64 KiB 22.2
+/// against 7.2, 128 KiB 42.9 against 14.3; `bibw` 16–128 KiB 4.6–6.1
+/// against 8.7–18.4 GB/s, `bw` 16–128 KiB 5.1–5.4 against 6.5–11.4; 4 KiB
+/// level (2.0 against 2.1 µs). So messages above 8 KiB are pulled.
+pub const REMOTE_SHM_EAGER_LIMIT: usize = 8 * 1024;
 
 /// `COURIER_SHM_EXCHANGE_LIMIT`: largest message to a shared-memory peer
 /// from which a receive is posted whose data goes through the ring

@@ -355,10 +355,11 @@ fn connect(
     let shm_eager = crate::config::shm_eager_limit().unwrap_or(match profile {
         Profile::Close => crate::config::CLOSE_SHM_EAGER_LIMIT,
         Profile::Far => crate::config::DEFAULT_SHM_EAGER_LIMIT,
+        Profile::Remote => crate::config::REMOTE_SHM_EAGER_LIMIT,
     });
     let exchange = crate::config::shm_exchange_limit().unwrap_or(match profile {
         Profile::Close => crate::config::CLOSE_SHM_EXCHANGE_LIMIT,
-        Profile::Far => 0,
+        Profile::Far | Profile::Remote => 0,
     });
     for &r in &shm_peers {
         engine.set_peer_caps(r, shm_eager, cma);
@@ -399,6 +400,7 @@ fn node_profile(
     match crate::config::shm_profile().map_err(Error::InvalidArgument)? {
         Some(crate::config::ForcedProfile::Close) => return Ok(Profile::Close),
         Some(crate::config::ForcedProfile::Far) => return Ok(Profile::Far),
+        Some(crate::config::ForcedProfile::Remote) => return Ok(Profile::Remote),
         None => {}
     }
     if policy.oversubscribed || !cma {
@@ -575,6 +577,7 @@ impl Universe {
             match p.profile() {
                 Profile::Close => "close",
                 Profile::Far => "far",
+                Profile::Remote => "remote",
             },
             t.connects,
             t.accepts,

@@ -15,12 +15,13 @@ fn every_collective_on_1_to_9_ranks() {
 }
 
 /// Two ranks take different defaults on a node that copies faster than it
-/// pulls (`close`: the arena up to megabytes) and on one that does not;
-/// which one this machine is depends on where its cores sit, so both are
-/// forced here.
+/// pulls (`close`: the arena up to megabytes) and on one that does not
+/// (`far`; `remote` also pulls point-to-point messages from 8 KiB); which
+/// one this machine is depends on where its cores sit, so each is forced
+/// here.
 #[test]
-fn every_collective_on_a_close_and_a_far_node() {
-    for profile in ["close", "far"] {
+fn every_collective_on_a_close_a_far_and_a_remote_node() {
+    for profile in ["close", "far", "remote"] {
         run_body_env(
             "body_collectives",
             2,

@@ -133,13 +133,14 @@ fn lone_large_messages_over_tcp() {
 /// Zen, so the runtime copies such pairs in pieces or through scratch)
 /// still move every byte: point to point at every protocol's sizes, a
 /// window, and collectives whose own-block copies go from the send buffer
-/// into the receive buffer at that distance. On both node profiles (eager
+/// into the receive buffer at that distance. On every node profile (eager
 /// limits, pulls and cooperative copies differ) and over TCP.
 #[test]
 fn buffers_at_memcpys_slow_distance_arrive_whole() {
     for env in [
         [("COURIER_SHM_PROFILE", "close"), ("COURIER_TRANSPORT", "")],
         [("COURIER_SHM_PROFILE", "far"), ("COURIER_TRANSPORT", "")],
+        [("COURIER_SHM_PROFILE", "remote"), ("COURIER_TRANSPORT", "")],
         [("COURIER_SHM_PROFILE", ""), ("COURIER_TRANSPORT", "tcp")],
     ] {
         run_body_env("body_slow_distance", 2, &env, 120).assert_ranks_passed(2);

@@ -13,9 +13,10 @@ fn run(body: &str, np: usize, env: &[(&str, &str)]) {
     run_body_env(body, np, env, 120).assert_ranks_passed(np);
 }
 
-/// Runs `body` on 2 ranks over shared memory, on a close node and on a far one.
+/// Runs `body` on 2 ranks over shared memory, on a close, a far and a
+/// remote node.
 fn run_on_each_profile(body: &str) {
-    for profile in ["close", "far"] {
+    for profile in ["close", "far", "remote"] {
         run(
             body,
             2,
@@ -112,6 +113,7 @@ fn the_node_profile_is_measured_once_and_the_same_on_every_rank() {
     for (np, profile, expect) in [
         (2, "close", "close"),
         (2, "far", "far"),
+        (2, "remote", "remote"),
         (2, "auto", "any"),
         (9, "", "far"),
     ] {
@@ -134,7 +136,7 @@ fn the_node_profile_is_measured_once_and_the_same_on_every_rank() {
     assert_ne!(j.code, Some(0));
     assert!(
         j.stderr.contains("COURIER_SHM_PROFILE")
-            && j.stderr.contains("expected auto, close or far"),
+            && j.stderr.contains("expected auto, close, far or remote"),
         "{}",
         j.stderr
     );
@@ -151,12 +153,15 @@ fn body_node_profile() {
         .find_map(|f| f.strip_prefix("node_profile="))
         .expect("the report names the node's profile")
         .to_string();
-    assert!(mine == "close" || mine == "far", "{report}");
+    assert!(
+        ["close", "far", "remote"].contains(&mine.as_str()),
+        "{report}"
+    );
     match std::env::var("EXPECT_PROFILE").as_deref() {
         Ok("any") | Err(_) => {}
         Ok(expect) => assert_eq!(mine, expect),
     }
-    let code = [u8::from(mine == "close")];
+    let code = [mine.as_bytes()[0]];
     let mut all = vec![0u8; w.size()];
     w.all_gather(&code, &mut all).unwrap();
     assert!(all.iter().all(|&c| c == code[0]), "profiles {all:?}");
@@ -164,7 +169,7 @@ fn body_node_profile() {
     let peer = (w.rank() + 1) % w.size();
     let from = (w.rank() + w.size() - 1) % w.size();
     for n in [
-        4096usize, 4097, 65536, 131072, 131073, 300_000, 524_288, 524_289,
+        4096usize, 4097, 8192, 8193, 65536, 131072, 131073, 300_000, 524_288, 524_289,
     ] {
         let out: Vec<u8> = (0..n).map(|i| (i * 7 + w.rank()) as u8).collect();
         let mut inc = vec![0u8; n];
@@ -189,6 +194,7 @@ fn each_profile_sends_up_to_its_eager_limit_without_the_receiver() {
     for (profile, limit) in [
         ("far", courier::config::DEFAULT_SHM_EAGER_LIMIT),
         ("close", courier::config::CLOSE_SHM_EAGER_LIMIT),
+        ("remote", courier::config::REMOTE_SHM_EAGER_LIMIT),
     ] {
         let limit = limit.to_string();
         run_body_env(

@@ -29,11 +29,12 @@
 //! and two line exchanges, as a shared-memory message pays them) and a pull
 //! of the partner's buffer with `process_vm_readv`; the verdict is
 //! [`Profile::Close`] when the median copy takes less than [`CLOSE_RATIO`]
-//! of the median pull. The other local ranks read the verdict. Anything
-//! that goes wrong (a rank that does not come within [`WAIT`], a refused
-//! pull) gives [`Profile::Far`], the tuning this library had before it
-//! measured, so the measurement can only choose between two tested sets of
-//! defaults. Ranks that disagree (one timed out) still work: the eager
+//! of the median pull, [`Profile::Remote`] when it takes more than
+//! [`REMOTE_RATIO`] of it, else [`Profile::Far`]. The other local ranks
+//! read the verdict. Anything that goes wrong (a rank that does not come
+//! within [`WAIT`], a refused pull) gives [`Profile::Far`], the tuning this
+//! library had before it measured, so the measurement can only choose
+//! between tested sets of defaults. Ranks that disagree (one timed out) still work: the eager
 //! limit is the sender's own choice, and collectives take their
 //! communicator's rank 0's view (`coll::node`).
 
@@ -54,6 +55,10 @@ pub(crate) enum Profile {
     /// whose cores share caches, or where the pull's system call is
     /// dear): larger eager messages and collectives through the arena.
     Close = 2,
+    /// Copies through shared memory are much slower than pulls (ranks on
+    /// cores far apart, where a line one writes reaches the other
+    /// slowly): messages from a few KiB are pulled.
+    Remote = 3,
 }
 
 impl Profile {
@@ -61,6 +66,7 @@ impl Profile {
         match w {
             1 => Some(Profile::Far),
             2 => Some(Profile::Close),
+            3 => Some(Profile::Remote),
             _ => None,
         }
     }
@@ -78,6 +84,12 @@ const WARMUP: usize = 4;
 /// other placement), where the ring lost to the pull from 8 KiB on
 /// bandwidth.
 pub(crate) const CLOSE_RATIO: (u32, u32) = (1, 2);
+/// The copy taking more than this multiple of the pull (8/5) makes the
+/// node [`Profile::Remote`]. The same 2-vCPU VM switches, every few
+/// seconds to minutes, between placements where the copy took 0.8–1.2
+/// of the pull and ones where it took 2.2–3.4 (and the ring's latency
+/// at 64 KiB 4.5 against 20–22 µs); this splits the two.
+pub(crate) const REMOTE_RATIO: (u32, u32) = (8, 5);
 /// How long a rank waits for another at any step before giving up (the
 /// ranks come from the same wire-up fence, so they meet within
 /// milliseconds).
@@ -91,8 +103,11 @@ pub(crate) fn decide(copies: &mut [Duration], pulls: &mut [Duration]) -> Profile
     let (Some(copy), Some(pull)) = (median(copies), median(pulls)) else {
         return Profile::Far;
     };
-    if copy.as_nanos() * u128::from(CLOSE_RATIO.1) < pull.as_nanos() * u128::from(CLOSE_RATIO.0) {
+    let (copy, pull) = (copy.as_nanos(), pull.as_nanos());
+    if copy * u128::from(CLOSE_RATIO.1) < pull * u128::from(CLOSE_RATIO.0) {
         Profile::Close
+    } else if copy * u128::from(REMOTE_RATIO.1) > pull * u128::from(REMOTE_RATIO.0) {
+        Profile::Remote
     } else {
         Profile::Far
     }
@@ -315,6 +330,21 @@ mod tests {
         );
         assert_eq!(decide(&mut us(&[30, 30]), &mut us(&[20, 20])), Profile::Far);
         assert_eq!(decide(&mut [], &mut []), Profile::Far);
+    }
+
+    #[test]
+    fn copies_well_over_the_pull_make_the_node_remote() {
+        // Cores far apart: 11.5 µs copies against 4.1 µs pulls.
+        assert_eq!(
+            decide(&mut us(&[115, 120, 110, 40]), &mut us(&[41, 40, 42, 45])),
+            Profile::Remote
+        );
+        // 1.5×: still far; 1.65×: remote.
+        assert_eq!(decide(&mut us(&[30, 30]), &mut us(&[20, 20])), Profile::Far);
+        assert_eq!(
+            decide(&mut us(&[33, 33]), &mut us(&[20, 20])),
+            Profile::Remote
+        );
     }
 
     /// The transports of an `n`-rank node in one process, every one a

@@ -237,10 +237,10 @@ impl ShmTransport {
         })
     }
 
-    /// Tunes the rings to the node's profile: on a far node, streams ask
-    /// for their lines ahead (see `ring::AHEAD_LINES`).
+    /// Tunes the rings to the node's profile: on a far or remote node,
+    /// streams ask for their lines ahead (see `ring::AHEAD_LINES`).
     pub(crate) fn set_profile(&mut self, profile: calibrate::Profile) {
-        self.ahead = profile == calibrate::Profile::Far;
+        self.ahead = profile != calibrate::Profile::Close;
         for (_, c) in &mut self.inbound {
             c.set_prefetch_ahead(self.ahead);
         }
@@ -778,7 +778,11 @@ mod tests {
         // The ring of `pair` holds 64 KiB: records of up to 16 KiB, their
         // 8-byte header included.
         let cap = (16 << 10) - 8;
-        for profile in [calibrate::Profile::Far, calibrate::Profile::Close] {
+        for profile in [
+            calibrate::Profile::Far,
+            calibrate::Profile::Close,
+            calibrate::Profile::Remote,
+        ] {
             a.set_profile(profile);
             for answered in [true, false] {
                 for len in [
