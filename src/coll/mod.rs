@@ -34,6 +34,7 @@ pub(crate) mod tune;
 
 use crate::comm::CommShared;
 use crate::error::{Error, Result};
+use crate::transport::shm::calibrate::Profile;
 use algo::bytes_mut;
 use bytemuck::Pod;
 use op::{Op, Reducible};
@@ -131,7 +132,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
         oversubscribed,
         node_slot,
         node_bytes: elems * std::mem::size_of::<T>(),
-        close: node.is_some_and(node::NodeColl::close),
+        profile: node.map_or(Profile::Far, node::NodeColl::profile),
     })
 }
 

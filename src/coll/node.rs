@@ -99,9 +99,9 @@ pub(crate) struct NodeColl {
     /// The CPU this rank last said in the arena it runs on, plus one (0:
     /// not said yet); on an oversubscribed node only.
     cpu: AtomicU32,
-    /// The node copies through shared memory faster than it pulls
-    /// (`Profile::Close`), as rank 0 saw it: the same on every rank.
-    close: bool,
+    /// How the node moves data between its ranks (copies through shared
+    /// memory against pulls), as rank 0 saw it: the same on every rank.
+    profile: Profile,
     /// Moves this rank off a crowded CPU (an oversubscribed node only).
     spread: Spread,
 }
@@ -386,8 +386,8 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
     let mut addr = [0u64; 4];
     if let Some(a) = &made {
         let ArenaAddr { pid, fd, size } = a.addr();
-        let close = c.progress.lock()?.profile() == Profile::Close;
-        addr = [u64::from(pid), fd as u64, size as u64, u64::from(close)];
+        let profile = c.progress.lock()?.profile();
+        addr = [u64::from(pid), fd as u64, size as u64, profile as u64];
     }
     algo::bcast_binomial(c, bytes_mut(&mut addr), 0)?;
     let arena = match made {
@@ -422,7 +422,10 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         seen: Seen::new(p),
         policy,
         cpu: AtomicU32::new(0),
-        close: addr[3] == 1,
+        profile: u32::try_from(addr[3])
+            .ok()
+            .and_then(Profile::from_word)
+            .unwrap_or(Profile::Far),
         // Only a communicator of every rank of the node sees where all of
         // them run (one of some ranks could crowd the others' CPUs).
         spread: Spread::new(policy.oversubscribed && p == policy.node_ranks as usize),
@@ -448,10 +451,10 @@ impl NodeColl {
         self.policy.oversubscribed
     }
 
-    /// Whether the node copies through shared memory faster than it pulls
-    /// (rank 0's profile; the same on every rank).
-    pub(crate) fn close(&self) -> bool {
-        self.close
+    /// How the node moves data between its ranks (rank 0's profile; the
+    /// same on every rank).
+    pub(crate) fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// Data bytes a rank may publish per operation.
@@ -1465,7 +1468,7 @@ mod tests {
                             seen: Seen::new(p),
                             policy,
                             cpu: AtomicU32::new(0),
-                            close: false,
+                            profile: Profile::Far,
                             spread: Spread::off(),
                         };
                         body(&n)
@@ -1854,7 +1857,7 @@ mod tests {
             quiet: AtomicU64::new(0),
             all_started: AtomicU64::new(0),
             seen: Seen::new(2),
-            close: false,
+            profile: Profile::Far,
             cpu: AtomicU32::new(0),
             spread: Spread::off(),
             policy: WaitPolicy {

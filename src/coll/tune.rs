@@ -18,6 +18,14 @@
 //! larger calls take several turns. `COURIER_SHM_COLL_MAX` replaces the
 //! arena's size limits above.
 //!
+//! The rows above are for `far` and `close` nodes (the node profile its
+//! ranks measure at start-up, `transport::shm::calibrate`). Two ranks of a
+//! `remote` node, whose copies through shared memory are far slower than
+//! pulls, use the arena only up to 8 KiB (reduce 16 KiB, all-to-all 8 KiB
+//! of blocks) and pull above: broadcast to 4 MiB, reduce to 4 MiB,
+//! all-reduce to 2 MiB, all-gather and all-to-all to 1 MiB; larger calls
+//! go as on a far node ([`REMOTE_ARENA_MAX`]).
+//!
 //! Before the table, an all-reduce with a commutative operation on a
 //! communicator that spans several nodes, with several ranks on at least
 //! one, runs node-aware: reduce inside each node, all-reduce among node
@@ -50,6 +58,7 @@
 //! Rabenseifner's halves still go eagerly.
 
 use crate::error::{Error, Result};
+use crate::transport::shm::calibrate::Profile;
 use std::sync::OnceLock;
 
 /// What an algorithm needs of a call to serve it; declared once, next to
@@ -247,7 +256,27 @@ pub(crate) struct NodeMax {
     pub(crate) two: usize,
     pub(crate) more: usize,
     pub(crate) close: usize,
+    /// Two ranks of a remote node ([`REMOTE_ARENA_MAX`]).
+    pub(crate) remote: usize,
 }
+/// Two ranks of a node whose ranks copy through shared memory at less
+/// than 5/8 of a pull's speed (`Profile::Remote`: this VM, when its vCPUs
+/// sit far apart) go through the arena only up to 8 KiB (16 KiB for
+/// reduce, 8 KiB of all blocks for all-to-all) and pull above, for every
+/// collective with a pulling algorithm: the arena copies twice, and both
+/// copies pay for lines crossing from one rank's core to the other's.
+/// Runs tagged by the profile they measured (AMD EPYC VM, 2 ranks, 1–3
+/// each), arena against pulls: broadcast 8 KiB 2.4 against 3.2 µs, 16 KiB
+/// 5.5 against 4.6, 64 KiB 15.0 against 8.2, 1 MiB 191 against 54; reduce
+/// 16 KiB 4.8 against 6.2, 32 KiB 8.2 against 7.5, 1 MiB 295 against 171;
+/// all-reduce 8 KiB 4.5 against 5.5, 16 KiB 8.5 against 5.3, 1 MiB 573
+/// against 216; all-gather 8 KiB 4.3 against 3.8, 16 KiB 7.8 against 5.0,
+/// 1 MiB 475 against 272; all-to-all blocks of 4 KiB 2.8 against 3.4, 8
+/// KiB 4.6 against 3.7, 1 MiB 628 against 273. The point-to-point
+/// algorithms the far table prefers at some sizes (recursive doubling,
+/// pairwise, all-reduce by halves) do no better there, since messages
+/// above 8 KiB are pulled too (`config::REMOTE_SHM_EAGER_LIMIT`).
+pub(crate) const REMOTE_ARENA_MAX: usize = 8 * 1024;
 /// Broadcast: see [`NodeMax`].
 ///
 /// On more ranks, every size: the arena against the binomial tree (the
@@ -272,6 +301,7 @@ pub(crate) const NODE_BCAST_MAX: NodeMax = NodeMax {
     two: 64 * 1024,
     more: usize::MAX,
     close: usize::MAX,
+    remote: REMOTE_ARENA_MAX,
 };
 /// Reduce: see [`NodeMax`].
 pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
@@ -294,12 +324,14 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // ROOT_MAX_RANKS ranks or ranks sharing cores, as measured (`reduce`).
     more: 1 << 20,
     close: 2 << 20,
+    remote: 2 * REMOTE_ARENA_MAX,
 };
 /// All-reduce: see [`NodeMax`].
 pub(crate) const NODE_ALLREDUCE_MAX: NodeMax = NodeMax {
     two: 32 * 1024,
     more: 64 * 1024,
     close: 128 * 1024,
+    remote: REMOTE_ARENA_MAX,
 };
 /// All-gather (bytes per block): see [`NodeMax`].
 ///
@@ -331,6 +363,7 @@ pub(crate) const NODE_ALLGATHER_MAX: NodeMax = NodeMax {
     two: 1 << 20,
     more: usize::MAX,
     close: usize::MAX,
+    remote: REMOTE_ARENA_MAX,
 };
 
 /// All-to-all over one node by single-copy pulls (`Alltoall::ShmPull`),
@@ -391,11 +424,13 @@ pub(crate) const NODE_BCAST_PULL: std::ops::RangeInclusive<usize> = 64 * 1024 + 
 /// Where a collective pulls by default (single copies, `shm_pull`): `two`
 /// on two ranks with a core each, `close` on such two ranks of a node that
 /// copies faster than it pulls (above the arena's [`NodeMax::close`]),
+/// `remote` on two of a node that copies far slower ([`REMOTE_ARENA_MAX`]),
 /// `more` otherwise; empty ranges: never.
 #[derive(Debug, Clone)]
 pub(crate) struct Pulls {
     pub(crate) two: std::ops::RangeInclusive<usize>,
     pub(crate) close: std::ops::RangeInclusive<usize>,
+    pub(crate) remote: std::ops::RangeInclusive<usize>,
     pub(crate) more: std::ops::RangeInclusive<usize>,
 }
 
@@ -403,7 +438,7 @@ impl Pulls {
     /// The smallest size any of the ranges holds (`usize::MAX`: none).
     const fn least(&self) -> usize {
         let mut least = usize::MAX;
-        let ranges = [&self.two, &self.close, &self.more];
+        let ranges = [&self.two, &self.close, &self.remote, &self.more];
         let mut i = 0;
         while i < ranges.len() {
             let (a, b) = (*ranges[i].start(), *ranges[i].end());
@@ -420,6 +455,7 @@ impl Pulls {
 const BCAST_PULLS: Pulls = Pulls {
     two: NODE_BCAST_PULL,
     close: NEVER,
+    remote: REMOTE_ARENA_MAX + 1..=4 << 20,
     more: NEVER,
 };
 /// Reduce: see [`Pulls`]; from 4 MiB on a close node; never on more
@@ -427,13 +463,23 @@ const BCAST_PULLS: Pulls = Pulls {
 const REDUCE_PULLS: Pulls = Pulls {
     two: NODE_REDUCE_PULL,
     close: (2 << 20) + 1..=4 << 20,
+    remote: 2 * REMOTE_ARENA_MAX + 1..=4 << 20,
     more: NEVER,
 };
 /// All-reduce: see [`Pulls`]; from 256 KiB on a close node.
 const ALLREDUCE_PULLS: Pulls = Pulls {
     two: NODE_ALLREDUCE_PULL,
     close: 128 * 1024 + 1..=2 << 20,
+    remote: REMOTE_ARENA_MAX + 1..=2 << 20,
     more: NODE_ALLREDUCE_PULL_MORE,
+};
+/// All-gather: see [`Pulls`]; on two ranks of a remote node only (the
+/// arena wins elsewhere, see [`NODE_ALLGATHER_MAX`]).
+const ALLGATHER_PULLS: Pulls = Pulls {
+    two: NEVER,
+    close: NEVER,
+    remote: REMOTE_ARENA_MAX + 1..=1 << 20,
+    more: NEVER,
 };
 /// All-reduce by a reduce to rank 0 and a broadcast from it, both in the
 /// arena (`Allreduce::ShmRoot`), for operands in these ranges (the same
@@ -458,6 +504,7 @@ const ALLREDUCE_PULLS: Pulls = Pulls {
 const ALLREDUCE_ROOT: Pulls = Pulls {
     two: NEVER,
     close: 128 * 1024 + 1..=512 * 1024,
+    remote: NEVER,
     more: 16 * 1024..=usize::MAX,
 };
 /// See [`ALLREDUCE_ROOT`].
@@ -494,6 +541,7 @@ const ROOT_MAX_RANKS: usize = 8;
 const PAIR_ALLREDUCE_P2P: Pair = Pair {
     close: 8 * 1024..=128 * 1024,
     far: 16 * 1024..=64 * 1024,
+    remote: NEVER,
 };
 /// Two ranks of a close node all-reduce a commutative operation's
 /// operands of 32 KiB – 1 MiB by Rabenseifner's halves, point to point:
@@ -513,23 +561,27 @@ const PAIR_ALLREDUCE_P2P: Pair = Pair {
 const PAIR_ALLREDUCE_HALVES: Pair = Pair {
     close: 32 * 1024..=1024 * 1024,
     far: 16 * 1024..=256 * 1024,
+    remote: NEVER,
 };
 /// See [`PAIR_ALLREDUCE_P2P`].
 const PAIR_ALLTOALL_P2P: Pair = Pair {
     close: 32 * 1024..=256 * 1024,
     far: 16 * 1024..=128 * 1024,
+    remote: NEVER,
 };
 /// See [`PAIR_ALLREDUCE_P2P`].
 const PAIR_ALLGATHER_P2P: Pair = Pair {
     close: 32 * 1024..=128 * 1024,
     far: 64 * 1024..=128 * 1024,
+    remote: NEVER,
 };
 
 /// Sizes at which two ranks of one node, each with its core, go point to
-/// point: on a `close` node and on a `far` one.
+/// point: on a `close` node, a `far` one and a `remote` one.
 struct Pair {
     close: std::ops::RangeInclusive<usize>,
     far: std::ops::RangeInclusive<usize>,
+    remote: std::ops::RangeInclusive<usize>,
 }
 
 /// All-to-all: see [`Pulls`]; [`NODE_ALLTOALL_PULL`] on any number of
@@ -538,6 +590,7 @@ struct Pair {
 const ALLTOALL_PULLS: Pulls = Pulls {
     two: NODE_ALLTOALL_PULL,
     close: 512 * 1024 + 1..=1024 * 1024,
+    remote: REMOTE_ARENA_MAX / 2 + 1..=1024 * 1024,
     more: NODE_ALLTOALL_PULL,
 };
 
@@ -591,6 +644,7 @@ pub(crate) const NODE_ALLTOALL_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
     more: 64 * 1024,
     close: 512 * 1024,
+    remote: REMOTE_ARENA_MAX,
 };
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
 pub(crate) const ALLREDUCE_SMALL: usize = 8 * 1024;
@@ -636,9 +690,9 @@ pub(crate) struct Call {
     /// Bytes each rank puts in the arena for the call (`bytes`, or all of
     /// a rank's blocks for all-to-all).
     pub(crate) node_bytes: usize,
-    /// The arena's ranks copy through shared memory faster than they pull
-    /// (`Profile::Close`, as the communicator's rank 0 saw it).
-    pub(crate) close: bool,
+    /// How the arena's ranks move data between them (copies through
+    /// shared memory against pulls), as the communicator's rank 0 saw it.
+    pub(crate) profile: Profile,
 }
 
 impl Call {
@@ -653,9 +707,10 @@ impl Call {
     /// overrides `max` for every collective).
     #[inline]
     fn node_up_to(&self, max: NodeMax) -> bool {
-        let max = match (self.p <= 2, self.close) {
-            (true, false) => max.two,
-            (true, true) => max.close,
+        let max = match (self.p <= 2, self.profile) {
+            (true, Profile::Far) => max.two,
+            (true, Profile::Close) => max.close,
+            (true, Profile::Remote) => max.remote,
             (false, _) => max.more,
         };
         let max = node_max_override().unwrap_or(max);
@@ -675,7 +730,11 @@ impl Call {
     /// profile (see [`PAIR_ALLREDUCE_P2P`]).
     #[inline]
     fn pair_in(&self, pair: &Pair) -> bool {
-        let range = if self.close { &pair.close } else { &pair.far };
+        let range = match self.profile {
+            Profile::Far => &pair.far,
+            Profile::Close => &pair.close,
+            Profile::Remote => &pair.remote,
+        };
         self.p == 2 && self.node_slot > 0 && !self.oversubscribed && range.contains(&self.bytes)
     }
 
@@ -704,12 +763,14 @@ impl Call {
     }
 
     /// The range of `pulls` for this call: `two` on two ranks with a core
-    /// each, `close` on such two of a close node, `more` otherwise.
+    /// each, `close` and `remote` on such two of a close and a remote
+    /// node, `more` otherwise.
     #[inline]
     fn pull_range<'a>(&self, pulls: &'a Pulls) -> &'a std::ops::RangeInclusive<usize> {
-        match (self.p == 2 && !self.oversubscribed, self.close) {
-            (true, false) => &pulls.two,
-            (true, true) => &pulls.close,
+        match (self.p == 2 && !self.oversubscribed, self.profile) {
+            (true, Profile::Far) => &pulls.two,
+            (true, Profile::Close) => &pulls.close,
+            (true, Profile::Remote) => &pulls.remote,
             (false, _) => &pulls.more,
         }
     }
@@ -815,6 +876,8 @@ pub(crate) fn allgather(c: Call) -> Result<Allgather> {
         Allgather::Ring
     } else if c.pair_in(&PAIR_ALLGATHER_P2P) {
         Allgather::RecursiveDoubling
+    } else if c.pulls(&ALLGATHER_PULLS) {
+        Allgather::ShmPull
     } else if c.node_up_to(NODE_ALLGATHER_MAX) {
         Allgather::Shm
     } else if c.p.is_power_of_two() {
@@ -881,7 +944,7 @@ mod tests {
             oversubscribed: false,
             node_slot: 0,
             node_bytes: 0,
-            close: false,
+            profile: Profile::Far,
         }
     }
 
@@ -1049,11 +1112,48 @@ mod tests {
     }
 
     #[test]
+    fn two_ranks_of_a_remote_node_pull_above_8_kib() {
+        let remote = |p: usize, bytes: usize, all: usize| Call {
+            node_slot: 16 * 1024,
+            node_bytes: all,
+            profile: Profile::Remote,
+            ..call(p, bytes)
+        };
+        let one = |p, bytes| remote(p, bytes, bytes);
+        assert_eq!(bcast(one(2, 8 << 10)).unwrap(), Bcast::Shm);
+        assert_eq!(allreduce(one(2, 8 << 10)).unwrap(), Allreduce::Shm);
+        assert_eq!(allgather(one(2, 8 << 10)).unwrap(), Allgather::Shm);
+        assert_eq!(reduce(one(2, 16 << 10)).unwrap(), Reduce::Shm);
+        assert_eq!(
+            alltoall(remote(2, 4 << 10, 8 << 10)).unwrap(),
+            Alltoall::Shm
+        );
+        for n in [(8 << 10) + 4, 16 << 10, 128 << 10, 1 << 20] {
+            assert_eq!(bcast(one(2, n)).unwrap(), Bcast::ShmPull);
+            assert_eq!(allreduce(one(2, n)).unwrap(), Allreduce::ShmPull);
+            assert_eq!(allgather(one(2, n)).unwrap(), Allgather::ShmPull);
+            assert_eq!(alltoall(remote(2, n, 2 * n)).unwrap(), Alltoall::ShmPull);
+        }
+        for n in [(16 << 10) + 4, 1 << 20, 4 << 20] {
+            assert_eq!(reduce(one(2, n)).unwrap(), Reduce::ShmPull);
+        }
+        // Beyond the pulls' ranges: as on a far node.
+        assert_eq!(reduce(one(2, 8 << 20)).unwrap(), Reduce::Binomial);
+        assert_eq!(
+            allgather(one(2, 2 << 20)).unwrap(),
+            Allgather::RecursiveDoubling
+        );
+        // More ranks (never calibrated remote) keep the far table.
+        assert_eq!(bcast(one(4, 1 << 20)).unwrap(), Bcast::Shm);
+        assert_eq!(allgather(one(4, 64 << 10)).unwrap(), Allgather::Shm);
+    }
+
+    #[test]
     fn two_ranks_of_a_close_node_keep_to_the_arena_longer() {
         let close = |p: usize, bytes: usize| Call {
             node_slot: 16 * 1024,
             node_bytes: bytes,
-            close: true,
+            profile: Profile::Close,
             ..call(p, bytes)
         };
         for n in [8 << 10, 256 << 10, 1 << 20, 8 << 20] {
@@ -1127,7 +1227,7 @@ mod needs_tests {
             oversubscribed: false,
             node_slot: 0,
             node_bytes: 0,
-            close: false,
+            profile: Profile::Far,
         };
         assert!(!Allgather::RecursiveDoubling.needs().met_by(c));
         assert!(Allgather::RecursiveDoubling.needs().met_by(Call {

@@ -62,7 +62,8 @@ pub(crate) enum Profile {
 }
 
 impl Profile {
-    fn from_word(w: u32) -> Option<Profile> {
+    /// The profile a word of shared memory names (`self as u32`).
+    pub(crate) fn from_word(w: u32) -> Option<Profile> {
         match w {
             1 => Some(Profile::Far),
             2 => Some(Profile::Close),
