@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
 //! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 64 KiB, single copies to 256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
-//! | reduce | on one node: 2 ranks: arena up to 128 KiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
+//! | reduce | on one node: 2 ranks: arena up to 1 MiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks: arena up to 128 KiB, single copies 256 KiB – 1 MiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
 //! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks: arena up to 32 KiB, single copies 64 KiB – 1 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
 //! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 1 MiB but recursive doubling at 64–128 KiB (close node: arena at every size but recursive doubling at 32–128 KiB); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
 //! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB above the arena's limit (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
@@ -309,7 +309,12 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // ranks of a far node, AMD EPYC VM: vCPUs not sharing caches (3
     // rounds) 32 KiB 0.42, 64 KiB 0.62, 128 KiB 0.86, 256 KiB 1.06, 512
     // KiB 1.22; sharing them, far profile forced (4) 32–128 KiB 0.29–0.61.
-    two: 128 * 1024,
+    // Since copies keep clear of `memcpy`'s slow distance (session 24) it
+    // wins up to 1 MiB too: against the pulls, runs tagged far by the
+    // profile they measured (session 25), OSU's counts 512 KiB 0.75–0.86,
+    // 1 MiB 0.75–0.84 (6–14 runs), 300 calls 0.77 and 0.82 (8); 256 KiB
+    // 0.87–0.98; 2 MiB level, 4 MiB 1.9.
+    two: 1 << 20,
     // Once the binomial tree's leaves send from the send buffer and its
     // root receives into the result (4 ranks, 3 interleaved sweeps):
     // 256 KiB 78-85 against the arena's 100-133 µs, 512 KiB 172-195
@@ -400,9 +405,9 @@ pub(crate) const OVERSUBSCRIBED_ALLTOALL_P2P: std::ops::RangeInclusive<usize> =
 /// folds it alone), same build, 5 interleaved rounds, median of per-round
 /// ratios: 32 KiB 0.73, 64 KiB 0.78, 128–256 KiB 0.66–0.75, 512 KiB 0.47,
 /// 1 MiB 0.56, 2 MiB 0.71, 4 MiB 0.82; against the arena at 16 KiB 1.21.
-/// The arena now keeps up to 128 KiB ([`NODE_REDUCE_MAX`], measured
+/// The arena now keeps up to 1 MiB ([`NODE_REDUCE_MAX`], measured
 /// against the pulls on an AMD EPYC VM).
-pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = 128 * 1024 + 1..=4 << 20;
+pub(crate) const NODE_REDUCE_PULL: std::ops::RangeInclusive<usize> = (1 << 20) + 1..=4 << 20;
 
 /// Broadcast on two ranks of one node by single copies (`Bcast::ShmPull`:
 /// the receiver pulls 60% while the root writes the rest into it), for
@@ -1009,8 +1014,8 @@ mod tests {
             node_bytes: bytes,
             ..call(p, bytes)
         };
-        assert_eq!(reduce(node(2, 128 << 10)).unwrap(), Reduce::Shm);
-        assert_eq!(reduce(node(2, 256 << 10)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(node(2, 1 << 20)).unwrap(), Reduce::Shm);
+        assert_eq!(reduce(node(2, 2 << 20)).unwrap(), Reduce::ShmPull);
         assert_eq!(reduce(node(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(node(4, 128 << 10)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(4, 1 << 20)).unwrap(), Reduce::Shm);
