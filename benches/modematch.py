@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Latency compared within one placement of the VM's vCPUs.
+
+This VM switches every few seconds between a placement where its vCPUs
+exchange a cache line quickly and one where they do so 2-3x slower, and a
+round of `benches/compare_p2p.sh` whose Courier run and peer runs fell in
+different placements measures the placements, not the libraries. A latency
+run shows its own placement: its 8-byte latency. This reads the raw tables
+a `compare_p2p.sh latency` sitting left (SYSTEM.latency.ROUND), classes
+every run by its 8-byte latency (below THRESHOLD microseconds: fast), and
+prints, per placement, each system's median and Courier / the better peer.
+
+Usage: benches/modematch.py [RESULTS_DIR] [THRESHOLD_US]
+       (default target/bench-results/p2p-shm and 0.32)
+"""
+import glob
+import statistics
+import sys
+
+SYSTEMS = ("courier", "ompi", "mpich")
+
+
+def read_table(path):
+    """{size: value} of one OSU-style text table."""
+    table = {}
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0].isdigit():
+                table[int(fields[0])] = float(fields[1])
+    return table
+
+
+def main():
+    results = sys.argv[1] if len(sys.argv) > 1 else "target/bench-results/p2p-shm"
+    threshold = float(sys.argv[2]) if len(sys.argv) > 2 else 0.32
+    runs = {}
+    for system in SYSTEMS:
+        tables = [read_table(p) for p in sorted(glob.glob(f"{results}/{system}.latency.*"))]
+        runs[system] = [t for t in tables if 8 in t]
+    if not runs["courier"]:
+        sys.exit(f"no Courier latency tables with an 8-byte row in {results}")
+    sizes = sorted(runs["courier"][0])
+    for name, fast in (("fast", True), ("slow", False)):
+        picked = {s: [t for t in runs[s] if (t[8] < threshold) == fast] for s in SYSTEMS}
+        counts = ", ".join(f"{s} {len(picked[s])}" for s in SYSTEMS)
+        print(f"## {name} placement (8 B {'<' if fast else '>='} {threshold} us): runs {counts}")
+        if not picked["courier"] or not any(picked[s] for s in SYSTEMS[1:]):
+            print("(no runs of Courier and a peer in this placement)\n")
+            continue
+        print("| size | Courier | Open MPI | MPICH | Courier / better peer |")
+        print("|---:|---:|---:|---:|---:|")
+        for size in sizes:
+            med = {
+                s: statistics.median(t[size] for t in picked[s] if size in t)
+                for s in SYSTEMS
+                if any(size in t for t in picked[s])
+            }
+            if "courier" not in med or len(med) < 2:
+                continue
+            best = min(v for s, v in med.items() if s != "courier")
+            cells = [f"{med[s]:.3f}" if s in med else "-" for s in SYSTEMS]
+            print(f"| {size} | {' | '.join(cells)} | {med['courier'] / best:.2f} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
