@@ -34,9 +34,9 @@
 //! read the verdict. Anything that goes wrong (a rank that does not come
 //! within [`WAIT`], a refused pull) gives [`Profile::Far`], the tuning this
 //! library had before it measured, so the measurement can only choose
-//! between tested sets of defaults. Ranks that disagree (one timed out) still work: the eager
-//! limit is the sender's own choice, and collectives take their
-//! communicator's rank 0's view (`coll::node`).
+//! between tested sets of defaults. Ranks that disagree (one timed out)
+//! still work: the eager limit is the sender's own choice, and
+//! collectives take their communicator's rank 0's view (`coll::node`).
 
 use super::{ShmTransport, MAGIC};
 use crate::ids::Rank;
