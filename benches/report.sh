@@ -28,6 +28,9 @@ for np in 2 4; do
   for f in "$res/coll/${np}r"/*.svg; do cp "$f" "docs/plots/coll-${np}ranks-$(basename "$f")"; done
 done
 python3 benches/headline.py "$res" > docs/plots/headline.md
+# The latency runs compared within one placement of the VM's cores (a
+# round whose runs fell in different placements measures those).
+python3 benches/modematch.py "$res/p2p-shm" > "$res/latency-placements.md"
 mkdir -p docs/plots/tables
-cp "$res"/p2p.md "$res"/coll.md "$res"/startup.md docs/plots/tables/
+cp "$res"/p2p.md "$res"/coll.md "$res"/startup.md "$res"/latency-placements.md docs/plots/tables/
 echo "plots: docs/plots/*.svg; headline table: docs/plots/headline.md" >&2
