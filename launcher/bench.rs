@@ -118,6 +118,9 @@ impl BenchArgs {
     }
 }
 
+/// This rank's node profile (`Universe::node_profile`), for rank 0's tables.
+static NODE_PROFILE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 /// The transport named in table titles.
 fn transport_name() -> &'static str {
     match std::env::var("COURIER_TRANSPORT").as_deref() {
@@ -378,7 +381,18 @@ fn table(
     run.ranks = w.size();
     run.threads = args.threads;
     run.iterations = args.iterations;
-    Some(Table::new(args.format, run, header))
+    let mut header = header.to_vec();
+    if std::env::var("COURIER_TRANSPORT").as_deref() != Ok("tcp") {
+        if let Some(&profile) = NODE_PROFILE.get() {
+            run.node_profile = Some(profile.into());
+            // After the title, as a comment OSU-table readers skip.
+            header.insert(
+                header.len().min(1),
+                format!("# Node profile: {profile} (see COURIER_SHM_PROFILE)"),
+            );
+        }
+    }
+    Some(Table::new(args.format, run, &header))
 }
 
 /// Adds a row to rank 0's table.
@@ -405,6 +419,7 @@ fn run_rank(args: &BenchArgs) -> Result<(), String> {
         courier::Threading::Funneled
     };
     let universe = courier::init_thread(level).map_err(|e| e.to_string())?;
+    let _ = NODE_PROFILE.set(universe.node_profile());
     let world = universe.world();
     let kinds = match args.kind {
         Some(k) => vec![k],

@@ -89,6 +89,11 @@ pub(crate) struct Run {
     pub(crate) iterations: Option<usize>,
     /// `COURIER_*` settings in force (forced algorithms, limits).
     pub(crate) settings: BTreeMap<String, String>,
+    /// The node profile Courier's ranks ran with over shared memory
+    /// (`Universe::node_profile`: close, far or remote); `None` for other
+    /// libraries, for TCP runs, and in documents written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node_profile: Option<String>,
     pub(crate) machine: Machine,
     /// Seconds since the Unix epoch at the start of the run.
     pub(crate) unix_time: u64,
@@ -111,6 +116,7 @@ impl Run {
             threads: None,
             iterations: None,
             settings: BTreeMap::new(),
+            node_profile: None,
             machine: Machine::default(),
             unix_time: 0,
             columns,

@@ -39,6 +39,9 @@ pub struct Universe {
     progress: Arc<Driver>,
     world: Communicator,
     placement: Placement,
+    /// How this node's ranks move data between them (see
+    /// [`Universe::node_profile`]).
+    profile: Profile,
     finalized: bool,
     /// The process manager's connection, when started by one (PMI).
     pmi: Option<parking_lot::Mutex<Pmi>>,
@@ -508,15 +511,37 @@ impl Universe {
     fn new(progress: Progress, rank: usize, size: usize, placement: Placement) -> Self {
         // Below Multiple the driver belongs to this thread: no lock per call.
         let owner = (required() <= Threading::Funneled).then(crate::progress::thread_token);
+        let profile = progress.profile();
         let progress = Arc::new(Driver::new(progress, owner));
         let world = Communicator::world(progress.clone(), rank, size);
         Universe {
             progress,
             world,
             placement,
+            profile,
             finalized: false,
             pmi: None,
         }
+    }
+
+    /// How this rank's node moves data between its ranks, as local ranks
+    /// 0 and 1 measured it at start-up (a copy through shared memory
+    /// against a single-copy pull) or `COURIER_SHM_PROFILE` forced it:
+    /// `"close"` (copies win: larger eager messages, collectives of two
+    /// ranks through shared memory up to large sizes), `"far"` (pulls win
+    /// from a few tens of KiB), `"remote"` (copies lose by far: messages
+    /// and two ranks' collectives above 8 KiB are pulled). `"far"` too
+    /// where nothing was measured: one rank on the node, shared memory or
+    /// cross-memory attach off, more ranks than cores. For diagnostics and
+    /// benchmark records: the same job runs faster or slower by it.
+    ///
+    /// ```
+    /// let universe = courier::init()?;
+    /// assert!(["close", "far", "remote"].contains(&universe.node_profile()));
+    /// # Ok::<(), courier::Error>(())
+    /// ```
+    pub fn node_profile(&self) -> &'static str {
+        self.profile.name()
     }
 
     /// The thread support provided (`MPI_Query_thread`): `Multiple`, or
@@ -574,11 +599,7 @@ impl Universe {
              taken_at_post={} posted={} unexpected={}",
             self.world.rank(),
             links.join(" "),
-            match p.profile() {
-                Profile::Close => "close",
-                Profile::Far => "far",
-                Profile::Remote => "remote",
-            },
+            p.profile().name(),
             t.connects,
             t.accepts,
             t.declined_duplicates,

@@ -117,6 +117,21 @@ fn bench_writes_json_and_csv() {
         .iter()
         .all(|r| r["values"][0].as_f64().is_some_and(|v| v > 0.0)));
     assert!(json["machine"]["cpus"].as_u64().is_some_and(|c| c >= 1));
+    // The node profile the ranks ran with (it changes their tuning).
+    let profile = json["node_profile"].as_str().expect("the node profile");
+    assert!(["close", "far", "remote"].contains(&profile), "{profile}");
+    let o = Command::new(courier())
+        .args(["bench", "latency", "--max-size", "8", "--iterations", "20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("# Courier Latency Test"));
+    assert!(
+        lines.next().unwrap().starts_with("# Node profile: "),
+        "{text}"
+    );
     let csv = bench("csv");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(

@@ -157,6 +157,7 @@ fn body_node_profile() {
         ["close", "far", "remote"].contains(&mine.as_str()),
         "{report}"
     );
+    assert_eq!(u.node_profile(), mine, "the accessor and the report agree");
     match std::env::var("EXPECT_PROFILE").as_deref() {
         Ok("any") | Err(_) => {}
         Ok(expect) => assert_eq!(mine, expect),

@@ -62,6 +62,15 @@ pub(crate) enum Profile {
 }
 
 impl Profile {
+    /// Its name, as `COURIER_SHM_PROFILE` spells it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Profile::Far => "far",
+            Profile::Close => "close",
+            Profile::Remote => "remote",
+        }
+    }
+
     /// The profile a word of shared memory names (`self as u32`).
     pub(crate) fn from_word(w: u32) -> Option<Profile> {
         match w {
