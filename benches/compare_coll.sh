@@ -32,7 +32,7 @@ for np in $NPS; do
   mkdir -p "$out/${np}r"
   for kind in "${KINDS[@]}"; do
     for r in $(seq "$ROUNDS"); do
-      ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" "${courier_iters[@]}" | grep -v '^#' > "$out/${np}r/courier.$kind.$r"
+      ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" "${courier_iters[@]}" | awk '!/^#/ || /^# Node profile:/' > "$out/${np}r/courier.$kind.$r"
       for peer in $PEERS; do
         case "$peer" in
           ompi) mpirun.openmpi --oversubscribe -n "$np" "$out/coll_ompi" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
@@ -71,6 +71,17 @@ for s in sorted(raw["courier"][0]):
         cells = [num(med(raw["courier"], s))] + [num(med(raw[p], s)) for p in peers]
         cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
         print(f"| {s} | " + " | ".join(cells) + " |")
+def profiles(path_of):
+    """Courier's runs by the node profile they measured (their tables say)."""
+    seen = {}
+    for r in range(1, rounds + 1):
+        for line in open(path_of(r)):
+            if line.startswith("# Node profile:"):
+                seen[line.split()[3]] = seen.get(line.split()[3], 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
+seen = profiles(lambda r: f"{d}/courier.{kind}.{r}")
+if seen:
+    print(f"(Courier's runs by the node profile they measured: {seen})")
 systems = ["courier"] + peers
 sizes = [s for s in sorted(raw["courier"][0]) if all(s in raw[p][r] for p in systems for r in range(rounds))]
 write_runs(d, kind, "shared memory", np, systems,

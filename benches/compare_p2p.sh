@@ -73,7 +73,7 @@ for kind in "${KINDS[@]}"; do
   fi
   for r in $(seq "$ROUNDS"); do
     for s in "${systems[@]}"; do
-      run "$s" "$kind" | grep -v '^#' > "$out/$s.$kind.$r"
+      run "$s" "$kind" | awk '!/^#/ || /^# Node profile:/' > "$out/$s.$kind.$r"
     done
   done
   NP=$NP python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
@@ -108,6 +108,17 @@ for size in sorted(t["courier"]):
     vals = " | ".join(f"{t[s][size]:.{3 if t[s][size] < 1 else 2}f}" for s in systems)
     ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
     print(f"| {size} | {vals} | {ratios} |")
+def profiles(path_of):
+    """Courier's runs by the node profile they measured (their tables say)."""
+    seen = {}
+    for r in range(1, rounds + 1):
+        for line in open(path_of(r)):
+            if line.startswith("# Node profile:"):
+                seen[line.split()[3]] = seen.get(line.split()[3], 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
+seen = profiles(lambda r: f"{d}/courier.{kind}.{r}")
+if seen:
+    print(f"(Courier's runs by the node profile they measured: {seen})")
 columns = {"latency": ["latency_us"], "latency_mt": ["latency_us"], "mbw_mr": ["messages_per_s"]}.get(kind, ["bandwidth_MBps"])
 ranks = int(os.environ["NP"]) if kind == "mbw_mr" else 2
 write_runs(d, kind, {"shm": "shared memory", "tcp": "TCP"}[transport], ranks, systems,

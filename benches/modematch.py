@@ -10,10 +10,12 @@ a `compare_p2p.sh latency` sitting left (SYSTEM.latency.ROUND), classes
 every run by its 8-byte latency (below THRESHOLD microseconds: fast), and
 prints, per placement, each system's median and Courier / the better peer.
 
-Usage: benches/modematch.py [RESULTS_DIR] [THRESHOLD_US]
-       (default target/bench-results/p2p-shm and 0.32)
+Usage: [ROUNDS=N] benches/modematch.py [RESULTS_DIR] [THRESHOLD_US]
+       (default target/bench-results/p2p-shm and 0.32; ROUNDS: only rounds
+       1..N, as the sitting ran them, not tables an earlier one left)
 """
 import glob
+import os
 import statistics
 import sys
 
@@ -34,9 +36,13 @@ def read_table(path):
 def main():
     results = sys.argv[1] if len(sys.argv) > 1 else "target/bench-results/p2p-shm"
     threshold = float(sys.argv[2]) if len(sys.argv) > 2 else 0.32
+    rounds = int(os.environ["ROUNDS"]) if os.environ.get("ROUNDS") else None
     runs = {}
     for system in SYSTEMS:
-        tables = [read_table(p) for p in sorted(glob.glob(f"{results}/{system}.latency.*"))]
+        paths = sorted(glob.glob(f"{results}/{system}.latency.*"))
+        if rounds is not None:
+            paths = [p for p in paths if p.rsplit(".", 1)[-1] in {str(r) for r in range(1, rounds + 1)}]
+        tables = [read_table(p) for p in paths]
         runs[system] = [t for t in tables if 8 in t]
     if not runs["courier"]:
         sys.exit(f"no Courier latency tables with an 8-byte row in {results}")
