@@ -34,10 +34,14 @@ for l in sys.stdin:
         print(m["executable"])'
 }
 # Quiet when clean; a failing test's report (it goes to stdout) is shown.
+# Fair scheduling: valgrind runs one thread at a time, and with its default
+# lock a thread spinning on a full ring (the wake-up race tests) can keep
+# the reader it waits for from running for seconds, which those tests take
+# for a lost wake-up (one slept 10 s in a local run, `.ci/run`).
 memcheck() {
   local out
   out=$(mktemp)
-  if ! valgrind --error-exitcode=1 --leak-check=no -q "$@" >"$out"; then
+  if ! valgrind --fair-sched=yes --error-exitcode=1 --leak-check=no -q "$@" >"$out"; then
     tail -n 60 "$out"
     rm -f "$out"
     return 1
