@@ -43,7 +43,7 @@ for np in $NPS; do
     python3 - "$out/${np}r" "$ROUNDS" "$kind" "$np" $PEERS <<'PY'
 import sys, statistics
 sys.path.insert(0, "benches")
-from results import write_runs
+from results import profiles, write_runs
 d, rounds, kind, np, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 names = {"ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -71,15 +71,7 @@ for s in sorted(raw["courier"][0]):
         cells = [num(med(raw["courier"], s))] + [num(med(raw[p], s)) for p in peers]
         cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
         print(f"| {s} | " + " | ".join(cells) + " |")
-def profiles(path_of):
-    """Courier's runs by the node profile they measured (their tables say)."""
-    seen = {}
-    for r in range(1, rounds + 1):
-        for line in open(path_of(r)):
-            if line.startswith("# Node profile:"):
-                seen[line.split()[3]] = seen.get(line.split()[3], 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
-seen = profiles(lambda r: f"{d}/courier.{kind}.{r}")
+seen = profiles(f"{d}/courier.{kind}.{r}" for r in range(1, rounds + 1))
 if seen:
     print(f"(Courier's runs by the node profile they measured: {seen})")
 systems = ["courier"] + peers

@@ -79,7 +79,7 @@ for kind in "${KINDS[@]}"; do
   NP=$NP python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
 import os, sys, statistics
 sys.path.insert(0, "benches")
-from results import write_runs
+from results import profiles, write_runs
 d, kind, rounds, transport, systems = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 names = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -108,15 +108,7 @@ for size in sorted(t["courier"]):
     vals = " | ".join(f"{t[s][size]:.{3 if t[s][size] < 1 else 2}f}" for s in systems)
     ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
     print(f"| {size} | {vals} | {ratios} |")
-def profiles(path_of):
-    """Courier's runs by the node profile they measured (their tables say)."""
-    seen = {}
-    for r in range(1, rounds + 1):
-        for line in open(path_of(r)):
-            if line.startswith("# Node profile:"):
-                seen[line.split()[3]] = seen.get(line.split()[3], 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
-seen = profiles(lambda r: f"{d}/courier.{kind}.{r}")
+seen = profiles(f"{d}/courier.{kind}.{r}" for r in range(1, rounds + 1))
 if seen:
     print(f"(Courier's runs by the node profile they measured: {seen})")
 columns = {"latency": ["latency_us"], "latency_mt": ["latency_us"], "mbw_mr": ["messages_per_s"]}.get(kind, ["bandwidth_MBps"])

@@ -7,6 +7,10 @@ and draws them with `courier report`. Used by benches/compare_*.sh.
 `medians[system]` maps a message size (None for barrier) to the list of
 figures of that size. Files: OUT_DIR/KIND-SYSTEM.json; plot:
 OUT_DIR/KIND.svg (skipped, with a note, when there is nothing to plot).
+
+    profiles(paths)
+
+counts Courier's runs by the node profile their tables name.
 """
 import json, os, platform, subprocess, sys, time
 
@@ -61,3 +65,16 @@ def write_runs(out_dir, kind, transport, ranks, systems, medians, columns, round
         print(f"(no plot for {kind}: {r.stderr.strip()})", file=sys.stderr)
     else:
         print(f"(plot: {svg})", file=sys.stderr)
+
+
+def profiles(paths):
+    """Courier's runs among the raw tables `paths` by the node profile each
+    measured (its `# Node profile:` line), as "far 5, remote 2"; empty when
+    no table names one (TCP runs, tables from before it was printed)."""
+    seen = {}
+    for path in paths:
+        for line in open(path):
+            if line.startswith("# Node profile:"):
+                name = line.split()[3]
+                seen[name] = seen.get(name, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
