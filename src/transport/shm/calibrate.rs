@@ -245,6 +245,12 @@ impl ShmTransport {
     /// Local rank 1: serves the lead's copies, then reads its verdict
     /// (`None`: the lead did not come, or gave none in time).
     pub(crate) fn calibrate_partner(&self, lead: Rank) -> Option<Profile> {
+        self.serve_lead(lead, || {})
+    }
+
+    /// [`ShmTransport::calibrate_partner`], calling `before_copy` before
+    /// each copy it makes for the lead (the tests slow it down there).
+    fn serve_lead(&self, lead: Rank, mut before_copy: impl FnMut()) -> Option<Profile> {
         let seg = self.lead_segment(lead)?;
         let a = area(&seg)?;
         let private = vec![0x5au8; PROBE];
@@ -268,6 +274,7 @@ impl ShmTransport {
             if now == DONE {
                 break;
             }
+            before_copy();
             a.copy_in(&private);
             a.turn.store(expect + 1, Ordering::Release);
             expect += 2;
@@ -403,31 +410,7 @@ mod tests {
         let started = Instant::now();
         let (a, b, c) = std::thread::scope(|s| {
             let a = s.spawn(move || lead.calibrate_lead(Some(std::process::id())));
-            let b = s.spawn(move || {
-                // `calibrate_partner`, slowed down at every step.
-                let seg = partner.lead_segment(0).unwrap();
-                let area = area(&seg).unwrap();
-                let private = vec![0x5au8; PROBE];
-                area.source
-                    .store(private.as_ptr() as u64, Ordering::Release);
-                area.turn.store(1, Ordering::Release);
-                let mut expect = 2u64;
-                loop {
-                    let mut now = 0;
-                    assert!(wait_step(|| {
-                        now = area.turn.load(Ordering::Acquire);
-                        now == expect || now == DONE
-                    }));
-                    if now == DONE {
-                        break;
-                    }
-                    std::thread::sleep(step);
-                    area.copy_in(&private);
-                    area.turn.store(expect + 1, Ordering::Release);
-                    expect += 2;
-                }
-                Profile::from_word(area.verdict.load(Ordering::Acquire))
-            });
+            let b = s.spawn(move || partner.serve_lead(0, || std::thread::sleep(step)));
             let c = s.spawn(move || third.calibrated_by(0));
             (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
         });
