@@ -39,14 +39,12 @@ for l in sys.stdin:
 # the reader it waits for from running for seconds, which those tests take
 # for a lost wake-up (one slept 10 s in a local run, `.ci/run`).
 memcheck() {
-  local out
+  local out rc=0
   out=$(mktemp)
-  if ! valgrind --fair-sched=yes --error-exitcode=1 --leak-check=no -q "$@" >"$out"; then
-    tail -n 60 "$out"
-    rm -f "$out"
-    return 1
-  fi
+  valgrind --fair-sched=yes --error-exitcode=1 --leak-check=no -q "$@" >"$out" || rc=$?
+  [ "$rc" -eq 0 ] || tail -n 60 "$out"
   rm -f "$out"
+  return "$rc"
 }
 bin=$(test_bin --lib)
 for filter in transport::shm engine:: wire:: progress::loans; do
