@@ -8,9 +8,12 @@
 #                            the faster of its two layouts in each round)
 #   bw 1 B – 8 KiB           msgrate_floor.c (1, 8, 32 B)
 #   bibw 64 KiB – 4 MiB      bibw_floor.c (both ranks pull a window at once)
-#   all-to-all, 2 ranks      exchange_floor.c (1 MiB blocks)
-#   all-to-all, 4 ranks      alltoall_floor.c, without and with a barrier
-#                            per iteration (64 KiB – 1 MiB blocks)
+#   all-gather, 2 ranks      exchange_floor.c (64 KiB – 1 MiB blocks: each
+#                            rank pulls the block the other has just copied)
+#   all-to-all, 2 and 4      alltoall_floor.c, without and with a barrier
+#   ranks                    per iteration (2 ranks 256 KiB – 1 MiB, 4 ranks
+#                            64 KiB – 1 MiB blocks: each rank pulls the block
+#                            meant for it, which its owner never touches)
 #   TCP latency 1–64 B       tcp_latency_floor.c (8 B; Open MPI's TCP BTL)
 # Each round starts with an 8-byte latency probe of Courier, printed per
 # round: the VM's placement (vCPUs sharing one core's caches or not)
@@ -71,10 +74,16 @@ for r in $(seq "$ROUNDS"); do
   for s in 65536 262144 1048576 4194304; do "$bin/bibw_floor" $s | awk '{print $2+0, $4}'; done > "$d/floor.bibw"
   $courier bench bibw --min-size 65536 | grep -v '^#' > "$d/courier.bibw"
   for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" bibw 65536 4194304 > "$d/$p.bibw"; done
-  # all-to-all, 2 ranks, 1 MiB blocks
-  "$bin/exchange_floor" 0.3 | awk '$1 == 1048576' > "$d/floor.alltoall2"
-  $courier bench alltoall -n 2 --min-size 1048576 --max-size 1048576 | grep -v '^#' > "$d/courier.alltoall2"
-  for p in $PEERS_AVAILABLE; do peer "$p" 2 "coll_$p" alltoall 1048576 | awk '$1 == 1048576' > "$d/$p.alltoall2"; done
+  # all-gather, 2 ranks, 64 KiB – 1 MiB blocks
+  "$bin/exchange_floor" 0.3 | awk '$1 >= 65536' > "$d/floor.allgather2"
+  $courier bench allgather -n 2 --min-size 65536 | grep -v '^#' > "$d/courier.allgather2"
+  for p in $PEERS_AVAILABLE; do peer "$p" 2 "coll_$p" allgather 1048576 | awk '$1 >= 65536' > "$d/$p.allgather2"; done
+  # all-to-all, 2 ranks, 256 KiB – 1 MiB blocks
+  # (no barrier column: the probe's barrier yields the core, which two
+  # ranks on two cores need not do, and it then takes 1.7x as long)
+  "$bin/alltoall_floor" 2 0.3 | awk '$1 >= 262144' > "$d/floor.alltoall2"
+  $courier bench alltoall -n 2 --min-size 262144 | grep -v '^#' > "$d/courier.alltoall2"
+  for p in $PEERS_AVAILABLE; do peer "$p" 2 "coll_$p" alltoall 1048576 | awk '$1 >= 262144' > "$d/$p.alltoall2"; done
   # all-to-all, 4 ranks on 2 cores (Open MPI only: MPICH spins for
   # milliseconds per call there)
   "$bin/alltoall_floor" 4 > "$d/floor.alltoall4"
@@ -132,7 +141,8 @@ def show(title, kind, unit, lower, floors, sizes, peers_here):
 show("latency", "latency", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
 show("bw", "bw", "MB/s", False, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
 show("bibw", "bibw", "MB/s", False, ["floor"], [1 << k for k in range(16, 23, 2)], peers)
-show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << 20], peers)
+show("all-gather, 2 ranks", "allgather2", "µs", True, ["floor"], [1 << k for k in range(16, 21)], peers)
+show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << k for k in range(18, 21)], peers)
 show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
 show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64], [p for p in peers if p == "ompi"])
 PY
