@@ -619,14 +619,25 @@ const NEVER: std::ops::RangeInclusive<usize> = 1..=0;
 /// caches, 0.59 sharing them with the far profile forced; 64 KiB 0.98 and
 /// 0.81, 128 KiB 1.58 and 1.00).
 pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024 + 1..=2 << 20;
-/// The same on more ranks (3 rounds; more ranks than cores here): 4 ranks
-/// 32 KiB 1.00, 64 KiB – 1 MiB 0.63–0.92; 8 ranks 64 KiB – 1 MiB
-/// 0.55–0.76. Since the arena's publications stopped fencing it keeps
-/// 64 KiB: arena ÷ pulls, 4 ranks, 6 rounds each, 0.75 with the vCPUs
-/// sharing a core's caches and 0.93 without (128 KiB 1.12 and 1.23); 8
-/// ranks 0.78 sharing (4 rounds; 128 KiB 1.15).
+/// The same on more ranks, where each rank's slice (the operand over the
+/// rank count) is at least [`PULL_SLICE_MIN`]; below, the arena's reduce
+/// through rank 0 and broadcast ([`ALLREDUCE_ROOT`]). Against it, session
+/// 26, AMD EPYC VM, 4 and 8 ranks on 2 cores, runs classed by the VM's
+/// placement of its vCPUs (an 8-byte latency probe before each round):
+/// vCPUs sharing caches, 4 ranks (10 rounds) 32 KiB 1.42, 64 KiB 1.16,
+/// 128 KiB 1.06, 256 KiB 1.00, 512 KiB 0.98, 1 MiB 0.96, 2–4 MiB 0.74–0.80
+/// (3); 8 ranks (7) 128 KiB 1.21, 256 KiB 1.12, 512 KiB 0.88, 1 MiB 0.76;
+/// not sharing them, 4 ranks (8) 64 KiB 0.86, 128 KiB 0.71, 256 KiB – 1
+/// MiB 0.63–0.65 (the arena's data crosses between the cores twice, the
+/// pulls' once, and a line crossing is slow there). So from 64 KiB per
+/// slice: 256 KiB on 4 ranks, 512 KiB on 8. (Measured when the arena's
+/// publications still fenced, against the default of then, the pulls had
+/// been ahead from 64 KiB: 0.63–0.92 on 4 ranks, 0.55–0.76 on 8.)
 pub(crate) const NODE_ALLREDUCE_PULL_MORE: std::ops::RangeInclusive<usize> =
-    64 * 1024 + 1..=1024 * 1024;
+    128 * 1024 + 1..=4 << 20;
+/// See [`NODE_ALLREDUCE_PULL_MORE`]: bytes of each rank's slice from which
+/// an all-reduce on more than two ranks of a node pulls.
+const PULL_SLICE_MIN: usize = 64 * 1024;
 
 /// Whether cross-memory attach may be used (`COURIER_CMA`, read once).
 pub(crate) fn cma() -> bool {
@@ -849,6 +860,12 @@ pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
         _ if c.commutative && c.pair_in(&PAIR_ALLREDUCE_HALVES) => Allreduce::Rabenseifner,
         _ if c.pair_in(&PAIR_ALLREDUCE_P2P) => Allreduce::RecursiveDoubling,
+        _ if c.p > 2
+            && c.bytes >= PULL_SLICE_MIN.saturating_mul(c.p)
+            && c.pulls(&ALLREDUCE_PULLS) =>
+        {
+            Allreduce::ShmPull
+        }
         _ if c.bytes >= ALLREDUCE_ROOT.least()
             && (c.p <= ROOT_MAX_RANKS || c.oversubscribed)
             && c.in_arena(&ALLREDUCE_ROOT) =>
@@ -1041,7 +1058,24 @@ mod tests {
         assert_eq!(allreduce(node(2, 512 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 8 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(4, 16 << 10)).unwrap(), Allreduce::ShmRoot);
-        assert_eq!(allreduce(node(8, 1 << 20)).unwrap(), Allreduce::ShmRoot);
+        // On more ranks the pulls take over from 64 KiB per rank's slice
+        // (up to 4 MiB).
+        assert_eq!(allreduce(node(4, 128 << 10)).unwrap(), Allreduce::ShmRoot);
+        assert_eq!(allreduce(node(4, 256 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(node(4, 4 << 20)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(node(4, 8 << 20)).unwrap(), Allreduce::ShmRoot);
+        assert_eq!(allreduce(node(8, 256 << 10)).unwrap(), Allreduce::ShmRoot);
+        assert_eq!(allreduce(node(8, 512 << 10)).unwrap(), Allreduce::ShmPull);
+        let crowded4 = Call {
+            oversubscribed: true,
+            ..node(4, 1 << 20)
+        };
+        assert_eq!(allreduce(crowded4).unwrap(), Allreduce::ShmPull);
+        let ordered4 = Call {
+            commutative: false,
+            ..node(4, 1 << 20)
+        };
+        assert_eq!(allreduce(ordered4).unwrap(), Allreduce::ShmPull);
         assert_ne!(allreduce(node(9, 8 << 20)).unwrap(), Allreduce::ShmRoot);
         let crowded9 = Call {
             oversubscribed: true,
