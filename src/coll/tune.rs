@@ -505,7 +505,8 @@ const ALLGATHER_PULLS: Pulls = Pulls {
 /// ([`PAIR_ALLREDUCE_HALVES`]), so this range serves the others. On more
 /// ranks only up to [`ROOT_MAX_RANKS`] of them, or ranks sharing cores
 /// (every measurement above): with a core per rank and many ranks, rank 0
-/// folding every operand alone would be the slow part.
+/// folding every operand alone would be the slow part. From 64 KiB per
+/// rank's slice the pulls come first ([`NODE_ALLREDUCE_PULL_MORE`]).
 const ALLREDUCE_ROOT: Pulls = Pulls {
     two: NEVER,
     close: 128 * 1024 + 1..=512 * 1024,
