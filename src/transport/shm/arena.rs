@@ -521,6 +521,36 @@ impl Arena {
         unsafe { crate::sys::copy::copy_nonoverlapping(p.add(offset), out.as_mut_ptr(), n) };
     }
 
+    /// Lends the first `len` data bytes `rank` published for `seq` to `f`
+    /// where they lie, without a copy; `None` (`f` not called) when the
+    /// publisher's data holds fewer. Call only after `published` showed
+    /// `seq` (or later) there.
+    pub(crate) fn with_data<R>(
+        &self,
+        seq: u64,
+        rank: usize,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
+        let total = u64::from(self.total(seq, rank));
+        let (p, room) = self.data_ptr(seq, rank, total)?;
+        if len > room {
+            return None;
+        }
+        // SAFETY: 1. `len <= room`, so the range lies inside the line's
+        // inline bytes or the cell, in the mapping that `self` keeps for
+        // the borrow; 2. the acquire load that showed the state ordered
+        // the writer's data before these reads, and the writer does not
+        // write these bytes again until this rank has started an
+        // operation a whole depth later (the arena's protocol), which it
+        // cannot do while `f` runs; 3. this rank writes only its own cells,
+        // never `rank`'s. (A peer that broke the protocol could change the
+        // bytes under `f`, as it could under `read`'s copy: garbage
+        // values, never an access outside the mapping.)
+        let data = unsafe { std::slice::from_raw_parts(p.cast_const(), len) };
+        Some(f(data))
+    }
+
     /// Sleeps (at most `timeout`) unless `ready()` holds once this rank is
     /// counted among the sleepers; publishers wake it.
     pub(crate) fn sleep_unless(&self, ready: impl Fn() -> bool, timeout: Duration) {
@@ -571,6 +601,26 @@ mod tests {
         let mut big = [0u8; 1000];
         b.read(3, 0, &mut big);
         assert!(big[..100].iter().all(|&x| x == 3) && big[100..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn published_data_is_lent_where_it_lies() {
+        let a = Arena::create(2, 512).unwrap();
+        let b = Arena::open(a.addr(), 2, 512).unwrap();
+        // Inline in the state line, in a small cell and in a data cell.
+        for (seq, len) in [(1u64, 20usize), (2, 200), (3, 500)] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();
+            a.publish(seq, 1, &data, len as u64);
+            assert_eq!(b.with_data(seq, 1, len, |d| d.to_vec()), Some(data.clone()));
+            assert_eq!(
+                b.with_data(seq, 1, 3, |d| d.to_vec()),
+                Some(data[..3].to_vec())
+            );
+            // More than the publication's room: refused, `f` not called.
+            assert_eq!(b.with_data(seq, 1, 4096, |_| unreachable!()), None::<()>);
+        }
+        // A rank outside the arena has nothing to lend.
+        assert_eq!(b.with_data(1, 7, 1, |_| unreachable!()), None::<()>);
     }
 
     /// A publisher races a reader that sleeps whenever the next turn is not
