@@ -524,7 +524,10 @@ impl Arena {
     /// Lends the first `len` data bytes `rank` published for `seq` to `f`
     /// where they lie, without a copy; `None` (`f` not called) when the
     /// publisher's data holds fewer. Call only after `published` showed
-    /// `seq` (or later) there.
+    /// `seq` (or later) there, and publish nothing from inside `f` (a
+    /// publication of this process for `rank` could rewrite the lent
+    /// bytes; the one caller, `NodeColl::fold`, only combines them into
+    /// private memory).
     pub(crate) fn with_data<R>(
         &self,
         seq: u64,
@@ -543,10 +546,12 @@ impl Arena {
         // the writer's data before these reads, and the writer does not
         // write these bytes again until this rank has started an
         // operation a whole depth later (the arena's protocol), which it
-        // cannot do while `f` runs; 3. this rank writes only its own cells,
-        // never `rank`'s. (A peer that broke the protocol could change the
-        // bytes under `f`, as it could under `read`'s copy: garbage
-        // values, never an access outside the mapping.)
+        // cannot do while `f` runs; 3. this process writes the arena only
+        // by publishing, which it does not do inside `f` (the contract
+        // above), so its own cells do not change under `f` either. (A peer
+        // that broke the protocol could change the bytes under `f`, as it
+        // could under `read`'s copy: garbage values, never an access
+        // outside the mapping.)
         let data = unsafe { std::slice::from_raw_parts(p.cast_const(), len) };
         Some(f(data))
     }
