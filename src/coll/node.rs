@@ -715,9 +715,9 @@ impl NodeColl {
     /// as this rank did: ranks whose counts differ get a clear error
     /// instead of each other's stale bytes.
     fn check_total(&self, what: &str, s: u64, rank: usize, total: usize) -> Result<()> {
-        // Compared modulo 2^32, as the arena keeps them.
+        // Compared as the arena keeps them (saturated at 2^32 - 1).
         let theirs = self.arena.total(s, rank);
-        if theirs == total as u32 {
+        if theirs == Arena::stored_total(total as u64) {
             return Ok(());
         }
         Err(Error::InvalidArgument(format!(

@@ -416,9 +416,18 @@ impl Arena {
             .map(|p| unsafe { &*(p as *const AtomicU64) })
     }
 
-    /// The length `rank` published with its data for `seq` (low 32 bits
-    /// of the operation's byte count). Call only after `published` showed
-    /// `seq` there.
+    /// The operation byte count `total` as the state word keeps it: its
+    /// 32 bits saturate, so an operation of 4 GiB or more reads as
+    /// `u32::MAX` (and its data, like any large operation's, lies in the
+    /// data cells) rather than as its low bits, which could name the
+    /// inline bytes of the line.
+    pub(crate) fn stored_total(total: u64) -> u32 {
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
+    /// The length `rank` published with its data for `seq`
+    /// ([`Arena::stored_total`] of the operation's byte count). Call only
+    /// after `published` showed `seq` there.
     pub(crate) fn total(&self, seq: u64, rank: usize) -> u32 {
         self.state(seq, rank)
             .map_or(0, |s| s.load(Ordering::Acquire) as u32)
@@ -455,9 +464,12 @@ impl Arena {
         parts: impl IntoIterator<Item = &'a [u8]>,
         total: u64,
     ) {
-        let (Some((p, room)), Some(state)) =
-            (self.data_ptr(seq, rank, total), self.state(seq, rank))
-        else {
+        // Where the data goes follows the count the readers will see.
+        let stored = Self::stored_total(total);
+        let (Some((p, room)), Some(state)) = (
+            self.data_ptr(seq, rank, u64::from(stored)),
+            self.state(seq, rank),
+        ) else {
             return;
         };
         let mut at = 0;
@@ -472,7 +484,7 @@ impl Arena {
             unsafe { crate::sys::copy::copy_nonoverlapping(part.as_ptr(), p.add(at), n) };
             at += n;
         }
-        state.store((seq << 32) | (total & 0xffff_ffff), Ordering::Release);
+        state.store((seq << 32) | u64::from(stored), Ordering::Release);
         self.wake_sleepers();
     }
 
@@ -626,6 +638,27 @@ mod tests {
         }
         // A rank outside the arena has nothing to lend.
         assert_eq!(b.with_data(1, 7, 1, |_| unreachable!()), None::<()>);
+    }
+
+    /// An operation of 4 GiB or more (a cell's worth per turn) keeps its
+    /// data in the data cells, where readers look for it: its count
+    /// saturates instead of wrapping to a small one, whose data would lie
+    /// in the line.
+    #[test]
+    fn operations_of_4_gib_and_more_are_read_from_the_data_cells() {
+        let a = Arena::create(2, 512).unwrap();
+        let b = Arena::open(a.addr(), 2, 512).unwrap();
+        for total in [(1u64 << 32) + 20, 1 << 40] {
+            let data: Vec<u8> = (0..500).map(|i| (i % 251) as u8).collect();
+            a.publish(7, 0, &data, total);
+            assert_eq!(b.total(7, 0), u32::MAX);
+            let mut out = vec![0u8; 500];
+            b.read(7, 0, &mut out);
+            assert_eq!(out, data);
+            assert_eq!(b.with_data(7, 0, 500, |d| d.to_vec()), Some(data));
+        }
+        assert_eq!(Arena::stored_total(20), 20);
+        assert_eq!(Arena::stored_total(u64::from(u32::MAX)), u32::MAX);
     }
 
     /// A publisher races a reader that sleeps whenever the next turn is not
