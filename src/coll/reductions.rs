@@ -313,7 +313,10 @@ impl Communicator {
             }
             // Refused somewhere: every rank takes the copying arena
             // all-reduce (which starts from `own` below, or from the operand
-            // restored in `buf`).
+            // restored in `buf`): on more than two ranks the reduce through
+            // rank 0 and broadcast, as the table chose below the pulls, so
+            // that not every rank folds every operand.
+            tune::Allreduce::ShmPull if c.size() > 2 => tune::Allreduce::ShmRoot,
             tune::Allreduce::ShmPull => tune::Allreduce::Shm,
             alg => alg,
         };
