@@ -892,7 +892,11 @@ impl NodeColl {
                     .map(|x| combine(&mut *acc, x))
             });
             match in_place {
-                Some(Some(folded)) => folded?,
+                Some(Some(folded)) => {
+                    #[cfg(test)]
+                    tests::FOLDED_IN_PLACE.with(|c| c.set(c.get() + 1));
+                    folded?
+                }
                 _ => {
                     self.arena.read(s, r, bytes_mut(tmp));
                     combine(acc, tmp)?;
@@ -1424,6 +1428,8 @@ mod tests {
     std::thread_local! {
         /// This simulated rank's single-copy pulls fail (see `pull_refused`).
         pub(super) static REFUSE_PULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Operands this simulated rank folded where they lie (`fold`).
+        pub(super) static FOLDED_IN_PLACE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
         /// Set in the ranks of one `run` when one of them panicked.
         static FAILED: std::cell::RefCell<Option<Arc<std::sync::atomic::AtomicBool>>> =
             const { std::cell::RefCell::new(None) };
@@ -1579,14 +1585,16 @@ mod tests {
     /// Reductions fold the other ranks' operands where they lie in the
     /// arena when their bytes are aligned for the type, and copy them out
     /// first when not: `u128` (16-byte alignment) in a state line's inline
-    /// bytes (8 bytes into the line) takes the copy, in a cell the fold in
-    /// place. Both give every rank the rank-order result.
+    /// bytes (8 bytes into the line) takes the copy, in a small or a data
+    /// cell (also over several turns) the fold in place. Both give every
+    /// rank the rank-order result.
     #[test]
     fn operands_folded_in_place_or_copied_when_not_aligned() {
         for p in [2, 3] {
-            for len in [1usize, 3, 40] {
+            for len in [1usize, 3, 8, 40, 100] {
                 let results = run(p, 1024, |n| {
                     let me = n.me;
+                    FOLDED_IN_PLACE.with(|c| c.set(0));
                     let add = &mut |a: &mut [u128], b: &[u128]| {
                         a.iter_mut().zip(b).for_each(|(x, y)| *x = *x * 3 + y);
                         Ok(())
@@ -1607,6 +1615,9 @@ mod tests {
                     if me == p - 1 {
                         assert_eq!(acc, want, "reduce of {len} on {p} ranks");
                     }
+                    // 16 bytes each: up to 3 inline (copied), else in cells.
+                    let in_place = FOLDED_IN_PLACE.with(std::cell::Cell::get);
+                    assert_eq!(in_place > 0, len > 3, "{len} on {p} ranks: {in_place}");
                     acc
                 });
                 assert_eq!(results.len(), p);

@@ -535,7 +535,9 @@ impl Arena {
 
     /// Lends the first `len` data bytes `rank` published for `seq` to `f`
     /// where they lie, without a copy; `None` (`f` not called) when the
-    /// publisher's data holds fewer. Call only after `published` showed
+    /// place that holds an operation of that size (the line's inline
+    /// bytes, a small cell or a data cell) holds fewer. Call only after
+    /// `published` showed
     /// `seq` (or later) there, and publish nothing from inside `f` (a
     /// publication of this process for `rank` could rewrite the lent
     /// bytes; the one caller, `NodeColl::fold`, only combines them into
@@ -561,9 +563,10 @@ impl Arena {
         // cannot do while `f` runs; 3. this process writes the arena only
         // by publishing, which it does not do inside `f` (the contract
         // above), so its own cells do not change under `f` either. (A peer
-        // that broke the protocol could change the bytes under `f`, as it
-        // could under `read`'s copy: garbage values, never an access
-        // outside the mapping.)
+        // that broke the protocol and wrote these bytes during `f` would
+        // race with its reads, as with `read`'s copy: `f` could see values
+        // change, but the slice's bounds are fixed, so no access leaves the
+        // mapping.)
         let data = unsafe { std::slice::from_raw_parts(p.cast_const(), len) };
         Some(f(data))
     }
