@@ -631,7 +631,10 @@ pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 102
 /// not sharing them, 4 ranks (8) 64 KiB 0.86, 128 KiB 0.71, 256 KiB – 1
 /// MiB 0.63–0.65 (the arena's data crosses between the cores twice, the
 /// pulls' once, and a line crossing is slow there). So from 64 KiB per
-/// slice: 256 KiB on 4 ranks, 512 KiB on 8. (Measured when the arena's
+/// slice: 256 KiB on 4 ranks, 512 KiB on 8 (and 192 KiB on 3, the
+/// smallest: the range's lower end is never what decides). Only nodes
+/// with more ranks than cores were measured; with a core per rank the
+/// pulls spread the folding over more cores still. (Measured when the arena's
 /// publications still fenced, against the default of then, the pulls had
 /// been ahead from 64 KiB: 0.63–0.92 on 4 ranks, 0.55–0.76 on 8.)
 pub(crate) const NODE_ALLREDUCE_PULL_MORE: std::ops::RangeInclusive<usize> =
