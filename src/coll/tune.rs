@@ -1070,6 +1070,20 @@ mod tests {
         assert_eq!(allreduce(node(4, 8 << 20)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 256 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 512 << 10)).unwrap(), Allreduce::ShmPull);
+        // The edges: a byte short of a 64 KiB slice, and past 4 MiB.
+        assert_eq!(allreduce(node(3, 192 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_eq!(
+            allreduce(node(3, (192 << 10) - 1)).unwrap(),
+            Allreduce::ShmRoot
+        );
+        assert_eq!(
+            allreduce(node(4, (256 << 10) - 1)).unwrap(),
+            Allreduce::ShmRoot
+        );
+        assert_eq!(
+            allreduce(node(4, (4 << 20) + 1)).unwrap(),
+            Allreduce::ShmRoot
+        );
         let crowded4 = Call {
             oversubscribed: true,
             ..node(4, 1 << 20)
