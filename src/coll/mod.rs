@@ -133,6 +133,7 @@ pub(super) fn call<T>(c: &CommShared, elems: usize, commutative: bool) -> Result
         node_slot,
         node_bytes: elems * std::mem::size_of::<T>(),
         profile: node.map_or(Profile::Far, node::NodeColl::profile),
+        pulls_ok: node.is_none_or(|n| !n.pulls_refused()),
     })
 }
 

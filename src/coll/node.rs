@@ -72,7 +72,7 @@ use crate::progress::WaitPolicy;
 use crate::transport::shm::arena::{Arena, ArenaAddr, DATA_DEPTH, LINE_DEPTH};
 use crate::transport::shm::calibrate::Profile;
 use bytemuck::Pod;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 /// One rank's side of a communicator's arena.
@@ -104,6 +104,12 @@ pub(crate) struct NodeColl {
     profile: Profile,
     /// Moves this rank off a crowded CPU (an oversubscribed node only).
     spread: Spread,
+    /// A single-copy collective of this communicator's could not pull (or
+    /// push) somewhere: every rank learned it from the same reports, so
+    /// the selection table stops choosing pulls for it alike on every rank
+    /// (where cross-memory attach is refused, e.g. by Yama's
+    /// `ptrace_scope`, each call would otherwise try and fall back).
+    pulls_refused: AtomicBool,
 }
 
 /// What a rank has seen of the others, so that it looks at shared lines
@@ -429,6 +435,7 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         // Only a communicator of every rank of the node sees where all of
         // them run (one of some ranks could crowd the others' CPUs).
         spread: Spread::new(policy.oversubscribed && p == policy.node_ranks as usize),
+        pulls_refused: AtomicBool::new(false),
     }))
 }
 
@@ -455,6 +462,23 @@ impl NodeColl {
     /// same on every rank).
     pub(crate) fn profile(&self) -> Profile {
         self.profile
+    }
+
+    /// Whether a single-copy collective of this communicator found a rank
+    /// that could not pull (the same answer on every rank, between
+    /// collectives).
+    pub(crate) fn pulls_refused(&self) -> bool {
+        self.pulls_refused.load(AtomicOrdering::Relaxed)
+    }
+
+    /// `all`, the outcome every rank of a single-copy collective computed
+    /// from the same reports; a `false` is remembered
+    /// ([`NodeColl::pulls_refused`]).
+    fn learn(&self, all: bool) -> bool {
+        if !all {
+            self.pulls_refused.store(true, AtomicOrdering::Relaxed);
+        }
+        all
     }
 
     /// Data bytes a rank may publish per operation.
@@ -1164,7 +1188,7 @@ impl NodeColl {
                 "{what}: the reduction operation failed on rank {r}"
             )));
         }
-        Ok(pulled && others.all_pulled)
+        Ok(self.learn(pulled && others.all_pulled))
     }
 
     /// Every rank gets a block of `block` bytes from every other rank by
@@ -1263,7 +1287,7 @@ impl NodeColl {
     /// whether every rank, this one included, did all it had to.
     fn report_pulls(&self, check: Check<'_>, pulled: bool) -> Result<bool> {
         let others = self.report(check, if pulled { DONE_PULLED } else { DONE_REFUSED })?;
-        Ok(pulled && others.all_pulled)
+        Ok(self.learn(pulled && others.all_pulled))
     }
 
     /// Publishes how this rank's part of a single-copy collective ended
@@ -1498,6 +1522,7 @@ mod tests {
                             cpu: AtomicU32::new(0),
                             profile: Profile::Far,
                             spread: Spread::off(),
+                            pulls_refused: AtomicBool::new(false),
                         };
                         body(&n)
                     })
@@ -1931,6 +1956,7 @@ mod tests {
             profile: Profile::Far,
             cpu: AtomicU32::new(0),
             spread: Spread::off(),
+            pulls_refused: AtomicBool::new(false),
             policy: WaitPolicy {
                 spin: Duration::ZERO,
                 yield_for: Duration::ZERO,
@@ -2004,6 +2030,9 @@ mod tests {
                         );
                     }
                 }
+                // Every rank remembers a refusal alike (the table then
+                // chooses no pulls for the communicator).
+                assert_eq!(n.pulls_refused(), refused.is_some(), "rank {me}");
                 pulled
             });
             for got in outcomes {
@@ -2090,6 +2119,7 @@ mod tests {
                             }
                             pulled.push(ok);
                         }
+                        assert_eq!(node.pulls_refused(), refused.is_some(), "p {p} n {n}");
                         pulled
                     });
                     for got in outcomes {

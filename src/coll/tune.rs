@@ -713,6 +713,9 @@ pub(crate) struct Call {
     /// How the arena's ranks move data between them (copies through
     /// shared memory against pulls), as the communicator's rank 0 saw it.
     pub(crate) profile: Profile,
+    /// No single-copy collective of the communicator has been refused a
+    /// pull (`NodeColl::pulls_refused`): the table may choose pulls.
+    pub(crate) pulls_ok: bool,
 }
 
 impl Call {
@@ -742,7 +745,11 @@ impl Call {
     /// on, and `COURIER_SHM_COLL_MAX` does not ask for the copying arena.
     #[inline]
     fn pulls_in(&self, range: &std::ops::RangeInclusive<usize>) -> bool {
-        self.node_slot > 0 && range.contains(&self.bytes) && node_max_override().is_none() && cma()
+        self.node_slot > 0
+            && self.pulls_ok
+            && range.contains(&self.bytes)
+            && node_max_override().is_none()
+            && cma()
     }
 
     /// Whether the call is two ranks of one node (it has an arena), each
@@ -971,6 +978,7 @@ mod tests {
             node_slot: 0,
             node_bytes: 0,
             profile: Profile::Far,
+            pulls_ok: true,
         }
     }
 
@@ -1070,6 +1078,28 @@ mod tests {
         assert_eq!(allreduce(node(4, 8 << 20)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 256 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(node(8, 512 << 10)).unwrap(), Allreduce::ShmPull);
+        // A communicator that was refused a pull is sent elsewhere: the
+        // arena, or point to point.
+        let refused = |p: usize, bytes: usize| Call {
+            pulls_ok: false,
+            ..node(p, bytes)
+        };
+        assert_eq!(allreduce(refused(4, 1 << 20)).unwrap(), Allreduce::ShmRoot);
+        for (p, bytes) in [(2, 512 << 10), (4, 1 << 20)] {
+            assert_eq!(allreduce(node(p, bytes)).unwrap(), Allreduce::ShmPull);
+            assert_ne!(allreduce(refused(p, bytes)).unwrap(), Allreduce::ShmPull);
+        }
+        assert_eq!(reduce(node(2, 2 << 20)).unwrap(), Reduce::ShmPull);
+        assert_ne!(reduce(refused(2, 2 << 20)).unwrap(), Reduce::ShmPull);
+        let blocks = |pulls_ok: bool| Call {
+            node_bytes: 4 << 20,
+            pulls_ok,
+            ..node(4, 1 << 20)
+        };
+        assert_eq!(alltoall(blocks(true)).unwrap(), Alltoall::ShmPull);
+        assert_ne!(alltoall(blocks(false)).unwrap(), Alltoall::ShmPull);
+        assert_eq!(bcast(node(2, 128 << 10)).unwrap(), Bcast::ShmPull);
+        assert_ne!(bcast(refused(2, 128 << 10)).unwrap(), Bcast::ShmPull);
         // The edges: a byte short of a 64 KiB slice, and past 4 MiB.
         assert_eq!(allreduce(node(3, 192 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(
@@ -1285,6 +1315,7 @@ mod needs_tests {
             node_slot: 0,
             node_bytes: 0,
             profile: Profile::Far,
+            pulls_ok: true,
         };
         assert!(!Allgather::RecursiveDoubling.needs().met_by(c));
         assert!(Allgather::RecursiveDoubling.needs().met_by(Call {
