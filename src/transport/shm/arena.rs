@@ -516,8 +516,7 @@ impl Arena {
     /// what the publisher could write is not read). Where the data lies
     /// follows the length the publisher stored with it.
     pub(crate) fn read_at(&self, seq: u64, rank: usize, offset: usize, out: &mut [u8]) {
-        let total = u64::from(self.total(seq, rank));
-        let Some((p, room)) = self.data_ptr(seq, rank, total) else {
+        let Some((p, room)) = self.published_place(seq, rank) else {
             return;
         };
         let n = out.len().min(room.saturating_sub(offset));
@@ -533,12 +532,19 @@ impl Arena {
         unsafe { crate::sys::copy::copy_nonoverlapping(p.add(offset), out.as_mut_ptr(), n) };
     }
 
+    /// Where `rank`'s data for `seq` lies and how many bytes that place
+    /// holds, as the length the publisher stored with it says (the one
+    /// choice its readers all make alike).
+    fn published_place(&self, seq: u64, rank: usize) -> Option<(*mut u8, usize)> {
+        self.data_ptr(seq, rank, u64::from(self.total(seq, rank)))
+    }
+
     /// Lends the first `len` data bytes `rank` published for `seq` to `f`
     /// where they lie, without a copy; `None` (`f` not called) when the
     /// place that holds an operation of that size (the line's inline
     /// bytes, a small cell or a data cell) holds fewer. Call only after
-    /// `published` showed
-    /// `seq` (or later) there, and publish nothing from inside `f` (a
+    /// `published` showed `seq` (or later) there, and publish nothing from
+    /// inside `f` (a
     /// publication of this process for `rank` could rewrite the lent
     /// bytes; the one caller, `NodeColl::fold`, only combines them into
     /// private memory).
@@ -549,8 +555,7 @@ impl Arena {
         len: usize,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Option<R> {
-        let total = u64::from(self.total(seq, rank));
-        let (p, room) = self.data_ptr(seq, rank, total)?;
+        let (p, room) = self.published_place(seq, rank)?;
         if len > room {
             return None;
         }
