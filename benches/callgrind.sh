@@ -2,7 +2,11 @@
 # Instructions per small message, counted by callgrind (exact and
 # repeatable): runs benches/instructions.rs at two iteration counts and
 # divides the difference, so start-up cost cancels out.
-# Usage: benches/callgrind.sh [blocking|window ...]
+# Usage: benches/callgrind.sh [blocking|window|stream|bw|allreduce|barrier ...]
+# (bw, allreduce and barrier run a job of two ranks through the launcher,
+#  rank 1 under callgrind: for bw the receiving end of osu_bw over the
+#  shared-memory ring; for the collectives one rank's work per call, its
+#  partner, at full speed, always ahead.)
 # (In another checkout, e.g. an old revision's worktree, copy
 # benches/instructions.rs and this script there and add the [[bench]] entry.)
 set -euo pipefail
@@ -17,10 +21,19 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "instructions":
         print(m["executable"])')
+cargo build --release -q -p courier-launcher
 count() { # mode iterations -> total instructions
   local f
   f=$(mktemp)
-  valgrind --tool=callgrind --callgrind-out-file="$f" -q "$bin" "$1" "$2" >/dev/null 2>&1
+  if [[ "$1" =~ ^(bw|allreduce|barrier)$ ]]; then
+    # Only rank 1 under valgrind: the sender runs at full speed, so the
+    # receiver rarely waits and its count is the work per message.
+    ./target/release/courier run -n 2 --transport shm -- sh -c \
+      'if [ "$COURIER_RANK" = 1 ]; then exec valgrind --tool=callgrind --callgrind-out-file="$0" -q "$@"; else exec "$@"; fi' \
+      "$f" "$bin" "$1" "$2" >/dev/null 2>&1
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$f" -q "$bin" "$1" "$2" >/dev/null 2>&1
+  fi
   grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
   rm -f "$f"
 }
@@ -30,6 +43,9 @@ for mode in "${MODES[@]}"; do
   per=$(((b - a) / 2000))
   case "$mode" in
     window) echo "$mode: $((per / 64)) instructions per message (isend + irecv + share of wait_all), $per per window of 64" ;;
+    bw) echo "$mode: $((per / 64)) instructions per message on the receiving rank (irecv + ring + share of wait_all), $per per window of 64" ;;
+    allreduce) echo "$mode: $per instructions per 8-byte all-reduce of two ranks, on one" ;;
+    barrier) echo "$mode: $per instructions per barrier of two ranks, on one" ;;
     stream) echo "$mode: $((per / 64)) instructions per message (send, then recv of an unexpected message)" ;;
     *) echo "$mode: $per instructions per message (send + recv)" ;;
   esac

@@ -10,6 +10,14 @@
 //! * `stream`: 64 blocking sends of 8 bytes to self, then 64 receives: every
 //!   message arrives before its receive (the unexpected path, as for a rank
 //!   that falls behind a broadcast's root).
+//!
+//! `instructions bw N` on a world of two ranks (`courier run -n 2`, the
+//! shared-memory ring between them; `benches/callgrind.sh bw` runs callgrind
+//! on rank 1 only): N windows of `osu_bw`, rank 0 `isend`s 64 messages of 8
+//! bytes, rank 1 `irecv`s them, both `wait_all`, then rank 1 acknowledges.
+//! `allreduce` and `barrier` run there too: N all-reduces of one `u64`
+//! (sum), or N barriers. These three initialize as `courier bench` does
+//! (`Threading::Funneled`: no lock per call).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +25,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "blocking".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let u = courier::init().unwrap();
+    // The two-rank modes run as `courier bench` does (one communicating
+    // thread, no locks); the singleton ones as they always have.
+    let u = if matches!(mode.as_str(), "bw" | "allreduce" | "barrier") {
+        courier::init_thread(courier::Threading::Funneled).unwrap()
+    } else {
+        courier::init().unwrap()
+    };
     let w = u.world();
     match mode.as_str() {
         "blocking" => {
@@ -52,6 +66,43 @@ fn main() {
                 for _ in 0..64 {
                     w.recv(&mut buf, 0, 3).unwrap();
                 }
+            }
+        }
+        "bw" => {
+            let (me, peer) = (w.rank(), 1 - w.rank());
+            let out = [7u64; 64];
+            let mut inc = [0u64; 64];
+            let mut ack = [0u8; 4];
+            for _ in 0..n {
+                courier::scope(|s| {
+                    let mut reqs = Vec::with_capacity(64);
+                    if me == 1 {
+                        for slot in inc.chunks_mut(1) {
+                            reqs.push(w.irecv(s, slot, peer, 2).unwrap());
+                        }
+                    } else {
+                        for x in out.chunks(1) {
+                            reqs.push(w.isend(s, x, peer, 2).unwrap());
+                        }
+                    }
+                    courier::wait_all(reqs).unwrap();
+                });
+                if me == 0 {
+                    w.recv(&mut ack, peer, 4).unwrap();
+                } else {
+                    w.send(&ack, peer, 4).unwrap();
+                }
+            }
+        }
+        "allreduce" => {
+            let mut out = [0u64; 1];
+            for i in 0..n {
+                w.all_reduce(&[i as u64], &mut out, courier::Op::Sum).unwrap();
+            }
+        }
+        "barrier" => {
+            for _ in 0..n {
+                w.barrier().unwrap();
             }
         }
         other => panic!("unknown mode {other}"),
