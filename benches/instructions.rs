@@ -97,7 +97,8 @@ fn main() {
         "allreduce" => {
             let mut out = [0u64; 1];
             for i in 0..n {
-                w.all_reduce(&[i as u64], &mut out, courier::Op::Sum).unwrap();
+                w.all_reduce(&[i as u64], &mut out, courier::Op::Sum)
+                    .unwrap();
             }
         }
         "barrier" => {
