@@ -62,6 +62,9 @@ pub(super) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
+/// Scratch of at most this many bytes is taken on the stack.
+const SMALL_SCRATCH: usize = 1024;
+
 /// Runs `f` with `len` elements of the communicator's scratch buffer, grown
 /// as needed (no allocation per call once grown: large fresh allocations
 /// page-fault on every call).
@@ -70,12 +73,21 @@ pub(super) fn with_scratch<T: Pod, R>(
     len: usize,
     f: impl FnOnce(&mut [T]) -> Result<R>,
 ) -> Result<R> {
+    let need = len * std::mem::size_of::<T>();
+    if need <= SMALL_SCRATCH {
+        // A small operation's scratch lives on the stack: no lock to take
+        // (its locked instruction would wait for the stores of the last
+        // collective to the arena to reach the other cores first).
+        let mut stack = [0u128; SMALL_SCRATCH / 16];
+        if let Ok(tmp) = bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut stack[..])[..need]) {
+            return f(tmp);
+        }
+    }
     // Held only inside one collective, which `CommShared::enter` keeps
     // from being re-entered on this communicator.
     let mut scratch = c.scratch.try_lock().ok_or_else(|| {
         Error::InvalidState("a collective re-entered its own communicator".into())
     })?;
-    let need = len * std::mem::size_of::<T>();
     let words = need.div_ceil(16);
     if scratch.len() < words {
         scratch.resize(words, 0);

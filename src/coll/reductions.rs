@@ -11,7 +11,7 @@ use super::{
     arena, call, check_len, check_op, check_root, combine_threads, displacements, guarded, node,
     tune, with_scratch, UserOp,
 };
-use crate::comm::Communicator;
+use crate::comm::{CommShared, Communicator};
 use crate::error::Result;
 use bytemuck::Pod;
 
@@ -43,9 +43,13 @@ impl Communicator {
                 .elems::<T>(send.len())
         };
         // An operation undefined for T fails on every rank, before any message.
-        let _in = c.enter(sig, None, || check_op::<T>(op))?;
+        let _in = c.enter(sig, None, || {
+            check_op::<T>(op)?;
+            check_reduce_args(c, send, recv, root)
+        })?;
         let par = combine_threads(c, std::mem::size_of_val(send));
-        self.reduce_with(send, recv, root, true, &mut |a, b| combine(op, a, b, par))
+        // A predefined operation cannot call into Courier: it runs unguarded.
+        self.reduce_entered(send, recv, root, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`reduce`](Self::reduce) in place (`MPI_IN_PLACE`): `buf` holds this
@@ -59,12 +63,15 @@ impl Communicator {
                 .op(OpCode::Predefined(op))
                 .elems::<T>(buf.len())
         };
-        let _in = c.enter(sig, None, || check_op::<T>(op))?;
+        let _in = c.enter(sig, None, || {
+            check_op::<T>(op)?;
+            check_root(c, root)
+        })?;
         let send = crate::sys::copy::to_vec(buf);
         let mut none = [];
         let recv: &mut [T] = if self.rank() == root { buf } else { &mut none };
         let par = combine_threads(c, std::mem::size_of_val(&send[..]));
-        self.reduce_with(&send, recv, root, true, &mut |a, b| combine(op, a, b, par))
+        self.reduce_entered(&send, recv, root, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`reduce`](Self::reduce) with a user operation `f(lower, higher)`
@@ -87,14 +94,21 @@ impl Communicator {
                 .op(OpCode::User { commutative })
                 .elems::<T>(send.len())
         };
-        let _in = c.enter(sig, None, || {
-            check_root(c, root)?;
-            if c.rank() == root {
-                check_len("reduce at the root", recv.len(), send.len())?;
-            }
-            Ok(())
-        })?;
-        let f = &mut guarded(c, f);
+        let _in = c.enter(sig, None, || check_reduce_args(c, send, recv, root))?;
+        self.reduce_entered(send, recv, root, commutative, &mut guarded(c, f))
+    }
+
+    /// The reduce itself, once entered (arguments checked; a user's
+    /// operation guarded).
+    fn reduce_entered<T: Pod>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        root: usize,
+        commutative: bool,
+        f: UserOp<'_, T>,
+    ) -> Result<()> {
+        let c = self.shared();
         let mut alg = tune::reduce(call::<T>(c, send.len(), commutative)?)?;
         if alg == tune::Reduce::ShmPull {
             if reduce_by_pulls(c, send, recv, root, commutative, f)? {
@@ -186,9 +200,15 @@ impl Communicator {
                 .op(OpCode::Predefined(op))
                 .elems::<T>(send.len())
         };
-        let _in = c.enter(sig, None, || check_op::<T>(op))?;
+        let _in = c.enter(sig, None, || {
+            check_op::<T>(op)?;
+            check_len("all_reduce", recv.len(), send.len())
+        })?;
         let par = combine_threads(c, std::mem::size_of_val(send));
-        self.all_reduce_with(send, recv, true, &mut |a, b| combine(op, a, b, par))
+        // A predefined operation cannot call into Courier: it runs
+        // unguarded, and the call enters once (no second `enter` through
+        // `all_reduce_with`: on the way of every small all-reduce).
+        self.all_reduce_into(Some(send), recv, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`all_reduce`](Self::all_reduce) in place (`MPI_IN_PLACE`): `buf` holds
@@ -202,7 +222,7 @@ impl Communicator {
         };
         let _in = c.enter(sig, None, || check_op::<T>(op))?;
         let par = combine_threads(c, std::mem::size_of_val(buf));
-        self.all_reduce_in_place_with(buf, true, &mut |a, b| combine(op, a, b, par))
+        self.all_reduce_into(None, buf, true, &mut |a, b| combine(op, a, b, par))
     }
 
     /// [`all_reduce`](Self::all_reduce) with a user operation `f(lower,
@@ -237,7 +257,7 @@ impl Communicator {
         let _in = c.enter(sig, None, || {
             check_len("all_reduce", recv.len(), send.len())
         })?;
-        self.all_reduce_into(Some(send), recv, commutative, f)
+        self.all_reduce_into(Some(send), recv, commutative, &mut guarded(c, f))
     }
 
     /// [`all_reduce_with`](Self::all_reduce_with) in place.
@@ -254,10 +274,11 @@ impl Communicator {
                 .elems::<T>(buf.len())
         };
         let _in = c.enter(sig, None, || Ok(()))?;
-        self.all_reduce_into(None, buf, commutative, f)
+        self.all_reduce_into(None, buf, commutative, &mut guarded(c, f))
     }
 
-    /// All-reduce of `own` (`None`: of `buf`'s contents) into `buf`.
+    /// All-reduce of `own` (`None`: of `buf`'s contents) into `buf`, once
+    /// entered (arguments checked; a user's operation guarded).
     fn all_reduce_into<T: Pod>(
         &self,
         own: Option<&[T]>,
@@ -265,8 +286,6 @@ impl Communicator {
         commutative: bool,
         f: UserOp<'_, T>,
     ) -> Result<()> {
-        let c = self.shared();
-        let f = &mut guarded(c, f);
         // Across nodes: reduce inside each node (shared memory), all-reduce
         // among node leaders (network), broadcast inside each node. Every
         // rank receives its leader's bytes, which all leaders computed alike.
@@ -583,4 +602,14 @@ fn all_reduce_by_pulls<T: Pod>(
             Ok(pulled)
         }),
     }
+}
+
+/// A reduce's own arguments: `root` a rank of `c`, and at the root a
+/// `recv` as long as `send`.
+fn check_reduce_args<T>(c: &CommShared, send: &[T], recv: &[T], root: usize) -> Result<()> {
+    check_root(c, root)?;
+    if c.rank() == root {
+        check_len("reduce at the root", recv.len(), send.len())?;
+    }
+    Ok(())
 }
