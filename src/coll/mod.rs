@@ -74,14 +74,15 @@ pub(super) fn with_scratch<T: Pod, R>(
     f: impl FnOnce(&mut [T]) -> Result<R>,
 ) -> Result<R> {
     let need = len * std::mem::size_of::<T>();
+    // A small operation's scratch lives on the stack: no lock to take (its
+    // locked instruction would wait for the stores of the last collective
+    // to the arena to reach the other cores first). Two sizes, so that a
+    // few bytes' scratch is not a kilobyte to zero.
+    if need <= 64 {
+        return on_stack::<T, R, 4>(need, f);
+    }
     if need <= SMALL_SCRATCH {
-        // A small operation's scratch lives on the stack: no lock to take
-        // (its locked instruction would wait for the stores of the last
-        // collective to the arena to reach the other cores first).
-        let mut stack = [0u128; SMALL_SCRATCH / 16];
-        if let Ok(tmp) = bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut stack[..])[..need]) {
-            return f(tmp);
-        }
+        return on_stack::<T, R, { SMALL_SCRATCH / 16 }>(need, f);
     }
     // Held only inside one collective, which `CommShared::enter` keeps
     // from being re-entered on this communicator.
@@ -95,6 +96,21 @@ pub(super) fn with_scratch<T: Pod, R>(
     // u128 storage is aligned for every Pod element type of alignment <= 16.
     let tmp =
         bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need]).map_err(|e| {
+            Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
+        })?;
+    f(tmp)
+}
+
+/// [`with_scratch`]'s `need` bytes (at most `16 * W`) on the stack.
+#[inline(always)]
+fn on_stack<T: Pod, R, const W: usize>(
+    need: usize,
+    f: impl FnOnce(&mut [T]) -> Result<R>,
+) -> Result<R> {
+    // u128 storage is aligned for every Pod element type of alignment <= 16.
+    let mut stack = [0u128; W];
+    let tmp =
+        bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut stack[..])[..need]).map_err(|e| {
             Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
         })?;
     f(tmp)
