@@ -2,8 +2,8 @@
 # Instructions per small message, counted by callgrind (exact and
 # repeatable): runs benches/instructions.rs at two iteration counts and
 # divides the difference, so start-up cost cancels out.
-# Usage: benches/callgrind.sh [blocking|window|stream|bw|allreduce|barrier ...]
-# (bw, allreduce and barrier run a job of two ranks through the launcher,
+# Usage: benches/callgrind.sh [blocking|window|stream|bw|allreduce|reduce|barrier ...]
+# (bw, allreduce, reduce and barrier run a job of two ranks through the launcher,
 #  rank 1 under callgrind: for bw the receiving end of osu_bw over the
 #  shared-memory ring; for the collectives one rank's work per call, its
 #  partner, at full speed, always ahead.)
@@ -25,7 +25,7 @@ cargo build --release -q -p courier-launcher
 count() { # mode iterations -> total instructions
   local f
   f=$(mktemp)
-  if [[ "$1" =~ ^(bw|allreduce|barrier)$ ]]; then
+  if [[ "$1" =~ ^(bw|allreduce|reduce|barrier)$ ]]; then
     # Only rank 1 under valgrind: the sender runs at full speed, so the
     # receiver rarely waits and its count is the work per message.
     ./target/release/courier run -n 2 --transport shm -- sh -c \
@@ -45,6 +45,7 @@ for mode in "${MODES[@]}"; do
     window) echo "$mode: $((per / 64)) instructions per message (isend + irecv + share of wait_all), $per per window of 64" ;;
     bw) echo "$mode: $((per / 64)) instructions per message on the receiving rank (irecv + ring + share of wait_all), $per per window of 64" ;;
     allreduce) echo "$mode: $per instructions per 8-byte all-reduce of two ranks, on one" ;;
+    reduce) echo "$mode: $per instructions per 8-byte reduce of two ranks, at the root" ;;
     barrier) echo "$mode: $per instructions per barrier of two ranks, on one" ;;
     stream) echo "$mode: $((per / 64)) instructions per message (send, then recv of an unexpected message)" ;;
     *) echo "$mode: $per instructions per message (send + recv)" ;;

@@ -15,8 +15,9 @@
 //! shared-memory ring between them; `benches/callgrind.sh bw` runs callgrind
 //! on rank 1 only): N windows of `osu_bw`, rank 0 `isend`s 64 messages of 8
 //! bytes, rank 1 `irecv`s them, both `wait_all`, then rank 1 acknowledges.
-//! `allreduce` and `barrier` run there too: N all-reduces of one `u64`
-//! (sum), or N barriers. These three initialize as `courier bench` does
+//! `allreduce`, `reduce` and `barrier` run there too: N all-reduces of one
+//! `u64` (sum), N reduces of one to rank 1 (the rank counted), or N
+//! barriers. These three initialize as `courier bench` does
 //! (`Threading::Funneled`: no lock per call).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -27,7 +28,7 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     // The two-rank modes run as `courier bench` does (one communicating
     // thread, no locks); the singleton ones as they always have.
-    let u = if matches!(mode.as_str(), "bw" | "allreduce" | "barrier") {
+    let u = if matches!(mode.as_str(), "bw" | "allreduce" | "reduce" | "barrier") {
         courier::init_thread(courier::Threading::Funneled).unwrap()
     } else {
         courier::init().unwrap()
@@ -98,6 +99,14 @@ fn main() {
             let mut out = [0u64; 1];
             for i in 0..n {
                 w.all_reduce(&[i as u64], &mut out, courier::Op::Sum)
+                    .unwrap();
+            }
+        }
+        "reduce" => {
+            // Rank 1, the one counted, is the root.
+            let mut out = [0u64; 1];
+            for i in 0..n {
+                w.reduce(&[i as u64], &mut out, courier::Op::Sum, 1)
                     .unwrap();
             }
         }
