@@ -28,22 +28,29 @@ mkdir -p "$out"
 cargo build --release -q
 case " $PEERS " in *" ompi "*) mpicc.openmpi -O2 -o "$out/coll_ompi" benches/peers/osu_coll.c ;; esac
 case " $PEERS " in *" mpich "*) mpicc.mpich -O2 -o "$out/coll_mpich" benches/peers/osu_coll.c ;; esac
+# The placement probe run around every run (see benches/results.py).
+cc -O2 -o "$out/latency_floor" benches/probes/latency_floor.c
+probe() { "$out/latency_floor" 100000 | awk '{print $2}'; }
 for np in $NPS; do
   mkdir -p "$out/${np}r"
   for kind in "${KINDS[@]}"; do
     for r in $(seq "$ROUNDS"); do
+      before=$(probe)
       ./target/release/courier bench "$kind" -n "$np" --max-size "$MAX" "${courier_iters[@]}" | awk '!/^#/ || /^# Node profile:/' > "$out/${np}r/courier.$kind.$r"
+      echo "$before $(probe)" > "$out/${np}r/courier.$kind.$r.placement"
       for peer in $PEERS; do
+        before=$(probe)
         case "$peer" in
           ompi) mpirun.openmpi --oversubscribe -n "$np" "$out/coll_ompi" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
           mpich) mpiexec.mpich -n "$np" "$out/coll_mpich" "$kind" "$MAX" "$IT_SMALL" "$IT_LARGE" ;;
         esac | grep -v '^#' > "$out/${np}r/$peer.$kind.$r"
+        echo "$before $(probe)" > "$out/${np}r/$peer.$kind.$r.placement"
       done
     done
     python3 - "$out/${np}r" "$ROUNDS" "$kind" "$np" $PEERS <<'PY'
 import sys, statistics
 sys.path.insert(0, "benches")
-from results import profiles, write_runs
+from results import Placements, profiles, write_runs
 d, rounds, kind, np, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 names = {"ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -63,14 +70,20 @@ med = lambda runs, s: statistics.median(run[s] for run in runs)
 ratio = lambda p, s: statistics.median(raw["courier"][r][s] / raw[p][r][s] for r in range(rounds))
 best = lambda s: statistics.median(raw["courier"][r][s] / min(raw[p][r][s] for p in peers) for r in range(rounds)) if peers else float("nan")
 print(f"### {kind}, {np} ranks, medians of {rounds} interleaved rounds, us; ratios: median of per-round ratios")
-print("| size | Courier | " + " | ".join(names[p] for p in peers) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " | Courier/better peer |")
-print("|---:|" + "---:|" * (2 * len(peers) + 2))
+place = Placements(d, kind, rounds, ["courier"] + peers)
+print("| size | Courier | " + " | ".join(names[p] for p in peers) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " | Courier/better peer | Courier/better peer, same placement (rounds) |")
+print("|---:|" + "---:|" * (2 * len(peers) + 3))
 for s in sorted(raw["courier"][0]):
     if all(s in raw[p][r] for p in peers for r in range(rounds)) and all(s in raw["courier"][r] for r in range(rounds)):
         num = lambda x: f"{x:.3f}" if x < 1 else f"{x:.2f}"  # sub-microsecond figures need a third decimal
         cells = [num(med(raw["courier"], s))] + [num(med(raw[p], s)) for p in peers]
         cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
+        v, n = place.same(lambda r, alike: raw["courier"][r][s] / min(raw[p][r][s] for p in alike), peers)
+        cells += [f"{v:.2f} ({n})" if n else "–"]
         print(f"| {s} | " + " | ".join(cells) + " |")
+line = place.summary({"courier": "Courier", **names})
+if line:
+    print(line)
 seen = profiles(f"{d}/courier.{kind}.{r}" for r in range(1, rounds + 1))
 if seen:
     print(f"(Courier's runs by the node profile they measured: {seen})")

@@ -29,6 +29,9 @@ source benches/peers.sh
 out=${RESULTS:-target/bench-results/p2p-$TRANSPORT}
 mkdir -p "$out"
 cargo build --release -q
+# The placement probe run around every run (see benches/results.py).
+cc -O2 -o "$out/latency_floor" benches/probes/latency_floor.c
+probe() { "$out/latency_floor" 100000 | awk '{print $2}'; }
 case " $PEERS_AVAILABLE " in *" ompi "*) mpicc.openmpi -O2 -o "$out/p2p_ompi" benches/peers/osu_p2p.c -lpthread ;; esac
 case " $PEERS_AVAILABLE " in *" mpich "*) mpicc.mpich -O2 -o "$out/p2p_mpich" benches/peers/osu_p2p.c -lpthread ;; esac
 case "$TRANSPORT" in
@@ -73,13 +76,15 @@ for kind in "${KINDS[@]}"; do
   fi
   for r in $(seq "$ROUNDS"); do
     for s in "${systems[@]}"; do
+      before=$(probe)
       run "$s" "$kind" | awk '!/^#/ || /^# Node profile:/' > "$out/$s.$kind.$r"
+      echo "$before $(probe)" > "$out/$s.$kind.$r.placement"
     done
   done
   NP=$NP python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
 import os, sys, statistics
 sys.path.insert(0, "benches")
-from results import profiles, write_runs
+from results import Placements, profiles, write_runs
 d, kind, rounds, transport, systems = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 names = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -101,13 +106,26 @@ def ratio(p, size):
     return statistics.median(raw["courier"][r][size] / raw[p][r][size] for r in range(rounds))
 unit = {"latency": "us", "latency_mt": "us", "mbw_mr": "messages/s"}.get(kind, "MB/s")
 peers = systems[1:]
+lower = kind in ("latency", "latency_mt")
+# Against the better of `alike` in round r (latency: the faster; else the higher).
+def better(r, size, alike):
+    pick = min if lower else max
+    return raw["courier"][r][size] / pick(raw[p][r][size] for p in alike)
+place = Placements(d, kind, rounds, systems)
 print(f"## {kind} ({transport}), medians of {rounds} interleaved rounds, {unit}; ratios: median of per-round ratios")
-print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " |")
-print("|---:" * (len(systems) + len(peers) + 1) + "|")
+print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers)
+      + (" | Courier/better peer, same placement (rounds) |" if peers else " |"))
+print("|---:" * (len(systems) + len(peers) + 1 + (1 if peers else 0)) + "|")
 for size in sorted(t["courier"]):
     vals = " | ".join(f"{t[s][size]:.{3 if t[s][size] < 1 else 2}f}" for s in systems)
     ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
+    if peers:
+        v, n = place.same(lambda r, alike: better(r, size, alike), peers)
+        ratios += " | " + (f"{v:.2f} ({n})" if n else "–")
     print(f"| {size} | {vals} | {ratios} |")
+line = place.summary(names)
+if line:
+    print(line)
 seen = profiles(f"{d}/courier.{kind}.{r}" for r in range(1, rounds + 1))
 if seen:
     print(f"(Courier's runs by the node profile they measured: {seen})")

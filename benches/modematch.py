@@ -39,7 +39,8 @@ def main():
     rounds = int(os.environ["ROUNDS"]) if os.environ.get("ROUNDS") else None
     runs = {}
     for system in SYSTEMS:
-        paths = sorted(glob.glob(f"{results}/{system}.latency.*"))
+        # (SYSTEM.latency.ROUND only: not the .placement probes beside them)
+        paths = sorted(p for p in glob.glob(f"{results}/{system}.latency.*") if p.rsplit(".", 1)[-1].isdigit())
         if rounds is not None:
             paths = [p for p in paths if p.rsplit(".", 1)[-1] in {str(r) for r in range(1, rounds + 1)}]
         tables = [read_table(p) for p in paths]

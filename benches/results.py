@@ -11,6 +11,13 @@ OUT_DIR/KIND.svg (skipped, with a note, when there is nothing to plot).
     profiles(paths)
 
 counts Courier's runs by the node profile their tables name.
+
+    Placements(d, kind, rounds, systems)
+
+classes every run of a sitting by the VM's placement around it (the
+cache-line probe run just before and just after it: see `placement_class`),
+and gives per-round ratios to the better peer over the rounds whose runs
+share Courier's placement.
 """
 import json, os, platform, subprocess, sys, time
 
@@ -78,3 +85,88 @@ def profiles(paths):
                 name = line.split()[3]
                 seen[name] = seen.get(name, 0) + 1
     return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
+
+
+# The probes of a sitting split into two placements at their widest gap (in
+# ratio between neighbours, sorted) when that gap is at least this wide;
+# otherwise every run is "fast" (one placement). A run is "fast" when both
+# probes around it lie below the split, "slow" when both lie above it,
+# "mixed" otherwise. The VM's placements differ 2-6x in a line's one-way
+# time (about 0.05 against 0.1-0.3 us here); within one the probe spreads
+# by 10-40%.
+PLACEMENT_GAP = 1.5
+
+
+def placement_split(probes):
+    """The threshold between the two placements among `probes` (the
+    geometric middle of their widest gap), or None: one placement."""
+    xs = sorted(x for x in probes if x > 0)
+    if len(xs) < 2:
+        return None
+    gap, at = max((xs[i + 1] / xs[i], i) for i in range(len(xs) - 1))
+    if gap < PLACEMENT_GAP:
+        return None
+    return (xs[at] * xs[at + 1]) ** 0.5
+
+
+class Placements:
+    """The placement probes of a sitting: file D/SYSTEM.KIND.ROUND.placement
+    holds the one-way time of a cache line (benches/probes/latency_floor.c,
+    microseconds) measured just before and just after that run. Missing
+    files (an older sitting) leave every run unclassed."""
+
+    def __init__(self, d, kind, rounds, systems):
+        self.probes = {}
+        for s in systems:
+            for r in range(rounds):
+                try:
+                    with open(f"{d}/{s}.{kind}.{r + 1}.placement") as f:
+                        self.probes[(s, r)] = [float(x) for x in f.read().split()]
+                except (OSError, ValueError):
+                    pass
+        every = [x for v in self.probes.values() for x in v]
+        self.any = bool(every)
+        self.threshold = placement_split(every)
+        self.systems, self.rounds = systems, rounds
+
+    def placement_class(self, s, r):
+        """"F" (fast), "S" (slow), "M" (mixed) or "?" (no probe)."""
+        v = self.probes.get((s, r))
+        if not v:
+            return "?"
+        if self.threshold is None or max(v) < self.threshold:
+            return "F"
+        if min(v) >= self.threshold:
+            return "S"
+        return "M"
+
+    def summary(self, names):
+        """One line: each system's class per round, and the probes' range."""
+        if not self.any:
+            return None
+        every = [x for v in self.probes.values() for x in v]
+        runs = ", ".join(f"{names.get(s, s)} " + "".join(self.placement_class(s, r) for r in range(self.rounds))
+                         for s in self.systems)
+        split = f"slow from {self.threshold:.3f}" if self.threshold else "one placement"
+        return (f"(placement around each run, per round, F fast / S slow / M mixed: {runs}; "
+                f"line probes {min(every):.3f}-{max(every):.3f} us, {split})")
+
+    def same(self, ratio_of_round, peers):
+        """Median over rounds of `ratio_of_round(r, peers_alike)` where
+        `peers_alike` are the peers whose run of round r fell in the same
+        placement as Courier's (neither mixed); rounds with none are left
+        out. Returns (median, rounds used), or (None, 0)."""
+        vals = []
+        for r in range(self.rounds):
+            mine = self.placement_class("courier", r)
+            if mine not in ("F", "S"):
+                continue
+            alike = [p for p in peers if self.placement_class(p, r) == mine]
+            if alike:
+                vals.append(ratio_of_round(r, alike))
+        if not vals:
+            return None, 0
+        vals.sort()
+        n = len(vals)
+        mid = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+        return mid, n
