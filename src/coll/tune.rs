@@ -6,7 +6,7 @@
 //! | barrier | over the shared-memory arena when the communicator has one; dissemination otherwise | `dissemination`, `shm` |
 //! | broadcast | scatter + ring all-gather when p ≥ 8, n ≥ 512 KiB and every rank has a core; else on one node: 2 ranks: arena up to 64 KiB, single copies to 256 KiB (both cores copy), arena at every size on a close node; more ranks: arena at every size; binomial otherwise | `binomial`, `pipelined`, `scatter_allgather`, `shm`, `shm_pull` |
 //! | reduce | on one node: 2 ranks: arena up to 1 MiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks (or more ranks than cores): arena up to 1 MiB; more ranks: arena up to 128 KiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
-//! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks (or more ranks than cores): arena up to 16 KiB, then a reduce to rank 0 and a broadcast from it in the arena, single copies from 64 KiB per rank's slice to 4 MiB; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
+//! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks (or more ranks than cores): arena up to 16 KiB, then a reduce to rank 0 and a broadcast from it in the arena; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
 //! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 1 MiB but recursive doubling at 64–128 KiB (close node: arena at every size but recursive doubling at 32–128 KiB); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
 //! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB above the arena's limit (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
@@ -506,7 +506,8 @@ const ALLGATHER_PULLS: Pulls = Pulls {
 /// ranks only up to [`ROOT_MAX_RANKS`] of them, or ranks sharing cores
 /// (every measurement above): with a core per rank and many ranks, rank 0
 /// folding every operand alone would be the slow part. From 64 KiB per
-/// rank's slice the pulls come first ([`NODE_ALLREDUCE_PULL_MORE`]).
+/// rank's slice the pulls came first in session 26, not since
+/// ([`NODE_ALLREDUCE_PULL_MORE`]).
 const ALLREDUCE_ROOT: Pulls = Pulls {
     two: NEVER,
     close: 128 * 1024 + 1..=512 * 1024,
@@ -620,28 +621,20 @@ const NEVER: std::ops::RangeInclusive<usize> = 1..=0;
 /// caches, 0.59 sharing them with the far profile forced; 64 KiB 0.98 and
 /// 0.81, 128 KiB 1.58 and 1.00).
 pub(crate) const NODE_ALLREDUCE_PULL: std::ops::RangeInclusive<usize> = 32 * 1024 + 1..=2 << 20;
-/// The same on more ranks, where each rank's slice (the operand over the
-/// rank count) is at least [`PULL_SLICE_MIN`]; below, the arena's reduce
-/// through rank 0 and broadcast ([`ALLREDUCE_ROOT`]). Against it, session
-/// 26, AMD EPYC VM, 4 and 8 ranks on 2 cores, runs classed by the VM's
-/// placement of its vCPUs (an 8-byte latency probe before each round):
-/// vCPUs sharing caches, 4 ranks (10 rounds) 32 KiB 1.42, 64 KiB 1.16,
-/// 128 KiB 1.06, 256 KiB 1.00, 512 KiB 0.98, 1 MiB 0.96, 2–4 MiB 0.74–0.80
-/// (3); 8 ranks (7) 128 KiB 1.21, 256 KiB 1.12, 512 KiB 0.88, 1 MiB 0.76;
-/// not sharing them, 4 ranks (8) 64 KiB 0.86, 128 KiB 0.71, 256 KiB – 1
-/// MiB 0.63–0.65 (the arena's data crosses between the cores twice, the
-/// pulls' once, and a line crossing is slow there). So from 64 KiB per
-/// slice: 256 KiB on 4 ranks, 512 KiB on 8 (and 192 KiB on 3, the
-/// smallest: the range's lower end is never what decides). Only nodes
-/// with more ranks than cores were measured; with a core per rank the
-/// pulls spread the folding over more cores still. (Measured when the arena's
-/// publications still fenced, against the default of then, the pulls had
-/// been ahead from 64 KiB: 0.63–0.92 on 4 ranks, 0.55–0.76 on 8.)
-pub(crate) const NODE_ALLREDUCE_PULL_MORE: std::ops::RangeInclusive<usize> =
-    128 * 1024 + 1..=4 << 20;
-/// See [`NODE_ALLREDUCE_PULL_MORE`]: bytes of each rank's slice from which
-/// an all-reduce on more than two ranks of a node pulls.
-const PULL_SLICE_MIN: usize = 64 * 1024;
+/// All-reduce by pulls on more than two ranks: never by default. Session
+/// 26 (an AMD EPYC VM with 1 MiB of L2 per vCPU and 16 MiB of L3) had
+/// pulls from 64 KiB per rank's slice to 4 MiB: against the reduce through
+/// rank 0 ([`ALLREDUCE_ROOT`]), 4 ranks on 2 cores, vCPUs not sharing
+/// caches, 256 KiB – 1 MiB 0.63–0.65; sharing them 256 KiB – 1 MiB
+/// 0.96–1.00, 2–4 MiB 0.74–0.80; 8 ranks 512 KiB 0.88, 1 MiB 0.76. Session
+/// 27's machine (AMD EPYC, 2 MiB of L2 per vCPU, 32 MiB of L3), the same
+/// runs classed by a cache-line probe around each: the reduce through rank
+/// 0 ÷ the pulls, 4 ranks, fast placement (5 rounds) 256 KiB 0.44, 512 KiB
+/// 0.59, 1 MiB 0.67, 2 MiB 0.51, 4 MiB 0.65 (Open MPI: pulls 0.94–1.04,
+/// the root 0.42–0.70); slow placement (4 runs each) 256 KiB – 1 MiB
+/// 0.56–1.0, never behind; 8 ranks (4 rounds) 128 KiB – 4 MiB 0.28–0.80.
+/// (The pulls stay a forced choice, `shm_pull`, on any number of ranks.)
+const NODE_ALLREDUCE_PULL_MORE: std::ops::RangeInclusive<usize> = NEVER;
 
 /// Whether cross-memory attach may be used (`COURIER_CMA`, read once).
 pub(crate) fn cma() -> bool {
@@ -871,12 +864,6 @@ pub(crate) fn allreduce(c: Call) -> Result<Allreduce> {
     let default = match (c.commutative, c.bytes) {
         _ if c.commutative && c.pair_in(&PAIR_ALLREDUCE_HALVES) => Allreduce::Rabenseifner,
         _ if c.pair_in(&PAIR_ALLREDUCE_P2P) => Allreduce::RecursiveDoubling,
-        _ if c.p > 2
-            && c.bytes >= PULL_SLICE_MIN.saturating_mul(c.p)
-            && c.pulls(&ALLREDUCE_PULLS) =>
-        {
-            Allreduce::ShmPull
-        }
         _ if c.bytes >= ALLREDUCE_ROOT.least()
             && (c.p <= ROOT_MAX_RANKS || c.oversubscribed)
             && c.in_arena(&ALLREDUCE_ROOT) =>
@@ -1070,14 +1057,12 @@ mod tests {
         assert_eq!(allreduce(node(2, 512 << 10)).unwrap(), Allreduce::ShmPull);
         assert_eq!(allreduce(node(4, 8 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(allreduce(node(4, 16 << 10)).unwrap(), Allreduce::ShmRoot);
-        // On more ranks the pulls take over from 64 KiB per rank's slice
-        // (up to 4 MiB).
-        assert_eq!(allreduce(node(4, 128 << 10)).unwrap(), Allreduce::ShmRoot);
-        assert_eq!(allreduce(node(4, 256 << 10)).unwrap(), Allreduce::ShmPull);
-        assert_eq!(allreduce(node(4, 4 << 20)).unwrap(), Allreduce::ShmPull);
-        assert_eq!(allreduce(node(4, 8 << 20)).unwrap(), Allreduce::ShmRoot);
-        assert_eq!(allreduce(node(8, 256 << 10)).unwrap(), Allreduce::ShmRoot);
-        assert_eq!(allreduce(node(8, 512 << 10)).unwrap(), Allreduce::ShmPull);
+        // On more ranks the reduce through rank 0 takes every larger size
+        // (no pulls by default: `NODE_ALLREDUCE_PULL_MORE`).
+        for bytes in [128 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20] {
+            assert_eq!(allreduce(node(4, bytes)).unwrap(), Allreduce::ShmRoot);
+            assert_eq!(allreduce(node(8, bytes)).unwrap(), Allreduce::ShmRoot);
+        }
         // A communicator that was refused a pull is sent elsewhere: the
         // arena, or point to point.
         let refused = |p: usize, bytes: usize| Call {
@@ -1085,10 +1070,11 @@ mod tests {
             ..node(p, bytes)
         };
         assert_eq!(allreduce(refused(4, 1 << 20)).unwrap(), Allreduce::ShmRoot);
-        for (p, bytes) in [(2, 512 << 10), (4, 1 << 20)] {
-            assert_eq!(allreduce(node(p, bytes)).unwrap(), Allreduce::ShmPull);
-            assert_ne!(allreduce(refused(p, bytes)).unwrap(), Allreduce::ShmPull);
-        }
+        assert_eq!(allreduce(node(2, 512 << 10)).unwrap(), Allreduce::ShmPull);
+        assert_ne!(
+            allreduce(refused(2, 512 << 10)).unwrap(),
+            Allreduce::ShmPull
+        );
         assert_eq!(reduce(node(2, 2 << 20)).unwrap(), Reduce::ShmPull);
         assert_ne!(reduce(refused(2, 2 << 20)).unwrap(), Reduce::ShmPull);
         let blocks = |pulls_ok: bool| Call {
@@ -1100,30 +1086,17 @@ mod tests {
         assert_ne!(alltoall(blocks(false)).unwrap(), Alltoall::ShmPull);
         assert_eq!(bcast(node(2, 128 << 10)).unwrap(), Bcast::ShmPull);
         assert_ne!(bcast(refused(2, 128 << 10)).unwrap(), Bcast::ShmPull);
-        // The edges: a byte short of a 64 KiB slice, and past 4 MiB.
-        assert_eq!(allreduce(node(3, 192 << 10)).unwrap(), Allreduce::ShmPull);
-        assert_eq!(
-            allreduce(node(3, (192 << 10) - 1)).unwrap(),
-            Allreduce::ShmRoot
-        );
-        assert_eq!(
-            allreduce(node(4, (256 << 10) - 1)).unwrap(),
-            Allreduce::ShmRoot
-        );
-        assert_eq!(
-            allreduce(node(4, (4 << 20) + 1)).unwrap(),
-            Allreduce::ShmRoot
-        );
+        assert_eq!(allreduce(node(3, 192 << 10)).unwrap(), Allreduce::ShmRoot);
         let crowded4 = Call {
             oversubscribed: true,
             ..node(4, 1 << 20)
         };
-        assert_eq!(allreduce(crowded4).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(crowded4).unwrap(), Allreduce::ShmRoot);
         let ordered4 = Call {
             commutative: false,
             ..node(4, 1 << 20)
         };
-        assert_eq!(allreduce(ordered4).unwrap(), Allreduce::ShmPull);
+        assert_eq!(allreduce(ordered4).unwrap(), Allreduce::ShmRoot);
         assert_ne!(allreduce(node(9, 8 << 20)).unwrap(), Allreduce::ShmRoot);
         let crowded9 = Call {
             oversubscribed: true,
