@@ -8,7 +8,7 @@
 //! | reduce | on one node: 2 ranks: arena up to 1 MiB, single copies with the folding shared to 4 MiB (close node: arena up to 2 MiB, single copies to 4 MiB); 3–8 ranks (or more ranks than cores): arena up to 1 MiB; more ranks: arena up to 128 KiB; else binomial; when p ≥ 8, n ≥ 512 KiB and every rank has a core: Rabenseifner (commutative ops) or the pipelined tree (others) | `binomial`, `pipelined`, `rabenseifner`, `shm`, `shm_pull` |
 //! | all-reduce | on one node: 2 ranks: arena up to 32 KiB, single copies with the folding shared to 2 MiB (close node: arena up to 128 KiB, then single copies); 3–8 ranks (or more ranks than cores): arena up to 16 KiB, then a reduce to rank 0 and a broadcast from it in the arena; else recursive doubling up to 8 KiB, Rabenseifner above (commutative ops); non-commutative ops: recursive doubling up to 64 KiB, reduce + broadcast above | `recursive_doubling`, `rabenseifner`, `ring`, `reduce_bcast`, `shm`, `shm_pull` |
 //! | all-gather | equal counts on one node: 2 ranks: arena up to blocks of 1 MiB but recursive doubling at 64–128 KiB (close node: arena at every size but recursive doubling at 32–128 KiB); more ranks: arena at every size; else recursive doubling when p is a power of two, Bruck up to 512 KiB in total and ring above otherwise; unequal counts: ring; the point-to-point algorithms send this rank's block from the send buffer and copy it into place during the first exchange | `ring`, `recursive_doubling`, `bruck`, `shm`, `shm_pull` |
-//! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), single copies for blocks of 16 KiB – 1 MiB above the arena's limit (close node, 2 ranks: arena up to 512 KiB); Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
+//! | all-to-all | equal counts on one node: arena up to 16 KiB of blocks per rank on 2 ranks, 64 KiB on more (several turns above a cell), pairwise exchange for blocks of 16–128 KiB on 2 ranks (32–512 KiB on a close node, where the arena takes every other size) and of 16–512 KiB on more ranks than cores; single copies for blocks of 16 KiB – 1 MiB above the arena's limit; Bruck for blocks ≤ 2 KiB and p ≥ 3; pairwise exchange otherwise and for unequal counts | `pairwise`, `bruck`, `shm`, `shm_pull` |
 //! | reduce-scatter | ring for commutative ops; reduce + scatterv otherwise | `ring`, `reduce_scatterv` |
 //! | scan, exscan | recursive doubling | `recursive_doubling`, `chain` |
 //!
@@ -570,9 +570,14 @@ const PAIR_ALLREDUCE_HALVES: Pair = Pair {
     far: 16 * 1024..=256 * 1024,
     remote: NEVER,
 };
-/// See [`PAIR_ALLREDUCE_P2P`].
+/// See [`PAIR_ALLREDUCE_P2P`]. On a close node up to 512 KiB blocks, the
+/// arena above ([`NODE_ALLTOALL_MAX`]), since session 27 (AMD EPYC, 2 MiB
+/// of L2 per vCPU; forced algorithms, 8 rotating rounds, runs classed by a
+/// cache-line probe around each, ÷ Open MPI in the same rounds: 512 KiB
+/// blocks pairwise 0.67, the arena 0.89, pulls 1.01; 256 KiB 0.54, 0.68,
+/// 0.75; the arena at 512 KiB ÷ pairwise, ABBA, 10 rounds: 1.23).
 const PAIR_ALLTOALL_P2P: Pair = Pair {
-    close: 32 * 1024..=256 * 1024,
+    close: 32 * 1024..=512 * 1024,
     far: 16 * 1024..=128 * 1024,
     remote: NEVER,
 };
@@ -596,7 +601,8 @@ struct Pair {
 /// of a close node.
 const ALLTOALL_PULLS: Pulls = Pulls {
     two: NODE_ALLTOALL_PULL,
-    close: 512 * 1024 + 1..=1024 * 1024,
+    // (512 KiB + 1 – 1 MiB until session 27: see `NODE_ALLTOALL_MAX`.)
+    close: NEVER,
     remote: REMOTE_ARENA_MAX / 2 + 1..=1024 * 1024,
     more: NODE_ALLTOALL_PULL,
 };
@@ -653,10 +659,18 @@ pub(crate) const COMBINE_COOP_MIN: usize = 1 << 20;
 /// runs, session 9: 16 KiB blocks on 4 ranks 29–40 µs against 43–57,
 /// 8 KiB blocks on 8 ranks 74–104 against 126–181; 32 KiB blocks on 4
 /// ranks 56–60 against 44–61).
+/// On two ranks of a close node the arena takes every size above the
+/// pairwise exchange ([`PAIR_ALLTOALL_P2P`]) since session 27 (runs as
+/// there; ÷ Open MPI): 1 MiB blocks the arena 0.86 (twice), pairwise 0.87
+/// and 1.05, pulls 0.98 and 1.11; 2 MiB 0.88, 0.91, 1.08; 4 MiB 0.91,
+/// 0.91, 1.04. The build that does so ÷ the one before (ABBA, 10 rounds):
+/// 1 MiB 0.89 (pulls before), 2 MiB 0.88, 4 MiB 0.95 (pairwise before).
+/// (Before, the arena stopped at 512 KiB of all blocks, the pulls took
+/// blocks of 512 KiB + 1 – 1 MiB, and pairwise exchange larger ones.)
 pub(crate) const NODE_ALLTOALL_MAX: NodeMax = NodeMax {
     two: 16 * 1024,
     more: 64 * 1024,
-    close: 512 * 1024,
+    close: usize::MAX,
     remote: REMOTE_ARENA_MAX,
 };
 /// All-reduce: recursive doubling up to this many bytes (commutative ops).
@@ -1248,8 +1262,9 @@ mod tests {
             allgather(close(2, 64 << 10)).unwrap(),
             Allgather::RecursiveDoubling
         );
-        assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Shm);
-        assert_eq!(alltoall(close(2, 1 << 20)).unwrap(), Alltoall::ShmPull);
+        assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Pairwise);
+        assert_eq!(alltoall(close(2, (512 << 10) + 1)).unwrap(), Alltoall::Shm);
+        assert_eq!(alltoall(close(2, 4 << 20)).unwrap(), Alltoall::Shm);
         // More ranks (not measured on a close node) keep the far table.
         assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Shm);
         assert_eq!(bcast(close(8, 1 << 20)).unwrap(), Bcast::ScatterAllgather);
