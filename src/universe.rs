@@ -298,6 +298,12 @@ fn shm_transport(l: &Layout, mode: TransportMode) -> Result<Option<ShmTransport>
     if mode == TransportMode::Tcp || l.local_size <= 1 {
         return Ok(None);
     }
+    if crate::config::cma_enabled() {
+        // Before any other rank of the node can look for this one (the
+        // segments are exchanged after this): where Yama's ptrace_scope is
+        // 1, sibling processes may not attach to each other unless allowed.
+        crate::sys::cma::allow_peers();
+    }
     let budget = crate::config::shm_budget();
     match ShmTransport::new(
         l.size,

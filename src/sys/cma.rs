@@ -42,6 +42,30 @@ fn with_scratch<R>(remote: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
     })
 }
 
+/// Lets the other ranks of this node read and write this process's memory
+/// by cross-memory attach where Yama restricts it (`ptrace_scope` 1,
+/// Ubuntu's default: only a process's ancestors may attach to it, so
+/// sibling ranks are refused with EPERM): `prctl(PR_SET_PTRACER,
+/// PR_SET_PTRACER_ANY)`, as Open MPI's shared-memory transport does
+/// before it uses cross-memory attach. The kernel's other checks still
+/// hold (same user, `ptrace_scope` 2 or 3 refuse anyway). Returns whether
+/// the call took; without Yama it fails with EINVAL and changes nothing.
+pub(crate) fn allow_peers() -> bool {
+    // SAFETY: PR_SET_PTRACER takes two integer arguments and reads or
+    // writes no memory of this process; the unused ones are zero, as the
+    // manual asks.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_PTRACER,
+            libc::PR_SET_PTRACER_ANY,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    r == 0
+}
+
 /// The process `pid` names, for the system calls.
 fn process(pid: u32) -> io::Result<Pid> {
     Ok(Pid::from_raw(
@@ -183,6 +207,15 @@ fn write_direct(pid: Pid, remote: u64, local: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_allowed_exactly_where_yama_is() {
+        // PR_SET_PTRACER exists only with Yama; elsewhere the kernel
+        // refuses it (EINVAL) and nothing changes.
+        let yama = std::path::Path::new("/proc/sys/kernel/yama").exists();
+        assert_eq!(allow_peers(), yama);
+        assert_eq!(allow_peers(), yama, "and again: the call is idempotent");
+    }
 
     /// A destination `d` bytes past `src` modulo the page, inside `buf`.
     fn at_distance(buf: &mut [u8], src: &[u8], d: usize) -> usize {
