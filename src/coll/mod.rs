@@ -76,10 +76,13 @@ pub(super) fn with_scratch<T: Pod, R>(
     let need = len * std::mem::size_of::<T>();
     // A small operation's scratch lives on the stack: no lock to take (its
     // locked instruction would wait for the stores of the last collective
-    // to the arena to reach the other cores first). Two sizes, so that a
-    // few bytes' scratch is not a kilobyte to zero.
+    // to the arena to reach the other cores first). Three sizes, so that
+    // a few bytes' scratch is not a kilobyte to zero.
     if need <= 64 {
         return on_stack::<T, R, 4>(need, f);
+    }
+    if need <= 256 {
+        return on_stack::<T, R, 16>(need, f);
     }
     if need <= SMALL_SCRATCH {
         return on_stack::<T, R, { SMALL_SCRATCH / 16 }>(need, f);
