@@ -315,6 +315,31 @@ fn body_check() {
         1,
         "counts",
     );
+    // A receive buffer shorter than the operand on one rank (checked in
+    // the one entry of a predefined reduction): that rank gets its own
+    // error, every other rank hears it rejected its arguments.
+    let own_error = |r: courier::Result<()>, bad: usize, what: &str| match r {
+        Err(Error::InvalidArgument(m)) if me == bad => {
+            assert!(m.contains(&format!("{what}: buffer holds 2")), "{m}")
+        }
+        Err(Error::InvalidArgument(m)) => {
+            assert!(m.contains(&format!("rank {bad} rejected")), "{m}")
+        }
+        other => panic!("rank {me}: expected rank {bad}'s argument error, got {other:?}"),
+    };
+    let n = if me == 1 { 2 } else { 3 };
+    own_error(
+        w.all_reduce(&[1u64; 3], &mut vec![0u64; n], Op::Sum),
+        1,
+        "all_reduce",
+    );
+    // The same at a reduce's root (rank 2).
+    let n = if me == 2 { 2 } else { 3 };
+    own_error(
+        w.reduce(&[1u64; 3], &mut vec![0u64; n], Op::Sum, 2),
+        2,
+        "reduce at the root",
+    );
     // No stray message is left behind: correct calls work.
     let mut sum = [0u64];
     w.all_reduce(&[me as u64], &mut sum, Op::Sum).unwrap();
