@@ -340,6 +340,15 @@ fn body_check() {
         2,
         "reduce at the root",
     );
+    // And of a scan's (rank 0) and an exclusive scan's (rank 1).
+    let n = if me == 0 { 2 } else { 3 };
+    own_error(w.scan(&[1u64; 3], &mut vec![0u64; n], Op::Sum), 0, "scan");
+    let n = if me == 1 { 2 } else { 3 };
+    own_error(
+        w.exscan(&[1u64; 3], &mut vec![0u64; n], Op::Sum),
+        1,
+        "exscan",
+    );
     // No stray message is left behind: correct calls work.
     let mut sum = [0u64];
     w.all_reduce(&[me as u64], &mut sum, Op::Sum).unwrap();

@@ -387,8 +387,11 @@ impl Communicator {
                 .op(OpCode::Predefined(op))
                 .elems::<T>(send.len())
         };
-        let _in = c.enter(sig, None, || check_op::<T>(op))?;
-        self.scan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
+        let _in = c.enter(sig, None, || {
+            check_op::<T>(op)?;
+            check_len("scan", recv.len(), send.len())
+        })?;
+        self.scan_entered(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// Exclusive prefix reduction (`MPI_Exscan`): rank r > 0 gets the
@@ -400,8 +403,11 @@ impl Communicator {
                 .op(OpCode::Predefined(op))
                 .elems::<T>(send.len())
         };
-        let _in = c.enter(sig, None, || check_op::<T>(op))?;
-        self.exscan_with(send, recv, &mut |a, b| T::reduce_into(op, a, b))
+        let _in = c.enter(sig, None, || {
+            check_op::<T>(op)?;
+            check_len("exscan", recv.len(), send.len())
+        })?;
+        self.exscan_entered(send, recv, &mut |a, b| T::reduce_into(op, a, b))
     }
 
     /// [`scan`](Self::scan) with a user operation `f(lower, higher)`; rank
@@ -414,7 +420,13 @@ impl Communicator {
                 .elems::<T>(send.len())
         };
         let _in = c.enter(sig, None, || check_len("scan", recv.len(), send.len()))?;
-        let f = &mut guarded(c, f);
+        self.scan_entered(send, recv, &mut guarded(c, f))
+    }
+
+    /// The scan itself, once entered (lengths checked in the one entry,
+    /// where with checking every rank hears of a wrong one; a user's
+    /// operation guarded).
+    fn scan_entered<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
         let mut acc = crate::sys::copy::to_vec(send);
         self.prefix(&mut acc, f)?;
         crate::sys::copy::copy(recv, &acc);
@@ -430,7 +442,11 @@ impl Communicator {
                 .elems::<T>(send.len())
         };
         let _in = c.enter(sig, None, || check_len("exscan", recv.len(), send.len()))?;
-        let f = &mut guarded(c, f);
+        self.exscan_entered(send, recv, &mut guarded(c, f))
+    }
+
+    /// The exclusive scan itself, once entered (see `scan_entered`).
+    fn exscan_entered<T: Pod>(&self, send: &[T], recv: &mut [T], f: UserOp<'_, T>) -> Result<()> {
         let mut acc = crate::sys::copy::to_vec(send);
         if let Some(excl) = self.prefix(&mut acc, f)? {
             crate::sys::copy::copy(recv, &excl);
