@@ -30,7 +30,7 @@
 use crate::sys;
 use courier::bootstrap::store::CardStore;
 use courier::bootstrap::{
-    ENV_BIND, ENV_CARD_STORE, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_RANK, ENV_SERVICE,
+    ENV_BIND, ENV_CARD_STORE, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_CORES, ENV_RANK, ENV_SERVICE,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -162,6 +162,8 @@ fn spawn_ranks(
     let mut children = Vec::new();
     let mut pipes = Vec::new();
     let local_size = plan.ranks.len();
+    // The CPUs this host lets the proxy use, as the launcher tells its own.
+    let usable_cores = sys::usable_cores().len();
     for &(rank, local) in &plan.ranks {
         let mut cmd = Command::new(&program);
         cmd.args(&plan.args)
@@ -169,6 +171,7 @@ fn spawn_ranks(
             .env(ENV_RANK, rank.to_string())
             .env(ENV_LOCAL_RANK, local.to_string())
             .env(ENV_LOCAL_SIZE, local_size.to_string())
+            .env(ENV_NODE_CORES, usable_cores.to_string())
             .env_remove(ENV_CARD_STORE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

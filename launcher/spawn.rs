@@ -8,8 +8,8 @@ use crate::sys;
 use courier::bootstrap::auth::JobKey;
 use courier::bootstrap::store::CardStore;
 use courier::bootstrap::{
-    ENV_BIND, ENV_CARD_STORE, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_RANK,
-    ENV_SERVICE, ENV_SIZE,
+    ENV_BIND, ENV_CARD_STORE, ENV_JOB_KEY, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_CORES,
+    ENV_NODE_ID, ENV_RANK, ENV_SERVICE, ENV_SIZE,
 };
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Poll, Token};
@@ -34,6 +34,8 @@ struct Layout {
     local_size: Vec<usize>,
     /// Cores to bind local ranks to (empty: no binding).
     cores: Vec<usize>,
+    /// CPUs the launcher may use here (its mask), told to the local ranks.
+    usable_cores: usize,
     key: JobKey,
     service_addr: SocketAddr,
 }
@@ -73,6 +75,7 @@ impl Layout {
             bind_ip,
             local_rank,
             local_size,
+            usable_cores: usable.len(),
             cores: if bind { usable } else { Vec::new() },
             key,
             service_addr: SocketAddr::new(bind_ip, 0),
@@ -191,6 +194,7 @@ impl Job {
                 .env(ENV_LOCAL_RANK, l.local_rank[rank].to_string())
                 .env(ENV_LOCAL_SIZE, l.local_size[host].to_string())
                 .env(ENV_NODE_ID, host.to_string())
+                .env(ENV_NODE_CORES, l.usable_cores.to_string())
                 .env(ENV_SERVICE, l.service_addr.to_string())
                 .env(ENV_JOB_KEY, l.key.to_hex())
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -13,6 +13,7 @@
 //! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, an exchange's or a stream's large messages through the ring, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller eager messages, streams ask for their ring lines ahead, collectives pull medium operands); `remote`: copies through shared memory are much slower than pulls (cores far apart: messages above 8 KiB are pulled, collectives as on a `far` node) |
 //! | `COURIER_SHM_BUDGET` | 4194304 | inbound ring bytes per rank, split among the node's other ranks |
 //! | `COURIER_SHM_MEMBARRIER` | 1 | 0: a sender fences after every shared-memory write so a sleeping receiver is never missed; by default a receiver about to sleep issues one `membarrier(2)` instead (when the kernel offers it), and senders skip the fence |
+//! | `COURIER_NODE_CORES` | set by the launcher | CPUs the job's ranks on this node may use (the launcher's CPU mask there): more ranks than that make the node oversubscribed (waits give the CPU away at once); unset, the node's online CPUs |
 //! | `COURIER_CMA` | 1 | 0 disables cross-memory attach (large messages then stream through the rings; broadcast, reduce, all-reduce, all-gather and all-to-all copy through the arena instead of pulling); otherwise each rank of a node with others lets them attach to it (`PR_SET_PTRACER`, for Yama's `ptrace_scope` 1) |
 //! | `COURIER_CMA_COOP_MIN` | 65536 (1048576 when oversubscribed) | from this size the sender pushes a part while the receiver pulls the rest (0: receiver pulls all); operands a reduction combines at once only from 1 MiB (pulled alone, they are in the receiver's cache) |
 //! | `COURIER_CMA_COOP_SHARE` | 60 | percent (1–99) of a cooperatively copied message that the receiver copies |
@@ -173,6 +174,12 @@ pub(crate) fn shm_membarrier() -> bool {
 /// the scheduler puts them (see `coll::spread`).
 pub(crate) fn spread_ranks() -> bool {
     parse_env::<u32>("COURIER_SPREAD") != Some(0)
+}
+
+/// `COURIER_NODE_CORES` (set by the launcher): the CPUs this node's ranks
+/// may use, if given and not zero.
+pub(crate) fn node_cores() -> Option<u32> {
+    parse_env::<u32>(crate::bootstrap::ENV_NODE_CORES).filter(|&n| n > 0)
 }
 
 /// `COURIER_CMA`: 0 disables single-copy cross-memory attach.

@@ -600,12 +600,13 @@ impl Universe {
             .map(|(r, k)| format!("{r}:{k:?}"))
             .collect();
         format!(
-            "rank {} links [{}] node_profile={} tcp connects={} accepts={} declined_duplicates={} \
+            "rank {} links [{}] node_profile={} oversubscribed={} tcp connects={} accepts={} declined_duplicates={} \
              rejected={} eager_sent={} rendezvous_sent={} pulls_offered={} unexpected_arrivals={} \
              taken_at_post={} posted={} unexpected={}",
             self.world.rank(),
             links.join(" "),
             p.profile().name(),
+            p.oversubscribed(),
             t.connects,
             t.accepts,
             t.declined_duplicates,

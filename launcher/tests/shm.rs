@@ -658,3 +658,61 @@ fn body_pull_windows() {
         }
     }
 }
+
+#[test]
+fn ranks_confined_to_fewer_cpus_than_ranks_count_as_oversubscribed() {
+    // Two ranks under `taskset -c 0`: the launcher's mask, which the ranks
+    // inherit unbound, holds one CPU of the node's two or more. Counting
+    // the node's CPUs, each wait spun its whole budget while the rank it
+    // waited for could not run (0.5 ms per barrier).
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            common::courier(),
+            "run",
+            "-n",
+            "2",
+            "--timeout",
+            "60",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "body_oversubscribed",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("EXPECT_OVERSUBSCRIBED", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawn taskset (util-linux)");
+    common::Job::from_output(out).assert_ranks_passed(2);
+    // The same two ranks with the node's CPUs: a core each.
+    run(
+        "body_oversubscribed",
+        2,
+        &[("EXPECT_OVERSUBSCRIBED", "false")],
+    );
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_oversubscribed() {
+    let Some(u) = rank_init() else { return };
+    let want = std::env::var("EXPECT_OVERSUBSCRIBED").unwrap();
+    let report = u.debug_report();
+    assert!(
+        report.contains(&format!("oversubscribed={want}")),
+        "{report}"
+    );
+    let w = u.world();
+    for i in 0..200u64 {
+        let mut sum = [0u64];
+        w.all_reduce(&[i], &mut sum, courier::Op::Sum).unwrap();
+        assert_eq!(sum[0], 2 * i);
+    }
+}

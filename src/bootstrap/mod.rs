@@ -56,6 +56,10 @@ pub const ENV_JOB_KEY: &str = "COURIER_JOB_KEY";
 pub const ENV_BIND: &str = "COURIER_BIND";
 /// Environment variable: the inherited descriptor of the node's card store.
 pub const ENV_CARD_STORE: &str = "COURIER_CARD_STORE";
+/// Environment variable: how many CPUs the job's ranks on this node may
+/// use (the launcher's CPU mask there), which decides whether the node's
+/// ranks outnumber its cores. Unset: the node's online CPUs.
+pub const ENV_NODE_CORES: &str = "COURIER_NODE_CORES";
 
 /// Why wire-up failed.
 #[derive(Debug, thiserror::Error)]

@@ -48,14 +48,20 @@ pub(crate) struct WaitPolicy {
 impl WaitPolicy {
     /// Spin long when every rank of the node has a core, briefly otherwise.
     pub(crate) fn for_node(local_size: u32) -> Self {
-        // The node's CPUs, not this process's affinity mask: a rank bound to
-        // one core is not oversubscribed when every rank has its own core.
-        let cores = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        // The CPUs the job may use on this node, not this process's
+        // affinity mask: a rank bound to one core is not oversubscribed
+        // when every rank has its own core. The launcher says how many its
+        // own mask holds (a cpuset, `taskset`, a batch allocation may give
+        // the job fewer than the node has: 2 ranks confined to one CPU
+        // waited 0.5 ms per barrier when they counted 2); without it, the
+        // node's online CPUs.
+        let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
             .ok()
             .flatten()
             .and_then(|n| u32::try_from(n).ok())
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        let cores = crate::config::node_cores().map_or(online, |n| n.min(online));
         let oversubscribed = local_size > cores;
         let mask = crate::sys::cpu_mask().map_or(1, |(cpus, _)| cpus.len());
         let own_cores = mask.min((cores / local_size.max(1)) as usize).max(1);
