@@ -176,10 +176,14 @@ pub(crate) fn spread_ranks() -> bool {
     parse_env::<u32>("COURIER_SPREAD") != Some(0)
 }
 
+/// The variable the launcher sets to the CPUs this node's ranks may use
+/// (`bootstrap::ENV_NODE_CORES`).
+pub(crate) const NODE_CORES: &str = "COURIER_NODE_CORES";
+
 /// `COURIER_NODE_CORES` (set by the launcher): the CPUs this node's ranks
 /// may use, if given and not zero.
 pub(crate) fn node_cores() -> Option<u32> {
-    parse_env::<u32>(crate::bootstrap::ENV_NODE_CORES).filter(|&n| n > 0)
+    parse_env::<u32>(NODE_CORES).filter(|&n| n > 0)
 }
 
 /// `COURIER_CMA`: 0 disables single-copy cross-memory attach.

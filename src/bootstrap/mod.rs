@@ -59,7 +59,7 @@ pub const ENV_CARD_STORE: &str = "COURIER_CARD_STORE";
 /// Environment variable: how many CPUs the job's ranks on this node may
 /// use (the launcher's CPU mask there), which decides whether the node's
 /// ranks outnumber its cores. Unset: the node's online CPUs.
-pub const ENV_NODE_CORES: &str = "COURIER_NODE_CORES";
+pub const ENV_NODE_CORES: &str = crate::config::NODE_CORES;
 
 /// Why wire-up failed.
 #[derive(Debug, thiserror::Error)]
