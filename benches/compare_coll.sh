@@ -50,7 +50,7 @@ for np in $NPS; do
     python3 - "$out/${np}r" "$ROUNDS" "$kind" "$np" $PEERS <<'PY'
 import sys, statistics
 sys.path.insert(0, "benches")
-from results import Placements, profiles, write_runs
+from results import Placements, best_ratio, profiles, write_runs
 d, rounds, kind, np, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 names = {"ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -73,9 +73,6 @@ print(f"### {kind}, {np} ranks, medians of {rounds} interleaved rounds, us; rati
 place = Placements(d, kind, rounds, ["courier"] + peers)
 print("| size | Courier | " + " | ".join(names[p] for p in peers) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers) + " | Courier/better peer | Courier/better peer, same placement (rounds) | best/best |")
 print("|---:|" + "---:|" * (2 * len(peers) + 4))
-# Each system's fastest run of the sitting: on a VM whose placement can
-# change within a run, the one least touched by the slow placement.
-fastest = lambda sysname, s: min(run[s] for run in raw[sysname])
 for s in sorted(raw["courier"][0]):
     if all(s in raw[p][r] for p in peers for r in range(rounds)) and all(s in raw["courier"][r] for r in range(rounds)):
         num = lambda x: f"{x:.3f}" if x < 1 else f"{x:.2f}"  # sub-microsecond figures need a third decimal
@@ -83,7 +80,7 @@ for s in sorted(raw["courier"][0]):
         cells += [f"{ratio(p, s):.2f}" for p in peers] + [f"{best(s):.2f}"]
         v, n = place.same(lambda r, alike: raw["courier"][r][s] / min(raw[p][r][s] for p in alike), peers)
         cells += [f"{v:.2f} ({n})" if n else "–"]
-        cells += [f"{fastest('courier', s) / min(fastest(p, s) for p in peers):.2f}" if peers else "–"]
+        cells += [f"{best_ratio(raw, peers, s, True):.2f}" if peers else "–"]
         print(f"| {s} | " + " | ".join(cells) + " |")
 line = place.summary({"courier": "Courier", **names})
 if line:

@@ -84,7 +84,7 @@ for kind in "${KINDS[@]}"; do
   NP=$NP python3 - "$out" "$kind" "$ROUNDS" "$TRANSPORT" "${systems[@]}" <<'PY'
 import os, sys, statistics
 sys.path.insert(0, "benches")
-from results import Placements, profiles, write_runs
+from results import Placements, best_ratio, profiles, write_runs
 d, kind, rounds, transport, systems = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 names = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
 def load(name):
@@ -116,20 +116,13 @@ print(f"## {kind} ({transport}), medians of {rounds} interleaved rounds, {unit};
 print("| size | " + " | ".join(names[s] for s in systems) + " | " + " | ".join(f"Courier/{names[p]}" for p in peers)
       + (" | Courier/better peer, same placement (rounds) | best/best |" if peers else " |"))
 print("|---:" * (len(systems) + len(peers) + 1 + (2 if peers else 0)) + "|")
-# Each system's best run of the sitting (lowest latency, highest rate): on
-# a VM whose placement can change within a run, the best of several runs
-# is the one least touched by the slow placement.
-def best_of(s, size):
-    vals = [raw[s][r][size] for r in range(rounds)]
-    return min(vals) if lower else max(vals)
 for size in sorted(t["courier"]):
     vals = " | ".join(f"{t[s][size]:.{3 if t[s][size] < 1 else 2}f}" for s in systems)
     ratios = " | ".join(f"{ratio(p, size):.2f}" for p in peers)
     if peers:
         v, n = place.same(lambda r, alike: better(r, size, alike), peers)
         ratios += " | " + (f"{v:.2f} ({n})" if n else "–")
-        pick = min if lower else max
-        ratios += f" | {best_of('courier', size) / pick(best_of(p, size) for p in peers):.2f}"
+        ratios += f" | {best_ratio(raw, peers, size, lower):.2f}"
     print(f"| {size} | {vals} | {ratios} |")
 line = place.summary(names)
 if line:

@@ -18,8 +18,12 @@ classes every run of a sitting by the VM's placement around it (the
 cache-line probe run just before and just after it: see `placement_class`),
 and gives per-round ratios to the better peer over the rounds whose runs
 share Courier's placement.
+
+    best_ratio(raw, peers, size, lower)
+
+Courier's best run of the sitting ÷ the better peer's best.
 """
-import json, os, platform, subprocess, sys, time
+import json, os, platform, statistics, subprocess, sys, time
 
 NAMES = {"courier": "Courier", "ompi": "Open MPI", "mpich": "MPICH"}
 
@@ -166,7 +170,15 @@ class Placements:
                 vals.append(ratio_of_round(r, alike))
         if not vals:
             return None, 0
-        vals.sort()
-        n = len(vals)
-        mid = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
-        return mid, n
+        return statistics.median(vals), len(vals)
+
+
+def best_ratio(raw, peers, size, lower):
+    """Courier's best run of the sitting ÷ the better peer's best, at
+    `size` (`raw[system]` is the list of each round's {size: figure};
+    `lower`: lower figures are better, as for times). On a VM whose
+    placement can change within a run, the best of several runs is the
+    one least touched by the slow placement."""
+    pick = min if lower else max
+    best = lambda s: pick(run[size] for run in raw[s])
+    return best("courier") / pick(best(p) for p in peers)

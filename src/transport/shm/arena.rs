@@ -544,10 +544,9 @@ impl Arena {
     /// place that holds an operation of that size (the line's inline
     /// bytes, a small cell or a data cell) holds fewer. Call only after
     /// `published` showed `seq` (or later) there, and publish nothing from
-    /// inside `f` (a
-    /// publication of this process for `rank` could rewrite the lent
-    /// bytes; the one caller, `NodeColl::fold`, only combines them into
-    /// private memory).
+    /// inside `f` (a publication of this process for `rank` could rewrite
+    /// the lent bytes; the one caller, `NodeColl::fold`, only combines them
+    /// into private memory).
     pub(crate) fn with_data<R>(
         &self,
         seq: u64,
