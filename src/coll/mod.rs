@@ -96,12 +96,7 @@ pub(super) fn with_scratch<T: Pod, R>(
     if scratch.len() < words {
         scratch.resize(words, 0);
     }
-    // u128 storage is aligned for every Pod element type of alignment <= 16.
-    let tmp =
-        bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut scratch[..])[..need]).map_err(|e| {
-            Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
-        })?;
-    f(tmp)
+    f(as_scratch(&mut scratch[..], need)?)
 }
 
 /// [`with_scratch`]'s `need` bytes (at most `16 * W`) on the stack.
@@ -110,13 +105,17 @@ fn on_stack<T: Pod, R, const W: usize>(
     need: usize,
     f: impl FnOnce(&mut [T]) -> Result<R>,
 ) -> Result<R> {
-    // u128 storage is aligned for every Pod element type of alignment <= 16.
     let mut stack = [0u128; W];
-    let tmp =
-        bytemuck::try_cast_slice_mut(&mut bytes_mut(&mut stack[..])[..need]).map_err(|e| {
-            Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
-        })?;
-    f(tmp)
+    f(as_scratch(&mut stack[..], need)?)
+}
+
+/// The first `need` bytes of `words` as elements of `T` (u128 storage is
+/// aligned for every Pod element type of alignment <= 16).
+#[inline(always)]
+fn as_scratch<T: Pod>(words: &mut [u128], need: usize) -> Result<&mut [T]> {
+    bytemuck::try_cast_slice_mut(&mut bytes_mut(words)[..need]).map_err(|e| {
+        Error::InvalidArgument(format!("element type unsuitable for scratch space: {e:?}"))
+    })
 }
 
 /// Threads to split the local combine of a reduction of `bytes` per
