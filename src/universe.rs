@@ -602,7 +602,7 @@ impl Universe {
         format!(
             "rank {} links [{}] node_profile={} oversubscribed={} tcp connects={} accepts={} declined_duplicates={} \
              rejected={} eager_sent={} rendezvous_sent={} pulls_offered={} unexpected_arrivals={} \
-             taken_at_post={} posted={} unexpected={}",
+             taken_at_post={} posted={} unexpected={} credit_alone_writes={}",
             self.world.rank(),
             links.join(" "),
             p.profile().name(),
@@ -617,7 +617,8 @@ impl Universe {
             e.unexpected_arrivals,
             e.taken_at_post,
             posted,
-            unexpected
+            unexpected,
+            p.credit_alone_writes()
         )
     }
 

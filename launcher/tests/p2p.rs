@@ -798,6 +798,45 @@ fn body_lone_eager() {
         assert_eq!((eager, rdv), want, "rank {me}: {}", u.debug_report());
     }
     w.barrier().unwrap();
+    // A 1 MiB ping-pong whose receives are posted before the messages
+    // arrive: the credit rank 1 owes for each message (a quarter of the
+    // window or more) goes in the same write as its answer, never in a
+    // write of its own.
+    let alone = |u: &courier::Universe| -> u64 {
+        let r = u.debug_report();
+        let f = r
+            .split(" credit_alone_writes=")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{r}"));
+        f.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let n = 1 << 18;
+    let before = alone(&u);
+    for k in 0..6 {
+        let mut buf = vec![0u32; n];
+        if me == 0 {
+            courier::scope(|s| {
+                let r = w.irecv(s, &mut buf, 1, 3).unwrap();
+                let mut go = [0u8];
+                w.recv(&mut go, 1, 4).unwrap();
+                w.send(&message(0, k, n), 1, 3).unwrap();
+                r.wait().unwrap();
+            });
+            assert_eq!(buf, message(1, k, n), "answer {k}");
+        } else if me == 1 {
+            courier::scope(|s| {
+                let r = w.irecv(s, &mut buf, 0, 3).unwrap();
+                w.send(&[1u8], 0, 4).unwrap();
+                r.wait().unwrap();
+            });
+            assert_eq!(buf, message(0, k, n), "message {k}");
+            w.send(&message(1, k, n), 0, 3).unwrap();
+        }
+    }
+    if me == 1 {
+        assert_eq!(alone(&u), before, "{}", u.debug_report());
+    }
+    w.barrier().unwrap();
     // Unexpected, and overtaken by a later tag; then truncated: the
     // message stays for the next receive.
     let n = 1 << 18;

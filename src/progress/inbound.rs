@@ -90,6 +90,8 @@ pub(super) struct InState {
     /// The last payload was read in place: read only a header next, so the
     /// following large payload also goes straight to its buffer (one copy).
     header_only: bool,
+    /// Payloads begun (wrapping): names the one arriving now.
+    begun: u32,
 }
 
 /// What one step of reading a peer did.
@@ -182,6 +184,12 @@ fn take_from_ring(
 }
 
 impl InState {
+    /// The payload from this peer being read now, if any (a number that
+    /// tells it from the others).
+    pub(super) fn arriving(&self) -> Option<u32> {
+        self.cur.map(|_| self.begun)
+    }
+
     fn new() -> Self {
         InState {
             rx: vec![0; STAGING].into_boxed_slice(),
@@ -189,6 +197,7 @@ impl InState {
             end: 0,
             cur: None,
             header_only: false,
+            begun: 0,
         }
     }
 
@@ -239,7 +248,10 @@ impl InState {
                 .map_err(|e| LinkError(format!("protocol violation: {e}")))?;
             let len = frame.payload_len() as usize;
             match dest {
-                Some(dest) if len > 0 => self.cur = Some(Cur { dest, len, off: 0 }),
+                Some(dest) if len > 0 => {
+                    self.cur = Some(Cur { dest, len, off: 0 });
+                    self.begun = self.begun.wrapping_add(1);
+                }
                 Some(_) => engine.handle_payload_done(peer),
                 None => {}
             }

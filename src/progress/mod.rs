@@ -68,6 +68,9 @@ pub(crate) struct Progress {
     service: service::Service,
     policy: WaitPolicy,
     bye_sent: bool,
+    /// Writes to TCP links that carried nothing but credit (the debug
+    /// report's `credit_alone_writes`).
+    credit_alone: u64,
     /// `finalize` ran: every later call is an error.
     finalized: bool,
     /// Busy rounds since the clock was last compared with `next_service`.
@@ -114,6 +117,7 @@ impl Progress {
             service: service::Service::default(),
             policy,
             bye_sent: false,
+            credit_alone: 0,
             finalized: false,
             busy_rounds: 0,
             wrote: false,
@@ -201,6 +205,11 @@ impl Progress {
     /// The TCP transport's counters.
     pub(crate) fn tcp_stats(&self) -> TcpStats {
         self.links.tcp.stats()
+    }
+
+    /// Writes to TCP links that carried nothing but returned credit.
+    pub(crate) fn credit_alone_writes(&self) -> u64 {
+        self.credit_alone
     }
 
     /// The address this rank accepts links on (`None` for a singleton).

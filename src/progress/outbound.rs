@@ -7,12 +7,22 @@
 //! the receiver (MPI's usual eager buffering); rendezvous DATA always goes
 //! from the user's buffer.
 
+use super::links::LinkKind;
 use super::Progress;
 use crate::engine::{Payload, ReqId};
 use crate::ids::Rank;
 use crate::transport::LinkError;
 use crate::wire::{EncodedHeader, Frame};
 use std::io::IoSlice;
+
+/// At most this many queued frames go in one vectored write to a TCP link
+/// (a credit with the message after it; a window of small sends that
+/// queued up while the socket was full)...
+const GATHER_FRAMES: usize = 8;
+/// ...and no frame joins a write that already offers this many bytes.
+/// Large frames go one per write: gathering up to 8 of them made `bw`
+/// over loopback at 64 KiB – 4 MiB 0.65–0.85× as fast (4 rounds).
+const GATHER_BYTES: usize = 16 * 1024;
 
 /// Where a queued frame's payload comes from.
 #[derive(Debug)]
@@ -33,6 +43,12 @@ pub(super) struct OutFrame {
     pub(super) eager: bool,
     /// Bytes of header and payload already written.
     pub(super) sent: usize,
+    /// A CREDIT frame, which a TCP link may hold back for a pump (see
+    /// [`Progress::pump_deferring`]).
+    pub(super) credit: bool,
+    /// The payload from the peer that was arriving when this frame was
+    /// queued ([`InState::arriving`](super::inbound::InState::arriving)).
+    pub(super) during: Option<u32>,
 }
 
 impl OutFrame {
@@ -43,6 +59,8 @@ impl OutFrame {
             payload: OutPayload::None,
             eager: false,
             sent: 0,
+            credit: matches!(frame, Frame::Credit { .. }),
+            during: None,
         }
     }
 }
@@ -52,14 +70,32 @@ impl Progress {
     #[inline]
     pub(crate) fn pump(&mut self) {
         if self.engine.has_transmits() || !self.pending_out.is_empty() || !self.lost.is_empty() {
-            self.pump_now();
+            self.pump_now(false);
         }
     }
 
-    fn pump_now(&mut self) {
+    /// [`Progress::pump`] at the end of a progress round, whose caller
+    /// looks at its wait next: credit owed to a TCP peer with nothing else
+    /// queued for it stays queued until the next pump, the next round's
+    /// or the next call's, so that it goes in one write with that call's
+    /// message (a ping-pong's answer) instead of in a segment of its own.
+    /// A 1 MiB ping-pong over loopback returns credit after every message;
+    /// a raw-socket probe of that pattern took 1.08–1.20× as long with a
+    /// separate 40-byte write before each answer as with none, 0.95–1.07×
+    /// with the two in one `writev`. Credit waits at most until the rank's
+    /// next progress: a rank's waits pump before they spin or sleep.
+    #[inline]
+    pub(crate) fn pump_deferring(&mut self) {
+        if self.engine.has_transmits() || !self.pending_out.is_empty() || !self.lost.is_empty() {
+            self.pump_now(true);
+        }
+    }
+
+    fn pump_now(&mut self, defer: bool) {
         while let Some(t) = self.engine.poll_transmit() {
             let peer = t.peer;
             let eager = matches!(t.frame, Frame::Eager { .. });
+            let credit = matches!(t.frame, Frame::Credit { .. });
             let mut frame = t.frame;
             let payload = match t.payload {
                 Payload::None => OutPayload::None,
@@ -82,6 +118,14 @@ impl Progress {
                 payload,
                 eager,
                 sent: 0,
+                credit,
+                during: if credit {
+                    self.inp
+                        .get(peer as usize)
+                        .and_then(|s| s.as_ref()?.arriving())
+                } else {
+                    None
+                },
             };
             if !self.enqueue(peer, out) {
                 continue;
@@ -93,7 +137,7 @@ impl Progress {
         let mut i = 0;
         while i < self.pending_out.len() {
             let peer = self.pending_out[i];
-            if let Err(e) = self.flush(peer) {
+            if let Err(e) = self.flush(peer, defer) {
                 self.lost.push((peer, e.0));
             }
             if self.out[peer as usize].is_empty() {
@@ -118,7 +162,94 @@ impl Progress {
     }
 
     /// Writes `peer`'s queued frames as far as its link takes them.
-    fn flush(&mut self, peer: Rank) -> Result<(), LinkError> {
+    fn flush(&mut self, peer: Rank, defer: bool) -> Result<(), LinkError> {
+        if self.links.kind(peer) == Some(LinkKind::Tcp) {
+            self.flush_gathered(peer, defer)
+        } else {
+            self.flush_each(peer)
+        }
+    }
+
+    /// Writes TCP peer `peer`'s queued frames as far as its link takes
+    /// them, up to [`GATHER_FRAMES`] in one vectored write. A queue holding only credit frames
+    /// not yet begun is left for a later pump with `defer` (see
+    /// [`Progress::pump_deferring`]), and while the payload from that peer
+    /// that was arriving when they were queued still is (a message's
+    /// credit is owed from its header on; a stream's later payloads do not
+    /// hold it back).
+    fn flush_gathered(&mut self, peer: Rank, defer: bool) -> Result<(), LinkError> {
+        let q = &mut self.out[peer as usize];
+        if q.iter().all(|f| f.credit && f.sent == 0) {
+            let arriving = self.inp[peer as usize].as_ref().and_then(|s| s.arriving());
+            if defer || (arriving.is_some() && q.iter().all(|f| f.during == arriving)) {
+                return Ok(());
+            }
+        }
+        while !q.is_empty() {
+            let mut slices: [IoSlice<'_>; 2 * GATHER_FRAMES] =
+                [IoSlice::new(&[]); 2 * GATHER_FRAMES];
+            let mut k = 0;
+            let mut offered = 0;
+            let mut only_credit = true;
+            for f in q.iter().take(GATHER_FRAMES) {
+                if offered >= GATHER_BYTES {
+                    break;
+                }
+                only_credit &= f.credit;
+                let payload: &[u8] = match &f.payload {
+                    OutPayload::None => &[],
+                    OutPayload::Send(id) => self.bufs.send_bytes(*id),
+                    OutPayload::Owned(v) => v,
+                };
+                let hlen = f.header.len();
+                if f.sent < hlen {
+                    slices[k] = IoSlice::new(&f.header[f.sent..]);
+                    k += 1;
+                    if !payload.is_empty() {
+                        slices[k] = IoSlice::new(payload);
+                        k += 1;
+                    }
+                } else {
+                    slices[k] = IoSlice::new(&payload[f.sent - hlen..]);
+                    k += 1;
+                }
+                offered += hlen + payload.len() - f.sent;
+            }
+            let written = self.links.write(peer, &slices[..k])?;
+            self.wrote |= written > 0;
+            if only_credit && written > 0 {
+                self.credit_alone += 1;
+            }
+            let mut n = written;
+            // Hand the written bytes to the frames they belong to.
+            while n > 0 {
+                let Some(f) = q.front_mut() else { break };
+                let payload_len = match &f.payload {
+                    OutPayload::None => 0,
+                    OutPayload::Send(id) => self.bufs.send_bytes(*id).len(),
+                    OutPayload::Owned(v) => v.len(),
+                };
+                let left = f.header.len() + payload_len - f.sent;
+                if n < left {
+                    f.sent += n;
+                    break;
+                }
+                n -= left;
+                if let Some(OutPayload::Send(id)) = q.pop_front().map(|f| f.payload) {
+                    self.engine.handle_written(id);
+                }
+            }
+            if written < offered {
+                // The link is full for now.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `peer`'s queued frames one per write as far as its link
+    /// takes them (shared memory: a ring record per frame).
+    fn flush_each(&mut self, peer: Rank) -> Result<(), LinkError> {
         let q = &mut self.out[peer as usize];
         while let Some(f) = q.front_mut() {
             let payload: &[u8] = match &f.payload {
@@ -186,6 +317,8 @@ impl Progress {
                     payload: OutPayload::Owned(crate::sys::copy::to_vec(bytes)),
                     eager: true,
                     sent,
+                    credit: false,
+                    during: None,
                 },
             );
         }

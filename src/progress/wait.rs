@@ -121,7 +121,7 @@ impl Progress {
         }
         ready.clear();
         self.ready = ready;
-        self.pump();
+        self.pump_deferring();
         if !self.bufs.orphans().is_empty() {
             self.reap_orphans();
         }
@@ -152,7 +152,7 @@ impl Progress {
         }
         peers.clear();
         self.ready = peers;
-        self.pump();
+        self.pump_deferring();
         Ok(did | std::mem::take(&mut self.wrote))
     }
 
