@@ -784,7 +784,7 @@ impl NodeColl {
     ) -> Result<()> {
         let total = std::mem::size_of_val(own);
         let per = self.elems_per_turn::<T>();
-        for k in 0..self.turns(total) {
+        for k in 0..Self::element_turns(own.len(), per) {
             let part = chunk(k, per, own.len());
             if self.me != root {
                 let s = self.begin(check, total)?;
@@ -817,7 +817,7 @@ impl NodeColl {
     ) -> Result<()> {
         let total = std::mem::size_of_val(acc);
         let per = self.elems_per_turn::<T>();
-        for k in 0..self.turns(total) {
+        for k in 0..Self::element_turns(acc.len(), per) {
             let part = chunk(k, per, acc.len());
             let s = self.begin(check, total)?;
             self.arena
@@ -844,7 +844,7 @@ impl NodeColl {
     ) -> Result<()> {
         let total = std::mem::size_of_val(acc);
         let per = self.elems_per_turn::<T>();
-        for k in 0..self.turns(total) {
+        for k in 0..Self::element_turns(acc.len(), per) {
             let part = chunk(k, per, acc.len());
             if self.me != 0 {
                 let s = self.begin(check, total)?;
@@ -869,6 +869,14 @@ impl NodeColl {
     /// cell here).
     fn elems_per_turn<T>(&self) -> usize {
         (self.slot() / std::mem::size_of::<T>().max(1)).max(1)
+    }
+
+    /// Turns a reduction of `n` elements takes at `per` a turn, at least
+    /// one. Counted in elements, not bytes: a cell holds a whole number of
+    /// elements, so an element size that does not divide it (12-byte
+    /// `[f32; 3]` in 16 KiB) leaves part of every cell unused.
+    fn element_turns(n: usize, per: usize) -> usize {
+        n.div_ceil(per.max(1)).max(1)
     }
 
     /// Folds the operands published for `s` in rank order into `acc`
@@ -1769,6 +1777,45 @@ mod tests {
                         let got = &recv[from * block..(from + 1) * block];
                         assert!(got.iter().enumerate().all(|(i, &x)| x == val(from, me, i)));
                     }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn elements_that_do_not_divide_the_cell_are_all_reduced() {
+        // 64-byte cells hold 2 elements of 24 bytes (48 bytes) per turn: 8
+        // elements (192 bytes) take 4 turns, not the 3 that 192 bytes of
+        // cells would.
+        type T = [u64; 3];
+        for p in [2, 3] {
+            run(p, 64, |n| {
+                let me = n.me as u64;
+                let len = 8;
+                let add = &mut |a: &mut [T], b: &[T]| {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        for (u, v) in x.iter_mut().zip(y) {
+                            *u += v;
+                        }
+                    }
+                    Ok(())
+                };
+                let own: Vec<T> = (0..len as u64).map(|i| [i, me, 1]).collect();
+                let sum_ranks = (p * (p - 1) / 2) as u64;
+                let want: Vec<T> = (0..len as u64)
+                    .map(|i| [i * p as u64, sum_ranks, p as u64])
+                    .collect();
+                let mut tmp = vec![[0u64; 3]; len];
+                let mut acc = own.clone();
+                n.allreduce(OK, &mut acc, &mut tmp, add).unwrap();
+                assert_eq!(acc, want, "all-reduce");
+                let mut acc = own.clone();
+                n.allreduce_by_root(OK, &mut acc, &mut tmp, add).unwrap();
+                assert_eq!(acc, want, "all-reduce by the root");
+                let mut acc = own.clone();
+                n.reduce(OK, &own, &mut acc, &mut tmp, 0, add).unwrap();
+                if me == 0 {
+                    assert_eq!(acc, want, "reduce");
                 }
             });
         }
