@@ -113,15 +113,20 @@ fn collectives_over_tcp_and_without_cma() {
 }
 
 /// The node's arena with its smallest cells (1 KiB) and no size limit:
-/// every collective that goes through it takes many turns.
+/// every collective that goes through it takes many turns; without large
+/// cells, and with large cells of 2 KiB (operations of more than 4 KiB
+/// per rank go there, in many turns too).
 #[test]
 fn collectives_through_the_smallest_arena_cells() {
-    let env = [
-        ("COURIER_SHM_COLL_SLOT", "1024"),
-        ("COURIER_SHM_COLL_MAX", "1000000000"),
-    ];
-    for np in [2, 3, 4] {
-        run_body_env("body_collectives", np, &env, 180).assert_ranks_passed(np);
+    for large in ["0", "2048"] {
+        let env = [
+            ("COURIER_SHM_COLL_SLOT", "1024"),
+            ("COURIER_SHM_COLL_LARGE", large),
+            ("COURIER_SHM_COLL_MAX", "1000000000"),
+        ];
+        for np in [2, 3, 4] {
+            run_body_env("body_collectives", np, &env, 180).assert_ranks_passed(np);
+        }
     }
     // The all-reduce through rank 0 (a reduce, then a broadcast) in many
     // turns too.

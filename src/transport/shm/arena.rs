@@ -12,7 +12,8 @@
 //! takes several turns), so a reader can tell that the ranks' counts
 //! differ, and where the data is: up to [`INLINE`] bytes share the state's
 //! cache line (a small collective moves one line per rank), more go to a
-//! small cell or the data cell. (A separate length word
+//! small cell or the data cell, and an operation of more than
+//! [`LARGE_TURNS`] data cells' worth to a large cell. (A separate length word
 //! cost a second transfer of that line whenever the other rank polled
 //! between the two stores: a back-to-back 64-byte broadcast took twice as
 //! long.)
@@ -35,7 +36,8 @@
 //!
 //! Layout (offsets in bytes, every part 64-byte aligned):
 //! ```text
-//!   0     magic "CRARENA3", ranks (u64), cell data bytes (u64)
+//!   0     magic "CRARENA4", ranks (u64), cell data bytes (u64), large
+//!         cell data bytes (u64)
 //!  64     wake: AtomicU32 (futex word), sleepers: AtomicU32,
 //!         fence: AtomicU32 (1: publishers fence; see "Waiting")
 //! 128     progress: [rank 0 .. rank p-1], one line each: AtomicU64,
@@ -45,6 +47,9 @@
 //!  ..     small cells: as the lines, 256 bytes each (none above 128 ranks)
 //!  ..     cells: [turn 0: rank 0 .. rank p-1] ... [turn DATA_DEPTH-1: ...]
 //!         cell = `slot` data bytes, rounded up to 64
+//!  ..     large cells: as the cells, `large` bytes each (a multiple of 64;
+//!         none when that is no more than `slot`), for operations of more
+//!         than `LARGE_TURNS * slot` bytes per rank
 //! ```
 //!
 //! A rank need not publish in every operation (a broadcast's receivers,
@@ -81,7 +86,7 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA3");
+const MAGIC: u64 = u64::from_le_bytes(*b"CRARENA4");
 const HEADER: usize = 128;
 /// Bytes of a state line before its inline data: the state word.
 const STATE: usize = 8;
@@ -94,6 +99,14 @@ pub(crate) const INLINE: usize = LINE - STATE;
 pub(crate) const LINE_DEPTH: u64 = 64;
 /// Data cells per rank, used in turn.
 pub(crate) const DATA_DEPTH: u64 = 16;
+/// Operations of more than this many data cells' worth per rank use the
+/// large cells (when the arena has them), in turns of at least a data
+/// cell's worth: at most that many bytes, an operation keeps the data
+/// cells and their turns. (All of more than a data cell in the large
+/// cells: 4-rank reduces of 32–64 KiB took 1.11–1.19× as long, in as many
+/// turns as before, 10 interleaved rounds.)
+pub(crate) const LARGE_TURNS: usize = 4;
+
 /// Bytes of a small cell: operations of more than [`INLINE`] and at most
 /// this many bytes per rank use one, which has the lines' depth (a data
 /// cell's depth of 16 let a broadcast's root run only 15 operations ahead:
@@ -143,6 +156,8 @@ pub(crate) struct Arena {
     ranks: usize,
     slot: usize,
     cell: usize,
+    /// Data bytes of a large cell (0: none).
+    large: usize,
     /// This process is registered for global membarriers: its sleeps issue
     /// one, and its publications need no fence while `fence` is 0.
     light: bool,
@@ -154,16 +169,25 @@ fn light() -> bool {
     crate::config::shm_membarrier() && crate::sys::membarrier::register()
 }
 
-/// A cell's size and the arena's size.
-fn geometry(ranks: usize, slot: usize) -> (usize, usize) {
+/// A data cell's size, a large cell's (0: none, when asked for no more
+/// than a data cell holds) and the arena's size.
+fn geometry(ranks: usize, slot: usize, large: usize) -> (usize, usize, usize) {
     let cell = slot.max(1).next_multiple_of(64);
-    (cell, cells_at(ranks) + DATA_DEPTH as usize * ranks * cell)
+    let large = if large > slot {
+        large.next_multiple_of(64)
+    } else {
+        0
+    };
+    let cells = DATA_DEPTH as usize * ranks;
+    (cell, large, cells_at(ranks) + cells * cell + cells * large)
 }
 
 impl Arena {
-    /// Makes an arena for `ranks` ranks with `slot` data bytes per cell.
-    pub(crate) fn create(ranks: usize, slot: usize) -> io::Result<Arena> {
-        let (cell, size) = geometry(ranks, slot);
+    /// Makes an arena for `ranks` ranks with `slot` data bytes per cell,
+    /// and large cells of `large` bytes (rounded up to 64) for operations
+    /// of more than `slot` bytes per rank (none when `large <= slot`).
+    pub(crate) fn create(ranks: usize, slot: usize, large: usize) -> io::Result<Arena> {
+        let (cell, large, size) = geometry(ranks, slot, large);
         let seg = Segment::create(size)?;
         seg.prefault(0, size);
         let a = Arena {
@@ -171,6 +195,7 @@ impl Arena {
             ranks,
             slot,
             cell,
+            large,
             light: light(),
         };
         a.word(8).store(ranks as u64, Ordering::Relaxed);
@@ -178,14 +203,21 @@ impl Arena {
             a.u32_at(72).store(1, Ordering::SeqCst);
         }
         a.word(16).store(slot as u64, Ordering::Relaxed);
+        a.word(24).store(large as u64, Ordering::Relaxed);
         a.word(0).store(MAGIC, Ordering::Release);
         Ok(a)
     }
 
     /// Maps the arena another rank made, checking that it has the
-    /// geometry this rank expects.
-    pub(crate) fn open(addr: ArenaAddr, ranks: usize, slot: usize) -> io::Result<Arena> {
-        let (cell, size) = geometry(ranks, slot);
+    /// geometry this rank expects (`large` as its maker's
+    /// [`Arena::large`] says).
+    pub(crate) fn open(
+        addr: ArenaAddr,
+        ranks: usize,
+        slot: usize,
+        large: usize,
+    ) -> io::Result<Arena> {
+        let (cell, large, size) = geometry(ranks, slot, large);
         if addr.size != size {
             return Err(io::Error::other("collective arena of an unexpected size"));
         }
@@ -195,11 +227,13 @@ impl Arena {
             ranks,
             slot,
             cell,
+            large,
             light: light(),
         };
         let ok = a.word(0).load(Ordering::Acquire) == MAGIC
             && a.word(8).load(Ordering::Relaxed) == ranks as u64
-            && a.word(16).load(Ordering::Relaxed) == slot as u64;
+            && a.word(16).load(Ordering::Relaxed) == slot as u64
+            && a.word(24).load(Ordering::Relaxed) == large as u64;
         if !ok {
             return Err(io::Error::other("not a collective arena of this geometry"));
         }
@@ -232,10 +266,31 @@ impl Arena {
         self.slot
     }
 
-    /// The 8-byte word at byte offset `at` of the header (0, 8 or 16).
+    /// Data bytes of a large cell (0: none).
+    pub(crate) fn large(&self) -> usize {
+        self.large
+    }
+
+    /// Data bytes of the cell an operation of `total` bytes per rank uses:
+    /// a data cell's, or a large cell's for an operation of more than
+    /// [`LARGE_TURNS`] data cells' worth when the arena has large cells.
+    pub(crate) fn room_for(&self, total: usize) -> usize {
+        if self.uses_large(total as u64) {
+            self.large
+        } else {
+            self.slot
+        }
+    }
+
+    /// Whether an operation of `total` bytes per rank uses the large cells.
+    fn uses_large(&self, total: u64) -> bool {
+        self.large > 0 && total > (LARGE_TURNS * self.slot) as u64
+    }
+
+    /// The 8-byte word at byte offset `at` of the header (0, 8, 16 or 24).
     fn word(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at <= 16 && at % 8 == 0);
-        // SAFETY: 1. `at` is 0, 8 or 16, inside the 128-byte header of a
+        debug_assert!(at <= 24 && at % 8 == 0);
+        // SAFETY: 1. `at` is 0, 8, 16 or 24, inside the 128-byte header of a
         // page-aligned mapping at least HEADER bytes long, so the word is
         // valid and 8-byte aligned; 2. the reference borrows `self`, which
         // keeps the mapping alive; 3. every process accesses these words
@@ -277,6 +332,25 @@ impl Arena {
             self.seg
                 .as_ptr()
                 .add(cells_at(self.ranks) + index * self.cell)
+        })
+    }
+
+    /// Start of the large cell of `rank` for sequence number `seq` (rank
+    /// checked; `None` also when the arena has none).
+    fn large_ptr(&self, seq: u64, rank: usize) -> Option<*mut u8> {
+        if rank >= self.ranks || self.large == 0 {
+            return None;
+        }
+        let cells = DATA_DEPTH as usize * self.ranks;
+        let index = (seq % DATA_DEPTH) as usize * self.ranks + rank;
+        // SAFETY: index < DATA_DEPTH * ranks = cells, so the cell lies
+        // inside the large cells, which follow the data cells and end the
+        // mapping, of size cells_at(ranks) + cells * (cell + large)
+        // (checked when mapped).
+        Some(unsafe {
+            self.seg
+                .as_ptr()
+                .add(cells_at(self.ranks) + cells * self.cell + index * self.large)
         })
     }
 
@@ -393,7 +467,7 @@ impl Arena {
 
     /// Where `rank`'s data for `seq` lies and how many bytes it holds, for
     /// an operation of `total` bytes per rank: in the state line, a small
-    /// cell or a data cell.
+    /// cell, a data cell or a large cell (see [`Arena::room_for`]).
     fn data_ptr(&self, seq: u64, rank: usize, total: u64) -> Option<(*mut u8, usize)> {
         let small = small_of(self.ranks);
         if total <= INLINE as u64 {
@@ -403,6 +477,8 @@ impl Arena {
                 .map(|p| (unsafe { p.add(STATE) }, INLINE))
         } else if total <= small as u64 {
             self.small_ptr(seq, rank).map(|p| (p, small))
+        } else if self.uses_large(total) {
+            self.large_ptr(seq, rank).map(|p| (p, self.large))
         } else {
             self.cell_ptr(seq, rank).map(|p| (p, self.slot))
         }
@@ -600,9 +676,9 @@ mod tests {
 
     #[test]
     fn two_mappings_publish_and_read_cells_in_turn() {
-        let a = Arena::create(3, 100).unwrap();
-        let b = Arena::open(a.addr(), 3, 100).unwrap();
-        assert!(Arena::open(a.addr(), 4, 100).is_err(), "wrong geometry");
+        let a = Arena::create(3, 100, 0).unwrap();
+        let b = Arena::open(a.addr(), 3, 100, 0).unwrap();
+        assert!(Arena::open(a.addr(), 4, 100, 0).is_err(), "wrong geometry");
         assert_eq!(b.published(1, 2), 0);
         a.publish(1, 2, &[7u8; 100], 300);
         a.publish(2, 2, &[9u8; 10], 10);
@@ -629,8 +705,8 @@ mod tests {
 
     #[test]
     fn published_data_is_lent_where_it_lies() {
-        let a = Arena::create(2, 512).unwrap();
-        let b = Arena::open(a.addr(), 2, 512).unwrap();
+        let a = Arena::create(2, 512, 0).unwrap();
+        let b = Arena::open(a.addr(), 2, 512, 0).unwrap();
         // Inline in the state line, in a small cell and in a data cell.
         for (seq, len) in [(1u64, 20usize), (2, 200), (3, 500)] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();
@@ -653,8 +729,8 @@ mod tests {
     /// in the line.
     #[test]
     fn operations_of_4_gib_and_more_are_read_from_the_data_cells() {
-        let a = Arena::create(2, 512).unwrap();
-        let b = Arena::open(a.addr(), 2, 512).unwrap();
+        let a = Arena::create(2, 512, 0).unwrap();
+        let b = Arena::open(a.addr(), 2, 512, 0).unwrap();
         for total in [(1u64 << 32) + 20, 1 << 40] {
             let data: Vec<u8> = (0..500).map(|i| (i % 251) as u8).collect();
             a.publish(7, 0, &data, total);
@@ -677,8 +753,8 @@ mod tests {
     #[test]
     fn no_wake_up_is_lost_when_publications_race_sleeps() {
         for fenced in [false, true] {
-            let a = Arena::create(2, 64).unwrap();
-            let b = Arena::open(a.addr(), 2, 64).unwrap();
+            let a = Arena::create(2, 64, 0).unwrap();
+            let b = Arena::open(a.addr(), 2, 64, 0).unwrap();
             let b = if fenced { b.fenced() } else { b };
             if !fenced && !a.light {
                 continue; // no membarrier here: both fence already
@@ -721,8 +797,8 @@ mod tests {
 
     #[test]
     fn cpu_words_share_the_progress_line_and_leave_the_progress_word_alone() {
-        let a = Arena::create(3, 64).unwrap();
-        let b = Arena::open(a.addr(), 3, 64).unwrap();
+        let a = Arena::create(3, 64, 0).unwrap();
+        let b = Arena::open(a.addr(), 3, 64, 0).unwrap();
         assert_eq!((b.cpu(0), b.cpu(2)), (None, None));
         a.announce(1, 5);
         a.set_cpu(1, 0);
@@ -739,8 +815,8 @@ mod tests {
 
     #[test]
     fn progress_words_are_per_rank_and_apart_from_the_cells() {
-        let a = Arena::create(3, 64).unwrap();
-        let b = Arena::open(a.addr(), 3, 64).unwrap();
+        let a = Arena::create(3, 64, 0).unwrap();
+        let b = Arena::open(a.addr(), 3, 64, 0).unwrap();
         assert_eq!((b.announced(0), b.announced(2)), (0, 0));
         a.announce(2, 77);
         a.announce(9, 1); // no such rank: ignored
@@ -761,8 +837,8 @@ mod tests {
     #[test]
     fn lines_small_cells_and_data_cells_never_overlap() {
         let p = 3;
-        let a = Arena::create(p, 512).unwrap();
-        let b = Arena::open(a.addr(), p, 512).unwrap();
+        let a = Arena::create(p, 512, 0).unwrap();
+        let b = Arena::open(a.addr(), p, 512, 0).unwrap();
         // In the line, a small cell, a data cell.
         let sizes = [40usize, 200, 500];
         assert_eq!(
@@ -800,16 +876,56 @@ mod tests {
         }
         // A big arena has no small cells: a 200-byte operation uses a data
         // cell, with its depth.
-        let big = Arena::create(SMALL_RANKS + 1, 1024).unwrap();
+        let big = Arena::create(SMALL_RANKS + 1, 1024, 0).unwrap();
         assert_eq!(big.depth_for(200), DATA_DEPTH);
         assert_eq!(big.data_ptr(0, 0, 200).map(|(_, room)| room), Some(1024));
     }
 
     #[test]
+    fn large_cells_follow_the_data_cells_and_take_what_a_cell_cannot() {
+        let (p, slot, large) = (3, 512, 1000);
+        let a = Arena::create(p, slot, large).unwrap();
+        assert_eq!(a.large(), 1024, "rounded up to 64");
+        assert!(Arena::open(a.addr(), p, slot, 0).is_err(), "wrong geometry");
+        let b = Arena::open(a.addr(), p, slot, a.large()).unwrap();
+        assert_eq!((a.room_for(2048), a.room_for(2049)), (512, 1024));
+        // Data cells for operations that fit one (and no small cell),
+        // large cells above: apart from each other and inside the mapping,
+        // the large cells last.
+        let mut places = Vec::new();
+        for seq in 0..DATA_DEPTH {
+            for r in 0..p {
+                for (total, room) in [(300u64, 512), (5000, 1024)] {
+                    let (ptr, got) = a.data_ptr(seq, r, total).unwrap();
+                    assert_eq!(got, room);
+                    places.push((ptr as usize, got));
+                }
+            }
+        }
+        places.sort();
+        for w in places.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{w:?} overlap");
+        }
+        let end = a.seg.as_ptr() as usize + a.seg.len();
+        assert_eq!(places.last().map(|&(ptr, room)| ptr + room), Some(end));
+        // A turn of a 5000-byte operation carries 1024 bytes.
+        let data: Vec<u8> = (0..1024).map(|k| k as u8).collect();
+        a.publish(7, 1, &data, 5000);
+        let mut out = vec![0u8; 1024];
+        b.read(7, 1, &mut out);
+        assert_eq!(out, data);
+        a.publish(8, 1, &data[..300], 300);
+        b.read(8, 1, &mut out[..300]);
+        assert_eq!(out[..300], data[..300]);
+        // No large cells when they would hold no more than a cell.
+        assert_eq!(Arena::create(p, slot, slot).unwrap().large(), 0);
+    }
+
+    #[test]
     fn a_sleeper_is_woken_by_a_publish_or_an_announcement() {
         for announce in [false, true] {
-            let a = Arena::create(2, 8).unwrap();
-            let b = Arena::open(a.addr(), 2, 8).unwrap();
+            let a = Arena::create(2, 8, 0).unwrap();
+            let b = Arena::open(a.addr(), 2, 8, 0).unwrap();
             let ready = || {
                 if announce {
                     b.announced(1) >= 3
