@@ -1395,27 +1395,35 @@ impl NodeColl {
         }
         let mine = self.me * block..(self.me + 1) * block;
         crate::sys::copy::copy(&mut recv[mine.clone()], &send[mine]);
-        let piece = self.room(total) / self.p;
-        let turns = if block <= piece {
-            1
-        } else {
-            block.div_ceil(piece)
-        };
-        for k in 0..turns {
-            let part = chunk(k, piece, block);
+        let room = self.room(total);
+        if block <= room / self.p {
+            // One turn: the pieces are the whole send buffer, one copy.
             let s = self.begin(check, total)?;
-            if turns == 1 {
-                // The pieces are the whole send buffer: one copy.
-                self.arena.publish(s, self.me, send, total as u64);
-            } else {
-                let pieces =
-                    (0..self.p).map(|r| &send[r * block + part.start..r * block + part.end]);
-                self.arena.publish_parts(s, self.me, pieces, total as u64);
-            }
+            self.arena.publish(s, self.me, send, total as u64);
             self.wait_all(check, s, self.others(), total)?;
             for r in self.others() {
                 self.check_total("all-to-all", s, r, total)?;
-                let at = self.me * part.len();
+                let to = r * block..(r + 1) * block;
+                self.arena.read_at(s, r, self.me * block, &mut recv[to]);
+            }
+            return Ok(());
+        }
+        // Several turns: each carries a piece of every block but this
+        // rank's own, which was copied above. Rank r's cell holds the
+        // pieces for the other ranks in rank order (r's own left out).
+        let piece = room / (self.p - 1).max(1);
+        let slot_in = |r: usize| if self.me < r { self.me } else { self.me - 1 };
+        for k in 0..block.div_ceil(piece) {
+            let part = chunk(k, piece, block);
+            let s = self.begin(check, total)?;
+            let pieces = (0..self.p)
+                .filter(|&r| r != self.me)
+                .map(|r| &send[r * block + part.start..r * block + part.end]);
+            self.arena.publish_parts(s, self.me, pieces, total as u64);
+            self.wait_all(check, s, self.others(), total)?;
+            for r in self.others() {
+                self.check_total("all-to-all", s, r, total)?;
+                let at = slot_in(r) * part.len();
                 let to = r * block + part.start..r * block + part.end;
                 self.arena.read_at(s, r, at, &mut recv[to]);
             }

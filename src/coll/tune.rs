@@ -399,6 +399,25 @@ pub(crate) const NODE_ALLTOALL_PULL: std::ops::RangeInclusive<usize> = 16 * 1024
 pub(crate) const OVERSUBSCRIBED_ALLTOALL_P2P: std::ops::RangeInclusive<usize> =
     16 * 1024..=512 * 1024;
 
+/// Largest blocks (bytes) an all-to-all of `p` ranks on an oversubscribed
+/// node (3 to 8 ranks) sends through the arena, before
+/// [`OVERSUBSCRIBED_ALLTOALL_P2P`] and the pulls: since session 28 the
+/// arena's large cells carry the pieces for the other ranks only. Forced
+/// algorithms, ÷ Open MPI in the same rounds (fast placement): 4 ranks on
+/// 2 cores (5 rounds), the arena, pulls, pairwise at 16 KiB blocks 0.63,
+/// 1.35, 0.71; 64 KiB 0.59, 0.99, 0.73; 256 KiB 0.72, 1.06, 1.08; 512 KiB
+/// 0.66, 0.99, 1.00; 1 MiB 0.73, 1.17, 1.11. 8 ranks (3 rounds): 4–32 KiB
+/// 0.23–0.65, 0.81–0.96, 0.63–0.76; 64 KiB 0.86, 1.01, 0.94; 128 KiB –
+/// 512 KiB 1.00–1.19 for each. (Ranks with cores of their own were not
+/// measured: they keep the table's other rows.)
+fn oversubscribed_arena_block(p: usize) -> usize {
+    match p {
+        3..=4 => 1 << 20,
+        5..=8 => 64 << 10,
+        _ => 0,
+    }
+}
+
 /// Reduce over one node by single-copy pulls with the folding shared
 /// (`Reduce::ShmPull`), for operands in this range on two ranks. Against
 /// the default before it (binomial, whose root pulls the whole operand and
@@ -570,14 +589,17 @@ const PAIR_ALLREDUCE_HALVES: Pair = Pair {
     far: 16 * 1024..=256 * 1024,
     remote: NEVER,
 };
-/// See [`PAIR_ALLREDUCE_P2P`]. On a close node up to 512 KiB blocks, the
-/// arena above ([`NODE_ALLTOALL_MAX`]), since session 27 (AMD EPYC, 2 MiB
-/// of L2 per vCPU; forced algorithms, 8 rotating rounds, runs classed by a
-/// cache-line probe around each, ÷ Open MPI in the same rounds: 512 KiB
-/// blocks pairwise 0.67, the arena 0.89, pulls 1.01; 256 KiB 0.54, 0.68,
-/// 0.75; the arena at 512 KiB ÷ pairwise, ABBA, 10 rounds: 1.23).
+/// See [`PAIR_ALLREDUCE_P2P`]. On a close node up to 128 KiB blocks, the
+/// arena above ([`NODE_ALLTOALL_MAX`]), since session 28, whose arena has
+/// large cells and publishes only the pieces for other ranks (forced
+/// algorithms, 6 rotating rounds in the fast placement, ÷ Open MPI in the
+/// same rounds: the arena, pairwise, pulls at 128 KiB blocks 0.45, 0.38,
+/// 0.92; 256 KiB 0.40, 0.46, 0.78; 512 KiB 0.60, 0.71, 0.95; 1 MiB 0.73,
+/// 1.03, 1.00; 2 MiB 0.74, 1.08, 0.97; 4 MiB 0.73, 1.11, 1.06). Session
+/// 27 had pairwise to 512 KiB (then: 512 KiB blocks pairwise 0.67, the
+/// arena 0.89).
 const PAIR_ALLTOALL_P2P: Pair = Pair {
-    close: 32 * 1024..=512 * 1024,
+    close: 32 * 1024..=128 * 1024,
     far: 16 * 1024..=128 * 1024,
     remote: NEVER,
 };
@@ -933,7 +955,14 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     // (4); 32 KiB blocks 0.94 and 1.29 (so the limit stays at 64 KiB).
     // An oversubscribed node exchanges pairwise first (see
     // `OVERSUBSCRIBED_ALLTOALL_P2P`), even blocks that fit the arena.
-    let default = if c.p > 2 && c.oversubscribed && OVERSUBSCRIBED_ALLTOALL_P2P.contains(&c.bytes) {
+    let default = if c.oversubscribed
+        && c.equal
+        && c.node_slot > 0
+        && node_max_override().is_none()
+        && c.bytes <= oversubscribed_arena_block(c.p)
+    {
+        Alltoall::Shm
+    } else if c.p > 2 && c.oversubscribed && OVERSUBSCRIBED_ALLTOALL_P2P.contains(&c.bytes) {
         Alltoall::Pairwise
     } else if arena && c.p > 2 {
         Alltoall::Shm
@@ -1160,26 +1189,31 @@ mod tests {
             ..node(8, 4 << 20)
         };
         assert_eq!(bcast(crowded8).unwrap(), Bcast::Shm);
-        // All-to-all of 16–512 KiB blocks on an oversubscribed node goes
-        // pairwise; smaller blocks stay in the arena, larger ones and a
-        // node with a core per rank pull.
-        let crowded4 = |block: usize| Call {
+        // All-to-all on an oversubscribed node: through the arena up to 1
+        // MiB blocks on 4 ranks, 64 KiB on 8; larger blocks pairwise up to
+        // 512 KiB, then pulled up to 1 MiB, then pairwise; more than 8
+        // ranks and a node with a core per rank keep the arena for small
+        // blocks only.
+        let crowded = |p: usize, block: usize| Call {
             oversubscribed: true,
-            node_bytes: 4 * block,
-            ..node(4, block)
+            node_bytes: p * block,
+            ..node(p, block)
         };
-        for (block, want) in [
-            (8, Alltoall::Shm),
-            (16, Alltoall::Pairwise),
-            (64, Alltoall::Pairwise),
-            (128, Alltoall::Pairwise),
-            (512, Alltoall::Pairwise),
-            (1024, Alltoall::ShmPull),
+        for (p, block, want) in [
+            (4, 8, Alltoall::Shm),
+            (4, 16, Alltoall::Shm),
+            (4, 1024, Alltoall::Shm),
+            (4, 2048, Alltoall::Pairwise),
+            (8, 64, Alltoall::Shm),
+            (8, 128, Alltoall::Pairwise),
+            (8, 1024, Alltoall::ShmPull),
+            (16, 1, Alltoall::Shm),
+            (16, 16, Alltoall::Pairwise),
         ] {
             assert_eq!(
-                alltoall(crowded4(block << 10)).unwrap(),
+                alltoall(crowded(p, block << 10)).unwrap(),
                 want,
-                "{block} KiB"
+                "{p} ranks, {block} KiB"
             );
         }
         assert_eq!(alltoall(node(4, 256 << 10)).unwrap(), Alltoall::ShmPull);
@@ -1257,13 +1291,13 @@ mod tests {
         assert_eq!(allreduce(ordered(256 << 10)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(allreduce(close(2, 2 << 20)).unwrap(), Allreduce::ShmPull);
         assert_eq!(alltoall(close(2, 64 << 10)).unwrap(), Alltoall::Pairwise);
-        assert_eq!(alltoall(close(2, 256 << 10)).unwrap(), Alltoall::Pairwise);
+        assert_eq!(alltoall(close(2, 128 << 10)).unwrap(), Alltoall::Pairwise);
         assert_eq!(
             allgather(close(2, 64 << 10)).unwrap(),
             Allgather::RecursiveDoubling
         );
-        assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Pairwise);
-        assert_eq!(alltoall(close(2, (512 << 10) + 1)).unwrap(), Alltoall::Shm);
+        assert_eq!(alltoall(close(2, (128 << 10) + 1)).unwrap(), Alltoall::Shm);
+        assert_eq!(alltoall(close(2, 512 << 10)).unwrap(), Alltoall::Shm);
         assert_eq!(alltoall(close(2, 4 << 20)).unwrap(), Alltoall::Shm);
         // More ranks (not measured on a close node) keep the far table.
         assert_eq!(bcast(close(4, 1 << 20)).unwrap(), Bcast::Shm);
