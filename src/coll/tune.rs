@@ -328,7 +328,10 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // (the largest size measured) — above 128 KiB only up to
     // ROOT_MAX_RANKS ranks or ranks sharing cores, as measured (`reduce`).
     more: 1 << 20,
-    close: 2 << 20,
+    // Every size since the large cells (session 28; forced, ÷ Open MPI,
+    // 4 rounds, fast placement: the arena 0.43–0.46 at 1–4 MiB, the pulls
+    // 0.74–0.76); 2 MiB before, then the pulls to 4 MiB.
+    close: usize::MAX,
     remote: 2 * REMOTE_ARENA_MAX,
 };
 /// All-reduce: see [`NodeMax`].
@@ -482,11 +485,11 @@ const BCAST_PULLS: Pulls = Pulls {
     remote: REMOTE_ARENA_MAX + 1..=4 << 20,
     more: NEVER,
 };
-/// Reduce: see [`Pulls`]; from 4 MiB on a close node; never on more
-/// ranks (the arena, see [`NODE_REDUCE_MAX`]).
+/// Reduce: see [`Pulls`]; never on a close node nor on more ranks (the
+/// arena, see [`NODE_REDUCE_MAX`]).
 const REDUCE_PULLS: Pulls = Pulls {
     two: NODE_REDUCE_PULL,
-    close: (2 << 20) + 1..=4 << 20,
+    close: NEVER,
     remote: 2 * REMOTE_ARENA_MAX + 1..=4 << 20,
     more: NEVER,
 };
@@ -521,7 +524,11 @@ const ALLGATHER_PULLS: Pulls = Pulls {
 /// 0.69–0.89, 1–2 MiB 0.99–1.06 (10 rounds over two sittings); up to 128
 /// KiB they now go point to point ([`PAIR_ALLREDUCE_P2P`]), and a
 /// commutative operation's 32 KiB – 1 MiB by halves
-/// ([`PAIR_ALLREDUCE_HALVES`]), so this range serves the others. On more
+/// ([`PAIR_ALLREDUCE_HALVES`]), so this range serves the others, and
+/// since the large cells (session 28) every operand above those too:
+/// forced, ÷ Open MPI (4 rounds, fast placement), through rank 0, every
+/// rank folding, the pulls: 1 MiB 0.60, 0.67, 0.82; 2 MiB 0.57, 0.71,
+/// 0.74; 4 MiB 0.54, 0.61, 0.77 (before: the pulls to 2 MiB). On more
 /// ranks only up to [`ROOT_MAX_RANKS`] of them, or ranks sharing cores
 /// (every measurement above): with a core per rank and many ranks, rank 0
 /// folding every operand alone would be the slow part. From 64 KiB per
@@ -529,7 +536,7 @@ const ALLGATHER_PULLS: Pulls = Pulls {
 /// ([`NODE_ALLREDUCE_PULL_MORE`]).
 const ALLREDUCE_ROOT: Pulls = Pulls {
     two: NEVER,
-    close: 128 * 1024 + 1..=512 * 1024,
+    close: 128 * 1024 + 1..=usize::MAX,
     remote: NEVER,
     more: 16 * 1024..=usize::MAX,
 };
@@ -1268,9 +1275,9 @@ mod tests {
             assert_eq!(bcast(close(2, n)).unwrap(), Bcast::Shm);
             assert_eq!(allgather(close(2, n)).unwrap(), Allgather::Shm);
         }
-        assert_eq!(reduce(close(2, 2 << 20)).unwrap(), Reduce::Shm);
-        assert_eq!(reduce(close(2, 4 << 20)).unwrap(), Reduce::ShmPull);
-        assert_eq!(reduce(close(2, 8 << 20)).unwrap(), Reduce::Binomial);
+        for n in [2 << 20, 4 << 20, 8 << 20] {
+            assert_eq!(reduce(close(2, n)).unwrap(), Reduce::Shm);
+        }
         assert_eq!(allreduce(close(2, 4 << 10)).unwrap(), Allreduce::Shm);
         assert_eq!(
             allreduce(close(2, 16 << 10)).unwrap(),
@@ -1289,7 +1296,10 @@ mod tests {
             Allreduce::RecursiveDoubling
         );
         assert_eq!(allreduce(ordered(256 << 10)).unwrap(), Allreduce::ShmRoot);
-        assert_eq!(allreduce(close(2, 2 << 20)).unwrap(), Allreduce::ShmPull);
+        for n in [(1 << 20) + 1, 2 << 20, 8 << 20] {
+            assert_eq!(allreduce(close(2, n)).unwrap(), Allreduce::ShmRoot);
+        }
+        assert_eq!(allreduce(ordered(8 << 20)).unwrap(), Allreduce::ShmRoot);
         assert_eq!(alltoall(close(2, 64 << 10)).unwrap(), Alltoall::Pairwise);
         assert_eq!(alltoall(close(2, 128 << 10)).unwrap(), Alltoall::Pairwise);
         assert_eq!(
