@@ -332,8 +332,9 @@ pub(crate) const LARGE_MAX: usize = 64 << 10;
 
 /// Data bytes of a large cell in an arena of `p` ranks whose data cells
 /// hold `slot` (no large cells when that is no more than `slot`).
-/// Operations of more than `slot` bytes per rank use them, a large cell's
-/// worth per turn. With 64 KiB cells for everything against 16 KiB
+/// Operations of more than `LARGE_TURNS` data cells' worth per rank use
+/// them, in turns of a `LARGE_TURNS`th of the operation up to a large
+/// cell's worth (`NodeColl::room`). With 64 KiB cells for everything against 16 KiB
 /// (2 vCPUs, 3–6 interleaved rounds), broadcasts of 64 KiB – 4 MiB on 4
 /// ranks took 0.63–0.68 of the time, all-gathers of 32 KiB – 1 MiB
 /// 0.68–0.83, 2-rank all-gathers 0.70–0.94; but 4-rank all-gathers of
