@@ -189,7 +189,10 @@ impl Arena {
     pub(crate) fn create(ranks: usize, slot: usize, large: usize) -> io::Result<Arena> {
         let (cell, large, size) = geometry(ranks, slot, large);
         let seg = Segment::create(size)?;
-        seg.prefault(0, size);
+        // The large cells are left to be faulted in by the first large
+        // operation: a communicator that never has one (most of a
+        // program's many) takes no memory for them.
+        seg.prefault(0, size - DATA_DEPTH as usize * ranks * large);
         let a = Arena {
             seg,
             ranks,
