@@ -14,7 +14,8 @@
 #   ranks                    per iteration (2 ranks 256 KiB – 1 MiB, 4 ranks
 #                            64 KiB – 1 MiB blocks: each rank pulls the block
 #                            meant for it, which its owner never touches)
-#   TCP latency 1–64 B       tcp_latency_floor.c (8 B; Open MPI's TCP BTL)
+#   TCP latency 1–64 B,      tcp_latency_floor.c (8 B and 1 MiB: the same
+#   1 MiB                    ping-pong over a bare socket; Open MPI's TCP BTL)
 # Each round starts with an 8-byte latency probe of Courier, printed per
 # round: the VM's placement (vCPUs sharing one core's caches or not)
 # moves every library's figures, and the floors with them.
@@ -92,12 +93,17 @@ for r in $(seq "$ROUNDS"); do
   case " $PEERS_AVAILABLE " in *" ompi "*)
     peer ompi 4 coll_ompi alltoall 1048576 | awk '$1 >= 65536' > "$d/ompi.alltoall4" ;;
   esac
-  # TCP latency, small messages (Open MPI's TCP BTL over loopback)
-  "$bin/tcp_latency_floor" | awk '{print 8, $2}' > "$d/floor.tcp"
-  $courier bench latency --transport tcp --min-size 1 --max-size 64 | grep -v '^#' > "$d/courier.tcp"
+  # TCP latency, small messages and 1 MiB (Open MPI's TCP BTL over loopback)
+  { "$bin/tcp_latency_floor" | awk '{print $1, $2}'
+    "$bin/tcp_latency_floor" 1000 1048576 | awk '{print $1, $2}'; } > "$d/floor.tcp"
+  { $courier bench latency --transport tcp --min-size 1 --max-size 64
+    $courier bench latency --transport tcp --min-size 1048576 --max-size 1048576; } | grep -v '^#' > "$d/courier.tcp"
   case " $PEERS_AVAILABLE " in *" ompi "*)
-    mpirun.openmpi -n 2 --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo \
-      "$bin/p2p_ompi" latency 1 64 2>/dev/null | grep -v '^#' > "$d/ompi.tcp" ;;
+    for range in "1 64" "1048576 1048576"; do
+      # shellcheck disable=SC2086 # two arguments
+      mpirun.openmpi -n 2 --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo \
+        "$bin/p2p_ompi" latency $range 2>/dev/null | grep -v '^#'
+    done > "$d/ompi.tcp" ;;
   esac
 done
 python3 - "$out" "$ROUNDS" $PEERS_AVAILABLE <<'PY'
@@ -144,5 +150,5 @@ show("bibw", "bibw", "MB/s", False, ["floor"], [1 << k for k in range(16, 23, 2)
 show("all-gather, 2 ranks", "allgather2", "µs", True, ["floor"], [1 << k for k in range(16, 21)], peers)
 show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << k for k in range(18, 21)], peers)
 show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
-show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64], [p for p in peers if p == "ompi"])
+show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 1 << 20], [p for p in peers if p == "ompi"])
 PY
