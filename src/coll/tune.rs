@@ -327,7 +327,11 @@ pub(crate) const NODE_REDUCE_MAX: NodeMax = NodeMax {
     // (4); 128 KiB level. So more ranks keep to the arena up to 1 MiB
     // (the largest size measured) — above 128 KiB only up to
     // ROOT_MAX_RANKS ranks or ranks sharing cores, as measured (`reduce`).
-    more: 1 << 20,
+    // Every size since the large cells (session 28; forced, ÷ Open MPI,
+    // fast placement: 4 ranks on 2 cores, 4 rounds, 1–4 MiB the arena
+    // 0.27–0.41, Rabenseifner, the default there before, 1.01–1.12, the
+    // pulls 0.63–0.71; 8 ranks, 1 round, the arena 0.14–0.18).
+    more: usize::MAX,
     // Every size since the large cells (session 28; forced, ÷ Open MPI,
     // 4 rounds, fast placement: the arena 0.43–0.46 at 1–4 MiB, the pulls
     // 0.74–0.76); 2 MiB before, then the pulls to 4 MiB.
@@ -1085,8 +1089,8 @@ mod tests {
         assert_eq!(reduce(node(2, 8 << 20)).unwrap(), Reduce::Binomial);
         assert_eq!(reduce(node(4, 128 << 10)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(4, 1 << 20)).unwrap(), Reduce::Shm);
-        assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::Shm);
-        assert_ne!(reduce(node(4, 2 << 20)).unwrap(), Reduce::ShmPull);
+        assert_eq!(reduce(node(4, 8 << 20)).unwrap(), Reduce::Shm);
+        assert_eq!(reduce(node(8, 8 << 20)).unwrap(), Reduce::Shm);
         assert_eq!(reduce(node(16, 128 << 10)).unwrap(), Reduce::Shm);
         assert_ne!(reduce(node(16, 1 << 20)).unwrap(), Reduce::Shm);
         // Two ranks of a far node go point to point at some of the eager
