@@ -965,8 +965,10 @@ pub(crate) fn alltoall(c: Call) -> Result<Alltoall> {
     // not: 4 ranks on 2 cores, 16 KiB blocks (64 KiB in all), arena ÷ pulls
     // 0.63 with the vCPUs sharing a core's caches (4 rounds), 0.97 without
     // (4); 32 KiB blocks 0.94 and 1.29 (so the limit stays at 64 KiB).
-    // An oversubscribed node exchanges pairwise first (see
-    // `OVERSUBSCRIBED_ALLTOALL_P2P`), even blocks that fit the arena.
+    // An oversubscribed node of up to 8 ranks takes the arena first (up
+    // to `oversubscribed_arena_block`), then exchanges pairwise (see
+    // `OVERSUBSCRIBED_ALLTOALL_P2P`), even blocks that fit the arena's
+    // ordinary limit.
     let default = if c.oversubscribed
         && c.equal
         && c.node_slot > 0
