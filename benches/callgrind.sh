@@ -2,11 +2,12 @@
 # Instructions per small message, counted by callgrind (exact and
 # repeatable): runs benches/instructions.rs at two iteration counts and
 # divides the difference, so start-up cost cancels out.
-# Usage: benches/callgrind.sh [blocking|window|stream|bw|allreduce|reduce|barrier ...]
-# (bw, allreduce, reduce and barrier run a job of two ranks through the launcher,
-#  rank 1 under callgrind: for bw the receiving end of osu_bw over the
-#  shared-memory ring; for the collectives one rank's work per call, its
-#  partner, at full speed, always ahead.)
+# Usage: benches/callgrind.sh [blocking|window|stream|bw|pingpong|pingpong-tcp|allreduce|reduce|barrier ...]
+# (bw, pingpong, allreduce, reduce and barrier run a job of two ranks through
+#  the launcher, rank 1 under callgrind: for bw the receiving end of osu_bw
+#  over the shared-memory ring; for pingpong rank 1's side of osu_latency at
+#  8 bytes (pingpong-tcp: over TCP); for the collectives one rank's work per
+#  call, its partner, at full speed, always ahead.)
 # (In another checkout, e.g. an old revision's worktree, copy
 # benches/instructions.rs and this script there and add the [[bench]] entry.)
 set -euo pipefail
@@ -23,14 +24,18 @@ for l in sys.stdin:
         print(m["executable"])')
 cargo build --release -q -p courier-launcher
 count() { # mode iterations -> total instructions
-  local f
+  local f transport=shm mode=$1
   f=$(mktemp)
-  if [[ "$1" =~ ^(bw|allreduce|reduce|barrier)$ ]]; then
+  if [[ "$mode" == *-tcp ]]; then
+    transport=tcp
+    mode=${mode%-tcp}
+  fi
+  if [[ "$mode" =~ ^(bw|pingpong|allreduce|reduce|barrier)$ ]]; then
     # Only rank 1 under valgrind: the sender runs at full speed, so the
     # receiver rarely waits and its count is the work per message.
-    ./target/release/courier run -n 2 --transport shm -- sh -c \
+    ./target/release/courier run -n 2 --transport "$transport" -- sh -c \
       'if [ "$COURIER_RANK" = 1 ]; then exec valgrind --tool=callgrind --callgrind-out-file="$0" -q "$@"; else exec "$@"; fi' \
-      "$f" "$bin" "$1" "$2" >/dev/null 2>&1
+      "$f" "$bin" "$mode" "$2" >/dev/null 2>&1
   else
     valgrind --tool=callgrind --callgrind-out-file="$f" -q "$bin" "$1" "$2" >/dev/null 2>&1
   fi
@@ -47,6 +52,7 @@ for mode in "${MODES[@]}"; do
     allreduce) echo "$mode: $per instructions per 8-byte all-reduce of two ranks, on one" ;;
     reduce) echo "$mode: $per instructions per 8-byte reduce of two ranks, at the root" ;;
     barrier) echo "$mode: $per instructions per barrier of two ranks, on one" ;;
+    pingpong | pingpong-tcp) echo "$mode: $per instructions per round trip of 8 bytes on rank 1 (recv + send)" ;;
     stream) echo "$mode: $((per / 64)) instructions per message (send, then recv of an unexpected message)" ;;
     *) echo "$mode: $per instructions per message (send + recv)" ;;
   esac

@@ -15,7 +15,8 @@
 //! shared-memory ring between them; `benches/callgrind.sh bw` runs callgrind
 //! on rank 1 only): N windows of `osu_bw`, rank 0 `isend`s 64 messages of 8
 //! bytes, rank 1 `irecv`s them, both `wait_all`, then rank 1 acknowledges.
-//! `allreduce`, `reduce` and `barrier` run there too: N all-reduces of one
+//! `pingpong`: N round trips of 8 bytes (osu_latency), rank 1 receiving
+//! and answering. `allreduce`, `reduce` and `barrier` run there too: N all-reduces of one
 //! `u64` (sum), N reduces of one to rank 1 (the rank counted), or N
 //! barriers. These three initialize as `courier bench` does
 //! (`Threading::Funneled`: no lock per call).
@@ -28,7 +29,10 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     // The two-rank modes run as `courier bench` does (one communicating
     // thread, no locks); the singleton ones as they always have.
-    let u = if matches!(mode.as_str(), "bw" | "allreduce" | "reduce" | "barrier") {
+    let u = if matches!(
+        mode.as_str(),
+        "bw" | "pingpong" | "allreduce" | "reduce" | "barrier"
+    ) {
         courier::init_thread(courier::Threading::Funneled).unwrap()
     } else {
         courier::init().unwrap()
@@ -66,6 +70,22 @@ fn main() {
                 }
                 for _ in 0..64 {
                     w.recv(&mut buf, 0, 3).unwrap();
+                }
+            }
+        }
+        "pingpong" => {
+            // osu_latency's loop at 8 bytes: rank 0 sends and receives,
+            // rank 1 receives and answers.
+            let (me, peer) = (w.rank(), 1 - w.rank());
+            let out = [7u64; 1];
+            let mut inc = [0u64; 1];
+            for _ in 0..n {
+                if me == 0 {
+                    w.send(&out, peer, 5).unwrap();
+                    w.recv(&mut inc, peer, 5).unwrap();
+                } else {
+                    w.recv(&mut inc, peer, 5).unwrap();
+                    w.send(&out, peer, 5).unwrap();
                 }
             }
         }
