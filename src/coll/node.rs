@@ -316,6 +316,18 @@ fn slot_limit() -> usize {
     })
 }
 
+/// `COURIER_SHM_COLL_LARGE`: the largest data bytes of a large cell (0:
+/// none), read once as [`slot_limit`].
+fn large_limit() -> usize {
+    static LARGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LARGE.get_or_init(|| {
+        std::env::var("COURIER_SHM_COLL_LARGE")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(LARGE_MAX)
+    })
+}
+
 /// Default largest data bytes per rank and cell.
 pub(crate) const DEFAULT_SLOT: usize = 16 * 1024;
 /// An arena of `p` ranks takes about this many bytes at most: cells shrink
@@ -341,12 +353,8 @@ pub(crate) const LARGE_MAX: usize = 64 << 10;
 /// 256 B – 16 KiB took 1.06–1.57× as long (small operations then cycled
 /// through 4 MiB of cells), hence two sizes.
 pub(crate) fn large_size(p: usize, slot: usize) -> usize {
-    let max = std::env::var("COURIER_SHM_COLL_LARGE")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(LARGE_MAX);
     let fair = LARGE_BUDGET / (DATA_DEPTH as usize * p.max(1));
-    let large = fair.min(max) & !63;
+    let large = fair.min(large_limit()) & !63;
     if large > slot {
         large
     } else {

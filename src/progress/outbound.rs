@@ -8,6 +8,7 @@
 //! from the user's buffer.
 
 use super::links::LinkKind;
+use super::loans::BufTable;
 use super::Progress;
 use crate::engine::{Payload, ReqId};
 use crate::ids::Rank;
@@ -51,6 +52,17 @@ pub(super) struct OutFrame {
     pub(super) during: Option<u32>,
 }
 
+impl OutPayload {
+    /// The payload's bytes (empty for none).
+    fn bytes<'a>(&'a self, bufs: &'a BufTable) -> &'a [u8] {
+        match self {
+            OutPayload::None => &[],
+            OutPayload::Send(id) => bufs.send_bytes(*id),
+            OutPayload::Owned(v) => v,
+        }
+    }
+}
+
 impl OutFrame {
     /// A control frame with no payload.
     pub(super) fn control(frame: Frame) -> Self {
@@ -69,9 +81,16 @@ impl Progress {
     /// Moves the engine's output to the links and pushes what the links take.
     #[inline]
     pub(crate) fn pump(&mut self) {
-        if self.engine.has_transmits() || !self.pending_out.is_empty() || !self.lost.is_empty() {
+        if self.has_output() {
             self.pump_now(false);
         }
+    }
+
+    /// Whether a pump has anything to do: frames from the engine, queued
+    /// frames, or lost links to handle.
+    #[inline]
+    fn has_output(&self) -> bool {
+        self.engine.has_transmits() || !self.pending_out.is_empty() || !self.lost.is_empty()
     }
 
     /// [`Progress::pump`] at the end of a progress round, whose caller
@@ -87,7 +106,7 @@ impl Progress {
     /// rank's waits pump before they spin or sleep.
     #[inline]
     pub(crate) fn pump_deferring(&mut self) {
-        if self.engine.has_transmits() || !self.pending_out.is_empty() || !self.lost.is_empty() {
+        if self.has_output() {
             self.pump_now(true);
         }
     }
@@ -197,11 +216,7 @@ impl Progress {
                     break;
                 }
                 only_credit &= f.credit;
-                let payload: &[u8] = match &f.payload {
-                    OutPayload::None => &[],
-                    OutPayload::Send(id) => self.bufs.send_bytes(*id),
-                    OutPayload::Owned(v) => v,
-                };
+                let payload = f.payload.bytes(&self.bufs);
                 let hlen = f.header.len();
                 if f.sent < hlen {
                     slices[k] = IoSlice::new(&f.header[f.sent..]);
@@ -225,12 +240,7 @@ impl Progress {
             // Hand the written bytes to the frames they belong to.
             while n > 0 {
                 let Some(f) = q.front_mut() else { break };
-                let payload_len = match &f.payload {
-                    OutPayload::None => 0,
-                    OutPayload::Send(id) => self.bufs.send_bytes(*id).len(),
-                    OutPayload::Owned(v) => v.len(),
-                };
-                let left = f.header.len() + payload_len - f.sent;
+                let left = f.header.len() + f.payload.bytes(&self.bufs).len() - f.sent;
                 if n < left {
                     f.sent += n;
                     break;
@@ -253,11 +263,7 @@ impl Progress {
     fn flush_each(&mut self, peer: Rank) -> Result<(), LinkError> {
         let q = &mut self.out[peer as usize];
         while let Some(f) = q.front_mut() {
-            let payload: &[u8] = match &f.payload {
-                OutPayload::None => &[],
-                OutPayload::Send(id) => self.bufs.send_bytes(*id),
-                OutPayload::Owned(v) => v,
-            };
+            let payload = f.payload.bytes(&self.bufs);
             let hlen = f.header.len();
             let total = hlen + payload.len();
             let n = {

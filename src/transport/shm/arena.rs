@@ -141,6 +141,11 @@ fn cells_at(ranks: usize) -> usize {
     small_at(ranks) + LINE_DEPTH as usize * ranks * small_of(ranks)
 }
 
+/// Offset of the large cells: after the data cells of `cell` bytes.
+fn large_at(ranks: usize, cell: usize) -> usize {
+    cells_at(ranks) + DATA_DEPTH as usize * ranks * cell
+}
+
 /// Where a rank finds an arena (sent to the other ranks when it is made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ArenaAddr {
@@ -178,8 +183,11 @@ fn geometry(ranks: usize, slot: usize, large: usize) -> (usize, usize, usize) {
     } else {
         0
     };
-    let cells = DATA_DEPTH as usize * ranks;
-    (cell, large, cells_at(ranks) + cells * cell + cells * large)
+    (
+        cell,
+        large,
+        large_at(ranks, cell) + DATA_DEPTH as usize * ranks * large,
+    )
 }
 
 impl Arena {
@@ -192,7 +200,7 @@ impl Arena {
         // The large cells are left to be faulted in by the first large
         // operation: a communicator that never has one (most of a
         // program's many) takes no memory for them.
-        seg.prefault(0, size - DATA_DEPTH as usize * ranks * large);
+        seg.prefault(0, large_at(ranks, cell));
         let a = Arena {
             seg,
             ranks,
@@ -344,16 +352,15 @@ impl Arena {
         if rank >= self.ranks || self.large == 0 {
             return None;
         }
-        let cells = DATA_DEPTH as usize * self.ranks;
         let index = (seq % DATA_DEPTH) as usize * self.ranks + rank;
-        // SAFETY: index < DATA_DEPTH * ranks = cells, so the cell lies
-        // inside the large cells, which follow the data cells and end the
-        // mapping, of size cells_at(ranks) + cells * (cell + large)
+        // SAFETY: index < DATA_DEPTH * ranks, so the cell lies inside the
+        // large cells, which end the mapping: large_at(ranks, cell) ..
+        // large_at(ranks, cell) + DATA_DEPTH * ranks * large, its size
         // (checked when mapped).
         Some(unsafe {
             self.seg
                 .as_ptr()
-                .add(cells_at(self.ranks) + cells * self.cell + index * self.large)
+                .add(large_at(self.ranks, self.cell) + index * self.large)
         })
     }
 
