@@ -4,11 +4,16 @@
 This VM switches every few seconds between a placement where its vCPUs
 exchange a cache line quickly and one where they do so 2-3x slower, and a
 round of `benches/compare_p2p.sh` whose Courier run and peer runs fell in
-different placements measures the placements, not the libraries. A latency
-run shows its own placement: its 8-byte latency. This reads the raw tables
-a `compare_p2p.sh latency` sitting left (SYSTEM.latency.ROUND), classes
-every run by its 8-byte latency (below THRESHOLD microseconds: fast), and
-prints, per placement, each system's median and Courier / the better peer.
+different placements measures the placements, not the libraries. This
+reads the raw tables a `compare_p2p.sh latency` sitting left
+(SYSTEM.latency.ROUND), classes every run by the cache-line probes taken
+just before and after it (SYSTEM.latency.ROUND.placement; see
+`results.Placements`: runs whose placement changed during them are left
+out), and prints, per placement, each system's median and Courier / the
+better peer. Tables without probes (sittings before session 27) are
+classed by their 8-byte latency instead (below THRESHOLD microseconds:
+fast) — a rough rule: Courier's 8-byte latency in the slow placement lies
+below the peers' in the fast one on some days.
 
 Usage: [ROUNDS=N] benches/modematch.py [RESULTS_DIR] [THRESHOLD_US]
        (default target/bench-results/p2p-shm and 0.32; ROUNDS: only rounds
@@ -18,6 +23,8 @@ import glob
 import os
 import statistics
 import sys
+
+from results import Placements
 
 SYSTEMS = ("courier", "ompi", "mpich")
 
@@ -43,15 +50,29 @@ def main():
         paths = sorted(p for p in glob.glob(f"{results}/{system}.latency.*") if p.rsplit(".", 1)[-1].isdigit())
         if rounds is not None:
             paths = [p for p in paths if p.rsplit(".", 1)[-1] in {str(r) for r in range(1, rounds + 1)}]
-        tables = [read_table(p) for p in paths]
-        runs[system] = [t for t in tables if 8 in t]
+        runs[system] = [(int(p.rsplit(".", 1)[-1]), read_table(p)) for p in paths]
+        runs[system] = [(r, t) for r, t in runs[system] if 8 in t]
     if not runs["courier"]:
         sys.exit(f"no Courier latency tables with an 8-byte row in {results}")
-    sizes = sorted(runs["courier"][0])
-    for name, fast in (("fast", True), ("slow", False)):
-        picked = {s: [t for t in runs[s] if (t[8] < threshold) == fast] for s in SYSTEMS}
+    sizes = sorted(runs["courier"][0][1])
+    last = max(r for s in SYSTEMS for r, _ in runs[s])
+    probes = Placements(results, "latency", last, SYSTEMS)
+
+    def placement(system, r, table):
+        """"fast", "slow" or None (mixed, or no class)."""
+        if probes.any:
+            c = probes.placement_class(system, r - 1)
+            return {"F": "fast", "S": "slow"}.get(c)
+        return "fast" if table[8] < threshold else "slow"
+
+    rule = (f"line probes around each run, slow from {probes.threshold:.3f} us"
+            if probes.any and probes.threshold else
+            "line probes around each run: one placement" if probes.any else
+            f"8 B latency, slow from {threshold} us")
+    for name in ("fast", "slow"):
+        picked = {s: [t for r, t in runs[s] if placement(s, r, t) == name] for s in SYSTEMS}
         counts = ", ".join(f"{s} {len(picked[s])}" for s in SYSTEMS)
-        print(f"## {name} placement (8 B {'<' if fast else '>='} {threshold} us): runs {counts}")
+        print(f"## {name} placement ({rule}): runs {counts}")
         if not picked["courier"] or not any(picked[s] for s in SYSTEMS[1:]):
             print("(no runs of Courier and a peer in this placement)\n")
             continue
