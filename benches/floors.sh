@@ -13,7 +13,10 @@
 #   all-to-all, 2 and 4      alltoall_floor.c, without and with a barrier
 #   ranks                    per iteration (2 ranks 256 KiB – 1 MiB, 4 ranks
 #                            64 KiB – 1 MiB blocks: each rank pulls the block
-#                            meant for it, which its owner never touches)
+#                            meant for it, which its owner never touches;
+#                            and `shared`: the send buffers in one mapping,
+#                            one memcpy per block, the least any library
+#                            could move)
 #   TCP latency 1–64 B,      tcp_latency_floor.c (8 B and 1 MiB: the same
 #   1 MiB                    ping-pong over a bare socket; Open MPI's TCP BTL)
 # Each round starts with an 8-byte latency probe of Courier, printed per
@@ -83,12 +86,14 @@ for r in $(seq "$ROUNDS"); do
   # (no barrier column: the probe's barrier yields the core, which two
   # ranks on two cores need not do, and it then takes 1.7x as long)
   "$bin/alltoall_floor" 2 0.3 | awk '$1 >= 262144' > "$d/floor.alltoall2"
+  "$bin/alltoall_floor" 2 0.3 sync shared | awk '$1 >= 262144' > "$d/floor_shared.alltoall2"
   $courier bench alltoall -n 2 --min-size 262144 | grep -v '^#' > "$d/courier.alltoall2"
   for p in $PEERS_AVAILABLE; do peer "$p" 2 "coll_$p" alltoall 1048576 | awk '$1 >= 262144' > "$d/$p.alltoall2"; done
   # all-to-all, 4 ranks on 2 cores (Open MPI only: MPICH spins for
   # milliseconds per call there)
   "$bin/alltoall_floor" 4 > "$d/floor.alltoall4"
   "$bin/alltoall_floor" 4 1 sync > "$d/floor_sync.alltoall4"
+  "$bin/alltoall_floor" 4 1 sync shared > "$d/floor_shared.alltoall4"
   $courier bench alltoall -n 4 --min-size 65536 | grep -v '^#' > "$d/courier.alltoall4"
   case " $PEERS_AVAILABLE " in *" ompi "*)
     peer ompi 4 coll_ompi alltoall 1048576 | awk '$1 >= 65536' > "$d/ompi.alltoall4" ;;
@@ -128,7 +133,8 @@ def show(title, kind, unit, lower, floors, sizes, peers_here):
     runs = {s: [table(r, f"{s}.{kind}") for r in R] for s in ["courier"] + floors + peers_here}
     print(f"\n### {title}, medians of {rounds} rounds ({unit}); ratios: medians of per-round ratios to the better peer")
     cols = floors + ["courier"] + peers_here
-    label = {"floor": "floor", "floor_sync": "floor, barrier per iteration", "courier": "Courier", **names}
+    label = {"floor": "floor", "floor_sync": "floor, barrier per iteration",
+             "floor_shared": "floor, one copy from a shared mapping, barrier", "courier": "Courier", **names}
     print("| size | " + " | ".join(label[c] for c in cols) + " | " + " | ".join(f"{label[c]} ÷ better peer" for c in floors + ["courier"]) + " |")
     print("|---:|" + "---:|" * (len(cols) + len(floors) + 1))
     pick = min if lower else max
@@ -148,7 +154,7 @@ show("latency", "latency", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128,
 show("bw", "bw", "MB/s", False, ["floor"], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], peers)
 show("bibw", "bibw", "MB/s", False, ["floor"], [1 << k for k in range(16, 23, 2)], peers)
 show("all-gather, 2 ranks", "allgather2", "µs", True, ["floor"], [1 << k for k in range(16, 21)], peers)
-show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor"], [1 << k for k in range(18, 21)], peers)
-show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
+show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor", "floor_shared"], [1 << k for k in range(18, 21)], peers)
+show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync", "floor_shared"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
 show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 1 << 20], [p for p in peers if p == "ompi"])
 PY

@@ -15,8 +15,17 @@
  * before its receive buffer is complete, nor change its send buffer
  * while another still reads it.
  *
+ * With `shared`, the send buffers lie in one mapping all processes see
+ * (as XPMEM or a shared-memory allocator would give them), and each
+ * process copies its blocks out of the others' with a plain memcpy: one
+ * copy per block and no system call, the least data movement any
+ * all-to-all between processes can have. Courier cannot reach into a
+ * user's buffer that way (it copies through its arena, or pulls by
+ * cross-memory attach), nor can the peers without XPMEM; this bounds
+ * everyone from below.
+ *
  * Build: cc -O2 -o alltoall_floor alltoall_floor.c
- * Usage: alltoall_floor [processes (default 4)] [iterations-scale] [sync]
+ * Usage: alltoall_floor [processes (default 4)] [iterations-scale] [sync] [shared]
  *        (prints block size and µs per iteration)
  */
 #define _GNU_SOURCE
@@ -55,7 +64,12 @@ static void barrier(struct shared *sh, int p, long k) {
 int main(int argc, char **argv) {
     int p = argc > 1 ? atoi(argv[1]) : 4;
     double scale = argc > 2 ? atof(argv[2]) : 1.0;
-    int sync = argc > 3 && strcmp(argv[3], "sync") == 0;
+    int sync = 0, shared = 0;
+    for (int a = 3; a < argc; a++) {
+        if (strcmp(argv[a], "sync") == 0) sync = 1;
+        else if (strcmp(argv[a], "shared") == 0) shared = 1;
+        else return 1;
+    }
     size_t max = 1 << 20;
     if (p < 2 || p > MAXP) return 1;
     struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
@@ -66,6 +80,13 @@ int main(int argc, char **argv) {
     char *send = aligned_alloc(4096, (size_t)p * max);
     char *recv = aligned_alloc(4096, (size_t)p * max);
     if (!send || !recv) return 1;
+    /* With `shared`: process r's send buffer is all_send + r * p * max. */
+    char *all_send = NULL;
+    if (shared) {
+        all_send = mmap(NULL, (size_t)p * p * max, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (all_send == MAP_FAILED) return 1;
+    }
     int me = 0;
     for (int r = 1; r < p; r++) {
         pid_t c = fork();
@@ -75,6 +96,7 @@ int main(int argc, char **argv) {
         }
     }
     sh->pid[me] = getpid();
+    if (shared) send = all_send + (size_t)me * p * max;
     memset(send, me + 1, (size_t)p * max);
     memset(recv, 0, (size_t)p * max);
     long k = 0;
@@ -87,6 +109,11 @@ int main(int argc, char **argv) {
             memcpy(recv + (size_t)me * b, send + (size_t)me * b, b);
             for (int s = 1; s < p; s++) {
                 int from = (me + p - s) % p;
+                if (shared) {
+                    const char *theirs = all_send + (size_t)from * p * max;
+                    memcpy(recv + (size_t)from * b, theirs + (size_t)me * b, b);
+                    continue;
+                }
                 struct iovec local = {recv + (size_t)from * b, b};
                 struct iovec remote = {send + (size_t)me * b, b};
                 if (process_vm_readv(sh->pid[from], &local, 1, &remote, 1, 0) != (ssize_t)b) {
