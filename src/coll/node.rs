@@ -532,8 +532,9 @@ impl NodeColl {
     }
 
     /// Starts the next operation, of `total` bytes per rank: its sequence
-    /// number, once every rank has started operation `s - depth + 1` (so
-    /// the line and cells of this turn are free).
+    /// number, once every rank has started operation `s - depth + 1 +`
+    /// [`READ_LAG`] (so the line and cells of this turn are free: a rank
+    /// that has started operation `t` may still read `t - READ_LAG`).
     ///
     /// For a rank that publishes in this operation. If it published
     /// nothing in an operation since it last announced, it announces
@@ -556,8 +557,9 @@ impl NodeColl {
         let s = self.seq.load(AtomicOrdering::Relaxed) + 1;
         self.seq.store(s, AtomicOrdering::Relaxed);
         let depth = self.arena.depth_for(total);
-        if s >= depth && s - depth + 1 > self.all_started.load(AtomicOrdering::Relaxed) {
-            self.wait_started(check, s - depth + 1)?;
+        let free = (s + 1 + READ_LAG).saturating_sub(depth);
+        if free > self.all_started.load(AtomicOrdering::Relaxed) {
+            self.wait_started(check, free)?;
         }
         Ok(s)
     }
@@ -1419,27 +1421,65 @@ impl NodeColl {
         }
         // Several turns: each carries a piece of every block but this
         // rank's own, which was copied above. Rank r's cell holds the
-        // pieces for the other ranks in rank order (r's own left out).
+        // pieces for the other ranks in rank order (r's own left out). A
+        // rank publishes `ALLTOALL_MEETING_TURNS` turns before it waits
+        // for the others' last one (each rank publishes its turns in
+        // order, so that one covers the rest), then reads them all.
         let piece = room / (self.p - 1).max(1);
         let slot_in = |r: usize| if self.me < r { self.me } else { self.me - 1 };
-        for k in 0..block.div_ceil(piece) {
-            let part = chunk(k, piece, block);
-            let s = self.begin(check, total)?;
-            let pieces = (0..self.p)
-                .filter(|&r| r != self.me)
-                .map(|r| &send[r * block + part.start..r * block + part.end]);
-            self.arena.publish_parts(s, self.me, pieces, total as u64);
-            self.wait_all(check, s, self.others(), total)?;
-            for r in self.others() {
-                self.check_total("all-to-all", s, r, total)?;
-                let at = slot_in(r) * part.len();
-                let to = r * block + part.start..r * block + part.end;
-                self.arena.read_at(s, r, at, &mut recv[to]);
+        let per_meeting = ALLTOALL_MEETING_TURNS;
+        let turns = block.div_ceil(piece);
+        let mut first = 0;
+        while first < turns {
+            let meeting = first..(first + per_meeting).min(turns);
+            let mut last = 0;
+            for k in meeting.clone() {
+                let part = chunk(k, piece, block);
+                last = self.begin(check, total)?;
+                let pieces = (0..self.p)
+                    .filter(|&r| r != self.me)
+                    .map(|r| &send[r * block + part.start..r * block + part.end]);
+                self.arena
+                    .publish_parts(last, self.me, pieces, total as u64);
             }
+            self.wait_all(check, last, self.others(), total)?;
+            let s0 = last + 1 - meeting.len() as u64;
+            for (s, k) in (s0..).zip(meeting.clone()) {
+                let part = chunk(k, piece, block);
+                for r in self.others() {
+                    self.check_total("all-to-all", s, r, total)?;
+                    let at = slot_in(r) * part.len();
+                    let to = r * block + part.start..r * block + part.end;
+                    self.arena.read_at(s, r, at, &mut recv[to]);
+                }
+            }
+            first = meeting.end;
         }
         Ok(())
     }
 }
+
+/// Turns an all-to-all through the arena publishes before it waits for the
+/// others' (see [`NodeColl::alltoall`]). Every turn of an all-to-all needs
+/// every rank's pieces, so each wait is a meeting of all ranks, and where
+/// ranks share a core, a switch to each of the others; four turns per
+/// meeting against one, new ÷ old (ABBA, AMD EPYC VM, 2 vCPUs): 4 ranks
+/// 16 KiB – 1 MiB blocks 0.81–0.88 in the fast placement (8 rounds),
+/// 0.80–0.95 in the slow one (6); 8 ranks 4–64 KiB 0.68–0.81 (5); 3 ranks
+/// 16–256 KiB 0.68–0.88 (6); 2 ranks 256 KiB – 4 MiB 0.91–0.98 (8). Two
+/// per meeting: 4 ranks 0.85–0.93; eight against four: 0.91–1.12. (The
+/// data cells' depth, 16 turns, bounds it: a rank may publish a turn only
+/// once every rank has started the one a depth before.)
+const ALLTOALL_MEETING_TURNS: usize = 4;
+
+/// How many turns past the one it still reads a rank may have started: an
+/// all-to-all starts a meeting's turns before it reads the first (see
+/// [`ALLTOALL_MEETING_TURNS`]); every other operation reads only the turn
+/// it started last. [`NodeColl::begin`] reuses a turn's line and cells
+/// this much later. (A broadcast's root right after an all-to-all,
+/// reusing the cells of a meeting's first turn when the others had only
+/// started its last, overwrote pieces not yet read.)
+const READ_LAG: u64 = ALLTOALL_MEETING_TURNS as u64 - 1;
 
 /// The elements of a reduction of `n` that rank `r` of `p` folds in
 /// [`NodeColl::fold_pull`]: consecutive slices in rank order. In an
