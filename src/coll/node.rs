@@ -1030,29 +1030,36 @@ impl NodeColl {
     ) -> Result<()> {
         let mine = self.own_block(buf, block, own)?;
         let room = self.room(block);
-        for k in 0..self.turns(block) {
-            let part = chunk(k, room, block);
-            let s = self.begin(check, block)?;
-            match own {
-                Some(own) => {
-                    self.arena
-                        .publish(s, self.me, &own[part.clone()], block as u64);
-                    crate::sys::copy::copy(
-                        &mut buf[mine.start + part.start..mine.start + part.end],
-                        &own[part.clone()],
-                    );
-                }
-                None => {
-                    let data = &buf[mine.start + part.start..mine.start + part.end];
-                    self.arena.publish(s, self.me, data, block as u64);
+        // As the all-to-all: several turns per meeting of the ranks.
+        for meeting in meetings(self.turns(block)) {
+            let mut last = 0;
+            for k in meeting.clone() {
+                let part = chunk(k, room, block);
+                last = self.begin(check, block)?;
+                match own {
+                    Some(own) => {
+                        self.arena
+                            .publish(last, self.me, &own[part.clone()], block as u64);
+                        crate::sys::copy::copy(
+                            &mut buf[mine.start + part.start..mine.start + part.end],
+                            &own[part.clone()],
+                        );
+                    }
+                    None => {
+                        let data = &buf[mine.start + part.start..mine.start + part.end];
+                        self.arena.publish(last, self.me, data, block as u64);
+                    }
                 }
             }
-            self.wait_all(check, s, self.others(), block)?;
-            for r in self.others() {
-                self.check_total("all-gather", s, r, block)?;
-                let at = r * block;
-                self.arena
-                    .read(s, r, &mut buf[at + part.start..at + part.end]);
+            self.wait_all(check, last, self.others(), block)?;
+            for (s, k) in first_turn(last, &meeting).zip(meeting) {
+                let part = chunk(k, room, block);
+                for r in self.others() {
+                    self.check_total("all-gather", s, r, block)?;
+                    let at = r * block;
+                    self.arena
+                        .read(s, r, &mut buf[at + part.start..at + part.end]);
+                }
             }
         }
         Ok(())
@@ -1421,17 +1428,11 @@ impl NodeColl {
         }
         // Several turns: each carries a piece of every block but this
         // rank's own, which was copied above. Rank r's cell holds the
-        // pieces for the other ranks in rank order (r's own left out). A
-        // rank publishes `ALLTOALL_MEETING_TURNS` turns before it waits
-        // for the others' last one (each rank publishes its turns in
-        // order, so that one covers the rest), then reads them all.
+        // pieces for the other ranks in rank order (r's own left out); the
+        // turns go in meetings of the ranks (`meetings`).
         let piece = room / (self.p - 1).max(1);
         let slot_in = |r: usize| if self.me < r { self.me } else { self.me - 1 };
-        let per_meeting = ALLTOALL_MEETING_TURNS;
-        let turns = block.div_ceil(piece);
-        let mut first = 0;
-        while first < turns {
-            let meeting = first..(first + per_meeting).min(turns);
+        for meeting in meetings(block.div_ceil(piece)) {
             let mut last = 0;
             for k in meeting.clone() {
                 let part = chunk(k, piece, block);
@@ -1443,8 +1444,7 @@ impl NodeColl {
                     .publish_parts(last, self.me, pieces, total as u64);
             }
             self.wait_all(check, last, self.others(), total)?;
-            let s0 = last + 1 - meeting.len() as u64;
-            for (s, k) in (s0..).zip(meeting.clone()) {
+            for (s, k) in first_turn(last, &meeting).zip(meeting) {
                 let part = chunk(k, piece, block);
                 for r in self.others() {
                     self.check_total("all-to-all", s, r, total)?;
@@ -1453,33 +1453,52 @@ impl NodeColl {
                     self.arena.read_at(s, r, at, &mut recv[to]);
                 }
             }
-            first = meeting.end;
         }
         Ok(())
     }
 }
 
-/// Turns an all-to-all through the arena publishes before it waits for the
-/// others' (see [`NodeColl::alltoall`]). Every turn of an all-to-all needs
+/// The turns `0..turns` of an operation in meetings of [`MEETING_TURNS`]
+/// (the last may be shorter): a rank publishes a meeting's turns, waits
+/// for the others' last one (each rank publishes its turns in order, so
+/// that one covers the rest), then reads them all.
+fn meetings(turns: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..turns)
+        .step_by(MEETING_TURNS)
+        .map(move |k| k..(k + MEETING_TURNS).min(turns))
+}
+
+/// The sequence numbers of a meeting's turns, from the first, given the
+/// last's.
+fn first_turn(last: u64, meeting: &std::ops::Range<usize>) -> std::ops::RangeFrom<u64> {
+    last + 1 - meeting.len() as u64..
+}
+
+/// Turns an all-to-all or all-gather through the arena publishes before it
+/// waits for the others' (see [`meetings`]). Every turn of these needs
 /// every rank's pieces, so each wait is a meeting of all ranks, and where
 /// ranks share a core, a switch to each of the others; four turns per
 /// meeting against one, new ÷ old (ABBA, AMD EPYC VM, 2 vCPUs): 4 ranks
 /// 16 KiB – 1 MiB blocks 0.81–0.88 in the fast placement (8 rounds),
 /// 0.80–0.95 in the slow one (6); 8 ranks 4–64 KiB 0.68–0.81 (5); 3 ranks
 /// 16–256 KiB 0.68–0.88 (6); 2 ranks 256 KiB – 4 MiB 0.91–0.98 (8). Two
-/// per meeting: 4 ranks 0.85–0.93; eight against four: 0.91–1.12. (The
+/// per meeting: 4 ranks 0.85–0.93; eight against four: 0.91–1.12. The
+/// all-gather the same way, against its all-to-all-only predecessor: 4
+/// ranks 8 KiB – 2 MiB blocks 0.65–0.99 (6–8 rounds), 2 ranks 128 KiB – 2
+/// MiB 0.90–1.00, 8 ranks 32 KiB – 4 MiB 0.83–0.99; single-turn sizes
+/// level (within the ±7% two runs of one binary spread by there). (The
 /// data cells' depth, 16 turns, bounds it: a rank may publish a turn only
 /// once every rank has started the one a depth before.)
-const ALLTOALL_MEETING_TURNS: usize = 4;
+const MEETING_TURNS: usize = 4;
 
 /// How many turns past the one it still reads a rank may have started: an
-/// all-to-all starts a meeting's turns before it reads the first (see
-/// [`ALLTOALL_MEETING_TURNS`]); every other operation reads only the turn
-/// it started last. [`NodeColl::begin`] reuses a turn's line and cells
+/// all-to-all or all-gather starts a meeting's turns before it reads the
+/// first (see [`meetings`]); every other operation reads only the turn it
+/// started last. [`NodeColl::begin`] reuses a turn's line and cells
 /// this much later. (A broadcast's root right after an all-to-all,
 /// reusing the cells of a meeting's first turn when the others had only
 /// started its last, overwrote pieces not yet read.)
-const READ_LAG: u64 = ALLTOALL_MEETING_TURNS as u64 - 1;
+const READ_LAG: u64 = MEETING_TURNS as u64 - 1;
 
 /// The elements of a reduction of `n` that rank `r` of `p` folds in
 /// [`NodeColl::fold_pull`]: consecutive slices in rank order. In an
