@@ -420,8 +420,9 @@ pub(crate) const OVERSUBSCRIBED_ALLTOALL_P2P: std::ops::RangeInclusive<usize> =
 /// meetings (session 29), 8 ranks, the arena ÷ pairwise (the default
 /// there before) 128 KiB 0.53–0.62, 256 KiB 0.71–0.91, 512 KiB 0.89–0.90,
 /// 1–2 MiB 0.93–1.02 (4 and 8 rounds, placements mixed), so up to 512
-/// KiB: default new ÷ old 128–512 KiB 0.63–0.92 (6 rounds). (Ranks with cores of their own were not measured: they keep the
-/// table's other rows.)
+/// KiB: default new ÷ old 128–512 KiB 0.63–0.92 (6 rounds). (Ranks with
+/// cores of their own were not measured: they keep the table's other
+/// rows.)
 fn oversubscribed_arena_block(p: usize) -> usize {
     match p {
         3..=4 => usize::MAX,
