@@ -66,6 +66,18 @@ fn parse_env<T: std::str::FromStr>(name: &str) -> Option<T> {
     }
 }
 
+/// `COURIER_SHM_COLL_SLOT`: data bytes per rank and cell of the arena
+/// (`None`: the arena's default; `coll::node` caches it).
+pub(crate) fn shm_coll_slot() -> Option<usize> {
+    parse_env("COURIER_SHM_COLL_SLOT")
+}
+
+/// `COURIER_SHM_COLL_LARGE`: data bytes of a large cell of the arena
+/// (`None`: the arena's default; `coll::node` caches it).
+pub(crate) fn shm_coll_large() -> Option<usize> {
+    parse_env("COURIER_SHM_COLL_LARGE")
+}
+
 /// `COURIER_EAGER_LIMIT`.
 pub(crate) fn eager_limit() -> usize {
     parse_env("COURIER_EAGER_LIMIT").unwrap_or(DEFAULT_EAGER_LIMIT)

@@ -308,24 +308,14 @@ fn refresh_lap(s: u64) -> bool {
 /// communicator's arena (0 disables collectives over shared memory).
 fn slot_limit() -> usize {
     static SLOT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SLOT.get_or_init(|| {
-        std::env::var("COURIER_SHM_COLL_SLOT")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_SLOT)
-    })
+    *SLOT.get_or_init(|| crate::config::shm_coll_slot().unwrap_or(DEFAULT_SLOT))
 }
 
 /// `COURIER_SHM_COLL_LARGE`: the largest data bytes of a large cell (0:
 /// none), read once as [`slot_limit`].
 fn large_limit() -> usize {
     static LARGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *LARGE.get_or_init(|| {
-        std::env::var("COURIER_SHM_COLL_LARGE")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(LARGE_MAX)
-    })
+    *LARGE.get_or_init(|| crate::config::shm_coll_large().unwrap_or(LARGE_MAX))
 }
 
 /// Default largest data bytes per rank and cell.
