@@ -602,7 +602,7 @@ impl Universe {
         format!(
             "rank {} links [{}] node_profile={} oversubscribed={} tcp connects={} accepts={} declined_duplicates={} \
              rejected={} eager_sent={} rendezvous_sent={} pulls_offered={} unexpected_arrivals={} \
-             taken_at_post={} posted={} unexpected={} credit_alone_writes={}",
+             taken_at_post={} posted={} unexpected={} credit_alone_writes={} tcp_writes={}",
             self.world.rank(),
             links.join(" "),
             p.profile().name(),
@@ -618,7 +618,8 @@ impl Universe {
             e.taken_at_post,
             posted,
             unexpected,
-            p.credit_alone_writes()
+            p.credit_alone_writes(),
+            t.writes
         )
     }
 

@@ -111,6 +111,157 @@ fn the_same_bodies_over_tcp() {
     }
 }
 
+/// Bursts of nonblocking sends to one TCP peer go in a few writes, not
+/// one per message, and every message still arrives whole and in order,
+/// whatever ends the burst: a blocking receive the sender makes before it
+/// waits (its peer answers only once it has them all), a barrier, a test
+/// loop, owned sends; with sizes above the burst's limit and rendezvous
+/// ones mixed in, and bursts to two peers interleaved. The same bodies on
+/// shared memory (nothing gathered there).
+#[test]
+fn bursts_of_nonblocking_sends() {
+    run_body_env("body_isend_bursts", 3, &[("COURIER_TRANSPORT", "tcp")], 120)
+        .assert_ranks_passed(3);
+    run_body("body_isend_bursts", 3);
+}
+
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_isend_bursts() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let me = w.rank();
+    let tcp = std::env::var("COURIER_TRANSPORT").as_deref() == Ok("tcp");
+    let writes = |u: &courier::Universe| -> u64 {
+        let r = u.debug_report();
+        let f = r
+            .split(" tcp_writes=")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{r}"));
+        f.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // Elements of u32: up to 2048 (8 KiB) a burst holds a message back;
+    // 2049 and 5000 are written as posted; 70 000 (280 KiB) go by
+    // rendezvous.
+    let sizes = [0usize, 1, 2, 25, 300, 1024, 2048, 2049, 5000, 70_000];
+    let len = |k: usize| sizes[k % sizes.len()];
+    let take_all = |src: usize, tag: u32, count: usize, len: &dyn Fn(usize) -> usize| {
+        let mut buf = vec![0u32; 70_000];
+        for k in 0..count {
+            let st = w.recv(&mut buf, src, tag).unwrap();
+            let n = st.count::<u32>().unwrap();
+            assert_eq!(n, len(k), "message {k} from {src} on tag {tag}");
+            assert_eq!(&buf[..n], &message(src, k, n)[..], "message {k} from {src}");
+        }
+    };
+
+    // 1. 100 small messages: a few writes. The burst ends with the blocking
+    // receive, which rank 1 answers only once it has all of them.
+    let n = 100;
+    if me == 0 {
+        let msgs: Vec<Vec<u32>> = (0..n).map(|k| message(0, k, 2)).collect();
+        let before = writes(&u);
+        courier::scope(|s| {
+            let reqs: Vec<_> = msgs.iter().map(|m| w.isend(s, m, 1, 1).unwrap()).collect();
+            w.recv(&mut [0u8], 1, 2).unwrap();
+            let used = writes(&u) - before;
+            if tcp {
+                assert!(
+                    used <= 8,
+                    "{used} writes for {n} messages: {}",
+                    u.debug_report()
+                );
+            }
+            for r in reqs {
+                r.wait().unwrap();
+            }
+        });
+    } else if me == 1 {
+        take_all(0, 1, n, &|_| 2);
+        w.send(&[1u8], 0, 2).unwrap();
+    }
+
+    // 2. Mixed sizes, ended the same way.
+    let n = 200;
+    if me == 0 {
+        let msgs: Vec<Vec<u32>> = (0..n).map(|k| message(0, k, len(k))).collect();
+        courier::scope(|s| {
+            let reqs: Vec<_> = msgs.iter().map(|m| w.isend(s, m, 1, 3).unwrap()).collect();
+            w.recv(&mut [0u8], 1, 4).unwrap();
+            for r in reqs {
+                r.wait().unwrap();
+            }
+        });
+    } else if me == 1 {
+        take_all(0, 3, n, &len);
+        w.send(&[1u8], 0, 4).unwrap();
+    }
+
+    // 3. Bursts to ranks 1 and 2 interleaved (runs of 1-4 messages to one
+    // peer), ended by a barrier the receivers enter only once they have
+    // every message.
+    let n = 120;
+    let to = |k: usize| 1 + (k / (1 + k % 4)) % 2;
+    if me == 0 {
+        let mut seq = [0usize; 3];
+        let msgs: Vec<(usize, Vec<u32>)> = (0..n)
+            .map(|k| {
+                let p = to(k);
+                let m = message(0, seq[p], len(seq[p]));
+                seq[p] += 1;
+                (p, m)
+            })
+            .collect();
+        courier::scope(|s| {
+            for (p, m) in &msgs {
+                let _sent = w.isend(s, m, *p, 5).unwrap();
+            }
+            w.barrier().unwrap();
+        });
+    } else {
+        let count = (0..n).filter(|&k| to(k) == me).count();
+        take_all(0, 5, count, &len);
+        w.barrier().unwrap();
+    }
+
+    // 4. A burst whose sender tests its last request until rank 1, which
+    // has taken them all, says so.
+    let n = 50;
+    if me == 0 {
+        let msgs: Vec<Vec<u32>> = (0..n).map(|k| message(0, k, len(k) % 3000)).collect();
+        courier::scope(|s| {
+            let mut reqs: Vec<_> = msgs.iter().map(|m| w.isend(s, m, 1, 6).unwrap()).collect();
+            let mut last = reqs.pop().unwrap();
+            while last.test().is_none() {}
+            let mut go = [0u8];
+            courier::scope(|s2| {
+                let mut r = w.irecv(s2, &mut go, 1, 7).unwrap();
+                while r.test().is_none() {}
+            });
+        });
+    } else if me == 1 {
+        take_all(0, 6, n, &|k| len(k) % 3000);
+        w.send(&[1u8], 0, 7).unwrap();
+    }
+
+    // 5. Owned sends in a burst: waited for in reverse order after rank 1
+    // has taken them all.
+    let n = 40;
+    if me == 0 {
+        let sends: Vec<_> = (0..n)
+            .map(|k| w.isend_owned(message(0, k, len(k) % 3000), 1, 8).unwrap())
+            .collect();
+        w.recv(&mut [0u8], 1, 9).unwrap();
+        for (k, s) in sends.into_iter().enumerate().rev() {
+            assert_eq!(s.wait().unwrap(), message(0, k, len(k) % 3000));
+        }
+    } else if me == 1 {
+        take_all(0, 8, n, &|k| len(k) % 3000);
+        w.send(&[1u8], 0, 9).unwrap();
+    }
+    w.barrier().unwrap();
+}
+
 /// Over TCP a large message sent alone goes eagerly (no RTS, CTS) while
 /// the credit covers it; a window's later messages go by rendezvous. The
 /// same data, statuses, order and truncation either way, and with the

@@ -135,6 +135,17 @@ impl Driver {
         Ok(held)
     }
 
+    /// [`Driver::lock`] for a nonblocking send, which may join a burst of
+    /// them rather than end it (see `Progress::isend_eager_now`).
+    #[inline]
+    pub(crate) fn lock_for_isend(&self) -> Result<Held<'_>> {
+        let held = self.enter_in_burst()?;
+        if held.is_finalized() {
+            return Err(Progress::finalized_error());
+        }
+        Ok(held)
+    }
+
     /// What [`Driver::lock`] checks (not finalized, not inside another
     /// call, an owned driver's own thread), without taking the state: for
     /// calls that only need to know they may go on (a collective over the
@@ -153,9 +164,17 @@ impl Driver {
                 // SAFETY: as in `enter`: only the owner thread gets here,
                 // outside any call of its own (`INSIDE` is clear), so no
                 // other reference to the state exists while this read runs.
-                let finalized = unsafe { (*self.state.data_ptr()).is_finalized() };
+                let (finalized, held) = unsafe {
+                    let state = &*self.state.data_ptr();
+                    (state.is_finalized(), state.holds_burst())
+                };
                 if finalized {
                     return Err(Progress::finalized_error());
+                }
+                if held {
+                    // A burst of sends waits to be written: the collective
+                    // may wait on a rank that waits for them.
+                    return self.lock().map(drop);
                 }
                 Ok(())
             }
@@ -187,8 +206,18 @@ impl Driver {
         }
     }
 
+    /// Takes the state for one call, ending any burst of nonblocking sends
+    /// the calls before left (see `Progress::end_burst`).
     #[inline(always)]
     fn enter(&self) -> Result<Held<'_>> {
+        let mut held = self.enter_in_burst()?;
+        held.end_burst();
+        Ok(held)
+    }
+
+    /// Takes the state for one call.
+    #[inline(always)]
+    fn enter_in_burst(&self) -> Result<Held<'_>> {
         if INSIDE.with(Cell::get) {
             return Err(reentrant_error());
         }

@@ -94,6 +94,14 @@ pub(crate) struct Progress {
     /// receives posted earlier take, and the current pause (see there).
     take_skip: u32,
     take_backoff: u32,
+    /// The TCP peer the last call's nonblocking send of a small message
+    /// went to, while no other call has come since: a further such send
+    /// to it joins the burst (see [`Progress::isend_eager_now`]).
+    burst: Option<Rank>,
+    /// Frames of a burst are queued and no pump has run since: the next
+    /// call that is not part of the burst pushes them (see
+    /// [`Progress::end_burst`]).
+    held: bool,
 }
 
 impl Progress {
@@ -110,6 +118,8 @@ impl Progress {
             profile: Profile::Far,
             out: (0..size).map(|_| VecDeque::new()).collect(),
             pending_out: Vec::new(),
+            burst: None,
+            held: false,
             inp: (0..size).map(|_| None).collect(),
             ready: Vec::new(),
             pulls: Vec::new(),

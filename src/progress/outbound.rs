@@ -17,13 +17,18 @@ use crate::wire::{EncodedHeader, Frame};
 use std::io::IoSlice;
 
 /// At most this many queued frames go in one vectored write to a TCP link
-/// (a credit with the message after it; a window of small sends that
-/// queued up while the socket was full)...
-const GATHER_FRAMES: usize = 8;
+/// (a credit with the message after it; a burst of small nonblocking
+/// sends; a window that queued up while the socket was full)...
+const GATHER_FRAMES: usize = 64;
 /// ...and no frame joins a write that already offers this many bytes.
 /// Large frames go one per write: gathering up to 8 of them made `bw`
 /// over loopback at 64 KiB – 4 MiB 0.65–0.85× as fast (4 rounds).
-const GATHER_BYTES: usize = 16 * 1024;
+const GATHER_BYTES: usize = 65536;
+
+/// Messages of up to this many bytes join a burst of nonblocking sends to
+/// a TCP peer (see [`Progress::isend_eager_now`]); larger ones are written
+/// as they are posted.
+const BURST_MAX: usize = 8192;
 
 /// Where a queued frame's payload comes from.
 #[derive(Debug)]
@@ -112,6 +117,7 @@ impl Progress {
     }
 
     fn pump_now(&mut self, defer: bool) {
+        self.held = false;
         while let Some(t) = self.engine.poll_transmit() {
             let peer = t.peer;
             let eager = matches!(t.frame, Frame::Eager { .. });
@@ -330,6 +336,94 @@ impl Progress {
             );
         }
         true
+    }
+
+    /// [`Progress::send_eager_now`] for a nonblocking send, which may join
+    /// a burst: a small message to a TCP peer whose last call was also a
+    /// nonblocking send of a small message to that peer (no other call in
+    /// between) is copied aside and queued, not written; the queue goes
+    /// out at the next call that is not part of the burst (any call but
+    /// such a send: a wait, a test, a receive, a collective; see
+    /// [`Progress::end_burst`]), or as soon as it holds a whole write's
+    /// worth ([`GATHER_FRAMES`]), in vectored writes of up to
+    /// `GATHER_FRAMES` frames. The burst's first message is written at
+    /// once, so a lone send still leaves before the program computes.
+    ///
+    /// Over loopback every write costs the whole TCP path, a segment sent
+    /// and received: a window of `osu_bw`'s 64 small sends took 64 of
+    /// them, one per message. Gathered, `bw` over TCP at 1 B – 1 KiB is
+    /// 12–16× what it was, 2 KiB 5.6×, 4 KiB 2.1× (see
+    /// `docs/benchmarks-history.md`, session 30). MPI allows it: a
+    /// nonblocking send need not move before the program's next call
+    /// (progress is only promised inside calls).
+    #[inline]
+    pub(crate) fn isend_eager_now(
+        &mut self,
+        peer: Rank,
+        context: u32,
+        tag: u32,
+        bytes: &[u8],
+    ) -> bool {
+        if self.burst == Some(peer) && bytes.len() <= BURST_MAX {
+            return self.hold_back(peer, context, tag, bytes);
+        }
+        let sent = self.send_eager_now(peer, context, tag, bytes);
+        self.burst =
+            (sent && bytes.len() <= BURST_MAX && self.links.kind(peer) == Some(LinkKind::Tcp))
+                .then_some(peer);
+        sent
+    }
+
+    /// Queues a small message of a burst to `peer` without writing it (see
+    /// [`Progress::isend_eager_now`]); false when the general path must
+    /// send it (no credit, or frames for `peer` wait in the engine).
+    fn hold_back(&mut self, peer: Rank, context: u32, tag: u32, bytes: &[u8]) -> bool {
+        if !self.links.writable(peer) {
+            return false;
+        }
+        let Some(frame) = self.engine.eager_frame_now(peer, context, tag, bytes.len()) else {
+            return false;
+        };
+        self.enqueue(
+            peer,
+            OutFrame {
+                header: frame.encode(),
+                payload: OutPayload::Owned(crate::sys::copy::to_vec(bytes)),
+                eager: true,
+                sent: 0,
+                credit: false,
+                during: None,
+            },
+        );
+        self.held = true;
+        if self
+            .out
+            .get(peer as usize)
+            .is_some_and(|q| q.len() >= GATHER_FRAMES)
+        {
+            self.pump();
+        }
+        true
+    }
+
+    /// Ends a burst of nonblocking sends (see
+    /// [`Progress::isend_eager_now`]): what it queued is written now.
+    /// Every call but such a send comes here first, as it takes the
+    /// driver (`Driver::lock`), and so does a collective that runs beside
+    /// the driver (`Driver::check_callable`).
+    #[inline(always)]
+    pub(crate) fn end_burst(&mut self) {
+        self.burst = None;
+        if self.held {
+            self.pump();
+        }
+    }
+
+    /// Whether frames of a burst wait to be written (see
+    /// [`Progress::end_burst`]).
+    #[inline]
+    pub(crate) fn holds_burst(&self) -> bool {
+        self.held
     }
 
     /// Copies the queued payload of eager send `id` aside and completes the

@@ -43,8 +43,10 @@ enum Posted {
 }
 
 /// Posts a send of `bytes`: written at once when small and the link takes
-/// it (then complete, with no request and no loan), otherwise queued with
-/// `bytes` lent.
+/// it, or copied aside when it joins a burst of small sends to a TCP peer
+/// (`Progress::isend_eager_now`; either way complete, with no request and
+/// no loan), otherwise queued with `bytes` lent. The caller holds the
+/// driver through `Driver::lock_for_isend`.
 ///
 /// # Safety
 /// `bytes` must stay valid and unmodified until the request is finished or abandoned.
@@ -56,7 +58,7 @@ unsafe fn post_send_raw(
     bytes: &[u8],
     sync: bool,
 ) -> Posted {
-    if !sync && p.send_eager_now(peer, context, tag, bytes) {
+    if !sync && p.isend_eager_now(peer, context, tag, bytes) {
         return Posted::Written;
     }
     // SAFETY: forwarded from this function's contract.
@@ -436,7 +438,7 @@ fn post_send_scoped<'s>(
     sync: bool,
 ) -> Posting {
     scope.check_driver(driver)?;
-    let mut p = driver.lock()?;
+    let mut p = driver.lock_for_isend()?;
     // SAFETY: `bytes` is borrowed for 's; the scope waits for (or
     // abandons) this request before 's ends.
     let id = match unsafe { post_send_raw(&mut p, peer, context, tag, bytes, sync) } {

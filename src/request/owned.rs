@@ -29,7 +29,7 @@ impl<T: bytemuck::Pod> OwnedSend<T> {
         buf: Vec<T>,
     ) -> Result<Self> {
         let id = {
-            let mut p = progress.lock()?;
+            let mut p = progress.lock_for_isend()?;
             let bytes: &[u8] = bytemuck::cast_slice(&buf);
             // SAFETY: the Vec's heap block stays put while `self` owns it (it
             // is never resized), and is only released after the request has

@@ -64,6 +64,8 @@ pub(crate) struct TcpStats {
     pub(crate) accepts: u64,
     pub(crate) declined_duplicates: u64,
     pub(crate) rejected: u64,
+    /// Writes (system calls) that moved bytes to a peer.
+    pub(crate) writes: u64,
 }
 
 /// The TCP transport of one rank.
@@ -421,7 +423,10 @@ impl Transport for TcpTransport {
         }
         loop {
             match c.stream.write_vectored(bufs) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.stats.writes += 1;
+                    return Ok(n);
+                }
                 Err(e) if would_block(&e) => {
                     c.writable = false;
                     return Ok(0);
