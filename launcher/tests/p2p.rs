@@ -140,10 +140,10 @@ fn body_isend_bursts() {
             .unwrap_or_else(|| panic!("{r}"));
         f.split_whitespace().next().unwrap().parse().unwrap()
     };
-    // Elements of u32: up to 2048 (8 KiB) a burst holds a message back;
-    // 2049 and 5000 are written as posted; 70 000 (280 KiB) go by
+    // Elements of u32: up to 4096 (16 KiB) a burst holds a message back;
+    // 4097 and 5000 are written as posted; 70 000 (280 KiB) go by
     // rendezvous.
-    let sizes = [0usize, 1, 2, 25, 300, 1024, 2048, 2049, 5000, 70_000];
+    let sizes = [0usize, 1, 2, 25, 300, 1024, 4096, 4097, 5000, 70_000];
     let len = |k: usize| sizes[k % sizes.len()];
     let take_all = |src: usize, tag: u32, count: usize, len: &dyn Fn(usize) -> usize| {
         let mut buf = vec![0u32; 70_000];

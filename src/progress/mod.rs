@@ -102,6 +102,8 @@ pub(crate) struct Progress {
     /// call that is not part of the burst pushes them (see
     /// [`Progress::end_burst`]).
     held: bool,
+    /// Burst buffers already written, kept for the next bursts.
+    spare_bursts: Vec<Vec<u8>>,
 }
 
 impl Progress {
@@ -120,6 +122,7 @@ impl Progress {
             pending_out: Vec::new(),
             burst: None,
             held: false,
+            spare_bursts: Vec::new(),
             inp: (0..size).map(|_| None).collect(),
             ready: Vec::new(),
             pulls: Vec::new(),

@@ -28,7 +28,9 @@ const GATHER_BYTES: usize = 65536;
 /// Messages of up to this many bytes join a burst of nonblocking sends to
 /// a TCP peer (see [`Progress::isend_eager_now`]); larger ones are written
 /// as they are posted.
-const BURST_MAX: usize = 8192;
+const BURST_MAX: usize = 16 * 1024;
+/// Written burst buffers kept for reuse (see [`Progress::hold_back`]).
+const SPARE_BURSTS: usize = 4;
 
 /// Where a queued frame's payload comes from.
 #[derive(Debug)]
@@ -38,6 +40,10 @@ pub(super) enum OutPayload {
     Send(ReqId),
     /// A private copy.
     Owned(Vec<u8>),
+    /// Whole frames of a burst of small sends, headers and payloads, one
+    /// after another (the frame's own header is empty); its buffer is
+    /// reused once written (see [`Progress::hold_back`]).
+    Burst(Vec<u8>),
 }
 
 /// A frame queued for a peer, possibly partly written.
@@ -63,7 +69,7 @@ impl OutPayload {
         match self {
             OutPayload::None => &[],
             OutPayload::Send(id) => bufs.send_bytes(*id),
-            OutPayload::Owned(v) => v,
+            OutPayload::Owned(v) | OutPayload::Burst(v) => v,
         }
     }
 }
@@ -252,8 +258,13 @@ impl Progress {
                     break;
                 }
                 n -= left;
-                if let Some(OutPayload::Send(id)) = q.pop_front().map(|f| f.payload) {
-                    self.engine.handle_written(id);
+                match q.pop_front().map(|f| f.payload) {
+                    Some(OutPayload::Send(id)) => self.engine.handle_written(id),
+                    Some(OutPayload::Burst(mut v)) if self.spare_bursts.len() < SPARE_BURSTS => {
+                        v.clear();
+                        self.spare_bursts.push(v);
+                    }
+                    _ => {}
                 }
             }
             if written < offered {
@@ -339,20 +350,20 @@ impl Progress {
     }
 
     /// [`Progress::send_eager_now`] for a nonblocking send, which may join
-    /// a burst: a small message to a TCP peer whose last call was also a
-    /// nonblocking send of a small message to that peer (no other call in
-    /// between) is copied aside and queued, not written; the queue goes
-    /// out at the next call that is not part of the burst (any call but
-    /// such a send: a wait, a test, a receive, a collective; see
-    /// [`Progress::end_burst`]), or as soon as it holds a whole write's
-    /// worth ([`GATHER_FRAMES`]), in vectored writes of up to
-    /// `GATHER_FRAMES` frames. The burst's first message is written at
-    /// once, so a lone send still leaves before the program computes.
+    /// a burst: a message of up to [`BURST_MAX`] bytes to a TCP peer whose
+    /// last call was also a nonblocking send of such a message to that
+    /// peer (no other call in between) is copied into a burst buffer in
+    /// the peer's queue, not written. The queue goes out at the next call
+    /// that is not part of the burst (any call but such a send: a wait, a
+    /// test, a receive, a collective; see [`Progress::end_burst`]), or
+    /// once a buffer holds [`GATHER_BYTES`], in one vectored write per
+    /// [`GATHER_BYTES`]. The burst's first message is written as it is
+    /// posted, so a lone send still leaves before the program computes.
     ///
-    /// Over loopback every write costs the whole TCP path, a segment sent
-    /// and received: a window of `osu_bw`'s 64 small sends took 64 of
-    /// them, one per message. Gathered, `bw` over TCP at 1 B – 1 KiB is
-    /// 12–16× what it was, 2 KiB 5.6×, 4 KiB 2.1× (see
+    /// Over loopback every write is a trip through the whole TCP path: a
+    /// window of `osu_bw`'s 64 small sends took 64 of them. Gathered, the
+    /// window takes two or three; `bw` over TCP is 9–18× what it was at
+    /// 1 B – 2 KiB and 1.3–3× at 4–16 KiB (figures in
     /// `docs/benchmarks-history.md`, session 30). MPI allows it: a
     /// nonblocking send need not move before the program's next call
     /// (progress is only promised inside calls).
@@ -377,30 +388,46 @@ impl Progress {
     /// Queues a small message of a burst to `peer` without writing it (see
     /// [`Progress::isend_eager_now`]); false when the general path must
     /// send it (no credit, or frames for `peer` wait in the engine).
+    ///
+    /// The frame, header and payload, is appended to the burst buffer at
+    /// the back of `peer`'s queue (a new one, from the spares, when the
+    /// last is full or already being written); once that holds
+    /// [`GATHER_BYTES`], the queue is written.
     fn hold_back(&mut self, peer: Rank, context: u32, tag: u32, bytes: &[u8]) -> bool {
-        if !self.links.writable(peer) {
+        if !self.links.writable(peer) || self.out.get(peer as usize).is_none() {
             return false;
         }
         let Some(frame) = self.engine.eager_frame_now(peer, context, tag, bytes.len()) else {
             return false;
         };
-        self.enqueue(
-            peer,
-            OutFrame {
-                header: frame.encode(),
-                payload: OutPayload::Owned(crate::sys::copy::to_vec(bytes)),
-                eager: true,
-                sent: 0,
-                credit: false,
-                during: None,
-            },
-        );
+        let room = |f: &OutFrame| match &f.payload {
+            OutPayload::Burst(v) => f.sent == 0 && v.len() < GATHER_BYTES,
+            _ => false,
+        };
+        if !self.out[peer as usize].back().is_some_and(room) {
+            let v = self.spare_bursts.pop().unwrap_or_default();
+            self.enqueue(
+                peer,
+                OutFrame {
+                    header: EncodedHeader::NONE,
+                    payload: OutPayload::Burst(v),
+                    eager: false,
+                    sent: 0,
+                    credit: false,
+                    during: None,
+                },
+            );
+        }
+        let full = match self.out[peer as usize].back_mut().map(|f| &mut f.payload) {
+            Some(OutPayload::Burst(v)) => {
+                v.extend_from_slice(&frame.encode());
+                crate::sys::copy::extend(v, bytes);
+                v.len() >= GATHER_BYTES
+            }
+            _ => false,
+        };
         self.held = true;
-        if self
-            .out
-            .get(peer as usize)
-            .is_some_and(|q| q.len() >= GATHER_FRAMES)
-        {
+        if full {
             self.pump();
         }
         true

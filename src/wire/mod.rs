@@ -208,6 +208,15 @@ pub struct EncodedHeader {
     len: u8,
 }
 
+impl EncodedHeader {
+    /// No header at all: for bytes queued that already hold whole encoded
+    /// frames (a burst of small sends gathered into one buffer).
+    pub(crate) const NONE: EncodedHeader = EncodedHeader {
+        bytes: [0; HEADER_LEN],
+        len: 0,
+    };
+}
+
 impl std::ops::Deref for EncodedHeader {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
