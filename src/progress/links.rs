@@ -28,6 +28,8 @@ pub(super) struct Links {
     pub(super) shm: Option<ShmTransport>,
     /// Transport of each peer (`SelfLoop` for this rank).
     kinds: Vec<LinkKind>,
+    /// Some peer's link is TCP.
+    any_tcp: bool,
 }
 
 fn no_shm() -> LinkError {
@@ -50,6 +52,7 @@ impl Links {
                     }
                 })
                 .collect(),
+            any_tcp: size > 1,
         }
     }
 
@@ -60,7 +63,14 @@ impl Links {
                 *kind = LinkKind::Shm;
             }
         }
+        self.any_tcp = self.kinds.contains(&LinkKind::Tcp);
         self.shm = Some(shm);
+    }
+
+    /// Whether some peer's link is TCP.
+    #[inline]
+    pub(super) fn any_tcp(&self) -> bool {
+        self.any_tcp
     }
 
     /// The transport of `peer` (`None` for a rank outside the job).

@@ -367,7 +367,7 @@ impl Progress {
     /// `docs/benchmarks-history.md`, session 30). MPI allows it: a
     /// nonblocking send need not move before the program's next call
     /// (progress is only promised inside calls).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn isend_eager_now(
         &mut self,
         peer: Rank,
@@ -375,13 +375,19 @@ impl Progress {
         tag: u32,
         bytes: &[u8],
     ) -> bool {
-        if self.burst == Some(peer) && bytes.len() <= BURST_MAX {
+        if !self.links.any_tcp() {
+            // Shared memory and this rank only: no bursts.
+            return self.send_eager_now(peer, context, tag, bytes);
+        }
+        if self.links.kind(peer) != Some(LinkKind::Tcp) || bytes.len() > BURST_MAX {
+            self.burst = None;
+            return self.send_eager_now(peer, context, tag, bytes);
+        }
+        if self.burst == Some(peer) {
             return self.hold_back(peer, context, tag, bytes);
         }
         let sent = self.send_eager_now(peer, context, tag, bytes);
-        self.burst =
-            (sent && bytes.len() <= BURST_MAX && self.links.kind(peer) == Some(LinkKind::Tcp))
-                .then_some(peer);
+        self.burst = sent.then_some(peer);
         sent
     }
 
@@ -393,6 +399,7 @@ impl Progress {
     /// the back of `peer`'s queue (a new one, from the spares, when the
     /// last is full or already being written); once that holds
     /// [`GATHER_BYTES`], the queue is written.
+    #[inline(never)]
     fn hold_back(&mut self, peer: Rank, context: u32, tag: u32, bytes: &[u8]) -> bool {
         if !self.links.writable(peer) || self.out.get(peer as usize).is_none() {
             return false;
@@ -442,8 +449,15 @@ impl Progress {
     pub(crate) fn end_burst(&mut self) {
         self.burst = None;
         if self.held {
-            self.pump();
+            self.write_burst();
         }
+    }
+
+    /// [`Progress::end_burst`]'s write, out of the way of every call.
+    #[cold]
+    #[inline(never)]
+    fn write_burst(&mut self) {
+        self.pump();
     }
 
     /// Whether frames of a burst wait to be written (see

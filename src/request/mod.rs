@@ -50,6 +50,7 @@ enum Posted {
 ///
 /// # Safety
 /// `bytes` must stay valid and unmodified until the request is finished or abandoned.
+#[inline]
 unsafe fn post_send_raw(
     p: &mut Progress,
     peer: u32,
