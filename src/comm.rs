@@ -550,6 +550,16 @@ impl Communicator {
     }
 
     /// Starts a send of a borrowed buffer; see [`scope`](crate::scope).
+    ///
+    /// Sends in a burst are gathered: a message of up to 16 KiB to a peer
+    /// reached over TCP, posted right after another nonblocking send to
+    /// that peer (no other Courier call in between), is copied aside and
+    /// written with the rest of the burst at the next call that is not
+    /// such a send (a wait, a test, a receive, a collective), so a window
+    /// of small sends costs a few system calls rather than one each. The
+    /// burst's first message is written at once. As in MPI, a nonblocking
+    /// send is only promised to move while the program is inside Courier
+    /// calls.
     pub fn isend<'s, 'env, T: Pod>(
         &self,
         scope: &'s Scope<'s, 'env>,
