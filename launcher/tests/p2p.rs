@@ -156,8 +156,15 @@ fn body_isend_bursts() {
     };
 
     // 1. 100 small messages: a few writes. The burst ends with the blocking
-    // receive, which rank 1 answers only once it has all of them.
+    // receive, which rank 1 answers only once it has all of them. (The
+    // link is set up first: sends posted before it is are queued, and
+    // gathered, the general way.)
     let n = 100;
+    if me < 2 {
+        let mut hello = [0u8];
+        w.sendrecv(&[1u8], 1 - me, 9, &mut hello, 1 - me, 9)
+            .unwrap();
+    }
     if me == 0 {
         let msgs: Vec<Vec<u32>> = (0..n).map(|k| message(0, k, 2)).collect();
         let before = writes(&u);
