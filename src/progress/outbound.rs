@@ -366,8 +366,8 @@ impl Progress {
     ///
     /// Over loopback every write is a trip through the whole TCP path: a
     /// window of `osu_bw`'s 64 small sends took 64 of them. Gathered, the
-    /// window takes two or three; `bw` over TCP is 9–18× what it was at
-    /// 1 B – 2 KiB and 1.3–3× at 4–16 KiB (figures in
+    /// window takes two or three; `bw` over TCP is 15–20× what it was at
+    /// 1 B – 1 KiB, 10.5× at 2 KiB and 1.8–6.2× at 4–16 KiB (figures in
     /// `docs/benchmarks-history.md`, session 30). MPI allows it: a
     /// nonblocking send need not move before the program's next call
     /// (progress is only promised inside calls).
