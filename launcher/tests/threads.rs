@@ -198,6 +198,62 @@ fn body_threads_relay() {
 }
 
 #[test]
+fn a_burst_of_sends_leaves_while_another_thread_waits() {
+    run("body_threads_burst", 2, "tcp");
+    run("body_threads_burst", 2, "shm");
+}
+
+/// Rank 0's main thread blocks in a receive whose message rank 1 sends
+/// only once it has a whole burst of small sends that a second thread of
+/// rank 0 posts meanwhile, and then leaves alone (it blocks on a channel
+/// until the main thread's receive is over, so no call of its own ends
+/// the burst): the waiting thread's progress must write it. Every other
+/// round the poster starts late, once the waiter sleeps (the poster's
+/// calls wake it).
+#[test]
+#[ignore = "rank body: run through courier"]
+fn body_threads_burst() {
+    let Some(u) = rank_init() else { return };
+    let w = u.world();
+    let n = 40;
+    for round in 0..10u32 {
+        if w.rank() == 0 {
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            std::thread::scope(|ts| {
+                let poster = w.clone();
+                ts.spawn(move || {
+                    if round % 2 == 1 {
+                        // Let the waiter go to sleep first.
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                    let msgs: Vec<Vec<u32>> = (0..n)
+                        .map(|k| vec![round, k as u32, datum(0, k, round as usize)])
+                        .collect();
+                    courier::scope(|s| {
+                        for m in &msgs {
+                            let _sent = poster.isend(s, m, 1, 7).unwrap();
+                        }
+                        // No Courier call until the answer has come.
+                        done_rx.recv().unwrap();
+                    });
+                });
+                let mut answer = [0u32; 1];
+                w.recv(&mut answer, 1, 8).unwrap();
+                assert_eq!(answer[0], round);
+                done_tx.send(()).unwrap();
+            });
+        } else {
+            for k in 0..n {
+                let mut m = [0u32; 3];
+                w.recv(&mut m, 0, 7).unwrap();
+                assert_eq!(m, [round, k as u32, datum(0, k, round as usize)]);
+            }
+            w.send(&[round], 0, 8).unwrap();
+        }
+    }
+}
+
+#[test]
 fn collectives_on_different_communicators_run_at_once() {
     run("body_threads_collectives", 2, "shm");
     run("body_threads_collectives", 4, "shm");
