@@ -7,6 +7,16 @@ mod common;
 use common::{message, rank_init, run_body, run_body_env};
 use courier::{Error, ANY_SOURCE, ANY_TAG};
 
+/// Counter `name` of this rank's debug report (`name=` followed by a number).
+fn counter(u: &courier::Universe, name: &str) -> u64 {
+    let r = u.debug_report();
+    let f = r
+        .split(&format!(" {name}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {name} in {r}"));
+    f.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 // ---------------------------------------------------------------- drivers
 
 #[test]
@@ -132,14 +142,7 @@ fn body_isend_bursts() {
     let w = u.world();
     let me = w.rank();
     let tcp = std::env::var("COURIER_TRANSPORT").as_deref() == Ok("tcp");
-    let writes = |u: &courier::Universe| -> u64 {
-        let r = u.debug_report();
-        let f = r
-            .split(" tcp_writes=")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{r}"));
-        f.split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let writes = |u: &courier::Universe| counter(u, "tcp_writes");
     // Elements of u32: up to 4096 (16 KiB) a burst holds a message back;
     // 4097 and 5000 are written as posted; 70 000 (280 KiB) go by
     // rendezvous.
@@ -815,14 +818,7 @@ fn body_taken_at_post() {
         (6, 4),
         (7, 9),
     ];
-    let taken = |u: &courier::Universe| -> u64 {
-        let r = u.debug_report();
-        let f = r
-            .split("taken_at_post=")
-            .nth(1)
-            .expect("a taken_at_post counter");
-        f.split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let taken = |u: &courier::Universe| counter(u, "taken_at_post");
     for round in 0..40usize {
         let mut stop = 0u8;
         if me == 0 {
@@ -918,17 +914,7 @@ fn body_lone_eager() {
         Ok(v) => v.parse().unwrap(),
     };
     let lone = limit > 0;
-    let counts = |u: &courier::Universe| -> (u64, u64) {
-        let r = u.debug_report();
-        let field = |name: &str| -> u64 {
-            let f = r
-                .split(name)
-                .nth(1)
-                .unwrap_or_else(|| panic!("{name} in {r}"));
-            f.split_whitespace().next().unwrap().parse().unwrap()
-        };
-        (field(" eager_sent="), field(" rendezvous_sent="))
-    };
+    let counts = |u: &courier::Universe| (counter(u, "eager_sent"), counter(u, "rendezvous_sent"));
     // Ping-pong, 0 ↔ 1: above the eager limit (64 KiB) up to 4 MiB.
     let sizes = [16_385usize, 262_144, 1 << 20];
     let before = counts(&u);
@@ -960,14 +946,7 @@ fn body_lone_eager() {
     // arrive: the credit rank 1 owes for each message (a quarter of the
     // window or more) goes in the same write as its answer, never in a
     // write of its own.
-    let alone = |u: &courier::Universe| -> u64 {
-        let r = u.debug_report();
-        let f = r
-            .split(" credit_alone_writes=")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{r}"));
-        f.split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let alone = |u: &courier::Universe| counter(u, "credit_alone_writes");
     let n = 1 << 18;
     let before = alone(&u);
     for k in 0..6 {

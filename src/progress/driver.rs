@@ -125,19 +125,18 @@ impl Driver {
     }
 
     /// Takes the driver for one call: an error after finalize, or when the
-    /// calling thread is already inside a library call.
+    /// calling thread is already inside a library call. Ends any burst of
+    /// nonblocking sends the calls before left (`Progress::end_burst`).
     #[inline(always)]
     pub(crate) fn lock(&self) -> Result<Held<'_>> {
-        let held = self.enter()?;
-        if held.is_finalized() {
-            return Err(Progress::finalized_error());
-        }
+        let mut held = self.lock_for_isend()?;
+        held.end_burst();
         Ok(held)
     }
 
     /// [`Driver::lock`] for a nonblocking send, which may join a burst of
     /// them rather than end it (see `Progress::isend_eager_now`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock_for_isend(&self) -> Result<Held<'_>> {
         let held = self.enter_in_burst()?;
         if held.is_finalized() {
