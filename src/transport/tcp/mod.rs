@@ -93,7 +93,19 @@ pub(crate) struct TcpTransport {
     /// Last look for handshakes that took too long.
     last_sweep: Instant,
     options: TcpOptions,
+    /// Where a write of several buffers of at most [`SEND_GATHER`] bytes in
+    /// all is put together, to go in one `send` (see `try_write`).
+    gather: Vec<u8>,
 }
+
+/// Writes of several buffers up to this many bytes in all are copied into
+/// one and sent with `send` rather than `writev`: the kernel's vectored
+/// path costs more than the copy. `courier bench latency --transport tcp`,
+/// new ÷ old, 6 interleaved rounds: 1 B – 1 KiB 0.96–0.98, 2 KiB 0.99,
+/// 4 KiB and above level (a protocol-free ping-pong over loopback, a
+/// 16-byte header and the payload, `writev` of the two against one `send`
+/// after copying them: 64 B 1.03–1.04, 1 KiB 1.01–1.02).
+const SEND_GATHER: usize = 2048;
 
 /// How TCP links are set up (from the configuration, by the caller).
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +179,7 @@ impl TcpTransport {
             key,
             addrs: vec![None; size as usize],
             conns: Vec::new(),
+            gather: Vec::with_capacity(SEND_GATHER),
             free: Vec::new(),
             peer_conn: vec![None; size as usize],
             ready: Vec::new(),
@@ -421,8 +434,24 @@ impl Transport for TcpTransport {
         if !c.writable || !c.hs_out.is_empty() {
             return Ok(0);
         }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let one = match bufs {
+            [b] => Some(&b[..]),
+            _ if total <= SEND_GATHER => {
+                self.gather.clear();
+                for b in bufs {
+                    self.gather.extend_from_slice(b);
+                }
+                Some(&self.gather[..])
+            }
+            _ => None,
+        };
         loop {
-            match c.stream.write_vectored(bufs) {
+            let wrote = match one {
+                Some(b) => c.stream.write(b),
+                None => c.stream.write_vectored(bufs),
+            };
+            match wrote {
                 Ok(n) => {
                     self.stats.writes += 1;
                     return Ok(n);
