@@ -166,6 +166,9 @@ pub(crate) struct Arena {
     /// This process is registered for global membarriers: its sleeps issue
     /// one, and its publications need no fence while `fence` is 0.
     light: bool,
+    /// Ask for this rank's line of the next turn for writing (see
+    /// [`Arena::ask_for_next_line`]).
+    ask_ahead: bool,
 }
 
 /// Whether this process may leave the publication barrier to sleepers
@@ -208,6 +211,7 @@ impl Arena {
             cell,
             large,
             light: light(),
+            ask_ahead: false,
         };
         a.word(8).store(ranks as u64, Ordering::Relaxed);
         if !a.light {
@@ -240,6 +244,7 @@ impl Arena {
             cell,
             large,
             light: light(),
+            ask_ahead: false,
         };
         let ok = a.word(0).load(Ordering::Acquire) == MAGIC
             && a.word(8).load(Ordering::Relaxed) == ranks as u64
@@ -572,6 +577,36 @@ impl Arena {
         }
         state.store((seq << 32) | u64::from(stored), Ordering::Release);
         self.wake_sleepers();
+    }
+
+    /// Whether [`Arena::ask_for_next_line`] asks (see there).
+    pub(crate) fn set_ask_ahead(&mut self, on: bool) {
+        self.ask_ahead = on;
+    }
+
+    /// Asks for `rank`'s line of turn `seq + 1` for writing, right after
+    /// its publication for `seq` (a hint only, and only where
+    /// [`Arena::set_ask_ahead`] turned it on). The line's transfer from
+    /// the other ranks' caches (they read it a lap of turns ago) then
+    /// overlaps with this rank's wait for the others, instead of holding
+    /// up its next publication while they wait for it.
+    #[inline]
+    pub(crate) fn ask_for_next_line(&self, seq: u64, rank: usize) {
+        if !self.ask_ahead {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self.line_ptr(seq + 1, rank) {
+            // SAFETY: `line_ptr` gives an address inside the mapping; a
+            // prefetch only hints the cache (it reads and writes nothing,
+            // and never faults). Not `_mm_prefetch` with `_MM_HINT_ET0`:
+            // without the `prfchw` target feature that emits nothing.
+            unsafe {
+                std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (seq, rank);
     }
 
     /// Wakes the ranks asleep in [`Arena::sleep_unless`], after a store of
