@@ -456,11 +456,12 @@ fn setup(c: &CommShared) -> Result<Option<NodeColl>> {
         .ok()
         .and_then(Profile::from_word)
         .unwrap_or(Profile::Far);
-    // Where the cores share caches, one rank per core: all-reduce of
-    // 4–32 bytes on 2 ranks 0.93–0.94 of not asking, barrier 0.91 (6–8
-    // interleaved rounds); where they share none (far), the all-reduce
-    // took 1.04–1.08. All-gather and broadcast, which publish the same
-    // way, read 0.91–1.20 (6 rounds): left out.
+    // Asking for the next line (`Arena::ask_for_next_line`) where the
+    // cores share caches, one rank per core: all-reduce of 4–32 bytes on
+    // 2 ranks 0.91–0.94 of not asking, barrier 0.86–0.91 (two runs of 6
+    // and 8 interleaved rounds); where they share none (far), the
+    // all-reduce took 1.04–1.08. All-gather and broadcast, which publish
+    // the same way, read 0.91–1.20 (6 rounds): left out.
     arena.set_ask_ahead(profile == Profile::Close && !policy.oversubscribed);
     Ok(Some(NodeColl {
         arena,
