@@ -102,8 +102,9 @@ pub(crate) struct TcpTransport {
 /// one and sent with `send` rather than `writev`: the kernel's vectored
 /// path costs more than the copy. `courier bench latency --transport tcp`,
 /// new ÷ old with the limit at 4 KiB, 6 interleaved rounds: 1 B – 1 KiB
-/// 0.96–0.98, 2 KiB (gathered then) 0.99, 4 KiB and above level; so 2 KiB
-/// (a 2 KiB message with its header goes as before). A protocol-free
+/// 0.96–0.98, 2 KiB (gathered then) 0.99, 4 KiB and above level; the
+/// limit is 2 KiB, where the gain has gone (a 2 KiB message with its
+/// header goes as before). A protocol-free
 /// ping-pong over loopback, a 16-byte header and the payload, `writev` of
 /// the two against one `send` after copying them: 64 B 1.03–1.04, 1 KiB
 /// 1.01–1.02.
