@@ -398,19 +398,10 @@ impl Arena {
         let Some(p) = self.small_ptr(seq, rank) else {
             return;
         };
-        #[cfg(target_arch = "x86_64")]
+        // `at < total <= small`: inside the small cell (see `small_ptr`).
         for at in (0..total).step_by(LINE) {
-            // SAFETY: `at < total <= small`, so the address lies inside the
-            // small cell (see `small_ptr`); a prefetch only hints the cache
-            // (it reads and writes nothing, and never faults).
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.add(at) as *const i8
-                );
-            }
+            super::prefetch_line(p.wrapping_add(at), false);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
     }
 
     /// The turns a rank may run ahead of the slowest before it reuses what
@@ -595,18 +586,9 @@ impl Arena {
         if !self.ask_ahead {
             return;
         }
-        #[cfg(target_arch = "x86_64")]
         if let Some(p) = self.line_ptr(seq + 1, rank) {
-            // SAFETY: `line_ptr` gives an address inside the mapping; a
-            // prefetch only hints the cache (it reads and writes nothing,
-            // and never faults). Not `_mm_prefetch` with `_MM_HINT_ET0`:
-            // without the `prfchw` target feature that emits nothing.
-            unsafe {
-                std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
-            }
+            super::prefetch_line(p, true);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (seq, rank);
     }
 
     /// Wakes the ranks asleep in [`Arena::sleep_unless`], after a store of

@@ -54,6 +54,29 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Asks the cache for the line at `p`, for writing (`prefetchw`: the line
+/// arrives exclusive, so a store that follows need not wait for it) or for
+/// reading. A hint only: it reads and writes nothing and never faults,
+/// whatever the address, so any pointer will do (the rings and the arena
+/// pass addresses inside their mappings).
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8, write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect (no access, no fault),
+    // so no address can make it unsound.
+    unsafe {
+        if write {
+            // Not `_mm_prefetch` with `_MM_HINT_ET0`: without the `prfchw`
+            // target feature that emits no instruction.
+            std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+        } else {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, write);
+}
+
 const MAGIC: u64 = u64::from_le_bytes(*b"CRSHM004");
 const HEADER: usize = 128;
 const MIN_RING: usize = 16 * 1024;

@@ -182,27 +182,11 @@ impl RingPtr {
     /// so the store that follows need not wait for it) or for reading.
     #[inline]
     fn prefetch_lines(&self, pos: u64, lines: u64, write: bool) {
-        #[cfg(target_arch = "x86_64")]
         for k in 0..lines {
+            // Masked into the data area.
             let at = (pos + k * RECORD_ALIGN) as usize & (self.capacity - 1);
-            // SAFETY: `at` is masked into the data area, so the address is
-            // inside the mapping; a prefetch only hints the cache (it reads
-            // and writes nothing, and never faults).
-            unsafe {
-                let p = self.data().add(at);
-                if write {
-                    // Not `_mm_prefetch` with `_MM_HINT_ET0`: without the
-                    // `prfchw` target feature that emits no instruction.
-                    std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
-                } else {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        p as *const i8,
-                    );
-                }
-            }
+            super::prefetch_line(self.data().wrapping_add(at), write);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (pos, lines, write);
     }
 
     /// Copies `src` into the data area at ring position `pos` (wrapping).
