@@ -437,13 +437,12 @@ impl Transport for TcpTransport {
         if !c.writable || !c.hs_out.is_empty() {
             return Ok(0);
         }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
         let one = match bufs {
             [b] => Some(&b[..]),
-            _ if total <= SEND_GATHER => {
+            _ if bufs.iter().map(|b| b.len()).sum::<usize>() <= SEND_GATHER => {
                 self.gather.clear();
                 for b in bufs {
-                    self.gather.extend_from_slice(b);
+                    crate::sys::copy::extend(&mut self.gather, b);
                 }
                 Some(&self.gather[..])
             }
