@@ -17,8 +17,9 @@
 #                            and `shared`: the send buffers in one mapping,
 #                            one memcpy per block, the least any library
 #                            could move)
-#   TCP latency 1–64 B,      tcp_latency_floor.c (8 B and 1 MiB: the same
-#   1 MiB                    ping-pong over a bare socket; Open MPI's TCP BTL)
+#   TCP latency 1–64 B,      tcp_latency_floor.c (8 B, 1 and 2 MiB: the same
+#   1–2 MiB                  ping-pong over a bare socket; Open MPI's TCP BTL;
+#                            2 MiB is the smallest size sent by rendezvous)
 # Each round starts with an 8-byte latency probe of Courier, printed per
 # round: the VM's placement (vCPUs sharing one core's caches or not)
 # moves every library's figures, and the floors with them.
@@ -98,13 +99,14 @@ for r in $(seq "$ROUNDS"); do
   case " $PEERS_AVAILABLE " in *" ompi "*)
     peer ompi 4 coll_ompi alltoall 1048576 | awk '$1 >= 65536' > "$d/ompi.alltoall4" ;;
   esac
-  # TCP latency, small messages and 1 MiB (Open MPI's TCP BTL over loopback)
+  # TCP latency, small messages and 1–2 MiB (Open MPI's TCP BTL over loopback)
   { "$bin/tcp_latency_floor" | awk '{print $1, $2}'
-    "$bin/tcp_latency_floor" 1000 1048576 | awk '{print $1, $2}'; } > "$d/floor.tcp"
+    "$bin/tcp_latency_floor" 1000 1048576 | awk '{print $1, $2}'
+    "$bin/tcp_latency_floor" 500 2097152 | awk '{print $1, $2}'; } > "$d/floor.tcp"
   { $courier bench latency --transport tcp --min-size 1 --max-size 64
-    $courier bench latency --transport tcp --min-size 1048576 --max-size 1048576; } | grep -v '^#' > "$d/courier.tcp"
+    $courier bench latency --transport tcp --min-size 1048576 --max-size 2097152; } | grep -v '^#' > "$d/courier.tcp"
   case " $PEERS_AVAILABLE " in *" ompi "*)
-    for range in "1 64" "1048576 1048576"; do
+    for range in "1 64" "1048576 2097152"; do
       # shellcheck disable=SC2086 # two arguments
       mpirun.openmpi -n 2 --oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo \
         "$bin/p2p_ompi" latency $range 2>/dev/null | grep -v '^#'
@@ -156,5 +158,5 @@ show("bibw", "bibw", "MB/s", False, ["floor"], [1 << k for k in range(16, 23, 2)
 show("all-gather, 2 ranks", "allgather2", "µs", True, ["floor"], [1 << k for k in range(16, 21)], peers)
 show("all-to-all, 2 ranks", "alltoall2", "µs", True, ["floor", "floor_shared"], [1 << k for k in range(18, 21)], peers)
 show("all-to-all, 4 ranks on 2 cores", "alltoall4", "µs", True, ["floor", "floor_sync", "floor_shared"], [1 << k for k in range(16, 21)], [p for p in peers if p == "ompi"])
-show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 1 << 20], [p for p in peers if p == "ompi"])
+show("latency over TCP (loopback)", "tcp", "µs", True, ["floor"], [1, 2, 4, 8, 16, 32, 64, 1 << 20, 2 << 20], [p for p in peers if p == "ompi"])
 PY
