@@ -8,6 +8,10 @@
 #  over the shared-memory ring; for pingpong rank 1's side of osu_latency at
 #  8 bytes (pingpong-tcp: over TCP); for the collectives one rank's work per
 #  call, its partner, at full speed, always ahead.)
+# The shared-memory profile is pinned (PROFILE, default close: what this
+# machine's start-up calibration picks): under valgrind the calibration's
+# timing is distorted, and a job that measured itself `far` took other
+# paths (bw: 816 instructions per message instead of close's 646).
 # (In another checkout, e.g. an old revision's worktree, copy
 # benches/instructions.rs and this script there and add the [[bench]] entry.)
 set -euo pipefail
@@ -23,6 +27,7 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "instructions":
         print(m["executable"])')
 cargo build --release -q -p courier-launcher
+export COURIER_SHM_PROFILE=${PROFILE:-close}
 count() { # mode iterations -> total instructions
   local f transport=shm mode=$1
   f=$(mktemp)
