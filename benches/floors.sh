@@ -6,7 +6,8 @@
 # target or close to it:
 #   latency 1 B – 8 KiB      latency_floor.c (1–8 B), medium_latency_floor.c (4, 8 KiB;
 #                            the faster of its two layouts in each round)
-#   bw 1 B – 8 KiB           msgrate_floor.c (1, 8, 32 B)
+#   bw 1 B – 8 KiB           msgrate_floor.c (1, 8, 32 B; 4 and 8 KiB: the
+#                            two copies of a copy-in/copy-out stream)
 #   bibw 64 KiB – 4 MiB      bibw_floor.c (both ranks pull a window at once)
 #   all-gather, 2 ranks      exchange_floor.c (64 KiB – 1 MiB blocks: each
 #                            rank pulls the block the other has just copied)
@@ -72,7 +73,7 @@ for r in $(seq "$ROUNDS"); do
   $courier bench latency --min-size 1 --max-size 8192 | grep -v '^#' > "$d/courier.latency"
   for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" latency 1 8192 > "$d/$p.latency"; done
   # bw (the floor prints MB/s, then messages per second)
-  for s in 1 8 32; do "$bin/msgrate_floor" $s | awk '{print $1, $2}'; done > "$d/floor.bw"
+  for s in 1 8 32 4096 8192; do "$bin/msgrate_floor" $s | awk '{print $1, $2}'; done > "$d/floor.bw"
   $courier bench bw --min-size 1 --max-size 8192 | grep -v '^#' > "$d/courier.bw"
   for p in $PEERS_AVAILABLE; do peer "$p" 2 "p2p_$p" bw 1 8192 > "$d/$p.bw"; done
   # bibw, large messages (the floor prints "size S: aggregate X MB/s")

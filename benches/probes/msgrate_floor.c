@@ -55,8 +55,9 @@ int main(int argc, char **argv) {
     uint64_t cap = argc > 3 ? atol(argv[3]) : 4 << 20;
     long windows = argc > 4 ? atol(argv[4]) : 20000, skip = windows / 10;
     uint64_t fp = (8 + ENVELOPE + S + align - 1) / align * align;
-    if ((align != 64 && align != 32) || fp > 64 || (cap & (cap - 1)) || cap < 4096) {
-        fprintf(stderr, "size must fit one line (at most %d bytes), align 64 or 32, ring a power of two\n", 64 - 8 - ENVELOPE);
+    if ((align != 64 && align != 32) || (fp > 64 && align != 64) || (cap & (cap - 1)) || cap < 4096 ||
+        fp > cap / 4) {
+        fprintf(stderr, "align 64 or 32 (32: messages of at most %d bytes), ring a power of two of at least 4096 bytes and 4 records\n", 32 - 8 - ENVELOPE);
         return 2;
     }
     struct ctl *c = mmap(0, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -66,8 +67,9 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     int me = child == 0;
     pin(me);
-    uint8_t msg[64], env[ENVELOPE];
-    memset(msg, 7, sizeof msg);
+    uint8_t *msg = malloc(S + 64), env[ENVELOPE];
+    if (!msg) return 1;
+    memset(msg, 7, S + 64);
     memset(env, 1, sizeof env);
     if (me == 0) { /* producer */
         while (!atomic_load(&c->ready)) {}
@@ -80,7 +82,9 @@ int main(int argc, char **argv) {
                     head_cache = atomic_load_explicit(&c->head, memory_order_acquire);
                 uint8_t *rec = ring + (tail & (cap - 1));
                 memcpy(rec + 8, env, ENVELOPE);
-                memcpy(rec + 8 + ENVELOPE, msg, S);
+                size_t at = (tail & (cap - 1)) + 8 + ENVELOPE, first = S < cap - at ? S : cap - at;
+                memcpy(ring + at, msg, first); /* wraps at the ring's end */
+                memcpy(ring, msg + first, S - first);
                 uint64_t h = ((uint64_t)(uint32_t)(tail / align + 1) << 32) | (ENVELOPE + S);
                 atomic_store_explicit((_Atomic uint64_t *)rec, h, memory_order_release);
                 tail += fp;
@@ -92,7 +96,9 @@ int main(int argc, char **argv) {
         printf("%-10zu%18.2f%18.2f\n", S, rate * S / 1e6, rate);
         waitpid(child, 0, 0);
     } else { /* consumer */
-        uint8_t *bufs = malloc(64 * WINDOW);
+        int one = fp > 64; /* messages of several lines land in one buffer */
+        uint8_t *bufs = malloc(one ? S + 64 : 64 * WINDOW);
+        if (!bufs) return 1;
         atomic_store(&c->ready, 1);
         uint64_t head = 0;
         for (long w = 0; w < windows + skip; w++) {
@@ -103,7 +109,11 @@ int main(int argc, char **argv) {
                 while (((h = atomic_load_explicit(hp, memory_order_acquire)) >> 32) != stamp)
                     __builtin_ia32_pause();
                 uint32_t len = (uint32_t)h;
-                memcpy(bufs + 64 * i, (uint8_t *)hp + 8 + ENVELOPE, len - ENVELOPE);
+                size_t at = (head & (cap - 1)) + 8 + ENVELOPE, n = len - ENVELOPE;
+                size_t first = n < cap - at ? n : cap - at;
+                uint8_t *dst = one ? bufs : bufs + 64 * i;
+                memcpy(dst, ring + at, first);
+                memcpy(dst + first, ring, n - first);
                 head += fp;
                 /* publish the read position now and then, as a ring must */
                 if ((head & 4095) == 0) atomic_store_explicit(&c->head, head, memory_order_release);
