@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `COURIER_TRANSPORT` | auto | `auto`: shared memory within a node, TCP across; `shm`: require shared memory within a node; `tcp`: TCP everywhere |
 //! | `COURIER_EAGER_LIMIT` | 65536 | largest message (bytes) sent eagerly over TCP; larger ones use rendezvous |
-//! | `COURIER_LONE_EAGER_LIMIT` | 1048576 | largest message (bytes) sent eagerly over TCP when it is alone: no other send to that peer in flight and the flow-control credit covers it (else rendezvous); the credit window grows to two such messages if it is smaller; 0 turns it off |
+//! | `COURIER_LONE_EAGER_LIMIT` | 2097152 | largest message (bytes) sent eagerly over TCP when it is alone: no other send to that peer in flight and the flow-control credit covers it (else rendezvous); the credit window grows to two such messages if it is smaller; 0 turns it off |
 //! | `COURIER_SHM_EAGER_LIMIT` | 131072 (524288 on a `close` node, 8192 on a `remote` one) | the same between ranks of one node; larger ones are pulled single-copy |
 //! | `COURIER_SHM_EXCHANGE_LIMIT` | 0 (unlimited on a `close` node) | largest message above the eager limit to a rank of this node whose data goes through the ring (RTS, CTS, then the data) instead of a pull, when a receive from that rank is posted (an exchange) or another send to it is in flight (a stream); 0: always pulled |
 //! | `COURIER_SHM_PROFILE` | auto | how this node's ranks move data between them: `auto` measures it at start-up (local ranks 0 and 1 time a copy through shared memory against a single-copy pull; see `transport::shm::calibrate`); `close`: copies win (larger eager messages, an exchange's or a stream's large messages through the ring, collectives of two ranks through the arena up to large sizes); `far`: pulls win sooner (smaller eager messages, streams ask for their ring lines ahead, collectives pull medium operands); `remote`: copies through shared memory are much slower than pulls (cores far apart: messages above 8 KiB are pulled, collectives as on a `far` node) |
@@ -97,11 +97,16 @@ pub(crate) fn eager_limit() -> usize {
 /// message sent while others are in flight (a window, a stream) still goes
 /// by rendezvous, so the receiver never holds more than the credit window
 /// of unmatched bytes, and a window's messages never wait for credit.
-/// 1 MiB: two such messages fit the default credit window (4 MiB), so the
-/// receiver's bound on unmatched bytes per peer stays where it was; with 4
-/// MiB (the window then grows to 8 MiB) latency at 2–4 MiB was 0.98–0.99
-/// of rendezvous, within the noise, as at 1 MiB.
-pub const DEFAULT_LONE_EAGER_LIMIT: usize = 1 << 20;
+/// 2 MiB: two such messages, with their envelopes, take the default
+/// credit window (4 MiB) and 256 bytes, so the receiver's bound on
+/// unmatched bytes per peer stays where it was. Against the 1 MiB limit
+/// of sessions 23–31 (session 32, 8 ABBA rounds, all in one placement):
+/// latency 2 MiB 0.95 (0.81–1.07 per round), 1 and 4 MiB level;
+/// `bibw` and `bw` at 1–4 MiB level (6 rounds). With 4 MiB (the window
+/// then grows to 8 MiB) latency at 4 MiB was 0.98–0.99 of rendezvous,
+/// within the noise, as at 1 MiB: the round trip saved is about 10 µs of
+/// a transfer the kernel's copies take hundreds of microseconds over.
+pub const DEFAULT_LONE_EAGER_LIMIT: usize = 2 << 20;
 
 /// `COURIER_LONE_EAGER_LIMIT` (0: off).
 pub(crate) fn lone_eager_limit() -> usize {

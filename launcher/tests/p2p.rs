@@ -278,7 +278,7 @@ fn body_isend_bursts() {
 /// lone eager limit off.
 #[test]
 fn lone_large_messages_over_tcp() {
-    // The default (1 MiB), a larger limit (the credit window grows with
+    // The default (2 MiB), a larger limit (the credit window grows with
     // it), and none.
     for lone in ["", "4194304", "0"] {
         let env = [
@@ -914,13 +914,14 @@ fn body_lone_eager() {
     let w = u.world();
     let me = w.rank();
     let limit: usize = match std::env::var("COURIER_LONE_EAGER_LIMIT").as_deref() {
-        Ok("") | Err(_) => 1 << 20,
+        Ok("") | Err(_) => 2 << 20,
         Ok(v) => v.parse().unwrap(),
     };
     let lone = limit > 0;
     let counts = |u: &courier::Universe| (counter(u, "eager_sent"), counter(u, "rendezvous_sent"));
-    // Ping-pong, 0 ↔ 1: above the eager limit (64 KiB) up to 4 MiB.
-    let sizes = [16_385usize, 262_144, 1 << 20];
+    // Ping-pong, 0 ↔ 1: above the eager limit (64 KiB) up to 4 MiB,
+    // each side of the default lone limit (2 MiB).
+    let sizes = [16_385usize, 262_144, 1 << 19, 1 << 20];
     let before = counts(&u);
     for (k, &n) in sizes.iter().enumerate() {
         let mut buf = vec![0u32; n];
@@ -939,10 +940,10 @@ fn body_lone_eager() {
     let after = counts(&u);
     if me < 2 {
         let (eager, rdv) = (after.0 - before.0, after.1 - before.1);
-        // Above the eager limit (64 KiB) all three; eager those the lone
-        // limit covers.
+        // Above the eager limit (64 KiB) all of them; eager those the
+        // lone limit covers.
         let covered = sizes.iter().filter(|&&n| 4 * n <= limit).count() as u64;
-        let want = (covered, 3 - covered);
+        let want = (covered, sizes.len() as u64 - covered);
         assert_eq!((eager, rdv), want, "rank {me}: {}", u.debug_report());
     }
     w.barrier().unwrap();
