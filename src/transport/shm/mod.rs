@@ -715,6 +715,9 @@ impl ShmTransport {
         let Some((_, inbound)) = self.inbound.get_mut(p.inbound) else {
             return Ok(0);
         };
+        // Written to them since we last heard from them: what comes is
+        // likely the answer this rank waits for.
+        inbound.set_answer(!p.heard);
         let n = read(inbound).map_err(|_| corrupted(peer))?;
         if n > 0 && !p.heard {
             // The first record since our last write to them: an answer is

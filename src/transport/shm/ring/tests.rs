@@ -469,3 +469,28 @@ fn write_line_writes_what_write_would() {
     assert_eq!(c.read_records(&mut [0u8; 2048], 64), Ok(24 * n));
     assert_eq!(p.write_line(&bytes[..16], &bytes[16..24]), Ok(24));
 }
+
+/// An answer's record is asked for whole (up to [`ANSWER_PREFETCH_LINES`]
+/// lines): a hint that never changes what is read, also where the record
+/// wraps at the ring's end; the mark lasts for one record.
+#[test]
+fn answers_read_the_same_across_the_wrap() {
+    let cap = 16 * 1024;
+    let (_m, r) = Mem::new(cap);
+    let mut p = Producer::new(r);
+    let mut c = Consumer::new(r);
+    let mut lines = Vec::new();
+    for k in 0..40u8 {
+        // 3000-byte records: 47 lines, past PREFETCH_LINES, and one of every
+        // few straddles the end of the 16 KiB ring.
+        let msg: Vec<u8> = (0..3000).map(|i| (i as u8).wrapping_mul(k | 1)).collect();
+        assert_eq!(p.write(&[&msg]), Ok(msg.len()));
+        c.set_answer(k % 2 == 0);
+        let mut out = vec![0u8; msg.len()];
+        assert_eq!(c.read(&mut out), Ok(msg.len()));
+        assert!(!c.answer, "the mark lasts for one record");
+        assert_eq!(out, msg, "record {k}");
+        lines.push(c.last_lines());
+    }
+    assert!(lines.iter().all(|&l| l == 47), "{lines:?}");
+}
