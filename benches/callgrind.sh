@@ -14,7 +14,9 @@
 # paths (bw: 816 instructions per message instead of close's 646).
 # (In another checkout, e.g. an old revision's worktree, copy
 # benches/instructions.rs and this script there and add the [[bench]] entry.)
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] && MODES=("$@") || MODES=(blocking window stream)
 command -v valgrind >/dev/null || {

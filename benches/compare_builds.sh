@@ -9,7 +9,9 @@
 # ENV_NEW="COURIER_CHECK=1" with OLD=HEAD measures what a knob costs).
 # The old build lives in $COMPARE_DIR/<rev> (default /tmp/courier-compare; a
 # git worktree outside this workspace, built once).
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 OLD=${1:?usage: compare_builds.sh OLD-REV [kinds...]}
 shift

@@ -8,7 +8,9 @@
 # RESULTS (default target/bench-results/coll) receives the raw tables, the
 # medians as `courier bench --format json` documents
 # (NPr/KIND-SYSTEM.json) and their plots (NPr/KIND.svg, `courier report`).
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 MAX=${MAX:-$((1 << 20))}

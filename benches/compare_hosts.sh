@@ -6,7 +6,9 @@
 # report a disconnected peer, then spin), so it is off by default; every
 # run is bounded by RUN_TIMEOUT seconds.
 # Usage: [ROUNDS=3] [MAX=1048576] benches/compare_hosts.sh [latency bw allreduce ...]
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 MAX=${MAX:-$((1 << 20))}

@@ -17,7 +17,9 @@
 # RESULTS (default target/bench-results/p2p-TRANSPORT) receives every raw
 # table (SYSTEM.KIND.ROUND), the medians as `courier bench --format json`
 # documents (KIND-SYSTEM.json) and their plot (KIND.svg, `courier report`).
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 TRANSPORT=${TRANSPORT:-shm}
 ROUNDS=${ROUNDS:-5}

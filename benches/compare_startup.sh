@@ -5,7 +5,9 @@
 # Usage: [RESULTS=DIR] benches/compare_startup.sh [N ...]
 # RESULTS (default target/bench-results/startup) receives startup.json: the
 # medians by rank count and system.
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 [ $# -gt 0 ] && SIZES=("$@") || SIZES=(2 8 32 64)

@@ -27,7 +27,9 @@
 # Usage: [ROUNDS=5] benches/floors.sh       (2-4 minutes on 2 cores once built)
 # Prints markdown tables: medians over rounds, and medians of per-round
 # ratios to the better peer of the round. Raw runs: target/bench-results/floors/.
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 source benches/peers.sh

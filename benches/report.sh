@@ -7,7 +7,9 @@
 # interleaved rounds, ratios as medians of per-round ratios.
 # Usage: [ROUNDS=5] benches/report.sh        (about 4 minutes on 2 cores once built)
 # Raw tables, JSON medians and plots stay in target/bench-results/.
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step names itself (set -e alone stops the script silently).
+trap 'echo "$0: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 export ROUNDS=${ROUNDS:-5}
 res=target/bench-results
