@@ -17,8 +17,8 @@
 //! bytes, rank 1 `irecv`s them, both `wait_all`, then rank 1 acknowledges.
 //! `pingpong`: N round trips of 8 bytes (osu_latency), rank 1 receiving
 //! and answering (`pingpong N BYTES`: of BYTES, rounded down to whole
-//! `u64`s, e.g. 4096 for the ring's multi-line records). `allreduce`, `reduce` and `barrier` run there too: N all-reduces of one
-//! `u64` (sum), N reduces of one to rank 1 (the rank counted), or N
+//! `u64`s, e.g. 4096 for the ring's multi-line records). `allreduce`,
+//! `reduce` and `barrier` run there too: N all-reduces of one `u64` (sum), N reduces of one to rank 1 (the rank counted), or N
 //! barriers. These three initialize as `courier bench` does
 //! (`Threading::Funneled`: no lock per call).
 
@@ -75,8 +75,8 @@ fn main() {
             }
         }
         "pingpong" => {
-            // osu_latency's loop at 8 bytes: rank 0 sends and receives,
-            // rank 1 receives and answers.
+            // osu_latency's loop (8 bytes unless BYTES says otherwise):
+            // rank 0 sends and receives, rank 1 receives and answers.
             let (me, peer) = (w.rank(), 1 - w.rank());
             let words: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(8) / 8;
             let out = vec![7u64; words.max(1)];
