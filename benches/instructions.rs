@@ -18,9 +18,10 @@
 //! `pingpong`: N round trips of 8 bytes (osu_latency), rank 1 receiving
 //! and answering (`pingpong N BYTES`: of BYTES, rounded down to whole
 //! `u64`s, e.g. 4096 for the ring's multi-line records). `allreduce`,
-//! `reduce` and `barrier` run there too: N all-reduces of one `u64` (sum), N reduces of one to rank 1 (the rank counted), or N
-//! barriers. These three initialize as `courier bench` does
-//! (`Threading::Funneled`: no lock per call).
+//! `reduce` and `barrier` run there too: N all-reduces of one `u64` (sum),
+//! N reduces of one to rank 1 (the rank counted), or N barriers. These
+//! three initialize as `courier bench` does (`Threading::Funneled`: no lock
+//! per call).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
