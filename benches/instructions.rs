@@ -79,9 +79,10 @@ fn main() {
             // osu_latency's loop (8 bytes unless BYTES says otherwise):
             // rank 0 sends and receives, rank 1 receives and answers.
             let (me, peer) = (w.rank(), 1 - w.rank());
-            let words: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(8) / 8;
-            let out = vec![7u64; words.max(1)];
-            let mut inc = vec![0u64; words.max(1)];
+            let bytes: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(8);
+            let words = (bytes / 8).max(1);
+            let out = vec![7u64; words];
+            let mut inc = vec![0u64; words];
             for _ in 0..n {
                 if me == 0 {
                     w.send(&out, peer, 5).unwrap();
